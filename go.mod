@@ -1,0 +1,8 @@
+module minivmm
+
+go 1.26
+
+require (
+	github.com/spf13/pflag v1.1.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)
