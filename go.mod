@@ -1,8 +1,7 @@
 module minivmm
 
-go 1.26
+go 1.26.0
 
-require (
-	github.com/spf13/pflag v1.1.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
-)
+require golang.org/x/sys v0.50.0
+
+require github.com/spf13/pflag v1.1.0 // indirect
