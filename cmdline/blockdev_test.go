@@ -26,7 +26,7 @@ func TestParseBlockdevArg(t *testing.T) {
 		{in: `{"driver":"null-co"`, err: "JSON parse error, premature EOI"},
 		{in: `{`, err: "JSON parse error, premature EOI"},
 		{in: ` {"driver":"null-co","node-name":"a"}`, err: `Invalid parameter '"node-name":"a"}'`},
-		{in: `{"a":}`, err: "JSON parse error, invalid character '}' looking for beginning of value"},
+		{in: `{"a":}`, err: "JSON parse error, expecting value"},
 		{in: "", want: obj{}},
 	} {
 		got, err := ParseBlockdevArg(tc.in)

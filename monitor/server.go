@@ -1,0 +1,239 @@
+// Package monitor is minivmm's QMP server: unix-socket monitors that speak
+// QEMU's QMP, take file descriptors as SCM_RIGHTS ancillary data, and share
+// one fdset registry.
+package monitor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/qemuopen"
+)
+
+// Version is what query-version and the greeting report. minivmm speaks the
+// QMP of QEMU 9.1 for fdsets (access mode and O_DIRECT must match);
+// Package says who is speaking.
+var Version = Obj{
+	{"qemu", Obj{{"micro", 0}, {"minor", 1}, {"major", 9}}},
+	{"package", "minivmm 0.1.0"},
+}
+
+// Limits on one QMP message: QEMU's nesting limit, and a size far above
+// anything a real command needs, so a hostile client costs bounded memory.
+const (
+	maxMessageSize = 4 << 20
+	maxNesting     = 1024
+	// writeTimeout bounds how long a client that stops reading can hold up
+	// a reply or an event broadcast; past it the connection is dropped.
+	writeTimeout = 10 * time.Second
+)
+
+// Server runs any number of monitors over one VM and one fdset registry.
+type Server struct {
+	fds *qemuopen.Registry
+	vm  *VM
+
+	mu       sync.Mutex
+	monitors []*Monitor
+	conns    map[*conn]struct{}
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+// NewServer returns a server for vm whose add-fd and friends act on fds.
+func NewServer(fds *qemuopen.Registry, vm *VM) *Server {
+	s := &Server{fds: fds, vm: vm, conns: map[*conn]struct{}{}}
+	vm.emit = s.Emit
+	return s
+}
+
+// Monitor is one QMP listening socket (QEMU's -mon / -qmp).
+type Monitor struct {
+	srv    *Server
+	ln     *net.UnixListener
+	path   string // removed on close; empty for a socket we were handed
+	pretty bool
+
+	connected     chan struct{} // closed when the first client connects
+	connectedOnce sync.Once
+
+	// Named fds (getfd/closefd) belong to the monitor, not to one
+	// connection, as in QEMU: a client may reconnect and still use them.
+	namedMu sync.Mutex
+	named   map[string]int
+}
+
+// Listen creates a unix socket at path, mode 0600, and serves QMP on it.
+// A stale socket file left by a dead process is replaced; any other file
+// at path is an error.
+func (s *Server) Listen(path string, pretty bool) (*Monitor, error) {
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("Failed to bind socket to %s: file exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("Failed to bind socket to %s: Address already in use", path)
+		}
+		os.Remove(path)
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("Failed to create socket: %w", err)
+	}
+	// chmod before listen: until listen, nobody can connect, so there is
+	// no window in which the socket is open to others.
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("Failed to bind socket to %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err == nil {
+		err = unix.Listen(fd, 16)
+	}
+	if err != nil {
+		unix.Close(fd)
+		os.Remove(path)
+		return nil, fmt.Errorf("Failed to listen on %s: %w", path, err)
+	}
+	m, err := s.serveFd(fd, path, pretty)
+	if err != nil {
+		os.Remove(path)
+	}
+	return m, err
+}
+
+// ListenFd serves QMP on an inherited listening socket (libvirt's
+// -chardev socket,fd=N,server=on). It takes ownership of fd.
+func (s *Server) ListenFd(fd int, pretty bool) (*Monitor, error) {
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v == 0 {
+		unix.Close(fd)
+		if err == nil {
+			err = errors.New("not a listening socket")
+		}
+		return nil, fmt.Errorf("fd %d: %w", fd, err)
+	}
+	unix.CloseOnExec(fd)
+	return s.serveFd(fd, "", pretty)
+}
+
+func (s *Server) serveFd(fd int, path string, pretty bool) (*Monitor, error) {
+	f := os.NewFile(uintptr(fd), "qmp-listener")
+	l, err := net.FileListener(f) // dups fd
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("fd %d is not a unix socket", fd)
+	}
+	// We remove the file ourselves, after the last connection is gone.
+	ul.SetUnlinkOnClose(false)
+	m := &Monitor{srv: s, ln: ul, path: path, pretty: pretty, named: map[string]int{}, connected: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ul.Close()
+		return nil, errors.New("monitor server is shut down")
+	}
+	s.monitors = append(s.monitors, m)
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go m.accept()
+	return m, nil
+}
+
+// Addr names the socket, as QEMU does in its "waiting for connection" line.
+func (m *Monitor) Addr() string {
+	if m.path != "" {
+		return "unix:" + m.path + ",server=on"
+	}
+	return m.ln.Addr().String()
+}
+
+// Connected is closed when the first client has connected.
+func (m *Monitor) Connected() <-chan struct{} { return m.connected }
+
+func (m *Monitor) accept() {
+	defer m.srv.wg.Done()
+	for {
+		uc, err := m.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and the like: back off rather than spin.
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		m.connectedOnce.Do(func() { close(m.connected) })
+		c := m.srv.newConn(m, uc)
+		if c == nil {
+			uc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// Emit sends an event to every connection past capabilities negotiation.
+func (s *Server) Emit(event string, data Obj) {
+	now := time.Now()
+	msg := Obj{
+		{"timestamp", Obj{{"seconds", now.Unix()}, {"microseconds", int64(now.Nanosecond() / 1000)}}},
+		{"event", event},
+	}
+	if data != nil {
+		msg = append(msg, Member{"data", data})
+	}
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		if c.negotiated.Load() {
+			c.send(msg)
+		}
+	}
+}
+
+// Close stops every monitor: listeners closed, socket files removed,
+// connections closed (their fds handled by the closing rules), named fds
+// closed. It waits for the connection goroutines to finish.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	monitors := s.monitors
+	for c := range s.conns {
+		c.uc.Close()
+	}
+	s.mu.Unlock()
+	for _, m := range monitors {
+		m.ln.Close()
+		if m.path != "" {
+			os.Remove(m.path)
+		}
+	}
+	s.wg.Wait()
+	for _, m := range monitors {
+		m.namedMu.Lock()
+		for name, fd := range m.named {
+			unix.Close(fd)
+			delete(m.named, name)
+		}
+		m.namedMu.Unlock()
+	}
+}
