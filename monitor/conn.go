@@ -64,6 +64,7 @@ func (c *conn) serve() {
 	oob := make([]byte, unix.CmsgSpace(maxFdsPerRead*4))
 	for {
 		n, oobn, _, _, err := c.uc.ReadMsgUnix(buf, oob)
+		n, oobn = max(n, 0), max(oobn, 0)
 		fds := receivedFds(oob[:oobn])
 		frames := framer.Feed(buf[:n])
 		c.dispatchChunk(frames, fds, framer.Pending())
@@ -159,13 +160,15 @@ func closeFds(fds []int) {
 // descriptor that came with it; it is closed unless the command keeps it.
 func (c *conn) handle(fr Frame, fd int) {
 	call := &call{conn: c, fd: fd}
-	defer func() { closeFd(call.fd) }()
 	var reply Obj
 	if fr.Err != nil {
 		reply = errorReply(genericError("%s", fr.Err.Error()), nil)
 	} else {
 		reply = c.execute(call, fr.Data)
 	}
+	// Closed before replying, so a client that sees the reply can count on
+	// the VMM no longer holding the fd.
+	closeFd(call.fd)
 	c.send(reply)
 	if call.afterReply != nil {
 		call.afterReply()

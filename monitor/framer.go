@@ -18,16 +18,20 @@ import "errors"
 //   - A lexical error abandons the message in progress: an ASCII control
 //     character other than tab, CR and LF, or one of the bytes 0xFE and
 //     0xFF (never valid in UTF-8), anywhere; inside a string also tab, CR
-//     and LF. QEMU answers each with "JSON parse error, stray '...'"
-//     (the string read so far and the byte, or just the byte), then skips
-//     input until a structural character, a control character, or
-//     0xFE/0xFF. qmp-spec tells clients to send such a byte (0xFF for
-//     old QEMU) to get the parser back into a known state.
+//     and LF. Like QEMU, the Framer answers each with "JSON parse error,
+//     stray '...'" (quoting the string read so far and the byte, or just
+//     the byte), then skips input until a structural character, a control
+//     character, or 0xFE/0xFF. qmp-spec tells clients to send such a byte
+//     (0xFF for old QEMU) to get the parser back into a known state.
+//     Other bytes QEMU's lexer rejects ('@', 'A', non-ASCII outside
+//     strings, a malformed number) are left for the parser to reject; a
+//     bare one at top level is a scalar message as above.
 //   - A message larger than maxSize bytes or nested deeper than maxDepth
 //     is still followed to its end, without storing it, and then reported
 //     by a single error. (QEMU 7.2 reports the limit at once and then
-//     parses the rest of the message as new input, which yields one error
-//     per remaining token; later QEMU eats the rest, as here.)
+//     lexes the rest of the message as new input, one error per leftover
+//     token, and may swallow the next command; QEMU's current streamer
+//     skips the rest of the message, as done here.)
 
 // Errors of frames that exceeded a limit, in QEMU's words.
 var (
