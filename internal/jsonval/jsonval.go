@@ -24,6 +24,9 @@ var (
 // Decode parses data, which must hold exactly one JSON value. Objects come
 // back as map[string]any, arrays as []any, numbers as json.Number.
 func Decode(data []byte) (any, error) {
+	if bytes.IndexByte(data, '\'') >= 0 {
+		data = doubleQuoted(data)
+	}
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
 	v, err := value(d)
@@ -110,4 +113,39 @@ func isWord(s string) bool {
 		}
 	}
 	return !(s[0] >= '0' && s[0] <= '9' || s[0] == '-')
+}
+
+// doubleQuoted rewrites QEMU's single-quoted strings ('it''s' is not a
+// thing; \' escapes a quote) as standard JSON strings, so that what QEMU
+// accepts, minivmm accepts. Anything malformed is left for the decoder to
+// report.
+func doubleQuoted(data []byte) []byte {
+	out := make([]byte, 0, len(data)+8)
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if c != '"' && c != '\'' {
+			out = append(out, c)
+			continue
+		}
+		quote := c
+		out = append(out, '"')
+		for i++; i < len(data) && data[i] != quote; i++ {
+			switch c := data[i]; {
+			case c == '\\' && i+1 < len(data) && data[i+1] == '\'':
+				out = append(out, '\'')
+				i++
+			case c == '\\' && i+1 < len(data):
+				out = append(out, c, data[i+1])
+				i++
+			case c == '"':
+				out = append(out, '\\', '"')
+			default:
+				out = append(out, c)
+			}
+		}
+		if i < len(data) {
+			out = append(out, '"')
+		}
+	}
+	return out
 }

@@ -532,3 +532,13 @@ func (s *syncBuffer) Len() int {
 	defer s.mu.Unlock()
 	return s.b.Len()
 }
+
+// Drain returns, and forgets, the events and replies that have been
+// received but not yet returned by Event or Reply (after Reply: the events
+// that came before its reply; after WaitClosed: everything that came
+// before the connection closed), each kind in order of arrival.
+func (c *Client) Drain() (events, replies []map[string]any) {
+	events, replies = c.events, c.replies
+	c.events, c.replies = nil, nil
+	return events, replies
+}
