@@ -115,8 +115,8 @@ func isWord(s string) bool {
 	return !(s[0] >= '0' && s[0] <= '9' || s[0] == '-')
 }
 
-// doubleQuoted rewrites QEMU's single-quoted strings ('it”s' is not a
-// thing; \' escapes a quote) as standard JSON strings, so that what QEMU
+// doubleQuoted rewrites QEMU's single-quoted strings (in which a
+// backslash escapes the quote) as standard JSON strings, so that what QEMU
 // accepts, minivmm accepts. Anything malformed is left for the decoder to
 // report.
 func doubleQuoted(data []byte) []byte {
