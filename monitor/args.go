@@ -69,7 +69,13 @@ func checkArgs(params []param, raw map[string]any) (Args, error) {
 		}
 		conv, ok := convertArg(p.typ, v)
 		if !ok {
-			return nil, genericError("Invalid parameter type for '%s', expected: %s", p.name, argTypeNames[p.typ])
+			name, want := p.name, argTypeNames[p.typ]
+			if list, isList := v.([]any); isList && p.typ == argStrList {
+				// A list is fine, an element is not: QEMU names the element.
+				i := slices.IndexFunc(list, func(e any) bool { _, ok := e.(string); return !ok })
+				name, want = fmt.Sprintf("%s[%d]", p.name, i), argTypeNames[argStr]
+			}
+			return nil, genericError("Invalid parameter type for '%s', expected: %s", name, want)
 		}
 		out[p.name] = conv
 	}

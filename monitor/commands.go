@@ -59,7 +59,8 @@ func qmpCapabilities(c *call, args Args) (any, error) {
 		// The greeting offers no capabilities, so none can be enabled.
 		for _, cap := range caps {
 			if cap != "oob" {
-				return nil, genericError("Parameter 'enable' does not accept value '%s'", cap)
+				// QEMU visits list elements without a name and prints it as 'null'.
+				return nil, genericError("Parameter 'null' does not accept value '%s'", cap)
 			}
 		}
 		if len(caps) > 0 {

@@ -48,8 +48,8 @@ func encode(b *strings.Builder, v any, pretty bool, indent int) {
 		b.WriteString(strconv.FormatInt(v, 10))
 	case uint64:
 		b.WriteString(strconv.FormatUint(v, 10))
-	case json.Number:
-		b.WriteString(v.String())
+	case json.Number: // a number the client sent, written back as QEMU's parser stored it
+		b.WriteString(qemuNumber(v.String()))
 	case float64:
 		b.WriteString(strconv.FormatFloat(v, 'g', 17, 64))
 	case string:
@@ -139,4 +139,25 @@ func quote(b *strings.Builder, s string) {
 		}
 	}
 	b.WriteByte('"')
+}
+
+// qemuNumber is how QEMU writes back a JSON number it parsed: an integer
+// literal as int64 when it fits, else as uint64 when it fits, and anything
+// else as a double printed with "%.17g" (1.0 -> 1, -0 -> 0, 2^64 ->
+// 1.8446744073709552e+19). Out of double range QEMU writes "inf", which is
+// not JSON; the text is kept as sent then.
+func qemuNumber(s string) string {
+	if !strings.ContainsAny(s, ".eE") {
+		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return strconv.FormatInt(i, 10)
+		}
+		if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+			return strconv.FormatUint(u, 10)
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return s
+	}
+	return strconv.FormatFloat(f, 'g', 17, 64)
 }
