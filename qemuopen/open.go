@@ -29,7 +29,17 @@ func (e *Error) Error() string {
 	if e.Msg != "" {
 		return e.Msg
 	}
-	return fmt.Sprintf("Could not open '%s': %s", e.Path, e.Errno.Error())
+	return fmt.Sprintf("Could not open '%s': %s", e.Path, Strerror(e.Errno))
+}
+
+// Strerror is the C library's text for errno ("No such file or
+// directory"), which QEMU's messages carry; Go's differs only in case.
+func Strerror(errno unix.Errno) string {
+	s := errno.Error()
+	if s != "" && s[0] >= 'a' && s[0] <= 'z' {
+		s = string(s[0]-'a'+'A') + s[1:]
+	}
+	return s
 }
 
 func (e *Error) Unwrap() error { return e.Errno }

@@ -1,0 +1,160 @@
+// Package block is minivmm's block layer: a graph of named nodes, each an
+// image format or protocol driver over its children, opened through
+// qemuopen so that /dev/fdset/N works everywhere, and reopened in
+// transactions.
+//
+// A driver implements [Image], the small interface every node has, and any
+// of the optional ones ([ZeroWriter], [Discarder], [BlockStatuser],
+// [Truncater], [Reopener]) that the graph asks for by type assertion and
+// falls back from, the way io.Copy asks for io.WriterTo.
+package block
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Image is an open node's driver: io.ReaderAt/io.WriterAt over the node's
+// virtual disk, plus flush, length and close. Offsets and lengths have
+// been checked against Length by the graph before a driver sees them.
+type Image interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Flush() error
+	Length() (int64, error)
+	Close() error
+}
+
+// ZeroWriter writes zeroes without a buffer; unmap allows deallocating.
+type ZeroWriter interface {
+	WriteZeroes(off, n int64, unmap bool) error
+}
+
+// Discarder drops data the guest no longer needs.
+type Discarder interface {
+	Discard(off, n int64) error
+}
+
+// Status is what BlockStatus says of a range.
+type Status struct {
+	Data      bool  // allocated with data at this layer or below
+	Zero      bool  // reads as zeroes
+	Allocated bool  // allocated at this node (not from a backing file)
+	Depth     int   // in a backing chain, how far down the data lives
+	Offset    int64 // host offset in the file child, or -1
+}
+
+// BlockStatuser tells which ranges hold data. It returns the status of
+// the range starting at off and how many bytes (at most n) share it.
+type BlockStatuser interface {
+	BlockStatus(off, n int64) (Status, int64, error)
+}
+
+// Truncater changes a node's length.
+type Truncater interface {
+	Truncate(size int64) error
+}
+
+// Reopener changes a driver's open state in a transaction: Prepare does
+// everything that can fail (opening new fds) without changing what is
+// observable; the returned Pending then commits or aborts.
+type Reopener interface {
+	PrepareReopen(r *ReopenRequest) (Pending, error)
+}
+
+// Pending is a prepared reopen of one driver.
+type Pending interface {
+	Commit()
+	Abort()
+}
+
+// Driver describes one block driver.
+type Driver struct {
+	Name string
+	// Format is true for drivers that interpret a child "file" (raw,
+	// qcow2); false for protocol drivers (file, null-co).
+	Format bool
+	// Probe scores how surely header (the first bytes of an image) and
+	// filename belong to this format: 0 is "not mine". Nil: never probed.
+	Probe func(header []byte, filename string) int
+	// Options lists the driver's own options and their types, beyond the
+	// generic ones every node has.
+	Options map[string]OptType
+	// Open opens a node. On error it must leave nothing open.
+	Open func(o *OpenContext) (Image, error)
+}
+
+var (
+	driversMu sync.RWMutex
+	drivers   = map[string]*Driver{}
+)
+
+// Register makes a driver available by name; drivers call it from init.
+func Register(d *Driver) {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	if _, dup := drivers[d.Name]; dup {
+		panic("block: Register called twice for driver " + d.Name)
+	}
+	drivers[d.Name] = d
+}
+
+// LookupDriver finds a driver by name.
+func LookupDriver(name string) (*Driver, bool) {
+	driversMu.RLock()
+	defer driversMu.RUnlock()
+	d, ok := drivers[name]
+	return d, ok
+}
+
+// Drivers lists the registered drivers' names, sorted.
+func Drivers() []string {
+	driversMu.RLock()
+	defer driversMu.RUnlock()
+	names := make([]string, 0, len(drivers))
+	for n := range drivers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Probe picks the format of an image from its first bytes; raw when no
+// format claims it. It is only for reading: a writable image whose format
+// was not given must not be taken for anything but what the user said.
+func Probe(header []byte, filename string) string {
+	driversMu.RLock()
+	defer driversMu.RUnlock()
+	best, bestScore := "raw", 0
+	for _, d := range drivers {
+		if d.Probe == nil {
+			continue
+		}
+		if s := d.Probe(header, filename); s > bestScore {
+			best, bestScore = d.Name, s
+		}
+	}
+	return best
+}
+
+// Error is a failed request on a node: which node, what, where, and the
+// error beneath (so errors.Is(err, unix.EPERM) works).
+type Error struct {
+	Node string
+	Op   string
+	Off  int64
+	Len  int64
+	Err  error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("node '%s': %s at offset %d (%d bytes): %v", e.Node, e.Op, e.Off, e.Len, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrNotSupported is returned for an optional operation a driver lacks and
+// the graph cannot emulate.
+var ErrNotSupported = errors.New("operation not supported")

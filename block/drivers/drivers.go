@@ -1,0 +1,9 @@
+// Package drivers registers every block driver minivmm has; import it
+// for its side effect, as database/sql users import their driver.
+package drivers
+
+import (
+	_ "minivmm/block/file"
+	_ "minivmm/block/nullco"
+	_ "minivmm/block/raw"
+)

@@ -1,0 +1,428 @@
+package block
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/qemuopen"
+)
+
+// Graph holds every node and backend of a VMM. It is safe for concurrent
+// use: graph changes are serialized; IO on nodes is not.
+type Graph struct {
+	files *qemuopen.Registry
+
+	mu       sync.Mutex
+	nodes    map[string]*Node
+	order    []*Node // creation order
+	backends map[string]*Backend
+	autoID   int
+}
+
+// NewGraph returns an empty graph whose nodes open files through files.
+func NewGraph(files *qemuopen.Registry) *Graph {
+	return &Graph{files: files, nodes: map[string]*Node{}, backends: map[string]*Backend{}}
+}
+
+// Files is the registry the graph opens files with.
+func (g *Graph) Files() *qemuopen.Registry { return g.files }
+
+// Node finds a node by name.
+func (g *Graph) Node(name string) (*Node, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n, ok := g.nodes[name]
+	return n, ok
+}
+
+// Nodes lists every node, newest first (QEMU's order).
+func (g *Graph) Nodes() []*Node {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := slices.Clone(g.order)
+	slices.Reverse(out)
+	return out
+}
+
+// Add opens a node (blockdev-add), with any children given inline; on
+// error nothing was added and nothing is left open.
+func (g *Graph) Add(o Options) (*Node, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.add(o, nil, false)
+}
+
+// inherited are the options an inline child takes from its parent unless
+// it sets them itself, as in QEMU.
+var inherited = []string{"read-only", "auto-read-only", "discard"}
+
+func (g *Graph) add(o Options, parent Options, implicit bool) (n *Node, err error) {
+	drvName, present := o["driver"]
+	if !present {
+		return nil, optionError("Parameter 'driver' is missing")
+	}
+	name, ok := drvName.(string)
+	if kv, isKV := drvName.(keyvalString); isKV {
+		name, ok = string(kv), true
+	}
+	if !ok {
+		return nil, optionError("Invalid parameter type for 'driver', expected: string")
+	}
+	drv, ok := LookupDriver(name)
+	if !ok {
+		return nil, optionError("Parameter 'driver' does not accept value '%s'", name)
+	}
+	if parent != nil {
+		o = o.Clone()
+		for _, k := range inherited {
+			if _, set := o[k]; !set {
+				if v, pset := parent[k]; pset {
+					o[k] = v
+				}
+			}
+		}
+		if pc, _ := parent.Object("cache"); pc != nil {
+			c, _ := o.Object("cache")
+			c = c.Clone()
+			for k, v := range pc {
+				if _, set := c[k]; !set {
+					c[k] = v
+				}
+			}
+			o["cache"] = c
+		}
+	}
+	schema := maps.Clone(genericOptions)
+	maps.Copy(schema, drv.Options)
+	if drv.Format {
+		schema["file"] = OptChild
+	}
+	if err := checkKeys(o, schema, ""); err != nil {
+		return nil, err
+	}
+	state, err := parseState(o)
+	if err != nil {
+		return nil, err
+	}
+	nodeName, _ := o.String("node-name", "")
+	if nodeName == "" {
+		nodeName = g.generateName()
+	} else if err := checkNodeName(nodeName); err != nil {
+		return nil, err
+	} else if g.nodes[nodeName] != nil {
+		return nil, fmt.Errorf("Duplicate nodes with node-name='%s'", nodeName)
+	}
+
+	// Children first; inline ones are removed again if we fail.
+	children := map[string]*Node{}
+	var created []*Node
+	defer func() {
+		if err != nil {
+			for _, c := range slices.Backward(created) {
+				g.remove(c)
+			}
+		}
+	}()
+	for _, key := range slices.Sorted(maps.Keys(schema)) {
+		if schema[key] != OptChild {
+			continue
+		}
+		v, present := o[key]
+		if !present {
+			if key == "file" {
+				return nil, fmt.Errorf("A block device must be specified for \"%s\"", key)
+			}
+			continue
+		}
+		ref, _ := convert(v, OptChild, key)
+		var child *Node
+		switch ref := ref.(type) {
+		case string:
+			if child = g.nodes[ref]; child == nil {
+				return nil, fmt.Errorf("Cannot find device='%s' nor node-name='%s'", ref, ref)
+			}
+		case Options:
+			if child, err = g.add(ref, o, true); err != nil {
+				return nil, err
+			}
+			created = append(created, child)
+		}
+		children[key] = child
+	}
+
+	driverOpts := Options{}
+	for k := range drv.Options {
+		if v, ok := o[k]; ok {
+			driverOpts[k] = v
+		}
+	}
+	img, err := drv.Open(&OpenContext{
+		NodeName: nodeName, Options: driverOpts, Writable: state.writable(0),
+		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, children: children,
+	})
+	if err != nil {
+		return nil, err
+	}
+	length, err := img.Length()
+	if err != nil {
+		img.Close()
+		return nil, fmt.Errorf("Could not get the size of node '%s': %w", nodeName, err)
+	}
+	n = &Node{g: g, name: nodeName, implicit: implicit, drv: drv, opts: o, img: img, state: state,
+		children: children, parents: map[*Node]string{}}
+	n.length.Store(length)
+	for key, c := range children {
+		c.parents[n] = key
+	}
+	g.nodes[nodeName] = n
+	g.order = append(g.order, n)
+	return n, nil
+}
+
+// parseState reads the generic options, with QEMU's defaults.
+func parseState(o Options) (nodeState, error) {
+	var s nodeState
+	var err error
+	if s.readOnly, err = o.Bool("read-only", false); err != nil {
+		return s, err
+	}
+	if s.autoReadOnly, err = o.Bool("auto-read-only", false); err != nil {
+		return s, err
+	}
+	if s.forceShare, err = o.Bool("force-share", false); err != nil {
+		return s, err
+	}
+	cache, err := o.Object("cache")
+	if err != nil {
+		return s, err
+	}
+	if err := checkKeys(cache, cacheOptions, "cache."); err != nil {
+		return s, err
+	}
+	if s.direct, err = cache.Bool("direct", false); err != nil {
+		return s, err
+	}
+	if s.noFlush, err = cache.Bool("no-flush", false); err != nil {
+		return s, err
+	}
+	discard, err := o.String("discard", "ignore")
+	if err != nil {
+		return s, err
+	}
+	switch discard {
+	case "ignore", "off":
+		s.discard = "ignore"
+	case "unmap", "on":
+		s.discard = "unmap"
+	default:
+		return s, optionError("Parameter 'discard' does not accept value '%s'", discard)
+	}
+	if s.detectZeroes, err = o.String("detect-zeroes", "off"); err != nil {
+		return s, err
+	}
+	switch s.detectZeroes {
+	case "off", "on", "unmap":
+	default:
+		return s, optionError("Parameter 'detect-zeroes' does not accept value '%s'", s.detectZeroes)
+	}
+	if s.detectZeroes == "unmap" && s.discard != "unmap" {
+		return s, errors.New("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap")
+	}
+	if s.forceShare && !s.readOnly {
+		return s, errors.New("force-share=on can only be used with read-only images")
+	}
+	return s, nil
+}
+
+// checkNodeName applies QEMU's rule for ids: a letter, then letters,
+// digits, '-', '.', '_'.
+func checkNodeName(name string) error {
+	for i, c := range name {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if i == 0 && !letter || !letter && !(c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return fmt.Errorf("Invalid node-name: '%s'", name)
+		}
+	}
+	return nil
+}
+
+// generateName makes a name for an unnamed node as QEMU does: "#block",
+// a counter and two random digits, never a user's name (users' names
+// cannot start with '#').
+func (g *Graph) generateName() string {
+	for {
+		g.autoID++
+		name := fmt.Sprintf("#block%03d%02d", g.autoID, rand.IntN(100))
+		if g.nodes[name] == nil {
+			return name
+		}
+	}
+}
+
+// Delete closes a node (blockdev-del) and the children that were created
+// with it; a node in use, or one created inline, is refused.
+func (g *Graph) Delete(name string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := g.nodes[name]
+	if n == nil {
+		return fmt.Errorf("Failed to find node with node-name='%s'", name)
+	}
+	if n.implicit || len(n.parents) > 0 {
+		return fmt.Errorf("Node %s is not a root node", name)
+	}
+	if len(n.users) > 0 {
+		return fmt.Errorf("Node '%s' is busy: node is used as backing hd of '%s'", name, n.users[0].name)
+	}
+	g.remove(n)
+	return nil
+}
+
+// remove closes n and unlinks it; inline children go with it.
+func (g *Graph) remove(n *Node) {
+	n.img.Close()
+	delete(g.nodes, n.name)
+	g.order = slices.DeleteFunc(g.order, func(m *Node) bool { return m == n })
+	for _, c := range n.children {
+		delete(c.parents, n)
+		if c.implicit && len(c.parents) == 0 {
+			g.remove(c)
+		}
+	}
+}
+
+// Close closes every node, roots first, as at exit.
+func (g *Graph) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, b := range g.backends {
+		g.detach(b)
+	}
+	for len(g.order) > 0 {
+		for _, n := range slices.Backward(g.order) {
+			if len(n.parents) == 0 {
+				g.remove(n)
+				break
+			}
+		}
+	}
+}
+
+// Backend is a user of a root node: a -drive, or the IO tool. It holds
+// the permissions its user needs.
+type Backend struct {
+	name     string
+	node     *Node
+	write    bool
+	readOnly bool // -drive readonly=on: what query-block shows as ro
+}
+
+// Name is the backend's name (the -drive id), empty for anonymous ones.
+func (b *Backend) Name() string { return b.name }
+
+// Node is the root node the backend uses.
+func (b *Backend) Node() *Node { return b.node }
+
+// Attach makes a backend on node; with write it takes write permission,
+// which a read-only node refuses and an auto-read-only one answers by
+// reopening read-write.
+func (g *Graph) Attach(name string, node *Node, write bool) (*Backend, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if name != "" && g.backends[name] != nil {
+		return nil, fmt.Errorf("Duplicate ID '%s' for drive", name)
+	}
+	b := &Backend{name: name, node: node, write: write}
+	if write {
+		if err := g.addWriter(node); err != nil {
+			return nil, err
+		}
+	}
+	node.users = append(node.users, b)
+	if name != "" {
+		g.backends[name] = b
+	}
+	return b, nil
+}
+
+// Detach drops a backend and its permissions.
+func (g *Graph) Detach(b *Backend) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.detach(b)
+}
+
+func (g *Graph) detach(b *Backend) {
+	n := b.node
+	if !slices.Contains(n.users, b) {
+		return
+	}
+	n.users = slices.DeleteFunc(n.users, func(u *Backend) bool { return u == b })
+	if b.name != "" {
+		delete(g.backends, b.name)
+	}
+	if b.write {
+		g.dropWriter(n)
+	}
+}
+
+// Backend finds a backend by name.
+func (g *Graph) Backend(name string) (*Backend, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b, ok := g.backends[name]
+	return b, ok
+}
+
+// Backends lists the named backends, sorted by name.
+func (g *Graph) Backends() []*Backend {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]*Backend, 0, len(g.backends))
+	for _, k := range slices.Sorted(maps.Keys(g.backends)) {
+		out = append(out, g.backends[k])
+	}
+	return out
+}
+
+// addWriter gives n (and, through it, its "file" child) one more writer,
+// reopening auto-read-only nodes read-write where this is the first.
+func (g *Graph) addWriter(n *Node) error {
+	if n.state.readOnly {
+		return &Error{Node: n.name, Op: "take write permission", Err: fmt.Errorf("Block node is read-only: %w", unix.EPERM)}
+	}
+	if f := n.children["file"]; f != nil {
+		if err := g.addWriter(f); err != nil {
+			return err
+		}
+	}
+	if n.writers.Load() == 0 && !n.state.writable(0) {
+		if err := g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, children: n.children, writers: 1}}); err != nil {
+			if f := n.children["file"]; f != nil {
+				g.dropWriter(f)
+			}
+			return err
+		}
+	}
+	n.writers.Add(1)
+	return nil
+}
+
+// dropWriter undoes addWriter; the last writer leaving an auto-read-only
+// node reopens it read-only (flushed first).
+func (g *Graph) dropWriter(n *Node) {
+	if n.writers.Add(-1) == 0 && !n.state.writable(0) {
+		// Going back to read-only cannot fail for want of an fd; if the
+		// flush fails the node stays read-write, which is safe.
+		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, children: n.children, writers: 0}})
+	}
+	if f := n.children["file"]; f != nil {
+		g.dropWriter(f)
+	}
+}

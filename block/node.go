@@ -1,0 +1,282 @@
+package block
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/qemuopen"
+)
+
+// Node is one node of the graph. Its IO methods are safe for concurrent
+// use; they hold the node's lock for reading, which a reopen's commit
+// takes for writing, so a request never sees half a reopen.
+type Node struct {
+	g        *Graph
+	name     string
+	implicit bool // created inline as another node's child
+	drv      *Driver
+	opts     Options // as given, for queries and reopen
+
+	mu    sync.RWMutex
+	img   Image
+	state nodeState
+
+	length  atomic.Int64
+	writers atomic.Int32 // users holding write permission
+
+	// Graph links, changed under g.mu.
+	children map[string]*Node
+	parents  map[*Node]string // parent -> the child name it uses us by
+	users    []*Backend
+}
+
+// nodeState is the generic options in force on a node.
+type nodeState struct {
+	readOnly     bool
+	autoReadOnly bool
+	direct       bool
+	noFlush      bool
+	forceShare   bool
+	discard      string // "ignore" | "unmap"
+	detectZeroes string // "off" | "on" | "unmap"
+}
+
+// writable is whether the driver should hold write access: read-write
+// nodes always, auto-read-only ones only while someone writes.
+func (s nodeState) writable(writers int32) bool {
+	return !s.readOnly && (!s.autoReadOnly || writers > 0)
+}
+
+// OpenContext is what a driver's Open gets.
+type OpenContext struct {
+	NodeName string
+	// Options are the driver's own options, checked against its schema.
+	Options Options
+	// Writable: open for writing. Direct: O_DIRECT. NoFlush: ignore flushes.
+	Writable bool
+	Direct   bool
+	NoFlush  bool
+	// Files is where every open goes (qemu_open).
+	Files    *qemuopen.Registry
+	children map[string]*Node
+}
+
+// Child returns the child node a format driver reads through.
+func (o *OpenContext) Child(name string) *Node { return o.children[name] }
+
+// ReopenRequest is what a driver's PrepareReopen gets.
+type ReopenRequest struct {
+	Writable bool
+	Direct   bool
+	NoFlush  bool
+	Options  Options
+	Files    *qemuopen.Registry
+}
+
+// Name is the node-name.
+func (n *Node) Name() string { return n.name }
+
+// Driver is the node's driver name.
+func (n *Node) Driver() string { return n.drv.Name }
+
+// Child returns a named child ("file", "backing"), or nil.
+func (n *Node) Child(name string) *Node {
+	n.g.mu.Lock()
+	defer n.g.mu.Unlock()
+	return n.children[name]
+}
+
+// ReadOnly reports the node's read-only option.
+func (n *Node) ReadOnly() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.state.readOnly
+}
+
+// Length is the node's size in bytes.
+func (n *Node) Length() int64 { return n.length.Load() }
+
+func (n *Node) fail(op string, off, length int64, err error) error {
+	var be *Error
+	if errors.As(err, &be) {
+		return err // already names the node where it happened
+	}
+	return &Error{Node: n.name, Op: op, Off: off, Len: length, Err: err}
+}
+
+func (n *Node) check(op string, off, length int64) error {
+	if off < 0 || length < 0 || off > n.length.Load()-length {
+		return &Error{Node: n.name, Op: op, Off: off, Len: length, Err: unix.EIO}
+	}
+	return nil
+}
+
+func (n *Node) checkWrite(op string, off, length int64) error {
+	if err := n.check(op, off, length); err != nil {
+		return err
+	}
+	if n.writers.Load() == 0 {
+		return &Error{Node: n.name, Op: op, Off: off, Len: length, Err: unix.EPERM}
+	}
+	return nil
+}
+
+// ReadAt reads len(p) bytes at off; a short read is an error.
+func (n *Node) ReadAt(p []byte, off int64) (int, error) {
+	if err := n.check("read", off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	n.mu.RLock()
+	c, err := n.img.ReadAt(p, off)
+	n.mu.RUnlock()
+	if err != nil {
+		return c, n.fail("read", off, int64(len(p)), err)
+	}
+	return c, nil
+}
+
+// WriteAt writes p at off. The caller must hold write permission (a
+// [Backend] attached for writing, or a writing parent).
+func (n *Node) WriteAt(p []byte, off int64) (int, error) {
+	if err := n.checkWrite("write", off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	n.mu.RLock()
+	detect, unmap := n.state.detectZeroes, n.state.discard == "unmap" && n.state.detectZeroes == "unmap"
+	var c int
+	var err error
+	if detect != "off" && allZero(p) {
+		err = n.writeZeroesLocked(off, int64(len(p)), unmap)
+		if err == nil {
+			c = len(p)
+		}
+	} else {
+		c, err = n.img.WriteAt(p, off)
+	}
+	n.mu.RUnlock()
+	if err != nil {
+		return c, n.fail("write", off, int64(len(p)), err)
+	}
+	return c, nil
+}
+
+// WriteZeroes makes [off, off+length) read as zeroes; with unmap (and the
+// node's discard=unmap) it may deallocate.
+func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
+	if err := n.checkWrite("write-zeroes", off, length); err != nil {
+		return err
+	}
+	n.mu.RLock()
+	err := n.writeZeroesLocked(off, length, unmap && n.state.discard == "unmap")
+	n.mu.RUnlock()
+	if err != nil {
+		return n.fail("write-zeroes", off, length, err)
+	}
+	return nil
+}
+
+var zeroBuf = make([]byte, 1<<20)
+
+func (n *Node) writeZeroesLocked(off, length int64, unmap bool) error {
+	if zw, ok := n.img.(ZeroWriter); ok {
+		err := zw.WriteZeroes(off, length, unmap)
+		if !errors.Is(err, ErrNotSupported) {
+			return err
+		}
+	}
+	for length > 0 {
+		chunk := min(length, int64(len(zeroBuf)))
+		if _, err := n.img.WriteAt(zeroBuf[:chunk], off); err != nil {
+			return err
+		}
+		off += chunk
+		length -= chunk
+	}
+	return nil
+}
+
+// Discard tells the node the range is no longer needed; with
+// discard=ignore it does nothing.
+func (n *Node) Discard(off, length int64) error {
+	if err := n.checkWrite("discard", off, length); err != nil {
+		return err
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	d, ok := n.img.(Discarder)
+	if !ok || n.state.discard != "unmap" {
+		return nil
+	}
+	if err := d.Discard(off, length); err != nil && !errors.Is(err, ErrNotSupported) {
+		return n.fail("discard", off, length, err)
+	}
+	return nil
+}
+
+// Flush makes completed writes durable, unless cache.no-flush.
+func (n *Node) Flush() error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.state.noFlush {
+		return nil
+	}
+	if err := n.img.Flush(); err != nil {
+		return n.fail("flush", 0, 0, err)
+	}
+	return nil
+}
+
+// BlockStatus describes the range at off: its status and how many bytes
+// (at most length) share it. Drivers without block status report data.
+func (n *Node) BlockStatus(off, length int64) (Status, int64, error) {
+	if err := n.check("block-status", off, length); err != nil {
+		return Status{}, 0, err
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	bs, ok := n.img.(BlockStatuser)
+	if !ok {
+		return Status{Data: true, Allocated: true, Offset: -1}, length, nil
+	}
+	st, l, err := bs.BlockStatus(off, length)
+	if err != nil {
+		return st, l, n.fail("block-status", off, length, err)
+	}
+	return st, l, nil
+}
+
+// Truncate resizes the node.
+func (n *Node) Truncate(size int64) error {
+	if err := n.checkWrite("truncate", 0, 0); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t, ok := n.img.(Truncater)
+	if !ok {
+		return n.fail("truncate", size, 0, ErrNotSupported)
+	}
+	if err := t.Truncate(size); err != nil {
+		return n.fail("truncate", size, 0, err)
+	}
+	n.length.Store(size)
+	return nil
+}
+
+func allZero(p []byte) bool {
+	for len(p) >= 8 {
+		if p[0]|p[1]|p[2]|p[3]|p[4]|p[5]|p[6]|p[7] != 0 {
+			return false
+		}
+		p = p[8:]
+	}
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}

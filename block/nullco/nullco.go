@@ -1,0 +1,54 @@
+// Package nullco is the "null-co" protocol driver: a disk of a given size
+// that stores nothing, for measuring the block layer's own cost.
+package nullco
+
+import (
+	"minivmm/block"
+)
+
+func init() {
+	block.Register(&block.Driver{
+		Name:    "null-co",
+		Options: map[string]block.OptType{"size": block.OptSize, "read-zeroes": block.OptBool, "latency-ns": block.OptInt},
+		Open:    open,
+	})
+}
+
+type image struct {
+	size       int64
+	readZeroes bool
+}
+
+func open(o *block.OpenContext) (block.Image, error) {
+	size, err := o.Options.Size("size", 1<<30)
+	if err != nil {
+		return nil, err
+	}
+	readZeroes, err := o.Options.Bool("read-zeroes", false)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := o.Options.Int("latency-ns", 0); err != nil {
+		return nil, err
+	}
+	return &image{size: size, readZeroes: readZeroes}, nil
+}
+
+// ReadAt leaves p as it is unless read-zeroes is on, as QEMU's null-co
+// does: the point is to cost nothing.
+func (n *image) ReadAt(p []byte, off int64) (int, error) {
+	if n.readZeroes {
+		clear(p)
+	}
+	return len(p), nil
+}
+
+func (n *image) WriteAt(p []byte, off int64) (int, error)   { return len(p), nil }
+func (n *image) WriteZeroes(off, l int64, unmap bool) error { return nil }
+func (n *image) Flush() error                               { return nil }
+func (n *image) Length() (int64, error)                     { return n.size, nil }
+func (n *image) Close() error                               { return nil }
+
+func (n *image) BlockStatus(off, l int64) (block.Status, int64, error) {
+	return block.Status{Data: !n.readZeroes, Zero: n.readZeroes, Allocated: true, Offset: -1}, l, nil
+}

@@ -1,0 +1,66 @@
+// Package raw is the "raw" format driver: the image is its file child's
+// bytes, optionally a window of them (offset, size).
+package raw
+
+import (
+	"fmt"
+
+	"minivmm/block"
+)
+
+func init() {
+	block.Register(&block.Driver{
+		Name:    "raw",
+		Format:  true,
+		Options: map[string]block.OptType{"offset": block.OptSize, "size": block.OptSize},
+		Open:    open,
+	})
+}
+
+type image struct {
+	file   *block.Node
+	offset int64
+	size   int64
+}
+
+func open(o *block.OpenContext) (block.Image, error) {
+	file := o.Child("file")
+	offset, err := o.Options.Size("offset", 0)
+	if err != nil {
+		return nil, err
+	}
+	fileLen := file.Length()
+	size, err := o.Options.Size("size", fileLen-offset)
+	if err != nil {
+		return nil, err
+	}
+	if offset > fileLen {
+		return nil, fmt.Errorf("The sum of offset (%d) and size (0) has to be smaller or equal to the  actual size of the containing file (%d)", offset, fileLen)
+	}
+	if size+offset > fileLen || size+offset < 0 {
+		return nil, fmt.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", offset, size, fileLen)
+	}
+	return &image{file: file, offset: offset, size: size}, nil
+}
+
+func (r *image) ReadAt(p []byte, off int64) (int, error)  { return r.file.ReadAt(p, off+r.offset) }
+func (r *image) WriteAt(p []byte, off int64) (int, error) { return r.file.WriteAt(p, off+r.offset) }
+func (r *image) Flush() error                             { return r.file.Flush() }
+func (r *image) Length() (int64, error)                   { return r.size, nil }
+func (r *image) Close() error                             { return nil }
+
+func (r *image) WriteZeroes(off, n int64, unmap bool) error {
+	return r.file.WriteZeroes(off+r.offset, n, unmap)
+}
+
+func (r *image) Discard(off, n int64) error { return r.file.Discard(off+r.offset, n) }
+
+// BlockStatus is the file's, seen through the window; raw adds nothing of
+// its own, so data is reported at depth 0 as QEMU's raw does.
+func (r *image) BlockStatus(off, n int64) (block.Status, int64, error) {
+	st, l, err := r.file.BlockStatus(off+r.offset, n)
+	if st.Offset >= 0 {
+		st.Offset = off + r.offset
+	}
+	return st, l, err
+}
