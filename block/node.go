@@ -27,6 +27,13 @@ type Node struct {
 	length  atomic.Int64
 	writers atomic.Int32 // users holding write permission
 
+	// writeGen counts writes; flushedGen is the writeGen the last
+	// successful flush covered. Equal: nothing to flush (QEMU's rule too),
+	// which keeps a reopen to read-only from paying an fdatasync for
+	// nothing.
+	writeGen   atomic.Uint64
+	flushedGen atomic.Uint64
+
 	// Graph links, changed under g.mu.
 	children map[string]*Node
 	parents  map[*Node]string // parent -> the child name it uses us by
@@ -144,6 +151,7 @@ func (n *Node) WriteAt(p []byte, off int64) (int, error) {
 	if err := n.checkWrite("write", off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	n.writeGen.Add(1)
 	n.mu.RLock()
 	detect, unmap := n.state.detectZeroes, n.state.discard == "unmap" && n.state.detectZeroes == "unmap"
 	var c int
@@ -169,6 +177,7 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	if err := n.checkWrite("write-zeroes", off, length); err != nil {
 		return err
 	}
+	n.writeGen.Add(1)
 	n.mu.RLock()
 	err := n.writeZeroesLocked(off, length, unmap && n.state.discard == "unmap")
 	n.mu.RUnlock()
@@ -204,6 +213,7 @@ func (n *Node) Discard(off, length int64) error {
 	if err := n.checkWrite("discard", off, length); err != nil {
 		return err
 	}
+	n.writeGen.Add(1)
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	d, ok := n.img.(Discarder)
@@ -216,8 +226,13 @@ func (n *Node) Discard(off, length int64) error {
 	return nil
 }
 
-// Flush makes completed writes durable, unless cache.no-flush.
+// Flush makes completed writes durable, unless cache.no-flush; with no
+// write since the last flush there is nothing to do.
 func (n *Node) Flush() error {
+	gen := n.writeGen.Load()
+	if gen == n.flushedGen.Load() {
+		return nil
+	}
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	if n.state.noFlush {
@@ -226,6 +241,7 @@ func (n *Node) Flush() error {
 	if err := n.img.Flush(); err != nil {
 		return n.fail("flush", 0, 0, err)
 	}
+	n.flushedGen.Store(gen)
 	return nil
 }
 
@@ -253,6 +269,7 @@ func (n *Node) Truncate(size int64) error {
 	if err := n.checkWrite("truncate", 0, 0); err != nil {
 		return err
 	}
+	n.writeGen.Add(1)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	t, ok := n.img.(Truncater)
