@@ -297,3 +297,46 @@ func allZero(p []byte) bool {
 	}
 	return true
 }
+
+// Filenamer is a driver that can name what it opened, for queries
+// (QEMU's bs->filename).
+type Filenamer interface {
+	Filename() string
+}
+
+// ActualSizer reports the bytes a node's image occupies on the host.
+type ActualSizer interface {
+	ActualSize() (int64, error)
+}
+
+// Info is what queries show of a node (query-named-block-nodes).
+type Info struct {
+	Name         string
+	Driver       string
+	Filename     string
+	ReadOnly     bool
+	Direct       bool
+	NoFlush      bool
+	DetectZeroes string
+	Length       int64
+	ActualSize   int64 // -1: unknown
+}
+
+// Info describes the node now.
+func (n *Node) Info() Info {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	info := Info{
+		Name: n.name, Driver: n.drv.Name, ReadOnly: n.state.readOnly, Direct: n.state.direct,
+		NoFlush: n.state.noFlush, DetectZeroes: n.state.detectZeroes, Length: n.length.Load(), ActualSize: -1,
+	}
+	if f, ok := n.img.(Filenamer); ok {
+		info.Filename = f.Filename()
+	}
+	if a, ok := n.img.(ActualSizer); ok {
+		if size, err := a.ActualSize(); err == nil {
+			info.ActualSize = size
+		}
+	}
+	return info
+}

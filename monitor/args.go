@@ -34,9 +34,10 @@ const (
 	argStr
 	argBool
 	argStrList
+	argObjList
 )
 
-var argTypeNames = [...]string{argInt: "integer", argStr: "string", argBool: "boolean", argStrList: "array"}
+var argTypeNames = [...]string{argInt: "integer", argStr: "string", argBool: "boolean", argStrList: "array", argObjList: "array"}
 
 // param declares one argument of a command.
 type param struct {
@@ -119,6 +120,18 @@ func convertArg(t argType, v any) (any, bool) {
 		out := make([]string, len(list))
 		for i, e := range list {
 			if out[i], ok = e.(string); !ok {
+				return nil, false
+			}
+		}
+		return out, true
+	case argObjList:
+		list, ok := v.([]any)
+		if !ok {
+			return nil, false
+		}
+		out := make([]map[string]any, len(list))
+		for i, e := range list {
+			if out[i], ok = e.(map[string]any); !ok {
 				return nil, false
 			}
 		}

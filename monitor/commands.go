@@ -29,6 +29,9 @@ func (c *call) takeFd() (int, error) {
 type command struct {
 	params []param
 	run    func(c *call, args Args) (any, error)
+	// raw: the arguments are a schema of their own (BlockdevOptions),
+	// checked by the block layer rather than against params.
+	raw bool
 }
 
 // commands is every QMP command minivmm has; query-commands lists them.
@@ -36,18 +39,24 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"qmp_capabilities": {[]param{{"enable", argStrList, true}}, qmpCapabilities},
-		"query-version":    {nil, func(*call, Args) (any, error) { return Version, nil }},
-		"query-commands":   {nil, queryCommands},
-		"query-status":     {nil, queryStatus},
-		"stop":             {nil, func(c *call, _ Args) (any, error) { c.mon.srv.vm.Stop(); return nil, nil }},
-		"cont":             {nil, func(c *call, _ Args) (any, error) { c.mon.srv.vm.Cont(); return nil, nil }},
-		"quit":             {nil, quit},
-		"add-fd":           {[]param{{"fdset-id", argInt, true}, {"opaque", argStr, true}}, addFd},
-		"remove-fd":        {[]param{{"fdset-id", argInt, false}, {"fd", argInt, true}}, removeFd},
-		"query-fdsets":     {nil, queryFdsets},
-		"getfd":            {[]param{{"fdname", argStr, false}}, getfd},
-		"closefd":          {[]param{{"fdname", argStr, false}}, closefd},
+		"qmp_capabilities": {[]param{{"enable", argStrList, true}}, qmpCapabilities, false},
+		"query-version":    {nil, func(*call, Args) (any, error) { return Version, nil }, false},
+		"query-commands":   {nil, queryCommands, false},
+		"query-status":     {nil, queryStatus, false},
+		"stop":             {nil, func(c *call, _ Args) (any, error) { c.mon.srv.vm.Stop(); return nil, nil }, false},
+		"cont":             {nil, func(c *call, _ Args) (any, error) { c.mon.srv.vm.Cont(); return nil, nil }, false},
+		"quit":             {nil, quit, false},
+		"add-fd":           {[]param{{"fdset-id", argInt, true}, {"opaque", argStr, true}}, addFd, false},
+		"remove-fd":        {[]param{{"fdset-id", argInt, false}, {"fd", argInt, true}}, removeFd, false},
+		"query-fdsets":     {nil, queryFdsets, false},
+		"getfd":            {[]param{{"fdname", argStr, false}}, getfd, false},
+		"closefd":          {[]param{{"fdname", argStr, false}}, closefd, false},
+
+		"blockdev-add":            {nil, blockdevAdd, true},
+		"blockdev-del":            {[]param{{"node-name", argStr, false}}, blockdevDel, false},
+		"blockdev-reopen":         {[]param{{"options", argObjList, false}}, blockdevReopen, false},
+		"query-named-block-nodes": {[]param{{"flat", argBool, true}}, queryNamedBlockNodes, false},
+		"query-block":             {nil, queryBlock, false},
 	}
 }
 

@@ -221,9 +221,12 @@ func (c *conn) execute(call *call, data []byte) Obj {
 	if !found {
 		return errorReply(&Error{Class: CommandNotFound, Desc: "The command " + name + " has not been found"}, idp)
 	}
-	args, err := checkArgs(cmd.params, rawArgs)
-	if err != nil {
-		return errorReply(err, idp)
+	args := Args(rawArgs)
+	if !cmd.raw {
+		var err error
+		if args, err = checkArgs(cmd.params, rawArgs); err != nil {
+			return errorReply(err, idp)
+		}
 	}
 	ret, err := cmd.run(call, args)
 	if err != nil {

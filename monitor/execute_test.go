@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"minivmm/block"
 	"minivmm/qemuopen"
 )
 
@@ -13,7 +14,7 @@ import (
 func bareConn(t testing.TB, negotiated bool) *conn {
 	reg := qemuopen.New(qemuopen.Config{})
 	t.Cleanup(reg.CloseAll)
-	srv := NewServer(reg, NewVM(false))
+	srv := NewServer(reg, block.NewGraph(reg), NewVM(false))
 	m := &Monitor{srv: srv, named: map[string]int{}, connected: make(chan struct{})}
 	c := &conn{mon: m, owner: reg.NewOwner(), pendingFd: -1}
 	c.negotiated.Store(negotiated)

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"minivmm/block"
 	"minivmm/qemuopen"
 )
 
@@ -36,8 +37,9 @@ const (
 
 // Server runs any number of monitors over one VM and one fdset registry.
 type Server struct {
-	fds *qemuopen.Registry
-	vm  *VM
+	fds   *qemuopen.Registry
+	graph *block.Graph
+	vm    *VM
 
 	mu       sync.Mutex
 	monitors []*Monitor
@@ -46,9 +48,10 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
-// NewServer returns a server for vm whose add-fd and friends act on fds.
-func NewServer(fds *qemuopen.Registry, vm *VM) *Server {
-	s := &Server{fds: fds, vm: vm, conns: map[*conn]struct{}{}}
+// NewServer returns a server for vm whose add-fd and friends act on fds,
+// and whose block commands act on graph.
+func NewServer(fds *qemuopen.Registry, graph *block.Graph, vm *VM) *Server {
+	s := &Server{fds: fds, graph: graph, vm: vm, conns: map[*conn]struct{}{}}
 	vm.emit = s.Emit
 	return s
 }

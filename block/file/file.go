@@ -321,3 +321,13 @@ func (r *reopened) Commit() {
 }
 
 func (r *reopened) Abort() { r.img.files.Close(r.fd) }
+
+func (img *image) Filename() string { return img.filename }
+
+func (img *image) ActualSize() (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(img.fd, &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * 512, nil
+}

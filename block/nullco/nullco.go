@@ -52,3 +52,5 @@ func (n *image) Close() error                               { return nil }
 func (n *image) BlockStatus(off, l int64) (block.Status, int64, error) {
 	return block.Status{Data: !n.readZeroes, Zero: n.readZeroes, Allocated: true, Offset: -1}, l, nil
 }
+
+func (n *image) Filename() string { return "null-co://" }

@@ -64,3 +64,12 @@ func (r *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 	}
 	return st, l, err
 }
+
+func (r *image) Filename() string { return r.file.Info().Filename }
+
+func (r *image) ActualSize() (int64, error) {
+	if size := r.file.Info().ActualSize; size >= 0 {
+		return size, nil
+	}
+	return 0, block.ErrNotSupported
+}

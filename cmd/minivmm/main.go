@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"minivmm/block"
+	_ "minivmm/block/drivers"
 	"minivmm/cmdline"
 	"minivmm/monitor"
 	"minivmm/qemuopen"
@@ -35,7 +37,7 @@ type options struct {
 func newOptions() *options {
 	fs := cmdline.NewFlagSet("minivmm")
 	o := &options{set: fs}
-	for _, name := range []string{"add-fd", "qmp", "chardev", "mon", "name", "machine", "M", "display"} {
+	for _, name := range []string{"add-fd", "qmp", "chardev", "mon", "name", "machine", "M", "display", "blockdev", "drive"} {
 		fs.StringArray(name, "")
 	}
 	o.pidfile = fs.StringArray("pidfile", "write the process id to FILE")
@@ -50,6 +52,7 @@ func newOptions() *options {
 type vmm struct {
 	stderr  io.Writer
 	fds     *qemuopen.Registry
+	graph   *block.Graph
 	vm      *monitor.VM
 	srv     *monitor.Server
 	pidfile string
@@ -97,8 +100,14 @@ func run(args []string, stderr io.Writer) int {
 		return fail(err)
 	}
 
+	v.graph = block.NewGraph(v.fds)
+	defer v.graph.Close()
+	if err := v.addBlockdevs(occ); err != nil {
+		return fail(err)
+	}
+
 	v.vm = monitor.NewVM(*o.paused)
-	v.srv = monitor.NewServer(v.fds, v.vm)
+	v.srv = monitor.NewServer(v.fds, v.graph, v.vm)
 	defer v.srv.Close()
 	waits, err := v.startMonitors(occ)
 	if err != nil {

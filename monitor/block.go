@@ -1,0 +1,70 @@
+package monitor
+
+import (
+	"minivmm/block"
+)
+
+// blockdevAdd is blockdev-add: its arguments are the node's options.
+func blockdevAdd(c *call, args Args) (any, error) {
+	if _, ok := args["node-name"]; !ok {
+		return nil, genericError("'node-name' must be specified for the root node")
+	}
+	if _, err := c.mon.srv.graph.Add(block.Options(args)); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func blockdevDel(c *call, args Args) (any, error) {
+	name, _ := args.Str("node-name")
+	return nil, c.mon.srv.graph.Delete(name)
+}
+
+func blockdevReopen(c *call, args Args) (any, error) {
+	list := args["options"].([]map[string]any)
+	opts := make([]block.Options, len(list))
+	for i, o := range list {
+		opts[i] = block.Options(o)
+	}
+	return nil, c.mon.srv.graph.Reopen(opts)
+}
+
+// deviceInfo is a node as query-named-block-nodes and query-block's
+// "inserted" show it, members in QEMU's order.
+func deviceInfo(n *block.Node) Obj {
+	info := n.Info()
+	image := Obj{{"virtual-size", info.Length}, {"filename", info.Filename}, {"format", info.Driver}}
+	if info.ActualSize >= 0 {
+		image = append(image, Member{"actual-size", info.ActualSize})
+	}
+	image = append(image, Member{"dirty-flag", false})
+	return Obj{
+		{"iops_rd", 0}, {"detect_zeroes", info.DetectZeroes}, {"image", image},
+		{"iops_wr", 0}, {"ro", info.ReadOnly}, {"node-name", info.Name}, {"backing_file_depth", 0},
+		{"drv", info.Driver}, {"iops", 0}, {"bps_wr", 0}, {"write_threshold", 0},
+		{"encrypted", false}, {"bps", 0}, {"bps_rd", 0},
+		{"cache", Obj{{"no-flush", info.NoFlush}, {"direct", info.Direct}, {"writeback", true}}},
+		{"file", info.Filename},
+	}
+}
+
+func queryNamedBlockNodes(c *call, args Args) (any, error) {
+	nodes := c.mon.srv.graph.Nodes()
+	out := make([]any, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, deviceInfo(n))
+	}
+	return out, nil
+}
+
+func queryBlock(c *call, _ Args) (any, error) {
+	backends := c.mon.srv.graph.Backends()
+	out := make([]any, 0, len(backends))
+	for _, b := range backends {
+		out = append(out, Obj{
+			{"device", b.Name()}, {"locked", false}, {"removable", true},
+			{"inserted", deviceInfo(b.Node())}, {"type", "unknown"},
+		})
+	}
+	return out, nil
+}
