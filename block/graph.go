@@ -136,7 +136,7 @@ func (g *Graph) add(o Options, parent Options, implicit bool) (n *Node, err erro
 		v, present := o[key]
 		if !present {
 			if key == "file" {
-				return nil, fmt.Errorf("A block device must be specified for \"%s\"", key)
+				return nil, fmt.Errorf("Parameter '%s' is missing", key)
 			}
 			continue
 		}
@@ -243,6 +243,9 @@ func parseState(o Options) (nodeState, error) {
 // checkNodeName applies QEMU's rule for ids: a letter, then letters,
 // digits, '-', '.', '_'.
 func checkNodeName(name string) error {
+	if len(name) >= 32 {
+		return errors.New("Node name too long")
+	}
 	for i, c := range name {
 		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 		if i == 0 && !letter || !letter && !(c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
@@ -253,12 +256,12 @@ func checkNodeName(name string) error {
 }
 
 // generateName makes a name for an unnamed node as QEMU does: "#block",
-// a counter and two random digits, never a user's name (users' names
+// a counter from 0 and two random digits, never a user's name (users' names
 // cannot start with '#').
 func (g *Graph) generateName() string {
 	for {
+		name := fmt.Sprintf("#block%d%02d", g.autoID, rand.IntN(100))
 		g.autoID++
-		name := fmt.Sprintf("#block%03d%02d", g.autoID, rand.IntN(100))
 		if g.nodes[name] == nil {
 			return name
 		}
@@ -274,11 +277,13 @@ func (g *Graph) Delete(name string) error {
 	if n == nil {
 		return fmt.Errorf("Failed to find node with node-name='%s'", name)
 	}
-	if n.implicit || len(n.parents) > 0 {
-		return fmt.Errorf("Node %s is not a root node", name)
-	}
-	if len(n.users) > 0 {
-		return fmt.Errorf("Node '%s' is busy: node is used as backing hd of '%s'", name, n.users[0].name)
+	switch {
+	case n.implicit:
+		return fmt.Errorf("Node %s is not owned by the monitor", name)
+	case len(n.parents) > 0:
+		return fmt.Errorf("Block device %s is in use", name)
+	case len(n.users) > 0:
+		return fmt.Errorf("Node %s is in use", name)
 	}
 	g.remove(n)
 	return nil
@@ -313,6 +318,15 @@ func (g *Graph) Close() {
 		}
 	}
 }
+
+// ErrReadOnly refuses write permission on a read-only node, in QEMU's
+// words; it is an EPERM.
+var ErrReadOnly error = readOnlyError{}
+
+type readOnlyError struct{}
+
+func (readOnlyError) Error() string { return "Block node is read-only" }
+func (readOnlyError) Unwrap() error { return unix.EPERM }
 
 // Backend is a user of a root node: a -drive, or the IO tool. It holds
 // the permissions its user needs.
@@ -395,7 +409,7 @@ func (g *Graph) Backends() []*Backend {
 // reopening auto-read-only nodes read-write where this is the first.
 func (g *Graph) addWriter(n *Node) error {
 	if n.state.readOnly {
-		return &Error{Node: n.name, Op: "take write permission", Err: fmt.Errorf("Block node is read-only: %w", unix.EPERM)}
+		return ErrReadOnly
 	}
 	if f := n.children["file"]; f != nil {
 		if err := g.addWriter(f); err != nil {

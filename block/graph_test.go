@@ -166,10 +166,13 @@ func TestAddErrors(t *testing.T) {
 		{`{"driver":"file","node-name":"#block1","filename":"x"}`, "Invalid node-name: '#block1'"},
 		{`{"driver":"file","filename":"/nonexistent/x"}`, "Could not open '/nonexistent/x': No such file or directory"},
 		{fmt.Sprintf(`{"driver":"file","filename":%q}`, dir), "Is a directory"},
-		{fmt.Sprintf(`{"driver":"file","read-only":true,"filename":%q}`, dir), "Is a directory"},
-		{`{"driver":"raw"}`, `A block device must be specified for "file"`},
+		{fmt.Sprintf(`{"driver":"file","read-only":true,"filename":%q}`, dir), "'file' driver requires '" + dir + "' to be a regular file"},
+		{`{"driver":"raw"}`, "Parameter 'file' is missing"},
+		{`{"driver":"file","node-name":"abcdefghijabcdefghijabcdefghij12","filename":"x"}`, "Node name too long"},
 		{`{"driver":"raw","file":"nosuch"}`, "Cannot find device='nosuch' nor node-name='nosuch'"},
-		{fmt.Sprintf(`{"driver":"raw","offset":8192,"file":{"driver":"file","filename":%q}}`, path), "has to be smaller or equal"},
+		{fmt.Sprintf(`{"driver":"raw","offset":8192,"file":{"driver":"file","filename":%q}}`, path), "Offset (8192) cannot be greater than size of the containing file (4096)"},
+		{fmt.Sprintf(`{"driver":"raw","offset":512,"size":4096,"file":{"driver":"file","filename":%q}}`, path), "The sum of offset (512) and size (4096) has to be smaller or equal to the  actual size of the containing file (4096)"},
+		{fmt.Sprintf(`{"driver":"raw","size":100,"file":{"driver":"file","filename":%q}}`, path), "Specified size is not multiple of 512"},
 		{`{"driver":"null-co","detect-zeroes":"unmap"}`, "setting detect-zeroes to unmap is not allowed without setting discard operation to unmap"},
 		{`{"driver":"null-co","discard":"sometimes"}`, "Parameter 'discard' does not accept value 'sometimes'"},
 	}
@@ -295,14 +298,25 @@ func TestReopenTransaction(t *testing.T) {
 func TestReopenErrors(t *testing.T) {
 	g, _ := fixture(t)
 	path := image(t, 4096)
-	if _, err := g.Add(opts(t, `{"driver":"file","node-name":"f","filename":%q}`, path)); err != nil {
-		t.Fatal(err)
+	for _, o := range []string{
+		fmt.Sprintf(`{"driver":"file","node-name":"f","filename":%q}`, path),
+		`{"driver":"raw","node-name":"r","file":"f"}`,
+		`{"driver":"null-co","node-name":"n","size":4096}`,
+	} {
+		if _, err := g.Add(opts(t, "%s", o)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, tc := range []struct{ in, want string }{
 		{`{"driver":"file","node-name":"nosuch","filename":"x"}`, "Failed to find node with node-name='nosuch'"},
 		{`{"driver":"file","node-name":"f","filename":"/other"}`, "Cannot change the option 'filename'"},
 		{`{"driver":"null-co","node-name":"f"}`, "Cannot change the option 'driver'"},
-		{fmt.Sprintf(`{"driver":"file","node-name":"f","filename":%q,"bogus":1}`, path), "Parameter 'bogus' is unexpected"},
+		{fmt.Sprintf(`{"driver":"file","node-name":"f","filename":%q,"bogus":1}`, path), "Parameter 'options[0].bogus' is unexpected"},
+		{fmt.Sprintf(`{"driver":"file","node-name":"f","filename":%q,"read-only":"x"}`, path), "Invalid parameter type for 'options[0].read-only', expected: boolean"},
+		{`{"driver":"null-co","node-name":"n"}`, "Option 'size' cannot be reset to its default value"},
+		{`{"driver":"raw","node-name":"r"}`, "Parameter 'options[0].file' is missing"},
+		{`{"driver":"raw","node-name":"r","file":"nosuch"}`, "Cannot find device='' nor node-name='nosuch'"},
+		{`{"driver":"file","node-name":"f"}`, "Option 'filename' cannot be reset to its default value"},
 	} {
 		if err := g.Reopen([]block.Options{opts(t, "%s", tc.in)}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Reopen(%s) = %v, want %q", tc.in, err, tc.want)

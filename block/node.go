@@ -1,6 +1,7 @@
 package block
 
 import (
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -34,7 +35,8 @@ type Node struct {
 	writeGen   atomic.Uint64
 	flushedGen atomic.Uint64
 
-	// Graph links, changed under g.mu.
+	// children changes under g.mu and n.mu (so that IO and queries may read
+	// it under n.mu alone); parents and users under g.mu.
 	children map[string]*Node
 	parents  map[*Node]string // parent -> the child name it uses us by
 	users    []*Backend
@@ -309,6 +311,13 @@ type ActualSizer interface {
 	ActualSize() (int64, error)
 }
 
+// DirtyFlagger is a format that keeps a dirty flag in its image
+// (query-named-block-nodes shows "dirty-flag" only for those that can
+// say).
+type DirtyFlagger interface {
+	DirtyFlag() bool
+}
+
 // Info is what queries show of a node (query-named-block-nodes).
 type Info struct {
 	Name         string
@@ -320,6 +329,7 @@ type Info struct {
 	DetectZeroes string
 	Length       int64
 	ActualSize   int64 // -1: unknown
+	DirtyFlag    *bool // nil: the format has none
 }
 
 // Info describes the node now.
@@ -330,8 +340,10 @@ func (n *Node) Info() Info {
 		Name: n.name, Driver: n.drv.Name, ReadOnly: n.state.readOnly, Direct: n.state.direct,
 		NoFlush: n.state.noFlush, DetectZeroes: n.state.detectZeroes, Length: n.length.Load(), ActualSize: -1,
 	}
-	if f, ok := n.img.(Filenamer); ok {
-		info.Filename = f.Filename()
+	info.Filename = n.filenameLocked()
+	if d, ok := n.img.(DirtyFlagger); ok {
+		dirty := d.DirtyFlag()
+		info.DirtyFlag = &dirty
 	}
 	if a, ok := n.img.(ActualSizer); ok {
 		if size, err := a.ActualSize(); err == nil {
@@ -339,4 +351,53 @@ func (n *Node) Info() Info {
 		}
 	}
 	return info
+}
+
+// Filename names what the node opened: a plain filename, or QEMU's
+// "json:{...}" where a filename cannot describe the node.
+func (n *Node) Filename() string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.filenameLocked()
+}
+
+func (n *Node) filenameLocked() string {
+	if f, ok := n.img.(Filenamer); ok && n.plainFilename() {
+		return f.Filename()
+	}
+	data, _ := json.Marshal(n.describeLocked())
+	return "json:" + string(data)
+}
+
+// plainFilename: the node's driver options say no more than a filename,
+// so the filename alone describes it (QEMU's bdrv_refresh_filename rule).
+func (n *Node) plainFilename() bool {
+	for k := range n.drv.Options {
+		if _, given := n.opts[k]; given && k != "filename" {
+			return false
+		}
+	}
+	return true
+}
+
+// describeLocked gives a node's driver, driver options and children, for
+// a json: filename. n.mu is held; children's locks are taken parent first,
+// the order the IO path takes them in.
+func (n *Node) describeLocked() map[string]any {
+	d := map[string]any{"driver": n.drv.Name}
+	for k := range n.drv.Options {
+		if v, given := n.opts[k]; given {
+			d[k] = v
+		}
+	}
+	for key, c := range n.children {
+		if c.implicit {
+			c.mu.RLock()
+			d[key] = c.describeLocked()
+			c.mu.RUnlock()
+		} else {
+			d[key] = c.name
+		}
+	}
+	return d
 }

@@ -19,13 +19,14 @@ type reopenItem struct {
 // Reopen reopens a list of nodes as one transaction (blockdev-reopen):
 // every node is prepared (new fds opened) before any is committed, and if
 // one fails, all are aborted and nothing observable has changed. Options
-// not given take their defaults, as in QEMU; children not given stay.
+// not given take their defaults, as in QEMU (a format's "file" must be
+// named again; a "backing" not given stays).
 func (g *Graph) Reopen(list []Options) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	items := make([]reopenItem, 0, len(list))
-	for _, o := range list {
-		it, err := g.reopenItemFor(o)
+	for i, o := range list {
+		it, err := g.reopenItemFor(o, fmt.Sprintf("options[%d].", i))
 		if err != nil {
 			return err
 		}
@@ -37,7 +38,9 @@ func (g *Graph) Reopen(list []Options) error {
 	return g.reopenNodes(items)
 }
 
-func (g *Graph) reopenItemFor(o Options) (reopenItem, error) {
+// reopenItemFor checks one entry of blockdev-reopen's list; prefix
+// ("options[0].") names it in QAPI's messages.
+func (g *Graph) reopenItemFor(o Options, prefix string) (reopenItem, error) {
 	name, err := o.String("node-name", "")
 	if err != nil {
 		return reopenItem{}, err
@@ -57,8 +60,14 @@ func (g *Graph) reopenItemFor(o Options) (reopenItem, error) {
 	if n.drv.Format {
 		schema["file"] = OptChild
 	}
-	if err := checkKeys(o, schema, ""); err != nil {
+	if err := checkKeys(o, schema, prefix); err != nil {
 		return reopenItem{}, err
+	}
+	if _, given := o["discard"]; !given && n.state.discard == "unmap" {
+		// QEMU's one exception to "omitted means default": discard=unmap
+		// stays once set.
+		o = o.Clone()
+		o["discard"] = "unmap"
 	}
 	state, err := parseState(o)
 	if err != nil {
@@ -70,7 +79,11 @@ func (g *Graph) reopenItemFor(o Options) (reopenItem, error) {
 		}
 		was, _ := n.opts.get(k, n.drv.Options[k])
 		now, _ := o.get(k, n.drv.Options[k])
-		if !reflect.DeepEqual(was, now) {
+		switch {
+		case reflect.DeepEqual(was, now):
+		case now == nil:
+			return reopenItem{}, fmt.Errorf("Option '%s' cannot be reset to its default value", k)
+		default:
 			return reopenItem{}, fmt.Errorf("Cannot change the option '%s'", k)
 		}
 	}
@@ -81,6 +94,9 @@ func (g *Graph) reopenItemFor(o Options) (reopenItem, error) {
 		}
 		v, given := o[key]
 		if !given {
+			if key == "file" {
+				return reopenItem{}, fmt.Errorf("Parameter '%s%s' is missing", prefix, key)
+			}
 			continue
 		}
 		ref, _ := convert(v, OptChild, key)
@@ -90,7 +106,7 @@ func (g *Graph) reopenItemFor(o Options) (reopenItem, error) {
 		}
 		c := g.nodes[refName]
 		if c == nil {
-			return reopenItem{}, fmt.Errorf("Cannot find device='%s' nor node-name='%s'", refName, refName)
+			return reopenItem{}, fmt.Errorf("Cannot find device='' nor node-name='%s'", refName)
 		}
 		if c != n.children[key] && n.writers.Load() > 0 {
 			return reopenItem{}, fmt.Errorf("Cannot change the '%s' child of node '%s' while it is being written", key, name)
@@ -154,8 +170,10 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		}
 		n.state = it.state
 		n.opts = it.opts
+		old := n.children
+		n.children = it.children
 		n.mu.Unlock()
-		for key, c := range n.children {
+		for key, c := range old {
 			if it.children[key] != c {
 				delete(c.parents, n)
 				if c.implicit && len(c.parents) == 0 {
@@ -166,7 +184,6 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		for key, c := range it.children {
 			c.parents[n] = key
 		}
-		n.children = it.children
 	}
 	return nil
 }

@@ -37,7 +37,9 @@ func deviceInfo(n *block.Node) Obj {
 	if info.ActualSize >= 0 {
 		image = append(image, Member{"actual-size", info.ActualSize})
 	}
-	image = append(image, Member{"dirty-flag", false})
+	if info.DirtyFlag != nil {
+		image = append(image, Member{"dirty-flag", *info.DirtyFlag})
+	}
 	return Obj{
 		{"iops_rd", 0}, {"detect_zeroes", info.DetectZeroes}, {"image", image},
 		{"iops_wr", 0}, {"ro", info.ReadOnly}, {"node-name", info.Name}, {"backing_file_depth", 0},

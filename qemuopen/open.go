@@ -92,10 +92,12 @@ func (r *Registry) openFdset(path string, flags int) (int, error) {
 		return -1, &Error{Path: path, Errno: unix.ENOENT,
 			Msg: fmt.Sprintf("Could not open '%s': fdset %d does not exist", path, id)}
 	}
+	// The newest matching fd, as QEMU picks: a management layer that adds
+	// a fresh fd to a set means it to be used.
 	var picked *userFd
-	for _, u := range set.fds {
-		if u.flags == want {
-			picked = u
+	for i := len(set.fds) - 1; i >= 0; i-- {
+		if set.fds[i].flags == want {
+			picked = set.fds[i]
 			break
 		}
 	}

@@ -90,7 +90,7 @@ func (img *image) openFd(writable, direct bool) (fd, flags, align int, err error
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		img.files.Close(fd)
-		return -1, 0, 0, &qemuopen.Error{Path: img.filename, Errno: unix.EISDIR}
+		return -1, 0, 0, fmt.Errorf("'file' driver requires '%s' to be a regular file", img.filename)
 	}
 	align = 1
 	if direct {
@@ -331,3 +331,6 @@ func (img *image) ActualSize() (int64, error) {
 	}
 	return st.Blocks * 512, nil
 }
+
+// DirtyFlag: a plain file image has no dirty flag to set; it is never dirty.
+func (img *image) DirtyFlag() bool { return false }

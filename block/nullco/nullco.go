@@ -54,3 +54,5 @@ func (n *image) BlockStatus(off, l int64) (block.Status, int64, error) {
 }
 
 func (n *image) Filename() string { return "null-co://" }
+
+func (n *image) ActualSize() (int64, error) { return 0, nil }

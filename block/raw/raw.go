@@ -3,6 +3,7 @@
 package raw
 
 import (
+	"errors"
 	"fmt"
 
 	"minivmm/block"
@@ -35,7 +36,10 @@ func open(o *block.OpenContext) (block.Image, error) {
 		return nil, err
 	}
 	if offset > fileLen {
-		return nil, fmt.Errorf("The sum of offset (%d) and size (0) has to be smaller or equal to the  actual size of the containing file (%d)", offset, fileLen)
+		return nil, fmt.Errorf("Offset (%d) cannot be greater than size of the containing file (%d)", offset, fileLen)
+	}
+	if _, given := o.Options["size"]; given && size%512 != 0 {
+		return nil, errors.New("Specified size is not multiple of 512")
 	}
 	if size+offset > fileLen || size+offset < 0 {
 		return nil, fmt.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", offset, size, fileLen)
@@ -65,7 +69,7 @@ func (r *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 	return st, l, err
 }
 
-func (r *image) Filename() string { return r.file.Info().Filename }
+func (r *image) Filename() string { return r.file.Filename() }
 
 func (r *image) ActualSize() (int64, error) {
 	if size := r.file.Info().ActualSize; size >= 0 {
@@ -73,3 +77,6 @@ func (r *image) ActualSize() (int64, error) {
 	}
 	return 0, block.ErrNotSupported
 }
+
+// DirtyFlag: a raw image has no dirty flag to set; it is never dirty.
+func (r *image) DirtyFlag() bool { return false }

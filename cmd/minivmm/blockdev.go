@@ -110,11 +110,13 @@ func (v *vmm) addDrive(value string) error {
 			node[k] = val
 		}
 	}
-	if aro, err := opts.Bool("auto-read-only", false); err != nil {
+	// As QEMU's -drive: auto-read-only unless told otherwise, so the file
+	// is held read-only until a writer (a device, a job) attaches.
+	aro, err := opts.Bool("auto-read-only", true)
+	if err != nil {
 		return err
-	} else if aro {
-		node["auto-read-only"] = true
 	}
+	node["auto-read-only"] = aro
 	n, err := v.graph.Add(node)
 	if err != nil {
 		return err
@@ -126,7 +128,9 @@ func (v *vmm) addDrive(value string) error {
 			id = fmt.Sprintf("none%d", i)
 		}
 	}
-	if _, err := v.graph.Attach(id, n, !readonly); err != nil {
+	// No guest device exists to write through the drive yet: it holds no
+	// write permission, as a device-less QEMU -drive does.
+	if _, err := v.graph.Attach(id, n, false); err != nil {
 		v.graph.Delete(n.Name())
 		return err
 	}
