@@ -115,7 +115,7 @@ func (r *Registry) openFdset(path string, flags int) (int, error) {
 			Msg: fmt.Sprintf("Could not dup fd %d of fdset %d: %v", picked.fd, id, err)}
 	}
 	set.dups++
-	r.dups[dup] = set
+	r.dups.set(dup, set)
 	r.mu.Unlock()
 	if flags&unix.O_TRUNC != 0 {
 		if err := unix.Ftruncate(dup, 0); err != nil {
@@ -133,10 +133,10 @@ func (r *Registry) openFdset(path string, flags int) (int, error) {
 // user fd of a set is refused: only remove-fd may do that.
 func (r *Registry) Close(fd int) error {
 	r.mu.Lock()
-	set, isDup := r.dups[fd]
+	set := r.dups.get(fd)
 	var closing []int
-	if isDup {
-		delete(r.dups, fd)
+	if set != nil {
+		r.dups.set(fd, nil)
 		set.dups--
 		if set.dups == 0 {
 			closing = r.dropOrphans(set)
