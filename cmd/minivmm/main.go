@@ -59,6 +59,9 @@ type vmm struct {
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "io" {
+		return runIO(args[1:], os.Stdin, os.Stdout, stderr)
+	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "minivmm: %v\n", err)
 		return 1
