@@ -136,7 +136,7 @@ func layerTarget(b *testing.B, layer string) ioTarget {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := g.Attach("", n, true); err != nil {
+	if _, err := g.Attach("", n, block.Perm{Write: true}); err != nil {
 		b.Fatal(err)
 	}
 	return n

@@ -328,13 +328,20 @@ type readOnlyError struct{}
 func (readOnlyError) Error() string { return "Block node is read-only" }
 func (readOnlyError) Unwrap() error { return unix.EPERM }
 
+// Perm is what a backend's user needs of its node and lets others do.
+type Perm struct {
+	Write bool
+	// ShareWrite lets other users write too (QEMU's share-rw=on); a node
+	// has at most one writer unless every writer shares.
+	ShareWrite bool
+}
+
 // Backend is a user of a root node: a -drive, or the IO tool. It holds
 // the permissions its user needs.
 type Backend struct {
-	name     string
-	node     *Node
-	write    bool
-	readOnly bool // -drive readonly=on: what query-block shows as ro
+	name string
+	node *Node
+	perm Perm
 }
 
 // Name is the backend's name (the -drive id), empty for anonymous ones.
@@ -343,18 +350,18 @@ func (b *Backend) Name() string { return b.name }
 // Node is the root node the backend uses.
 func (b *Backend) Node() *Node { return b.node }
 
-// Attach makes a backend on node; with write it takes write permission,
-// which a read-only node refuses and an auto-read-only one answers by
-// reopening read-write.
-func (g *Graph) Attach(name string, node *Node, write bool) (*Backend, error) {
+// Attach makes a backend on node. Write permission is refused by a
+// read-only node and by one another user writes without sharing; an
+// auto-read-only node answers it by reopening read-write.
+func (g *Graph) Attach(name string, node *Node, perm Perm) (*Backend, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if name != "" && g.backends[name] != nil {
 		return nil, fmt.Errorf("Duplicate ID '%s' for drive", name)
 	}
-	b := &Backend{name: name, node: node, write: write}
-	if write {
-		if err := g.addWriter(node); err != nil {
+	b := &Backend{name: name, node: node, perm: perm}
+	if perm.Write {
+		if err := g.addWriter(node, perm.ShareWrite); err != nil {
 			return nil, err
 		}
 	}
@@ -381,8 +388,8 @@ func (g *Graph) detach(b *Backend) {
 	if b.name != "" {
 		delete(g.backends, b.name)
 	}
-	if b.write {
-		g.dropWriter(n)
+	if b.perm.Write {
+		g.dropWriter(n, b.perm.ShareWrite)
 	}
 }
 
@@ -407,36 +414,45 @@ func (g *Graph) Backends() []*Backend {
 
 // addWriter gives n (and, through it, its "file" child) one more writer,
 // reopening auto-read-only nodes read-write where this is the first.
-func (g *Graph) addWriter(n *Node) error {
+func (g *Graph) addWriter(n *Node, share bool) error {
 	if n.state.readOnly {
 		return ErrReadOnly
 	}
+	if w := n.writers.Load(); w > 0 && !(share && n.sharedWriters == w) {
+		return fmt.Errorf("Conflicts with another writer of node '%s', which does not share 'write'", n.name)
+	}
 	if f := n.children["file"]; f != nil {
-		if err := g.addWriter(f); err != nil {
+		if err := g.addWriter(f, share); err != nil {
 			return err
 		}
 	}
 	if n.writers.Load() == 0 && !n.state.writable(0) {
 		if err := g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, children: n.children, writers: 1}}); err != nil {
 			if f := n.children["file"]; f != nil {
-				g.dropWriter(f)
+				g.dropWriter(f, share)
 			}
 			return err
 		}
 	}
 	n.writers.Add(1)
+	if share {
+		n.sharedWriters++
+	}
 	return nil
 }
 
 // dropWriter undoes addWriter; the last writer leaving an auto-read-only
 // node reopens it read-only (flushed first).
-func (g *Graph) dropWriter(n *Node) {
+func (g *Graph) dropWriter(n *Node, share bool) {
+	if share {
+		n.sharedWriters--
+	}
 	if n.writers.Add(-1) == 0 && !n.state.writable(0) {
 		// Going back to read-only cannot fail for want of an fd; if the
 		// flush fails the node stays read-write, which is safe.
 		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, children: n.children, writers: 0}})
 	}
 	if f := n.children["file"]; f != nil {
-		g.dropWriter(f)
+		g.dropWriter(f, share)
 	}
 }

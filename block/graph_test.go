@@ -112,7 +112,7 @@ func TestAddAndIO(t *testing.T) {
 	if _, err := n.WriteAt([]byte("x"), 0); !errors.Is(err, unix.EPERM) {
 		t.Fatalf("write without permission: %v", err)
 	}
-	b, err := g.Attach("drive0", n, true)
+	b, err := g.Attach("drive0", n, block.Perm{Write: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestReadOnlyRefusesWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Attach("", n, true); !errors.Is(err, unix.EPERM) {
+	if _, err := g.Attach("", n, block.Perm{Write: true}); !errors.Is(err, unix.EPERM) {
 		t.Fatalf("writer on a read-only node: %v", err)
 	}
 	if _, err := n.WriteAt([]byte{1}, 0); !errors.Is(err, unix.EPERM) {
@@ -217,14 +217,14 @@ func TestFdsetOpenAndAutoReadOnly(t *testing.T) {
 		t.Fatalf("auto-read-only node holds %v", got)
 	}
 	// A writer needs the read-write fd the set lacks: refused, nothing changed.
-	if _, err := g.Attach("", n, true); !errors.Is(err, unix.EACCES) {
+	if _, err := g.Attach("", n, block.Perm{Write: true}); !errors.Is(err, unix.EACCES) {
 		t.Fatalf("writer without an O_RDWR fd: %v", err)
 	}
 	if got := heldModes(t, reg, path); !slices.Equal(got, []string{"O_RDONLY"}) {
 		t.Fatalf("after a refused writer the node holds %v", got)
 	}
 	addFds(t, reg, 1, path, unix.O_RDWR)
-	b, err := g.Attach("", n, true)
+	b, err := g.Attach("", n, block.Perm{Write: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +333,7 @@ func TestIOWhileReopening(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := g.Attach("", n, true)
+	b, err := g.Attach("", n, block.Perm{Write: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestDiscardZeroesAndStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := g.Attach("", n, true)
+	b, _ := g.Attach("", n, block.Perm{Write: true})
 	defer g.Detach(b)
 	st, l, err := n.BlockStatus(0, 1<<20)
 	if err != nil || st.Data || !st.Zero || l != 1<<20 {
@@ -443,4 +443,39 @@ func TestKeyvalOptions(t *testing.T) {
 	if n.Length() != 4096 || !n.ReadOnly() || !n.Child("file").ReadOnly() {
 		t.Fatalf("keyval node: length %d ro %v child ro %v", n.Length(), n.ReadOnly(), n.Child("file").ReadOnly())
 	}
+}
+
+// TestWriteSharing: one writer per node unless every writer shares, and a
+// format's writer is its file's writer too.
+func TestWriteSharing(t *testing.T) {
+	g, _ := fixture(t)
+	path := image(t, 4096)
+	f, err := g.Add(opts(t, `{"driver":"file","node-name":"f","filename":%q}`, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, _ := g.Add(opts(t, `{"driver":"raw","node-name":"r1","file":"f"}`))
+	r2, _ := g.Add(opts(t, `{"driver":"raw","node-name":"r2","file":"f"}`))
+	b1, err := g.Attach("a", r1, block.Perm{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Attach("b", r2, block.Perm{Write: true}); err == nil || !strings.Contains(err.Error(), "'f'") {
+		t.Fatalf("second writer through another raw node: %v", err)
+	}
+	if _, err := g.Attach("c", r2, block.Perm{}); err != nil {
+		t.Fatalf("a reader beside a writer: %v", err)
+	}
+	g.Detach(b1)
+	s1, err := g.Attach("s1", f, block.Perm{Write: true, ShareWrite: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Attach("s2", f, block.Perm{Write: true, ShareWrite: true}); err != nil {
+		t.Fatalf("two sharing writers: %v", err)
+	}
+	if _, err := g.Attach("x", f, block.Perm{Write: true}); err == nil {
+		t.Fatal("an exclusive writer beside sharing ones")
+	}
+	g.Detach(s1)
 }

@@ -27,6 +27,8 @@ type Node struct {
 
 	length  atomic.Int64
 	writers atomic.Int32 // users holding write permission
+	// sharedWriters of them let others write too (under g.mu).
+	sharedWriters int32
 
 	// writeGen counts writes; flushedGen is the writeGen the last
 	// successful flush covered. Equal: nothing to flush (QEMU's rule too),

@@ -303,7 +303,7 @@ func (t *ioTool) open(o *ioOptions) error {
 	if err != nil {
 		return err
 	}
-	if _, err := t.g.Attach("", node, !o.readOnly); err != nil {
+	if _, err := t.g.Attach("", node, block.Perm{Write: !o.readOnly, ShareWrite: o.forceShare}); err != nil {
 		return err
 	}
 	t.node, t.writable = node, !o.readOnly

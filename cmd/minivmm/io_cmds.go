@@ -174,7 +174,7 @@ func (t *ioTool) command(line string) error {
 	// Like qemu-io, take write permission when a command first needs it
 	// (with -r the node is read-only and refuses).
 	if ct.write && !t.writable {
-		if _, err := t.g.Attach("", t.node, true); err != nil {
+		if _, err := t.g.Attach("", t.node, block.Perm{Write: true}); err != nil {
 			fmt.Fprintf(t.stderr, "%s: %s\n", ioProg, message(err))
 			return errCommand
 		}
