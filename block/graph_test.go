@@ -479,3 +479,25 @@ func TestWriteSharing(t *testing.T) {
 	}
 	g.Detach(s1)
 }
+
+// TestNoODirect: cache.direct on a file system without O_DIRECT (ramfs)
+// is a clear error. Needs root to mount ramfs; skipped otherwise.
+func TestNoODirect(t *testing.T) {
+	dir := t.TempDir()
+	if err := unix.Mount("ramfs", dir, "ramfs", 0, ""); err != nil {
+		t.Skipf("cannot mount ramfs here (%v): skipping the no-O_DIRECT case", err)
+	}
+	defer unix.Unmount(dir, 0)
+	g, _ := fixture(t)
+	path := filepath.Join(dir, "img")
+	if err := os.WriteFile(path, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := g.Add(opts(t, `{"driver":"file","node-name":"f","cache":{"direct":true},"filename":%q}`, path))
+	if err == nil || err.Error() != "Could not open '"+path+"': filesystem does not support O_DIRECT" {
+		t.Fatalf("O_DIRECT on ramfs: %v", err)
+	}
+	if len(g.Nodes()) != 0 {
+		t.Fatal("a node was left")
+	}
+}

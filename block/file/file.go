@@ -84,6 +84,10 @@ func (img *image) openFd(writable, direct bool) (fd, flags, align int, err error
 		flags |= unix.O_DIRECT
 	}
 	fd, err = img.files.Open(img.filename, flags)
+	if direct && errors.Is(err, unix.EINVAL) {
+		return -1, 0, 0, &qemuopen.Error{Path: img.filename, Errno: unix.EINVAL,
+			Msg: fmt.Sprintf("Could not open '%s': filesystem does not support O_DIRECT", img.filename)}
+	}
 	if err != nil {
 		return -1, 0, 0, err
 	}
