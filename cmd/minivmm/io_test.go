@@ -606,3 +606,18 @@ func TestIOConformance(t *testing.T) {
 		}
 	}
 }
+
+// FuzzIOCommand runs arbitrary command lines through minivmm io against
+// a null-co image: whatever the line, an answer and no panic.
+func FuzzIOCommand(f *testing.F) {
+	for _, s := range []string{
+		"read -P 0xab 0 4k", "write -z 1M 64k", "read -v 0 32", "map", "discard 0 1G",
+		"write -P 300 0 1", "read 9999999999999999999 1", "help read", "write -q -P 1 -1 2", `read "0 1`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		var out, errOut strings.Builder
+		runIO([]string{"--image-opts", "-c", line, "driver=null-co,size=1M,read-zeroes=on"}, strings.NewReader(""), &out, &errOut)
+	})
+}
