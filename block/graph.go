@@ -140,6 +140,9 @@ func (g *Graph) add(o Options, parent Options, implicit bool) (n *Node, err erro
 			}
 			continue
 		}
+		if v == nil {
+			continue // "backing": null: no child, and none from the image either
+		}
 		ref, _ := convert(v, OptChild, key)
 		var child *Node
 		switch ref := ref.(type) {
@@ -165,6 +168,7 @@ func (g *Graph) add(o Options, parent Options, implicit bool) (n *Node, err erro
 	img, err := drv.Open(&OpenContext{
 		NodeName: nodeName, Options: driverOpts, Writable: state.writable(0),
 		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, children: children,
+		g: g, parentOpts: o, created: &created,
 	})
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package block
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -73,10 +74,31 @@ type OpenContext struct {
 	// Files is where every open goes (qemu_open).
 	Files    *qemuopen.Registry
 	children map[string]*Node
+
+	g          *Graph
+	parentOpts Options
+	created    *[]*Node // inline children, removed if the open fails
 }
 
 // Child returns the child node a format driver reads through.
 func (o *OpenContext) Child(name string) *Node { return o.children[name] }
+
+// OpenChild opens a child the image itself names (a backing file from a
+// qcow2 header) as an inline node in role ("backing"), with opts and the
+// generic options it inherits from this node. It is closed with this node,
+// or at once if this node's Open fails.
+func (o *OpenContext) OpenChild(role string, opts Options) (*Node, error) {
+	if o.children[role] != nil {
+		return nil, fmt.Errorf("node '%s' already has a '%s' child", o.NodeName, role)
+	}
+	c, err := o.g.add(opts, o.parentOpts, true)
+	if err != nil {
+		return nil, err
+	}
+	*o.created = append(*o.created, c)
+	o.children[role] = c
+	return c, nil
+}
 
 // ReopenRequest is what a driver's PrepareReopen gets.
 type ReopenRequest struct {

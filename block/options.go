@@ -109,6 +109,8 @@ func convert(v any, t OptType, name string) (any, error) {
 		return n, nil
 	case OptChild:
 		switch v := v.(type) {
+		case nil: // "backing": null
+			return nil, nil
 		case string:
 			return v, nil
 		case keyvalString:
