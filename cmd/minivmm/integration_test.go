@@ -25,16 +25,7 @@ func imageFile(t *testing.T, modes ...int) (string, []*os.File) {
 	if err := os.WriteFile(path, make([]byte, 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var files []*os.File
-	for _, m := range modes {
-		f, err := os.OpenFile(path, m, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		files = append(files, f)
-	}
-	return path, files
+	return path, openFiles(t, path, modes...)
 }
 
 // childFds lists the fds process pid holds, with what each refers to.

@@ -183,6 +183,22 @@ func (t *ioTool) command(line string) error {
 	return ct.run(t, argv)
 }
 
+// offsetCount reads a command's "offset count" operands, saying what is
+// wrong as qemu-io does.
+func (t *ioTool) offsetCount(operands []string) (off, count int64, ok bool) {
+	if off, ok = t.num(operands[0]); !ok {
+		return 0, 0, false
+	}
+	if count, ok = t.num(operands[1]); !ok {
+		return 0, 0, false
+	}
+	if count > maxRequest {
+		t.printf("length cannot exceed %d, given %s\n", maxRequest, operands[1])
+		return 0, 0, false
+	}
+	return off, count, true
+}
+
 func (t *ioTool) getopt(argv []string, optstring string) *getopt {
 	return &getopt{prog: argv[0], args: argv[1:], short: optstring, stderr: t.stderr}
 }
@@ -292,16 +308,8 @@ func (t *ioTool) read(argv []string) error {
 	if len(g.operands) != 2 {
 		return t.usage(ct)
 	}
-	off, ok := t.num(g.operands[0])
+	off, count, ok := t.offsetCount(g.operands)
 	if !ok {
-		return errCommand
-	}
-	count, ok := t.num(g.operands[1])
-	if !ok {
-		return errCommand
-	}
-	if count > maxRequest {
-		t.printf("length cannot exceed %d, given %s\n", maxRequest, g.operands[1])
 		return errCommand
 	}
 	if !pflag && (lflag || sflag) {
@@ -534,16 +542,8 @@ func (t *ioTool) discard(argv []string) error {
 	if len(g.operands) != 2 {
 		return t.usage(ct)
 	}
-	off, ok := t.num(g.operands[0])
+	off, count, ok := t.offsetCount(g.operands)
 	if !ok {
-		return errCommand
-	}
-	count, ok := t.num(g.operands[1])
-	if !ok {
-		return errCommand
-	}
-	if count > maxRequest {
-		t.printf("length cannot exceed %d, given %s\n", maxRequest, g.operands[1])
 		return errCommand
 	}
 	start := time.Now()
