@@ -82,6 +82,8 @@ type Driver struct {
 	// Options lists the driver's own options and their types, beyond the
 	// generic ones every node has.
 	Options map[string]OptType
+	// Required lists the driver's options a node must be given.
+	Required []string
 	// Open opens a node. On error it must leave nothing open.
 	Open func(o *OpenContext) (Image, error)
 }

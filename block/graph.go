@@ -50,11 +50,29 @@ func (g *Graph) Nodes() []*Node {
 	return out
 }
 
-// Add opens a node (blockdev-add), with any children given inline; on
-// error nothing was added and nothing is left open.
+// Add opens a node, with any children given inline; a node without a
+// node-name gets a generated one. On error nothing was added and nothing
+// is left open.
 func (g *Graph) Add(o Options) (*Node, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if _, err := checkOptions(o, ""); err != nil {
+		return nil, err
+	}
+	return g.add(o, nil, false)
+}
+
+// AddRoot is blockdev-add (and -blockdev): Add, for a node that must be
+// named.
+func (g *Graph) AddRoot(o Options) (*Node, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, err := checkOptions(o, ""); err != nil {
+		return nil, err
+	}
+	if _, named := o["node-name"]; !named {
+		return nil, errors.New("'node-name' must be specified for the root node")
+	}
 	return g.add(o, nil, false)
 }
 
@@ -62,54 +80,114 @@ func (g *Graph) Add(o Options) (*Node, error) {
 // it sets them itself, as in QEMU.
 var inherited = []string{"read-only", "auto-read-only", "discard"}
 
-func (g *Graph) add(o Options, parent Options, implicit bool) (n *Node, err error) {
+// inherit fills in what a child created inline takes from its parent.
+func inherit(child, parent Options) Options {
+	o := child.Clone()
+	for _, k := range inherited {
+		if _, set := o[k]; !set {
+			if v, pset := parent[k]; pset {
+				o[k] = v
+			}
+		}
+	}
+	if pc, _ := parent.Object("cache"); pc != nil {
+		c, _ := o.Object("cache")
+		c = c.Clone()
+		for k, v := range pc {
+			if _, set := c[k]; !set {
+				c[k] = v
+			}
+		}
+		o["cache"] = c
+	}
+	return o
+}
+
+// checkOptions checks o, and the children it gives inline, against the
+// schema of the driver it names, as QAPI does before a command runs:
+// driver, unknown keys, types, required members, enumerations. prefix
+// names o in messages ("options[0].", "file.").
+func checkOptions(o Options, prefix string) (*Driver, error) {
 	drvName, present := o["driver"]
 	if !present {
-		return nil, optionError("Parameter 'driver' is missing")
+		return nil, optionError("Parameter '%sdriver' is missing", prefix)
 	}
-	name, ok := drvName.(string)
-	if kv, isKV := drvName.(keyvalString); isKV {
-		name, ok = string(kv), true
-	}
-	if !ok {
-		return nil, optionError("Invalid parameter type for 'driver', expected: string")
-	}
-	drv, ok := LookupDriver(name)
-	if !ok {
-		return nil, optionError("Parameter 'driver' does not accept value '%s'", name)
-	}
-	if parent != nil {
-		o = o.Clone()
-		for _, k := range inherited {
-			if _, set := o[k]; !set {
-				if v, pset := parent[k]; pset {
-					o[k] = v
-				}
-			}
-		}
-		if pc, _ := parent.Object("cache"); pc != nil {
-			c, _ := o.Object("cache")
-			c = c.Clone()
-			for k, v := range pc {
-				if _, set := c[k]; !set {
-					c[k] = v
-				}
-			}
-			o["cache"] = c
-		}
-	}
-	schema := maps.Clone(genericOptions)
-	maps.Copy(schema, drv.Options)
-	if drv.Format {
-		schema["file"] = OptChild
-	}
-	if err := checkKeys(o, schema, ""); err != nil {
-		return nil, err
-	}
-	state, err := parseState(o)
+	name, err := convert(drvName, OptString, prefix+"driver")
 	if err != nil {
 		return nil, err
 	}
+	drv, ok := LookupDriver(name.(string))
+	if !ok {
+		return nil, optionError("Parameter '%sdriver' does not accept value '%s'", prefix, name)
+	}
+	schema := drv.schema()
+	if err := checkTypes(o, schema, prefix); err != nil {
+		return nil, err
+	}
+	for _, key := range drv.required() {
+		if _, given := o[key]; !given {
+			return nil, optionError("Parameter '%s%s' is missing", prefix, key)
+		}
+	}
+	if err := checkUnexpected(o, schema, prefix); err != nil {
+		return nil, err
+	}
+	if _, err := parseState(o, prefix); err != nil {
+		return nil, err
+	}
+	if v, given := o["node-name"]; given {
+		if name, _ := convert(v, OptString, "node-name"); name == "" {
+			return nil, errors.New("Invalid node-name: ''")
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(schema)) {
+		if child, inline := o[key].(Options); schema[key] == OptChild && inline {
+			if _, err := checkOptions(child, prefix+key+"."); err != nil {
+				return nil, err
+			}
+		} else if child, inline := o[key].(map[string]any); schema[key] == OptChild && inline {
+			if _, err := checkOptions(Options(child), prefix+key+"."); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return drv, nil
+}
+
+// schema is every option a node of this driver takes.
+func (d *Driver) schema() map[string]OptType {
+	schema := maps.Clone(genericOptions)
+	maps.Copy(schema, d.Options)
+	if d.Format {
+		schema["file"] = OptChild
+	}
+	return schema
+}
+
+// required lists the options a node of this driver must be given.
+func (d *Driver) required() []string {
+	if d.Format {
+		return append([]string{"file"}, d.Required...)
+	}
+	return d.Required
+}
+
+// maxLength is the largest node QEMU accepts (BDRV_MAX_LENGTH).
+const maxLength = 1<<63 - 1<<30
+
+// add opens a node from checked options; parent is set for a child given
+// inline, whose options inherit from it.
+func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err error) {
+	o := own
+	if parent != nil {
+		o = inherit(own, parent)
+	}
+	drv, err := checkOptions(o, "")
+	if err != nil {
+		return nil, err
+	}
+	schema := drv.schema()
+	state, _ := parseState(o, "")
 	nodeName, _ := o.String("node-name", "")
 	if nodeName == "" {
 		nodeName = g.generateName()
@@ -134,13 +212,7 @@ func (g *Graph) add(o Options, parent Options, implicit bool) (n *Node, err erro
 			continue
 		}
 		v, present := o[key]
-		if !present {
-			if key == "file" {
-				return nil, fmt.Errorf("Parameter '%s' is missing", key)
-			}
-			continue
-		}
-		if v == nil {
+		if !present || v == nil {
 			continue // "backing": null: no child, and none from the image either
 		}
 		ref, _ := convert(v, OptChild, key)
@@ -174,11 +246,14 @@ func (g *Graph) add(o Options, parent Options, implicit bool) (n *Node, err erro
 		return nil, err
 	}
 	length, err := img.Length()
+	if err == nil && length > maxLength {
+		err = unix.EFBIG
+	}
 	if err != nil {
 		img.Close()
-		return nil, fmt.Errorf("Could not get the size of node '%s': %w", nodeName, err)
+		return nil, fmt.Errorf("Could not refresh total sector count: %s", strerror(err))
 	}
-	n = &Node{g: g, name: nodeName, implicit: implicit, drv: drv, opts: o, img: img, state: state,
+	n = &Node{g: g, name: nodeName, implicit: implicit, drv: drv, opts: o, own: own, img: img, state: state,
 		children: children, parents: map[*Node]string{}}
 	n.length.Store(length)
 	for key, c := range children {
@@ -189,8 +264,18 @@ func (g *Graph) add(o Options, parent Options, implicit bool) (n *Node, err erro
 	return n, nil
 }
 
-// parseState reads the generic options, with QEMU's defaults.
-func parseState(o Options) (nodeState, error) {
+// strerror words an error as the C library does, where it is an errno.
+func strerror(err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return qemuopen.Strerror(errno)
+	}
+	return err.Error()
+}
+
+// parseState reads the generic options, with QEMU's defaults; prefix
+// names them in messages.
+func parseState(o Options, prefix string) (nodeState, error) {
 	var s nodeState
 	var err error
 	if s.readOnly, err = o.Bool("read-only", false); err != nil {
@@ -206,7 +291,7 @@ func parseState(o Options) (nodeState, error) {
 	if err != nil {
 		return s, err
 	}
-	if err := checkKeys(cache, cacheOptions, "cache."); err != nil {
+	if err := checkKeys(cache, cacheOptions, prefix+"cache."); err != nil {
 		return s, err
 	}
 	if s.direct, err = cache.Bool("direct", false); err != nil {
@@ -220,12 +305,10 @@ func parseState(o Options) (nodeState, error) {
 		return s, err
 	}
 	switch discard {
-	case "ignore", "off":
-		s.discard = "ignore"
-	case "unmap", "on":
-		s.discard = "unmap"
+	case "ignore", "unmap":
+		s.discard = discard
 	default:
-		return s, optionError("Parameter 'discard' does not accept value '%s'", discard)
+		return s, optionError("Parameter '%sdiscard' does not accept value '%s'", prefix, discard)
 	}
 	if s.detectZeroes, err = o.String("detect-zeroes", "off"); err != nil {
 		return s, err
@@ -233,7 +316,7 @@ func parseState(o Options) (nodeState, error) {
 	switch s.detectZeroes {
 	case "off", "on", "unmap":
 	default:
-		return s, optionError("Parameter 'detect-zeroes' does not accept value '%s'", s.detectZeroes)
+		return s, optionError("Parameter '%sdetect-zeroes' does not accept value '%s'", prefix, s.detectZeroes)
 	}
 	if s.detectZeroes == "unmap" && s.discard != "unmap" {
 		return s, errors.New("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap")
@@ -431,7 +514,7 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 		}
 	}
 	if n.writers.Load() == 0 && !n.state.writable(0) {
-		if err := g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, children: n.children, writers: 1}}); err != nil {
+		if err := g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 1}}); err != nil {
 			if f := n.children["file"]; f != nil {
 				g.dropWriter(f, share)
 			}
@@ -454,7 +537,7 @@ func (g *Graph) dropWriter(n *Node, share bool) {
 	if n.writers.Add(-1) == 0 && !n.state.writable(0) {
 		// Going back to read-only cannot fail for want of an fd; if the
 		// flush fails the node stays read-write, which is safe.
-		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, children: n.children, writers: 0}})
+		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 0}})
 	}
 	if f := n.children["file"]; f != nil {
 		g.dropWriter(f, share)

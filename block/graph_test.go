@@ -160,7 +160,7 @@ func TestAddErrors(t *testing.T) {
 		{`{"driver":"file","filename":"x","cache":{"bogus":1}}`, "Parameter 'cache.bogus' is unexpected"},
 		{`{"driver":"file","filename":"x","read-only":"yes"}`, "Invalid parameter type for 'read-only', expected: boolean"},
 		{`{"driver":"null-co","size":"x"}`, "Invalid parameter type for 'size', expected: integer"},
-		{`{"driver":"null-co","size":-1}`, "Parameter 'size' expects a non-negative value"},
+		{`{"driver":"null-co","size":-1}`, "Parameter 'size' expects a non-negative number below 2^64"},
 		{`{"driver":"file","node-name":"taken","filename":"x"}`, "Duplicate nodes with node-name='taken'"},
 		{`{"driver":"file","node-name":"1abc","filename":"x"}`, "Invalid node-name: '1abc'"},
 		{`{"driver":"file","node-name":"#block1","filename":"x"}`, "Invalid node-name: '#block1'"},
@@ -316,7 +316,7 @@ func TestReopenErrors(t *testing.T) {
 		{`{"driver":"null-co","node-name":"n"}`, "Option 'size' cannot be reset to its default value"},
 		{`{"driver":"raw","node-name":"r"}`, "Parameter 'options[0].file' is missing"},
 		{`{"driver":"raw","node-name":"r","file":"nosuch"}`, "Cannot find device='' nor node-name='nosuch'"},
-		{`{"driver":"file","node-name":"f"}`, "Option 'filename' cannot be reset to its default value"},
+		{`{"driver":"file","node-name":"f"}`, "Parameter 'options[0].filename' is missing"},
 	} {
 		if err := g.Reopen([]block.Options{opts(t, "%s", tc.in)}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Reopen(%s) = %v, want %q", tc.in, err, tc.want)
@@ -499,5 +499,47 @@ func TestNoODirect(t *testing.T) {
 	}
 	if len(g.Nodes()) != 0 {
 		t.Fatal("a node was left")
+	}
+}
+
+// TestReopenInlineChildFollows: a child made inline is reopened with its
+// parent and takes what it inherits (read-only here); one given new
+// options inline takes those.
+func TestReopenInlineChildFollows(t *testing.T) {
+	g, reg := fixture(t)
+	path := image(t, 4096)
+	r, err := g.Add(opts(t, `{"driver":"raw","node-name":"r","file":{"driver":"file","filename":%q}}`, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := r.Child("file").Name()
+	if got := heldModes(t, reg, path); !slices.Equal(got, []string{"O_RDWR"}) {
+		t.Fatalf("before: %v", got)
+	}
+	if err := g.Reopen([]block.Options{opts(t, `{"driver":"raw","node-name":"r","read-only":true,"file":%q}`, child)}); err != nil {
+		t.Fatal(err)
+	}
+	if c := r.Child("file"); !c.ReadOnly() || c.Name() != child {
+		t.Fatalf("the inline child did not follow its parent: ro=%v name=%s", c.ReadOnly(), c.Name())
+	}
+	if got := heldModes(t, reg, path); !slices.Equal(got, []string{"O_RDONLY"}) {
+		t.Fatalf("after: %v", got)
+	}
+	// New options inline for the same child: read-write again, O_DIRECT too.
+	err = g.Reopen([]block.Options{opts(t, `{"driver":"raw","node-name":"r","file":{"driver":"file","filename":%q,"cache":{"direct":true}}}`, path)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := heldModes(t, reg, path); !slices.Equal(got, []string{"O_RDWR|O_DIRECT"}) {
+		t.Fatalf("after inline options: %v", got)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{fmt.Sprintf(`{"driver":"raw","node-name":"r","file":{"driver":"null-co"}}`), "Cannot change the option 'file.driver'"},
+		{fmt.Sprintf(`{"driver":"raw","node-name":"r","file":{"driver":"file","node-name":"x","filename":%q}}`, path), "Cannot change the option 'node-name'"},
+		{fmt.Sprintf(`{"driver":"raw","node-name":"r","file":{"driver":"file","filename":"/elsewhere"}}`), "Cannot change the option 'file.filename'"},
+	} {
+		if err := g.Reopen([]block.Options{opts(t, "%s", tc.in)}); err == nil || err.Error() != tc.want {
+			t.Errorf("Reopen(%s) = %v, want %q", tc.in, err, tc.want)
+		}
 	}
 }

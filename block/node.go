@@ -20,7 +20,8 @@ type Node struct {
 	name     string
 	implicit bool // created inline as another node's child
 	drv      *Driver
-	opts     Options // as given, for queries and reopen
+	opts     Options // in force: as given, with what an inline child inherits
+	own      Options // as given (for an inline child, before inheriting)
 
 	mu    sync.RWMutex
 	img   Image

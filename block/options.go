@@ -43,13 +43,30 @@ func optionError(format string, a ...any) error { return fmt.Errorf(format, a...
 // sorted key order so that the message is stable. prefix names nested
 // options ("cache.").
 func checkKeys(o Options, schema map[string]OptType, prefix string) error {
+	if err := checkTypes(o, schema, prefix); err != nil {
+		return err
+	}
+	return checkUnexpected(o, schema, prefix)
+}
+
+// checkTypes checks the values of the keys schema knows.
+func checkTypes(o Options, schema map[string]OptType, prefix string) error {
 	for _, k := range slices.Sorted(maps.Keys(o)) {
-		t, ok := schema[k]
-		if !ok {
-			return optionError("Parameter '%s%s' is unexpected", prefix, k)
+		if t, ok := schema[k]; ok {
+			if _, err := convert(o[k], t, prefix+k); err != nil {
+				return err
+			}
 		}
-		if _, err := convert(o[k], t, prefix+k); err != nil {
-			return err
+	}
+	return nil
+}
+
+// checkUnexpected refuses keys schema does not know; QAPI looks for them
+// last, after the members it knows.
+func checkUnexpected(o Options, schema map[string]OptType, prefix string) error {
+	for _, k := range slices.Sorted(maps.Keys(o)) {
+		if _, ok := schema[k]; !ok {
+			return optionError("Parameter '%s%s' is unexpected", prefix, k)
 		}
 	}
 	return nil
@@ -90,6 +107,9 @@ func convert(v any, t OptType, name string) (any, error) {
 			n, err = strconv.ParseInt(string(v), 10, 64)
 		case keyvalString:
 			n, err = parseKeyvalNumber(string(v), t == OptSize)
+			if t == OptSize && err == nil && n < 0 {
+				err = strconv.ErrRange
+			}
 			if err != nil {
 				return nil, optionError("Parameter '%s' expects %s", name, map[bool]string{true: "a size value", false: "an integer"}[t == OptSize])
 			}
@@ -104,13 +124,17 @@ func convert(v any, t OptType, name string) (any, error) {
 			return nil, bad()
 		}
 		if t == OptSize && n < 0 {
-			return nil, optionError("Parameter '%s' expects a non-negative value", name)
+			return nil, optionError("Parameter '%s' expects a non-negative number below 2^64", name)
 		}
 		return n, nil
 	case OptChild:
 		switch v := v.(type) {
-		case nil: // "backing": null
-			return nil, nil
+		case nil: // "backing": null; no other child may be null
+			if strings.HasSuffix(name, "backing") {
+				return nil, nil
+			}
+			// QEMU finds this after QAPI, naming the child alone.
+			name = name[strings.LastIndex(name, ".")+1:]
 		case string:
 			return v, nil
 		case keyvalString:

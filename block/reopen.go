@@ -11,113 +11,139 @@ import (
 type reopenItem struct {
 	node     *Node
 	state    nodeState
-	opts     Options
+	opts     Options // in force after the reopen
+	own      Options // as given (before inheriting)
 	children map[string]*Node
 	writers  int32 // the writer count the new state is for
 }
 
 // Reopen reopens a list of nodes as one transaction (blockdev-reopen):
 // every node is prepared (new fds opened) before any is committed, and if
-// one fails, all are aborted and nothing observable has changed. Options
-// not given take their defaults, as in QEMU (a format's "file" must be
-// named again; a "backing" not given stays).
+// one fails, all are aborted and nothing observable has changed. As in
+// QEMU, options not given take their defaults, a format's "file" must be
+// named again, a "backing" not given stays, and children a node created
+// inline are reopened with it, taking what they inherit from it.
 func (g *Graph) Reopen(list []Options) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	items := make([]reopenItem, 0, len(list))
+	// QAPI checks every entry before anything runs.
 	for i, o := range list {
-		it, err := g.reopenItemFor(o, fmt.Sprintf("options[%d].", i))
+		if _, err := checkOptions(o, fmt.Sprintf("options[%d].", i)); err != nil {
+			return err
+		}
+	}
+	var items []reopenItem
+	for i, o := range list {
+		name, _ := o.String("node-name", "")
+		if name == "" {
+			return fmt.Errorf("node-name not specified")
+		}
+		n := g.nodes[name]
+		if n == nil {
+			return fmt.Errorf("Failed to find node with node-name='%s'", name)
+		}
+		tree, err := g.reopenTree(n, o, o, fmt.Sprintf("options[%d].", i), "")
 		if err != nil {
 			return err
 		}
-		if slices.ContainsFunc(items, func(x reopenItem) bool { return x.node == it.node }) {
-			return fmt.Errorf("Node '%s' is listed twice", it.node.name)
+		for _, it := range tree {
+			if slices.ContainsFunc(items, func(x reopenItem) bool { return x.node == it.node }) {
+				return fmt.Errorf("Node '%s' is listed twice", it.node.name)
+			}
 		}
-		items = append(items, it)
+		items = append(items, tree...)
 	}
 	return g.reopenNodes(items)
 }
 
-// reopenItemFor checks one entry of blockdev-reopen's list; prefix
-// ("options[0].") names it in QAPI's messages.
-func (g *Graph) reopenItemFor(o Options, prefix string) (reopenItem, error) {
-	name, err := o.String("node-name", "")
-	if err != nil {
-		return reopenItem{}, err
+// reopenTree makes the items that reopen n with opts (own: as given,
+// before inheriting), then those of the children n created inline. prefix
+// names the entry in QAPI messages ("options[0]."), path the child in
+// "Cannot change" ones ("file.").
+func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]reopenItem, error) {
+	if drv, _ := opts.String("driver", ""); drv != n.drv.Name {
+		return nil, fmt.Errorf("Cannot change the option '%sdriver'", path)
 	}
-	if name == "" {
-		return reopenItem{}, fmt.Errorf("node-name not specified")
+	if _, given := opts["node-name"]; given && path != "" {
+		// An inline child's name is generated; QEMU refuses any, even its own.
+		return nil, fmt.Errorf("Cannot change the option 'node-name'")
 	}
-	n := g.nodes[name]
-	if n == nil {
-		return reopenItem{}, fmt.Errorf("Failed to find node with node-name='%s'", name)
-	}
-	if drv, _ := o.String("driver", ""); drv != n.drv.Name {
-		return reopenItem{}, fmt.Errorf("Cannot change the option 'driver'")
-	}
-	schema := maps.Clone(genericOptions)
-	maps.Copy(schema, n.drv.Options)
-	if n.drv.Format {
-		schema["file"] = OptChild
-	}
-	if err := checkKeys(o, schema, prefix); err != nil {
-		return reopenItem{}, err
-	}
-	if _, given := o["discard"]; !given && n.state.discard == "unmap" {
+	if _, given := opts["discard"]; !given && n.state.discard == "unmap" {
 		// QEMU's one exception to "omitted means default": discard=unmap
 		// stays once set.
-		o = o.Clone()
-		o["discard"] = "unmap"
+		opts = opts.Clone()
+		opts["discard"] = "unmap"
 	}
-	state, err := parseState(o)
+	state, err := parseState(opts, prefix)
 	if err != nil {
-		return reopenItem{}, err
+		return nil, err
 	}
+	schema := n.drv.schema()
 	for _, k := range slices.Sorted(maps.Keys(n.drv.Options)) {
 		if n.drv.Options[k] == OptChild {
 			continue
 		}
 		was, _ := n.opts.get(k, n.drv.Options[k])
-		now, _ := o.get(k, n.drv.Options[k])
+		now, _ := opts.get(k, n.drv.Options[k])
 		switch {
 		case reflect.DeepEqual(was, now):
 		case now == nil:
-			return reopenItem{}, fmt.Errorf("Option '%s' cannot be reset to its default value", k)
+			return nil, fmt.Errorf("Option '%s%s' cannot be reset to its default value", path, k)
 		default:
-			return reopenItem{}, fmt.Errorf("Cannot change the option '%s'", k)
+			return nil, fmt.Errorf("Cannot change the option '%s%s'", path, k)
 		}
 	}
 	children := maps.Clone(n.children)
+	var below []reopenItem
 	for _, key := range slices.Sorted(maps.Keys(schema)) {
 		if schema[key] != OptChild {
 			continue
 		}
-		v, given := o[key]
-		if !given {
-			if key == "file" {
-				return reopenItem{}, fmt.Errorf("Parameter '%s%s' is missing", prefix, key)
+		cur := n.children[key]
+		v, given := opts[key]
+		var child *Node
+		var childOwn Options // non-nil: reopen child, inheriting from opts
+		switch ref, _ := convert(v, OptChild, key); ref := ref.(type) {
+		case nil:
+			if given { // "backing": null
+				delete(children, key)
+				continue
 			}
-			continue
+			if child = cur; child != nil && child.implicit {
+				childOwn = child.own
+			}
+		case string:
+			if child = g.nodes[ref]; child == nil {
+				return nil, fmt.Errorf("Cannot find device='' nor node-name='%s'", ref)
+			}
+			if child == cur && child.implicit {
+				childOwn = child.own
+			}
+		case Options:
+			if cur == nil || !cur.implicit {
+				// Only a child made inline can be given new options inline.
+				return nil, fmt.Errorf("Cannot change the option '%s%s.driver'", path, key)
+			}
+			child, childOwn = cur, ref
 		}
-		ref, _ := convert(v, OptChild, key)
-		refName, isRef := ref.(string)
-		if !isRef {
-			return reopenItem{}, fmt.Errorf("Cannot change the option '%s': give a node-name, not new options", key)
+		if child != cur && n.writers.Load() > 0 {
+			return nil, fmt.Errorf("Cannot change the '%s' child of node '%s' while it is being written", key, n.name)
 		}
-		c := g.nodes[refName]
-		if c == nil {
-			return reopenItem{}, fmt.Errorf("Cannot find device='' nor node-name='%s'", refName)
+		children[key] = child
+		if childOwn != nil {
+			items, err := g.reopenTree(child, inherit(childOwn, opts), childOwn, prefix+key+".", path+key+".")
+			if err != nil {
+				return nil, err
+			}
+			below = append(below, items...)
 		}
-		if c != n.children[key] && n.writers.Load() > 0 {
-			return reopenItem{}, fmt.Errorf("Cannot change the '%s' child of node '%s' while it is being written", key, name)
-		}
-		children[key] = c
 	}
 	writers := n.writers.Load()
 	if writers > 0 && state.readOnly {
-		return reopenItem{}, fmt.Errorf("Cannot make node '%s' read-only: it is in use for writing", name)
+		return nil, fmt.Errorf("Cannot make node '%s' read-only: it is in use for writing", n.name)
 	}
-	return reopenItem{node: n, state: state, opts: o, children: children, writers: writers}, nil
+	self := reopenItem{node: n, state: state, opts: opts, own: own, children: children, writers: writers}
+	return append([]reopenItem{self}, below...), nil
 }
 
 // reopenNodes prepares every item, then commits all or aborts all. This
@@ -169,7 +195,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 			pendings[i].Commit()
 		}
 		n.state = it.state
-		n.opts = it.opts
+		n.opts, n.own = it.opts, it.own
 		old := n.children
 		n.children = it.children
 		n.mu.Unlock()

@@ -6,10 +6,7 @@ import (
 
 // blockdevAdd is blockdev-add: its arguments are the node's options.
 func blockdevAdd(c *call, args Args) (any, error) {
-	if _, ok := args["node-name"]; !ok {
-		return nil, genericError("'node-name' must be specified for the root node")
-	}
-	if _, err := c.mon.srv.graph.Add(block.Options(args)); err != nil {
+	if _, err := c.mon.srv.graph.AddRoot(block.Options(args)); err != nil {
 		return nil, err
 	}
 	return nil, nil

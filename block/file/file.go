@@ -24,7 +24,8 @@ func init() {
 			"filename": block.OptString, "aio": block.OptString, "locking": block.OptString,
 			"aio-max-batch": block.OptInt, "drop-cache": block.OptBool,
 		},
-		Open: open,
+		Required: []string{"filename"},
+		Open:     open,
 	})
 }
 
@@ -46,8 +47,11 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := o.Options["filename"]; !ok {
-		return nil, errors.New("Parameter 'filename' is missing")
+	if filename == "" {
+		return nil, errors.New("The 'file' block driver requires a file name")
+	}
+	if aio, _ := o.Options.String("aio", "threads"); aio == "native" && !o.Direct {
+		return nil, errors.New("aio=native was specified, but it requires cache.direct=on, which was not specified.")
 	}
 	for key, allowed := range map[string][]string{"aio": {"threads", "native", "io_uring"}, "locking": {"auto", "on", "off"}} {
 		if v, err := o.Options.String(key, allowed[0]); err != nil {

@@ -38,10 +38,7 @@ func (v *vmm) addBlockdev(value string) error {
 	if !strings.HasPrefix(value, "{") {
 		o = block.FromKeyval(m)
 	}
-	if _, ok := o["node-name"]; !ok {
-		return errors.New("'node-name' must be specified for the root node")
-	}
-	_, err = v.graph.Add(o)
+	_, err = v.graph.AddRoot(o)
 	return err
 }
 
@@ -105,10 +102,15 @@ func (v *vmm) addDrive(value string) error {
 		}
 		node["cache"] = block.Options{"direct": flags[0], "no-flush": flags[1]}
 	}
-	for _, k := range []string{"discard", "detect-zeroes"} {
-		if val, ok := opts.Get(k); ok {
-			node[k] = val
+	if val, ok := opts.Get("discard"); ok {
+		// -drive still takes the old on/off spellings.
+		node["discard"] = map[string]string{"on": "unmap", "off": "ignore"}[val]
+		if node["discard"] == "" {
+			node["discard"] = val
 		}
+	}
+	if val, ok := opts.Get("detect-zeroes"); ok {
+		node["detect-zeroes"] = val
 	}
 	// As QEMU's -drive: auto-read-only unless told otherwise, so the file
 	// is held read-only until a writer (a device, a job) attaches.

@@ -13,6 +13,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -75,9 +76,13 @@ type confStep struct {
 	fd      confFdMode
 	replies int    // how many replies the command gets; 0 means 1
 	save    string // save the reply's return.fd under this name
-	kind    confStepKind
+	// saveWhat, if set, picks what save keeps instead of return.fd (such
+	// as a generated node name); ok false fails the test.
+	saveWhat func(replies []map[string]any) (value string, ok bool)
+	kind     confStepKind
 	// check, if set, looks at the step's replies for either VMM
-	// (r.pid is the VMM's process).
+	// (r.pid is the VMM's process). It may also rewrite them before they
+	// are recorded, to take out a known difference it has checked.
 	check func(t *testing.T, r *confRun, replies []map[string]any)
 }
 
@@ -91,6 +96,10 @@ type confRun struct {
 	steps    []string         // names of the recorded steps, in order
 	record   []any            // one entry per recorded step
 	commands []string         // what query-commands listed
+	// afterStep, if set, is called with each recorded exchange's entry
+	// (not after a quit) and may add members to it, which are compared
+	// like the replies; c is the step's connection, for queries of its own.
+	afterStep func(t *testing.T, r *confRun, c *qmptest.Client, entry map[string]any)
 }
 
 var confSavedRef = regexp.MustCompile(`\$[a-z][a-z0-9]*`)
@@ -162,7 +171,13 @@ func confPlay(t *testing.T, r *confRun, steps []confStep) {
 		events, more := c.Drain()
 		replies = append(replies, more...)
 
-		if s.save != "" {
+		if s.save != "" && s.saveWhat != nil {
+			v, ok := s.saveWhat(replies)
+			if !ok {
+				t.Fatalf("%s: step %q: nothing to save as $%s in %s", r.name, s.name, s.save, confShow(replies))
+			}
+			saved[s.save] = v
+		} else if s.save != "" {
 			ret, _ := replies[0]["return"].(map[string]any)
 			fd, ok := ret["fd"].(json.Number)
 			if !ok {
@@ -192,6 +207,8 @@ func confPlay(t *testing.T, r *confRun, steps []confStep) {
 		entry := map[string]any{"events": confAnys(events), "replies": confAnys(replies)}
 		if s.kind == confQuitStep {
 			entry["then"] = "connection closed"
+		} else if r.afterStep != nil {
+			r.afterStep(t, r, c, entry)
 		}
 		r.steps = append(r.steps, s.name)
 		r.record = append(r.record, entry)
@@ -305,17 +322,50 @@ func confListFds(pid int) string {
 // (and files as fds 3, 4, ...), and compares the normalized transcripts.
 func runConformance(t *testing.T, files []*os.File, args []string, steps []confStep) {
 	t.Helper()
-	scratch := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(scratch, []byte("minivmm conformance\n"), 0o600); err != nil {
-		t.Fatal(err)
+	runConformanceWith(t, confSetup{files: files, args: args}, steps)
+}
+
+// confSetup is how runConformanceWith starts the VMMs and what it adds to
+// the comparison.
+type confSetup struct {
+	files []*os.File // inherited as fds 3, 4, ...
+	args  []string
+	// scratch is the file the steps' fds are opened on; "" makes a small
+	// fresh one.
+	scratch string
+	// afterStep becomes each confRun's afterStep.
+	afterStep func(t *testing.T, r *confRun, c *qmptest.Client, entry map[string]any)
+	// rewrite, if set, is applied to each VMM's whole record (once, in
+	// step order) before the two are normalized and compared.
+	rewrite func(record []any) []any
+}
+
+// runConformanceWith is runConformance with more to set up.
+func runConformanceWith(t *testing.T, setup confSetup, steps []confStep) {
+	t.Helper()
+	files, args, scratch := setup.files, setup.args, setup.scratch
+	if scratch == "" {
+		scratch = filepath.Join(t.TempDir(), "disk.img")
+		if err := os.WriteFile(scratch, []byte("minivmm conformance\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	qsock, qpid := qmptest.StartQEMUFiles(t, files, args...) // skips without QEMU
-	qemu := &confRun{name: "qemu", sock: qsock, pid: qpid, scratch: scratch}
+	qemu := &confRun{name: "qemu", sock: qsock, pid: qpid, scratch: scratch, afterStep: setup.afterStep}
 	confPlay(t, qemu, steps)
 
 	p := startVMM(t, files, args...)
-	vmm := &confRun{name: "minivmm", sock: p.Sock, pid: p.Pid, proc: p, scratch: scratch}
+	t.Cleanup(func() {
+		// A minivmm that crashed may still be writing its panic: let it
+		// finish, so that the output logged at cleanup is whole.
+		if t.Failed() {
+			if code := p.Wait(time.Second); code != -1 {
+				t.Logf("minivmm exited with status %d", code)
+			}
+		}
+	})
+	vmm := &confRun{name: "minivmm", sock: p.Sock, pid: p.Pid, proc: p, scratch: scratch, afterStep: setup.afterStep}
 	confPlay(t, vmm, steps)
 	if slices.ContainsFunc(steps, func(s confStep) bool { return s.kind == confQuitStep }) {
 		if code := p.Wait(10 * time.Second); code != 0 {
@@ -323,6 +373,10 @@ func runConformance(t *testing.T, files []*os.File, args []string, steps []confS
 		}
 	}
 
+	if setup.rewrite != nil {
+		qemu.record = setup.rewrite(qemu.record)
+		vmm.record = setup.rewrite(vmm.record)
+	}
 	confCompare(t, qemu, vmm)
 
 	// minivmm lists only the commands it has, QEMU 216: each of minivmm's
@@ -426,6 +480,14 @@ func confLines(entry any) []string {
 	}
 	if then, ok := m["then"]; ok {
 		out = append(out, fmt.Sprint(then))
+	}
+	// Members a confRun's afterStep added.
+	for _, key := range slices.Sorted(maps.Keys(m)) {
+		switch key {
+		case "greeting", "events", "replies", "replies (shape)", "then":
+			continue
+		}
+		out = append(out, key+": "+confShow(m[key]))
 	}
 	return out
 }
