@@ -1,7 +1,9 @@
 package monitor
 
 import (
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -191,12 +193,9 @@ func (c *conn) execute(call *call, data []byte) Obj {
 	if hasID {
 		idp = &id
 	}
-	for key := range msg {
-		switch key {
-		case "execute", "arguments", "id":
-		case "exec-oob":
-			return errorReply(genericError("QMP input member 'exec-oob' is unexpected"), idp)
-		default:
+	// exec-oob is unexpected too: the greeting offers no oob capability.
+	for _, key := range slices.Sorted(maps.Keys(msg)) {
+		if key != "execute" && key != "arguments" && key != "id" {
 			return errorReply(genericError("QMP input member '%s' is unexpected", key), idp)
 		}
 	}
