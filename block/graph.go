@@ -23,6 +23,7 @@ type Graph struct {
 	order    []*Node // creation order
 	backends map[string]*Backend
 	autoID   int
+	chain    []string // images opening their backing chains (OpenContext.EnterChain)
 }
 
 // NewGraph returns an empty graph whose nodes open files through files.

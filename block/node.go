@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -83,6 +84,22 @@ type OpenContext struct {
 
 // Child returns the child node a format driver reads through.
 func (o *OpenContext) Child(name string) *Node { return o.children[name] }
+
+// EnterChain records that the image named key is opening its backing
+// chain, for as long as the open takes (the graph's lock is held
+// throughout): an image met again further down the same chain is refused
+// instead of recursing forever, and so is a chain deeper than maxDepth.
+func (o *OpenContext) EnterChain(key string, maxDepth int) (leave func(), err error) {
+	g := o.g
+	if slices.Contains(g.chain, key) {
+		return nil, fmt.Errorf("Backing file chain of '%s' loops back to it", key)
+	}
+	if len(g.chain) >= maxDepth {
+		return nil, fmt.Errorf("Backing file chain of '%s' is more than %d images deep", key, maxDepth)
+	}
+	g.chain = append(g.chain, key)
+	return func() { g.chain = g.chain[:len(g.chain)-1] }, nil
+}
 
 // OpenChild opens a child the image itself names (a backing file from a
 // qcow2 header) as an inline node in role ("backing"), with opts and the

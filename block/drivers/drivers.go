@@ -5,5 +5,6 @@ package drivers
 import (
 	_ "minivmm/block/file"
 	_ "minivmm/block/nullco"
+	_ "minivmm/block/qcow2"
 	_ "minivmm/block/raw"
 )

@@ -1,0 +1,99 @@
+package qcow2
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/block"
+	"minivmm/qemuopen"
+)
+
+// maxChainDepth bounds a backing chain that loops through names that
+// differ (symlinks, hard links); loops through one name are found by name.
+const maxChainDepth = 1000
+
+// backingPath is where the backing file name from the header of an image
+// whose file child is named overlay is to be found: an absolute name as
+// is; a relative one in the overlay's directory, as QEMU resolves it
+// (bdrv_get_full_backing_filename), unless the overlay has no directory
+// to speak of (an fdset, a json: description), when it is used as given.
+func backingPath(name, overlay string) string {
+	if filepath.IsAbs(name) || overlay == "" ||
+		strings.HasPrefix(overlay, "/dev/fdset/") || strings.HasPrefix(overlay, "json:") {
+		return name
+	}
+	return filepath.Join(filepath.Dir(overlay), name)
+}
+
+// canonical makes equal names of one file compare equal where it can.
+func canonical(name string) string {
+	if strings.HasPrefix(name, "/dev/fdset/") || strings.HasPrefix(name, "json:") {
+		return name
+	}
+	if abs, err := filepath.Abs(name); err == nil {
+		name = abs
+	}
+	if real, err := filepath.EvalSymlinks(name); err == nil {
+		name = real
+	}
+	return name
+}
+
+// openBacking opens the backing file the header names, read-only, as the
+// node's "backing" child, in the format the backing format extension
+// names. Without one, the file is probed, but only raw is accepted: a
+// probe must never turn a raw image (whose bytes a guest wrote) into a
+// format that could name files of its own. It is opened through the
+// graph, so it goes through the same file registry (fdsets, -fdset-only).
+func openBacking(o *block.OpenContext, name, format string, overlay string) (*block.Node, error) {
+	if strings.HasPrefix(name, "json:") {
+		return nil, fmt.Errorf("Could not open backing file: backing file names in json: syntax are not supported by minivmm yet ('%s')", name)
+	}
+	path := backingPath(name, overlay)
+	leave, err := o.EnterChain(canonical(overlay), maxChainDepth)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	if format == "" {
+		if format, err = probe(o.Files, path); err != nil {
+			return nil, fmt.Errorf("Could not open backing file: %w", err)
+		}
+		if format != "raw" {
+			return nil, fmt.Errorf("Could not open backing file: the image does not say the format of '%s', and minivmm does not take a probed %s for a backing file; record it with 'qemu-img rebase -u -b %s -F %s', or give backing.driver", name, format, name, format)
+		}
+	}
+	n, err := o.OpenChild("backing", block.Options{
+		"driver":    format,
+		"read-only": true,
+		"file":      block.Options{"driver": "file", "filename": path},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("Could not open backing file: %w", err)
+	}
+	return n, nil
+}
+
+// probe reads the first bytes of path and names its format.
+func probe(files *qemuopen.Registry, path string) (string, error) {
+	fd, err := files.Open(path, unix.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
+	defer files.Close(fd)
+	buf := make([]byte, 4096)
+	var n int
+	for {
+		n, err = unix.Pread(fd, buf, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("Could not read image for determining its format: %w", err)
+	}
+	return block.Probe(buf[:n], path), nil
+}

@@ -1,0 +1,129 @@
+package qcow2
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// l2Cache holds L2 table slices (QEMU's l2-cache-entry-size: a whole
+// table, or a power-of-two part of one), as on disk (big-endian entries),
+// keyed by their offset in the image file, up to a fixed number of
+// slices; the least recently used is evicted.
+//
+// It is read-mostly: a hit takes the read lock only (and marks the slice
+// used with an atomic store), so concurrent requests do not serialize on
+// it; a miss takes the write lock only to insert a placeholder, and reads
+// the slice from the file outside any lock, while others wanting the
+// same slice wait for that one read. Slices are never modified once
+// loaded, so a request may keep using one the cache has since evicted.
+type l2Cache struct {
+	load       func(p []byte, off int64) error // reads file bytes
+	sliceBytes int
+	max        int // slices
+
+	mu      sync.RWMutex
+	entries map[int64]*l2Slice
+
+	// clock orders uses: a slice used is stamped with a new tick, unless
+	// it already holds the latest one (the common case of many requests in
+	// a row to one slice, which then touch no shared cache line but the
+	// lock's). Eviction takes the slice with the oldest stamp.
+	clock atomic.Uint64
+
+	hits, misses atomic.Uint64 // for tests and benchmarks
+}
+
+type l2Slice struct {
+	ready   chan struct{} // closed once data or err is set
+	loaded  atomic.Bool   // ready is closed (a fast check before <-ready)
+	data    []byte
+	err     error
+	lastUse atomic.Uint64
+}
+
+func newL2Cache(sliceBytes, max int, load func(p []byte, off int64) error) *l2Cache {
+	return &l2Cache{load: load, sliceBytes: sliceBytes, max: max, entries: map[int64]*l2Slice{}}
+}
+
+// get returns the slice at file offset off, reading it on a miss. The
+// returned bytes must not be modified.
+func (c *l2Cache) get(off int64) ([]byte, error) {
+	c.mu.RLock()
+	s := c.entries[off]
+	c.mu.RUnlock()
+	if s == nil {
+		c.mu.Lock()
+		if s = c.entries[off]; s == nil {
+			return c.fill(off) // unlocks
+		}
+		c.mu.Unlock()
+	}
+	c.hits.Add(1)
+	if s.lastUse.Load() != c.clock.Load() {
+		s.lastUse.Store(c.clock.Add(1))
+	}
+	if !s.loaded.Load() {
+		<-s.ready
+	}
+	return s.data, s.err
+}
+
+// fill is a miss: it inserts a placeholder (evicting if full), drops the
+// lock, reads the slice and publishes it. c.mu is held on entry.
+func (c *l2Cache) fill(off int64) ([]byte, error) {
+	c.misses.Add(1)
+	if len(c.entries) >= c.max {
+		c.evictLocked()
+	}
+	s := &l2Slice{ready: make(chan struct{})}
+	s.lastUse.Store(c.clock.Add(1))
+	c.entries[off] = s
+	c.mu.Unlock()
+
+	data := make([]byte, c.sliceBytes)
+	err := c.load(data, off)
+	if err == nil {
+		s.data = data
+	} else {
+		// A failed read is not remembered: the next request tries again.
+		s.err = err
+		c.mu.Lock()
+		if c.entries[off] == s {
+			delete(c.entries, off)
+		}
+		c.mu.Unlock()
+	}
+	s.loaded.Store(true)
+	close(s.ready)
+	return s.data, s.err
+}
+
+// evictSample bounds the work of choosing a victim in large caches: the
+// least recently used of this many slices (Go's map iteration starts at a
+// random place) is evicted; small caches are scanned whole, exact LRU.
+const evictSample = 64
+
+func (c *l2Cache) evictLocked() {
+	var victim int64
+	var oldest uint64
+	found := false
+	seen := 0
+	for off, s := range c.entries {
+		if use := s.lastUse.Load(); !found || use < oldest {
+			victim, oldest, found = off, use, true
+		}
+		if seen++; seen >= evictSample && len(c.entries) > 4*evictSample {
+			break
+		}
+	}
+	if found {
+		delete(c.entries, victim)
+	}
+}
+
+// len is the number of slices held.
+func (c *l2Cache) len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
+}

@@ -1,0 +1,153 @@
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"minivmm/block"
+)
+
+// options is the driver's schema: QEMU's qcow2 runtime options. The read
+// path uses the cache sizes and "backing"; the others are accepted (and
+// checked as QEMU checks them) so that a management layer's usual options
+// do not make an open fail.
+var options = map[string]block.OptType{
+	"backing":               block.OptChild,
+	"l2-cache-size":         block.OptSize,
+	"l2-cache-entry-size":   block.OptSize,
+	"refcount-cache-size":   block.OptSize,
+	"cache-size":            block.OptSize,
+	"cache-clean-interval":  block.OptInt,
+	"lazy-refcounts":        block.OptBool,
+	"pass-discard-request":  block.OptBool,
+	"pass-discard-snapshot": block.OptBool,
+	"pass-discard-other":    block.OptBool,
+	"overlap-check":         block.OptString,
+}
+
+// Cache defaults (QEMU on Linux).
+const (
+	defaultL2CacheMax   = 32 << 20 // DEFAULT_L2_CACHE_MAX_SIZE
+	minL2CacheSlices    = 2        // MIN_L2_CACHE_SIZE
+	minRefcountClusters = 4        // MIN_REFCOUNT_CACHE_SIZE
+)
+
+// cacheConfig is what the cache options come to.
+type cacheConfig struct {
+	l2Slices       int // L2 cache capacity, in slices
+	sliceBytes     int // l2-cache-entry-size
+	refcountBlocks int // refcount cache capacity, in clusters (for a writer)
+}
+
+// readCacheSizes applies QEMU's rules (read_cache_sizes and
+// qcow2_update_options_prepare): by default the L2 cache covers the whole
+// disk up to 32 MiB; cache-size is shared out between the L2 and refcount
+// caches; a cache too small to cover the disk uses 4 KiB slices.
+func readCacheSizes(o block.Options, h *header) (cacheConfig, error) {
+	var cfg cacheConfig
+	cs := h.clusterSize()
+	entryBytes := int64(8)
+	if h.extL2() {
+		entryBytes = 16
+	}
+	diskSize := int64(h.Size &^ 511)
+	maxL2Entries := (diskSize + cs - 1) / cs
+	maxL2Cache := (maxL2Entries*entryBytes + cs - 1) &^ (cs - 1)
+	minRefcount := minRefcountClusters * cs
+
+	_, combinedSet := o["cache-size"]
+	_, l2Set := o["l2-cache-size"]
+	_, refcountSet := o["refcount-cache-size"]
+	_, entrySet := o["l2-cache-entry-size"]
+	combined, err := o.Size("cache-size", 0)
+	if err != nil {
+		return cfg, err
+	}
+	l2Max, err := o.Size("l2-cache-size", defaultL2CacheMax)
+	if err != nil {
+		return cfg, err
+	}
+	refcount, err := o.Size("refcount-cache-size", 0)
+	if err != nil {
+		return cfg, err
+	}
+	entry, err := o.Size("l2-cache-entry-size", cs)
+	if err != nil {
+		return cfg, err
+	}
+	l2 := min(maxL2Cache, l2Max)
+
+	if combinedSet {
+		switch {
+		case l2Set && refcountSet:
+			return cfg, errors.New("cache-size, l2-cache-size and refcount-cache-size may not be set at the same time")
+		case l2Set && l2Max > combined:
+			return cfg, errors.New("l2-cache-size may not exceed cache-size")
+		case refcount > combined:
+			return cfg, errors.New("refcount-cache-size may not exceed cache-size")
+		}
+		switch {
+		case l2Set:
+			refcount = combined - l2
+		case refcountSet:
+			l2 = combined - refcount
+		case combined >= maxL2Cache+minRefcount:
+			l2 = maxL2Cache
+			refcount = combined - l2
+		default:
+			refcount = min(combined, minRefcount)
+			l2 = combined - refcount
+		}
+	}
+	if l2 < maxL2Cache && !entrySet {
+		entry = min(cs, 4096)
+	}
+	if entry < 1<<minClusterBits || entry > cs || entry&(entry-1) != 0 {
+		return cfg, fmt.Errorf("L2 cache entry size must be a power of two between %d and the cluster size (%d)", 1<<minClusterBits, cs)
+	}
+	slices := max(l2/entry, minL2CacheSlices)
+	if slices > math.MaxInt32 {
+		return cfg, errors.New("L2 cache size too big")
+	}
+	blocks := max(refcount/cs, minRefcountClusters)
+	if blocks > math.MaxInt32 {
+		return cfg, errors.New("Refcount cache size too big")
+	}
+	cfg = cacheConfig{l2Slices: int(slices), sliceBytes: int(entry), refcountBlocks: int(blocks)}
+	return cfg, nil
+}
+
+// checkOtherOptions checks the options the read path does not use, with
+// QEMU's messages.
+func checkOtherOptions(o block.Options, h *header) error {
+	interval, err := o.Int("cache-clean-interval", 600)
+	if err != nil {
+		return err
+	}
+	if interval < 0 || interval > math.MaxUint32 {
+		return errors.New("Cache clean interval too big")
+	}
+	lazy, err := o.Bool("lazy-refcounts", h.CompatibleFeatures&compatLazyRefcounts != 0)
+	if err != nil {
+		return err
+	}
+	if lazy && h.Version < 3 {
+		return errors.New("Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level")
+	}
+	for _, k := range []string{"pass-discard-request", "pass-discard-snapshot", "pass-discard-other"} {
+		if _, err := o.Bool(k, false); err != nil {
+			return err
+		}
+	}
+	overlap, err := o.String("overlap-check", "cached")
+	if err != nil {
+		return err
+	}
+	switch overlap {
+	case "none", "constant", "cached", "all":
+	default:
+		return fmt.Errorf("Unsupported value '%s' for qcow2 option 'overlap-check'. Allowed are any of the following: none, constant, cached, all", overlap)
+	}
+	return nil
+}

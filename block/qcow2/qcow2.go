@@ -1,0 +1,353 @@
+// Package qcow2 is the "qcow2" format driver: QEMU's copy-on-write image
+// format, read through an L2 table cache, with compressed clusters
+// (deflate and zstd), extended L2 entries (subclusters) and backing files.
+//
+// This is the read path: an image opened for writing is refused, and
+// nothing is ever written to an image. The on-disk format is QEMU's
+// docs/interop/qcow2.txt; the checks made at open are QEMU's, with its
+// messages, so that a hostile header is refused before anything is
+// allocated for it.
+//
+// One concept per file: header.go (the fixed header and its limits),
+// extensions.go, snapshot.go (the snapshot table, read for its limits),
+// options.go (QEMU's runtime options, cache sizes), l2cache.go,
+// cluster.go (L1/L2 entries and address translation), compress.go,
+// backing.go, fileio.go, and this file (the driver: open, read, block
+// status).
+package qcow2
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"minivmm/block"
+)
+
+func init() {
+	block.Register(&block.Driver{
+		Name:    "qcow2",
+		Format:  true,
+		Probe:   probeHeader,
+		Options: options,
+		Open:    open,
+	})
+}
+
+// probeHeader claims images that start with the qcow2 magic and a version
+// of at least 2 (a version this driver refuses is still qcow2, and is
+// refused by name).
+func probeHeader(b []byte, _ string) int {
+	if len(b) >= v2HeaderLen && binary.BigEndian.Uint32(b) == magic && binary.BigEndian.Uint32(b[4:]) >= 2 {
+		return 100
+	}
+	return 0
+}
+
+// errWritable refuses a read-write open: this driver only reads.
+var errWritable = errors.New("qcow2 images cannot be opened read-write by minivmm yet (open read-only)")
+
+// image is an open qcow2 image.
+type image struct {
+	file    *block.Node
+	backing *block.Node // nil: unallocated clusters read as zeroes
+
+	hdr         *header
+	ext         *extensions
+	snapshots   []snapshot
+	backingName string // from the header ("" if none)
+	length      int64
+
+	mapper
+	compressed *clusterCache
+}
+
+func open(o *block.OpenContext) (block.Image, error) {
+	file := o.Child("file")
+	img := &image{file: file}
+	if err := img.readHeader(o); err != nil {
+		return nil, err
+	}
+	if err := img.openBacking(o); err != nil {
+		return nil, err
+	}
+	if openedHook != nil {
+		openedHook(img)
+	}
+	return img, nil
+}
+
+// openedHook, if set (by tests), sees every image opened.
+var openedHook func(*image)
+
+// readHeader reads and checks cluster 0 and the tables it points to, in
+// QEMU's order, refusing what QEMU refuses before allocating anything
+// sized by the header.
+func (img *image) readHeader(o *block.OpenContext) error {
+	first := make([]byte, knownHeaderLen)
+	if err := readFile(img.file, first, 0); err != nil {
+		return fmt.Errorf("Could not read qcow2 header: %w", err)
+	}
+	h, err := parseHeader(first)
+	if err != nil {
+		return err
+	}
+	if err := h.checkClusterBits(); err != nil {
+		return err
+	}
+	if err := h.checkLength(); err != nil {
+		return err
+	}
+	// Cluster 0 holds the header, its extensions and the backing file
+	// name: at most 2 MiB, and only what the file has is read.
+	cluster0 := make([]byte, min(h.clusterSize(), max(img.file.Length(), knownHeaderLen)))
+	if err := readFile(img.file, cluster0, 0); err != nil {
+		return fmt.Errorf("Could not read qcow2 header: %w", err)
+	}
+	area := func(from, to int64) []byte { // zero-extended to cluster 0's end
+		if to <= from {
+			return nil
+		}
+		b := make([]byte, to-from)
+		if from < int64(len(cluster0)) {
+			copy(b, cluster0[from:min(to, int64(len(cluster0)))])
+		}
+		return b
+	}
+	if h.HeaderLength > compressionByte {
+		h.Tail = area(compressionByte, int64(h.HeaderLength))
+	}
+	if err := h.checkCompression(); err != nil {
+		return err
+	}
+	extArea := area(int64(h.HeaderLength), h.extEnd())
+	if unknown := h.IncompatibleFeatures &^ incompatKnown; unknown != 0 {
+		x, _ := parseExtensions(h, extArea, true)
+		return unsupportedFeatures(x.Features, unknown)
+	}
+	if h.IncompatibleFeatures&incompatCorrupt != 0 && o.Writable {
+		return errors.New("qcow2: Image is corrupt; cannot be opened read/write")
+	}
+	if err := h.checkTables(); err != nil {
+		return err
+	}
+	cache, err := readCacheSizes(o.Options, h)
+	if err != nil {
+		return err
+	}
+	if err := checkOtherOptions(o.Options, h); err != nil {
+		return err
+	}
+	if o.Writable {
+		return errWritable
+	}
+	x, err := parseExtensions(h, extArea, false)
+	if err != nil {
+		return err
+	}
+	if h.IncompatibleFeatures&incompatDataFile != 0 {
+		if x.HasDataFile {
+			return fmt.Errorf("qcow2 image uses the external data file '%s': external data files are not supported by minivmm yet", x.DataFile)
+		}
+		return errors.New("qcow2 image uses an external data file: external data files are not supported by minivmm yet")
+	}
+	if h.AutoclearFeatures&autoclearDataFileRaw != 0 {
+		return errors.New("data-file-raw requires a data file")
+	}
+	if h.BackingFileOffset != 0 {
+		n := int64(h.BackingFileSize)
+		if n > min(maxBackingNameLen, h.clusterSize()-int64(h.BackingFileOffset)) {
+			return errors.New("Backing file name too long")
+		}
+		img.backingName = string(area(int64(h.BackingFileOffset), int64(h.BackingFileOffset)+n))
+	}
+	if img.snapshots, err = readSnapshots(newChunkReader(img.file), h); err != nil {
+		return err
+	}
+	img.hdr, img.ext, img.length = h, x, int64(h.Size&^511)
+
+	// The L1 table: only what lies inside the file is read (and
+	// allocated); entries past its end read as zero, as in QEMU.
+	l1Bytes := int64(h.L1Size) * 8
+	if avail := img.file.Length() - int64(h.L1TableOffset); avail < l1Bytes {
+		l1Bytes = max(0, avail) &^ 7
+	}
+	raw := make([]byte, l1Bytes)
+	if err := readFile(img.file, raw, int64(h.L1TableOffset)); err != nil {
+		return fmt.Errorf("Could not read L1 table: %w", err)
+	}
+	l1 := make([]uint64, len(raw)/8)
+	for i := range l1 {
+		l1[i] = binary.BigEndian.Uint64(raw[8*i:])
+	}
+	img.mapper = mapper{
+		geometry: newGeometry(h, cache.sliceBytes),
+		l1:       l1,
+		cache:    newL2Cache(cache.sliceBytes, cache.l2Slices, func(p []byte, off int64) error { return readFile(img.file, p, off) }),
+	}
+	img.compressed = newClusterCache(h.clusterSize())
+	return nil
+}
+
+// openBacking sets up the backing child: the one the options name
+// (already opened by the graph), none if they say null, else the one the
+// header names.
+func (img *image) openBacking(o *block.OpenContext) error {
+	if v, given := o.Options["backing"]; given {
+		if v != nil {
+			img.backing = o.Child("backing")
+		}
+		return nil
+	}
+	if img.hdr.BackingFileOffset == 0 {
+		return nil
+	}
+	b, err := openBacking(o, img.backingName, img.ext.BackingFormat, img.file.Filename())
+	if err != nil {
+		return err
+	}
+	img.backing = b
+	return nil
+}
+
+// ReadAt reads guest bytes: each extent from where it maps to. Data is
+// read from the file outside any lock of the cache.
+func (img *image) ReadAt(p []byte, off int64) (int, error) {
+	done := 0
+	for done < len(p) {
+		ext, err := img.extentAt(off, int64(len(p)-done))
+		if err != nil {
+			return done, err
+		}
+		buf := p[done : done+int(ext.n)]
+		switch ext.kind {
+		case extData:
+			err = readFile(img.file, buf, ext.host)
+		case extZero:
+			clear(buf)
+		case extUnallocated:
+			err = img.readBacking(buf, off)
+		case extCompressed:
+			err = img.readCompressed(buf, off, ext.l2e)
+		}
+		if err != nil {
+			return done, err
+		}
+		done += int(ext.n)
+		off += ext.n
+	}
+	return done, nil
+}
+
+// readBacking reads an unallocated range from the backing file: zeroes
+// where there is none, or past its end.
+func (img *image) readBacking(p []byte, off int64) error {
+	if img.backing == nil {
+		clear(p)
+		return nil
+	}
+	blen := img.backing.Length()
+	if off >= blen {
+		clear(p)
+		return nil
+	}
+	if n := blen - off; int64(len(p)) > n {
+		clear(p[n:])
+		p = p[:n]
+	}
+	_, err := img.backing.ReadAt(p, off)
+	return err
+}
+
+// readCompressed reads from a compressed cluster, decompressing it
+// unless it is among the last few decompressed.
+func (img *image) readCompressed(p []byte, off int64, l2e uint64) error {
+	cs := img.clusterSize
+	data := img.compressed.get(l2e)
+	if data == nil {
+		coff, csize := img.compressedRange(l2e)
+		src := make([]byte, csize)
+		if err := readFile(img.file, src, coff); err != nil {
+			return err
+		}
+		data = make([]byte, cs)
+		if err := decompress(img.hdr.CompressionType, data, src); err != nil {
+			return &decompressError{off: coff, err: err}
+		}
+		img.compressed.put(l2e, data)
+	}
+	copy(p, data[off&(cs-1):])
+	return nil
+}
+
+// BlockStatus describes the range at off as qemu-img map does: data and
+// zero, allocated at this node or not, and for ranges the backing chain
+// provides, its depth.
+func (img *image) BlockStatus(off, n int64) (block.Status, int64, error) {
+	ext, err := img.extentAt(off, n)
+	if err != nil {
+		return block.Status{}, 0, err
+	}
+	switch ext.kind {
+	case extData:
+		// The file below may know that the cluster reads as zeroes (a
+		// preallocated, never written cluster): QEMU asks it too.
+		st := block.Status{Data: true, Allocated: true, Offset: ext.host}
+		if flen := img.file.Length(); ext.host >= flen {
+			st.Zero = true
+		} else {
+			fst, fn, err := img.file.BlockStatus(ext.host, min(ext.n, flen-ext.host))
+			if err != nil {
+				return block.Status{}, 0, err
+			}
+			st.Zero = fst.Zero && !fst.Data
+			ext.n = fn
+		}
+		return st, ext.n, nil
+	case extZero:
+		return block.Status{Zero: true, Allocated: true, Offset: -1}, ext.n, nil
+	case extCompressed:
+		return block.Status{Data: true, Allocated: true, Offset: -1}, ext.n, nil
+	}
+	if img.backing == nil || off >= img.backing.Length() {
+		return block.Status{Zero: true, Offset: -1}, ext.n, nil
+	}
+	bst, bn, err := img.backing.BlockStatus(off, min(ext.n, img.backing.Length()-off))
+	if err != nil {
+		return block.Status{}, 0, err
+	}
+	return block.Status{Data: bst.Data, Zero: bst.Zero, Depth: bst.Depth + 1, Offset: -1}, bn, nil
+}
+
+func (img *image) WriteAt(p []byte, off int64) (int, error) { return 0, errWritable }
+func (img *image) Flush() error                             { return nil }
+func (img *image) Length() (int64, error)                   { return img.length, nil }
+func (img *image) Close() error                             { return nil }
+
+// PrepareReopen refuses to become writable (an auto-read-only node whose
+// first writer arrives); anything else changes nothing here.
+func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
+	if r.Writable {
+		return nil, errWritable
+	}
+	return noChange{}, nil
+}
+
+type noChange struct{}
+
+func (noChange) Commit() {}
+func (noChange) Abort()  {}
+
+// Filename is the file child's.
+func (img *image) Filename() string { return img.file.Filename() }
+
+// DirtyFlag is the header's dirty bit (refcounts may be stale).
+func (img *image) DirtyFlag() bool { return img.hdr.IncompatibleFeatures&incompatDirty != 0 }
+
+// ActualSize is what the file child occupies.
+func (img *image) ActualSize() (int64, error) {
+	if size := img.file.Info().ActualSize; size >= 0 {
+		return size, nil
+	}
+	return 0, block.ErrNotSupported
+}

@@ -1,0 +1,61 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// snapshot is one internal snapshot's entry of the snapshot table. The
+// read path does not use snapshots; they are read to apply QEMU's limits
+// at open and kept for queries and a writer.
+type snapshot struct {
+	L1TableOffset uint64
+	L1Size        uint32
+	ID            string
+	Name          string
+	ExtraSize     uint32
+}
+
+// readSnapshots walks the snapshot table as QEMU's qcow2_read_snapshots
+// does: entries are 8-byte aligned, each a 40-byte header, extra data (at
+// most 1 KiB), an id and a name; the whole table at most 64 MiB. It reads
+// through r (which reads zeroes past the end of the file) in chunks, so
+// what it allocates is bounded by the limits, not by the header's claims.
+func readSnapshots(r *chunkReader, h *header) ([]snapshot, error) {
+	if h.NbSnapshots == 0 {
+		return nil, nil
+	}
+	be := binary.BigEndian
+	r.base = int64(h.SnapshotsOffset)
+	var off int64 // from the start of the table
+	snaps := make([]snapshot, 0, min(h.NbSnapshots, 1024))
+	var hdr [snapshotHeaderSize]byte
+	for i := 0; i < int(h.NbSnapshots); i++ {
+		off = (off + 7) &^ 7
+		if err := r.read(hdr[:], off); err != nil {
+			return nil, fmt.Errorf("Failed to read snapshot table: %w", err)
+		}
+		off += snapshotHeaderSize
+		sn := snapshot{
+			L1TableOffset: be.Uint64(hdr[0:]),
+			L1Size:        be.Uint32(hdr[8:]),
+			ExtraSize:     be.Uint32(hdr[36:]),
+		}
+		idLen, nameLen := int64(be.Uint16(hdr[12:])), int64(be.Uint16(hdr[14:]))
+		if sn.ExtraSize > maxSnapshotExtra {
+			return nil, fmt.Errorf("Too much extra metadata in snapshot table entry %d", i)
+		}
+		off += int64(sn.ExtraSize)
+		str := make([]byte, idLen+nameLen)
+		if err := r.read(str, off); err != nil {
+			return nil, fmt.Errorf("Failed to read snapshot table: %w", err)
+		}
+		off += idLen + nameLen
+		sn.ID, sn.Name = string(str[:idLen]), string(str[idLen:])
+		if off > maxSnapshotTable {
+			return nil, fmt.Errorf("Snapshot table is too big")
+		}
+		snaps = append(snaps, sn)
+	}
+	return snaps, nil
+}
