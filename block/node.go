@@ -443,3 +443,12 @@ func (n *Node) describeLocked() map[string]any {
 	}
 	return d
 }
+
+// Image is the node's driver, for callers that ask it for an optional
+// interface of their own (a tool's format-specific report); IO must go
+// through the node's methods.
+func (n *Node) Image() Image {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.img
+}

@@ -62,6 +62,9 @@ func run(args []string, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "io" {
 		return runIO(args[1:], os.Stdin, os.Stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "img" {
+		return runImg(args[1:], os.Stdout, stderr)
+	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "minivmm: %v\n", err)
 		return 1
