@@ -1,0 +1,228 @@
+package main
+
+// minivmm img check: qemu-img check, read only (no -r repair yet), for
+// qcow2 images, with qemu-img 7.2's output and exit codes.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"minivmm/block"
+	"minivmm/block/qcow2"
+	"minivmm/cmdline"
+	"minivmm/qemuopen"
+)
+
+func init() {
+	imgCommands["check"] = imgCommand{
+		run:   runImgCheck,
+		usage: "check [-f fmt] [--output=ofmt] [-U] [-q] [-add-fd fd=N,set=M] filename",
+	}
+}
+
+func runImgCheck(args []string, stdout, stderr io.Writer) int {
+	g := &getopt{
+		prog: imgProg, args: args, short: "hf:r:T:qU", stderr: stderr,
+		long: []longOption{
+			{"help", false, 'h'}, {"format", true, 'f'}, {"repair", true, 'r'},
+			{"output", true, 'O'}, {"object", true, 'o'}, {"image-opts", false, 'I'},
+			{"force-share", false, 'U'}, {"add-fd", true, 'A'},
+		},
+		dash: []longOption{{"add-fd", true, 'A'}},
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, imgProg+": "+format+"\n", a...)
+		return 1
+	}
+	var format, output = "", "human"
+	var quiet, forceShare bool
+	var addFds []cmdline.Occurrence
+	for {
+		c, arg := g.next()
+		if c == 0 {
+			break
+		}
+		switch c {
+		case '?':
+			return 1
+		case 'h':
+			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["check"].usage)
+			return 0
+		case 'f':
+			format = arg
+		case 'r':
+			if arg != "leaks" && arg != "all" {
+				return fail("Unknown option for -r (expecting 'leaks' or 'all'): %s", arg)
+			}
+			return fail("minivmm img check cannot repair yet (-r %s): run it without -r, or use qemu-img check -r", arg)
+		case 'O':
+			if arg != "human" && arg != "json" {
+				return fail("--output must be used with human or json as argument.")
+			}
+			output = arg
+		case 'q':
+			quiet = true
+		case 'U':
+			forceShare = true
+		case 'A':
+			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
+		case 'T':
+			return fail("option -T is not supported by minivmm img check")
+		case 'o', 'I':
+			return fail("option --%s is not supported by minivmm img check", map[rune]string{'o': "object", 'I': "image-opts"}[c])
+		}
+	}
+	if len(g.operands) != 1 {
+		return fail("Expecting one image file name")
+	}
+	filename := g.operands[0]
+
+	reg := qemuopen.New(qemuopen.Config{})
+	defer reg.CloseAll()
+	if err := (&vmm{stderr: stderr, fds: reg}).addFds(addFds); err != nil {
+		return fail("%v", err)
+	}
+	graph := block.NewGraph(reg)
+	defer graph.Close()
+
+	if format != "" {
+		if _, ok := block.LookupDriver(format); !ok {
+			return fail("Could not open '%s': Unknown driver '%s'", filename, format)
+		}
+	}
+	file, err := graph.Add(block.Options{"driver": "file", "filename": filename, "read-only": true, "force-share": forceShare})
+	if err != nil {
+		return fail("Could not open '%s': %s", filename, message(err))
+	}
+	if format == "" {
+		header := make([]byte, min(512, file.Length()))
+		if _, err := file.ReadAt(header, 0); err != nil {
+			return fail("Could not open '%s': Could not read image for determining its format: %s", filename, strerror(err))
+		}
+		format = block.Probe(header, filename)
+	}
+	if format != "qcow2" {
+		fmt.Fprintf(stderr, "%s: This image format does not support checks\n", imgProg)
+		return 63
+	}
+
+	res, err := qcow2.Check(file, stderr)
+	var oe *qcow2.CheckOpenError
+	if errors.As(err, &oe) {
+		return fail("Could not open '%s': %s", filename, message(oe.Err))
+	}
+	if err == nil {
+		if !quiet {
+			var out string
+			if output == "json" {
+				out = checkJSON(res, filename, format)
+			} else {
+				out = checkHuman(res)
+			}
+			io.WriteString(stdout, out)
+		}
+	}
+	if err != nil || res.CheckErrors > 0 {
+		if err != nil {
+			return fail("Check failed: %s", message(err))
+		}
+		return fail("Check failed")
+	}
+	switch {
+	case res.Corruptions > 0:
+		return 2
+	case res.Leaks > 0:
+		return 3
+	}
+	return 0
+}
+
+// checkHuman is qemu-img's dump_human_image_check.
+func checkHuman(r *qcow2.CheckResult) string {
+	var b strings.Builder
+	if r.Corruptions == 0 && r.Leaks == 0 && r.CheckErrors == 0 {
+		b.WriteString("No errors were found on the image.\n")
+	} else {
+		if r.Corruptions > 0 {
+			fmt.Fprintf(&b, "\n%d errors were found on the image.\n"+
+				"Data may be corrupted, or further writes to the image may corrupt it.\n", r.Corruptions)
+		}
+		if r.Leaks > 0 {
+			fmt.Fprintf(&b, "\n%d leaked clusters were found on the image.\n"+
+				"This means waste of disk space, but no harm to data.\n", r.Leaks)
+		}
+		if r.CheckErrors > 0 {
+			fmt.Fprintf(&b, "\n%d internal errors have occurred during the check.\n", r.CheckErrors)
+		}
+	}
+	if r.TotalClusters != 0 && r.AllocatedClusters != 0 {
+		fmt.Fprintf(&b, "%d/%d = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+			r.AllocatedClusters, r.TotalClusters,
+			float64(r.AllocatedClusters)*100/float64(r.TotalClusters),
+			float64(r.FragmentedClusters)*100/float64(r.AllocatedClusters),
+			float64(r.CompressedClusters)*100/float64(r.AllocatedClusters))
+	}
+	if r.ImageEndOffset != 0 {
+		fmt.Fprintf(&b, "Image end offset: %d\n", r.ImageEndOffset)
+	}
+	return b.String()
+}
+
+// checkJSON is qemu-img's dump_json_image_check: QAPI's ImageCheck in
+// the order QEMU 7.2's QDict prints it, optional members only when not 0.
+func checkJSON(r *qcow2.CheckResult, filename, format string) string {
+	var b strings.Builder
+	b.WriteString("{\n")
+	first := true
+	put := func(key, val string) {
+		if !first {
+			b.WriteString(",\n")
+		}
+		first = false
+		fmt.Fprintf(&b, "    %s: %s", strconv.Quote(key), val)
+	}
+	num := func(key string, v int64, optional bool) {
+		if !optional || v != 0 {
+			put(key, strconv.FormatInt(v, 10))
+		}
+	}
+	num("image-end-offset", r.ImageEndOffset, true)
+	num("compressed-clusters", r.CompressedClusters, true)
+	num("total-clusters", r.TotalClusters, true)
+	num("corruptions", r.Corruptions, true)
+	num("check-errors", r.CheckErrors, false)
+	num("leaks", r.Leaks, true)
+	num("allocated-clusters", r.AllocatedClusters, true)
+	put("filename", checkJSONString(filename))
+	put("format", checkJSONString(format))
+	num("fragmented-clusters", r.FragmentedClusters, true)
+	b.WriteString("\n}\n")
+	return b.String()
+}
+
+// checkJSONString quotes s as QEMU's JSON writer does for plain strings.
+func checkJSONString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"':
+			b.WriteString(`\"`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
