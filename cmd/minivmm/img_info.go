@@ -1,0 +1,449 @@
+package main
+
+// minivmm img info: qemu-img info over minivmm's block layer, and what
+// the img subcommands that read images share (opening one as qemu-img's
+// img_open, QEMU's QDict output order, its size_to_str).
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+
+	"minivmm/block"
+	"minivmm/block/qcow2"
+	"minivmm/cmdline"
+	"minivmm/qemuopen"
+)
+
+func init() {
+	imgCommands["info"] = imgCommand{run: runImgInfo,
+		usage: "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] [--image-opts] [-add-fd fd=N,set=M] filename"}
+}
+
+// imgFormatSpecificer is a format that can describe its header for
+// `img info` (block/qcow2's image).
+type imgFormatSpecificer interface {
+	FormatSpecific() qcow2.FormatInfo
+}
+
+// imgImage is an image opened read-only for an img subcommand.
+type imgImage struct {
+	reg  *qemuopen.Registry
+	g    *block.Graph
+	node *block.Node
+}
+
+func (im *imgImage) close() {
+	if im.g != nil {
+		im.g.Close()
+	}
+	if im.reg != nil {
+		im.reg.CloseAll()
+	}
+}
+
+// imgOpen opens filename read-only as qemu-img's img_open does: in the
+// format given (or probed), as an option string with --image-opts, with
+// the -add-fd fd sets installed. Errors are printed, in qemu-img's words.
+func imgOpen(filename, format string, imageOpts, forceShare bool, addFds []cmdline.Occurrence, stderr io.Writer) (*imgImage, bool) {
+	im := &imgImage{reg: qemuopen.New(qemuopen.Config{})}
+	if err := (&vmm{stderr: stderr, fds: im.reg}).addFds(addFds); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", imgProg, err)
+		im.close()
+		return nil, false
+	}
+	im.g = block.NewGraph(im.reg)
+	t := &ioTool{stderr: stderr, g: im.g}
+	o := &ioOptions{file: filename, haveFile: true, format: format, imageOpts: imageOpts, readOnly: true, forceShare: forceShare}
+	if err := t.open(o); err != nil {
+		if imageOpts {
+			fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+		} else {
+			fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+		}
+		im.close()
+		return nil, false
+	}
+	im.node = t.node
+	return im, true
+}
+
+// imgCommonOpts are the options the reading subcommands share.
+type imgCommonOpts struct {
+	format     string
+	output     string // "human" or "json"
+	imageOpts  bool
+	forceShare bool
+	addFds     []cmdline.Occurrence
+}
+
+func (c *imgCommonOpts) setOutput(arg string, stderr io.Writer) bool {
+	switch arg {
+	case "human", "json":
+		c.output = arg
+		return true
+	}
+	fmt.Fprintf(stderr, "%s: --output must be used with human or json as argument.\n", imgProg)
+	return false
+}
+
+func imgTryHelp(stderr io.Writer) int {
+	fmt.Fprintf(stderr, "Try 'qemu-img --help' for more information\n")
+	return 1
+}
+
+// qdict is a JSON object that prints its members in the order QEMU's
+// QDict iterates them: by hash bucket, the latest insertion first
+// within one.
+type qdict struct {
+	keys []string
+	vals []any // int64, string, bool, *qdict, []any
+}
+
+func (d *qdict) put(k string, v any) *qdict {
+	d.keys = append(d.keys, k)
+	d.vals = append(d.vals, v)
+	return d
+}
+
+// qdictBucket is QDict's tdb_hash modulo its 512 buckets.
+func qdictBucket(name string) uint32 {
+	value := uint32(0x238F13AF) * uint32(len(name))
+	for i := 0; i < len(name); i++ {
+		value += uint32(name[i]) << (uint(i) * 5 % 24)
+	}
+	return (1103515243*value + 12345) % 512
+}
+
+// order is the indexes of d's members in iteration order.
+func (d *qdict) order() []int {
+	idx := make([]int, 0, len(d.keys))
+	for b := uint32(0); b < 512 && len(idx) < len(d.keys); b++ {
+		for i := len(d.keys) - 1; i >= 0; i-- {
+			if qdictBucket(d.keys[i]) == b {
+				idx = append(idx, i)
+			}
+		}
+	}
+	return idx
+}
+
+// writeJSON prints v as qobject_to_json_pretty does.
+func writeJSON(b *strings.Builder, v any, indent int) {
+	pad := func(n int) { b.WriteString(strings.Repeat("    ", n)) }
+	switch v := v.(type) {
+	case *qdict:
+		if len(v.keys) == 0 {
+			b.WriteString("{}")
+			return
+		}
+		b.WriteString("{\n")
+		for n, i := range v.order() {
+			if n > 0 {
+				b.WriteString(",\n")
+			}
+			pad(indent + 1)
+			b.WriteString(strconv.Quote(v.keys[i]))
+			b.WriteString(": ")
+			writeJSON(b, v.vals[i], indent+1)
+		}
+		b.WriteString("\n")
+		pad(indent)
+		b.WriteString("}")
+	case []any:
+		if len(v) == 0 {
+			b.WriteString("[]")
+			return
+		}
+		b.WriteString("[\n")
+		for n, e := range v {
+			if n > 0 {
+				b.WriteString(",\n")
+			}
+			pad(indent + 1)
+			writeJSON(b, e, indent+1)
+		}
+		b.WriteString("\n")
+		pad(indent)
+		b.WriteString("]")
+	case string:
+		b.WriteString(imgQJSONString(v))
+	case int64:
+		b.WriteString(strconv.FormatInt(v, 10))
+	case int:
+		b.WriteString(strconv.Itoa(v))
+	case bool:
+		b.WriteString(strconv.FormatBool(v))
+	}
+}
+
+// imgQJSONString quotes s as QEMU's JSON writer does.
+func imgQJSONString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"':
+			b.WriteString(`\"`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\b':
+			b.WriteString(`\b`)
+		case r == '\f':
+			b.WriteString(`\f`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// sizeToStr is QEMU's size_to_str: three significant digits, binary units.
+func sizeToStr(v int64) string {
+	_, e := math.Frexp(float64(v) / (1000.0 / 1024.0))
+	i := (e - 1) / 10
+	if i < 0 {
+		i = 0
+	}
+	suffixes := []string{"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"}
+	div := float64(uint64(1) << (uint(i) * 10))
+	return cFormatG3(float64(v)/div) + " " + suffixes[i] + "B"
+}
+
+// cFormatG3 is C's "%0.3g".
+func cFormatG3(f float64) string {
+	return strconv.FormatFloat(f, 'g', 3, 64)
+}
+
+// pathCombine is QEMU's path_combine: name relative to base's directory.
+func pathCombine(base, name string) string {
+	if strings.HasPrefix(name, "/") {
+		return name
+	}
+	if i := strings.LastIndexByte(base, '/'); i >= 0 {
+		return base[:i+1] + name
+	}
+	return name
+}
+
+// imageInfo is one image's ImageInfo, in QAPI field order.
+type imageInfo struct {
+	d           *qdict
+	specific    *qdict // format-specific "data", nil if none
+	backing     string
+	backingFull string // "" when it cannot be determined
+	backingFmt  string
+}
+
+func collectImageInfo(node *block.Node) *imageInfo {
+	info := node.Info()
+	ii := &imageInfo{d: &qdict{}}
+	d := ii.d
+	d.put("filename", info.Filename)
+	d.put("format", node.Driver())
+	dirty := false
+	var fs *qcow2.FormatInfo
+	if f, ok := node.Image().(imgFormatSpecificer); ok {
+		v := f.FormatSpecific()
+		fs = &v
+		dirty = v.Dirty
+	} else if info.DirtyFlag != nil {
+		dirty = *info.DirtyFlag
+	}
+	d.put("dirty-flag", dirty)
+	if info.ActualSize >= 0 {
+		d.put("actual-size", info.ActualSize)
+	}
+	d.put("virtual-size", info.Length)
+	if fs != nil {
+		d.put("cluster-size", fs.ClusterSize)
+		if fs.BackingFile != "" {
+			ii.backing = fs.BackingFile
+			d.put("backing-filename", fs.BackingFile)
+			if !strings.HasPrefix(info.Filename, "json:") {
+				ii.backingFull = pathCombine(info.Filename, fs.BackingFile)
+				d.put("full-backing-filename", ii.backingFull)
+			}
+			if fs.BackingFormat != "" {
+				ii.backingFmt = fs.BackingFormat
+				d.put("backing-filename-format", fs.BackingFormat)
+			}
+		}
+		data := &qdict{}
+		if fs.Version >= 3 {
+			data.put("compat", "1.1")
+			data.put("extended-l2", fs.ExtendedL2)
+			data.put("lazy-refcounts", fs.LazyRefcounts)
+			data.put("corrupt", fs.Corrupt)
+		} else {
+			data.put("compat", "0.10")
+		}
+		data.put("refcount-bits", int64(fs.RefcountBits))
+		data.put("compression-type", fs.Compression)
+		ii.specific = data
+		d.put("format-specific", (&qdict{}).put("type", node.Driver()).put("data", data))
+	}
+	return ii
+}
+
+// human prints the image as bdrv_image_info_dump does.
+func (ii *imageInfo) human(b *strings.Builder) {
+	get := func(k string) (any, bool) {
+		for i, key := range ii.d.keys {
+			if key == k {
+				return ii.d.vals[i], true
+			}
+		}
+		return nil, false
+	}
+	filename, _ := get("filename")
+	format, _ := get("format")
+	vsize, _ := get("virtual-size")
+	dsize := "unavailable"
+	if a, ok := get("actual-size"); ok {
+		dsize = sizeToStr(a.(int64))
+	}
+	fmt.Fprintf(b, "image: %s\nfile format: %s\nvirtual size: %s (%d bytes)\ndisk size: %s\n",
+		filename, format, sizeToStr(vsize.(int64)), vsize.(int64), dsize)
+	if cs, ok := get("cluster-size"); ok {
+		fmt.Fprintf(b, "cluster_size: %d\n", cs.(int64))
+	}
+	if dirty, _ := get("dirty-flag"); dirty == true {
+		b.WriteString("cleanly shut down: no\n")
+	}
+	if ii.backing != "" {
+		fmt.Fprintf(b, "backing file: %s", ii.backing)
+		if ii.backingFull == "" {
+			b.WriteString(" (cannot determine actual path)")
+		} else if ii.backingFull != ii.backing {
+			fmt.Fprintf(b, " (actual path: %s)", ii.backingFull)
+		}
+		b.WriteString("\n")
+		if ii.backingFmt != "" {
+			fmt.Fprintf(b, "backing file format: %s\n", ii.backingFmt)
+		}
+	}
+	if ii.specific != nil {
+		b.WriteString("Format specific information:\n")
+		for _, i := range ii.specific.order() {
+			v := ii.specific.vals[i]
+			var s string
+			switch v := v.(type) {
+			case string:
+				s = v
+			default:
+				var vb strings.Builder
+				writeJSON(&vb, v, 0)
+				s = vb.String()
+			}
+			fmt.Fprintf(b, "    %s: %s\n", strings.ReplaceAll(ii.specific.keys[i], "-", " "), s)
+		}
+	}
+}
+
+func runImgInfo(args []string, stdout, stderr io.Writer) int {
+	c := imgCommonOpts{output: "human"}
+	chain := false
+	g := &getopt{
+		prog: imgProg, args: args, short: "f:htU", stderr: stderr,
+		long: []longOption{
+			{"help", false, 'h'}, {"format", true, 'f'}, {"output", true, 'O'},
+			{"backing-chain", false, 'b'}, {"image-opts", false, 'I'}, {"force-share", false, 'U'},
+			{"add-fd", true, 'A'},
+		},
+		dash: []longOption{{"add-fd", true, 'A'}},
+	}
+	for done := false; !done; {
+		opt, arg := g.next()
+		switch opt {
+		case 0:
+			done = true
+		case '?':
+			return imgTryHelp(stderr)
+		case 'h':
+			fmt.Fprintf(stdout, "usage: %s\n", imgCommands["info"].usage)
+			return 0
+		case 'f':
+			c.format = arg
+		case 'O':
+			if !c.setOutput(arg, stderr) {
+				return 1
+			}
+		case 'b':
+			chain = true
+		case 'I':
+			c.imageOpts = true
+		case 'U':
+			c.forceShare = true
+		case 'A':
+			c.addFds = append(c.addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
+		}
+	}
+	if len(g.operands) != 1 {
+		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
+		return imgTryHelp(stderr)
+	}
+	if c.imageOpts && c.format != "" {
+		fmt.Fprintf(stderr, "%s: --image-opts and --format are mutually exclusive\n", imgProg)
+		return 1
+	}
+	var infos []*imageInfo
+	filename, format, imageOpts := g.operands[0], c.format, c.imageOpts
+	seen := map[string]bool{}
+	for {
+		if chain && !imageOpts {
+			if seen[filename] {
+				fmt.Fprintf(stderr, "%s: Backing file '%s' creates an infinite loop.\n", imgProg, filename)
+				return 1
+			}
+			seen[filename] = true
+		}
+		im, ok := imgOpen(filename, format, imageOpts, c.forceShare, c.addFds, stderr)
+		if !ok {
+			return 1
+		}
+		ii := collectImageInfo(im.node)
+		im.close()
+		infos = append(infos, ii)
+		if !chain || ii.backing == "" {
+			break
+		}
+		filename, format, imageOpts = ii.backingFull, ii.backingFmt, false
+		if filename == "" {
+			filename = ii.backing
+		}
+	}
+	var b strings.Builder
+	if c.output == "json" {
+		if chain {
+			list := make([]any, len(infos))
+			for i, ii := range infos {
+				list[i] = ii.d
+			}
+			writeJSON(&b, list, 0)
+		} else {
+			writeJSON(&b, infos[0].d, 0)
+		}
+		b.WriteString("\n")
+	} else {
+		for i, ii := range infos {
+			if i > 0 {
+				b.WriteString("\n")
+			}
+			ii.human(&b)
+		}
+	}
+	io.WriteString(stdout, b.String())
+	return 0
+}

@@ -1,0 +1,191 @@
+package main
+
+// minivmm img map: qemu-img map over minivmm's block layer.
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"minivmm/block"
+	"minivmm/cmdline"
+)
+
+func init() {
+	imgCommands["map"] = imgCommand{run: runImgMap,
+		usage: "map [-f fmt] [--output=ofmt] [-U] [--image-opts] [-add-fd fd=N,set=M] filename"}
+}
+
+// mapEntry is one extent as qemu-img map shows it (its MapEntry).
+type mapEntry struct {
+	start, length int64
+	depth         int64
+	present       bool
+	zero, data    bool
+	hasOffset     bool
+	offset        int64
+	filename      string
+}
+
+// chainStatus is the status of the range at off as qemu-img's
+// get_block_status sees it: from the top of the chain down to the first
+// node that has the range allocated, or the bottom.
+func chainStatus(top *block.Node, off, n int64) (mapEntry, error) {
+	node := top
+	var depth int64
+	for {
+		st, l, err := node.BlockStatus(off, n)
+		if err != nil {
+			return mapEntry{}, err
+		}
+		n = l
+		if st.Allocated {
+			e := mapEntry{start: off, length: n, depth: depth, present: true, zero: st.Zero, data: st.Data}
+			if st.Offset >= 0 {
+				e.hasOffset, e.offset = true, st.Offset
+				file := node.Child("file")
+				if file == nil {
+					file = node
+				}
+				e.filename = file.Filename()
+			}
+			return e, nil
+		}
+		b := node.Child("backing")
+		if b == nil || off >= b.Length() {
+			return mapEntry{start: off, length: n, depth: depth, zero: true}, nil
+		}
+		n = min(n, b.Length()-off)
+		node = b
+		depth++
+	}
+}
+
+// mergeable is qemu-img's entry_mergeable.
+func (c *mapEntry) mergeable(next *mapEntry) bool {
+	if c.length == 0 || c.zero != next.zero || c.data != next.data || c.depth != next.depth ||
+		c.present != next.present || c.hasOffset != next.hasOffset || c.filename != next.filename {
+		return false
+	}
+	return !c.hasOffset || c.offset+c.length == next.offset
+}
+
+// dump prints e as qemu-img's dump_map_entry; false after an error.
+func (e *mapEntry) dump(b *strings.Builder, output string, next *mapEntry, stderr io.Writer) bool {
+	if output == "json" {
+		fmt.Fprintf(b, `{ "start": %d, "length": %d, "depth": %d, "present": %t, "zero": %t, "data": %t`,
+			e.start, e.length, e.depth, e.present, e.zero, e.data)
+		if e.hasOffset {
+			fmt.Fprintf(b, `, "offset": %d`, e.offset)
+		}
+		b.WriteString("}")
+		if next != nil {
+			b.WriteString(",\n")
+		}
+		return true
+	}
+	if e.data && !e.hasOffset {
+		fmt.Fprintf(stderr, "%s: File contains external, encrypted or compressed clusters.\n", imgProg)
+		return false
+	}
+	if e.data && !e.zero {
+		fmt.Fprintf(b, "%-16s%-16s%-16s%s\n", hexAlt(e.start), hexAlt(e.length), hexAlt(e.offset), e.filename)
+	}
+	// The human format does not tell zero, ZERO and ZERO|DATA apart.
+	if next != nil && (!next.data || next.zero) {
+		next.data, next.zero = false, true
+	}
+	return true
+}
+
+// hexAlt is C's "%#x": no 0x for zero.
+func hexAlt(v int64) string {
+	if v == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%#x", v)
+}
+
+func runImgMap(args []string, stdout, stderr io.Writer) int {
+	c := imgCommonOpts{output: "human"}
+	g := &getopt{
+		prog: imgProg, args: args, short: "f:hU", stderr: stderr,
+		long: []longOption{
+			{"help", false, 'h'}, {"format", true, 'f'}, {"output", true, 'O'},
+			{"image-opts", false, 'I'}, {"force-share", false, 'U'}, {"add-fd", true, 'A'},
+		},
+		dash: []longOption{{"add-fd", true, 'A'}},
+	}
+	for done := false; !done; {
+		opt, arg := g.next()
+		switch opt {
+		case 0:
+			done = true
+		case '?':
+			return imgTryHelp(stderr)
+		case 'h':
+			fmt.Fprintf(stdout, "usage: %s\n", imgCommands["map"].usage)
+			return 0
+		case 'f':
+			c.format = arg
+		case 'O':
+			if !c.setOutput(arg, stderr) {
+				return 1
+			}
+		case 'I':
+			c.imageOpts = true
+		case 'U':
+			c.forceShare = true
+		case 'A':
+			c.addFds = append(c.addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
+		}
+	}
+	if len(g.operands) != 1 {
+		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
+		return imgTryHelp(stderr)
+	}
+	if c.imageOpts && c.format != "" {
+		fmt.Fprintf(stderr, "%s: --image-opts and --format are mutually exclusive\n", imgProg)
+		return 1
+	}
+	im, ok := imgOpen(g.operands[0], c.format, c.imageOpts, c.forceShare, c.addFds, stderr)
+	if !ok {
+		return 1
+	}
+	defer im.close()
+	var b strings.Builder
+	flush := func() { io.WriteString(stdout, b.String()); b.Reset() }
+	defer flush()
+	if c.output == "json" {
+		b.WriteString("[")
+	} else {
+		fmt.Fprintf(&b, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File")
+	}
+	length := im.node.Length()
+	var curr mapEntry
+	for curr.start+curr.length < length {
+		off := curr.start + curr.length
+		next, err := chainStatus(im.node, off, min(1<<30, length-off))
+		if err != nil {
+			flush()
+			fmt.Fprintf(stderr, "%s: Could not read file metadata: %s\n", imgProg, strerror(err))
+			return 1
+		}
+		if curr.mergeable(&next) {
+			curr.length += next.length
+			continue
+		}
+		if curr.length > 0 && !curr.dump(&b, c.output, &next, stderr) {
+			flush()
+			return 1
+		}
+		curr = next
+	}
+	if !curr.dump(&b, c.output, nil, stderr) {
+		return 1
+	}
+	if c.output == "json" {
+		b.WriteString("]\n")
+	}
+	return 0
+}
