@@ -6,7 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"minivmm/internal/qjson"
 )
 
 // Obj is a JSON object whose members keep their order, so replies read as
@@ -98,48 +99,7 @@ func encode(b *strings.Builder, v any, pretty bool, indent int) {
 	}
 }
 
-// quote writes s as a JSON string the way QEMU's to_json does: the short
-// escapes, \u00XX for other control characters, and \uXXXX (surrogate pairs
-// beyond the BMP) for everything that is not ASCII.
-func quote(b *strings.Builder, s string) {
-	const hex = "0123456789ABCDEF" // QEMU writes upper-case escapes
-	u4 := func(r rune) {
-		b.WriteString(`\u`)
-		for shift := 12; shift >= 0; shift -= 4 {
-			b.WriteByte(hex[(r>>shift)&0xf])
-		}
-	}
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\b':
-			b.WriteString(`\b`)
-		case r == '\f':
-			b.WriteString(`\f`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7f:
-			u4(r)
-		case r < utf8.RuneSelf:
-			b.WriteByte(byte(r))
-		case r > 0xffff:
-			r -= 0x10000
-			u4(0xd800 + (r >> 10))
-			u4(0xdc00 + (r & 0x3ff))
-		default:
-			u4(r)
-		}
-	}
-	b.WriteByte('"')
-}
+func quote(b *strings.Builder, s string) { b.WriteString(qjson.Quote(s)) }
 
 // qemuNumber is how QEMU writes back a JSON number it parsed: an integer
 // literal as int64 when it fits, else as uint64 when it fits, and anything

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"minivmm/internal/qjson"
 	"strconv"
 	"strings"
 
@@ -196,33 +197,9 @@ func checkJSON(r *qcow2.CheckResult, filename, format string) string {
 	num("check-errors", r.CheckErrors, false)
 	num("leaks", r.Leaks, true)
 	num("allocated-clusters", r.AllocatedClusters, true)
-	put("filename", checkJSONString(filename))
-	put("format", checkJSONString(format))
+	put("filename", qjson.Quote(filename))
+	put("format", qjson.Quote(format))
 	num("fragmented-clusters", r.FragmentedClusters, true)
 	b.WriteString("\n}\n")
-	return b.String()
-}
-
-// checkJSONString quotes s as QEMU's JSON writer does for plain strings.
-func checkJSONString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\u%04X`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
 	return b.String()
 }

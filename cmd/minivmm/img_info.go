@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"minivmm/internal/qjson"
 	"strconv"
 	"strings"
 
@@ -169,7 +170,7 @@ func writeJSON(b *strings.Builder, v any, indent int) {
 		pad(indent)
 		b.WriteString("]")
 	case string:
-		b.WriteString(imgQJSONString(v))
+		b.WriteString(qjson.Quote(v))
 	case int64:
 		b.WriteString(strconv.FormatInt(v, 10))
 	case int:
@@ -177,36 +178,6 @@ func writeJSON(b *strings.Builder, v any, indent int) {
 	case bool:
 		b.WriteString(strconv.FormatBool(v))
 	}
-}
-
-// imgQJSONString quotes s as QEMU's JSON writer does.
-func imgQJSONString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\b':
-			b.WriteString(`\b`)
-		case r == '\f':
-			b.WriteString(`\f`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\u%04X`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
 }
 
 // sizeToStr is QEMU's size_to_str: three significant digits, binary units.
