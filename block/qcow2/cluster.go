@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -95,7 +96,8 @@ func (g *geometry) compressedRange(l2e uint64) (off, size int64) {
 // mapper finds what a guest offset maps to: the L1 table and the L2 cache.
 type mapper struct {
 	geometry
-	l1    []uint64 // may be shorter than l1_size: the rest was past EOF (zero)
+	l1mu  sync.RWMutex // guards l1 (the write path changes it)
+	l1    []uint64     // may be shorter than l1_size: the rest was past EOF (zero)
 	cache *l2Cache
 }
 
@@ -114,10 +116,12 @@ func (m *mapper) extentAt(off, n int64) (extent, error) {
 		left := (m.sliceEntries - l2i%m.sliceEntries) * cs
 		return min(n, left-inCluster)
 	}
-	if l1i >= int64(len(m.l1)) {
-		return extent{kind: extUnallocated, n: sliceEnd()}, nil
+	m.l1mu.RLock()
+	var l1e uint64
+	if l1i < int64(len(m.l1)) {
+		l1e = m.l1[l1i]
 	}
-	l1e := m.l1[l1i]
+	m.l1mu.RUnlock()
 	if l1e&l1Reserved != 0 {
 		return extent{}, corrupt("L1 entry %#x at index %#x has reserved bits set", l1e, l1i)
 	}

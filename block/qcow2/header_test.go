@@ -265,34 +265,42 @@ func TestHeaderFields(t *testing.T) {
 			t.Errorf("read-write open of a corrupt image: %v", err)
 		}
 	})
-	t.Run("read-write refused", func(t *testing.T) {
-		path := newTestImage(16, 1<<20).write(t)
+	t.Run("extended L2 refused for writing", func(t *testing.T) {
+		img := newTestImage(16, 1<<20)
+		img.h.IncompatibleFeatures = incompatExtL2
+		path := img.write(t)
 		before, _ := os.ReadFile(path)
 		g := fixture(t)
 		_, err := openQcow2(g, path, block.Options{"read-only": false})
-		if !errors.Is(err, errWritable) || err.Error() != "qcow2 images cannot be opened read-write by minivmm yet (open read-only)" {
+		if !errors.Is(err, errExtL2Write) || err.Error() != "minivmm cannot write qcow2 images with extended_l2 yet" {
 			t.Fatalf("read-write open: %v", err)
 		}
 		if after, _ := os.ReadFile(path); string(after) != string(before) {
 			t.Error("the image changed")
 		}
 	})
-	t.Run("auto-read-only stays read-only; a writer is refused", func(t *testing.T) {
+	t.Run("auto-read-only becomes writable for a writer", func(t *testing.T) {
 		path := newTestImage(16, 1<<20).write(t)
 		g := fixture(t)
 		n, err := openQcow2(g, path, block.Options{"read-only": false, "auto-read-only": true, "node-name": "disk"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := g.Attach("", n, block.Perm{Write: true}); !errors.Is(err, errWritable) {
+		if _, err := n.WriteAt(make([]byte, 512), 0); !errors.Is(err, unix.EPERM) {
+			t.Errorf("write without a writer: %v", err)
+		}
+		b, err := g.Attach("", n, block.Perm{Write: true})
+		if err != nil {
 			t.Fatalf("attaching a writer: %v", err)
 		}
-		if _, err := n.WriteAt(make([]byte, 512), 0); !errors.Is(err, unix.EPERM) {
+		if _, err := n.WriteAt([]byte("hello"), 4096); err != nil {
 			t.Errorf("write: %v", err)
 		}
-		if _, err := g.Attach("", n, block.Perm{}); err != nil {
-			t.Errorf("attaching a reader: %v", err)
+		got := make([]byte, 5)
+		if _, err := n.ReadAt(got, 4096); err != nil || string(got) != "hello" {
+			t.Errorf("read back %q, %v", got, err)
 		}
+		g.Detach(b)
 	})
 	t.Run("huge L1 past the end of the file", func(t *testing.T) {
 		img := newTestImage(16, 1<<20)

@@ -15,7 +15,7 @@ import (
 // it; a miss takes the write lock only to insert a placeholder, and reads
 // the slice from the file outside any lock, while others wanting the
 // same slice wait for that one read. Slices are never modified once
-// loaded, so a request may keep using one the cache has since evicted.
+// loaded (the write path replaces them with put), so a request may keep using one the cache has since evicted.
 type l2Cache struct {
 	load       func(p []byte, off int64) error // reads file bytes
 	sliceBytes int
@@ -126,4 +126,19 @@ func (c *l2Cache) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.entries)
+}
+
+// put replaces the slice at off with data (the write path's updated
+// copy); requests holding the old slice keep reading it.
+func (c *l2Cache) put(off int64, data []byte) {
+	s := &l2Slice{ready: make(chan struct{}), data: data}
+	s.loaded.Store(true)
+	close(s.ready)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[off]; !ok && len(c.entries) >= c.max {
+		c.evictLocked()
+	}
+	s.lastUse.Store(c.clock.Add(1))
+	c.entries[off] = s
 }

@@ -2,8 +2,7 @@
 // format, read through an L2 table cache, with compressed clusters
 // (deflate and zstd), extended L2 entries (subclusters) and backing files.
 //
-// This is the read path: an image opened for writing is refused, and
-// nothing is ever written to an image. The on-disk format is QEMU's
+// Images are written by write.go (refcount.go: refcounts and allocation). The on-disk format is QEMU's
 // docs/interop/qcow2.txt; the checks made at open are QEMU's, with its
 // messages, so that a hostile header is refused before anything is
 // allocated for it.
@@ -20,6 +19,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"minivmm/block"
 )
@@ -44,9 +44,6 @@ func probeHeader(b []byte, _ string) int {
 	return 0
 }
 
-// errWritable refuses a read-write open: this driver only reads.
-var errWritable = errors.New("qcow2 images cannot be opened read-write by minivmm yet (open read-only)")
-
 // image is an open qcow2 image.
 type image struct {
 	file    *block.Node
@@ -60,16 +57,30 @@ type image struct {
 
 	mapper
 	compressed *clusterCache
+
+	// The write path (write.go): wmu serializes every write; rc is set at
+	// the first one.
+	wmu       sync.Mutex
+	writable  bool
+	corrupted bool
+	rc        *refcounts
 }
 
 func open(o *block.OpenContext) (block.Image, error) {
 	file := o.Child("file")
-	img := &image{file: file}
+	img := &image{file: file, writable: o.Writable}
 	if err := img.readHeader(o); err != nil {
 		return nil, err
 	}
 	if err := img.openBacking(o); err != nil {
 		return nil, err
+	}
+	if o.Writable {
+		// Refused now; the image is readied (a dirty one repaired) at the
+		// first write, when the file child has its writer.
+		if err := img.checkWritable(); err != nil {
+			return nil, err
+		}
 	}
 	if openedHook != nil {
 		openedHook(img)
@@ -138,9 +149,6 @@ func (img *image) readHeader(o *block.OpenContext) error {
 	if err := checkOtherOptions(o.Options, h); err != nil {
 		return err
 	}
-	if o.Writable {
-		return errWritable
-	}
 	x, err := parseExtensions(h, extArea, false)
 	if err != nil {
 		return err
@@ -180,11 +188,9 @@ func (img *image) readHeader(o *block.OpenContext) error {
 	for i := range l1 {
 		l1[i] = binary.BigEndian.Uint64(raw[8*i:])
 	}
-	img.mapper = mapper{
-		geometry: newGeometry(h, cache.sliceBytes),
-		l1:       l1,
-		cache:    newL2Cache(cache.sliceBytes, cache.l2Slices, func(p []byte, off int64) error { return readFile(img.file, p, off) }),
-	}
+	img.geometry = newGeometry(h, cache.sliceBytes)
+	img.l1 = l1
+	img.cache = newL2Cache(cache.sliceBytes, cache.l2Slices, func(p []byte, off int64) error { return readFile(img.file, p, off) })
 	img.compressed = newClusterCache(h.clusterSize())
 	return nil
 }
@@ -319,24 +325,7 @@ func (img *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 	return block.Status{Data: bst.Data, Zero: bst.Zero, Depth: bst.Depth + 1, Offset: -1}, bn, nil
 }
 
-func (img *image) WriteAt(p []byte, off int64) (int, error) { return 0, errWritable }
-func (img *image) Flush() error                             { return nil }
-func (img *image) Length() (int64, error)                   { return img.length, nil }
-func (img *image) Close() error                             { return nil }
-
-// PrepareReopen refuses to become writable (an auto-read-only node whose
-// first writer arrives); anything else changes nothing here.
-func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
-	if r.Writable {
-		return nil, errWritable
-	}
-	return noChange{}, nil
-}
-
-type noChange struct{}
-
-func (noChange) Commit() {}
-func (noChange) Abort()  {}
+func (img *image) Length() (int64, error) { return img.length, nil }
 
 // Filename is the file child's.
 func (img *image) Filename() string { return img.file.Filename() }

@@ -1,0 +1,322 @@
+package qcow2
+
+// Refcounts for the write path: the refcount table in memory, refcount
+// blocks through a small write-through cache, entries of any width.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// refcounts is the image's refcount structures. Every change is written
+// through to the file at once; callers order flushes.
+type refcounts struct {
+	img        *image
+	order      uint32
+	blockBits  uint32 // log2 of entries per refcount block
+	max        uint64 // the largest refcount
+	tableOff   int64
+	tableClust int64
+	table      []uint64
+	blocks     map[int64][]byte // refcount block cache, by file offset
+	hint       int64            // no free cluster below (a search start)
+	end        int64            // first cluster index past everything allocated
+}
+
+func newRefcounts(img *image) (*refcounts, error) {
+	h := img.hdr
+	cs := h.clusterSize()
+	r := &refcounts{
+		img: img, order: h.RefcountOrder, blockBits: h.ClusterBits + 3 - h.RefcountOrder,
+		tableOff: int64(h.RefcountTableOffset), tableClust: int64(h.RefcountTableClusters),
+		blocks: map[int64][]byte{},
+	}
+	r.max = math.MaxUint64
+	if r.order < 6 {
+		r.max = 1<<(1<<r.order) - 1
+	}
+	raw := make([]byte, r.tableClust*cs)
+	if err := readFile(img.file, raw, r.tableOff); err != nil {
+		return nil, fmt.Errorf("Could not read refcount table: %w", err)
+	}
+	r.table = make([]uint64, len(raw)/8)
+	for i := range r.table {
+		r.table[i] = binary.BigEndian.Uint64(raw[8*i:])
+		if r.table[i]&reftReserved != 0 || int64(r.table[i]&reftOffsetMask)&(cs-1) != 0 {
+			return nil, corrupt("refcount table entry %d is invalid (%#x)", i, r.table[i])
+		}
+	}
+	r.end = (img.file.Length() + cs - 1) / cs
+	return r, nil
+}
+
+// setRefcountAt stores entry i of a refcount block of 2^order-bit entries.
+func setRefcountAt(blk []byte, order uint32, i int64, v uint64) {
+	switch order {
+	case 0, 1, 2:
+		bits := uint(1) << order
+		perByte := int64(8 / bits)
+		shift := uint(i%perByte) * bits
+		mask := byte(1<<bits-1) << shift
+		blk[i/perByte] = blk[i/perByte]&^mask | byte(v)<<shift&mask
+	case 3:
+		blk[i] = byte(v)
+	case 4:
+		binary.BigEndian.PutUint16(blk[2*i:], uint16(v))
+	case 5:
+		binary.BigEndian.PutUint32(blk[4*i:], uint32(v))
+	default:
+		binary.BigEndian.PutUint64(blk[8*i:], v)
+	}
+}
+
+// block returns the refcount block at off, from the cache or the file.
+func (r *refcounts) block(off int64) ([]byte, error) {
+	if b, ok := r.blocks[off]; ok {
+		return b, nil
+	}
+	b := make([]byte, r.img.clusterSize)
+	if err := readFile(r.img.file, b, off); err != nil {
+		return nil, err
+	}
+	if len(r.blocks) >= 32 {
+		clear(r.blocks)
+	}
+	r.blocks[off] = b
+	return b, nil
+}
+
+// get is the refcount of cluster k.
+func (r *refcounts) get(k int64) (uint64, error) {
+	ti := k >> r.blockBits
+	if ti >= int64(len(r.table)) || r.table[ti] == 0 {
+		return 0, nil
+	}
+	b, err := r.block(int64(r.table[ti] & reftOffsetMask))
+	if err != nil {
+		return 0, err
+	}
+	return refcountAt(b, r.order, k&(1<<r.blockBits-1)), nil
+}
+
+// set stores the refcount of cluster k, allocating a refcount block (and
+// growing the table) if none covers it.
+func (r *refcounts) set(k int64, v uint64) error {
+	if v > r.max {
+		return errors.New("qcow2: refcount overflow")
+	}
+	ti := k >> r.blockBits
+	if ti >= int64(len(r.table)) {
+		if v == 0 {
+			return nil
+		}
+		if err := r.growTable(ti); err != nil {
+			return err
+		}
+	}
+	if r.table[ti] == 0 {
+		if v == 0 {
+			return nil
+		}
+		if err := r.newBlock(ti); err != nil {
+			return err
+		}
+	}
+	off := int64(r.table[ti] & reftOffsetMask)
+	b, err := r.block(off)
+	if err != nil {
+		return err
+	}
+	i := k & (1<<r.blockBits - 1)
+	old := refcountAt(b, r.order, i)
+	setRefcountAt(b, r.order, i, v)
+	// Write the 512-byte sector holding the entry.
+	byteOff := (i << r.order) / 8
+	sec := byteOff &^ 511
+	n := min(512, int64(len(b))-sec)
+	if err := r.img.writeMeta(b[sec:sec+n], off+sec, olRefblocks); err != nil {
+		setRefcountAt(b, r.order, i, old)
+		return err
+	}
+	if v == 0 && k < r.hint {
+		r.hint = k
+	}
+	if k >= r.end {
+		r.end = k + 1
+	}
+	return nil
+}
+
+// add changes the refcount of cluster k by delta.
+func (r *refcounts) add(k int64, delta int64) error {
+	v, err := r.get(k)
+	if err != nil {
+		return err
+	}
+	nv := int64(v) + delta
+	if nv < 0 {
+		return corrupt("refcount of cluster %#x would drop below zero", k)
+	}
+	return r.set(k, uint64(nv))
+}
+
+// newBlock allocates the refcount block for table index ti, at the end
+// of the image: written, flushed, then entered in the table (flushed).
+func (r *refcounts) newBlock(ti int64) error {
+	cs := r.img.clusterSize
+	p := r.end
+	r.end++
+	b := make([]byte, cs)
+	if p>>r.blockBits == ti {
+		setRefcountAt(b, r.order, p&(1<<r.blockBits-1), 1)
+	} else if err := r.set(p, 1); err != nil {
+		return err
+	}
+	if r.table[ti] != 0 { // the recursion covered it (cannot happen: p is past it)
+		return r.set(p, 0)
+	}
+	if err := r.img.ensureFile((p + 1) * cs); err != nil {
+		return err
+	}
+	if err := r.img.writeMeta(b, p*cs, olRefblocks); err != nil {
+		return err
+	}
+	if err := r.img.file.Flush(); err != nil {
+		return err
+	}
+	var e [8]byte
+	binary.BigEndian.PutUint64(e[:], uint64(p*cs))
+	if err := r.img.writeMeta(e[:], r.tableOff+ti*8, olRefTable); err != nil {
+		return err
+	}
+	if err := r.img.file.Flush(); err != nil {
+		return err
+	}
+	r.table[ti] = uint64(p * cs)
+	r.blocks[p*cs] = b
+	return nil
+}
+
+// growTable moves the refcount table to a larger one at the end of the
+// image, holding at least index need: the new table and the refcount
+// blocks covering it are written and flushed, then the header switched
+// to it (flushed), then the old table's clusters freed.
+func (r *refcounts) growTable(need int64) error {
+	cs := r.img.clusterSize
+	perCluster := cs / 8
+	entries := max(int64(len(r.table))*2, need+1)
+	entries = (entries + 2*perCluster + perCluster - 1) / perCluster * perCluster // room for the blocks it needs
+	clusters := entries / perCluster
+	if clusters*cs > maxRefTableBytes {
+		return errors.New("qcow2: refcount table would exceed its maximum size")
+	}
+	table := make([]uint64, entries)
+	copy(table, r.table)
+	tOff := r.end
+	next := tOff + clusters
+	newBlocks := map[int64][]byte{}
+	var oldSet []int64 // covered by existing blocks
+	for c := tOff; c < next; c++ {
+		ti := c >> r.blockBits
+		if ti >= entries {
+			return errors.New("qcow2: refcount table growth failed")
+		}
+		if table[ti] == 0 {
+			table[ti] = uint64(next * cs)
+			newBlocks[ti] = make([]byte, cs)
+			next++
+		}
+		if b, ok := newBlocks[ti]; ok {
+			setRefcountAt(b, r.order, c&(1<<r.blockBits-1), 1)
+		} else {
+			oldSet = append(oldSet, c)
+		}
+	}
+	r.end = next
+	for _, c := range oldSet {
+		if err := r.set(c, 1); err != nil {
+			return err
+		}
+	}
+	if err := r.img.ensureFile(next * cs); err != nil {
+		return err
+	}
+	for ti, b := range newBlocks {
+		if err := r.img.writeMeta(b, int64(table[ti]), olRefblocks|olRefTable); err != nil {
+			return err
+		}
+	}
+	raw := make([]byte, clusters*cs)
+	for i, e := range table {
+		binary.BigEndian.PutUint64(raw[8*i:], e)
+	}
+	if err := r.img.writeMeta(raw, tOff*cs, olRefblocks|olRefTable); err != nil {
+		return err
+	}
+	if err := r.img.file.Flush(); err != nil {
+		return err
+	}
+	var hf [12]byte
+	binary.BigEndian.PutUint64(hf[:], uint64(tOff*cs))
+	binary.BigEndian.PutUint32(hf[8:], uint32(clusters))
+	if err := r.img.patchHeader(48, hf[:]); err != nil {
+		return err
+	}
+	oldOff, oldClusters := r.tableOff, r.tableClust
+	r.table, r.tableOff, r.tableClust = table, tOff*cs, clusters
+	for ti, b := range newBlocks {
+		r.blocks[int64(table[ti])] = b
+	}
+	for i := int64(0); i < oldClusters; i++ {
+		if err := r.add(oldOff/cs+i, -1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// alloc allocates one cluster (the first free one from the hint, else at
+// the end) with refcount 1, and returns its file offset. The caller
+// flushes before pointing anything at it.
+func (r *refcounts) alloc() (int64, error) {
+	k := r.hint
+	for ; k < r.end; k++ {
+		v, err := r.get(k)
+		if err != nil {
+			return 0, err
+		}
+		if v == 0 && !r.img.isFixedMeta(k) {
+			break
+		}
+	}
+	r.hint = k + 1
+	if k >= r.end {
+		r.end = k + 1
+	}
+	if err := r.set(k, 1); err != nil {
+		return 0, err
+	}
+	cs := r.img.clusterSize
+	if err := r.img.ensureFile((k + 1) * cs); err != nil {
+		return 0, err
+	}
+	return k * cs, nil
+}
+
+// allocContiguous allocates n clusters in a row at the end of the image.
+func (r *refcounts) allocContiguous(n int64) (int64, error) {
+	start := r.end
+	r.end += n
+	for k := start; k < start+n; k++ {
+		if err := r.set(k, 1); err != nil {
+			return 0, err
+		}
+	}
+	cs := r.img.clusterSize
+	if err := r.img.ensureFile((start + n) * cs); err != nil {
+		return 0, err
+	}
+	return start * cs, nil
+}

@@ -1,0 +1,732 @@
+package qcow2
+
+// The write path: guest writes with copy-on-write of clusters, zero
+// writes, discards, growth, dirty-image repair and overlap checks. Every
+// metadata change is written through and ordered by flushes: a cluster's
+// refcount reaches the disk before anything points to it, and an entry
+// is unreferenced on disk before the refcount of what it pointed to
+// drops. All writes are serialized by img.wmu; reads take no lock of it.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/block"
+)
+
+// Kinds of metadata a write may be allowed to overlap (QEMU's overlap
+// check "ign" mask).
+const (
+	olL1 = 1 << iota
+	olL2
+	olRefTable
+	olRefblocks
+)
+
+var (
+	errExtL2Write     = errors.New("minivmm cannot write qcow2 images with extended_l2 yet")
+	errSnapWrite      = errors.New("minivmm cannot write qcow2 images with internal snapshots yet")
+	errShrink         = fmt.Errorf("qcow2: shrinking images is not supported by minivmm yet: %w", block.ErrNotSupported)
+	errNotCopiedL2    = errors.New("qcow2: shared L2 tables (refcount > 1) cannot be written by minivmm yet")
+	errCorruptWrite   = errors.New("qcow2: Image is corrupt; cannot be opened read/write")
+	errVersionCorrupt = corrupt("image marked corrupt: writes refused")
+)
+
+// checkWritable refuses what this driver cannot write.
+func (img *image) checkWritable() error {
+	h := img.hdr
+	switch {
+	case h.IncompatibleFeatures&incompatCorrupt != 0:
+		return errCorruptWrite
+	case h.extL2():
+		return errExtL2Write
+	case h.IncompatibleFeatures&incompatDataFile != 0 || h.AutoclearFeatures&autoclearDataFileRaw != 0:
+		return errors.New("minivmm cannot write qcow2 images with an external data file yet")
+	case h.CryptMethod != cryptNone:
+		return errors.New("minivmm cannot write encrypted qcow2 images")
+	case len(img.snapshots) > 0 || h.NbSnapshots > 0:
+		return errSnapWrite
+	}
+	return nil
+}
+
+// startWriting prepares the image for writes, once, with img.wmu held:
+// refcounts loaded, a dirty image repaired, unknown autoclear bits
+// cleared.
+func (img *image) startWriting() error {
+	if img.rc != nil {
+		return nil
+	}
+	if err := img.checkWritable(); err != nil {
+		return err
+	}
+	rc, err := newRefcounts(img)
+	if err != nil {
+		return err
+	}
+	img.l1mu.Lock()
+	if n := int(img.hdr.L1Size); len(img.l1) < n {
+		l1 := make([]uint64, n)
+		copy(l1, img.l1)
+		img.l1 = l1
+	}
+	img.l1mu.Unlock()
+	img.rc = rc
+	if img.hdr.IncompatibleFeatures&incompatDirty != 0 {
+		if err := img.repair(); err != nil {
+			img.rc = nil
+			return fmt.Errorf("qcow2: could not repair the refcounts of a dirty image: %w", err)
+		}
+	}
+	if img.hdr.Version >= 3 && img.hdr.AutoclearFeatures != 0 {
+		// minivmm maintains no autoclear feature (bitmaps would go
+		// stale): clear them all, as a writer that does not know them.
+		var b [8]byte
+		if err := img.patchHeader(88, b[:]); err != nil {
+			img.rc = nil
+			return err
+		}
+		if err := img.file.Flush(); err != nil {
+			img.rc = nil
+			return err
+		}
+		img.hdr.AutoclearFeatures = 0
+	}
+	return nil
+}
+
+// repair rebuilds the refcounts of a dirty image from the references
+// (check.go's walk), then clears the dirty bit.
+func (img *image) repair() error {
+	h := img.hdr
+	c := &checker{
+		file: img.file, hdr: h, log: io.Discard, res: &CheckResult{},
+		g:             newGeometry(h, int(h.clusterSize())),
+		refblockBits:  h.ClusterBits + 3 - h.RefcountOrder,
+		refblockCache: map[int64][]byte{},
+		refMax:        img.rc.max,
+	}
+	cs := h.clusterSize()
+	nb := (img.file.Length() + cs - 1) / cs
+	if nb > math.MaxInt32 {
+		return errors.New("File too large")
+	}
+	c.refs = make([]uint64, nb)
+	c.limit = nb + maxCheckGrowth
+	c.reftable = img.rc.table
+	if err := c.calculate(h, img.ext, img.snapshots); err != nil {
+		return err
+	}
+	if c.res.Corruptions > 0 || c.res.CheckErrors > 0 {
+		return errors.New("the image has corruptions beyond stale refcounts")
+	}
+	rc := img.rc
+	rc.end = max(rc.end, int64(len(c.refs)))
+	for k, want := range c.refs {
+		have, err := rc.get(int64(k))
+		if err != nil {
+			return err
+		}
+		if have != want {
+			if err := rc.set(int64(k), want); err != nil {
+				return err
+			}
+		}
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	rc.hint = 0
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], h.IncompatibleFeatures&^incompatDirty)
+	if err := img.patchHeader(72, b[:]); err != nil {
+		return err
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	h.IncompatibleFeatures &^= incompatDirty
+	return nil
+}
+
+// patchHeader rewrites bytes of the header in place (the sector holding
+// them), leaving everything else of cluster 0 (extensions, unknown ones
+// included) as it is.
+func (img *image) patchHeader(off int64, b []byte) error {
+	sec := make([]byte, 512)
+	if err := readFile(img.file, sec, 0); err != nil {
+		return err
+	}
+	copy(sec[off:], b)
+	_, err := img.file.WriteAt(sec, 0)
+	return err
+}
+
+// ensureFile grows the file to at least size bytes.
+func (img *image) ensureFile(size int64) error {
+	if img.file.Length() >= size {
+		return nil
+	}
+	return img.file.Truncate(size)
+}
+
+// overlap names the metadata [off, off+n) overlaps, ignoring the kinds in
+// ign, or "".
+func (img *image) overlap(off, n int64, ign int) string {
+	cs := img.clusterSize
+	in := func(start, size int64) bool { return size > 0 && off < start+size && start < off+n }
+	if in(0, cs) {
+		return "qcow2_header"
+	}
+	h := img.hdr
+	if ign&olL1 == 0 && in(int64(h.L1TableOffset), int64(h.L1Size)*8) {
+		return "active L1 table"
+	}
+	rc := img.rc
+	if ign&olRefTable == 0 && in(rc.tableOff, rc.tableClust*cs) {
+		return "refcount table"
+	}
+	if ign&olRefblocks == 0 {
+		for _, e := range rc.table {
+			if e != 0 && in(int64(e&reftOffsetMask), cs) {
+				return "refcount block"
+			}
+		}
+	}
+	if ign&olL2 == 0 {
+		img.l1mu.RLock()
+		defer img.l1mu.RUnlock()
+		for _, e := range img.l1 {
+			if o := int64(e & offsetMask); o != 0 && in(o, cs) {
+				return "active L2 table"
+			}
+		}
+	}
+	return ""
+}
+
+// markCorrupt sets the corrupt bit (version 3) and refuses further writes.
+func (img *image) markCorrupt() {
+	img.corrupted = true
+	if img.hdr.Version >= 3 {
+		var b [8]byte
+		img.hdr.IncompatibleFeatures |= incompatCorrupt
+		binary.BigEndian.PutUint64(b[:], img.hdr.IncompatibleFeatures)
+		if img.patchHeader(72, b[:]) == nil {
+			img.file.Flush()
+		}
+	}
+}
+
+// checkedWrite writes file bytes after the overlap check.
+func (img *image) checkedWrite(p []byte, off int64, ign int) error {
+	if img.corrupted {
+		return errVersionCorrupt
+	}
+	if what := img.overlap(off, int64(len(p)), ign); what != "" {
+		img.markCorrupt()
+		return corrupt("Preventing invalid write on metadata (overlaps with %s); image marked as corrupt", what)
+	}
+	_, err := img.file.WriteAt(p, off)
+	return err
+}
+
+func (img *image) writeMeta(p []byte, off int64, ign int) error { return img.checkedWrite(p, off, ign) }
+
+// l2Slot finds the L2 entry of guest cluster c: the L2 table's offset (0
+// if none), the entry, and whether the L1 entry has COPIED.
+func (img *image) l2Slot(c int64) (l2Off int64, e uint64, copied bool, err error) {
+	l1i := c >> img.l2Bits
+	img.l1mu.RLock()
+	var l1e uint64
+	if l1i < int64(len(img.l1)) {
+		l1e = img.l1[l1i]
+	}
+	img.l1mu.RUnlock()
+	l2Off = int64(l1e & offsetMask)
+	if l2Off == 0 {
+		return 0, 0, false, nil
+	}
+	if l1e&l1Reserved != 0 || l2Off&(img.clusterSize-1) != 0 {
+		return 0, 0, false, corrupt("L1 entry %#x at index %#x is invalid", l1e, l1i)
+	}
+	l2i := c & (1<<img.l2Bits - 1)
+	slice := l2i / img.sliceEntries
+	t, err := img.cache.get(l2Off + slice*img.sliceBytes)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	e = binary.BigEndian.Uint64(t[8*(l2i%img.sliceEntries):])
+	return l2Off, e, l1e&flagCopied != 0, nil
+}
+
+// ensureL2 returns the L2 table of L1 index l1i, allocating one if the
+// L1 entry is empty: refcount, table (zeroes) and flush, then the L1
+// entry with COPIED.
+func (img *image) ensureL2(l1i int64) (int64, error) {
+	if l1i >= int64(len(img.l1)) {
+		return 0, corrupt("L1 index %#x past the L1 table", l1i)
+	}
+	img.l1mu.RLock()
+	l1e := img.l1[l1i]
+	img.l1mu.RUnlock()
+	cs := img.clusterSize
+	if off := int64(l1e & offsetMask); off != 0 {
+		if l1e&flagCopied != 0 {
+			return off, nil
+		}
+		v, err := img.rc.get(off / cs)
+		if err != nil {
+			return 0, err
+		}
+		if v != 1 {
+			return 0, errNotCopiedL2
+		}
+		return off, img.setL1(l1i, uint64(off)|flagCopied)
+	}
+	off, err := img.rc.alloc()
+	if err != nil {
+		return 0, err
+	}
+	zero := make([]byte, cs)
+	if err := img.checkedWrite(zero, off, 0); err != nil {
+		return 0, err
+	}
+	if err := img.file.Flush(); err != nil {
+		return 0, err
+	}
+	for s := int64(0); s < cs; s += img.sliceBytes {
+		img.cache.put(off+s, make([]byte, img.sliceBytes))
+	}
+	return off, img.setL1(l1i, uint64(off)|flagCopied)
+}
+
+// setL1 writes L1 entry i (the sector holding it) and updates memory.
+func (img *image) setL1(i int64, e uint64) error {
+	img.l1mu.Lock()
+	old := img.l1[i]
+	img.l1[i] = e
+	sec := (i * 8) &^ 511
+	buf := make([]byte, 512)
+	for j := sec / 8; j < min(int64(len(img.l1)), sec/8+64); j++ {
+		binary.BigEndian.PutUint64(buf[8*(j-sec/8):], img.l1[j])
+	}
+	img.l1mu.Unlock()
+	l1Bytes := (int64(len(img.l1))*8 + 511) &^ 511
+	buf = buf[:min(512, l1Bytes-sec)]
+	if err := img.checkedWrite(buf, int64(img.hdr.L1TableOffset)+sec, olL1); err != nil {
+		img.l1mu.Lock()
+		img.l1[i] = old
+		img.l1mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// setL2 writes the L2 entry of guest cluster c in table l2Off (the
+// sector holding it) and publishes the updated slice to the cache.
+func (img *image) setL2(l2Off, c int64, e uint64) error {
+	l2i := c & (1<<img.l2Bits - 1)
+	sliceOff := l2Off + l2i/img.sliceEntries*img.sliceBytes
+	t, err := img.cache.get(sliceOff)
+	if err != nil {
+		return err
+	}
+	nt := append([]byte(nil), t...)
+	i := l2i % img.sliceEntries
+	binary.BigEndian.PutUint64(nt[8*i:], e)
+	sec := (8 * i) &^ 511
+	if err := img.checkedWrite(nt[sec:min(sec+512, int64(len(nt)))], sliceOff+sec, olL2); err != nil {
+		return err
+	}
+	img.cache.put(sliceOff, nt)
+	return nil
+}
+
+// free drops the references of an L2 entry that nothing points to any
+// more (the caller flushed the entry's removal).
+func (img *image) free(e uint64) error {
+	cs := img.clusterSize
+	if e&flagCompressed != 0 {
+		off, size := img.compressedRange(e)
+		for c := off / cs; c <= (off+size-1)/cs; c++ {
+			if err := img.rc.add(c, -1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if off := int64(e & offsetMask); off != 0 {
+		return img.rc.add(off/cs, -1)
+	}
+	return nil
+}
+
+func (img *image) freeAll(old []uint64) error {
+	if len(old) == 0 {
+		return nil
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	for _, e := range old {
+		if err := img.free(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// begin takes the write lock and readies the image for writing.
+func (img *image) begin() error {
+	img.wmu.Lock()
+	if img.corrupted {
+		img.wmu.Unlock()
+		return errVersionCorrupt
+	}
+	if !img.writable {
+		img.wmu.Unlock()
+		return unix.EPERM
+	}
+	if err := img.startWriting(); err != nil {
+		img.wmu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// WriteAt writes guest bytes.
+func (img *image) WriteAt(p []byte, off int64) (int, error) {
+	if err := img.begin(); err != nil {
+		return 0, err
+	}
+	defer img.wmu.Unlock()
+	if err := img.writeLocked(p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+type pending struct {
+	c, l2Off, host int64
+	start          int64 // guest offset of the cluster
+	p              []byte
+	inCluster      int64
+	old            uint64
+}
+
+func (img *image) writeLocked(p []byte, off int64) error {
+	cs := img.clusterSize
+	var allocs []pending
+	for len(p) > 0 {
+		c := off >> img.clusterBits
+		in := off & (cs - 1)
+		n := min(int64(len(p)), cs-in)
+		_, e, _, err := img.l2Slot(c)
+		if err != nil {
+			return err
+		}
+		if e&flagCopied != 0 && e&(flagCompressed|flagZero) == 0 && e&offsetMask != 0 {
+			if e&l2StdReserved != 0 || int64(e&offsetMask)&(cs-1) != 0 {
+				return corrupt("L2 entry %#x is invalid", e)
+			}
+			if err := img.checkedWrite(p[:n], int64(e&offsetMask)+in, 0); err != nil {
+				return err
+			}
+		} else {
+			l2Off, err := img.ensureL2(c >> img.l2Bits)
+			if err != nil {
+				return err
+			}
+			host, err := img.rc.alloc()
+			if err != nil {
+				return err
+			}
+			allocs = append(allocs, pending{c: c, l2Off: l2Off, host: host, start: c * cs, p: p[:n], inCluster: in, old: e})
+		}
+		p, off = p[n:], off+n
+	}
+	if len(allocs) == 0 {
+		return nil
+	}
+	// The new clusters' refcounts (and L2 tables) are on disk before
+	// anything points to them.
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	buf := make([]byte, cs)
+	for _, a := range allocs {
+		if int64(len(a.p)) < cs {
+			clear(buf)
+			if n := min(cs, img.length-a.start); n > 0 {
+				if _, err := img.ReadAt(buf[:n], a.start); err != nil {
+					return err
+				}
+			}
+		}
+		copy(buf[a.inCluster:], a.p)
+		if err := img.checkedWrite(buf, a.host, 0); err != nil {
+			return err
+		}
+	}
+	var olds []uint64
+	for _, a := range allocs {
+		if err := img.setL2(a.l2Off, a.c, uint64(a.host)|flagCopied); err != nil {
+			return err
+		}
+		if a.old != 0 {
+			olds = append(olds, a.old)
+		}
+	}
+	return img.freeAll(olds)
+}
+
+// WriteZeroes: on version 3 whole clusters get the zero flag (keeping
+// their allocation unless unmap); on version 2 without a backing file
+// they are deallocated with unmap; anything else is written as zeroes.
+func (img *image) WriteZeroes(off, n int64, unmap bool) error {
+	if err := img.begin(); err != nil {
+		return err
+	}
+	defer img.wmu.Unlock()
+	cs := img.clusterSize
+	var olds []uint64
+	for n > 0 {
+		c := off >> img.clusterBits
+		in := off & (cs - 1)
+		k := min(n, cs-in)
+		l2Off, e, _, err := img.l2Slot(c)
+		if err != nil {
+			return err
+		}
+		alreadyZero := e&flagCompressed == 0 && (e&flagZero != 0 || e&offsetMask == 0 && img.backing == nil)
+		whole := k == cs || in == 0 && off+k >= img.length
+		switch {
+		case alreadyZero && (!unmap || e&offsetMask == 0):
+		case whole && img.hdr.Version >= 3:
+			ne := uint64(flagZero)
+			if !unmap && e&flagCopied != 0 && e&flagCompressed == 0 && e&offsetMask != 0 {
+				ne = e | flagZero
+			} else if e != 0 {
+				olds = append(olds, e)
+			}
+			if l2Off == 0 {
+				if l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
+					return err
+				}
+			}
+			if err := img.setL2(l2Off, c, ne); err != nil {
+				return err
+			}
+		case whole && unmap && img.backing == nil && l2Off != 0:
+			if e != 0 {
+				if err := img.setL2(l2Off, c, 0); err != nil {
+					return err
+				}
+				olds = append(olds, e)
+			}
+		default:
+			if err := img.writeLocked(make([]byte, k), off); err != nil {
+				return err
+			}
+		}
+		off, n = off+k, n-k
+	}
+	return img.freeAll(olds)
+}
+
+// Discard frees whole clusters: unallocated, or with a backing file
+// (version 3) zero, so that the backing file does not show through.
+// Partial clusters, and version 2 images with a backing file, keep their
+// data.
+func (img *image) Discard(off, n int64) error {
+	if err := img.begin(); err != nil {
+		return err
+	}
+	defer img.wmu.Unlock()
+	cs := img.clusterSize
+	var olds []uint64
+	for n > 0 {
+		c := off >> img.clusterBits
+		in := off & (cs - 1)
+		k := min(n, cs-in)
+		off, n = off+k, n-k
+		if !(k == cs || in == 0 && off >= img.length) {
+			continue
+		}
+		l2Off, e, _, err := img.l2Slot(c)
+		if err != nil {
+			return err
+		}
+		ne := uint64(0)
+		if img.backing != nil {
+			if img.hdr.Version < 3 {
+				continue
+			}
+			ne = flagZero
+			if l2Off == 0 {
+				if l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
+					return err
+				}
+			}
+		}
+		if e == ne || l2Off == 0 {
+			continue
+		}
+		if err := img.setL2(l2Off, c, ne); err != nil {
+			return err
+		}
+		olds = append(olds, e)
+	}
+	return img.freeAll(olds)
+}
+
+// Flush makes completed writes durable (metadata is written through).
+func (img *image) Flush() error {
+	img.wmu.Lock()
+	defer img.wmu.Unlock()
+	if !img.writable || img.rc == nil {
+		return nil
+	}
+	return img.file.Flush()
+}
+
+// Truncate grows the image (the L1 table moves if it must grow).
+func (img *image) Truncate(size int64) error {
+	if err := img.begin(); err != nil {
+		return err
+	}
+	defer img.wmu.Unlock()
+	if size < img.length {
+		return errShrink
+	}
+	if size%512 != 0 {
+		return errors.New("qcow2: image size must be a multiple of 512 bytes")
+	}
+	if size == img.length {
+		return nil
+	}
+	cs := img.clusterSize
+	clusters := (size + cs - 1) / cs
+	need := (clusters + 1<<img.l2Bits - 1) >> img.l2Bits
+	if need > maxL1Bytes/8 {
+		return errors.New("qcow2: image too large: the L1 table would exceed its maximum size")
+	}
+	if need > int64(img.hdr.L1Size) {
+		if err := img.growL1(need); err != nil {
+			return err
+		}
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(size))
+	if err := img.patchHeader(24, b[:]); err != nil {
+		return err
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	img.hdr.Size = uint64(size)
+	img.length = size
+	return nil
+}
+
+// growL1 moves the L1 table to a larger one at the end of the image.
+func (img *image) growL1(entries int64) error {
+	cs := img.clusterSize
+	n := (entries*8 + cs - 1) / cs
+	off, err := img.rc.allocContiguous(n)
+	if err != nil {
+		return err
+	}
+	raw := make([]byte, n*cs)
+	img.l1mu.RLock()
+	for i, e := range img.l1 {
+		binary.BigEndian.PutUint64(raw[8*i:], e)
+	}
+	img.l1mu.RUnlock()
+	if err := img.checkedWrite(raw, off, 0); err != nil {
+		return err
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	var hf [12]byte
+	binary.BigEndian.PutUint32(hf[:], uint32(entries))
+	binary.BigEndian.PutUint64(hf[4:], uint64(off))
+	if err := img.patchHeader(36, hf[:]); err != nil {
+		return err
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	oldOff, oldN := int64(img.hdr.L1TableOffset), (int64(img.hdr.L1Size)*8+cs-1)/cs
+	img.l1mu.Lock()
+	l1 := make([]uint64, entries)
+	copy(l1, img.l1)
+	img.l1 = l1
+	img.hdr.L1Size, img.hdr.L1TableOffset = uint32(entries), uint64(off)
+	img.l1mu.Unlock()
+	for i := int64(0); i < oldN && oldOff != 0; i++ {
+		if err := img.rc.add(oldOff/cs+i, -1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// isFixedMeta: cluster 0 (the header) is never allocated.
+func (img *image) isFixedMeta(k int64) bool { return k == 0 }
+
+// PrepareReopen: becoming writable is checked here (and the image readied
+// at the first write); becoming read-only flushes.
+func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
+	img.wmu.Lock()
+	defer img.wmu.Unlock()
+	switch {
+	case r.Writable && !img.writable:
+		if err := img.checkWritable(); err != nil {
+			return nil, err
+		}
+		return &reopenPending{img: img, writable: true}, nil
+	case !r.Writable && img.writable:
+		if img.rc != nil {
+			if err := img.file.Flush(); err != nil {
+				return nil, err
+			}
+		}
+		return &reopenPending{img: img, writable: false}, nil
+	}
+	return noChange{}, nil
+}
+
+type reopenPending struct {
+	img      *image
+	writable bool
+}
+
+func (p *reopenPending) Commit() {
+	p.img.wmu.Lock()
+	p.img.writable = p.writable
+	p.img.wmu.Unlock()
+}
+func (p *reopenPending) Abort() {}
+
+type noChange struct{}
+
+func (noChange) Commit() {}
+func (noChange) Abort()  {}
+
+// Close flushes a written image.
+func (img *image) Close() error {
+	img.wmu.Lock()
+	defer img.wmu.Unlock()
+	if img.writable && img.rc != nil && !img.corrupted {
+		return img.file.Flush()
+	}
+	return nil
+}

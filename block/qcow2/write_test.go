@@ -1,0 +1,259 @@
+package qcow2
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"minivmm/block"
+)
+
+// openRW opens path read-write (discard=unmap) with a writer attached.
+func openRW(t testing.TB, g *block.Graph, path string) (*block.Node, *block.Backend) {
+	t.Helper()
+	n, err := openQcow2(g, path, block.Options{"read-only": false, "discard": "unmap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.Attach("", n, block.Perm{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, b
+}
+
+// qemuCheck runs qemu-img check and fails on corruptions or, unless
+// leaksOK, leaks.
+func qemuCheck(t testing.TB, img string, leaksOK bool) {
+	t.Helper()
+	out, err := exec.Command("qemu-img", "check", "-f", "qcow2", img).CombinedOutput()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 3 && leaksOK {
+			return
+		}
+		t.Fatalf("qemu-img check %s: %v\n%s", img, err, out)
+	}
+}
+
+func qemuCompare(t testing.TB, img, raw string) {
+	t.Helper()
+	out, err := exec.Command("qemu-img", "compare", "-f", "qcow2", "-F", "raw", img, raw).CombinedOutput()
+	if err != nil {
+		t.Fatalf("qemu-img compare: %v\n%s", err, out)
+	}
+}
+
+// workload does random writes, zero writes and discards on n, mirrored
+// into shadow (the guest's expected view).
+func workload(t testing.TB, n *block.Node, shadow []byte, cs int64, ops int, seed uint64, v2Backing bool) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 1))
+	size := int64(len(shadow))
+	for i := range ops {
+		var off, l int64
+		switch r.IntN(3) {
+		case 0: // whole clusters
+			off = r.Int64N(size/cs) * cs
+			l = min(size-off, cs*(1+r.Int64N(4)))
+		case 1: // small unaligned
+			off = r.Int64N(size)
+			l = min(size-off, 1+r.Int64N(3*cs/2))
+		default:
+			off = r.Int64N(size/512) * 512
+			l = min(size-off, 512*(1+r.Int64N(64)))
+		}
+		switch k := r.IntN(10); {
+		case k < 7:
+			p := make([]byte, l)
+			for j := range p {
+				p[j] = byte(i + j/512 + 1)
+			}
+			if _, err := n.WriteAt(p, off); err != nil {
+				t.Fatalf("op %d write %d+%d: %v", i, off, l, err)
+			}
+			copy(shadow[off:], p)
+		case k < 9:
+			if err := n.WriteZeroes(off, l, k == 8); err != nil {
+				t.Fatalf("op %d write-zeroes %d+%d: %v", i, off, l, err)
+			}
+			clear(shadow[off : off+l])
+		default:
+			if err := n.Discard(off, l); err != nil {
+				t.Fatalf("op %d discard %d+%d: %v", i, off, l, err)
+			}
+			if v2Backing {
+				break
+			}
+			// whole clusters (and the image's last partial one) read as zeroes
+			for c := off &^ (cs - 1); c < off+l; c += cs {
+				if c >= off && (c+cs <= off+l || off+l == size) {
+					clear(shadow[c:min(c+cs, size)])
+				}
+			}
+		}
+	}
+}
+
+type writeCase struct {
+	name     string
+	create   []string // qemu-img create -o options ("" none)
+	size     int64
+	cs       int64
+	compress bool
+	backing  bool
+}
+
+func TestWriteInterop(t *testing.T) {
+	needQemu(t)
+	cases := []writeCase{
+		{name: "512-v3-16", create: []string{"cluster_size=512"}, size: 2 << 20, cs: 512},
+		{name: "4k-v2", create: []string{"cluster_size=4096,compat=0.10"}, size: 8 << 20, cs: 4096},
+		{name: "64k-v3", create: []string{"cluster_size=65536"}, size: 32 << 20, cs: 65536},
+		{name: "4k-rc1", create: []string{"cluster_size=4096,refcount_bits=1"}, size: 8 << 20, cs: 4096},
+		{name: "4k-rc64", create: []string{"cluster_size=4096,refcount_bits=64"}, size: 8 << 20, cs: 4096},
+		{name: "512-rc1-v3", create: []string{"cluster_size=512,refcount_bits=1"}, size: 1 << 20, cs: 512},
+		{name: "compressed", create: []string{"cluster_size=65536"}, size: 8 << 20, cs: 65536, compress: true},
+		{name: "backing-v3", create: []string{"cluster_size=4096"}, size: 8 << 20, cs: 4096, backing: true},
+		{name: "backing-v2", create: []string{"cluster_size=4096,compat=0.10"}, size: 8 << 20, cs: 4096, backing: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "disk.qcow2")
+			shadow := make([]byte, tc.size)
+			switch {
+			case tc.compress:
+				copy(shadow, compressible(int(tc.size), 7))
+				src := filepath.Join(dir, "src.raw")
+				os.WriteFile(src, shadow, 0o600)
+				run(t, dir, "qemu-img", "convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", tc.create[0], src, img)
+			case tc.backing:
+				r := rand.New(rand.NewPCG(3, 3))
+				base := make([]byte, tc.size*3/4) // shorter than the overlay
+				for i := range base {
+					base[i] = byte(r.Uint32())
+				}
+				copy(shadow, base)
+				bp := filepath.Join(dir, "base.raw")
+				os.WriteFile(bp, base, 0o600)
+				run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", tc.create[0], "-b", bp, "-F", "raw", img, itoa(tc.size))
+			default:
+				run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", tc.create[0], img, itoa(tc.size))
+			}
+			g := fixture(t)
+			n, b := openRW(t, g, img)
+			workload(t, n, shadow, tc.cs, 400, uint64(len(tc.name)), tc.backing && bytes.Contains([]byte(tc.create[0]), []byte("0.10")))
+			if err := n.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if got := readAll(t, n); !bytes.Equal(got, shadow) {
+				t.Fatalf("read back differs at %d", firstDiff(got, shadow))
+			}
+			g.Detach(b)
+			if err := g.Delete(n.Name()); err != nil {
+				t.Fatal(err)
+			}
+			raw := filepath.Join(dir, "shadow.raw")
+			os.WriteFile(raw, shadow, 0o600)
+			qemuCheck(t, img, false)
+			qemuCompare(t, img, raw)
+		})
+	}
+}
+
+func itoa(n int64) string { return string(strconvAppend(nil, n)) }
+
+func strconvAppend(b []byte, n int64) []byte {
+	if n >= 10 {
+		b = strconvAppend(b, n/10)
+	}
+	return append(b, byte('0'+n%10))
+}
+
+// TestWriteGrowth: 512-byte clusters and many MiB written force new
+// refcount blocks and moves of the refcount table.
+func TestWriteGrowth(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "grow.qcow2")
+	const size = 24 << 20
+	run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", img, itoa(size))
+	before := headerU64(t, img, 48)
+	g := fixture(t)
+	n, b := openRW(t, g, img)
+	shadow := make([]byte, size)
+	p := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += 1 << 20 {
+		for i := range p {
+			p[i] = byte(off>>20) + byte(i>>9)
+		}
+		if _, err := n.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(shadow[off:], p)
+	}
+	if err := n.Truncate(size + 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	shadow = append(shadow, make([]byte, 8<<20)...)
+	if _, err := n.WriteAt(p, size+4<<20); err != nil {
+		t.Fatal(err)
+	}
+	copy(shadow[size+4<<20:], p)
+	if got := readAll(t, n); !bytes.Equal(got, shadow) {
+		t.Fatalf("read back differs at %d", firstDiff(got, shadow))
+	}
+	g.Detach(b)
+	g.Delete(n.Name())
+	if after := headerU64(t, img, 48); after == before {
+		t.Errorf("the refcount table did not move (%#x)", after)
+	}
+	raw := filepath.Join(dir, "shadow.raw")
+	os.WriteFile(raw, shadow, 0o600)
+	qemuCheck(t, img, false)
+	qemuCompare(t, img, raw)
+}
+
+func headerU64(t testing.TB, img string, off int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return binary.BigEndian.Uint64(b[off:])
+}
+
+// TestWriteDirtyRepair: an image left dirty by a crash with lazy
+// refcounts comes out check-clean after a read-write open.
+func TestWriteDirtyRepair(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "dirty.qcow2")
+	run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on,cluster_size=4096", img, "4M")
+	exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x66 0 1M", "-c", "write -P 0x67 2M 100k", "-c", "abort", img).Run()
+	if headerU64(t, img, 72)&incompatDirty == 0 {
+		t.Fatal("qemu-io left the image clean")
+	}
+	g := fixture(t)
+	n, b := openRW(t, g, img)
+	if _, err := n.WriteAt(bytes.Repeat([]byte{0x68}, 8192), 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	g.Detach(b)
+	g.Delete(n.Name())
+	if headerU64(t, img, 72)&incompatDirty != 0 {
+		t.Error("the dirty bit is still set")
+	}
+	qemuCheck(t, img, false)
+	want := make([]byte, 4<<20)
+	copy(want, bytes.Repeat([]byte{0x66}, 1<<20))
+	copy(want[2<<20:], bytes.Repeat([]byte{0x67}, 100<<10))
+	copy(want[3<<20:], bytes.Repeat([]byte{0x68}, 8192))
+	raw := filepath.Join(dir, "want.raw")
+	os.WriteFile(raw, want, 0o600)
+	qemuCompare(t, img, raw)
+}
