@@ -1,0 +1,276 @@
+package main
+
+// minivmm img commit: qemu-img commit over minivmm's block layer. The
+// chain is opened read-only once to find the base; then reopened with the
+// base added read-write by name and every image above it read-only over
+// it. What is allocated above the base (BlockStatus, as img map sees it)
+// is copied into the base through the top, so each range is taken from
+// the layer that provides it; the base is flushed; then, unless -d, the
+// top image is emptied as qemu-img's bdrv_make_empty does: its clusters
+// discarded to unallocated, so that the (now committed) base shows
+// through.
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"minivmm/block"
+	"minivmm/cmdline"
+)
+
+func init() {
+	imgCommands["commit"] = imgCommand{run: runImgCommit,
+		usage: "commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] [-add-fd fd=N,set=M] filename"}
+}
+
+// commitChunk is the most one copy covers.
+const commitChunk = 2 << 20
+
+// imgProgress prints qemu-img's -p progress line.
+type imgProgress struct {
+	w       io.Writer
+	on      bool
+	last    float64
+	started bool
+}
+
+func (p *imgProgress) print(done, total int64) {
+	if !p.on {
+		return
+	}
+	pct := 100.0
+	if total > 0 {
+		pct = float64(done) * 100 / float64(total)
+	}
+	if p.started && pct < 100 && pct-p.last < 1 {
+		return
+	}
+	p.started, p.last = true, pct
+	fmt.Fprintf(p.w, "    (%.2f/100%%)\r", pct)
+}
+
+func (p *imgProgress) end() {
+	if p.on {
+		p.print(1, 1)
+		fmt.Fprintf(p.w, "\n")
+	}
+}
+
+// chainLink is one image of an opened chain, as reopened by name.
+type chainLink struct {
+	driver, file string
+}
+
+// sameImage is whether a name given on the command line names the image
+// whose file is file (QEMU compares the names, then the real paths).
+func sameImage(name, file string) bool {
+	if name == file {
+		return true
+	}
+	a, err1 := filepath.Abs(name)
+	b, err2 := filepath.Abs(file)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	if ra, err := filepath.EvalSymlinks(a); err == nil {
+		a = ra
+	}
+	if rb, err := filepath.EvalSymlinks(b); err == nil {
+		b = rb
+	}
+	return a == b
+}
+
+// fileOf is the name of the file a format node reads.
+func fileOf(n *block.Node) string {
+	if f := n.Child("file"); f != nil {
+		return f.Filename()
+	}
+	return n.Filename()
+}
+
+func runImgCommit(args []string, stdout, stderr io.Writer) int {
+	g := &getopt{
+		prog: imgProg, args: args, short: "f:ht:b:dpqr:", stderr: stderr,
+		long: []longOption{{"help", false, 'h'}, {"add-fd", true, 'A'}},
+		dash: []longOption{{"add-fd", true, 'A'}},
+	}
+	var format, base string
+	var addFds []cmdline.Occurrence
+	quiet, drop, progress := false, false, false
+	for done := false; !done; {
+		c, arg := g.next()
+		switch c {
+		case 0:
+			done = true
+		case '?':
+			return imgTryHelp(stderr)
+		case 'h':
+			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["commit"].usage)
+			return 0
+		case 'f':
+			format = arg
+		case 'b':
+			base = arg
+			drop = true // as qemu-img: -b implies -d
+		case 'd':
+			drop = true
+		case 'p':
+			progress = true
+		case 'q':
+			quiet = true
+		case 't', 'r':
+		case 'A':
+			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
+		}
+	}
+	if quiet {
+		progress = false
+	}
+	if len(g.operands) != 1 {
+		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
+		return imgTryHelp(stderr)
+	}
+	filename := g.operands[0]
+
+	// The chain as the image names it.
+	im, ok := imgOpen(filename, format, false, false, addFds, stderr)
+	if !ok {
+		return 1
+	}
+	var chain []chainLink
+	baseIdx := -1
+	for n, i := im.node, 0; n != nil; n, i = n.Child("backing"), i+1 {
+		chain = append(chain, chainLink{driver: n.Driver(), file: fileOf(n)})
+		if i > 0 && base != "" && baseIdx < 0 && sameImage(base, fileOf(n)) {
+			baseIdx = i
+		}
+	}
+	im.close()
+	switch {
+	case len(chain) < 2:
+		fmt.Fprintf(stderr, "%s: Image does not have a backing file\n", imgProg)
+		return 1
+	case base == "":
+		baseIdx = 1
+	case baseIdx < 0:
+		fmt.Fprintf(stderr, "%s: Did not find '%s' in the backing chain of '%s'\n", imgProg, base, filename)
+		return 1
+	}
+
+	if err := commitChain(chain[:baseIdx+1], addFds, stderr, &imgProgress{w: stdout, on: progress}); err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
+		return 1
+	}
+	if !drop {
+		if err := emptyImage(chain[0], addFds, stderr); err != nil {
+			fmt.Fprintf(stderr, "%s: Could not empty %s: %s\n", imgProg, filename, message(err))
+			return 1
+		}
+	}
+	if !quiet {
+		fmt.Fprintln(stdout, "Image committed.")
+	}
+	return 0
+}
+
+// commitChain copies what chain[:len-1] allocate into chain[len-1].
+func commitChain(chain []chainLink, addFds []cmdline.Occurrence, stderr io.Writer, prog *imgProgress) error {
+	s, ok := newImgSession(addFds, stderr)
+	if !ok {
+		return fmt.Errorf("could not install the fd sets")
+	}
+	defer s.close()
+	last := len(chain) - 1
+	var nodes []*block.Node
+	prev := ""
+	for i := last; i >= 0; i-- {
+		o := block.Options{
+			"driver":    chain[i].driver,
+			"node-name": fmt.Sprintf("commit%d", i),
+			"file":      block.Options{"driver": "file", "filename": chain[i].file},
+		}
+		if i == last {
+			o["read-only"] = false
+		} else {
+			o["read-only"] = true
+			if chain[i].driver != "qcow2" {
+				return fmt.Errorf("'%s' has no backing file", chain[i].file)
+			}
+			o["backing"] = prev
+		}
+		n, err := s.g.Add(o)
+		if err != nil {
+			return fmt.Errorf("Could not open '%s': %s", chain[i].file, message(err))
+		}
+		prev = n.Name()
+		nodes = append([]*block.Node{n}, nodes...)
+	}
+	top, baseNode := nodes[0], nodes[last]
+	if _, err := s.g.Attach("", baseNode, block.Perm{Write: true}); err != nil {
+		return err
+	}
+	length := top.Length()
+	if baseNode.Length() < length {
+		if err := baseNode.Truncate(length); err != nil {
+			return fmt.Errorf("Top image %s is larger than base image %s, and resize of base image failed: %s",
+				chain[0].file, chain[last].file, message(err))
+		}
+	}
+	buf := make([]byte, commitChunk)
+	prog.print(0, length)
+	for off := int64(0); off < length; {
+		e, err := chainStatus(top, off, min(commitChunk, length-off))
+		if err != nil {
+			return err
+		}
+		n := e.length
+		if e.present && e.depth < int64(last) {
+			if e.zero {
+				err = baseNode.WriteZeroes(off, n, false)
+			} else {
+				if _, err = top.ReadAt(buf[:n], off); err == nil {
+					_, err = baseNode.WriteAt(buf[:n], off)
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		off += n
+		prog.print(off, length)
+	}
+	if err := baseNode.Flush(); err != nil {
+		return err
+	}
+	prog.end()
+	return nil
+}
+
+// emptyImage makes every cluster of the image unallocated (opened without
+// its backing file, so discarding leaves no zero clusters behind).
+func emptyImage(img chainLink, addFds []cmdline.Occurrence, stderr io.Writer) error {
+	if img.driver != "qcow2" {
+		return nil // qemu-img ignores ENOTSUP from make_empty
+	}
+	s, ok := newImgSession(addFds, stderr)
+	if !ok {
+		return fmt.Errorf("could not install the fd sets")
+	}
+	defer s.close()
+	n, err := s.g.Add(block.Options{
+		"driver": "qcow2", "discard": "unmap", "backing": nil,
+		"file": block.Options{"driver": "file", "filename": img.file},
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := s.g.Attach("", n, block.Perm{Write: true}); err != nil {
+		return err
+	}
+	if err := n.Discard(0, n.Length()); err != nil {
+		return err
+	}
+	return n.Flush()
+}

@@ -1,0 +1,203 @@
+package main
+
+// minivmm img rebase: qemu-img rebase over minivmm's block layer. The
+// image is opened read-write over its old backing chain; the new backing
+// file is opened read-only beside it. In safe mode every range the image
+// does not allocate itself and where the old and new backing chains read
+// differently (sector by sector, as qemu-img compares) is written into the
+// image from the old chain, so that what the guest sees does not change;
+// then (and with -u, only) the header's backing file name and format are
+// rewritten (qcow2.SetBacking).
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+
+	"minivmm/block"
+	"minivmm/block/qcow2"
+	"minivmm/cmdline"
+)
+
+func init() {
+	imgCommands["rebase"] = imgCommand{run: runImgRebase,
+		usage: "rebase [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-add-fd fd=N,set=M] -b backing_file [-F backing_fmt] filename"}
+}
+
+// rebaseChunk is how much of each chain one comparison reads.
+const rebaseChunk = 1 << 20
+
+func runImgRebase(args []string, stdout, stderr io.Writer) int {
+	g := &getopt{
+		prog: imgProg, args: args, short: "hf:F:b:upt:T:qU", stderr: stderr,
+		long: []longOption{{"help", false, 'h'}, {"add-fd", true, 'A'}},
+		dash: []longOption{{"add-fd", true, 'A'}},
+	}
+	var format, backingFmt, backing string
+	var addFds []cmdline.Occurrence
+	haveBacking, unsafe, progress, quiet := false, false, false, false
+	for done := false; !done; {
+		c, arg := g.next()
+		switch c {
+		case 0:
+			done = true
+		case '?':
+			return imgTryHelp(stderr)
+		case 'h':
+			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["rebase"].usage)
+			return 0
+		case 'f':
+			format = arg
+		case 'F':
+			backingFmt = arg
+		case 'b':
+			backing, haveBacking = arg, true
+		case 'u':
+			unsafe = true
+		case 'p':
+			progress = true
+		case 'q':
+			quiet = true
+		case 't', 'T', 'U':
+		case 'A':
+			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
+		}
+	}
+	if quiet {
+		progress = false
+	}
+	if len(g.operands) != 1 {
+		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
+		return imgTryHelp(stderr)
+	}
+	if !unsafe && !haveBacking {
+		fmt.Fprintf(stderr, "%s: Must specify backing file (-b) or use unsafe mode (-u)\n", imgProg)
+		return imgTryHelp(stderr)
+	}
+	filename := g.operands[0]
+	if backing == "" {
+		backingFmt = ""
+	} else if backingFmt == "" {
+		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': backing format must be specified\n", imgProg, backing)
+		return 1
+	}
+	if backingFmt != "" {
+		if _, ok := block.LookupDriver(backingFmt); !ok {
+			fmt.Fprintf(stderr, "%s: Invalid format name: '%s'\n", imgProg, backingFmt)
+			return 1
+		}
+	}
+
+	s, ok := newImgSession(addFds, stderr)
+	if !ok {
+		return 1
+	}
+	defer s.close()
+	var node *block.Node
+	var err error
+	if unsafe {
+		// Opened without its backing file, which need not exist.
+		if format == "" {
+			if format, err = s.probe(filename); err != nil {
+				fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+				return 1
+			}
+		}
+		node, err = s.g.Add(block.Options{"driver": format, "backing": nil,
+			"file": block.Options{"driver": "file", "filename": filename}})
+		if err != nil && format != "qcow2" {
+			fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': Operation not supported\n", imgProg, backing)
+			return 1
+		}
+	} else {
+		node, err = s.open(&ioOptions{file: filename, haveFile: true, format: format})
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+		return 1
+	}
+	if _, err := s.g.Attach("", node, block.Perm{Write: true}); unsafe && err != nil {
+		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+		return 1
+	}
+	if node.Driver() != "qcow2" {
+		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': Operation not supported\n", imgProg, backing)
+		return 1
+	}
+	if !unsafe {
+		var newBacking *block.Node
+		if backing != "" {
+			path := pathCombine(fileOf(node), backing)
+			newBacking, err = s.g.Add(block.Options{
+				"driver": backingFmt, "read-only": true,
+				"file": block.Options{"driver": "file", "filename": path},
+			})
+			if err != nil {
+				fmt.Fprintf(stderr, "%s: Could not open new backing file '%s': %s\n", imgProg, path, message(err))
+				return 1
+			}
+		}
+		prog := &imgProgress{w: stdout, on: progress}
+		if err := rebaseCopy(node, node.Child("backing"), newBacking, prog); err != nil {
+			fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
+			return 1
+		}
+		prog.end()
+	}
+	if err := qcow2.SetBacking(node, backing, backingFmt); err != nil {
+		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': %s\n", imgProg, backing, message(err))
+		return 1
+	}
+	return 0
+}
+
+// readChain reads n's content at off into p, zeroes past its end or
+// without n.
+func readChain(n *block.Node, p []byte, off int64) error {
+	clear(p)
+	if n == nil || off >= n.Length() {
+		return nil
+	}
+	_, err := n.ReadAt(p[:min(int64(len(p)), n.Length()-off)], off)
+	return err
+}
+
+// rebaseCopy writes into img, where it allocates nothing itself, the
+// sectors where old and new (either may be nil) read differently.
+func rebaseCopy(img, old, new *block.Node, prog *imgProgress) error {
+	length := img.Length()
+	a := make([]byte, rebaseChunk)
+	b := make([]byte, rebaseChunk)
+	prog.print(0, length)
+	for off := int64(0); off < length; {
+		st, n, err := img.BlockStatus(off, min(rebaseChunk, length-off))
+		if err != nil {
+			return err
+		}
+		if !st.Allocated {
+			if err := readChain(old, a[:n], off); err != nil {
+				return err
+			}
+			if err := readChain(new, b[:n], off); err != nil {
+				return err
+			}
+			for i := int64(0); i < n; {
+				j := i
+				for j < n && !bytes.Equal(a[j:min(j+512, n)], b[j:min(j+512, n)]) {
+					j = min(j+512, n)
+				}
+				if j > i {
+					if _, err := img.WriteAt(a[i:j], off+i); err != nil {
+						return err
+					}
+					i = j
+					continue
+				}
+				i = min(i+512, n)
+			}
+		}
+		off += n
+		prog.print(off, length)
+	}
+	return img.Flush()
+}
