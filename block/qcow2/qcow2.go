@@ -64,6 +64,7 @@ type image struct {
 	writable  bool
 	corrupted bool
 	rc        *refcounts
+	comp      compState // where compressed writes pack (compress_write.go), under wmu
 }
 
 func open(o *block.OpenContext) (block.Image, error) {

@@ -34,7 +34,7 @@ import (
 
 func init() {
 	imgCommands["convert"] = imgCommand{run: runImgConvert,
-		usage: "convert [-U] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename output_filename"}
+		usage: "convert [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename output_filename"}
 }
 
 // imgSession is images opened in one block graph over one registry, so
@@ -180,7 +180,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 	outFmt := "raw"
 	var optStrs []string
 	var addFds []cmdline.Occurrence
-	progress, quiet, noCreate, outOfOrder, forceShare := false, false, false, false, false
+	progress, quiet, noCreate, outOfOrder, forceShare, compress := false, false, false, false, false, false
 	workers := 8
 	// qemu-img convert's defaults: cache=unsafe for the destination
 	// (no flush at all), writeback for the source.
@@ -204,8 +204,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 		case 'o':
 			optStrs = append(optStrs, arg)
 		case 'c':
-			fmt.Fprintf(stderr, "%s: -c (compressed output) is not supported by minivmm img convert yet\n", imgProg)
-			return 1
+			compress = true
 		case 'p':
 			progress = true
 		case 'q':
@@ -273,6 +272,10 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	size := src.Length()
+	if compress && !noCreate && outFmt != "qcow2" {
+		fmt.Fprintf(stderr, "%s: Compression not supported for this file format\n", imgProg)
+		return 1
+	}
 	if !noCreate {
 		if err := imgCreateImage(s.reg, dstName, outFmt, optStrs, uint64(size)); err != nil {
 			fmt.Fprintf(stderr, "%s: %s\n", imgProg, err)
@@ -285,12 +288,24 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, dstName, message(err))
 		return 1
 	}
+	var cw compressedWriter
+	if compress {
+		var ok bool
+		cw, ok = dst.Image().(compressedWriter)
+		if !ok {
+			fmt.Fprintf(stderr, "%s: Compression not supported for this file format\n", imgProg)
+			return 1
+		}
+	}
 	if dst.Length() < size {
 		fmt.Fprintf(stderr, "%s: output file is smaller than input file\n", imgProg)
 		return 1
 	}
 	c := &converter{src: src, dst: dst, targetZero: !noCreate, inOrder: !outOfOrder, size: size,
-		writethrough: dstWritethrough}
+		writethrough: dstWritethrough, cw: cw}
+	if cw != nil {
+		c.clusterSize = cw.ClusterSize()
+	}
 	if progress {
 		c.progress = stdout
 	}
@@ -312,7 +327,9 @@ type converter struct {
 	inOrder      bool
 	writethrough bool // flush after every write (-t writethrough, directsync)
 	size         int64
-	progress     io.Writer // nil: none
+	progress     io.Writer        // nil: none
+	cw           compressedWriter // -c: whole clusters go compressed
+	clusterSize  int64            // with cw
 
 	mu       sync.Mutex
 	turn     *sync.Cond
@@ -379,7 +396,22 @@ func (c *converter) run(workers int) error {
 			st = block.Status{Data: true}
 		}
 		zero := st.Zero || !st.Data
-		if !zero {
+		if c.cw != nil {
+			// Compressed output: extents are whole clusters (off stays
+			// cluster-aligned), but the image's last one.
+			cs := c.clusterSize
+			if zero && off+n < c.size {
+				if end := (off + n) &^ (cs - 1); end > off {
+					n = end - off
+				} else {
+					zero, n = false, min(cs, c.size-off)
+				}
+			}
+			if !zero {
+				n = min(n, convertChunk)
+				n = min((off+n+cs-1)&^(cs-1), c.size) - off
+			}
+		} else if !zero {
 			n = min(n, convertChunk)
 		}
 		ext <- convertExtent{seq: seq, off: off, len: n, zero: zero}
@@ -442,6 +474,8 @@ func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 		return nil
 	case e.zero:
 		err = c.dst.WriteZeroes(e.off, e.len, true)
+	case c.cw != nil:
+		err = c.writeCompressed(data, e.off)
 	default:
 		_, err = c.dst.WriteAt(data, e.off)
 	}
@@ -450,6 +484,42 @@ func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 	}
 	if err != nil {
 		return fmt.Errorf("error while writing at byte %d: %s", e.off, message(err))
+	}
+	return nil
+}
+
+// compressedWriter is a destination driver that writes compressed
+// clusters (qcow2).
+type compressedWriter interface {
+	WriteCompressed(p []byte, off int64) error
+	ClusterSize() int64
+}
+
+// writeCompressed writes data at off (cluster-aligned) cluster by
+// cluster: whole clusters compressed, as qemu-img convert -c does; a
+// partial last cluster, and clusters already allocated (-n), normally.
+// All-zero clusters of a destination that reads as zeroes are skipped.
+func (c *converter) writeCompressed(data []byte, off int64) error {
+	cs := c.clusterSize
+	for len(data) > 0 {
+		n := min(int64(len(data)), cs-off&(cs-1))
+		p := data[:n]
+		switch {
+		case c.targetZero && allZeroBytes(p):
+		case n == cs:
+			err := c.cw.WriteCompressed(p, off)
+			if errors.Is(err, qcow2.ErrCompressedTarget) {
+				_, err = c.dst.WriteAt(p, off)
+			}
+			if err != nil {
+				return err
+			}
+		default:
+			if _, err := c.dst.WriteAt(p, off); err != nil {
+				return err
+			}
+		}
+		data, off = data[n:], off+n
 	}
 	return nil
 }

@@ -205,7 +205,7 @@ func TestConvertErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"convert", "-c", "-O", "qcow2", src, filepath.Join(dir, "x")}, "-c (compressed output) is not supported"},
+		{[]string{"convert", "-c", "-O", "raw", src, filepath.Join(dir, "x")}, "qemu-img: Compression not supported for this file format\n"},
 		{[]string{"convert", "-f", "raw", filepath.Join(dir, "none"), filepath.Join(dir, "x")}, "Could not open"},
 		{[]string{"convert", "-n", "-f", "raw", "-O", "raw", src, small}, "qemu-img: output file is smaller than input file\n"},
 		{[]string{"convert", "-m", "0", src, filepath.Join(dir, "x")}, "Invalid number of coroutines"},
