@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -24,6 +25,30 @@ type Graph struct {
 	backends map[string]*Backend
 	autoID   int
 	chain    []string // images opening their backing chains (OpenContext.EnterChain)
+
+	onCorruption atomic.Pointer[func(Corruption)]
+}
+
+// Corruption is what a format driver found wrong in an image it was about
+// to write (QEMU's BLOCK_IMAGE_CORRUPTED): the node, what, where, and
+// whether the image is now refused for writing.
+type Corruption struct {
+	Node   string
+	Msg    string
+	Offset int64 // -1: unknown
+	Size   int64 // -1: unknown
+	Fatal  bool
+}
+
+// OnCorruption sets who hears of corruption found in any node (the QMP
+// monitor, which sends BLOCK_IMAGE_CORRUPTED).
+func (g *Graph) OnCorruption(f func(Corruption)) { g.onCorruption.Store(&f) }
+
+// ReportCorruption passes c to the listener, if any.
+func (g *Graph) ReportCorruption(c Corruption) {
+	if f := g.onCorruption.Load(); f != nil {
+		(*f)(c)
+	}
 }
 
 // NewGraph returns an empty graph whose nodes open files through files.

@@ -85,6 +85,16 @@ type OpenContext struct {
 // Child returns the child node a format driver reads through.
 func (o *OpenContext) Child(name string) *Node { return o.children[name] }
 
+// ReportCorruption tells the graph's listener (the monitor's
+// BLOCK_IMAGE_CORRUPTED) that this node's image is corrupt; a driver keeps
+// the function and calls it when it finds out, at any time.
+func (o *OpenContext) ReportCorruption() func(msg string, offset, size int64, fatal bool) {
+	g, node := o.g, o.NodeName
+	return func(msg string, offset, size int64, fatal bool) {
+		g.ReportCorruption(Corruption{Node: node, Msg: msg, Offset: offset, Size: size, Fatal: fatal})
+	}
+}
+
 // EnterChain records that the image named key is opening its backing
 // chain, for as long as the open takes (the graph's lock is held
 // throughout): an image met again further down the same chain is refused

@@ -53,6 +53,16 @@ type Server struct {
 func NewServer(fds *qemuopen.Registry, graph *block.Graph, vm *VM) *Server {
 	s := &Server{fds: fds, graph: graph, vm: vm, conns: map[*conn]struct{}{}}
 	vm.emit = s.Emit
+	graph.OnCorruption(func(c block.Corruption) {
+		data := Obj{{"device", ""}, {"node-name", c.Node}, {"msg", c.Msg}}
+		if c.Offset >= 0 {
+			data = append(data, Member{"offset", c.Offset})
+		}
+		if c.Size >= 0 {
+			data = append(data, Member{"size", c.Size})
+		}
+		s.Emit("BLOCK_IMAGE_CORRUPTED", append(data, Member{"fatal", c.Fatal}))
+	})
 	return s
 }
 

@@ -161,10 +161,16 @@ func TestWriteOverlap(t *testing.T) {
 	}()
 
 	g := fixture(t)
+	var events []block.Corruption
+	g.OnCorruption(func(c block.Corruption) { events = append(events, c) })
 	n, b := openRW(t, g, img)
 	_, err = n.WriteAt(bytes.Repeat([]byte{0xff}, 512), 0)
 	if err == nil || !strings.Contains(err.Error(), "overlaps with active L1 table") || !errorsIsEIO(err) {
 		t.Fatalf("write over the L1 table: %v", err)
+	}
+	if len(events) != 1 || events[0].Node != n.Name() || !events[0].Fatal || events[0].Offset != l1Off ||
+		events[0].Msg != "Preventing invalid write on metadata (overlaps with active L1 table)" {
+		t.Errorf("corruption events: %+v", events)
 	}
 	if _, err := n.WriteAt(make([]byte, 512), 1<<20); !errorsIsEIO(err) {
 		t.Errorf("write after corruption: %v", err)

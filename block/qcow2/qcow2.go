@@ -65,11 +65,13 @@ type image struct {
 	corrupted bool
 	rc        *refcounts
 	comp      compState // where compressed writes pack (compress_write.go), under wmu
+	// reportCorruption tells the monitor (BLOCK_IMAGE_CORRUPTED).
+	reportCorruption func(msg string, offset, size int64, fatal bool)
 }
 
 func open(o *block.OpenContext) (block.Image, error) {
 	file := o.Child("file")
-	img := &image{file: file, writable: o.Writable}
+	img := &image{file: file, writable: o.Writable, reportCorruption: o.ReportCorruption()}
 	if err := img.readHeader(o); err != nil {
 		return nil, err
 	}

@@ -210,9 +210,11 @@ func (img *image) overlap(off, n int64, ign int) string {
 	return ""
 }
 
-// markCorrupt sets the corrupt bit (version 3) and refuses further writes.
-func (img *image) markCorrupt() {
+// markCorrupt sets the corrupt bit (version 3), refuses further writes and
+// says so on the monitor.
+func (img *image) markCorrupt(msg string, offset, size int64) {
 	img.corrupted = true
+	img.reportCorruption(msg, offset, size, true)
 	if img.hdr.Version >= 3 {
 		var b [8]byte
 		img.hdr.IncompatibleFeatures |= incompatCorrupt
@@ -229,8 +231,9 @@ func (img *image) checkedWrite(p []byte, off int64, ign int) error {
 		return errVersionCorrupt
 	}
 	if what := img.overlap(off, int64(len(p)), ign); what != "" {
-		img.markCorrupt()
-		return corrupt("Preventing invalid write on metadata (overlaps with %s); image marked as corrupt", what)
+		msg := fmt.Sprintf("Preventing invalid write on metadata (overlaps with %s)", what)
+		img.markCorrupt(msg, off, int64(len(p)))
+		return corrupt("%s; image marked as corrupt", msg)
 	}
 	_, err := img.file.WriteAt(p, off)
 	return err
