@@ -1,7 +1,8 @@
 package main
 
-// minivmm img check: qemu-img check, read only (no -r repair yet), for
-// qcow2 images, with qemu-img 7.2's output and exit codes.
+// minivmm img check: qemu-img check, with -r leaks|all repair
+// (qcow2.Repair), for qcow2 images, with qemu-img 7.2's output and exit
+// codes.
 
 import (
 	"errors"
@@ -20,7 +21,7 @@ import (
 func init() {
 	imgCommands["check"] = imgCommand{
 		run:   runImgCheck,
-		usage: "check [-f fmt] [--output=ofmt] [-U] [-q] [-add-fd fd=N,set=M] filename",
+		usage: "check [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] [-q] [-add-fd fd=N,set=M] filename",
 	}
 }
 
@@ -40,6 +41,7 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	var format, output = "", "human"
 	var quiet, forceShare bool
+	var fix int
 	var addFds []cmdline.Occurrence
 	for {
 		c, arg := g.next()
@@ -58,7 +60,10 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 			if arg != "leaks" && arg != "all" {
 				return fail("Unknown option for -r (expecting 'leaks' or 'all'): %s", arg)
 			}
-			return fail("minivmm img check cannot repair yet (-r %s): run it without -r, or use qemu-img check -r", arg)
+			fix = qcow2.FixLeaks
+			if arg == "all" {
+				fix |= qcow2.FixErrors
+			}
 		case 'O':
 			if arg != "human" && arg != "json" {
 				return fail("--output must be used with human or json as argument.")
@@ -94,9 +99,14 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 			return fail("Could not open '%s': Unknown driver '%s'", filename, format)
 		}
 	}
-	file, err := graph.Add(block.Options{"driver": "file", "filename": filename, "read-only": true, "force-share": forceShare})
+	file, err := graph.Add(block.Options{"driver": "file", "filename": filename, "read-only": fix == 0, "force-share": forceShare})
 	if err != nil {
 		return fail("Could not open '%s': %s", filename, message(err))
+	}
+	if fix != 0 {
+		if _, err := graph.Attach("", file, block.Perm{Write: true}); err != nil {
+			return fail("Could not open '%s': %s", filename, message(err))
+		}
 	}
 	if format == "" {
 		header := make([]byte, min(512, file.Length()))
@@ -110,7 +120,27 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 		return 63
 	}
 
-	res, err := qcow2.Check(file, stderr)
+	var res *qcow2.CheckResult
+	var leaksFixed, corruptionsFixed int64
+	if fix != 0 {
+		var rr *qcow2.RepairResult
+		rr, err = qcow2.Repair(file, stderr, fix)
+		if rr != nil {
+			res = rr.CheckResult
+		}
+		if err == nil && (rr.LeaksFixed > 0 || rr.CorruptionsFixed > 0) {
+			leaksFixed, corruptionsFixed = rr.LeaksFixed, rr.CorruptionsFixed
+			// qemu-img: report the fixes, then check again.
+			if output == "human" && !quiet {
+				fmt.Fprintf(stdout, "The following inconsistencies were found and repaired:\n\n"+
+					"    %d leaked clusters\n    %d corruptions\n\n"+
+					"Double checking the fixed image now...\n", rr.LeaksFixed, rr.CorruptionsFixed)
+			}
+			res, err = qcow2.Check(file, stderr)
+		}
+	} else {
+		res, err = qcow2.Check(file, stderr)
+	}
 	var oe *qcow2.CheckOpenError
 	if errors.As(err, &oe) {
 		return fail("Could not open '%s': %s", filename, message(oe.Err))
@@ -119,7 +149,7 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 		if !quiet {
 			var out string
 			if output == "json" {
-				out = checkJSON(res, filename, format)
+				out = checkJSON(res, filename, format, leaksFixed, corruptionsFixed)
 			} else {
 				out = checkHuman(res)
 			}
@@ -174,7 +204,8 @@ func checkHuman(r *qcow2.CheckResult) string {
 
 // checkJSON is qemu-img's dump_json_image_check: QAPI's ImageCheck in
 // the order QEMU 7.2's QDict prints it, optional members only when not 0.
-func checkJSON(r *qcow2.CheckResult, filename, format string) string {
+// leaksFixed and corruptionsFixed are those of a repair (-r), 0 without.
+func checkJSON(r *qcow2.CheckResult, filename, format string, leaksFixed, corruptionsFixed int64) string {
 	var b strings.Builder
 	b.WriteString("{\n")
 	first := true
@@ -194,8 +225,10 @@ func checkJSON(r *qcow2.CheckResult, filename, format string) string {
 	num("compressed-clusters", r.CompressedClusters, true)
 	num("total-clusters", r.TotalClusters, true)
 	num("corruptions", r.Corruptions, true)
+	num("corruptions-fixed", corruptionsFixed, true)
 	num("check-errors", r.CheckErrors, false)
 	num("leaks", r.Leaks, true)
+	num("leaks-fixed", leaksFixed, true)
 	num("allocated-clusters", r.AllocatedClusters, true)
 	put("filename", qjson.Quote(filename))
 	put("format", qjson.Quote(format))
