@@ -58,9 +58,10 @@ type image struct {
 	mapper
 	compressed *clusterCache
 
-	// The write path (write.go): wmu serializes every write; rc is set at
-	// the first one.
-	wmu       sync.Mutex
+	// The write path (write.go): wmu is held exclusively by every write
+	// that changes metadata, and shared by writes into clusters the image
+	// already owns (writeInPlace); rc is set at the first write.
+	wmu       sync.RWMutex
 	writable  bool
 	corrupted bool
 	rc        *refcounts
