@@ -55,6 +55,8 @@ const (
 )
 
 type checker struct {
+	ext    *extensions
+	snaps  []snapshot
 	file   *block.Node
 	hdr    *header
 	g      geometry
@@ -73,13 +75,35 @@ type checker struct {
 // writing. An error means the check could not finish (qemu-img's exit
 // 1); a *CheckOpenError that the image could not be opened.
 func Check(file *block.Node, log io.Writer) (*CheckResult, error) {
+	c, err := newChecker(file, log)
+	if err != nil {
+		if c == nil {
+			return nil, err
+		}
+		return c.res, err
+	}
+	cs := c.hdr.clusterSize()
+	highest := c.compare()
+	if err := c.checkCopied(); err != nil {
+		return c.res, err
+	}
+	c.res.ImageEndOffset = (highest + 1) * cs
+	return c.res, nil
+}
+
+// newChecker reads file's metadata and counts the references to every
+// cluster, for Check and Repair alike. A nil checker with the error means
+// the image could not be opened (*CheckOpenError); a checker with it, that
+// the count could not finish.
+func newChecker(file *block.Node, log io.Writer) (*checker, error) {
 	h, x, snaps, err := checkOpen(file)
 	if err != nil {
 		return nil, &CheckOpenError{err}
 	}
+	cs := h.clusterSize()
 	c := &checker{
-		file: file, hdr: h, log: log, res: &CheckResult{},
-		g:             newGeometry(h, int(h.clusterSize())),
+		file: file, hdr: h, ext: x, snaps: snaps, log: log, res: &CheckResult{},
+		g:             newGeometry(h, int(cs)),
 		refblockBits:  h.ClusterBits + 3 - h.RefcountOrder,
 		refblockCache: map[int64][]byte{},
 	}
@@ -87,16 +111,14 @@ func Check(file *block.Node, log io.Writer) (*CheckResult, error) {
 	if h.RefcountOrder < 6 {
 		c.refMax = 1<<(1<<h.RefcountOrder) - 1
 	}
-	cs := h.clusterSize()
 	nb := (file.Length() + cs - 1) / cs
 	if nb > math.MaxInt32 {
 		c.res.CheckErrors++
-		return c.res, errors.New("File too large")
+		return c, errors.New("File too large")
 	}
 	c.res.TotalClusters = (int64(h.Size&^511) + cs - 1) / cs
 	c.refs = make([]uint64, nb)
 	c.limit = nb + maxCheckGrowth
-
 	rt := make([]byte, int64(h.RefcountTableClusters)*cs)
 	if err := readFile(file, rt, int64(h.RefcountTableOffset)); err != nil {
 		return nil, &CheckOpenError{fmt.Errorf("Could not read refcount table: %w", err)}
@@ -105,16 +127,7 @@ func Check(file *block.Node, log io.Writer) (*CheckResult, error) {
 	for i := range c.reftable {
 		c.reftable[i] = binary.BigEndian.Uint64(rt[8*i:])
 	}
-
-	if err := c.calculate(h, x, snaps); err != nil {
-		return c.res, err
-	}
-	highest := c.compare()
-	if err := c.checkCopied(); err != nil {
-		return c.res, err
-	}
-	c.res.ImageEndOffset = (highest + 1) * cs
-	return c.res, nil
+	return c, c.calculate(h, x, snaps)
 }
 
 // checkOpen reads the header and what it points to as the driver's open

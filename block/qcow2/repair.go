@@ -11,9 +11,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
-	"math"
 
 	"minivmm/block"
 )
@@ -40,41 +38,15 @@ var errCheckIO = errors.New("Input/output error")
 // repair could not finish; a *CheckOpenError that the image could not be
 // opened.
 func Repair(file *block.Node, log io.Writer, fix int) (*RepairResult, error) {
-	h, x, snaps, err := checkOpen(file)
-	if err != nil {
-		return nil, &CheckOpenError{err}
-	}
-	cs := h.clusterSize()
-	c := &checker{
-		file: file, hdr: h, log: log, res: &CheckResult{},
-		g:             newGeometry(h, int(cs)),
-		refblockBits:  h.ClusterBits + 3 - h.RefcountOrder,
-		refblockCache: map[int64][]byte{},
-	}
-	c.refMax = math.MaxUint64
-	if h.RefcountOrder < 6 {
-		c.refMax = 1<<(1<<h.RefcountOrder) - 1
+	c, err := newChecker(file, log)
+	if c == nil {
+		return nil, err
 	}
 	rr := &RepairResult{CheckResult: c.res}
-	nb := (file.Length() + cs - 1) / cs
-	if nb > math.MaxInt32 {
-		c.res.CheckErrors++
-		return rr, errors.New("File too large")
-	}
-	c.res.TotalClusters = (int64(h.Size&^511) + cs - 1) / cs
-	c.refs = make([]uint64, nb)
-	c.limit = nb + maxCheckGrowth
-	rt := make([]byte, int64(h.RefcountTableClusters)*cs)
-	if err := readFile(file, rt, int64(h.RefcountTableOffset)); err != nil {
-		return nil, &CheckOpenError{fmt.Errorf("Could not read refcount table: %w", err)}
-	}
-	c.reftable = make([]uint64, len(rt)/8)
-	for i := range c.reftable {
-		c.reftable[i] = binary.BigEndian.Uint64(rt[8*i:])
-	}
-	if err := c.calculate(h, x, snaps); err != nil {
+	if err != nil {
 		return rr, err
 	}
+	h, cs := c.hdr, c.hdr.clusterSize()
 	rebuild := c.refblocksBroken() // check_refblocks' rebuild conditions
 	pre := *c.res
 	highest := c.compare()
@@ -93,7 +65,7 @@ func Repair(file *block.Node, log io.Writer, fix int) (*RepairResult, error) {
 		c.res.CheckErrors++
 		return rr, errCheckIO
 	}
-	img, err := repairImage(file, h, x, snaps)
+	img, err := repairImage(file, h, c.ext, c.snaps)
 	if err != nil {
 		return rr, err
 	}
