@@ -112,19 +112,22 @@ func run(args []string, stderr io.Writer) int {
 		return fail(err)
 	}
 
-	v.vm = monitor.NewVM(*o.paused)
-	v.srv = monitor.NewServer(v.fds, v.graph, v.vm)
-	defer v.srv.Close()
-	waits, err := v.startMonitors(occ)
-	if err != nil {
-		return fail(err)
-	}
+	// The pidfile is written before any monitor socket exists, as QEMU
+	// does: a manager that sees the socket may rely on the pidfile.
 	if n := len(*o.pidfile); n > 0 {
 		v.pidfile = (*o.pidfile)[n-1]
 		if err := os.WriteFile(v.pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			return fail(fmt.Errorf("cannot create PID file: %w", err))
 		}
 		defer os.Remove(v.pidfile)
+	}
+
+	v.vm = monitor.NewVM(*o.paused)
+	v.srv = monitor.NewServer(v.fds, v.graph, v.vm)
+	defer v.srv.Close()
+	waits, err := v.startMonitors(occ)
+	if err != nil {
+		return fail(err)
 	}
 
 	sigs := make(chan os.Signal, 1)
