@@ -2,9 +2,9 @@ package qcow2
 
 import (
 	"bytes"
-	"compress/flate"
 	"errors"
 	"fmt"
+	"github.com/klauspost/compress/flate"
 	"io"
 	"sync"
 
