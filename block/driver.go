@@ -86,6 +86,11 @@ type Driver struct {
 	Required []string
 	// Open opens a node. On error it must leave nothing open.
 	Open func(o *OpenContext) (Image, error)
+
+	// The schema is built once: every add and reopen consults it.
+	schemaOnce sync.Once
+	schemaMap  map[string]OptType
+	childKeys  []string // the schema's OptChild keys, sorted
 }
 
 var (

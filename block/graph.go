@@ -166,12 +166,12 @@ func checkOptions(o Options, prefix string) (*Driver, error) {
 			return nil, errors.New("Invalid node-name: ''")
 		}
 	}
-	for _, key := range slices.Sorted(maps.Keys(schema)) {
-		if child, inline := o[key].(Options); schema[key] == OptChild && inline {
+	for _, key := range drv.children() {
+		if child, inline := o[key].(Options); inline {
 			if _, err := checkOptions(child, prefix+key+"."); err != nil {
 				return nil, err
 			}
-		} else if child, inline := o[key].(map[string]any); schema[key] == OptChild && inline {
+		} else if child, inline := o[key].(map[string]any); inline {
 			if _, err := checkOptions(Options(child), prefix+key+"."); err != nil {
 				return nil, err
 			}
@@ -180,14 +180,33 @@ func checkOptions(o Options, prefix string) (*Driver, error) {
 	return drv, nil
 }
 
-// schema is every option a node of this driver takes.
+// schema is every option a node of this driver takes; callers must not
+// modify it.
 func (d *Driver) schema() map[string]OptType {
-	schema := maps.Clone(genericOptions)
-	maps.Copy(schema, d.Options)
-	if d.Format {
-		schema["file"] = OptChild
-	}
-	return schema
+	d.buildSchema()
+	return d.schemaMap
+}
+
+// children lists, sorted, the options that name a child node.
+func (d *Driver) children() []string {
+	d.buildSchema()
+	return d.childKeys
+}
+
+func (d *Driver) buildSchema() {
+	d.schemaOnce.Do(func() {
+		schema := maps.Clone(genericOptions)
+		maps.Copy(schema, d.Options)
+		if d.Format {
+			schema["file"] = OptChild
+		}
+		for _, key := range slices.Sorted(maps.Keys(schema)) {
+			if schema[key] == OptChild {
+				d.childKeys = append(d.childKeys, key)
+			}
+		}
+		d.schemaMap = schema
+	})
 }
 
 // required lists the options a node of this driver must be given.
@@ -212,7 +231,6 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 	if err != nil {
 		return nil, err
 	}
-	schema := drv.schema()
 	state, _ := parseState(o, "")
 	nodeName, _ := o.String("node-name", "")
 	if nodeName == "" {
@@ -233,10 +251,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 			}
 		}
 	}()
-	for _, key := range slices.Sorted(maps.Keys(schema)) {
-		if schema[key] != OptChild {
-			continue
-		}
+	for _, key := range drv.children() {
 		v, present := o[key]
 		if !present || v == nil {
 			continue // "backing": null: no child, and none from the image either

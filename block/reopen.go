@@ -78,7 +78,6 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 	if err != nil {
 		return nil, err
 	}
-	schema := n.drv.schema()
 	for _, k := range slices.Sorted(maps.Keys(n.drv.Options)) {
 		if n.drv.Options[k] == OptChild {
 			continue
@@ -95,10 +94,7 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 	}
 	children := maps.Clone(n.children)
 	var below []reopenItem
-	for _, key := range slices.Sorted(maps.Keys(schema)) {
-		if schema[key] != OptChild {
-			continue
-		}
+	for _, key := range n.drv.children() {
 		cur := n.children[key]
 		v, given := opts[key]
 		var child *Node
