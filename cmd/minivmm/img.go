@@ -9,6 +9,9 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
+
+	"minivmm/cmdline"
 )
 
 // imgProg names the tool in its messages, as qemu-img's argv[0] does.
@@ -24,17 +27,26 @@ type imgCommand struct {
 // imgCommands is filled by the img_*.go files' init functions.
 var imgCommands = map[string]imgCommand{}
 
+// imgHelp is what `img --help` and every `img <command> -h` print, as
+// qemu-img prints its one help text for both. It lists minivmm's commands,
+// not qemu-img's, which has some minivmm lacks.
+func imgHelp(stdout io.Writer) int {
+	var b strings.Builder
+	b.WriteString("usage: minivmm img [command] [command options]\n\nCommand syntax:\n")
+	for _, name := range slices.Sorted(maps.Keys(imgCommands)) {
+		fmt.Fprintf(&b, "  %s\n", imgCommands[name].usage)
+	}
+	io.WriteString(stdout, b.String())
+	return 0
+}
+
 func runImg(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintf(stdout, "usage: minivmm img [command] [command options]\n\nCommand syntax:\n")
-		for _, name := range slices.Sorted(maps.Keys(imgCommands)) {
-			fmt.Fprintf(stdout, "  %s\n", imgCommands[name].usage)
-		}
-		if len(args) == 0 {
-			fmt.Fprintf(stderr, "%s: Not enough arguments\nTry 'qemu-img --help' for more information\n", imgProg)
-			return 1
-		}
-		return 0
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "%s: Not enough arguments\n", imgProg)
+		return imgTryHelp(stderr)
+	}
+	if args[0] == "-h" || args[0] == "--help" {
+		return imgHelp(stdout)
 	}
 	cmd, ok := imgCommands[args[0]]
 	if !ok {
@@ -42,4 +54,67 @@ func runImg(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return cmd.run(args[1:], stdout, stderr)
+}
+
+// imgCmdLine is a subcommand's command line once imgGetopt has read its
+// options.
+type imgCmdLine struct {
+	operands []string
+	addFds   []cmdline.Occurrence
+}
+
+// imgGetopt reads a subcommand's options the way every qemu-img command
+// does, handling what they all share: -h/--help prints the help and exits
+// 0, -add-fd/--add-fd (minivmm's, for fd passing) is collected, and a bad
+// option gets qemu-img's message. Each other option goes to opt, which
+// returns false after printing its own error. It returns the exit status
+// when the command is to end now.
+func imgGetopt(args []string, short string, long []longOption, stdout, stderr io.Writer,
+	opt func(c rune, arg string) bool) (imgCmdLine, int, bool) {
+	var errs strings.Builder
+	g := &getopt{
+		prog: imgProg, args: args, short: "h" + short, stderr: &errs,
+		long: append([]longOption{{"help", false, 'h'}, {"add-fd", true, 'A'}}, long...),
+		dash: []longOption{{"add-fd", true, 'A'}},
+	}
+	var a imgCmdLine
+	for {
+		c, arg := g.next()
+		switch c {
+		case 0:
+			a.operands = g.operands
+			return a, 0, true
+		case '?':
+			imgOptionError(g, errs.String(), stderr)
+			return a, 1, false
+		case 'h':
+			return a, imgHelp(stdout), false
+		case 'A':
+			a.addFds = append(a.addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
+		default:
+			if !opt(c, arg) {
+				return a, 1, false
+			}
+		}
+	}
+}
+
+// imgOptionError turns getopt's glibc message into qemu-img's, which names
+// the argument as given (argv[optind-1]). Inside a cluster of short
+// options that argument is not yet the one at fault (qemu-img then names
+// the one before it, even the command name), so there the option itself is
+// named.
+func imgOptionError(g *getopt, glibcMsg string, stderr io.Writer) {
+	var what string
+	if g.sub > 0 {
+		what = "-" + string(g.args[g.i][g.sub-1])
+	} else {
+		what = g.args[g.i-1]
+	}
+	if strings.Contains(glibcMsg, "requires an argument") {
+		fmt.Fprintf(stderr, "%s: missing argument for option '%s'\n", imgProg, what)
+	} else {
+		fmt.Fprintf(stderr, "%s: unrecognized option '%s'\n", imgProg, what)
+	}
+	imgTryHelp(stderr)
 }

@@ -25,14 +25,7 @@ func init() {
 }
 
 func runImgBench(args []string, stdout, stderr io.Writer) int {
-	g := &getopt{
-		prog: imgProg, args: args, short: "hc:d:f:ni:o:qs:S:t:wU", stderr: stderr,
-		long: []longOption{{"help", false, 'h'}, {"pattern", true, 'P'}, {"force-share", false, 'U'},
-			{"add-fd", true, 'A'}},
-		dash: []longOption{{"add-fd", true, 'A'}},
-	}
 	var format string
-	var addFds []cmdline.Occurrence
 	count, depth := uint64(75000), uint64(64)
 	var offset, step uint64
 	bufSize := uint64(4096)
@@ -40,7 +33,7 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 	write, forceShare := false, false
 	o := &ioOptions{} // cache=writeback: qemu-img bench's default
 	writethrough, native := false, false
-	bad := func(what string, suffixes bool) int {
+	bad := func(what string, suffixes bool) bool {
 		fmt.Fprintf(stderr, "%s: Invalid %s specified", imgProg, what)
 		if suffixes {
 			fmt.Fprintf(stderr, ". You may use k, M, G, T, P or E suffixes for\n"+
@@ -48,18 +41,10 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintln(stderr)
 		}
-		return 1
+		return false
 	}
-	for done := false; !done; {
-		c, arg := g.next()
+	a, rc, ok := imgGetopt(args, "c:d:f:ni:o:qs:S:t:wU", []longOption{{"pattern", true, 'P'}, {"force-share", false, 'U'}}, stdout, stderr, func(c rune, arg string) bool {
 		switch c {
-		case 0:
-			done = true
-		case '?':
-			return imgTryHelp(stderr)
-		case 'h':
-			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["bench"].usage)
-			return 0
 		case 'c':
 			n, err := strconv.ParseUint(arg, 0, 31)
 			if err != nil {
@@ -87,7 +72,7 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 				native = true
 			default:
 				fmt.Fprintf(stderr, "%s: -i %s is not supported by minivmm img bench\n", imgProg, arg)
-				return 1
+				return false
 			}
 		case 'o':
 			n, err := cmdline.ParseSize(arg)
@@ -111,7 +96,7 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 			wt, ok := imgCacheMode(arg, o)
 			if !ok {
 				fmt.Fprintf(stderr, "%s: Invalid cache mode\n", imgProg)
-				return 1
+				return false
 			}
 			writethrough = wt
 		case 'w':
@@ -120,30 +105,32 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 			n, err := strconv.ParseUint(arg, 0, 64)
 			if err != nil || n > 0xff {
 				fmt.Fprintf(stderr, "%s: Invalid pattern byte specified\n", imgProg)
-				return 1
+				return false
 			}
 			pattern = byte(n)
 		case 'q':
 			// Accepted, and (as qemu-img bench's) without effect.
 		case 'U':
 			forceShare = true
-		case 'A':
-			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
 		}
+		return true
+	})
+	if !ok {
+		return rc
 	}
-	if len(g.operands) != 1 {
+	if len(a.operands) != 1 {
 		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
 		return imgTryHelp(stderr)
 	}
 	if step == 0 {
 		step = bufSize
 	}
-	filename := g.operands[0]
+	filename := a.operands[0]
 	if native && !o.nocache {
 		fmt.Fprintf(stderr, "%s: Could not open '%s': aio=native was specified, but it requires cache.direct=on, which was not specified.\n", imgProg, filename)
 		return 1
 	}
-	s, ok := newImgSession(addFds, stderr)
+	s, ok := newImgSession(a.addFds, stderr)
 	if !ok {
 		return 1
 	}

@@ -14,7 +14,6 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/qcow2"
-	"minivmm/cmdline"
 	"minivmm/qemuopen"
 )
 
@@ -26,15 +25,6 @@ func init() {
 }
 
 func runImgCheck(args []string, stdout, stderr io.Writer) int {
-	g := &getopt{
-		prog: imgProg, args: args, short: "hf:r:T:qU", stderr: stderr,
-		long: []longOption{
-			{"help", false, 'h'}, {"format", true, 'f'}, {"repair", true, 'r'},
-			{"output", true, 'O'}, {"object", true, 'o'}, {"image-opts", false, 'I'},
-			{"force-share", false, 'U'}, {"add-fd", true, 'A'},
-		},
-		dash: []longOption{{"add-fd", true, 'A'}},
-	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, imgProg+": "+format+"\n", a...)
 		return 1
@@ -42,23 +32,17 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 	var format, output = "", "human"
 	var quiet, forceShare bool
 	var fix int
-	var addFds []cmdline.Occurrence
-	for {
-		c, arg := g.next()
-		if c == 0 {
-			break
-		}
+	a, rc, ok := imgGetopt(args, "f:r:T:qU", []longOption{
+		{"format", true, 'f'}, {"repair", true, 'r'}, {"output", true, 'O'}, {"object", true, 'o'},
+		{"image-opts", false, 'I'}, {"force-share", false, 'U'},
+	}, stdout, stderr, func(c rune, arg string) bool {
 		switch c {
-		case '?':
-			return 1
-		case 'h':
-			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["check"].usage)
-			return 0
 		case 'f':
 			format = arg
 		case 'r':
 			if arg != "leaks" && arg != "all" {
-				return fail("Unknown option for -r (expecting 'leaks' or 'all'): %s", arg)
+				fail("Unknown option for -r (expecting 'leaks' or 'all'): %s", arg)
+				return false
 			}
 			fix = qcow2.FixLeaks
 			if arg == "all" {
@@ -66,29 +50,35 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 			}
 		case 'O':
 			if arg != "human" && arg != "json" {
-				return fail("--output must be used with human or json as argument.")
+				fail("--output must be used with human or json as argument.")
+				return false
 			}
 			output = arg
 		case 'q':
 			quiet = true
 		case 'U':
 			forceShare = true
-		case 'A':
-			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
 		case 'T':
-			return fail("option -T is not supported by minivmm img check")
+			fail("option -T is not supported by minivmm img check")
+			return false
 		case 'o', 'I':
-			return fail("option --%s is not supported by minivmm img check", map[rune]string{'o': "object", 'I': "image-opts"}[c])
+			fail("option --%s is not supported by minivmm img check", map[rune]string{'o': "object", 'I': "image-opts"}[c])
+			return false
 		}
+		return true
+	})
+	if !ok {
+		return rc
 	}
-	if len(g.operands) != 1 {
-		return fail("Expecting one image file name")
+	if len(a.operands) != 1 {
+		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
+		return imgTryHelp(stderr)
 	}
-	filename := g.operands[0]
+	filename := a.operands[0]
 
 	reg := qemuopen.New(qemuopen.Config{})
 	defer reg.CloseAll()
-	if err := (&vmm{stderr: stderr, fds: reg}).addFds(addFds); err != nil {
+	if err := (&vmm{stderr: stderr, fds: reg}).addFds(a.addFds); err != nil {
 		return fail("%v", err)
 	}
 	graph := block.NewGraph(reg)

@@ -91,24 +91,10 @@ func fileOf(n *block.Node) string {
 }
 
 func runImgCommit(args []string, stdout, stderr io.Writer) int {
-	g := &getopt{
-		prog: imgProg, args: args, short: "f:ht:b:dpqr:", stderr: stderr,
-		long: []longOption{{"help", false, 'h'}, {"add-fd", true, 'A'}},
-		dash: []longOption{{"add-fd", true, 'A'}},
-	}
 	var format, base string
-	var addFds []cmdline.Occurrence
 	quiet, drop, progress := false, false, false
-	for done := false; !done; {
-		c, arg := g.next()
+	a, rc, ok := imgGetopt(args, "f:t:b:dpqr:", nil, stdout, stderr, func(c rune, arg string) bool {
 		switch c {
-		case 0:
-			done = true
-		case '?':
-			return imgTryHelp(stderr)
-		case 'h':
-			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["commit"].usage)
-			return 0
 		case 'f':
 			format = arg
 		case 'b':
@@ -121,21 +107,23 @@ func runImgCommit(args []string, stdout, stderr io.Writer) int {
 		case 'q':
 			quiet = true
 		case 't', 'r':
-		case 'A':
-			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
 		}
+		return true
+	})
+	if !ok {
+		return rc
 	}
 	if quiet {
 		progress = false
 	}
-	if len(g.operands) != 1 {
+	if len(a.operands) != 1 {
 		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
 		return imgTryHelp(stderr)
 	}
-	filename := g.operands[0]
+	filename := a.operands[0]
 
 	// The chain as the image names it.
-	im, ok := imgOpen(filename, format, false, false, addFds, stderr)
+	im, ok := imgOpen(filename, format, false, false, a.addFds, stderr)
 	if !ok {
 		return 1
 	}
@@ -159,12 +147,12 @@ func runImgCommit(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	if err := commitChain(chain[:baseIdx+1], addFds, stderr, &imgProgress{w: stdout, on: progress}); err != nil {
+	if err := commitChain(chain[:baseIdx+1], a.addFds, stderr, &imgProgress{w: stdout, on: progress}); err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
 		return 1
 	}
 	if !drop {
-		if err := emptyImage(chain[0], addFds, stderr); err != nil {
+		if err := emptyImage(chain[0], a.addFds, stderr); err != nil {
 			fmt.Fprintf(stderr, "%s: Could not empty %s: %s\n", imgProg, filename, message(err))
 			return 1
 		}

@@ -57,23 +57,9 @@ func allZeroBytes(p []byte) bool {
 func runImgCompare(args []string, stdout, stderr io.Writer) int {
 	var fmt1, fmt2 string
 	var strict, imageOpts, forceShare bool
-	g := &getopt{
-		prog: imgProg, args: args, short: "hf:F:T:pqsU", stderr: stderr,
-		long: []longOption{
-			{"help", false, 'h'}, {"image-opts", false, 'I'}, {"force-share", false, 'U'},
-		},
-	}
 	quiet := false
-	for done := false; !done; {
-		opt, arg := g.next()
+	a, rc, ok := imgGetopt(args, "f:F:T:pqsU", []longOption{{"image-opts", false, 'I'}, {"force-share", false, 'U'}}, stdout, stderr, func(opt rune, arg string) bool {
 		switch opt {
-		case 0:
-			done = true
-		case '?':
-			return imgTryHelp(stderr)
-		case 'h':
-			fmt.Fprintf(stdout, "usage: %s\n", imgCommands["compare"].usage)
-			return 0
 		case 'f':
 			fmt1 = arg
 		case 'F':
@@ -89,8 +75,12 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 		case 'I':
 			imageOpts = true
 		}
+		return true
+	})
+	if !ok {
+		return rc
 	}
-	if len(g.operands) != 2 {
+	if len(a.operands) != 2 {
 		fmt.Fprintf(stderr, "%s: Expecting two image file names\n", imgProg)
 		return imgTryHelp(stderr)
 	}
@@ -103,7 +93,7 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, format, a...)
 		}
 	}
-	name1, name2 := g.operands[0], g.operands[1]
+	name1, name2 := a.operands[0], a.operands[1]
 	im1, ok := imgOpen(name1, fmt1, imageOpts, forceShare, nil, stderr)
 	if !ok {
 		return 2

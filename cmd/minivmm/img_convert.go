@@ -171,15 +171,9 @@ const convertChunk = 2 << 20
 const convertZeroMax = 1 << 30
 
 func runImgConvert(args []string, stdout, stderr io.Writer) int {
-	g := &getopt{
-		prog: imgProg, args: args, short: "hf:O:o:cpqnm:WUt:T:", stderr: stderr,
-		long: []longOption{{"help", false, 'h'}, {"force-share", false, 'U'}, {"add-fd", true, 'A'}},
-		dash: []longOption{{"add-fd", true, 'A'}},
-	}
 	var srcFmt string
 	outFmt := "raw"
 	var optStrs []string
-	var addFds []cmdline.Occurrence
 	progress, quiet, noCreate, outOfOrder, forceShare, compress := false, false, false, false, false, false
 	workers := 8
 	// qemu-img convert's defaults: cache=unsafe for the destination
@@ -187,16 +181,8 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 	dstOpts := &ioOptions{noFlush: true, unmap: true}
 	srcOpts := &ioOptions{readOnly: true}
 	dstWritethrough := false
-	for done := false; !done; {
-		c, arg := g.next()
+	a, rc, ok := imgGetopt(args, "f:O:o:cpqnm:WUt:T:", []longOption{{"force-share", false, 'U'}}, stdout, stderr, func(c rune, arg string) bool {
 		switch c {
-		case 0:
-			done = true
-		case '?':
-			return imgTryHelp(stderr)
-		case 'h':
-			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["convert"].usage)
-			return 0
 		case 'f':
 			srcFmt = arg
 		case 'O':
@@ -219,7 +205,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 1 || n > 16 {
 				fmt.Fprintf(stderr, "%s: Invalid number of coroutines. Allowed number of coroutines is between 1 and 16\n", imgProg)
-				return 1
+				return false
 			}
 			workers = n
 		case 't', 'T':
@@ -234,33 +220,35 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 					what = "source cache"
 				}
 				fmt.Fprintf(stderr, "%s: Invalid %s option: %s\n", imgProg, what, arg)
-				return 1
+				return false
 			}
 			if c == 't' {
 				dstWritethrough = wt
 			}
-		case 'A':
-			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
 		}
+		return true
+	})
+	if !ok {
+		return rc
 	}
 	if quiet {
 		progress = false
 	}
-	if len(g.operands) < 2 {
+	if len(a.operands) < 2 {
 		fmt.Fprintf(stderr, "%s: Expecting image file name\n", imgProg)
 		return imgTryHelp(stderr)
 	}
-	if len(g.operands) > 2 {
+	if len(a.operands) > 2 {
 		fmt.Fprintf(stderr, "%s: minivmm img convert takes exactly one source image\n", imgProg)
 		return 1
 	}
-	srcName, dstName := g.operands[0], g.operands[1]
+	srcName, dstName := a.operands[0], a.operands[1]
 	if noCreate && len(optStrs) > 0 {
 		fmt.Fprintf(stderr, "%s: -o has no effect when skipping image creation\n", imgProg)
 		return 1
 	}
 
-	s, ok := newImgSession(addFds, stderr)
+	s, ok := newImgSession(a.addFds, stderr)
 	if !ok {
 		return 1
 	}

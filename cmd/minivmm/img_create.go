@@ -40,26 +40,11 @@ var createKinds = map[string]map[string]cmdline.Kind{
 const tryHelp = "Try 'qemu-img --help' for more information\n"
 
 func runImgCreate(args []string, stdout, stderr io.Writer) int {
-	g := &getopt{
-		prog: imgProg, args: args, short: "F:b:f:ho:qu", stderr: stderr,
-		long: []longOption{{"help", false, 'h'}, {"add-fd", true, 'A'}},
-		dash: []longOption{{"add-fd", true, 'A'}},
-	}
 	format, backing, backingFmt := "raw", "", ""
 	var optStrs []string
-	var addFds []cmdline.Occurrence
 	quiet, unsafe := false, false
-	for done := false; !done; {
-		c, arg := g.next()
+	a, rc, ok := imgGetopt(args, "F:b:f:o:qu", nil, stdout, stderr, func(c rune, arg string) bool {
 		switch c {
-		case 0:
-			done = true
-		case '?':
-			io.WriteString(stderr, tryHelp)
-			return 1
-		case 'h':
-			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["create"].usage)
-			return 0
 		case 'f':
 			format = arg
 		case 'b':
@@ -72,27 +57,29 @@ func runImgCreate(args []string, stdout, stderr io.Writer) int {
 			quiet = true
 		case 'u':
 			unsafe = true
-		case 'A':
-			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
 		}
+		return true
+	})
+	if !ok {
+		return rc
 	}
 	switch {
-	case len(g.operands) == 0:
+	case len(a.operands) == 0:
 		fmt.Fprintf(stderr, "%s: Expecting image file name\n%s", imgProg, tryHelp)
 		return 1
-	case len(g.operands) > 2:
-		fmt.Fprintf(stderr, "%s: Unexpected argument: %s\n%s", imgProg, g.operands[2], tryHelp)
+	case len(a.operands) > 2:
+		fmt.Fprintf(stderr, "%s: Unexpected argument: %s\n%s", imgProg, a.operands[2], tryHelp)
 		return 1
 	}
-	filename := g.operands[0]
+	filename := a.operands[0]
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "%s: %s: %s\n", imgProg, filename, fmt.Sprintf(format, a...))
 		return 1
 	}
 	var size uint64
 	haveSize := false
-	if len(g.operands) == 2 {
-		n, err := cmdline.ParseSize(g.operands[1])
+	if len(a.operands) == 2 {
+		n, err := cmdline.ParseSize(a.operands[1])
 		if err != nil || n > 1<<63-1 {
 			fmt.Fprintf(stderr, "%s: Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n"+
 				"%s: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.\n", imgProg, imgProg)
@@ -130,7 +117,7 @@ func runImgCreate(args []string, stdout, stderr io.Writer) int {
 
 	reg := qemuopen.New(qemuopen.Config{})
 	defer reg.CloseAll()
-	if err := (&vmm{stderr: stderr, fds: reg}).addFds(addFds); err != nil {
+	if err := (&vmm{stderr: stderr, fds: reg}).addFds(a.addFds); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", imgProg, err)
 		return 1
 	}

@@ -80,14 +80,44 @@ type imgCommonOpts struct {
 	addFds     []cmdline.Occurrence
 }
 
-func (c *imgCommonOpts) setOutput(arg string, stderr io.Writer) bool {
-	switch arg {
-	case "human", "json":
-		c.output = arg
+// parse reads the command line of info and map: their shared options,
+// those in more (handled by opt), and one image file name.
+func (c *imgCommonOpts) parse(args []string, more []longOption, stdout, stderr io.Writer,
+	opt func(c rune) bool) (filename string, rc int, ok bool) {
+	long := append([]longOption{{"format", true, 'f'}, {"output", true, 'O'},
+		{"image-opts", false, 'I'}, {"force-share", false, 'U'}}, more...)
+	a, rc, ok := imgGetopt(args, "f:U", long, stdout, stderr, func(o rune, arg string) bool {
+		switch o {
+		case 'f':
+			c.format = arg
+		case 'O':
+			if arg != "human" && arg != "json" {
+				fmt.Fprintf(stderr, "%s: --output must be used with human or json as argument.\n", imgProg)
+				return false
+			}
+			c.output = arg
+		case 'I':
+			c.imageOpts = true
+		case 'U':
+			c.forceShare = true
+		default:
+			return opt(o)
+		}
 		return true
+	})
+	if !ok {
+		return "", rc, false
 	}
-	fmt.Fprintf(stderr, "%s: --output must be used with human or json as argument.\n", imgProg)
-	return false
+	c.addFds = a.addFds
+	if len(a.operands) != 1 {
+		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
+		return "", imgTryHelp(stderr), false
+	}
+	if c.imageOpts && c.format != "" {
+		fmt.Fprintf(stderr, "%s: --image-opts and --format are mutually exclusive\n", imgProg)
+		return "", 1, false
+	}
+	return a.operands[0], 0, true
 }
 
 func imgTryHelp(stderr io.Writer) int {
@@ -326,51 +356,13 @@ func (ii *imageInfo) human(b *strings.Builder) {
 func runImgInfo(args []string, stdout, stderr io.Writer) int {
 	c := imgCommonOpts{output: "human"}
 	chain := false
-	g := &getopt{
-		prog: imgProg, args: args, short: "f:htU", stderr: stderr,
-		long: []longOption{
-			{"help", false, 'h'}, {"format", true, 'f'}, {"output", true, 'O'},
-			{"backing-chain", false, 'b'}, {"image-opts", false, 'I'}, {"force-share", false, 'U'},
-			{"add-fd", true, 'A'},
-		},
-		dash: []longOption{{"add-fd", true, 'A'}},
-	}
-	for done := false; !done; {
-		opt, arg := g.next()
-		switch opt {
-		case 0:
-			done = true
-		case '?':
-			return imgTryHelp(stderr)
-		case 'h':
-			fmt.Fprintf(stdout, "usage: %s\n", imgCommands["info"].usage)
-			return 0
-		case 'f':
-			c.format = arg
-		case 'O':
-			if !c.setOutput(arg, stderr) {
-				return 1
-			}
-		case 'b':
-			chain = true
-		case 'I':
-			c.imageOpts = true
-		case 'U':
-			c.forceShare = true
-		case 'A':
-			c.addFds = append(c.addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
-		}
-	}
-	if len(g.operands) != 1 {
-		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
-		return imgTryHelp(stderr)
-	}
-	if c.imageOpts && c.format != "" {
-		fmt.Fprintf(stderr, "%s: --image-opts and --format are mutually exclusive\n", imgProg)
-		return 1
+	filename, rc, ok := c.parse(args, []longOption{{"backing-chain", false, 'b'}}, stdout, stderr,
+		func(rune) bool { chain = true; return true })
+	if !ok {
+		return rc
 	}
 	var infos []*imageInfo
-	filename, format, imageOpts := g.operands[0], c.format, c.imageOpts
+	format, imageOpts := c.format, c.imageOpts
 	seen := map[string]bool{}
 	for {
 		if chain && !imageOpts {

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"minivmm/block"
-	"minivmm/cmdline"
 )
 
 func init() {
@@ -108,47 +107,11 @@ func hexAlt(v int64) string {
 
 func runImgMap(args []string, stdout, stderr io.Writer) int {
 	c := imgCommonOpts{output: "human"}
-	g := &getopt{
-		prog: imgProg, args: args, short: "f:hU", stderr: stderr,
-		long: []longOption{
-			{"help", false, 'h'}, {"format", true, 'f'}, {"output", true, 'O'},
-			{"image-opts", false, 'I'}, {"force-share", false, 'U'}, {"add-fd", true, 'A'},
-		},
-		dash: []longOption{{"add-fd", true, 'A'}},
+	filename, rc, ok := c.parse(args, nil, stdout, stderr, nil)
+	if !ok {
+		return rc
 	}
-	for done := false; !done; {
-		opt, arg := g.next()
-		switch opt {
-		case 0:
-			done = true
-		case '?':
-			return imgTryHelp(stderr)
-		case 'h':
-			fmt.Fprintf(stdout, "usage: %s\n", imgCommands["map"].usage)
-			return 0
-		case 'f':
-			c.format = arg
-		case 'O':
-			if !c.setOutput(arg, stderr) {
-				return 1
-			}
-		case 'I':
-			c.imageOpts = true
-		case 'U':
-			c.forceShare = true
-		case 'A':
-			c.addFds = append(c.addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
-		}
-	}
-	if len(g.operands) != 1 {
-		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
-		return imgTryHelp(stderr)
-	}
-	if c.imageOpts && c.format != "" {
-		fmt.Fprintf(stderr, "%s: --image-opts and --format are mutually exclusive\n", imgProg)
-		return 1
-	}
-	im, ok := imgOpen(g.operands[0], c.format, c.imageOpts, c.forceShare, c.addFds, stderr)
+	im, ok := imgOpen(filename, c.format, c.imageOpts, c.forceShare, c.addFds, stderr)
 	if !ok {
 		return 1
 	}

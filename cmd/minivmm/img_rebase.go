@@ -16,7 +16,6 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/qcow2"
-	"minivmm/cmdline"
 )
 
 func init() {
@@ -28,24 +27,10 @@ func init() {
 const rebaseChunk = 1 << 20
 
 func runImgRebase(args []string, stdout, stderr io.Writer) int {
-	g := &getopt{
-		prog: imgProg, args: args, short: "hf:F:b:upt:T:qU", stderr: stderr,
-		long: []longOption{{"help", false, 'h'}, {"add-fd", true, 'A'}},
-		dash: []longOption{{"add-fd", true, 'A'}},
-	}
 	var format, backingFmt, backing string
-	var addFds []cmdline.Occurrence
 	haveBacking, unsafe, progress, quiet := false, false, false, false
-	for done := false; !done; {
-		c, arg := g.next()
+	a, rc, ok := imgGetopt(args, "f:F:b:upt:T:qU", nil, stdout, stderr, func(c rune, arg string) bool {
 		switch c {
-		case 0:
-			done = true
-		case '?':
-			return imgTryHelp(stderr)
-		case 'h':
-			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["rebase"].usage)
-			return 0
 		case 'f':
 			format = arg
 		case 'F':
@@ -59,14 +44,16 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 		case 'q':
 			quiet = true
 		case 't', 'T', 'U':
-		case 'A':
-			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
 		}
+		return true
+	})
+	if !ok {
+		return rc
 	}
 	if quiet {
 		progress = false
 	}
-	if len(g.operands) != 1 {
+	if len(a.operands) != 1 {
 		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
 		return imgTryHelp(stderr)
 	}
@@ -74,7 +61,7 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: Must specify backing file (-b) or use unsafe mode (-u)\n", imgProg)
 		return imgTryHelp(stderr)
 	}
-	filename := g.operands[0]
+	filename := a.operands[0]
 	if backing == "" {
 		backingFmt = ""
 	} else if backingFmt == "" {
@@ -88,7 +75,7 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	s, ok := newImgSession(addFds, stderr)
+	s, ok := newImgSession(a.addFds, stderr)
 	if !ok {
 		return 1
 	}

@@ -25,48 +25,32 @@ const imgShrinkHint = "%s: Use the --shrink option to perform a shrink operation
 	"Before performing such an operation, make sure there is no important data there.\n"
 
 func runImgResize(args []string, stdout, stderr io.Writer) int {
-	// As qemu-img: a last argument starting with '-' is the size
-	// ("-1G"), taken out before the options are parsed.
-	var sizeArg string
-	haveSize := false
-	if len(args) >= 2 && strings.HasPrefix(args[len(args)-1], "-") && args[len(args)-1] != "--" {
-		sizeArg, haveSize = args[len(args)-1], true
-		args = args[:len(args)-1]
+	// As qemu-img, the last argument is the size, taken out before the
+	// options are parsed so that "-1G" is not read as an option.
+	if len(args) < 2 {
+		fmt.Fprintf(stderr, "%s: Not enough arguments\n", imgProg)
+		return imgTryHelp(stderr)
 	}
-	g := &getopt{
-		prog: imgProg, args: args, short: "f:hq", stderr: stderr,
-		long: []longOption{{"help", false, 'h'}, {"shrink", false, 'S'}, {"add-fd", true, 'A'}},
-		dash: []longOption{{"add-fd", true, 'A'}},
-	}
+	sizeArg := args[len(args)-1]
+	args = args[:len(args)-1]
 	var format string
-	var addFds []cmdline.Occurrence
 	quiet, shrink := false, false
-	for done := false; !done; {
-		c, arg := g.next()
+	a, rc, ok := imgGetopt(args, "f:q", []longOption{{"shrink", false, 'S'}}, stdout, stderr, func(c rune, arg string) bool {
 		switch c {
-		case 0:
-			done = true
-		case '?':
-			return imgTryHelp(stderr)
-		case 'h':
-			fmt.Fprintf(stdout, "usage: minivmm img %s\n", imgCommands["resize"].usage)
-			return 0
 		case 'f':
 			format = arg
 		case 'q':
 			quiet = true
 		case 'S':
 			shrink = true
-		case 'A':
-			addFds = append(addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
 		}
+		return true
+	})
+	if !ok {
+		return rc
 	}
-	ops := g.operands
-	if !haveSize && len(ops) == 2 {
-		sizeArg, haveSize = ops[1], true
-		ops = ops[:1]
-	}
-	if !haveSize || len(ops) != 1 {
+	ops := a.operands
+	if len(ops) != 1 {
 		fmt.Fprintf(stderr, "%s: Expecting image file name and size\n", imgProg)
 		return imgTryHelp(stderr)
 	}
@@ -87,7 +71,7 @@ func runImgResize(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	s, ok := newImgSession(addFds, stderr)
+	s, ok := newImgSession(a.addFds, stderr)
 	if !ok {
 		return 1
 	}
