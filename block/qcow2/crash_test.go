@@ -65,6 +65,18 @@ func TestWriteCrashChild(t *testing.T) {
 	select {}
 }
 
+// crashKinds are the images TestWriteCrash crashes writers of: qemu-img
+// create options, and a setup run on the new image.
+var crashKinds = []struct {
+	name  string
+	opts  string
+	runs  int
+	setup func(t *testing.T, img string)
+}{
+	{name: "4k", opts: "cluster_size=4096", runs: 24},
+	{name: "extended L2", opts: "cluster_size=16384,extended_l2=on", runs: 12},
+}
+
 // TestWriteCrash kills a writing child at random moments: qemu-img
 // check must find no corruption (leaks allowed), and everything flushed
 // must read back.
@@ -73,11 +85,22 @@ func TestWriteCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	dir := t.TempDir()
-	img := filepath.Join(dir, "crash.qcow2")
-	run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img, "24M")
+	for _, k := range crashKinds {
+		t.Run(k.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "crash.qcow2")
+			run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", k.opts, img, "24M")
+			if k.setup != nil {
+				k.setup(t, img)
+			}
+			crashRuns(t, img, k.runs)
+		})
+	}
+}
+
+func crashRuns(t *testing.T, img string, runs int) {
 	r := rand.New(rand.NewPCG(9, 9))
-	for i := range 24 {
+	for i := range runs {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestWriteCrashChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(), fmt.Sprintf("QCOW2_CRASH_CHILD=%s:%d", img, i))
 		out, err := cmd.StdoutPipe()

@@ -265,20 +265,6 @@ func TestHeaderFields(t *testing.T) {
 			t.Errorf("read-write open of a corrupt image: %v", err)
 		}
 	})
-	t.Run("extended L2 refused for writing", func(t *testing.T) {
-		img := newTestImage(16, 1<<20)
-		img.h.IncompatibleFeatures = incompatExtL2
-		path := img.write(t)
-		before, _ := os.ReadFile(path)
-		g := fixture(t)
-		_, err := openQcow2(g, path, block.Options{"read-only": false})
-		if !errors.Is(err, errExtL2Write) || err.Error() != "minivmm cannot write qcow2 images with extended_l2 yet" {
-			t.Fatalf("read-write open: %v", err)
-		}
-		if after, _ := os.ReadFile(path); string(after) != string(before) {
-			t.Error("the image changed")
-		}
-	})
 	t.Run("auto-read-only becomes writable for a writer", func(t *testing.T) {
 		path := newTestImage(16, 1<<20).write(t)
 		g := fixture(t)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 
 	"golang.org/x/sys/unix"
 
@@ -29,7 +30,6 @@ const (
 )
 
 var (
-	errExtL2Write     = errors.New("minivmm cannot write qcow2 images with extended_l2 yet")
 	errSnapWrite      = errors.New("minivmm cannot write qcow2 images with internal snapshots yet")
 	errShrink         = fmt.Errorf("qcow2: shrinking images is not supported by minivmm yet: %w", block.ErrNotSupported)
 	errNotCopiedL2    = errors.New("qcow2: shared L2 tables (refcount > 1) cannot be written by minivmm yet")
@@ -43,8 +43,6 @@ func (img *image) checkWritable() error {
 	switch {
 	case h.IncompatibleFeatures&incompatCorrupt != 0:
 		return errCorruptWrite
-	case h.extL2():
-		return errExtL2Write
 	case h.IncompatibleFeatures&incompatDataFile != 0 || h.AutoclearFeatures&autoclearDataFileRaw != 0:
 		return errors.New("minivmm cannot write qcow2 images with an external data file yet")
 	case h.CryptMethod != cryptNone:
@@ -244,6 +242,12 @@ func (img *image) writeMeta(p []byte, off int64, ign int) error { return img.che
 // l2Slot finds the L2 entry of guest cluster c: the L2 table's offset (0
 // if none), the entry, and whether the L1 entry has COPIED.
 func (img *image) l2Slot(c int64) (l2Off int64, e uint64, copied bool, err error) {
+	l2Off, e, _, copied, err = img.l2Entry(c)
+	return l2Off, e, copied, err
+}
+
+// l2Entry is l2Slot with the subcluster bitmap (0 without extended L2).
+func (img *image) l2Entry(c int64) (l2Off int64, e, bm uint64, copied bool, err error) {
 	l1i := c >> img.l2Bits
 	img.l1mu.RLock()
 	var l1e uint64
@@ -253,19 +257,23 @@ func (img *image) l2Slot(c int64) (l2Off int64, e uint64, copied bool, err error
 	img.l1mu.RUnlock()
 	l2Off = int64(l1e & offsetMask)
 	if l2Off == 0 {
-		return 0, 0, false, nil
+		return 0, 0, 0, false, nil
 	}
 	if l1e&l1Reserved != 0 || l2Off&(img.clusterSize-1) != 0 {
-		return 0, 0, false, corrupt("L1 entry %#x at index %#x is invalid", l1e, l1i)
+		return 0, 0, 0, false, corrupt("L1 entry %#x at index %#x is invalid", l1e, l1i)
 	}
 	l2i := c & (1<<img.l2Bits - 1)
 	slice := l2i / img.sliceEntries
 	t, err := img.cache.get(l2Off + slice*img.sliceBytes)
 	if err != nil {
-		return 0, 0, false, err
+		return 0, 0, 0, false, err
 	}
-	e = binary.BigEndian.Uint64(t[8*(l2i%img.sliceEntries):])
-	return l2Off, e, l1e&flagCopied != 0, nil
+	o := (l2i % img.sliceEntries) * int64(img.entryWords) * 8
+	e = binary.BigEndian.Uint64(t[o:])
+	if img.extL2 {
+		bm = binary.BigEndian.Uint64(t[o+8:])
+	}
+	return l2Off, e, bm, l1e&flagCopied != 0, nil
 }
 
 // ensureL2 returns the L2 table of L1 index l1i, allocating one if the
@@ -331,9 +339,14 @@ func (img *image) setL1(i int64, e uint64) error {
 	return nil
 }
 
-// setL2 writes the L2 entry of guest cluster c in table l2Off (the
-// sector holding it) and publishes the updated slice to the cache.
-func (img *image) setL2(l2Off, c int64, e uint64) error {
+// setL2 writes the L2 entry of guest cluster c in table l2Off; with
+// extended L2 its bitmap becomes 0 (what a compressed cluster needs).
+func (img *image) setL2(l2Off, c int64, e uint64) error { return img.setL2Entry(l2Off, c, e, 0) }
+
+// setL2Entry writes the L2 entry (and, with extended L2, the bitmap) of
+// guest cluster c in table l2Off (the sector holding it) and publishes
+// the updated slice to the cache.
+func (img *image) setL2Entry(l2Off, c int64, e, bm uint64) error {
 	l2i := c & (1<<img.l2Bits - 1)
 	sliceOff := l2Off + l2i/img.sliceEntries*img.sliceBytes
 	t, err := img.cache.get(sliceOff)
@@ -341,9 +354,12 @@ func (img *image) setL2(l2Off, c int64, e uint64) error {
 		return err
 	}
 	nt := append([]byte(nil), t...)
-	i := l2i % img.sliceEntries
-	binary.BigEndian.PutUint64(nt[8*i:], e)
-	sec := (8 * i) &^ 511
+	o := (l2i % img.sliceEntries) * int64(img.entryWords) * 8
+	binary.BigEndian.PutUint64(nt[o:], e)
+	if img.extL2 {
+		binary.BigEndian.PutUint64(nt[o+8:], bm)
+	}
+	sec := o &^ 511
 	if err := img.checkedWrite(nt[sec:min(sec+512, int64(len(nt)))], sliceOff+sec, olL2); err != nil {
 		return err
 	}
@@ -445,10 +461,15 @@ func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 	for q, o := p, off; len(q) > 0; {
 		c, in := o>>img.clusterBits, o&(cs-1)
 		n := min(int64(len(q)), cs-in)
-		_, e, _, err := img.l2Slot(c)
+		_, e, bm, _, err := img.l2Entry(c)
 		host := int64(e & offsetMask)
 		if err != nil || e&flagCopied == 0 || e&(flagCompressed|flagZero) != 0 || host == 0 ||
 			e&l2StdReserved != 0 || host&(cs-1) != 0 || img.overlap(host+in, n, 0) != "" {
+			return false, nil
+		}
+		// With subclusters, the metadata stays unchanged only if every
+		// subcluster written is already allocated.
+		if m := img.scMask(in, in+n); img.extL2 && bm&m != m {
 			return false, nil
 		}
 		spans = append(spans, inPlaceSpan{host + in, q[:n]})
@@ -462,12 +483,22 @@ func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 	return true, nil
 }
 
+// pending is a cluster of a write that needs a new host cluster: the
+// guest data p lands at byte in of it, and the bytes [lo, hi) of the
+// cluster are written (the rest of them filled from what the guest sees
+// there now).
 type pending struct {
 	c, l2Off, host int64
-	start          int64 // guest offset of the cluster
+	in, lo, hi     int64
 	p              []byte
-	inCluster      int64
-	old            uint64
+	old            uint64 // the entry replaced: one reference dropped once it is unreferenced
+	bm             uint64 // the new subcluster bitmap (extended L2)
+}
+
+// owned reports a normal cluster the image alone references (COPIED):
+// written in place.
+func (img *image) owned(e uint64) bool {
+	return e&flagCopied != 0 && e&flagCompressed == 0 && e&offsetMask != 0 && (img.extL2 || e&flagZero == 0)
 }
 
 func (img *image) writeLocked(p []byte, off int64) error {
@@ -477,27 +508,20 @@ func (img *image) writeLocked(p []byte, off int64) error {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
 		n := min(int64(len(p)), cs-in)
-		_, e, _, err := img.l2Slot(c)
+		_, e, bm, _, err := img.l2Entry(c)
 		if err != nil {
 			return err
 		}
-		if e&flagCopied != 0 && e&(flagCompressed|flagZero) == 0 && e&offsetMask != 0 {
-			if e&l2StdReserved != 0 || int64(e&offsetMask)&(cs-1) != 0 {
-				return corrupt("L2 entry %#x is invalid", e)
-			}
-			if err := img.checkedWrite(p[:n], int64(e&offsetMask)+in, 0); err != nil {
+		if img.owned(e) {
+			if err := img.writeOwned(c, e, bm, in, p[:n]); err != nil {
 				return err
 			}
 		} else {
-			l2Off, err := img.ensureL2(c >> img.l2Bits)
+			a, err := img.planAlloc(c, e, bm, in, p[:n])
 			if err != nil {
 				return err
 			}
-			host, err := img.rc.alloc()
-			if err != nil {
-				return err
-			}
-			allocs = append(allocs, pending{c: c, l2Off: l2Off, host: host, start: c * cs, p: p[:n], inCluster: in, old: e})
+			allocs = append(allocs, a)
 		}
 		p, off = p[n:], off+n
 	}
@@ -511,22 +535,17 @@ func (img *image) writeLocked(p []byte, off int64) error {
 	}
 	buf := make([]byte, cs)
 	for _, a := range allocs {
-		if int64(len(a.p)) < cs {
-			clear(buf)
-			if n := min(cs, img.length-a.start); n > 0 {
-				if _, err := img.ReadAt(buf[:n], a.start); err != nil {
-					return err
-				}
-			}
+		b := buf[:a.hi-a.lo]
+		if err := img.fillAround(b, a.c*cs, a.lo, a.in, a.p); err != nil {
+			return err
 		}
-		copy(buf[a.inCluster:], a.p)
-		if err := img.checkedWrite(buf, a.host, 0); err != nil {
+		if err := img.checkedWrite(b, a.host+a.lo, 0); err != nil {
 			return err
 		}
 	}
 	var olds []uint64
 	for _, a := range allocs {
-		if err := img.setL2(a.l2Off, a.c, uint64(a.host)|flagCopied); err != nil {
+		if err := img.setL2Entry(a.l2Off, a.c, uint64(a.host)|flagCopied, a.bm); err != nil {
 			return err
 		}
 		if a.old != 0 {
@@ -534,6 +553,103 @@ func (img *image) writeLocked(p []byte, off int64) error {
 		}
 	}
 	return img.freeAll(olds)
+}
+
+// writeOwned writes p at byte in of guest cluster c, a cluster the image
+// owns (entry e, bitmap bm), in place. With subclusters, the partial
+// subclusters at the edges that were not allocated get what showed
+// through there, and the touched subclusters become allocated.
+func (img *image) writeOwned(c int64, e, bm uint64, in int64, p []byte) error {
+	cs := img.clusterSize
+	host := int64(e & offsetMask)
+	if e&l2StdReserved != 0 || host&(cs-1) != 0 {
+		return corrupt("L2 entry %#x is invalid", e)
+	}
+	if !img.extL2 {
+		return img.checkedWrite(p, host+in, 0)
+	}
+	hi := in + int64(len(p))
+	mask := img.scMask(in, hi)
+	lo, end := img.scRound(in, hi)
+	if bm&mask&allocBitmapMask == mask {
+		lo, end = in, hi // every edge is allocated: its bytes stay
+	}
+	buf := make([]byte, end-lo)
+	if err := img.fillAround(buf, c*cs, lo, in, p); err != nil {
+		return err
+	}
+	if err := img.checkedWrite(buf, host+lo, 0); err != nil {
+		return err
+	}
+	nbm := (bm | mask) &^ (mask << subclusters)
+	if nbm == bm {
+		return nil
+	}
+	l2Off, err := img.ensureL2(c >> img.l2Bits)
+	if err != nil {
+		return err
+	}
+	return img.setL2Entry(l2Off, c, e, nbm)
+}
+
+// planAlloc allocates the host cluster (and L2 table) for a write of p at
+// byte in of guest cluster c, whose entry e (bitmap bm) is not owned.
+// Without subclusters the whole cluster is written. With them, a
+// compressed cluster becomes wholly allocated; otherwise only the
+// subclusters allocated before or touched now are, so that the backing
+// file still shows through the others.
+func (img *image) planAlloc(c int64, e, bm uint64, in int64, p []byte) (pending, error) {
+	cs := img.clusterSize
+	a := pending{c: c, in: in, p: p, lo: 0, hi: cs, old: e}
+	if img.extL2 && e&flagCompressed == 0 {
+		if e&offsetMask == 0 && bm&allocBitmapMask != 0 || bm&(bm>>subclusters)&allocBitmapMask != 0 {
+			return pending{}, corrupt("L2 entry %#x has an invalid subcluster bitmap %#x", e, bm)
+		}
+		alloc := bm&allocBitmapMask | img.scMask(in, in+int64(len(p)))
+		zero := (bm >> subclusters) &^ alloc
+		a.bm = alloc | zero<<subclusters
+		a.lo = int64(bits.TrailingZeros64(alloc)) << img.scBits
+		a.hi = int64(64-bits.LeadingZeros64(alloc)) << img.scBits
+	} else if img.extL2 {
+		a.bm = allocBitmapMask
+	}
+	if e&offsetMask == 0 && e&flagCompressed == 0 {
+		a.old = 0
+	}
+	var err error
+	if a.l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
+		return pending{}, err
+	}
+	if a.host, err = img.rc.alloc(); err != nil {
+		return pending{}, err
+	}
+	return a, nil
+}
+
+// fillAround fills b, the bytes of guest cluster start from byte lo of
+// it, with p at byte in and elsewhere what the guest sees there now
+// (zeroes past the end of the image).
+func (img *image) fillAround(b []byte, start, lo, in int64, p []byte) error {
+	pe := in + int64(len(p))
+	if err := img.readView(b[:in-lo], start+lo); err != nil {
+		return err
+	}
+	if err := img.readView(b[pe-lo:], start+pe); err != nil {
+		return err
+	}
+	copy(b[in-lo:], p)
+	return nil
+}
+
+// readView reads what the guest sees at off (zeroes past the end).
+func (img *image) readView(b []byte, off int64) error {
+	clear(b)
+	if n := min(int64(len(b)), img.length-off); n > 0 {
+		if _, err := img.ReadAt(b[:n], off); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteZeroes: on version 3 whole clusters get the zero flag (keeping
@@ -550,6 +666,13 @@ func (img *image) WriteZeroes(off, n int64, unmap bool) error {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
 		k := min(n, cs-in)
+		if img.extL2 {
+			if err := img.zeroesExt(c, in, k, unmap, &olds); err != nil {
+				return err
+			}
+			off, n = off+k, n-k
+			continue
+		}
 		l2Off, e, _, err := img.l2Slot(c)
 		if err != nil {
 			return err
@@ -565,17 +688,12 @@ func (img *image) WriteZeroes(off, n int64, unmap bool) error {
 			} else if e != 0 {
 				olds = append(olds, e)
 			}
-			if l2Off == 0 {
-				if l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
-					return err
-				}
-			}
-			if err := img.setL2(l2Off, c, ne); err != nil {
+			if err := img.setEntryOwned(c, ne, 0); err != nil {
 				return err
 			}
 		case whole && unmap && img.backing == nil && l2Off != 0:
 			if e != 0 {
-				if err := img.setL2(l2Off, c, 0); err != nil {
+				if err := img.setEntryOwned(c, 0, 0); err != nil {
 					return err
 				}
 				olds = append(olds, e)
@@ -606,6 +724,12 @@ func (img *image) Discard(off, n int64) error {
 		in := off & (cs - 1)
 		k := min(n, cs-in)
 		off, n = off+k, n-k
+		if img.extL2 {
+			if err := img.discardExt(c, in, k, &olds); err != nil {
+				return err
+			}
+			continue
+		}
 		if !(k == cs || in == 0 && off >= img.length) {
 			continue
 		}
@@ -619,19 +743,18 @@ func (img *image) Discard(off, n int64) error {
 				continue
 			}
 			ne = flagZero
-			if l2Off == 0 {
-				if l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
-					return err
-				}
-			}
-		}
-		if e == ne || l2Off == 0 {
+		} else if l2Off == 0 {
 			continue
 		}
-		if err := img.setL2(l2Off, c, ne); err != nil {
+		if e == ne {
+			continue
+		}
+		if err := img.setEntryOwned(c, ne, 0); err != nil {
 			return err
 		}
-		olds = append(olds, e)
+		if e&offsetMask != 0 || e&flagCompressed != 0 {
+			olds = append(olds, e)
+		}
 	}
 	return img.freeAll(olds)
 }

@@ -2,11 +2,13 @@ package qcow2
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"minivmm/block"
@@ -47,9 +49,16 @@ func qemuCompare(t testing.TB, img, raw string) {
 	}
 }
 
+// discardRule is how a discard shows in the guest's view.
+type discardRule struct {
+	keep  bool  // version 2 with a backing file: discard changes nothing
+	grain int64 // whole units of this size (cluster or subcluster) read as zeroes
+	align bool  // discard whole clusters only (compressed clusters keep partial discards)
+}
+
 // workload does random writes, zero writes and discards on n, mirrored
 // into shadow (the guest's expected view).
-func workload(t testing.TB, n *block.Node, shadow []byte, cs int64, ops int, seed uint64, v2Backing bool) {
+func workload(t testing.TB, n *block.Node, shadow []byte, cs int64, ops int, seed uint64, dr discardRule) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 1))
 	size := int64(len(shadow))
@@ -82,16 +91,21 @@ func workload(t testing.TB, n *block.Node, shadow []byte, cs int64, ops int, see
 			}
 			clear(shadow[off : off+l])
 		default:
+			if dr.align {
+				off &^= cs - 1
+				l = min(size-off, (l+cs-1)&^(cs-1))
+			}
 			if err := n.Discard(off, l); err != nil {
 				t.Fatalf("op %d discard %d+%d: %v", i, off, l, err)
 			}
-			if v2Backing {
+			if dr.keep {
 				break
 			}
-			// whole clusters (and the image's last partial one) read as zeroes
-			for c := off &^ (cs - 1); c < off+l; c += cs {
-				if c >= off && (c+cs <= off+l || off+l == size) {
-					clear(shadow[c:min(c+cs, size)])
+			// whole units (and the image's last partial one) read as zeroes
+			g := cmp.Or(dr.grain, cs)
+			for c := off &^ (g - 1); c < off+l; c += g {
+				if c >= off && (c+g <= off+l || off+l == size) {
+					clear(shadow[c:min(c+g, size)])
 				}
 			}
 		}
@@ -105,6 +119,7 @@ type writeCase struct {
 	cs       int64
 	compress bool
 	backing  bool
+	extL2    bool
 }
 
 func TestWriteInterop(t *testing.T) {
@@ -119,6 +134,12 @@ func TestWriteInterop(t *testing.T) {
 		{name: "compressed", create: []string{"cluster_size=65536"}, size: 8 << 20, cs: 65536, compress: true},
 		{name: "backing-v3", create: []string{"cluster_size=4096"}, size: 8 << 20, cs: 4096, backing: true},
 		{name: "backing-v2", create: []string{"cluster_size=4096,compat=0.10"}, size: 8 << 20, cs: 4096, backing: true},
+		{name: "ext-64k", create: []string{"cluster_size=65536,extended_l2=on"}, size: 32 << 20, cs: 65536, extL2: true},
+		{name: "ext-64k-backing", create: []string{"cluster_size=65536,extended_l2=on"}, size: 32 << 20, cs: 65536, backing: true, extL2: true},
+		{name: "ext-16k-rc1-backing", create: []string{"cluster_size=16384,extended_l2=on,refcount_bits=1"}, size: 8 << 20, cs: 16384, backing: true, extL2: true},
+		{name: "ext-2M", create: []string{"cluster_size=2M,extended_l2=on"}, size: 32 << 20, cs: 2 << 20, extL2: true},
+		{name: "ext-2M-backing", create: []string{"cluster_size=2M,extended_l2=on"}, size: 32 << 20, cs: 2 << 20, backing: true, extL2: true},
+		{name: "ext-compressed", create: []string{"cluster_size=65536,extended_l2=on"}, size: 8 << 20, cs: 65536, compress: true, extL2: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,7 +167,12 @@ func TestWriteInterop(t *testing.T) {
 			}
 			g := fixture(t)
 			n, b := openRW(t, g, img)
-			workload(t, n, shadow, tc.cs, 400, uint64(len(tc.name)), tc.backing && bytes.Contains([]byte(tc.create[0]), []byte("0.10")))
+			dr := discardRule{keep: tc.backing && strings.Contains(tc.create[0], "0.10")}
+			if tc.extL2 {
+				dr.grain = tc.cs / 32
+				dr.align = tc.compress
+			}
+			workload(t, n, shadow, tc.cs, 400, uint64(len(tc.name)), dr)
 			if err := n.Flush(); err != nil {
 				t.Fatal(err)
 			}
