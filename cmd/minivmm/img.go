@@ -118,3 +118,36 @@ func imgOptionError(g *getopt, glibcMsg string, stderr io.Writer) {
 	}
 	imgTryHelp(stderr)
 }
+
+// imgProgress is qemu-img's -p line (QEMU's util/qemu-progress.c): a
+// float percentage, printed at 0 and 100 and whenever it moved by more
+// than one point since the last print; end closes the line.
+type imgProgress struct {
+	w         io.Writer
+	on        bool
+	cur, last float32
+}
+
+func (p *imgProgress) set(pct float32) {
+	if !p.on {
+		return
+	}
+	p.cur = min(pct, 100)
+	if p.cur > p.last+1 || p.cur < p.last-1 || p.cur == 0 || p.cur == 100 {
+		p.last = p.cur
+		fmt.Fprintf(p.w, "    (%3.2f/100%%)\r", float64(p.cur))
+	}
+}
+
+// print sets the progress to done out of total.
+func (p *imgProgress) print(done, total int64) {
+	if total > 0 {
+		p.set(float32(100 * float64(done) / float64(total)))
+	}
+}
+
+func (p *imgProgress) end() {
+	if p.on {
+		io.WriteString(p.w, "\n")
+	}
+}

@@ -27,36 +27,6 @@ func init() {
 // commitChunk is the most one copy covers.
 const commitChunk = 2 << 20
 
-// imgProgress prints qemu-img's -p progress line.
-type imgProgress struct {
-	w       io.Writer
-	on      bool
-	last    float64
-	started bool
-}
-
-func (p *imgProgress) print(done, total int64) {
-	if !p.on {
-		return
-	}
-	pct := 100.0
-	if total > 0 {
-		pct = float64(done) * 100 / float64(total)
-	}
-	if p.started && pct < 100 && pct-p.last < 1 {
-		return
-	}
-	p.started, p.last = true, pct
-	fmt.Fprintf(p.w, "    (%.2f/100%%)\r", pct)
-}
-
-func (p *imgProgress) end() {
-	if p.on {
-		p.print(1, 1)
-		fmt.Fprintf(p.w, "\n")
-	}
-}
-
 // chainLink is one image of an opened chain, as reopened by name.
 type chainLink struct {
 	driver, file string
@@ -232,6 +202,7 @@ func commitChain(chain []chainLink, addFds []cmdline.Occurrence, stderr io.Write
 	if err := baseNode.Flush(); err != nil {
 		return err
 	}
+	prog.set(100)
 	prog.end()
 	return nil
 }

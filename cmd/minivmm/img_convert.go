@@ -1,12 +1,15 @@
 package main
 
 // minivmm img convert: qemu-img convert over minivmm's block layer. The
-// source (raw, or qcow2 with its backing chain) is read through the block
-// layer; the destination is created with img create's helpers, opened
-// read-write through the block layer and filled extent by extent, as
-// BlockStatus describes the source: extents that read as zero are not
-// written at all when the destination already reads as zero (a freshly
-// created raw or qcow2 does), and written as zeroes otherwise (-n).
+// sources (raw, or qcow2 with its backing chain; several are
+// concatenated) are read through the block layer; the destination is
+// created with img create's helpers, opened read-write through the block
+// layer and filled extent by extent, as BlockStatus describes the source:
+// extents that read as zero are not written at all when the destination
+// already reads as zero (a freshly created image without a backing file,
+// or -n --target-is-zero), and written as zeroes otherwise. With a backing
+// file (-B), only what the source's top image allocates is copied, as
+// qemu-img does: it does not compare data with the backing file.
 //
 // Ordering: -m N workers read different extents in parallel. Without -W
 // each worker waits for its turn before writing, so writes reach the
@@ -20,6 +23,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +39,7 @@ import (
 
 func init() {
 	imgCommands["convert"] = imgCommand{run: runImgConvert,
-		usage: "convert [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename output_filename"}
+		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
 }
 
 // imgSession is images opened in one block graph over one registry, so
@@ -102,7 +107,8 @@ func (s *imgSession) probe(file string) (string, error) {
 // without its "Formatting" line (qemu-img convert prints none). As
 // qemu-img convert's, errors about the options do not name the file;
 // errors creating it do.
-func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []string, size uint64) error {
+// backing and backingFmt, when set, are -B and -F, which win over -o's.
+func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []string, size uint64, backing, backingFmt string) error {
 	kinds, ok := createKinds[format]
 	if !ok {
 		return fmt.Errorf("Unknown file format '%s'", format)
@@ -123,18 +129,22 @@ func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []s
 		switch prealloc {
 		case "", "off", "falloc", "full":
 		default:
-			return fmt.Errorf("Unsupported preallocation mode: %s", prealloc)
+			return fmt.Errorf("%s: error while converting raw: invalid parameter value: %s", filename, prealloc)
 		}
 		write = func(fd int) error { return createRaw(fd, (size+511)&^511, prealloc) }
 	} else {
-		backing, _ := opts.Get("backing_file")
-		backingFmt, _ := opts.Get("backing_fmt")
+		if v, ok := opts.Get("backing_file"); ok && backing == "" {
+			backing = v
+		}
+		if v, ok := opts.Get("backing_fmt"); ok && backingFmt == "" {
+			backingFmt = v
+		}
 		co, err := qcow2CreateOptions(opts, size, backing, backingFmt)
 		if err == nil {
 			err = qcow2.ValidateCreate(co)
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: error while converting %s: %w", filename, format, err)
 		}
 		write = func(fd int) error { return qcow2.Create(qcow2.FdTarget(fd), co) }
 	}
@@ -157,11 +167,21 @@ func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []s
 	return nil
 }
 
-// convertExtent is one piece of the source: data to copy, or zeroes.
+// extentKind is how a stretch of the source reaches the destination
+// (qemu-img's ImgConvertBlockStatus).
+type extentKind int
+
+const (
+	extentData    extentKind = iota // read and written (its zero sectors as zeroes)
+	extentZero                      // written as zeroes, unless the destination reads as zero
+	extentBacking                   // left to the destination's backing file
+)
+
+// convertExtent is one piece of the source.
 type convertExtent struct {
 	seq      int
 	off, len int64
-	zero     bool
+	kind     extentKind
 }
 
 // convertChunk is the most one extent covers (qemu-img's buffer size).
@@ -171,22 +191,27 @@ const convertChunk = 2 << 20
 const convertZeroMax = 1 << 30
 
 func runImgConvert(args []string, stdout, stderr io.Writer) int {
-	var srcFmt string
+	var srcFmt, backing, backingFmt string
 	outFmt := "raw"
 	var optStrs []string
-	progress, quiet, noCreate, outOfOrder, forceShare, compress := false, false, false, false, false, false
+	progress, quiet, noCreate, outOfOrder, forceShare, compress, targetIsZero := false, false, false, false, false, false, false
 	workers := 8
 	// qemu-img convert's defaults: cache=unsafe for the destination
 	// (no flush at all), writeback for the source.
 	dstOpts := &ioOptions{noFlush: true, unmap: true}
 	srcOpts := &ioOptions{readOnly: true}
 	dstWritethrough := false
-	a, rc, ok := imgGetopt(args, "f:O:o:cpqnm:WUt:T:", []longOption{{"force-share", false, 'U'}}, stdout, stderr, func(c rune, arg string) bool {
+	a, rc, ok := imgGetopt(args, "f:O:B:F:o:cpqnm:WUt:T:", []longOption{{"force-share", false, 'U'},
+		{"target-is-zero", false, 'Z'}}, stdout, stderr, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
 			srcFmt = arg
 		case 'O':
 			outFmt = arg
+		case 'B':
+			backing = arg
+		case 'F':
+			backingFmt = arg
 		case 'o':
 			optStrs = append(optStrs, arg)
 		case 'c':
@@ -201,6 +226,8 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 			outOfOrder = true
 		case 'U':
 			forceShare = true
+		case 'Z':
+			targetIsZero = true
 		case 'm':
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 1 || n > 16 {
@@ -231,119 +258,243 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return rc
 	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "%s: %s\n", imgProg, fmt.Sprintf(format, a...))
+		return 1
+	}
 	if quiet {
 		progress = false
 	}
-	if len(a.operands) < 2 {
-		fmt.Fprintf(stderr, "%s: Expecting image file name\n", imgProg)
-		return imgTryHelp(stderr)
-	}
-	if len(a.operands) > 2 {
-		fmt.Fprintf(stderr, "%s: minivmm img convert takes exactly one source image\n", imgProg)
-		return 1
-	}
-	srcName, dstName := a.operands[0], a.operands[1]
 	if noCreate && len(optStrs) > 0 {
-		fmt.Fprintf(stderr, "%s: -o has no effect when skipping image creation\n", imgProg)
-		return 1
+		return fail("-o has no effect when skipping image creation")
 	}
+	if targetIsZero && !noCreate {
+		return fail("--target-is-zero requires use of -n flag")
+	}
+	if len(a.operands) < 2 {
+		return fail("Must specify image file name")
+	}
+	// From here on, as qemu-img, the progress line starts at 0 and
+	// ends, even after an error.
+	prog := &imgProgress{w: stdout, on: progress}
+	prog.set(0)
+	defer prog.end()
+	srcNames, dstName := a.operands[:len(a.operands)-1], a.operands[len(a.operands)-1]
 
 	s, ok := newImgSession(a.addFds, stderr)
 	if !ok {
 		return 1
 	}
 	defer s.close()
-	srcOpts.file, srcOpts.haveFile, srcOpts.format, srcOpts.forceShare = srcName, true, srcFmt, forceShare
-	src, err := s.open(srcOpts)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, srcName, message(err))
-		return 1
+	src := &convertSource{starts: []int64{0}}
+	for _, name := range srcNames {
+		o := *srcOpts
+		o.file, o.haveFile, o.format, o.forceShare = name, true, srcFmt, forceShare
+		n, err := s.open(&o)
+		if err != nil {
+			return fail("Could not open '%s': %s", name, message(err))
+		}
+		src.parts = append(src.parts, n)
+		src.starts = append(src.starts, src.size()+n.Length())
 	}
-	size := src.Length()
+	size := src.size()
+	if !noCreate {
+		if _, ok := createKinds[outFmt]; ok && outFmt == "raw" {
+			// qemu-img sets -B and -F as create options, which raw lacks.
+			if backing != "" {
+				return fail("Backing file not supported for file format '%s'", outFmt)
+			}
+			if backingFmt != "" {
+				return fail("Backing file format not supported for file format '%s'", outFmt)
+			}
+		}
+		if opts, err := cmdline.ParseOpts(strings.Join(optStrs, ","), ""); err == nil {
+			if v, ok := opts.Get("backing_file"); ok && backing == "" {
+				backing = v
+			}
+			if v, ok := opts.Get("backing_fmt"); ok && backingFmt == "" {
+				backingFmt = v
+			}
+		}
+	}
+	if targetIsZero && backing != "" {
+		// qemu-img 7.2 prints this and exits 0 without converting.
+		return fail("Cannot use --target-is-zero when the destination image has a backing file")
+	}
+	if len(srcNames) > 1 && backing != "" {
+		return fail("Having a backing file for the target makes no sense when concatenating multiple input images")
+	}
+	if !noCreate && backing != "" && backingFmt == "" {
+		return fail("Use of backing file requires explicit backing format")
+	}
 	if compress && !noCreate && outFmt != "qcow2" {
-		fmt.Fprintf(stderr, "%s: Compression not supported for this file format\n", imgProg)
-		return 1
+		return fail("Compression not supported for this file format")
 	}
 	if !noCreate {
-		if err := imgCreateImage(s.reg, dstName, outFmt, optStrs, uint64(size)); err != nil {
-			fmt.Fprintf(stderr, "%s: %s\n", imgProg, err)
-			return 1
+		if err := imgCreateImage(s.reg, dstName, outFmt, optStrs, uint64(size), backing, backingFmt); err != nil {
+			return fail("%s", err)
 		}
 	}
 	dstOpts.file, dstOpts.haveFile, dstOpts.format = dstName, true, outFmt
 	dst, err := s.open(dstOpts)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, dstName, message(err))
-		return 1
+		if !noCreate {
+			// Bad input (a backing file that does not open) leaves
+			// nothing behind, where qemu-img leaves the new image.
+			os.Remove(dstName)
+		}
+		return fail("Could not open '%s': %s", dstName, message(err))
 	}
 	var cw compressedWriter
 	if compress {
 		var ok bool
 		cw, ok = dst.Image().(compressedWriter)
 		if !ok {
-			fmt.Fprintf(stderr, "%s: Compression not supported for this file format\n", imgProg)
-			return 1
+			return fail("Compression not supported for this file format")
 		}
 	}
 	if dst.Length() < size {
-		fmt.Fprintf(stderr, "%s: output file is smaller than input file\n", imgProg)
-		return 1
+		return fail("output file is smaller than input file")
 	}
-	c := &converter{src: src, dst: dst, targetZero: !noCreate, inOrder: !outOfOrder, size: size,
-		writethrough: dstWritethrough, cw: cw}
+	c := &converter{src: src, dst: dst, targetZero: (!noCreate && backing == "") || targetIsZero,
+		hasBacking: backing != "", backingLen: -1, inOrder: !outOfOrder, size: size,
+		writethrough: dstWritethrough, cw: cw, progress: prog}
+	if b := dst.Child("backing"); b != nil && !noCreate {
+		c.backingLen = b.Length()
+	}
 	if cw != nil {
 		c.clusterSize = cw.ClusterSize()
 	}
-	if progress {
-		c.progress = stdout
+	err = c.run(workers)
+	if err == nil {
+		if err = dst.Flush(); err != nil {
+			err = fmt.Errorf("error while flushing: %s", message(err))
+		}
 	}
-	if err := c.run(workers); err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", imgProg, err)
-		return 1
+	if err != nil {
+		return fail("%s", err)
 	}
-	if err := dst.Flush(); err != nil {
-		fmt.Fprintf(stderr, "%s: error while flushing: %s\n", imgProg, message(err))
-		return 1
-	}
+	prog.set(100)
 	return 0
+}
+
+// convertSource is the source images read as one, qemu-img convert
+// concatenating them.
+type convertSource struct {
+	parts  []*block.Node
+	starts []int64 // where each part starts, and (last) the total size
+}
+
+func (s *convertSource) size() int64 { return s.starts[len(s.starts)-1] }
+
+// part is the index of the part holding off (empty parts hold nothing).
+func (s *convertSource) part(off int64) int {
+	return sort.Search(len(s.parts), func(i int) bool { return s.starts[i+1] > off })
+}
+
+// readAt reads across parts: a compressed destination's whole clusters
+// may span two.
+func (s *convertSource) readAt(p []byte, off int64) error {
+	for len(p) > 0 {
+		i := s.part(off)
+		n := min(int64(len(p)), s.starts[i+1]-off)
+		if _, err := s.parts[i].ReadAt(p[:n], off-s.starts[i]); err != nil {
+			return err
+		}
+		p, off = p[n:], off+n
+	}
+	return nil
 }
 
 // converter copies src to dst.
 type converter struct {
-	src, dst     *block.Node
-	targetZero   bool // dst reads as zeroes everywhere before the copy
+	src          *convertSource
+	dst          *block.Node
+	targetZero   bool  // dst reads as zeroes everywhere before the copy
+	hasBacking   bool  // dst has a backing file (-B): what src does not allocate is left to it
+	backingLen   int64 // a new dst's backing file's length, past which zeroes need no writing; or -1
 	inOrder      bool
 	writethrough bool // flush after every write (-t writethrough, directsync)
 	size         int64
-	progress     io.Writer        // nil: none
+	progress     *imgProgress
 	cw           compressedWriter // -c: whole clusters go compressed
 	clusterSize  int64            // with cw
 
-	mu       sync.Mutex
-	turn     *sync.Cond
-	nextSeq  int // without -W: the extent whose write goes next
-	failed   error
-	done     int64 // bytes finished
-	lastShow float64
+	mu        sync.Mutex
+	turn      *sync.Cond
+	nextSeq   int // without -W: the extent whose write goes next
+	failed    error
+	dataTotal int64 // bytes of data extents, which progress counts (as qemu-img)
+	dataDone  int64
 }
 
-func (c *converter) showProgress(force bool) {
-	if c.progress == nil {
-		return
+// status is the kind of the source extent at off and its length, as
+// qemu-img's convert_iteration_sectors sees it.
+func (c *converter) status(off int64) (extentKind, int64, error) {
+	i := c.src.part(off)
+	node, poff := c.src.parts[i], off-c.src.starts[i]
+	n := min(convertZeroMax, c.src.starts[i+1]-off)
+	if c.backingLen >= 0 && off < c.backingLen {
+		// From the backing file's end on, zeroes are not written.
+		n = min(n, c.backingLen-off)
 	}
-	p := 100.0
-	if c.size > 0 {
-		p = float64(c.done) * 100 / float64(c.size)
+	st, l, err := node.BlockStatus(poff, n)
+	if err != nil {
+		return 0, 0, fmt.Errorf("error while reading block status at offset %d: %s", poff, message(err))
 	}
-	if force || p >= c.lastShow+1 || (p == 100 && c.lastShow != 100) {
-		c.lastShow = p
-		fmt.Fprintf(c.progress, "    (%3.2f/100%%)\r", p)
+	if l > 0 {
+		n = l
+	} else {
+		st = block.Status{Data: true, Allocated: true}
 	}
+	kind := extentData
+	switch {
+	case c.hasBacking && !st.Allocated:
+		// Only src's own layer is copied; the rest shows through from
+		// dst's backing file, unless src's own backing does not reach
+		// there (reading zeroes).
+		kind = extentBacking
+		if b := node.Child("backing"); b == nil || poff >= b.Length() {
+			kind = extentZero
+		}
+	case st.Zero || !st.Data:
+		kind = extentZero
+	}
+	if kind == extentZero && c.backingLen >= 0 && off >= c.backingLen {
+		kind = extentBacking
+	}
+	if kind == extentData {
+		n = min(n, convertChunk)
+	}
+	if c.cw != nil {
+		// Compressed output: extents are whole clusters (off stays
+		// cluster-aligned), but the image's last one.
+		cs := c.clusterSize
+		if n < cs {
+			kind, n = extentData, min(cs, c.size-off)
+		} else {
+			n &^= cs - 1
+		}
+	}
+	return kind, n, nil
 }
 
 func (c *converter) run(workers int) error {
 	c.turn = sync.NewCond(&c.mu)
-	c.showProgress(true)
+	if c.progress.on {
+		// As qemu-img, progress is the share of the data extents done,
+		// which takes a first pass over the source's block status.
+		for off := int64(0); off < c.size; {
+			kind, n, err := c.status(off)
+			if err != nil {
+				return err
+			}
+			if kind == extentData {
+				c.dataTotal += n
+			}
+			off += n
+		}
+	}
 	ext := make(chan convertExtent, workers)
 	var wg sync.WaitGroup
 	for range workers {
@@ -357,8 +508,6 @@ func (c *converter) run(workers int) error {
 				if err != nil && c.failed == nil {
 					c.failed = err
 				}
-				c.done += e.len
-				c.showProgress(false)
 				c.mu.Unlock()
 			}
 		}()
@@ -372,37 +521,18 @@ func (c *converter) run(workers int) error {
 		if failed != nil {
 			break
 		}
-		// Zero extents may be long (nothing is read for them); data
-		// extents are cut to the buffer size.
-		st, n, e := c.src.BlockStatus(off, min(convertZeroMax, c.size-off))
+		kind, n, e := c.status(off)
 		if e != nil {
-			err = fmt.Errorf("error while reading block status at offset %d: %s", off, message(e))
+			err = e
 			break
 		}
-		if n <= 0 {
-			n = min(convertChunk, c.size-off)
-			st = block.Status{Data: true}
+		if kind == extentData {
+			c.mu.Lock()
+			c.dataDone += n
+			c.progress.set(float32(100 * float64(c.dataDone) / float64(c.dataTotal)))
+			c.mu.Unlock()
 		}
-		zero := st.Zero || !st.Data
-		if c.cw != nil {
-			// Compressed output: extents are whole clusters (off stays
-			// cluster-aligned), but the image's last one.
-			cs := c.clusterSize
-			if zero && off+n < c.size {
-				if end := (off + n) &^ (cs - 1); end > off {
-					n = end - off
-				} else {
-					zero, n = false, min(cs, c.size-off)
-				}
-			}
-			if !zero {
-				n = min(n, convertChunk)
-				n = min((off+n+cs-1)&^(cs-1), c.size) - off
-			}
-		} else if !zero {
-			n = min(n, convertChunk)
-		}
-		ext <- convertExtent{seq: seq, off: off, len: n, zero: zero}
+		ext <- convertExtent{seq: seq, off: off, len: n, kind: kind}
 		seq++
 		off += n
 	}
@@ -411,27 +541,17 @@ func (c *converter) run(workers int) error {
 	if err == nil {
 		err = c.failed
 	}
-	if err != nil {
-		return err
-	}
-	if c.progress != nil {
-		c.done = c.size
-		c.showProgress(false)
-		fmt.Fprintf(c.progress, "    (%3.2f/100%%)\r\n", 100.0)
-	}
-	return nil
+	return err
 }
 
 // copyExtent reads e (when it holds data) and writes it, in turn unless -W.
 func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 	var data []byte
 	var rerr error
-	if !e.zero {
+	if e.kind == extentData {
 		data = buf[:e.len]
-		if _, err := c.src.ReadAt(data, e.off); err != nil {
+		if err := c.src.readAt(data, e.off); err != nil {
 			rerr = fmt.Errorf("error while reading at byte %d: %s", e.off, message(err))
-		} else if c.targetZero && allZeroBytes(data) {
-			data, e.zero = nil, true
 		}
 	}
 	if c.inOrder {
@@ -458,22 +578,104 @@ func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 	}
 	var err error
 	switch {
-	case e.zero && c.targetZero:
-		return nil
-	case e.zero:
-		err = c.dst.WriteZeroes(e.off, e.len, true)
+	case e.kind == extentBacking:
+	case e.kind == extentZero:
+		err = c.writeZeroes(e.off, e.len)
+	case c.cw != nil && allZeroBytes(data):
+		err = c.writeZeroes(e.off, e.len)
 	case c.cw != nil:
 		err = c.writeCompressed(data, e.off)
 	default:
-		_, err = c.dst.WriteAt(data, e.off)
+		err = c.writeData(data, e.off)
 	}
-	if err == nil && c.writethrough {
+	if err == nil && c.writethrough && e.kind != extentBacking {
 		err = c.dst.Flush()
 	}
 	if err != nil {
 		return fmt.Errorf("error while writing at byte %d: %s", e.off, message(err))
 	}
 	return nil
+}
+
+func (c *converter) writeZeroes(off, n int64) error {
+	if c.targetZero {
+		return nil
+	}
+	return c.dst.WriteZeroes(off, n, true)
+}
+
+// writeData writes data read at off: its runs of data as data and its
+// zero stretches of 4 KiB or more as zeroes, as qemu-img does.
+func (c *converter) writeData(data []byte, off int64) error {
+	for len(data) > 0 {
+		n, isData := allocatedRun(data, off)
+		var err error
+		if isData {
+			_, err = c.dst.WriteAt(data[:n], off)
+		} else {
+			err = c.writeZeroes(off, int64(n))
+		}
+		if err != nil {
+			return err
+		}
+		data, off = data[n:], off+int64(n)
+	}
+	return nil
+}
+
+// convertSparse is qemu-img convert's default -S: zero stretches shorter
+// than this stay in the data written, and runs align to it.
+const convertSparse = 4096
+
+// sectorRun is the length of p's first run of sectors (at image offset
+// off) that are all zero or all not, with its end aligned to
+// convertSparse: a data run's end up, a zero run's down (qemu-img's
+// is_allocated_sectors).
+func sectorRun(p []byte, off int64) (int, bool) {
+	sector := func(i int) []byte { return p[i*512 : min(i*512+512, len(p))] }
+	nsec := (len(p) + 511) / 512
+	zero := allZeroBytes(sector(0))
+	i := 1
+	for i < nsec && allZeroBytes(sector(i)) == zero {
+		i++
+	}
+	if i == nsec {
+		return len(p), !zero
+	}
+	const align = convertSparse / 512
+	if tail := int((off/512 + int64(i)) % align); tail != 0 {
+		if zero && i <= tail {
+			zero = false // a zero run only as long as the tail is data
+		}
+		if zero {
+			i -= tail
+		} else {
+			i = min(i+align-tail, nsec)
+		}
+	}
+	return min(i*512, len(p)), !zero
+}
+
+// allocatedRun is the length of p's first run to write as data (true) or
+// as zeroes: data runs take in the zero stretches shorter than
+// convertSparse between them (qemu-img's is_allocated_sectors_min).
+func allocatedRun(p []byte, off int64) (int, bool) {
+	n, isData := sectorRun(p, off)
+	if !isData {
+		return n, false
+	}
+	minZero := min(convertSparse, len(p))
+	used := n
+	for checked := n; checked < len(p); {
+		k, d := sectorRun(p[checked:], off+int64(checked))
+		checked += k
+		if d {
+			used = checked
+		} else if k >= minZero {
+			break
+		}
+	}
+	return used, true
 }
 
 // compressedWriter is a destination driver that writes compressed

@@ -209,7 +209,7 @@ func TestConvertErrors(t *testing.T) {
 		{[]string{"convert", "-f", "raw", filepath.Join(dir, "none"), filepath.Join(dir, "x")}, "Could not open"},
 		{[]string{"convert", "-n", "-f", "raw", "-O", "raw", src, small}, "qemu-img: output file is smaller than input file\n"},
 		{[]string{"convert", "-m", "0", src, filepath.Join(dir, "x")}, "Invalid number of coroutines"},
-		{[]string{"convert", src}, "Expecting image file name"},
+		{[]string{"convert", src}, "qemu-img: Must specify image file name\n"},
 		{[]string{"convert", "-f", "raw", "-O", "foo", src, filepath.Join(dir, "x")}, "qemu-img: Unknown file format 'foo'\n"},
 		{[]string{"convert", "-f", "raw", "-O", "raw", "-o", "bogus=1", src, filepath.Join(dir, "x")}, "qemu-img: Invalid parameter 'bogus'\n"},
 		{[]string{"convert", "-n", "-o", "preallocation=off", "-f", "raw", "-O", "raw", src, small}, "qemu-img: -o has no effect when skipping image creation\n"},

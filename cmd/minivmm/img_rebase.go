@@ -129,6 +129,7 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
 			return 1
 		}
+		prog.set(100)
 		prog.end()
 	}
 	if err := qcow2.SetBacking(node, backing, backingFmt); err != nil {
