@@ -75,6 +75,14 @@ var crashKinds = []struct {
 }{
 	{name: "4k", opts: "cluster_size=4096", runs: 24},
 	{name: "extended L2", opts: "cluster_size=16384,extended_l2=on", runs: 12},
+	{name: "internal snapshot", opts: "cluster_size=4096", runs: 12, setup: func(t *testing.T, img string) {
+		qemuIO(t, img, "write -P 0x5a 0 24M")
+		run(t, "", "qemu-img", "snapshot", "-c", "s", img)
+	}},
+	{name: "extended L2 internal snapshot", opts: "cluster_size=16384,extended_l2=on", runs: 8, setup: func(t *testing.T, img string) {
+		qemuIO(t, img, "write -P 0x5a 0 24M")
+		run(t, "", "qemu-img", "snapshot", "-c", "s", img)
+	}},
 }
 
 // TestWriteCrash kills a writing child at random moments: qemu-img
@@ -94,6 +102,12 @@ func TestWriteCrash(t *testing.T) {
 				k.setup(t, img)
 			}
 			crashRuns(t, img, k.runs)
+			if k.setup != nil {
+				got := snapshotContents(t, dir, img, []string{"s"})["s"]
+				if !bytes.Equal(got, bytes.Repeat([]byte{0x5a}, 24<<20)) {
+					t.Errorf("snapshot s changed")
+				}
+			}
 		})
 	}
 }

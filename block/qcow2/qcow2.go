@@ -65,6 +65,7 @@ type image struct {
 	writable  bool
 	corrupted bool
 	rc        *refcounts
+	snap      *snapMeta // what internal snapshots own, kept from writes
 	comp      compState // where compressed writes pack (compress_write.go), under wmu
 	// reportCorruption tells the monitor (BLOCK_IMAGE_CORRUPTED).
 	reportCorruption func(msg string, offset, size int64, fatal bool)

@@ -30,9 +30,7 @@ const (
 )
 
 var (
-	errSnapWrite      = errors.New("minivmm cannot write qcow2 images with internal snapshots yet")
 	errShrink         = fmt.Errorf("qcow2: shrinking images is not supported by minivmm yet: %w", block.ErrNotSupported)
-	errNotCopiedL2    = errors.New("qcow2: shared L2 tables (refcount > 1) cannot be written by minivmm yet")
 	errCorruptWrite   = errors.New("qcow2: Image is corrupt; cannot be opened read/write")
 	errVersionCorrupt = corrupt("image marked corrupt: writes refused")
 )
@@ -47,8 +45,6 @@ func (img *image) checkWritable() error {
 		return errors.New("minivmm cannot write qcow2 images with an external data file yet")
 	case h.CryptMethod != cryptNone:
 		return errors.New("minivmm cannot write encrypted qcow2 images")
-	case len(img.snapshots) > 0 || h.NbSnapshots > 0:
-		return errSnapWrite
 	}
 	return nil
 }
@@ -65,6 +61,9 @@ func (img *image) startWriting() error {
 	}
 	rc, err := newRefcounts(img)
 	if err != nil {
+		return err
+	}
+	if img.snap, err = img.loadSnapMeta(); err != nil {
 		return err
 	}
 	img.l1mu.Lock()
@@ -196,6 +195,9 @@ func (img *image) overlap(off, n int64, ign int) string {
 			}
 		}
 	}
+	if what := img.snap.overlap(off, n, cs); what != "" {
+		return what
+	}
 	if ign&olL2 == 0 {
 		img.l1mu.RLock()
 		defer img.l1mu.RUnlock()
@@ -292,11 +294,13 @@ func (img *image) ensureL2(l1i int64) (int64, error) {
 			return off, nil
 		}
 		v, err := img.rc.get(off / cs)
-		if err != nil {
+		switch {
+		case err != nil:
 			return 0, err
-		}
-		if v != 1 {
-			return 0, errNotCopiedL2
+		case v == 0:
+			return 0, corrupt("L2 table at %#x (L1 index %#x) has refcount 0", off, l1i)
+		case v > 1:
+			return img.copyL2(l1i, off)
 		}
 		return off, img.setL1(l1i, uint64(off)|flagCopied)
 	}
