@@ -1,5 +1,10 @@
 package qcow2
 
+import (
+	"encoding/binary"
+	"fmt"
+)
+
 // FormatInfo is what `img info` shows of a qcow2 image under
 // "format-specific" (QEMU's ImageInfoSpecificQCow2) and its cluster size.
 type FormatInfo struct {
@@ -36,4 +41,51 @@ func (img *image) FormatSpecific() FormatInfo {
 		fi.BackingFormat = img.ext.BackingFormat
 	}
 	return fi
+}
+
+// SnapshotInfo is one internal snapshot as `img info` lists it (QEMU's
+// QEMUSnapshotInfo).
+type SnapshotInfo struct {
+	ID, Name    string
+	VMStateSize uint64
+	DateSec     uint32
+	DateNsec    uint32
+	VMClockNsec uint64
+	Icount      int64 // -1: the entry does not record one
+}
+
+// Snapshots reads the snapshot table's entries in full: the image keeps
+// only what reading and writing need of them. The table's layout was
+// checked at open, so it is walked by the entries kept then.
+func (img *image) Snapshots() ([]SnapshotInfo, error) {
+	if len(img.snapshots) == 0 {
+		return nil, nil
+	}
+	be := binary.BigEndian
+	r := newChunkReader(img.file)
+	r.base = int64(img.hdr.SnapshotsOffset)
+	var off int64
+	infos := make([]SnapshotInfo, 0, len(img.snapshots))
+	// The header, then the extra data QEMU 7.2 knows: a 64-bit VM state
+	// size, the disk size and the icount.
+	var buf [snapshotHeaderSize + 24]byte
+	for _, sn := range img.snapshots {
+		off = (off + 7) &^ 7
+		extra := min(int(sn.ExtraSize), 24)
+		p := buf[:snapshotHeaderSize+extra]
+		if err := r.read(p, off); err != nil {
+			return nil, fmt.Errorf("reading snapshot %s: %w", sn.ID, err)
+		}
+		si := SnapshotInfo{ID: sn.ID, Name: sn.Name, VMStateSize: uint64(be.Uint32(p[32:])),
+			DateSec: be.Uint32(p[16:]), DateNsec: be.Uint32(p[20:]), VMClockNsec: be.Uint64(p[24:]), Icount: -1}
+		if extra >= 8 {
+			si.VMStateSize = be.Uint64(p[snapshotHeaderSize:])
+		}
+		if extra >= 24 {
+			si.Icount = int64(be.Uint64(p[snapshotHeaderSize+16:]))
+		}
+		infos = append(infos, si)
+		off += snapshotHeaderSize + int64(sn.ExtraSize) + int64(len(sn.ID)) + int64(len(sn.Name))
+	}
+	return infos, nil
 }

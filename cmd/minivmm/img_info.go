@@ -11,6 +11,7 @@ import (
 	"minivmm/internal/qjson"
 	"strconv"
 	"strings"
+	"time"
 
 	"minivmm/block"
 	"minivmm/block/qcow2"
@@ -27,6 +28,12 @@ func init() {
 // `img info` (block/qcow2's image).
 type imgFormatSpecificer interface {
 	FormatSpecific() qcow2.FormatInfo
+}
+
+// imgSnapshotLister is a format with internal snapshots (block/qcow2's
+// image).
+type imgSnapshotLister interface {
+	Snapshots() ([]qcow2.SnapshotInfo, error)
 }
 
 // imgImage is an image opened read-only for an img subcommand.
@@ -245,9 +252,10 @@ type imageInfo struct {
 	backing     string
 	backingFull string // "" when it cannot be determined
 	backingFmt  string
+	snapshots   []qcow2.SnapshotInfo
 }
 
-func collectImageInfo(node *block.Node) *imageInfo {
+func collectImageInfo(node *block.Node) (*imageInfo, error) {
 	info := node.Info()
 	ii := &imageInfo{d: &qdict{}}
 	d := ii.d
@@ -281,6 +289,9 @@ func collectImageInfo(node *block.Node) *imageInfo {
 				d.put("backing-filename-format", fs.BackingFormat)
 			}
 		}
+		if err := ii.putSnapshots(node); err != nil {
+			return nil, err
+		}
 		data := &qdict{}
 		if fs.Version >= 3 {
 			data.put("compat", "1.1")
@@ -295,7 +306,50 @@ func collectImageInfo(node *block.Node) *imageInfo {
 		ii.specific = data
 		d.put("format-specific", (&qdict{}).put("type", node.Driver()).put("data", data))
 	}
-	return ii
+	return ii, nil
+}
+
+// putSnapshots adds the internal snapshots, as QEMU's SnapshotInfo list.
+func (ii *imageInfo) putSnapshots(node *block.Node) error {
+	l, ok := node.Image().(imgSnapshotLister)
+	if !ok {
+		return nil
+	}
+	snaps, err := l.Snapshots()
+	if err != nil || len(snaps) == 0 {
+		return err
+	}
+	ii.snapshots = snaps
+	list := make([]any, len(snaps))
+	for i, sn := range snaps {
+		d := (&qdict{}).put("id", sn.ID).put("name", sn.Name).put("vm-state-size", int64(sn.VMStateSize)).
+			put("date-sec", int64(sn.DateSec)).put("date-nsec", int64(sn.DateNsec)).
+			put("vm-clock-sec", int64(sn.VMClockNsec/1e9)).put("vm-clock-nsec", int64(sn.VMClockNsec%1e9))
+		if sn.Icount != -1 {
+			d.put("icount", sn.Icount)
+		}
+		list[i] = d
+	}
+	ii.d.put("snapshots", list)
+	return nil
+}
+
+// snapshotTable prints the snapshot list as bdrv_snapshot_dump does,
+// dates in local time.
+func snapshotTable(b *strings.Builder, snaps []qcow2.SnapshotInfo) {
+	fmt.Fprintf(b, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT")
+	for _, sn := range snaps {
+		secs := sn.VMClockNsec / 1e9
+		clock := fmt.Sprintf("%02d:%02d:%02d.%03d", secs/3600, secs/60%60, secs%60, sn.VMClockNsec/1e6%1000)
+		icount := ""
+		if sn.Icount != -1 {
+			icount = strconv.FormatInt(sn.Icount, 10)
+		}
+		date := time.Unix(int64(sn.DateSec), 0).Local().Format("2006-01-02 15:04:05")
+		// C pads by bytes, Go's %-16s by runes: pad by hand for UTF-8 names.
+		pad := func(s string, w int) string { return s + strings.Repeat(" ", max(0, w-len(s))) }
+		fmt.Fprintf(b, "%s %s %8s%20s%13s%11s\n", pad(sn.ID, 9), pad(sn.Name, 16), sizeToStr(int64(sn.VMStateSize)), date, clock, icount)
+	}
 }
 
 // human prints the image as bdrv_image_info_dump does.
@@ -334,6 +388,10 @@ func (ii *imageInfo) human(b *strings.Builder) {
 		if ii.backingFmt != "" {
 			fmt.Fprintf(b, "backing file format: %s\n", ii.backingFmt)
 		}
+	}
+	if ii.snapshots != nil {
+		b.WriteString("Snapshot list:\n")
+		snapshotTable(b, ii.snapshots)
 	}
 	if ii.specific != nil {
 		b.WriteString("Format specific information:\n")
@@ -376,8 +434,12 @@ func runImgInfo(args []string, stdout, stderr io.Writer) int {
 		if !ok {
 			return 1
 		}
-		ii := collectImageInfo(im.node)
+		ii, err := collectImageInfo(im.node)
 		im.close()
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
+			return 1
+		}
 		infos = append(infos, ii)
 		if !chain || ii.backing == "" {
 			break
