@@ -320,3 +320,46 @@ func (r *refcounts) allocContiguous(n int64) (int64, error) {
 	}
 	return start * cs, nil
 }
+
+// dropUnusedBlocks takes out of the table the refcount blocks that count
+// nothing but (maybe) themselves, as QEMU's qcow2_shrink_reftable, so
+// that the file can end before them: each table entry is zeroed on disk
+// before the block loses its reference.
+func (r *refcounts) dropUnusedBlocks() error {
+	cs := r.img.clusterSize
+	for ti, e := range r.table {
+		off := int64(e & reftOffsetMask)
+		if off == 0 || ti == 0 {
+			continue
+		}
+		b, err := r.block(off)
+		if err != nil {
+			return err
+		}
+		self := off/cs>>r.blockBits == int64(ti)
+		unused := true
+		for i := int64(0); i < 1<<r.blockBits && unused; i++ {
+			v := refcountAt(b, r.order, i)
+			unused = v == 0 || self && i == off/cs&(1<<r.blockBits-1) && v == 1
+		}
+		if !unused {
+			continue
+		}
+		var z [8]byte
+		if err := r.img.writeMeta(z[:], r.tableOff+int64(ti)*8, olRefTable); err != nil {
+			return err
+		}
+		if err := r.img.file.Flush(); err != nil {
+			return err
+		}
+		r.table[ti] = 0
+		delete(r.blocks, off)
+		if !self {
+			if err := r.add(off/cs, -1); err != nil {
+				return err
+			}
+		}
+		r.hint = min(r.hint, off/cs)
+	}
+	return nil
+}

@@ -30,8 +30,8 @@ const (
 )
 
 var (
-	errShrink         = fmt.Errorf("qcow2: shrinking images is not supported by minivmm yet: %w", block.ErrNotSupported)
 	errCorruptWrite   = errors.New("qcow2: Image is corrupt; cannot be opened read/write")
+	errV2SnapResize   = notSupported("Can't resize a v2 image which has snapshots")
 	errVersionCorrupt = corrupt("image marked corrupt: writes refused")
 )
 
@@ -773,19 +773,24 @@ func (img *image) Flush() error {
 	return img.file.Flush()
 }
 
-// Truncate grows the image (the L1 table moves if it must grow).
+// Truncate resizes the image: growing moves the L1 table if it must
+// grow; shrinking is shrink's.
 func (img *image) Truncate(size int64) error {
 	if err := img.begin(); err != nil {
 		return err
 	}
 	defer img.wmu.Unlock()
-	if size < img.length {
-		return errShrink
-	}
-	if size%512 != 0 {
-		return errors.New("qcow2: image size must be a multiple of 512 bytes")
-	}
-	if size == img.length {
+	switch {
+	case size < 0:
+		return fmt.Errorf("qcow2: invalid image size %d", size)
+	case size%512 != 0:
+		return errors.New("The new size must be a multiple of 512")
+	case img.hdr.Version < 3 && len(img.snapshots) > 0:
+		// Snapshots record their size only from version 3 on.
+		return errV2SnapResize
+	case size < img.length:
+		return img.shrink(size)
+	case size == img.length:
 		return nil
 	}
 	cs := img.clusterSize

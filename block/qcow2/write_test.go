@@ -173,6 +173,19 @@ func TestWriteInterop(t *testing.T) {
 				dr.align = tc.compress
 			}
 			workload(t, n, shadow, tc.cs, 400, uint64(len(tc.name)), dr)
+			if !tc.backing {
+				// Shrink to a cluster boundary and grow back: the cut
+				// part reads as zeroes, and writing goes on.
+				cut := max(tc.cs, tc.size*2/3&^(tc.cs-1))
+				if err := n.Truncate(cut); err != nil {
+					t.Fatalf("shrink to %d: %v", cut, err)
+				}
+				if err := n.Truncate(tc.size); err != nil {
+					t.Fatalf("grow back to %d: %v", tc.size, err)
+				}
+				clear(shadow[cut:])
+				workload(t, n, shadow, tc.cs, 100, uint64(len(tc.name))+1, dr)
+			}
 			if err := n.Flush(); err != nil {
 				t.Fatal(err)
 			}
