@@ -7,3 +7,6 @@ require golang.org/x/sys v0.50.0
 require github.com/spf13/pflag v1.1.0
 
 require github.com/klauspost/compress v1.20.4
+
+// go-qcow2reader: only bench/ uses it, as the Go peer qcow2 reads are measured against.
+require github.com/lima-vm/go-qcow2reader v0.7.1

@@ -1,4 +1,18 @@
-// Package bench holds minivmm's benchmarks. Figures are read as ratios
+// Package bench holds minivmm's benchmarks. The one-command report
+// (bench/cmd/report) runs all of it side by side with QEMU and writes
+// Markdown and SVG charts:
+//
+//	go run ./bench/cmd/report -o bench/results   # full, 5-10 min on 2 cores
+//	go run ./bench/cmd/report -quick -o DIR      # ~1 min; CI runs it
+//
+// Its parts: bench/internal/cases (the cases, in process or running the
+// tools), harness (environment, timing loops, tool runs, a testing.TB
+// for internal/qmptest outside go test), stats (median, spread, fits),
+// benchout (parsing img bench and /proc output), svg (charts) and report
+// (Markdown). The go test benchmarks below remain for benchstat and
+// pprof (go test -cpuprofile).
+//
+// Figures are read as ratios
 // against a baseline measured in the same run (the machine is small and
 // noisy), never as absolute times: run
 //
@@ -31,4 +45,9 @@
 // Quick single pass (about a minute):
 //
 //	go test -run=NONE -bench='ImgBench|FirstWrite|CompressedRead' -benchtime=1x ./bench/
+//
+// BenchmarkLayers/*/qcow2-file is the qcow2 in-place write path to
+// profile:
+//
+//	go test -run=NONE -bench='Layers/write/qcow2-file/depth=1$' -cpuprofile=cpu.prof ./bench/
 package bench
