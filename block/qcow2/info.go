@@ -3,6 +3,9 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
+	"sync"
+	"weak"
 )
 
 // FormatInfo is what `img info` shows of a qcow2 image under
@@ -88,4 +91,51 @@ func (img *image) Snapshots() ([]SnapshotInfo, error) {
 		off += snapshotHeaderSize + int64(sn.ExtraSize) + int64(len(sn.ID)) + int64(len(sn.Name))
 	}
 	return infos, nil
+}
+
+// preallocated remembers per open image whether its metadata looks
+// preallocated, which QEMU decides once per open. It lives here, keyed
+// weakly, rather than in image, whose fields the write path owns.
+var preallocated sync.Map // weak.Pointer[image] -> bool
+
+// metadataPreallocated is QEMU's qcow2_detect_metadata_preallocation:
+// true when clearly more clusters have a refcount than the file has
+// allocated on the host. What cannot be read counts as not preallocated,
+// as in QEMU.
+func (img *image) metadataPreallocated() bool {
+	key := weak.Make(img)
+	if v, ok := preallocated.Load(key); ok {
+		return v.(bool)
+	}
+	v := img.detectMetadataPreallocation()
+	if _, loaded := preallocated.LoadOrStore(key, v); !loaded {
+		runtime.AddCleanup(img, func(k weak.Pointer[image]) { preallocated.Delete(k) }, key)
+	}
+	return v
+}
+
+func (img *image) detectMetadataPreallocation() bool {
+	onHost := img.file.Info().ActualSize
+	if onHost < 0 {
+		return false
+	}
+	cs := img.clusterSize
+	hostClusters := onHost / cs
+	threshold := max(hostClusters*10/9, hostClusters+2)
+	end := (img.file.Length() + cs - 1) / cs
+	rc, err := newRefcounts(img)
+	if err != nil {
+		return false
+	}
+	var used int64
+	for i := int64(0); i < end && used < threshold; i++ {
+		r, err := rc.get(i)
+		if err != nil {
+			return false
+		}
+		if r != 0 {
+			used++
+		}
+	}
+	return used >= threshold
 }

@@ -301,9 +301,13 @@ func (img *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 	}
 	switch ext.kind {
 	case extData:
-		// The file below may know that the cluster reads as zeroes (a
-		// preallocated, never written cluster): QEMU asks it too.
 		st := block.Status{Data: true, Allocated: true, Offset: ext.host}
+		// In an image whose metadata was preallocated, the file knows
+		// which clusters were never written (they read as zeroes); QEMU
+		// asks it then only, and so does minivmm.
+		if !img.metadataPreallocated() {
+			return st, ext.n, nil
+		}
 		if flen := img.file.Length(); ext.host >= flen {
 			st.Zero = true
 		} else {
