@@ -129,7 +129,7 @@ func mainErr(out string, quick bool, run string, reps int) int {
 	if loadEnd.one > maxLoad.one {
 		maxLoad = loadEnd
 	}
-	rep.Header = header(env, quick, reps, start, loadStart, loadEnd, maxLoad)
+	rep.Header = header(env, quick, run, reps, start, loadStart, loadEnd, maxLoad)
 	rep.Summary = "Each figure is the median over the rounds with the spread as (min–max); a ratio is taken within one round, " +
 		"between measurements made back to back on the same input, and its median and spread are over the rounds. " +
 		"Absolute times depend on this machine and its load; read the ratios. `minivmm` below is the binary built from this tree " +
@@ -185,13 +185,17 @@ func loadavg() load {
 	return l
 }
 
-func header(e *harness.Env, quick bool, reps int, start time.Time, ls, le, lmax load) []string {
+func header(e *harness.Env, quick bool, run string, reps int, start time.Time, ls, le, lmax load) []string {
 	mode := "full"
-	cmd := "go run ./bench/cmd/report -o bench/results"
+	cmd := "go run ./bench/cmd/report"
 	if quick {
 		mode = "quick (-quick: smaller inputs, fewer rounds)"
-		cmd = "go run ./bench/cmd/report -quick -o DIR"
+		cmd += " -quick"
 	}
+	if run != "" {
+		cmd += " -run '" + run + "'"
+	}
+	cmd += " -o DIR"
 	cpus := runtime.NumCPU()
 	h := []string{
 		fmt.Sprintf("Produced by `%s`, %s, in %v; %s mode, %d rounds per measurement.", cmd, start.UTC().Format("2006-01-02 15:04 UTC"),

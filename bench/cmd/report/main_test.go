@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -66,6 +67,9 @@ func TestQuickReport(t *testing.T) {
 	if strings.Contains(md, "could not run") {
 		t.Errorf("a case could not run:\n%s", md)
 	}
+	if kids := children(t); len(kids) > 0 {
+		t.Errorf("processes left running: %v", kids)
+	}
 	for _, f := range []string{"latency.svg", "chain-open.svg", "memory.svg", "iops-raw-4k.svg", "iops-qcow2-64k.svg"} {
 		if !strings.Contains(md, "]("+f+")") {
 			t.Errorf("report does not show %s", f)
@@ -74,4 +78,28 @@ func TestQuickReport(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// children lists the processes whose parent is this one (a VMM the report
+// failed to stop would be one).
+func children(t *testing.T) []string {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	me := strconv.Itoa(os.Getpid())
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[1] == me {
+			out = append(out, e.Name()+" "+s[:strings.LastIndexByte(s, ')')+1])
+		}
+	}
+	return out
 }

@@ -87,7 +87,8 @@ func imageOpts(format, path string, readOnly bool) block.Options {
 		"file": block.Options{"driver": "file", "filename": path}}
 }
 
-// writePattern writes size bytes of non-zero, non-repeating-page data.
+// writePattern writes size bytes of data with no zero byte, each megabyte
+// different from the last.
 func writePattern(path string, size int64) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -96,7 +97,7 @@ func writePattern(path string, size int64) error {
 	buf := make([]byte, 1<<20)
 	for off := int64(0); off < size; off += int64(len(buf)) {
 		for i := range buf {
-			buf[i] = byte(int64(i)*7 + off>>20 + 1)
+			buf[i] = byte((int64(i)*7+off>>20)%255 + 1)
 		}
 		n := min(int64(len(buf)), size-off)
 		if _, err := f.WriteAt(buf[:n], off); err != nil {

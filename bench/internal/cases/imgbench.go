@@ -125,6 +125,9 @@ func ImgBench(e *harness.Env, s *report.Section) error {
 						if e.QemuImg == "" {
 							tg.Measured = harness.NotInstalled("qemu-img")
 						}
+						if tg.Status == report.NotMet {
+							tg.Note = fmt.Sprintf("profile the in-process path: go test -run=NONE -bench='Layers/%s/%s-file/depth=1$' -cpuprofile=cpu.prof ./bench/", op, format)
+						}
 						s.Targets = append(s.Targets, tg)
 					}
 				}
