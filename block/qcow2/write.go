@@ -574,10 +574,10 @@ func (img *image) writeOwned(c int64, e, bm uint64, in int64, p []byte) error {
 	}
 	hi := in + int64(len(p))
 	mask := img.scMask(in, hi)
-	lo, end := img.scRound(in, hi)
-	if bm&mask&allocBitmapMask == mask {
-		lo, end = in, hi // every edge is allocated: its bytes stay
+	if bm&mask == mask {
+		return img.checkedWrite(p, host+in, 0) // all allocated already: no metadata
 	}
+	lo, end := img.scRound(in, hi)
 	buf := make([]byte, end-lo)
 	if err := img.fillAround(buf, c*cs, lo, in, p); err != nil {
 		return err
