@@ -121,22 +121,38 @@ func imgOptionError(g *getopt, glibcMsg string, stderr io.Writer) {
 
 // imgProgress is qemu-img's -p line (QEMU's util/qemu-progress.c): a
 // float percentage, printed at 0 and 100 and whenever it moved by more
-// than one point since the last print; end closes the line.
+// than step points since the last print; end closes the line. Its
+// arithmetic is float32, as QEMU's, so that the same steps print the
+// same lines.
 type imgProgress struct {
-	w         io.Writer
-	on        bool
+	w         io.Writer // nil: no -p
+	step      float32
 	cur, last float32
 }
 
+func newImgProgress(w io.Writer, on bool, step float32) *imgProgress {
+	if !on {
+		w = nil
+	}
+	return &imgProgress{w: w, step: step}
+}
+
+// set is qemu_progress_print(pct, 0).
 func (p *imgProgress) set(pct float32) {
-	if !p.on {
+	if p.w == nil {
 		return
 	}
 	p.cur = min(pct, 100)
-	if p.cur > p.last+1 || p.cur < p.last-1 || p.cur == 0 || p.cur == 100 {
+	if p.cur > p.last+p.step || p.cur < p.last-p.step || p.cur == 0 || p.cur == 100 {
 		p.last = p.cur
 		fmt.Fprintf(p.w, "    (%3.2f/100%%)\r", float64(p.cur))
 	}
+}
+
+// add is qemu_progress_print(delta, 100).
+func (p *imgProgress) add(delta float32) {
+	scaled := float32(delta / 100 * 100) // the conversion keeps Go from fusing it into the add
+	p.set(p.cur + scaled)
 }
 
 // print sets the progress to done out of total.
@@ -147,7 +163,7 @@ func (p *imgProgress) print(done, total int64) {
 }
 
 func (p *imgProgress) end() {
-	if p.on {
+	if p.w != nil {
 		io.WriteString(p.w, "\n")
 	}
 }

@@ -11,6 +11,7 @@ package main
 // through.
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -97,6 +98,25 @@ func runImgCommit(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
+	// As qemu-img, progress starts once the image is open and ends before
+	// the result is told.
+	prog := newImgProgress(stdout, progress, 1)
+	prog.set(0)
+	err := commitImage(im, filename, base, drop, a.addFds, stderr, prog)
+	prog.end()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", imgProg, err)
+		return 1
+	}
+	if !quiet {
+		fmt.Fprintln(stdout, "Image committed.")
+	}
+	return 0
+}
+
+// commitImage commits im (closing it) into its backing file or base,
+// and empties it unless drop.
+func commitImage(im *imgImage, filename, base string, drop bool, addFds []cmdline.Occurrence, stderr io.Writer, prog *imgProgress) error {
 	var chain []chainLink
 	baseIdx := -1
 	for n, i := im.node, 0; n != nil; n, i = n.Child("backing"), i+1 {
@@ -108,29 +128,22 @@ func runImgCommit(args []string, stdout, stderr io.Writer) int {
 	im.close()
 	switch {
 	case len(chain) < 2:
-		fmt.Fprintf(stderr, "%s: Image does not have a backing file\n", imgProg)
-		return 1
+		return errors.New("Image does not have a backing file")
 	case base == "":
 		baseIdx = 1
 	case baseIdx < 0:
-		fmt.Fprintf(stderr, "%s: Did not find '%s' in the backing chain of '%s'\n", imgProg, base, filename)
-		return 1
+		return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, filename)
 	}
-
-	if err := commitChain(chain[:baseIdx+1], a.addFds, stderr, &imgProgress{w: stdout, on: progress}); err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
-		return 1
+	if err := commitChain(chain[:baseIdx+1], addFds, stderr, prog); err != nil {
+		return errors.New(message(err))
 	}
+	prog.set(100)
 	if !drop {
-		if err := emptyImage(chain[0], a.addFds, stderr); err != nil {
-			fmt.Fprintf(stderr, "%s: Could not empty %s: %s\n", imgProg, filename, message(err))
-			return 1
+		if err := emptyImage(chain[0], addFds, stderr); err != nil {
+			return fmt.Errorf("Could not empty %s: %s", filename, message(err))
 		}
 	}
-	if !quiet {
-		fmt.Fprintln(stdout, "Image committed.")
-	}
-	return 0
+	return nil
 }
 
 // commitChain copies what chain[:len-1] allocate into chain[len-1].
@@ -177,7 +190,6 @@ func commitChain(chain []chainLink, addFds []cmdline.Occurrence, stderr io.Write
 		}
 	}
 	buf := make([]byte, commitChunk)
-	prog.print(0, length)
 	for off := int64(0); off < length; {
 		e, err := chainStatus(top, off, min(commitChunk, length-off))
 		if err != nil {
@@ -202,8 +214,6 @@ func commitChain(chain []chainLink, addFds []cmdline.Occurrence, stderr io.Write
 	if err := baseNode.Flush(); err != nil {
 		return err
 	}
-	prog.set(100)
-	prog.end()
 	return nil
 }
 

@@ -57,15 +57,17 @@ func allZeroBytes(p []byte) bool {
 func runImgCompare(args []string, stdout, stderr io.Writer) int {
 	var fmt1, fmt2 string
 	var strict, imageOpts, forceShare bool
-	quiet := false
+	quiet, progress := false, false
 	a, rc, ok := imgGetopt(args, "f:F:T:pqsU", []longOption{{"image-opts", false, 'I'}, {"force-share", false, 'U'}}, stdout, stderr, func(opt rune, arg string) bool {
 		switch opt {
 		case 'f':
 			fmt1 = arg
 		case 'F':
 			fmt2 = arg
-		case 'T', 'p':
-			// cache mode and progress: accepted, without effect here
+		case 'T':
+			// the cache mode: accepted, without effect here
+		case 'p':
+			progress = true
 		case 'q':
 			quiet = true
 		case 's':
@@ -94,6 +96,8 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	name1, name2 := a.operands[0], a.operands[1]
+	prog := newImgProgress(stdout, progress && !quiet, 2)
+	defer prog.end()
 	im1, ok := imgOpen(name1, fmt1, imageOpts, forceShare, nil, stderr)
 	if !ok {
 		return 2
@@ -107,6 +111,12 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 	n1, n2 := im1.node, im2.node
 	size1, size2 := n1.Length(), n2.Length()
 	total := min(size1, size2)
+	base := max(size1, size2)
+	advance := func(chunk int64) {
+		share := float32(float32(chunk) / float32(base))
+		prog.add(float32(share * 100))
+	}
+	prog.set(0)
 	if strict && size1 != size2 {
 		out("Strict mode: Image size mismatch!\n")
 		return 1
@@ -180,6 +190,7 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		off += chunk
+		advance(chunk)
 	}
 	if size1 != size2 {
 		over, name := n1, name1
@@ -202,6 +213,7 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 				}
 			}
 			off += chunk
+			advance(chunk)
 		}
 	}
 	out("Images are identical.\n")

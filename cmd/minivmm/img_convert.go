@@ -276,7 +276,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 	}
 	// From here on, as qemu-img, the progress line starts at 0 and
 	// ends, even after an error.
-	prog := &imgProgress{w: stdout, on: progress}
+	prog := newImgProgress(stdout, progress, 1)
 	prog.set(0)
 	defer prog.end()
 	srcNames, dstName := a.operands[:len(a.operands)-1], a.operands[len(a.operands)-1]
@@ -481,7 +481,7 @@ func (c *converter) status(off int64) (extentKind, int64, error) {
 
 func (c *converter) run(workers int) error {
 	c.turn = sync.NewCond(&c.mu)
-	if c.progress.on {
+	if c.progress.w != nil {
 		// As qemu-img, progress is the share of the data extents done,
 		// which takes a first pass over the source's block status.
 		for off := int64(0); off < c.size; {

@@ -23,8 +23,9 @@ func init() {
 		usage: "rebase [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-add-fd fd=N,set=M] -b backing_file [-F backing_fmt] filename"}
 }
 
-// rebaseChunk is how much of each chain one comparison reads.
-const rebaseChunk = 1 << 20
+// rebaseChunk is how much of each chain one comparison reads (qemu-img's
+// IO_BUF_SIZE, which its progress steps follow).
+const rebaseChunk = 2 << 20
 
 func runImgRebase(args []string, stdout, stderr io.Writer) int {
 	var format, backingFmt, backing string
@@ -62,6 +63,10 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 		return imgTryHelp(stderr)
 	}
 	filename := a.operands[0]
+	// As qemu-img, progress starts here and ends whatever happens next.
+	prog := newImgProgress(stdout, progress, 2)
+	prog.set(0)
+	defer prog.end()
 	if backing == "" {
 		backingFmt = ""
 	} else if backingFmt == "" {
@@ -124,15 +129,24 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 				return 1
 			}
 		}
-		prog := &imgProgress{w: stdout, on: progress}
-		if err := rebaseCopy(node, node.Child("backing"), newBacking, prog); err != nil {
+		// Where the new backing file is in the old chain, only what
+		// the images above it allocate can differ (qemu-img 7.2's
+		// prefix_chain_bs).
+		var prefix *block.Node
+		for l := node.Child("backing"); l != nil && backing != ""; l = l.Child("backing") {
+			if sameImage(pathCombine(fileOf(node), backing), fileOf(l)) {
+				prefix = l
+				break
+			}
+		}
+		if err := rebaseCopy(node, node.Child("backing"), newBacking, prefix, prog); err != nil {
 			fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
 			return 1
 		}
-		prog.set(100)
-		prog.end()
 	}
-	if err := qcow2.SetBacking(node, backing, backingFmt); err != nil {
+	err = qcow2.SetBacking(node, backing, backingFmt)
+	prog.set(100) // even when that failed, as qemu-img
+	if err != nil {
 		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': %s\n", imgProg, backing, message(err))
 		return 1
 	}
@@ -151,41 +165,109 @@ func readChain(n *block.Node, p []byte, off int64) error {
 }
 
 // rebaseCopy writes into img, where it allocates nothing itself, the
-// sectors where old and new (either may be nil) read differently.
-func rebaseCopy(img, old, new *block.Node, prog *imgProgress) error {
-	length := img.Length()
+// sectors where old and new (either may be nil) read differently. It
+// steps through img as qemu-img 7.2's rebase does, since its progress
+// follows the steps: at most rebaseChunk at a time, cut where either
+// backing file ends, and, where the new backing file is prefix (in the
+// old chain), skipping what no image above prefix allocates. Each step
+// compared moves the progress by one chunk's share.
+func rebaseCopy(img, old, new, prefix *block.Node, prog *imgProgress) error {
+	size := img.Length()
 	a := make([]byte, rebaseChunk)
 	b := make([]byte, rebaseChunk)
-	prog.print(0, length)
-	for off := int64(0); off < length; {
-		st, n, err := img.BlockStatus(off, min(rebaseChunk, length-off))
+	var share float32
+	if size > 0 {
+		share = 100 / float32(size/min(size, rebaseChunk))
+	}
+	var n int64
+	for off := int64(0); off < size; off += n {
+		alloc, l, err := layerAllocated(img, off, min(rebaseChunk, size-off))
 		if err != nil {
 			return err
 		}
-		if !st.Allocated {
-			if err := readChain(old, a[:n], off); err != nil {
+		if n = l; alloc {
+			continue
+		}
+		if prefix != nil {
+			alloc, l, err := allocatedAbove(old, prefix, off, n)
+			if err != nil {
 				return err
 			}
-			if err := readChain(new, b[:n], off); err != nil {
-				return err
-			}
-			for i := int64(0); i < n; {
-				j := i
-				for j < n && !bytes.Equal(a[j:min(j+512, n)], b[j:min(j+512, n)]) {
-					j = min(j+512, n)
-				}
-				if j > i {
-					if _, err := img.WriteAt(a[i:j], off+i); err != nil {
-						return err
-					}
-					i = j
-					continue
-				}
-				i = min(i+512, n)
+			if n = l; !alloc {
+				continue
 			}
 		}
-		off += n
-		prog.print(off, length)
+		for _, bk := range []*block.Node{old, new} {
+			if bk != nil && off < bk.Length() {
+				n = min(n, bk.Length()-off)
+			}
+		}
+		if err := readChain(old, a[:n], off); err != nil {
+			return err
+		}
+		if err := readChain(new, b[:n], off); err != nil {
+			return err
+		}
+		for i := int64(0); i < n; {
+			j := i
+			for j < n && !bytes.Equal(a[j:min(j+512, n)], b[j:min(j+512, n)]) {
+				j = min(j+512, n)
+			}
+			if j > i {
+				if _, err := img.WriteAt(a[i:j], off+i); err != nil {
+					return err
+				}
+				i = j
+				continue
+			}
+			i = min(i+512, n)
+		}
+		prog.add(share)
 	}
 	return img.Flush()
+}
+
+// allocatedAbove is QEMU's bdrv_is_allocated_above(top, base) without
+// base: whether an image from top down to base's child allocates the
+// range at off, and for how long that holds.
+func allocatedAbove(top, base *block.Node, off, bytes int64) (bool, int64, error) {
+	n := bytes
+	for l := top; l != nil && l != base; l = l.Child("backing") {
+		if off >= l.Length() {
+			continue
+		}
+		alloc, ln, err := layerAllocated(l, off, min(bytes, l.Length()-off))
+		if err != nil {
+			return false, 0, err
+		}
+		if alloc {
+			return true, ln, nil
+		}
+		if n > ln && (l == top || off+ln < l.Length()) {
+			n = ln
+		}
+	}
+	return false, n, nil
+}
+
+// layerAllocated is QEMU's bdrv_is_allocated: whether node itself
+// allocates the range at off, and for how long that holds. Node's
+// BlockStatus also ends a range where its backing file's status changes,
+// so unallocated ranges are joined here.
+func layerAllocated(node *block.Node, off, n int64) (bool, int64, error) {
+	st, l, err := node.BlockStatus(off, n)
+	if err != nil || st.Allocated {
+		return st.Allocated, l, err
+	}
+	for l < n {
+		next, ln, err := node.BlockStatus(off+l, n-l)
+		if err != nil {
+			return false, 0, err
+		}
+		if next.Allocated {
+			break
+		}
+		l += ln
+	}
+	return false, l, nil
 }
