@@ -63,6 +63,17 @@ type imgCmdLine struct {
 	addFds   []cmdline.Occurrence
 }
 
+// image is the one image file name most subcommands take, or false
+// after qemu-img's error for anything else.
+func (a imgCmdLine) image(stderr io.Writer) (string, bool) {
+	if len(a.operands) != 1 {
+		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
+		imgTryHelp(stderr)
+		return "", false
+	}
+	return a.operands[0], true
+}
+
 // imgGetopt reads a subcommand's options the way every qemu-img command
 // does, handling what they all share: -h/--help prints the help and exits
 // 0, -add-fd/--add-fd (minivmm's, for fd passing) is collected, and a bad

@@ -118,14 +118,13 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return rc
 	}
-	if len(a.operands) != 1 {
-		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
-		return imgTryHelp(stderr)
+	filename, ok := a.image(stderr)
+	if !ok {
+		return 1
 	}
 	if step == 0 {
 		step = bufSize
 	}
-	filename := a.operands[0]
 	if native && !o.nocache {
 		fmt.Fprintf(stderr, "%s: Could not open '%s': aio=native was specified, but it requires cache.direct=on, which was not specified.\n", imgProg, filename)
 		return 1

@@ -70,11 +70,10 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return rc
 	}
-	if len(a.operands) != 1 {
-		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
-		return imgTryHelp(stderr)
+	filename, ok := a.image(stderr)
+	if !ok {
+		return 1
 	}
-	filename := a.operands[0]
 
 	reg := qemuopen.New(qemuopen.Config{})
 	defer reg.CloseAll()

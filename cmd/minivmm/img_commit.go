@@ -87,11 +87,10 @@ func runImgCommit(args []string, stdout, stderr io.Writer) int {
 	if quiet {
 		progress = false
 	}
-	if len(a.operands) != 1 {
-		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
-		return imgTryHelp(stderr)
+	filename, ok := a.image(stderr)
+	if !ok {
+		return 1
 	}
-	filename := a.operands[0]
 
 	// The chain as the image names it.
 	im, ok := imgOpen(filename, format, false, false, a.addFds, stderr)

@@ -16,15 +16,10 @@ import (
 	"minivmm/internal/fdtest"
 )
 
-type cvResult struct {
-	code     int
-	out, err string
-}
-
 // cvRunBoth runs `img convert args` with qemu-img and in-process; "OUT"
 // in args names each one's output (q.out, m.out in dir). Results come
 // back with dir and the output names normalized.
-func cvRunBoth(t *testing.T, dir string, args []string) (ours, theirs cvResult) {
+func cvRunBoth(t *testing.T, dir string, args []string) (ours, theirs imgResult) {
 	t.Helper()
 	subst := func(name string) []string {
 		a := []string{"convert"}
@@ -36,21 +31,9 @@ func cvRunBoth(t *testing.T, dir string, args []string) (ours, theirs cvResult) 
 	norm := func(s, name string) string {
 		return strings.ReplaceAll(strings.ReplaceAll(s, filepath.Join(dir, name), "OUT"), dir, "DIR")
 	}
-	var out, errb bytes.Buffer
-	ours.code = runImg(subst("m.out"), &out, &errb)
-	ours.out, ours.err = norm(out.String(), "m.out"), norm(errb.String(), "m.out")
-	out.Reset()
-	errb.Reset()
-	cmd := exec.Command("qemu-img", subst("q.out")...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatal(err)
-		}
-		theirs.code = ee.ExitCode()
-	}
-	theirs.out, theirs.err = norm(out.String(), "q.out"), norm(errb.String(), "q.out")
+	ours, theirs = ourImgRun(subst("m.out")...), qemuImgRun(t, "", subst("q.out")...)
+	ours.out, ours.err = norm(ours.out, "m.out"), norm(ours.err, "m.out")
+	theirs.out, theirs.err = norm(theirs.out, "q.out"), norm(theirs.err, "q.out")
 	return ours, theirs
 }
 

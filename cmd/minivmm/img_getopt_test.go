@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
-	"os/exec"
 	"testing"
 
 	"minivmm/internal/fdtest"
@@ -27,27 +25,13 @@ func TestImgGetoptInterop(t *testing.T) {
 			{"-f"}, {"x", "-f"}, {"--format"}, {"", "1G"},
 		} {
 			args := append([]string{cmd}, args...)
-			var out, errb bytes.Buffer
-			code := runImg(args, &out, &errb)
-			var qout, qerr bytes.Buffer
-			c := exec.Command("qemu-img", args...)
-			c.Dir = t.TempDir()
-			c.Stdout, c.Stderr = &qout, &qerr
-			qcode := 0
-			if err := c.Run(); err != nil {
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) {
-					t.Fatal(err)
-				}
-				qcode = ee.ExitCode()
+			got, want := ourImgRun(args...), qemuImgRun(t, t.TempDir(), args...)
+			if want.code == 0 && want.out != "" {
+				want.out = help.String()
 			}
-			wantOut := qout.String()
-			if qcode == 0 && qout.Len() > 0 {
-				wantOut = help.String()
-			}
-			if code != qcode || out.String() != wantOut || errb.String() != qerr.String() {
+			if got != want {
 				t.Errorf("%q: exit %d (want %d)\nstdout %.80q (want %.80q)\nstderr %q\nwant   %q",
-					args, code, qcode, out.String(), wantOut, errb.String(), qerr.String())
+					args, got.code, want.code, got.out, want.out, got.err, want.err)
 			}
 		}
 	}

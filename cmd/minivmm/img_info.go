@@ -116,15 +116,14 @@ func (c *imgCommonOpts) parse(args []string, more []longOption, stdout, stderr i
 		return "", rc, false
 	}
 	c.addFds = a.addFds
-	if len(a.operands) != 1 {
-		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
-		return "", imgTryHelp(stderr), false
+	if filename, ok = a.image(stderr); !ok {
+		return "", 1, false
 	}
 	if c.imageOpts && c.format != "" {
 		fmt.Fprintf(stderr, "%s: --image-opts and --format are mutually exclusive\n", imgProg)
 		return "", 1, false
 	}
-	return a.operands[0], 0, true
+	return filename, 0, true
 }
 
 func imgTryHelp(stderr io.Writer) int {

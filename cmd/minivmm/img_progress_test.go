@@ -4,8 +4,6 @@ package main
 // is in img_convert_b_test.go).
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -50,23 +48,14 @@ func progRun(t *testing.T, dir string, ours bool, args []string) [4]string {
 			abs[i] = filepath.Join(dir, a)
 		}
 	}
-	var out, errb bytes.Buffer
-	code := 0
+	var r imgResult
 	if ours {
-		code = runImg(abs, &out, &errb)
+		r = ourImgRun(abs...)
 	} else {
-		cmd := exec.Command("qemu-img", abs...)
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		if err := cmd.Run(); err != nil {
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) {
-				t.Fatal(err)
-			}
-			code = ee.ExitCode()
-		}
+		r = qemuImgRun(t, "", abs...)
 	}
 	m, _ := exec.Command("qemu-img", "map", "--output=json", filepath.Join(dir, "top.qcow2")).CombinedOutput()
-	return [4]string{out.String(), strings.ReplaceAll(errb.String(), dir+"/", ""), string(rune('0' + code)), string(m)}
+	return [4]string{r.out, strings.ReplaceAll(r.err, dir+"/", ""), string(rune('0' + r.code)), string(m)}
 }
 
 func TestImgProgressInterop(t *testing.T) {

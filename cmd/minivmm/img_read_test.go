@@ -106,25 +106,46 @@ func TestImgReadInterop(t *testing.T) {
 		}
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			fdtest.Check(t)
-			var wantOut, wantErr bytes.Buffer
-			cmd := exec.Command("qemu-img", args...)
-			cmd.Stdout, cmd.Stderr = &wantOut, &wantErr
-			wantCode := 0
-			if err := cmd.Run(); err != nil {
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) {
-					t.Fatal(err)
-				}
-				wantCode = ee.ExitCode()
-			}
-			var gotOut, gotErr bytes.Buffer
-			gotCode := runImg(args, &gotOut, &gotErr)
-			if gotCode != wantCode || gotOut.String() != wantOut.String() || gotErr.String() != wantErr.String() {
+			want, got := qemuImgRun(t, "", args...), ourImgRun(args...)
+			if got != want {
 				t.Errorf("exit %d, want %d\nstdout:\n%s\nwant:\n%s\nstderr:\n%s\nwant:\n%s",
-					gotCode, wantCode, gotOut.String(), wantOut.String(), gotErr.String(), wantErr.String())
+					got.code, want.code, got.out, want.out, got.err, want.err)
 			}
 		})
 	}
+}
+
+// imgResult is what one run of qemu-img or minivmm img printed, and its
+// exit status.
+type imgResult struct {
+	code     int
+	out, err string
+}
+
+// qemuImgRun runs qemu-img in dir (or the test's own directory).
+func qemuImgRun(t *testing.T, dir string, args ...string) imgResult {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command("qemu-img", args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	r := imgResult{}
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		r.code = ee.ExitCode()
+	}
+	r.out, r.err = out.String(), errb.String()
+	return r
+}
+
+// ourImgRun runs minivmm img in-process.
+func ourImgRun(args ...string) imgResult {
+	var out, errb bytes.Buffer
+	code := runImg(args, &out, &errb)
+	return imgResult{code, out.String(), errb.String()}
 }
 
 func TestImgReadSizeToStr(t *testing.T) {

@@ -54,15 +54,14 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 	if quiet {
 		progress = false
 	}
-	if len(a.operands) != 1 {
-		fmt.Fprintf(stderr, "%s: Expecting one image file name\n", imgProg)
-		return imgTryHelp(stderr)
+	filename, ok := a.image(stderr)
+	if !ok {
+		return 1
 	}
 	if !unsafe && !haveBacking {
 		fmt.Fprintf(stderr, "%s: Must specify backing file (-b) or use unsafe mode (-u)\n", imgProg)
 		return imgTryHelp(stderr)
 	}
-	filename := a.operands[0]
 	// As qemu-img, progress starts here and ends whatever happens next.
 	prog := newImgProgress(stdout, progress, 2)
 	prog.set(0)
