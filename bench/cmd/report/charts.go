@@ -70,6 +70,16 @@ func buildCharts(rep *report.Report, e *harness.Env) map[string]*svg.Chart {
 			}
 			return 0
 		})
+		// minivmm in blues, QEMU in reds, in every chart.
+		c.Colors = map[string]string{}
+		blues, reds := []string{"#1f77b4", "#6baed6", "#08519c"}, []string{"#d62728", "#fc9272"}
+		for _, sr := range c.Series {
+			if strings.HasPrefix(sr, "minivmm") && len(blues) > 0 {
+				c.Colors[sr], blues = blues[0], blues[1:]
+			} else if strings.HasPrefix(strings.ToLower(sr), "qemu") && len(reds) > 0 {
+				c.Colors[sr], reds = reds[0], reds[1:]
+			}
+		}
 		if id == "latency" || id == "chain-open" {
 			c.Format = stats.Duration
 		}

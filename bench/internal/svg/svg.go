@@ -27,6 +27,17 @@ type Chart struct {
 	Note   string // a line under the chart (e.g. what was not installed)
 	// Format labels the y axis ticks (default: compact numbers, 1k, 2.5M).
 	Format func(float64) string
+	// Colors fixes a series' fill (e.g. "#d62728"); others take the
+	// palette in series order.
+	Colors map[string]string
+}
+
+// color is series si's fill.
+func (c *Chart) color(si int) string {
+	if col, ok := c.Colors[c.Series[si]]; ok {
+		return col
+	}
+	return palette[si%len(palette)]
 }
 
 // Set records the bar of series s in group g.
@@ -105,7 +116,7 @@ func (c *Chart) Render() string {
 				x := gx + gw*0.1 + bw*float64(si)
 				yv := y(bar.Value)
 				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %s</title></rect>`+"\n",
-					x, yv, bw, float64(top+plotH)-yv, palette[si%len(palette)], esc(s), esc(g), esc(label(bar.Value)))
+					x, yv, bw, float64(top+plotH)-yv, c.color(si), esc(s), esc(g), esc(label(bar.Value)))
 				if bar.Hi > bar.Lo && !math.IsNaN(bar.Lo) && !math.IsNaN(bar.Hi) {
 					cx := x + bw/2
 					fmt.Fprintf(&b, `<path d="M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fH%.1f" stroke="black" fill="none"/>`+"\n",
@@ -117,7 +128,7 @@ func (c *Chart) Render() string {
 	// Legend and note.
 	x := left
 	for si, s := range c.Series {
-		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`, x, legendY-10, palette[si%len(palette)])
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`, x, legendY-10, c.color(si))
 		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+16, legendY, esc(s))
 		x += 30 + 7*len(s)
 	}

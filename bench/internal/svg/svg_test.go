@@ -106,6 +106,16 @@ func TestFormat(t *testing.T) {
 	}
 }
 
+func TestColors(t *testing.T) {
+	c := Chart{Title: "t", Groups: []string{"g"}, Series: []string{"a", "b"},
+		Values: map[string]map[string]Bar{"a": {"g": {Value: 1}}, "b": {"g": {Value: 2}}},
+		Colors: map[string]string{"b": "#abcdef"}}
+	doc := c.Render()
+	if strings.Count(doc, `fill="#abcdef"`) != 2 || strings.Count(doc, `fill="`+palette[0]+`"`) != 2 {
+		t.Errorf("bar and legend colours wrong:\n%s", doc)
+	}
+}
+
 func TestSet(t *testing.T) {
 	var c Chart
 	c.Set("s", "g", Bar{Value: 1})
