@@ -189,7 +189,8 @@ func Layers(e *harness.Env, s *report.Section) error {
 	}
 	s.Text = fmt.Sprintf("4 KiB sequential requests at depth 1, in process, on one %d MiB file filled with data (qcow2: converted from it, "+
 		"every cluster allocated; writes overwrite): each layer opened once, read-write with a writer attached; about %v of requests per "+
-		"measurement, %d rounds, the layers alternating. The ratio is the layer's time per request over the floor's in the same round.",
+		"measurement, %d rounds, the layers alternating. The ratio is the layer's time per request over the floor's in the same round. "+
+		"QEMU's layers cannot be called in process; the img bench case compares whole stacks with QEMU.",
 		size>>20, target, e.Reps)
 	s.Commands = []string{reportCmd(e, "layers"), "go test -run=NONE -bench=Layers ./bench/"}
 	t := s.Table("", "op", "layer", "per request", "ratio to the floor")
