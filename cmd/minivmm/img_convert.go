@@ -308,7 +308,10 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 				return fail("Backing file format not supported for file format '%s'", outFmt)
 			}
 		}
-		if opts, err := cmdline.ParseOpts(strings.Join(optStrs, ","), ""); err == nil {
+		// A format without backing files rejects the option when the
+		// image is created, as qemu-img's option parsing does first.
+		_, backed := createKinds[outFmt]["backing_file"]
+		if opts, err := cmdline.ParseOpts(strings.Join(optStrs, ","), ""); err == nil && backed {
 			if v, ok := opts.Get("backing_file"); ok && backing == "" {
 				backing = v
 			}

@@ -108,6 +108,8 @@ func TestConvertBackingInterop(t *testing.T) {
 		{"-c", "-O", "qcow2", p("r1.raw"), p("mixed.raw"), "OUT"},
 		{"-O", "raw", "-B", base, top, "OUT"},
 		{"-O", "raw", "-F", "qcow2", top, "OUT"},
+		{"-O", "raw", "-o", "backing_file=" + base, top, "OUT"},
+		{"-O", "qcow2", "-o", "backing_fmt=raw", "-B", base, top, "OUT"},
 		{"-O", "qcow2", "-B", base, top, "OUT"},
 		{"-O", "qcow2", "-o", "backing_file=" + base, top, "OUT"},
 		{"-O", "qcow2", "-F", "qcow2", top, "OUT"},
