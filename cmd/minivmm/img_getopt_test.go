@@ -40,6 +40,7 @@ func TestImgGetoptInterop(t *testing.T) {
 // TestImgGetoptMidCluster: a bad option inside a cluster is named as
 // itself, where qemu-img names the argument before it.
 func TestImgGetoptMidCluster(t *testing.T) {
+	fdtest.Check(t)
 	for _, tc := range []struct {
 		args []string
 		want string
