@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -201,6 +202,7 @@ func header(e *harness.Env, quick bool, run string, reps int, start time.Time, l
 		fmt.Sprintf("Produced by `%s`, %s, in %v; %s mode, %d rounds per measurement.", cmd, start.UTC().Format("2006-01-02 15:04 UTC"),
 			time.Since(start).Round(time.Second), mode, reps),
 		fmt.Sprintf("Machine: %s, %d CPUs, %s; %s.", cpuModel(), cpus, kernel(), runtime.Version()),
+		fmt.Sprintf("Source: %s.", treeState()),
 		fmt.Sprintf("QEMU: %s; %s.", toolVersion(e.QemuImg, "qemu-img"), toolVersion(e.QemuSys, "qemu-system-x86_64")),
 		fmt.Sprintf("Load average (1, 5, 15 min, as `uptime` shows it): %s at the start, %s at the end, highest 1-minute value seen before a case %.2f.",
 			ls.text, le.text, lmax.one),
@@ -250,4 +252,28 @@ func toolVersion(path, name string) string {
 	}
 	first, _, _ := strings.Cut(string(r.Out), "\n")
 	return strings.TrimSpace(first)
+}
+
+// treeState names the commit measured and any uncommitted changes to Go
+// files outside bench/ (they are in the binary and packages measured).
+func treeState() string {
+	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "not a git checkout"
+	}
+	st := fmt.Sprintf("git commit %s", strings.TrimSpace(string(head)))
+	out, err := exec.Command("git", "status", "--porcelain", "--", ".", ":(exclude)bench").Output()
+	if err != nil {
+		return st
+	}
+	var dirty []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if len(line) > 3 && strings.HasSuffix(line, ".go") {
+			dirty = append(dirty, strings.TrimSpace(line[3:]))
+		}
+	}
+	if len(dirty) > 0 {
+		st += fmt.Sprintf(", plus uncommitted changes to %s (the working tree was measured)", strings.Join(dirty, ", "))
+	}
+	return st
 }
