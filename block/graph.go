@@ -217,6 +217,16 @@ func (d *Driver) required() []string {
 	return d.Required
 }
 
+// roundToSector rounds a length up to whole 512-byte sectors: QEMU counts
+// every node in sectors, so a 1000-byte file is a 1024-byte node whose
+// tail reads as zeroes (the file driver's reads past EOF are zeroes).
+func roundToSector(n int64) int64 {
+	if n <= 0 || n > maxLength {
+		return n
+	}
+	return (n + 511) &^ 511
+}
+
 // maxLength is the largest node QEMU accepts (BDRV_MAX_LENGTH).
 const maxLength = 1<<63 - 1<<30
 
@@ -287,6 +297,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 		return nil, err
 	}
 	length, err := img.Length()
+	length = roundToSector(length)
 	if err == nil && length > maxLength {
 		err = unix.EFBIG
 	}

@@ -333,7 +333,7 @@ func (n *Node) Truncate(size int64) error {
 	if err := t.Truncate(size); err != nil {
 		return n.fail("truncate", size, 0, err)
 	}
-	n.length.Store(size)
+	n.length.Store(roundToSector(size))
 	return nil
 }
 
