@@ -213,8 +213,12 @@ func Chain(e *harness.Env, s *report.Section) error {
 	}
 	s.Charts = []string{"chain-open.svg"}
 	slope, icpt, r2 := stats.Slope(xs, ys)
-	s.Note("Least-squares fit of in-process open time against depth: %s per image + %s, r² = %.4f (1 = perfectly linear).",
-		stats.Duration(slope), stats.Duration(icpt), r2)
+	sign := "+"
+	if icpt < 0 {
+		sign, icpt = "−", -icpt
+	}
+	s.Note("Least-squares fit of in-process open time against depth: %s per image %s %s, r² = %.4f (1 = perfectly linear).",
+		stats.Duration(slope), sign, stats.Duration(icpt), r2)
 	goal := "chain open cost linear in depth; a 1000-deep chain opens"
 	if deepErr != nil {
 		s.Targets = append(s.Targets, report.Target{Goal: goal, Measured: "1000-deep chain: " + deepErr.Error(), Status: report.NotMet})
