@@ -68,7 +68,10 @@ type image struct {
 	corrupted bool
 	rc        *refcounts
 	snap      *snapMeta // what internal snapshots own, kept from writes
-	comp      compState // where compressed writes pack (compress_write.go), under wmu
+
+	preallocOnce sync.Once // metadataPreallocated, decided once
+	prealloc     bool
+	comp         compState // where compressed writes pack (compress_write.go), under wmu
 	// reportCorruption tells the monitor (BLOCK_IMAGE_CORRUPTED).
 	reportCorruption func(msg string, offset, size int64, fatal bool)
 }

@@ -11,9 +11,8 @@ import (
 type snapshot struct {
 	L1TableOffset uint64
 	L1Size        uint32
-	ID            string
-	Name          string
 	ExtraSize     uint32
+	SnapshotInfo
 }
 
 // readSnapshots walks the snapshot table as QEMU's qcow2_read_snapshots
@@ -30,6 +29,7 @@ func readSnapshots(r *chunkReader, h *header) ([]snapshot, error) {
 	var off int64 // from the start of the table
 	snaps := make([]snapshot, 0, min(h.NbSnapshots, 1024))
 	var hdr [snapshotHeaderSize]byte
+	var extra [24]byte
 	for i := 0; i < int(h.NbSnapshots); i++ {
 		off = (off + 7) &^ 7
 		if err := r.read(hdr[:], off); err != nil {
@@ -40,10 +40,28 @@ func readSnapshots(r *chunkReader, h *header) ([]snapshot, error) {
 			L1TableOffset: be.Uint64(hdr[0:]),
 			L1Size:        be.Uint32(hdr[8:]),
 			ExtraSize:     be.Uint32(hdr[36:]),
+			SnapshotInfo: SnapshotInfo{
+				DateSec: be.Uint32(hdr[16:]), DateNsec: be.Uint32(hdr[20:]),
+				VMClockNsec: be.Uint64(hdr[24:]), VMStateSize: uint64(be.Uint32(hdr[32:])),
+				Icount: -1,
+			},
 		}
 		idLen, nameLen := int64(be.Uint16(hdr[12:])), int64(be.Uint16(hdr[14:]))
 		if sn.ExtraSize > maxSnapshotExtra {
 			return nil, fmt.Errorf("Too much extra metadata in snapshot table entry %d", i)
+		}
+		// The extra data QEMU 7.2 knows: a 64-bit VM state size, the disk
+		// size and the icount; an older or shorter entry lacks the later.
+		if n := min(sn.ExtraSize, uint32(len(extra))); n > 0 {
+			if err := r.read(extra[:n], off); err != nil {
+				return nil, fmt.Errorf("Failed to read snapshot table: %w", err)
+			}
+			if n >= 8 {
+				sn.VMStateSize = be.Uint64(extra[0:])
+			}
+			if n >= 24 {
+				sn.Icount = int64(be.Uint64(extra[16:]))
+			}
 		}
 		off += int64(sn.ExtraSize)
 		str := make([]byte, idLen+nameLen)
