@@ -67,7 +67,9 @@ type image struct {
 	writable  bool
 	corrupted bool
 	rc        *refcounts
-	snap      *snapMeta // what internal snapshots own, kept from writes
+	snap      *snapMeta  // what internal snapshots own, kept from writes
+	metaGen   uint64     // bumped when a metadata location changes (overlap.go), under wmu
+	metaIdx   *metaIndex // the overlap check's index, as of some metaGen
 
 	preallocOnce sync.Once // metadataPreallocated, decided once
 	prealloc     bool

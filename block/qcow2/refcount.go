@@ -195,6 +195,7 @@ func (r *refcounts) newBlock(ti int64) error {
 		return err
 	}
 	r.table[ti] = uint64(p * cs)
+	r.img.metaChanged()
 	r.blocks[p*cs] = b
 	return nil
 }
@@ -266,6 +267,7 @@ func (r *refcounts) growTable(need int64) error {
 	}
 	oldOff, oldClusters := r.tableOff, r.tableClust
 	r.table, r.tableOff, r.tableClust = table, tOff*cs, clusters
+	r.img.metaChanged()
 	for ti, b := range newBlocks {
 		r.blocks[int64(table[ti])] = b
 	}
@@ -353,6 +355,7 @@ func (r *refcounts) dropUnusedBlocks() error {
 			return err
 		}
 		r.table[ti] = 0
+		r.img.metaChanged()
 		delete(r.blocks, off)
 		if !self {
 			if err := r.add(off/cs, -1); err != nil {

@@ -216,6 +216,7 @@ func (c *checker) fixCopied(img *image, fix int, rr *RepairResult) error {
 					c.res.CheckErrors++
 				} else {
 					img.l1[i] = ne
+					img.metaChanged()
 					rr.CorruptionsFixed++
 				}
 			} else {

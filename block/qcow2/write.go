@@ -74,6 +74,7 @@ func (img *image) startWriting() error {
 	}
 	img.l1mu.Unlock()
 	img.rc = rc
+	img.metaChanged()
 	if img.hdr.IncompatibleFeatures&incompatDirty != 0 {
 		if err := img.repair(); err != nil {
 			img.rc = nil
@@ -170,44 +171,6 @@ func (img *image) ensureFile(size int64) error {
 		return nil
 	}
 	return img.file.Truncate(size)
-}
-
-// overlap names the metadata [off, off+n) overlaps, ignoring the kinds in
-// ign, or "".
-func (img *image) overlap(off, n int64, ign int) string {
-	cs := img.clusterSize
-	in := func(start, size int64) bool { return size > 0 && off < start+size && start < off+n }
-	if in(0, cs) {
-		return "qcow2_header"
-	}
-	h := img.hdr
-	if ign&olL1 == 0 && in(int64(h.L1TableOffset), int64(h.L1Size)*8) {
-		return "active L1 table"
-	}
-	rc := img.rc
-	if ign&olRefTable == 0 && in(rc.tableOff, rc.tableClust*cs) {
-		return "refcount table"
-	}
-	if ign&olRefblocks == 0 {
-		for _, e := range rc.table {
-			if e != 0 && in(int64(e&reftOffsetMask), cs) {
-				return "refcount block"
-			}
-		}
-	}
-	if what := img.snap.overlap(off, n, cs); what != "" {
-		return what
-	}
-	if ign&olL2 == 0 {
-		img.l1mu.RLock()
-		defer img.l1mu.RUnlock()
-		for _, e := range img.l1 {
-			if o := int64(e & offsetMask); o != 0 && in(o, cs) {
-				return "active L2 table"
-			}
-		}
-	}
-	return ""
 }
 
 // markCorrupt sets the corrupt bit (version 3), refuses further writes and
@@ -326,6 +289,7 @@ func (img *image) setL1(i int64, e uint64) error {
 	img.l1mu.Lock()
 	old := img.l1[i]
 	img.l1[i] = e
+	img.metaChanged()
 	sec := (i * 8) &^ 511
 	buf := make([]byte, 512)
 	for j := sec / 8; j < min(int64(len(img.l1)), sec/8+64); j++ {
@@ -338,6 +302,7 @@ func (img *image) setL1(i int64, e uint64) error {
 		img.l1mu.Lock()
 		img.l1[i] = old
 		img.l1mu.Unlock()
+		img.metaChanged()
 		return err
 	}
 	return nil
@@ -456,7 +421,8 @@ type inPlaceSpan struct {
 func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 	img.wmu.RLock()
 	defer img.wmu.RUnlock()
-	if img.corrupted || !img.writable || img.rc == nil {
+	x := img.freshIndex()
+	if img.corrupted || !img.writable || img.rc == nil || x == nil {
 		return false, nil
 	}
 	cs := img.clusterSize
@@ -468,7 +434,7 @@ func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 		_, e, bm, _, err := img.l2Entry(c)
 		host := int64(e & offsetMask)
 		if err != nil || e&flagCopied == 0 || e&(flagCompressed|flagZero) != 0 || host == 0 ||
-			e&l2StdReserved != 0 || host&(cs-1) != 0 || img.overlap(host+in, n, 0) != "" {
+			e&l2StdReserved != 0 || host&(cs-1) != 0 || img.overlapIn(x, host+in, n, 0) != "" {
 			return false, nil
 		}
 		// With subclusters, the metadata stays unchanged only if every
@@ -853,6 +819,7 @@ func (img *image) growL1(entries int64) error {
 	img.l1 = l1
 	img.hdr.L1Size, img.hdr.L1TableOffset = uint32(entries), uint64(off)
 	img.l1mu.Unlock()
+	img.metaChanged()
 	for i := int64(0); i < oldN && oldOff != 0; i++ {
 		if err := img.rc.add(oldOff/cs+i, -1); err != nil {
 			return err
