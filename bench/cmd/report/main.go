@@ -33,6 +33,7 @@ func main() {
 	quick := flag.Bool("quick", false, "smaller inputs and fewer rounds (about a minute on 2 cores)")
 	run := flag.String("run", "", "run only the cases whose id matches this regexp (ids: "+ids()+")")
 	reps := flag.Int("reps", 0, "rounds per measurement (default 5, or 3 with -quick)")
+	flag.StringVar(&sourceNote, "source", "", "what source is measured, for the header, when it is not a git checkout (e.g. a `git archive` export)")
 	flag.Parse()
 	os.Exit(mainErr(*out, *quick, *run, *reps))
 }
@@ -254,11 +255,17 @@ func toolVersion(path, name string) string {
 	return strings.TrimSpace(first)
 }
 
+// sourceNote is -source.
+var sourceNote string
+
 // treeState names the commit measured and any uncommitted changes to Go
 // files outside bench/ (they are in the binary and packages measured).
 func treeState() string {
 	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
+		if sourceNote != "" {
+			return sourceNote
+		}
 		return "not a git checkout"
 	}
 	st := fmt.Sprintf("git commit %s", strings.TrimSpace(string(head)))
