@@ -64,6 +64,14 @@ type Reopener interface {
 	PrepareReopen(r *ReopenRequest) (Pending, error)
 }
 
+// WriterDropper is a driver that keeps writes in memory (metadata written
+// back lazily) and must put them on its children before it loses the
+// right to write them. The graph calls DropWriter when a node's last
+// writer goes, while the node's file child is still writable.
+type WriterDropper interface {
+	DropWriter() error
+}
+
 // Pending is a prepared reopen of one driver.
 type Pending interface {
 	Commit()

@@ -580,13 +580,22 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 	return nil
 }
 
-// dropWriter undoes addWriter; the last writer leaving an auto-read-only
-// node reopens it read-only (flushed first).
+// dropWriter undoes addWriter; the last writer leaving a node lets its
+// driver write back what it held in memory (before the file child loses
+// write permission), and reopens an auto-read-only node read-only
+// (flushed first).
 func (g *Graph) dropWriter(n *Node, share bool) {
 	if share {
 		n.sharedWriters--
 	}
-	if n.writers.Add(-1) == 0 && !n.state.writable(0) {
+	last := n.writers.Add(-1) == 0
+	if d, ok := n.img.(WriterDropper); ok && last {
+		// A failure leaves the image as a crash would (a qcow2 image
+		// stays marked dirty and is repaired when next written); there
+		// is no one to return it to.
+		d.DropWriter()
+	}
+	if last && !n.state.writable(0) {
 		// Going back to read-only cannot fail for want of an fd; if the
 		// flush fails the node stays read-write, which is safe.
 		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 0}})

@@ -67,6 +67,7 @@ type image struct {
 	writable  bool
 	corrupted bool
 	rc        *refcounts
+	lazy      bool       // lazy refcounts (refcount.go)
 	snap      *snapMeta  // what internal snapshots own, kept from writes
 	metaGen   uint64     // bumped when a metadata location changes (overlap.go), under wmu
 	metaIdx   *metaIndex // the overlap check's index, as of some metaGen
@@ -87,6 +88,11 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if err := img.openBacking(o); err != nil {
 		return nil, err
 	}
+	lazy, err := o.Options.Bool("lazy-refcounts", img.hdr.CompatibleFeatures&compatLazyRefcounts != 0)
+	if err != nil {
+		return nil, err
+	}
+	img.lazy = lazy
 	if o.Writable {
 		// Refused now; the image is readied (a dirty one repaired) at the
 		// first write, when the file child has its writer.

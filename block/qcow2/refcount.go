@@ -1,17 +1,23 @@
 package qcow2
 
 // Refcounts for the write path: the refcount table in memory, refcount
-// blocks through a small write-through cache, entries of any width.
+// blocks through a small cache, entries of any width. Changes are written
+// through, except with lazy refcounts while the image is marked dirty:
+// then they stay in the cache until it evicts them or the image is
+// marked clean (a crash leaves the dirty bit, and the next writer
+// rebuilds the refcounts).
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 )
 
-// refcounts is the image's refcount structures. Every change is written
-// through to the file at once; callers order flushes.
+// refcounts is the image's refcount structures. Callers order flushes
+// (unless deferred).
 type refcounts struct {
 	img        *image
 	order      uint32
@@ -21,6 +27,8 @@ type refcounts struct {
 	tableClust int64
 	table      []uint64
 	blocks     map[int64][]byte // refcount block cache, by file offset
+	dirty      map[int64]bool   // blocks changed in memory only
+	deferred   bool             // lazy refcounts, dirty bit on disk: changes stay in memory
 	hint       int64            // no free cluster below (a search start)
 	end        int64            // first cluster index past everything allocated
 }
@@ -31,7 +39,7 @@ func newRefcounts(img *image) (*refcounts, error) {
 	r := &refcounts{
 		img: img, order: h.RefcountOrder, blockBits: h.ClusterBits + 3 - h.RefcountOrder,
 		tableOff: int64(h.RefcountTableOffset), tableClust: int64(h.RefcountTableClusters),
-		blocks: map[int64][]byte{},
+		blocks: map[int64][]byte{}, dirty: map[int64]bool{},
 	}
 	r.max = math.MaxUint64
 	if r.order < 6 {
@@ -82,6 +90,9 @@ func (r *refcounts) block(off int64) ([]byte, error) {
 		return nil, err
 	}
 	if len(r.blocks) >= 32 {
+		if err := r.writeBack(); err != nil {
+			return nil, err
+		}
 		clear(r.blocks)
 	}
 	r.blocks[off] = b
@@ -106,6 +117,14 @@ func (r *refcounts) get(k int64) (uint64, error) {
 func (r *refcounts) set(k int64, v uint64) error {
 	if v > r.max {
 		return errors.New("qcow2: refcount overflow")
+	}
+	// With lazy refcounts the first change marks the image dirty; a
+	// repair (the image dirty already) writes through.
+	if r.img.lazy && !r.deferred && r.img.hdr.IncompatibleFeatures&incompatDirty == 0 {
+		if err := r.img.markDirty(); err != nil {
+			return err
+		}
+		r.deferred = true
 	}
 	ti := k >> r.blockBits
 	if ti >= int64(len(r.table)) {
@@ -132,13 +151,17 @@ func (r *refcounts) set(k int64, v uint64) error {
 	i := k & (1<<r.blockBits - 1)
 	old := refcountAt(b, r.order, i)
 	setRefcountAt(b, r.order, i, v)
-	// Write the 512-byte sector holding the entry.
-	byteOff := (i << r.order) / 8
-	sec := byteOff &^ 511
-	n := min(512, int64(len(b))-sec)
-	if err := r.img.writeMeta(b[sec:sec+n], off+sec, olRefblocks); err != nil {
-		setRefcountAt(b, r.order, i, old)
-		return err
+	if r.deferred {
+		r.dirty[off] = true
+	} else {
+		// Write the 512-byte sector holding the entry.
+		byteOff := (i << r.order) / 8
+		sec := byteOff &^ 511
+		n := min(512, int64(len(b))-sec)
+		if err := r.img.writeMeta(b[sec:sec+n], off+sec, olRefblocks); err != nil {
+			setRefcountAt(b, r.order, i, old)
+			return err
+		}
 	}
 	if v == 0 && k < r.hint {
 		r.hint = k
@@ -357,12 +380,24 @@ func (r *refcounts) dropUnusedBlocks() error {
 		r.table[ti] = 0
 		r.img.metaChanged()
 		delete(r.blocks, off)
+		delete(r.dirty, off)
 		if !self {
 			if err := r.add(off/cs, -1); err != nil {
 				return err
 			}
 		}
 		r.hint = min(r.hint, off/cs)
+	}
+	return nil
+}
+
+// writeBack writes the blocks changed in memory only.
+func (r *refcounts) writeBack() error {
+	for _, off := range slices.Sorted(maps.Keys(r.dirty)) {
+		if err := r.img.writeMeta(r.blocks[off], off, olRefblocks); err != nil {
+			return fmt.Errorf("qcow2: could not write the refcount block at %#x: %w", off, err)
+		}
+		delete(r.dirty, off)
 	}
 	return nil
 }

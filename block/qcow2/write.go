@@ -498,9 +498,7 @@ func (img *image) writeLocked(p []byte, off int64) error {
 	if len(allocs) == 0 {
 		return nil
 	}
-	// The new clusters' refcounts (and L2 tables) are on disk before
-	// anything points to them.
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncRefcounts(); err != nil {
 		return err
 	}
 	buf := make([]byte, cs)
@@ -730,6 +728,8 @@ func (img *image) Discard(off, n int64) error {
 }
 
 // Flush makes completed writes durable (metadata is written through).
+// With lazy refcounts the refcounts stay in memory, as in QEMU: the
+// dirty bit on disk covers them.
 func (img *image) Flush() error {
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
@@ -844,6 +844,9 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 		return &reopenPending{img: img, writable: true}, nil
 	case !r.Writable && img.writable:
 		if img.rc != nil {
+			if err := img.markClean(); err != nil {
+				return nil, err
+			}
 			if err := img.file.Flush(); err != nil {
 				return nil, err
 			}
@@ -870,12 +873,77 @@ type noChange struct{}
 func (noChange) Commit() {}
 func (noChange) Abort()  {}
 
-// Close flushes a written image.
+// Close flushes a written image (marked clean, if it still can be).
 func (img *image) Close() error {
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
 	if img.writable && img.rc != nil && !img.corrupted {
+		if err := img.markClean(); err != nil {
+			return err
+		}
 		return img.file.Flush()
 	}
+	return nil
+}
+
+// DropWriter marks the image clean while the file child can still be
+// written: the graph takes its write permission away next.
+func (img *image) DropWriter() error {
+	img.wmu.Lock()
+	defer img.wmu.Unlock()
+	if img.writable && img.rc != nil && !img.corrupted {
+		return img.markClean()
+	}
+	return nil
+}
+
+// syncRefcounts makes the refcounts changed so far durable before an L2
+// entry points to what they count, unless the dirty bit stands in for
+// them (lazy refcounts).
+func (img *image) syncRefcounts() error {
+	if img.rc.deferred {
+		return nil
+	}
+	return img.file.Flush()
+}
+
+// markDirty sets the dirty bit on disk (QEMU's qcow2_mark_dirty): from
+// then on, refcounts on disk may be stale.
+func (img *image) markDirty() error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], img.hdr.IncompatibleFeatures|incompatDirty)
+	if err := img.patchHeader(72, b[:]); err != nil {
+		return fmt.Errorf("qcow2: could not mark the image dirty: %w", err)
+	}
+	if err := img.file.Flush(); err != nil {
+		return fmt.Errorf("qcow2: could not mark the image dirty: %w", err)
+	}
+	img.hdr.IncompatibleFeatures |= incompatDirty
+	return nil
+}
+
+// markClean writes the refcounts held in memory and, once they are
+// durable, clears the dirty bit (QEMU's qcow2_mark_clean).
+func (img *image) markClean() error {
+	rc := img.rc
+	if rc == nil || !rc.deferred {
+		return nil
+	}
+	if err := rc.writeBack(); err != nil {
+		return err
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], img.hdr.IncompatibleFeatures&^incompatDirty)
+	if err := img.patchHeader(72, b[:]); err != nil {
+		return fmt.Errorf("qcow2: could not mark the image clean: %w", err)
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	img.hdr.IncompatibleFeatures &^= incompatDirty
+	rc.deferred = false
 	return nil
 }

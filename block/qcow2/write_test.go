@@ -140,6 +140,10 @@ func TestWriteInterop(t *testing.T) {
 		{name: "ext-2M", create: []string{"cluster_size=2M,extended_l2=on"}, size: 32 << 20, cs: 2 << 20, extL2: true},
 		{name: "ext-2M-backing", create: []string{"cluster_size=2M,extended_l2=on"}, size: 32 << 20, cs: 2 << 20, backing: true, extL2: true},
 		{name: "ext-compressed", create: []string{"cluster_size=65536,extended_l2=on"}, size: 8 << 20, cs: 65536, compress: true, extL2: true},
+		{name: "lazy-512", create: []string{"cluster_size=512,lazy_refcounts=on"}, size: 8 << 20, cs: 512},
+		{name: "lazy-4k-rc1", create: []string{"cluster_size=4096,refcount_bits=1,lazy_refcounts=on"}, size: 8 << 20, cs: 4096},
+		{name: "lazy-ext-64k-backing", create: []string{"cluster_size=65536,extended_l2=on,lazy_refcounts=on"}, size: 32 << 20, cs: 65536, backing: true, extL2: true},
+		{name: "lazy-compressed", create: []string{"cluster_size=65536,lazy_refcounts=on"}, size: 8 << 20, cs: 65536, compress: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -294,5 +298,52 @@ func TestWriteDirtyRepair(t *testing.T) {
 	copy(want[3<<20:], bytes.Repeat([]byte{0x68}, 8192))
 	raw := filepath.Join(dir, "want.raw")
 	os.WriteFile(raw, want, 0o600)
+	qemuCompare(t, img, raw)
+}
+
+// TestWriteLazyRefcounts: with lazy refcounts the first allocating write
+// marks the image dirty and the refcounts stay in memory, also across a
+// flush (as in QEMU); the last writer leaving writes them and marks the
+// image clean, and a new writer marks it dirty again.
+func TestWriteLazyRefcounts(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "lazy.qcow2")
+	const size = 8 << 20
+	run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on,cluster_size=4096", img, itoa(size))
+	g := fixture(t)
+	n, b := openRW(t, g, img)
+	shadow := make([]byte, size)
+	workload(t, n, shadow, 4096, 200, 7, discardRule{})
+	if err := n.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if headerU64(t, img, 72)&incompatDirty == 0 {
+		t.Fatal("not marked dirty after allocating writes")
+	}
+	if out, err := exec.Command("qemu-img", "check", "-f", "qcow2", img).CombinedOutput(); err == nil {
+		t.Fatalf("qemu-img check found the refcounts on disk up to date: they were written through\n%s", out)
+	}
+	g.Detach(b)
+	if headerU64(t, img, 72)&incompatDirty != 0 {
+		t.Fatal("still dirty after the last writer left")
+	}
+	qemuCheck(t, img, false)
+	raw := filepath.Join(dir, "shadow.raw")
+	os.WriteFile(raw, shadow, 0o600)
+	qemuCompare(t, img, raw)
+
+	b, err := g.Attach("", n, block.Perm{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	workload(t, n, shadow, 4096, 100, 8, discardRule{})
+	if headerU64(t, img, 72)&incompatDirty == 0 {
+		t.Fatal("not marked dirty again")
+	}
+	g.Detach(b)
+	g.Delete(n.Name())
+	qemuCheck(t, img, false)
+	os.WriteFile(raw, shadow, 0o600)
 	qemuCompare(t, img, raw)
 }
