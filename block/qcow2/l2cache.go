@@ -16,6 +16,9 @@ import (
 // the slice from the file outside any lock, while others wanting the
 // same slice wait for that one read. Slices are never modified once
 // loaded (the write path replaces them with put), so a request may keep using one the cache has since evicted.
+//
+// A slice the write path changed but has not written back yet is pinned:
+// never evicted (it would be read back stale), until unpinned.
 type l2Cache struct {
 	load       func(p []byte, off int64) error // reads file bytes
 	sliceBytes int
@@ -39,6 +42,7 @@ type l2Slice struct {
 	data    []byte
 	err     error
 	lastUse atomic.Uint64
+	pinned  bool // under l2Cache.mu
 }
 
 func newL2Cache(sliceBytes, max int, load func(p []byte, off int64) error) *l2Cache {
@@ -109,6 +113,9 @@ func (c *l2Cache) evictLocked() {
 	found := false
 	seen := 0
 	for off, s := range c.entries {
+		if s.pinned {
+			continue
+		}
 		if use := s.lastUse.Load(); !found || use < oldest {
 			victim, oldest, found = off, use, true
 		}
@@ -129,9 +136,9 @@ func (c *l2Cache) len() int {
 }
 
 // put replaces the slice at off with data (the write path's updated
-// copy); requests holding the old slice keep reading it.
-func (c *l2Cache) put(off int64, data []byte) {
-	s := &l2Slice{ready: make(chan struct{}), data: data}
+// copy), pinned or not; requests holding the old slice keep reading it.
+func (c *l2Cache) put(off int64, data []byte, pinned bool) {
+	s := &l2Slice{ready: make(chan struct{}), data: data, pinned: pinned}
 	s.loaded.Store(true)
 	close(s.ready)
 	c.mu.Lock()
@@ -141,4 +148,13 @@ func (c *l2Cache) put(off int64, data []byte) {
 	}
 	s.lastUse.Store(c.clock.Add(1))
 	c.entries[off] = s
+}
+
+// unpin lets the slice at off be evicted again (it was written back).
+func (c *l2Cache) unpin(off int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.entries[off]; s != nil {
+		s.pinned = false
+	}
 }

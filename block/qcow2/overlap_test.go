@@ -117,7 +117,7 @@ func cachedEntry(t *testing.T, img *image, c int64, e uint64) {
 	}
 	s = bytes.Clone(s)
 	binary.BigEndian.PutUint64(s[(l2i%img.sliceEntries)*int64(img.entryWords)*8:], e)
-	img.cache.put(sliceOff, s)
+	img.cache.put(sliceOff, s, false)
 }
 
 // TestOverlapNewMetadata: a write onto an L2 table or a refcount block

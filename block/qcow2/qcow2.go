@@ -67,10 +67,12 @@ type image struct {
 	writable  bool
 	corrupted bool
 	rc        *refcounts
-	lazy      bool       // lazy refcounts (refcount.go)
-	snap      *snapMeta  // what internal snapshots own, kept from writes
-	metaGen   uint64     // bumped when a metadata location changes (overlap.go), under wmu
-	metaIdx   *metaIndex // the overlap check's index, as of some metaGen
+	lazy      bool           // lazy refcounts (refcount.go)
+	snap      *snapMeta      // what internal snapshots own, kept from writes
+	metaGen   uint64         // bumped when a metadata location changes (overlap.go), under wmu
+	metaIdx   *metaIndex     // the overlap check's index, as of some metaGen
+	l2Dirty   map[int64]bool // L2 slices changed in memory only, by file offset
+	frees     []uint64       // entries removed in memory: references dropped at writeBack
 
 	preallocOnce sync.Once // metadataPreallocated, decided once
 	prealloc     bool
@@ -81,7 +83,7 @@ type image struct {
 
 func open(o *block.OpenContext) (block.Image, error) {
 	file := o.Child("file")
-	img := &image{file: file, writable: o.Writable, reportCorruption: o.ReportCorruption()}
+	img := &image{file: file, writable: o.Writable, reportCorruption: o.ReportCorruption(), l2Dirty: map[int64]bool{}}
 	if err := img.readHeader(o); err != nil {
 		return nil, err
 	}

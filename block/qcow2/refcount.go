@@ -1,11 +1,11 @@
 package qcow2
 
 // Refcounts for the write path: the refcount table in memory, refcount
-// blocks through a small cache, entries of any width. Changes are written
-// through, except with lazy refcounts while the image is marked dirty:
-// then they stay in the cache until it evicts them or the image is
-// marked clean (a crash leaves the dirty bit, and the next writer
-// rebuilds the refcounts).
+// blocks through a small cache, entries of any width. Changes stay in the
+// cache until it evicts them or the write path writes them back: before
+// anything points to what they count (write.go's syncRefcounts), except
+// with lazy refcounts while the image is marked dirty (a crash leaves
+// the dirty bit, and the next writer rebuilds the refcounts).
 
 import (
 	"encoding/binary"
@@ -16,8 +16,9 @@ import (
 	"slices"
 )
 
-// refcounts is the image's refcount structures. Callers order flushes
-// (unless deferred).
+// refcounts is the image's refcount structures. A refcount may be
+// written at any time once it is set: increments early is harmless, and
+// callers drop references only once nothing on disk points to them.
 type refcounts struct {
 	img        *image
 	order      uint32
@@ -28,7 +29,7 @@ type refcounts struct {
 	table      []uint64
 	blocks     map[int64][]byte // refcount block cache, by file offset
 	dirty      map[int64]bool   // blocks changed in memory only
-	deferred   bool             // lazy refcounts, dirty bit on disk: changes stay in memory
+	deferred   bool             // lazy refcounts, dirty bit on disk: no syncRefcounts needed
 	hint       int64            // no free cluster below (a search start)
 	end        int64            // first cluster index past everything allocated
 }
@@ -119,7 +120,7 @@ func (r *refcounts) set(k int64, v uint64) error {
 		return errors.New("qcow2: refcount overflow")
 	}
 	// With lazy refcounts the first change marks the image dirty; a
-	// repair (the image dirty already) writes through.
+	// repair (the image dirty already) syncs as without.
 	if r.img.lazy && !r.deferred && r.img.hdr.IncompatibleFeatures&incompatDirty == 0 {
 		if err := r.img.markDirty(); err != nil {
 			return err
@@ -149,20 +150,8 @@ func (r *refcounts) set(k int64, v uint64) error {
 		return err
 	}
 	i := k & (1<<r.blockBits - 1)
-	old := refcountAt(b, r.order, i)
 	setRefcountAt(b, r.order, i, v)
-	if r.deferred {
-		r.dirty[off] = true
-	} else {
-		// Write the 512-byte sector holding the entry.
-		byteOff := (i << r.order) / 8
-		sec := byteOff &^ 511
-		n := min(512, int64(len(b))-sec)
-		if err := r.img.writeMeta(b[sec:sec+n], off+sec, olRefblocks); err != nil {
-			setRefcountAt(b, r.order, i, old)
-			return err
-		}
-	}
+	r.dirty[off] = true
 	if v == 0 && k < r.hint {
 		r.hint = k
 	}
@@ -186,7 +175,8 @@ func (r *refcounts) add(k int64, delta int64) error {
 }
 
 // newBlock allocates the refcount block for table index ti, at the end
-// of the image: written, flushed, then entered in the table (flushed).
+// of the image: written and synced (with its own refcount, wherever that
+// is), then entered in the table (flushed).
 func (r *refcounts) newBlock(ti int64) error {
 	cs := r.img.clusterSize
 	p := r.end
@@ -206,7 +196,7 @@ func (r *refcounts) newBlock(ti int64) error {
 	if err := r.img.writeMeta(b, p*cs, olRefblocks); err != nil {
 		return err
 	}
-	if err := r.img.file.Flush(); err != nil {
+	if err := r.img.syncRefcounts(); err != nil {
 		return err
 	}
 	var e [8]byte
@@ -279,13 +269,18 @@ func (r *refcounts) growTable(need int64) error {
 	if err := r.img.writeMeta(raw, tOff*cs, olRefblocks|olRefTable); err != nil {
 		return err
 	}
-	if err := r.img.file.Flush(); err != nil {
+	if err := r.img.syncRefcounts(); err != nil {
 		return err
 	}
 	var hf [12]byte
 	binary.BigEndian.PutUint64(hf[:], uint64(tOff*cs))
 	binary.BigEndian.PutUint32(hf[8:], uint32(clusters))
 	if err := r.img.patchHeader(48, hf[:]); err != nil {
+		return err
+	}
+	// The header no longer points to the old table on disk before its
+	// clusters are freed (and may be reused).
+	if err := r.img.file.Flush(); err != nil {
 		return err
 	}
 	oldOff, oldClusters := r.tableOff, r.tableClust
@@ -391,7 +386,7 @@ func (r *refcounts) dropUnusedBlocks() error {
 	return nil
 }
 
-// writeBack writes the blocks changed in memory only.
+// writeBack writes the blocks changed in memory only (not synced).
 func (r *refcounts) writeBack() error {
 	for _, off := range slices.Sorted(maps.Keys(r.dirty)) {
 		if err := r.img.writeMeta(r.blocks[off], off, olRefblocks); err != nil {

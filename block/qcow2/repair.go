@@ -74,6 +74,9 @@ func Repair(file *block.Node, log io.Writer, fix int) (*RepairResult, error) {
 		if err := c.fixRefcounts(img, fix, rr); err != nil {
 			return rr, err
 		}
+		if err := img.rc.writeBack(); err != nil {
+			return rr, err
+		}
 		if err := file.Flush(); err != nil {
 			return rr, err
 		}

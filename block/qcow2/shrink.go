@@ -21,6 +21,11 @@ func (img *image) shrink(size int64) error {
 	oldClusters := (img.length + cs - 1) / cs
 	l2Cover := int64(1) << img.l2Bits
 	firstFreeL1 := (keepClusters + l2Cover - 1) / l2Cover // L1 entries wholly past the end
+	// The L2 tables dropped are read from disk: nothing of them may be
+	// held in memory.
+	if err := img.writeBack(); err != nil {
+		return err
+	}
 	if err := img.dropTail(keepClusters, min(oldClusters, firstFreeL1*l2Cover)); err != nil {
 		return fmt.Errorf("Failed to discard cropped clusters: %w", err)
 	}
@@ -40,6 +45,11 @@ func (img *image) shrink(size int64) error {
 	img.hdr.Size = uint64(size)
 	img.length = size
 	img.comp = compState{} // its packing point may have been freed
+	// What was dropped is freed before the file is cut after what is
+	// still in use.
+	if err := img.writeBack(); err != nil {
+		return err
+	}
 	if err := img.rc.dropUnusedBlocks(); err != nil {
 		return fmt.Errorf("Failed to discard unused refblocks: %w", err)
 	}
@@ -69,10 +79,10 @@ func (img *image) dropTail(from, to int64) error {
 	return img.freeAll(olds)
 }
 
-// dropL2 zeroes L1 entry i and, once that is on disk, drops the active
-// image's reference on the L2 table and on everything it references
-// (each was counted once per table walk, so this is right for a table a
-// snapshot shares too).
+// dropL2 zeroes L1 entry i and, once that is on disk (freeAll), drops the
+// active image's reference on the L2 table and on everything it
+// references (each was counted once per table walk, so this is right for
+// a table a snapshot shares too).
 func (img *image) dropL2(i int64) error {
 	img.l1mu.RLock()
 	l1e := img.l1[i]
@@ -98,10 +108,7 @@ func (img *image) dropL2(i int64) error {
 			olds = append(olds, e)
 		}
 	}
-	if err := img.freeAll(olds); err != nil {
-		return err
-	}
-	return img.rc.add(off/cs, -1)
+	return img.freeAll(append(olds, uint64(off)))
 }
 
 // cutFile truncates the file after the last cluster in use; failing to

@@ -1,19 +1,27 @@
 package qcow2
 
 // The write path: guest writes with copy-on-write of clusters, zero
-// writes, discards, growth, dirty-image repair and overlap checks. Every
-// metadata change is written through and ordered by flushes: a cluster's
-// refcount reaches the disk before anything points to it, and an entry
-// is unreferenced on disk before the refcount of what it pointed to
-// drops. All writes are serialized by img.wmu; reads take no lock of it.
+// writes, discards, growth, dirty-image repair and overlap checks.
+//
+// Refcount blocks and L2 entries are changed in memory and written back
+// in batches (writeBack: at Flush, at Close, when the last writer goes,
+// and when too many are held), as QEMU's metadata caches do, in an order
+// that keeps the image consistent on disk at every point: a cluster's
+// refcount is durable before an entry pointing to it is written, and an
+// entry's removal is durable before the references it held are dropped
+// (until then the clusters are not reused either). The L1 table, the
+// header and new tables are written through, ordered by flushes the same
+// way. All writes are serialized by img.wmu; reads take no lock of it.
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/bits"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -136,7 +144,7 @@ func (img *image) repair() error {
 			}
 		}
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncRefcounts(); err != nil {
 		return err
 	}
 	rc.hint = 0
@@ -156,6 +164,9 @@ func (img *image) repair() error {
 // them), leaving everything else of cluster 0 (extensions, unknown ones
 // included) as it is.
 func (img *image) patchHeader(off int64, b []byte) error {
+	if beforeWrite != nil {
+		beforeWrite()
+	}
 	sec := make([]byte, 512)
 	if err := readFile(img.file, sec, 0); err != nil {
 		return err
@@ -188,10 +199,17 @@ func (img *image) markCorrupt(msg string, offset, size int64) {
 	}
 }
 
+// beforeWrite, if set (by tests), runs before every write of the
+// exclusive write path: the file then is what a crash there leaves.
+var beforeWrite func()
+
 // checkedWrite writes file bytes after the overlap check.
 func (img *image) checkedWrite(p []byte, off int64, ign int) error {
 	if img.corrupted {
 		return errVersionCorrupt
+	}
+	if beforeWrite != nil {
+		beforeWrite()
 	}
 	if what := img.overlap(off, int64(len(p)), ign); what != "" {
 		msg := fmt.Sprintf("Preventing invalid write on metadata (overlaps with %s)", what)
@@ -275,11 +293,11 @@ func (img *image) ensureL2(l1i int64) (int64, error) {
 	if err := img.checkedWrite(zero, off, 0); err != nil {
 		return 0, err
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncRefcounts(); err != nil {
 		return 0, err
 	}
 	for s := int64(0); s < cs; s += img.sliceBytes {
-		img.cache.put(off+s, make([]byte, img.sliceBytes))
+		img.cache.put(off+s, make([]byte, img.sliceBytes), false)
 	}
 	return off, img.setL1(l1i, uint64(off)|flagCopied)
 }
@@ -312,9 +330,9 @@ func (img *image) setL1(i int64, e uint64) error {
 // extended L2 its bitmap becomes 0 (what a compressed cluster needs).
 func (img *image) setL2(l2Off, c int64, e uint64) error { return img.setL2Entry(l2Off, c, e, 0) }
 
-// setL2Entry writes the L2 entry (and, with extended L2, the bitmap) of
-// guest cluster c in table l2Off (the sector holding it) and publishes
-// the updated slice to the cache.
+// setL2Entry sets the L2 entry (and, with extended L2, the bitmap) of
+// guest cluster c in table l2Off: the updated slice is published to the
+// cache, pinned there until writeBack writes it.
 func (img *image) setL2Entry(l2Off, c int64, e, bm uint64) error {
 	l2i := c & (1<<img.l2Bits - 1)
 	sliceOff := l2Off + l2i/img.sliceEntries*img.sliceBytes
@@ -328,16 +346,76 @@ func (img *image) setL2Entry(l2Off, c int64, e, bm uint64) error {
 	if img.extL2 {
 		binary.BigEndian.PutUint64(nt[o+8:], bm)
 	}
-	sec := o &^ 511
-	if err := img.checkedWrite(nt[sec:min(sec+512, int64(len(nt)))], sliceOff+sec, olL2); err != nil {
-		return err
-	}
-	img.cache.put(sliceOff, nt)
+	img.cache.put(sliceOff, nt, true)
+	img.l2Dirty[sliceOff] = true
 	return nil
 }
 
-// free drops the references of an L2 entry that nothing points to any
-// more (the caller flushed the entry's removal).
+// writeL2 writes the L2 slices changed in memory.
+func (img *image) writeL2() error {
+	for _, off := range slices.Sorted(maps.Keys(img.l2Dirty)) {
+		t, err := img.cache.get(off)
+		if err != nil {
+			return err
+		}
+		if err := img.checkedWrite(t, off, olL2); err != nil {
+			return fmt.Errorf("qcow2: could not write the L2 table slice at %#x: %w", off, err)
+		}
+		img.cache.unpin(off)
+		delete(img.l2Dirty, off)
+	}
+	return nil
+}
+
+// What the write path holds in memory before it writes back: L2 slices
+// (at least half the L2 cache, else this many bytes of them), and
+// references held back.
+const (
+	maxDirtyL2Bytes = 4 << 20
+	maxFrees        = 4096
+)
+
+// writeBack writes every metadata change held in memory, in rounds: the
+// refcounts (unless lazy) made durable, then the L2 slices made durable,
+// then the references of removed entries dropped (which the next round
+// writes). Everything written before is durable when it returns.
+func (img *image) writeBack() error {
+	for len(img.l2Dirty) > 0 || len(img.frees) > 0 {
+		if err := img.syncRefcounts(); err != nil {
+			return err
+		}
+		if err := img.writeL2(); err != nil {
+			return err
+		}
+		if err := img.file.Flush(); err != nil {
+			return err
+		}
+		frees := img.frees
+		img.frees = nil
+		for _, e := range frees {
+			if err := img.free(e); err != nil {
+				return err
+			}
+		}
+	}
+	return img.syncRefcounts()
+}
+
+// syncRefcounts makes everything written so far durable, and before it
+// the refcounts changed in memory, unless the dirty bit stands in for
+// them (lazy refcounts): what is written next may point to what they
+// count.
+func (img *image) syncRefcounts() error {
+	if !img.rc.deferred {
+		if err := img.rc.writeBack(); err != nil {
+			return err
+		}
+	}
+	return img.file.Flush()
+}
+
+// free drops the references of an L2 entry (or the cluster of a table)
+// that nothing points to any more on disk.
 func (img *image) free(e uint64) error {
 	cs := img.clusterSize
 	if e&flagCompressed != 0 {
@@ -355,18 +433,10 @@ func (img *image) free(e uint64) error {
 	return nil
 }
 
+// freeAll drops the references of entries removed in memory, once their
+// removal is on disk (at the next writeBack).
 func (img *image) freeAll(old []uint64) error {
-	if len(old) == 0 {
-		return nil
-	}
-	if err := img.file.Flush(); err != nil {
-		return err
-	}
-	for _, e := range old {
-		if err := img.free(e); err != nil {
-			return err
-		}
-	}
+	img.frees = append(img.frees, old...)
 	return nil
 }
 
@@ -384,6 +454,14 @@ func (img *image) begin() error {
 	if err := img.startWriting(); err != nil {
 		img.wmu.Unlock()
 		return err
+	}
+	// Bound what is held in memory: pinned slices stay in the L2 cache,
+	// beyond its size if need be.
+	if len(img.l2Dirty) >= max(img.cache.max/2, maxDirtyL2Bytes/img.cache.sliceBytes, 1) || len(img.frees) >= maxFrees {
+		if err := img.writeBack(); err != nil {
+			img.wmu.Unlock()
+			return err
+		}
 	}
 	return nil
 }
@@ -498,14 +576,17 @@ func (img *image) writeLocked(p []byte, off int64) error {
 	if len(allocs) == 0 {
 		return nil
 	}
-	if err := img.syncRefcounts(); err != nil {
-		return err
-	}
-	buf := make([]byte, cs)
+	var buf []byte
 	for _, a := range allocs {
-		b := buf[:a.hi-a.lo]
-		if err := img.fillAround(b, a.c*cs, a.lo, a.in, a.p); err != nil {
-			return err
+		b := a.p // the guest data covers all that is written: no copy
+		if a.in != a.lo || int64(len(a.p)) != a.hi-a.lo {
+			if buf == nil {
+				buf = make([]byte, cs)
+			}
+			b = buf[:a.hi-a.lo]
+			if err := img.fillAround(b, a.c*cs, a.lo, a.in, a.p); err != nil {
+				return err
+			}
 		}
 		if err := img.checkedWrite(b, a.host+a.lo, 0); err != nil {
 			return err
@@ -727,16 +808,19 @@ func (img *image) Discard(off, n int64) error {
 	return img.freeAll(olds)
 }
 
-// Flush makes completed writes durable (metadata is written through).
-// With lazy refcounts the refcounts stay in memory, as in QEMU: the
-// dirty bit on disk covers them.
+// Flush makes completed writes durable, metadata written back. With lazy
+// refcounts the refcounts stay in memory, as in QEMU: the dirty bit on
+// disk covers them.
 func (img *image) Flush() error {
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
 	if !img.writable || img.rc == nil {
 		return nil
 	}
-	return img.file.Flush()
+	if img.corrupted {
+		return img.file.Flush()
+	}
+	return img.writeBack()
 }
 
 // Truncate resizes the image: growing moves the L1 table if it must
@@ -800,7 +884,7 @@ func (img *image) growL1(entries int64) error {
 	if err := img.checkedWrite(raw, off, 0); err != nil {
 		return err
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncRefcounts(); err != nil {
 		return err
 	}
 	var hf [12]byte
@@ -843,11 +927,8 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 		}
 		return &reopenPending{img: img, writable: true}, nil
 	case !r.Writable && img.writable:
-		if img.rc != nil {
+		if img.rc != nil && !img.corrupted {
 			if err := img.markClean(); err != nil {
-				return nil, err
-			}
-			if err := img.file.Flush(); err != nil {
 				return nil, err
 			}
 		}
@@ -878,10 +959,7 @@ func (img *image) Close() error {
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
 	if img.writable && img.rc != nil && !img.corrupted {
-		if err := img.markClean(); err != nil {
-			return err
-		}
-		return img.file.Flush()
+		return img.markClean()
 	}
 	return nil
 }
@@ -895,16 +973,6 @@ func (img *image) DropWriter() error {
 		return img.markClean()
 	}
 	return nil
-}
-
-// syncRefcounts makes the refcounts changed so far durable before an L2
-// entry points to what they count, unless the dirty bit stands in for
-// them (lazy refcounts).
-func (img *image) syncRefcounts() error {
-	if img.rc.deferred {
-		return nil
-	}
-	return img.file.Flush()
 }
 
 // markDirty sets the dirty bit on disk (QEMU's qcow2_mark_dirty): from
@@ -922,11 +990,15 @@ func (img *image) markDirty() error {
 	return nil
 }
 
-// markClean writes the refcounts held in memory and, once they are
-// durable, clears the dirty bit (QEMU's qcow2_mark_clean).
+// markClean writes back all metadata held in memory and, with lazy
+// refcounts, once the refcounts are durable too, clears the dirty bit
+// (QEMU's qcow2_mark_clean).
 func (img *image) markClean() error {
+	if err := img.writeBack(); err != nil {
+		return err
+	}
 	rc := img.rc
-	if rc == nil || !rc.deferred {
+	if !rc.deferred {
 		return nil
 	}
 	if err := rc.writeBack(); err != nil {
