@@ -146,14 +146,27 @@ func Qcow2Read(e *harness.Env, s *report.Section) error {
 // a plain pread/pwrite loop on the same file.
 func Layers(e *harness.Env, s *report.Section) error {
 	const size = 64 << 20
-	raw, qc := e.Path("layers.raw"), e.Path("layers.qcow2")
-	if err := writePattern(raw, size); err != nil {
+	// Each layer has its own copy of the data, so that none writes into
+	// pages another has dirtied, and every copy is written the same way
+	// (by img convert), so that the page cache holds them alike: how a
+	// file was written (one large write or many small ones) changes what a
+	// later 4 KiB pwrite into it costs.
+	src := e.Path("layers-src.raw")
+	if err := writePattern(src, size); err != nil {
 		return err
 	}
-	if err := toQcow2(e, raw, qc); err != nil {
+	raws := map[string]string{}
+	for _, l := range []string{"floor", "file", "raw"} {
+		raws[l] = e.Path("layers-" + l + ".raw")
+		if _, err := harness.Exec(e.Minivmm, "img", "convert", "-f", "raw", "-O", "raw", src, raws[l]); err != nil {
+			return err
+		}
+	}
+	qc := e.Path("layers.qcow2")
+	if err := toQcow2(e, src, qc); err != nil {
 		return err
 	}
-	fd, err := unix.Open(raw, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(raws["floor"], unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -173,8 +186,8 @@ func Layers(e *harness.Env, s *report.Section) error {
 		o    block.Options
 	}{
 		{"null-co", block.Options{"driver": "null-co", "size": int64(size)}},
-		{"file", block.Options{"driver": "file", "filename": raw}},
-		{"raw over file", imageOpts("raw", raw, false)},
+		{"file", block.Options{"driver": "file", "filename": raws["file"]}},
+		{"raw over file", imageOpts("raw", raws["raw"], false)},
 		{"qcow2 over file", imageOpts("qcow2", qc, false)},
 	} {
 		n, err := g.open(l.o, true)
@@ -187,7 +200,7 @@ func Layers(e *harness.Env, s *report.Section) error {
 	if e.Quick {
 		target = 40 * time.Millisecond
 	}
-	s.Text = fmt.Sprintf("4 KiB sequential requests at depth 1, in process, on one %d MiB file filled with data (qcow2: converted from it, "+
+	s.Text = fmt.Sprintf("4 KiB sequential requests at depth 1, in process, each layer on its own copy of a %d MiB file filled with data, every copy made by `minivmm img convert` (raw, or qcow2 "+
 		"every cluster allocated; writes overwrite): each layer opened once, read-write with a writer attached; about %v of requests per "+
 		"measurement, %d rounds, the layers alternating. The ratio is the layer's time per request over the floor's in the same round. "+
 		"QEMU's layers cannot be called in process; the img bench case compares whole stacks with QEMU.",
@@ -228,6 +241,9 @@ func Layers(e *harness.Env, s *report.Section) error {
 			t.Add(op, l.name, dur(out[i]), ratio(stats.Ratios(out[i], out[0])))
 		}
 	}
+	s.Note("Writes through qcow2 can measure below the floor: a CPU profile (go test -bench='Layers/write' -cpuprofile) " +
+		"shows the same pwrite(2) path, each call cheaper on the qcow2 file than on the raw copies; a page-cache effect " +
+		"of this kernel that this report does not yet explain, so read the write rows as layer overhead bounds, not speed-ups.")
 	return nil
 }
 
