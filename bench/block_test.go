@@ -23,7 +23,10 @@ const (
 )
 
 // testImage is a fully written file, so that reads hit the page cache and
-// not holes.
+// not holes. It is written in 64 KiB pieces, as img convert writes a
+// qcow2's clusters: on kernel 6.18 a 4 KiB overwrite of a file written in
+// one large write costs 2-3x more (larger page-cache folios), which would
+// make the raw layers look slower than qcow2-file.
 func testImage(b *testing.B) string {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "img")
@@ -31,8 +34,15 @@ func testImage(b *testing.B) string {
 	for i := range data {
 		data[i] = byte(i)
 	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	f, err := os.Create(path)
+	if err != nil {
 		b.Fatal(err)
+	}
+	defer f.Close()
+	for off := 0; off < len(data); off += 64 << 10 {
+		if _, err := f.WriteAt(data[off:off+64<<10], int64(off)); err != nil {
+			b.Fatal(err)
+		}
 	}
 	return path
 }
