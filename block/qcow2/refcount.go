@@ -30,6 +30,7 @@ type refcounts struct {
 	blocks     map[int64][]byte // refcount block cache, by file offset
 	dirty      map[int64]bool   // blocks changed in memory only
 	deferred   bool             // lazy refcounts, dirty bit on disk: no syncRefcounts needed
+	unsynced   bool             // blocks written since the last syncRefcounts (or writeBack's flush)
 	hint       int64            // no free cluster below (a search start)
 	end        int64            // first cluster index past everything allocated
 }
@@ -393,6 +394,7 @@ func (r *refcounts) writeBack() error {
 			return fmt.Errorf("qcow2: could not write the refcount block at %#x: %w", off, err)
 		}
 		delete(r.dirty, off)
+		r.unsynced = true
 	}
 	return nil
 }

@@ -375,14 +375,19 @@ const (
 	maxFrees        = 4096
 )
 
-// writeBack writes every metadata change held in memory, in rounds: the
+// writeBack writes the metadata changes held in memory, in rounds: the
 // refcounts (unless lazy) made durable, then the L2 slices made durable,
-// then the references of removed entries dropped (which the next round
-// writes). Everything written before is durable when it returns.
+// then the references of removed entries dropped, and these refcounts
+// written too, as QEMU's flush writes both its caches. Everything
+// written before is durable when it returns.
 func (img *image) writeBack() error {
+	rc := img.rc
+	flushed := false
 	for len(img.l2Dirty) > 0 || len(img.frees) > 0 {
-		if err := img.syncRefcounts(); err != nil {
-			return err
+		if !rc.deferred && (len(rc.dirty) > 0 || rc.unsynced) {
+			if err := img.syncRefcounts(); err != nil {
+				return err
+			}
 		}
 		if err := img.writeL2(); err != nil {
 			return err
@@ -390,6 +395,8 @@ func (img *image) writeBack() error {
 		if err := img.file.Flush(); err != nil {
 			return err
 		}
+		rc.unsynced = false
+		flushed = true
 		frees := img.frees
 		img.frees = nil
 		for _, e := range frees {
@@ -398,7 +405,13 @@ func (img *image) writeBack() error {
 			}
 		}
 	}
-	return img.syncRefcounts()
+	if !rc.deferred && len(rc.dirty) > 0 {
+		return img.syncRefcounts()
+	}
+	if flushed {
+		return nil
+	}
+	return img.file.Flush()
 }
 
 // syncRefcounts makes everything written so far durable, and before it
@@ -411,7 +424,11 @@ func (img *image) syncRefcounts() error {
 			return err
 		}
 	}
-	return img.file.Flush()
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	img.rc.unsynced = false
+	return nil
 }
 
 // free drops the references of an L2 entry (or the cluster of a table)
@@ -990,22 +1007,23 @@ func (img *image) markDirty() error {
 	return nil
 }
 
-// markClean writes back all metadata held in memory and, with lazy
-// refcounts, once the refcounts are durable too, clears the dirty bit
-// (QEMU's qcow2_mark_clean).
+// markClean writes back all metadata held in memory, lazy refcounts
+// included, and then clears the dirty bit (QEMU's qcow2_mark_clean).
 func (img *image) markClean() error {
 	if err := img.writeBack(); err != nil {
 		return err
 	}
 	rc := img.rc
+	if len(rc.dirty) > 0 {
+		if err := rc.writeBack(); err != nil {
+			return err
+		}
+		if err := img.file.Flush(); err != nil {
+			return err
+		}
+	}
 	if !rc.deferred {
 		return nil
-	}
-	if err := rc.writeBack(); err != nil {
-		return err
-	}
-	if err := img.file.Flush(); err != nil {
-		return err
 	}
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], img.hdr.IncompatibleFeatures&^incompatDirty)
