@@ -3,9 +3,9 @@ package qcow2
 // Compressed writes (qemu-img convert -c): a whole guest cluster not yet
 // written is compressed and stored at byte granularity, packed after the
 // previous compressed cluster's bytes as QEMU's qcow2_alloc_bytes does.
-// Every host cluster the bytes span gets one more reference; the
-// refcounts are flushed before the L2 entry (compressed flag, no COPIED)
-// points to them.
+// Every host cluster the bytes span gets one more reference; as for any
+// allocation, the metadata write-back puts the refcounts on disk before
+// the L2 entry (compressed flag, no COPIED) that points to them.
 
 import (
 	"bytes"
@@ -122,10 +122,6 @@ func (img *image) WriteCompressed(p []byte, off int64) error {
 	}
 	nb := uint64((start+int64(len(data))-1)>>9 - start>>9)
 	desc := uint64(flagCompressed) | nb<<img.csizeShift | uint64(start)
-	// The refcounts (and a new L2 table) reach the disk before the entry.
-	if err := img.file.Flush(); err != nil {
-		return err
-	}
 	if err := img.checkedWrite(data, start, 0); err != nil {
 		return err
 	}
