@@ -15,21 +15,7 @@ import (
 // ratio (benchstat, or ns/op side by side). Sub-benchmarks "parallel"
 // read from GOMAXPROCS goroutines at once.
 func BenchmarkRead4K(b *testing.B) {
-	needQemu(b)
-	dir := b.TempDir()
-	const size = 64 << 20
-	data := make([]byte, size)
-	r := rand.New(rand.NewPCG(1, 1))
-	for i := range data {
-		data[i] = byte(r.Uint32())
-	}
-	raw := filepath.Join(dir, "disk.raw")
-	if err := os.WriteFile(raw, data, 0o600); err != nil {
-		b.Fatal(err)
-	}
-	img := filepath.Join(dir, "disk.qcow2")
-	run(b, dir, "qemu-img", "convert", "-O", "qcow2", raw, img)
-
+	raw, img := benchImages(b)
 	for _, tc := range []struct {
 		name string
 		opts block.Options
@@ -51,7 +37,7 @@ func BenchmarkRead4K(b *testing.B) {
 				if _, err := n.ReadAt(buf, off); err != nil {
 					b.Fatal(err)
 				}
-				if off += 4096; off == size {
+				if off += 4096; off == benchImageSize {
 					off = 0
 				}
 			}
@@ -66,17 +52,38 @@ func BenchmarkRead4K(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				buf := make([]byte, 4096)
-				off := int64(rand.IntN(size/4096)) * 4096
+				off := int64(rand.IntN(benchImageSize/4096)) * 4096
 				for pb.Next() {
 					if _, err := n.ReadAt(buf, off); err != nil {
 						b.Error(err)
 						return
 					}
-					if off += 4096; off == size {
+					if off += 4096; off == benchImageSize {
 						off = 0
 					}
 				}
 			})
 		})
 	}
+}
+
+const benchImageSize = 64 << 20
+
+// benchImages makes a 64 MiB raw file of random data and a fully
+// allocated qcow2 (64 KiB clusters) converted from it by qemu-img.
+func benchImages(b *testing.B) (raw, img string) {
+	needQemu(b)
+	dir := b.TempDir()
+	data := make([]byte, benchImageSize)
+	r := rand.New(rand.NewPCG(1, 1))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	raw = filepath.Join(dir, "disk.raw")
+	if err := os.WriteFile(raw, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	img = filepath.Join(dir, "disk.qcow2")
+	run(b, dir, "qemu-img", "convert", "-O", "qcow2", raw, img)
+	return raw, img
 }

@@ -15,20 +15,7 @@ import (
 // compare the two as a ratio. "parallel" writes from GOMAXPROCS
 // goroutines at once.
 func BenchmarkWrite4K(b *testing.B) {
-	needQemu(b)
-	dir := b.TempDir()
-	const size = 64 << 20
-	data := make([]byte, size)
-	r := rand.New(rand.NewPCG(1, 1))
-	for i := range data {
-		data[i] = byte(r.Uint32())
-	}
-	raw := filepath.Join(dir, "disk.raw")
-	if err := os.WriteFile(raw, data, 0o600); err != nil {
-		b.Fatal(err)
-	}
-	img := filepath.Join(dir, "disk.qcow2")
-	run(b, dir, "qemu-img", "convert", "-O", "qcow2", raw, img)
+	raw, img := benchImages(b)
 	for _, tc := range []struct {
 		name string
 		opts block.Options
@@ -58,7 +45,7 @@ func BenchmarkWrite4K(b *testing.B) {
 				if _, err := n.WriteAt(buf, off); err != nil {
 					b.Fatal(err)
 				}
-				if off += 4096; off == size {
+				if off += 4096; off == benchImageSize {
 					off = 0
 				}
 			}
@@ -69,13 +56,13 @@ func BenchmarkWrite4K(b *testing.B) {
 			b.SetParallelism(32)
 			b.RunParallel(func(pb *testing.PB) {
 				buf := make([]byte, 4096)
-				off := int64(rand.IntN(size/4096)) * 4096
+				off := int64(rand.IntN(benchImageSize/4096)) * 4096
 				for pb.Next() {
 					if _, err := n.WriteAt(buf, off); err != nil {
 						b.Error(err)
 						return
 					}
-					if off += 4096; off == size {
+					if off += 4096; off == benchImageSize {
 						off = 0
 					}
 				}
