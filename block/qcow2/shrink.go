@@ -34,16 +34,9 @@ func (img *image) shrink(size int64) error {
 			return fmt.Errorf("Failed to reduce the number of L2 tables: %w", err)
 		}
 	}
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(size))
-	if err := img.patchHeader(24, b[:]); err != nil {
+	if err := img.setSize(size); err != nil {
 		return err
 	}
-	if err := img.file.Flush(); err != nil {
-		return err
-	}
-	img.hdr.Size = uint64(size)
-	img.length = size
 	img.comp = compState{} // its packing point may have been freed
 	// What was dropped is freed before the file is cut after what is
 	// still in use.

@@ -871,6 +871,11 @@ func (img *image) Truncate(size int64) error {
 			return err
 		}
 	}
+	return img.setSize(size)
+}
+
+// setSize writes the header's virtual size, durably, then adopts it.
+func (img *image) setSize(size int64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(size))
 	if err := img.patchHeader(24, b[:]); err != nil {
