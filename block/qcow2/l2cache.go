@@ -33,10 +33,18 @@ type l2Cache struct {
 	// lock's). Eviction takes the slice with the oldest stamp.
 	clock atomic.Uint64
 
-	hits, misses atomic.Uint64 // for tests and benchmarks
+	// recent is the slice the last hit found: a run of requests to one
+	// slice (sequential IO) skips the lock and the map. It is trusted
+	// only while the slice is still the map's entry for its offset
+	// (!stale): the map drops or replaces it only under mu, marking it.
+	recent atomic.Pointer[l2Slice]
+
+	misses atomic.Uint64 // for tests and benchmarks
 }
 
 type l2Slice struct {
+	off     int64         // where the slice is in the file
+	stale   atomic.Bool   // no longer the cache's entry for off
 	ready   chan struct{} // closed once data or err is set
 	loaded  atomic.Bool   // ready is closed (a fast check before <-ready)
 	data    []byte
@@ -52,6 +60,10 @@ func newL2Cache(sliceBytes, max int, load func(p []byte, off int64) error) *l2Ca
 // get returns the slice at file offset off, reading it on a miss. The
 // returned bytes must not be modified.
 func (c *l2Cache) get(off int64) ([]byte, error) {
+	if s := c.recent.Load(); s != nil && s.off == off && !s.stale.Load() {
+		c.touch(s)
+		return s.data, nil
+	}
 	c.mu.RLock()
 	s := c.entries[off]
 	c.mu.RUnlock()
@@ -62,14 +74,30 @@ func (c *l2Cache) get(off int64) ([]byte, error) {
 		}
 		c.mu.Unlock()
 	}
-	c.hits.Add(1)
-	if s.lastUse.Load() != c.clock.Load() {
-		s.lastUse.Store(c.clock.Add(1))
-	}
+	c.touch(s)
 	if !s.loaded.Load() {
 		<-s.ready
 	}
+	if s.err == nil {
+		c.recent.Store(s)
+	}
 	return s.data, s.err
+}
+
+// touch marks s used now.
+func (c *l2Cache) touch(s *l2Slice) {
+	if s.lastUse.Load() != c.clock.Load() {
+		s.lastUse.Store(c.clock.Add(1))
+	}
+}
+
+// remove drops the entry at off (c.mu held), so that no request takes
+// it from recent any more.
+func (c *l2Cache) remove(off int64) {
+	if s := c.entries[off]; s != nil {
+		s.stale.Store(true)
+		delete(c.entries, off)
+	}
 }
 
 // fill is a miss: it inserts a placeholder (evicting if full), drops the
@@ -79,7 +107,7 @@ func (c *l2Cache) fill(off int64) ([]byte, error) {
 	if len(c.entries) >= c.max {
 		c.evictLocked()
 	}
-	s := &l2Slice{ready: make(chan struct{})}
+	s := &l2Slice{off: off, ready: make(chan struct{})}
 	s.lastUse.Store(c.clock.Add(1))
 	c.entries[off] = s
 	c.mu.Unlock()
@@ -93,7 +121,7 @@ func (c *l2Cache) fill(off int64) ([]byte, error) {
 		s.err = err
 		c.mu.Lock()
 		if c.entries[off] == s {
-			delete(c.entries, off)
+			c.remove(off)
 		}
 		c.mu.Unlock()
 	}
@@ -124,7 +152,7 @@ func (c *l2Cache) evictLocked() {
 		}
 	}
 	if found {
-		delete(c.entries, victim)
+		c.remove(victim)
 	}
 }
 
@@ -138,7 +166,7 @@ func (c *l2Cache) len() int {
 // put replaces the slice at off with data (the write path's updated
 // copy), pinned or not; requests holding the old slice keep reading it.
 func (c *l2Cache) put(off int64, data []byte, pinned bool) {
-	s := &l2Slice{ready: make(chan struct{}), data: data, pinned: pinned}
+	s := &l2Slice{off: off, ready: make(chan struct{}), data: data, pinned: pinned}
 	s.loaded.Store(true)
 	close(s.ready)
 	c.mu.Lock()
@@ -146,6 +174,7 @@ func (c *l2Cache) put(off int64, data []byte, pinned bool) {
 	if _, ok := c.entries[off]; !ok && len(c.entries) >= c.max {
 		c.evictLocked()
 	}
+	c.remove(off)
 	s.lastUse.Store(c.clock.Add(1))
 	c.entries[off] = s
 }
