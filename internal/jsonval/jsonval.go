@@ -24,9 +24,29 @@ var (
 // Decode parses data, which must hold exactly one JSON value. Objects come
 // back as map[string]any, arrays as []any, numbers as json.Number.
 func Decode(data []byte) (any, error) {
-	if bytes.IndexByte(data, '\'') >= 0 {
-		data = doubleQuoted(data)
+	data = standardQuotes(data)
+	// The token path costs an allocation and a re-scan per token, which
+	// showed in QMP-heavy loops; the fast path takes the common case and
+	// leaves everything else, errors included, to the token path.
+	if v, ok := decodeFast(data); ok {
+		return v, nil
 	}
+	return decodeTokens(data)
+}
+
+// standardQuotes returns data with QEMU's single-quoted strings rewritten
+// as standard JSON strings.
+func standardQuotes(data []byte) []byte {
+	if bytes.IndexByte(data, '\'') >= 0 {
+		return doubleQuoted(data)
+	}
+	return data
+}
+
+// decodeTokens is the reference decoder: what it accepts and how it words
+// errors is what minivmm has always done, and the fast path must agree
+// with it.
+func decodeTokens(data []byte) (any, error) {
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
 	v, err := value(d)
