@@ -125,11 +125,9 @@ func run(args []string, stderr io.Writer) int {
 	v.vm = monitor.NewVM(*o.paused)
 	v.srv = monitor.NewServer(v.fds, v.graph, v.vm)
 	defer v.srv.Close()
-	waits, err := v.startMonitors(occ)
-	if err != nil {
-		return fail(err)
-	}
-
+	// Signals are caught before any socket exists: a client that has
+	// connected may rely on SIGTERM being a clean shutdown (SHUTDOWN
+	// event, sockets removed), not Go's default exit.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -140,6 +138,11 @@ func run(args []string, stderr io.Writer) int {
 			v.vm.RequestExit()
 		}
 	}()
+	waits, err := v.startMonitors(occ)
+	if err != nil {
+		return fail(err)
+	}
+
 	for _, m := range waits {
 		fmt.Fprintf(stderr, "minivmm: waiting for connection on %s\n", m.Addr())
 		select {
