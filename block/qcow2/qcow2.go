@@ -74,6 +74,11 @@ type image struct {
 	l2Dirty   map[int64]bool // L2 slices changed in memory only, by file offset
 	frees     []uint64       // entries removed in memory: references dropped at writeBack
 
+	// grown: ensureFile has grown the file (from lenBeforeGrowth), in
+	// steps whose unused tail trimFile cuts.
+	grown           bool
+	lenBeforeGrowth int64
+
 	preallocOnce sync.Once // metadataPreallocated, decided once
 	prealloc     bool
 	comp         compState // where compressed writes pack (compress_write.go), under wmu
