@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -139,10 +138,10 @@ func (m *mapper) extentAt(off, n int64) (extent, error) {
 	}
 	var ext extent
 	for i := l2i % m.sliceEntries; i < m.sliceEntries && n > 0; i++ {
-		e := binary.BigEndian.Uint64(table[int(i)*m.entryWords*8:])
+		e := loadEntry(table, int(i)*m.entryWords*8)
 		var bitmap uint64
 		if m.extL2 {
-			bitmap = binary.BigEndian.Uint64(table[int(i)*16+8:])
+			bitmap = loadEntry(table, int(i)*16+8)
 		}
 		kind, host, run, err := m.decode(e, bitmap, inCluster)
 		if err != nil {

@@ -13,8 +13,8 @@ import (
 
 // TestWriteConcurrent runs writers side by side, each on its own region:
 // in-place writes (the shared fast path) race allocating writes, zero
-// writes and discards of other regions. Every byte must land, and the
-// image must check clean.
+// writes, discards and reads of other regions. Every byte must land and
+// read back, and the image must check clean.
 func TestWriteConcurrent(t *testing.T) {
 	needQemu(t)
 	fdtest.Check(t)
@@ -59,10 +59,45 @@ func TestWriteConcurrent(t *testing.T) {
 						}
 						copy(shadow[off:], buf)
 					}
+					// Reads of its own region, through L2 slices the
+					// other writers change at the same time.
+					if rng.IntN(2) == 0 {
+						got := make([]byte, ln)
+						if _, err := n.ReadAt(got, off); err != nil {
+							t.Error(err)
+							return
+						}
+						if !bytes.Equal(got, shadow[off:off+ln]) {
+							t.Errorf("writer %d: read at %d differs from what it wrote", w, off)
+							return
+						}
+					}
 				}
 			}(w)
 		}
+		// A reader roaming over every region while they change: what it
+		// reads is undefined, but it must not fail (nor race).
+		done := make(chan struct{})
+		roamed := make(chan struct{})
+		go func() {
+			defer close(roamed)
+			rng := rand.New(rand.NewPCG(99, 7))
+			buf := make([]byte, 16384)
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, err := n.ReadAt(buf, rng.Int64N(int64(len(shadow)-len(buf)))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
 		wg.Wait()
+		close(done)
+		<-roamed
 		if err := n.Flush(); err != nil {
 			t.Fatal(err)
 		}

@@ -367,8 +367,17 @@ func (img *image) setL2Entry(l2Off, c int64, e, bm uint64) error {
 	if err != nil {
 		return err
 	}
-	nt := append([]byte(nil), t...)
 	o := (l2i % img.sliceEntries) * int64(img.entryWords) * 8
+	if img.l2Dirty[sliceOff] && !img.extL2 {
+		// The pinned copy made at this round's first change is the write
+		// path's own: changed in place (requests read it atomically),
+		// rather than copying the whole slice for every entry. Extended
+		// L2 entries are two words that must change together, so they
+		// keep copying.
+		storeEntry(t, int(o), e)
+		return nil
+	}
+	nt := append([]byte(nil), t...)
 	binary.BigEndian.PutUint64(nt[o:], e)
 	if img.extL2 {
 		binary.BigEndian.PutUint64(nt[o+8:], bm)
