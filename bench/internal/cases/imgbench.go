@@ -136,3 +136,18 @@ func ImgBench(e *harness.Env, s *report.Section) error {
 	}
 	return nil
 }
+
+// toolTable is a table of `img bench` against `qemu-img bench` req/s.
+func toolTable(s *report.Section, title string) *report.Table {
+	return s.Table(title, "minivmm img bench", "qemu-img bench", "minivmm/qemu-img")
+}
+
+// addToolRow adds one imgBenchPair result to a toolTable; the QEMU
+// columns say so when qemu-img is not installed.
+func addToolRow(e *harness.Env, t *report.Table, mine, qemu, ratios []float64) {
+	q, r := harness.NotInstalled("qemu-img"), "–"
+	if e.QemuImg != "" {
+		q, r = num(qemu), ratio(ratios)
+	}
+	t.Add(num(mine), q, r)
+}

@@ -133,12 +133,8 @@ func Qcow2Read(e *harness.Env, s *report.Section) error {
 	if err != nil {
 		return err
 	}
-	t2 := s.Table("As tools (req/s):", "minivmm img bench", "qemu-img bench", "minivmm/qemu-img")
-	q, r := harness.NotInstalled("qemu-img"), "–"
-	if e.QemuImg != "" {
-		q, r = num(qemu), ratio(rs)
-	}
-	t2.Add(num(mine), q, r)
+	t2 := toolTable(s, "As tools (req/s):")
+	addToolRow(e, t2, mine, qemu, rs)
 	return nil
 }
 
@@ -328,13 +324,8 @@ func Sparse(e *harness.Env, s *report.Section) error {
 	if err != nil {
 		return err
 	}
-	t2 := s.Table(fmt.Sprintf("As tools, `bench -S %d` (each request on the next allocated place, %d cycles over all L2 tables), req/s:", spacing, cycles),
-		"minivmm img bench", "qemu-img bench", "minivmm/qemu-img")
-	q, r := harness.NotInstalled("qemu-img"), "–"
-	if e.QemuImg != "" {
-		q, r = num(qemu), ratio(rs)
-	}
-	t2.Add(num(mine), q, r)
+	t2 := toolTable(s, fmt.Sprintf("As tools, `bench -S %d` (each request on the next allocated place, %d cycles over all L2 tables), req/s:", spacing, cycles))
+	addToolRow(e, t2, mine, qemu, rs)
 	return nil
 }
 
@@ -409,12 +400,8 @@ func FirstWrite(e *harness.Env, s *report.Section) error {
 	if err != nil {
 		return err
 	}
-	t2 := s.Table("As tools, allocating writes (req/s):", "minivmm img bench", "qemu-img bench", "minivmm/qemu-img")
-	q, r := harness.NotInstalled("qemu-img"), "–"
-	if e.QemuImg != "" {
-		q, r = num(qemu), ratio(rs)
-	}
-	t2.Add(num(mine), q, r)
+	t2 := toolTable(s, "As tools, allocating writes (req/s):")
+	addToolRow(e, t2, mine, qemu, rs)
 	s.Note("To see what each tool asks of the kernel per allocating write (data and metadata writes, flushes): " +
 		"`strace -f -c -e trace=pwrite64,pwritev,fdatasync,fsync <tool> bench -w -c 256 -d 1 -s 65536 -f qcow2 fresh.qcow2`.")
 	return nil
