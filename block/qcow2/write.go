@@ -1012,18 +1012,13 @@ type noChange struct{}
 func (noChange) Commit() {}
 func (noChange) Abort()  {}
 
-// Close flushes a written image (marked clean, if it still can be).
-func (img *image) Close() error {
-	img.wmu.Lock()
-	defer img.wmu.Unlock()
-	if img.writable && img.rc != nil && !img.corrupted {
-		return img.markClean()
-	}
-	return nil
-}
+// Close flushes a written image (marked clean, if it still can be); the
+// graph has usually done so already, through DropWriter.
+func (img *image) Close() error { return img.DropWriter() }
 
-// DropWriter marks the image clean while the file child can still be
-// written: the graph takes its write permission away next.
+// DropWriter writes back what is held in memory and marks the image clean
+// while the file child can still be written: the graph takes its write
+// permission away next.
 func (img *image) DropWriter() error {
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
