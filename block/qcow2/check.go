@@ -576,7 +576,8 @@ func (c *checker) compare() int64 {
 	return highest
 }
 
-// checkCopied is check_oflag_copied, over the active L1 table.
+// checkCopied is check_oflag_copied, over the active L1 table as the
+// file holds it.
 func (c *checker) checkCopied() error {
 	h := c.hdr
 	raw := make([]byte, int64(h.L1Size)*8)
@@ -584,41 +585,9 @@ func (c *checker) checkCopied() error {
 		c.res.CheckErrors++
 		return err
 	}
-	for i := 0; i < int(h.L1Size); i++ {
-		l1e := binary.BigEndian.Uint64(raw[8*i:])
-		l2 := int64(l1e & offsetMask)
-		if l2 == 0 {
-			continue
-		}
-		r, err := c.refcount(l2 >> h.ClusterBits)
-		if err != nil {
-			continue
-		}
-		if (r == 1) != (l1e&flagCopied != 0) {
-			c.res.Corruptions++
-			c.printf("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d\n", i, l1e, r)
-		}
-		table, err := c.readL2(l2)
-		if err != nil {
-			c.printf("ERROR: Could not read L2 table: %s\n", err)
-			c.res.CheckErrors++
-			return err
-		}
-		n := h.clusterSize() / int64(8*c.g.entryWords)
-		for j := int64(0); j < n; j++ {
-			e := binary.BigEndian.Uint64(table[j*int64(c.g.entryWords)*8:])
-			if t := c.clusterType(e); t != ctNormal && t != ctZeroAlloc {
-				continue
-			}
-			r, err := c.refcount(int64(e&offsetMask) >> h.ClusterBits)
-			if err != nil {
-				continue
-			}
-			if (r == 1) != (e&flagCopied != 0) {
-				c.res.Corruptions++
-				c.printf("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d\n", e, r)
-			}
-		}
+	l1 := make([]uint64, h.L1Size)
+	for i := range l1 {
+		l1[i] = binary.BigEndian.Uint64(raw[8*i:])
 	}
-	return nil
+	return c.scanCopied(l1, c.refcount, nil)
 }

@@ -187,40 +187,56 @@ func (c *checker) fixRefcounts(img *image, fix int, rr *RepairResult) error {
 
 // fixCopied is check_oflag_copied with fixes.
 func (c *checker) fixCopied(img *image, fix int, rr *RepairResult) error {
-	h := c.hdr
 	repair := fix&FixErrors != 0 ||
 		fix&FixLeaks != 0 && c.res.CheckErrors == 0 && c.res.Corruptions == 0 && c.res.Leaks == 0
+	if !repair {
+		return c.scanCopied(img.l1, img.rc.get, nil)
+	}
+	return c.scanCopied(img.l1, img.rc.get, &copiedFixer{img: img, rr: rr})
+}
+
+// copiedFixer repairs the COPIED flags scanCopied finds wrong.
+type copiedFixer struct {
+	img *image
+	rr  *RepairResult
+}
+
+// scanCopied is check_oflag_copied over the active L1 table l1: COPIED
+// must be set exactly where the refcount is 1, on L2 tables and on the
+// data clusters they map. Without a fixer it reports each mismatch as a
+// corruption; with one it repairs it in the image.
+func (c *checker) scanCopied(l1 []uint64, refcount func(cluster int64) (uint64, error), fx *copiedFixer) error {
+	h := c.hdr
 	verb := "ERROR"
-	if repair {
+	if fx != nil {
 		verb = "Repairing"
 	}
-	rc := img.rc
 	l1Off := int64(h.L1TableOffset)
 	for i := 0; i < int(h.L1Size); i++ {
-		l1e := img.l1[i]
+		l1e := l1[i]
 		l2 := int64(l1e & offsetMask)
 		if l2 == 0 {
 			continue
 		}
-		r, err := rc.get(l2 >> h.ClusterBits)
+		r, err := refcount(l2 >> h.ClusterBits)
 		if err != nil {
 			continue
 		}
 		if (r == 1) != (l1e&flagCopied != 0) {
 			c.printf("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d\n", verb, i, l1e, r)
-			if repair {
+			if fx != nil {
 				ne := l1e &^ flagCopied
 				if r == 1 {
 					ne |= flagCopied
 				}
 				var b [8]byte
 				binary.BigEndian.PutUint64(b[:], ne)
-				if err := img.writeMeta(b[:], l1Off+8*int64(i), olL1); err != nil {
+				if err := fx.img.writeMeta(b[:], l1Off+8*int64(i), olL1); err != nil {
 					c.res.CheckErrors++
 				} else {
-					img.l1[i] = ne
-					img.metaChanged()
-					rr.CorruptionsFixed++
+					fx.img.l1[i] = ne
+					fx.img.metaChanged()
+					fx.rr.CorruptionsFixed++
 				}
 			} else {
 				c.res.Corruptions++
@@ -240,13 +256,13 @@ func (c *checker) fixCopied(img *image, fix int, rr *RepairResult) error {
 			if t := c.clusterType(e); t != ctNormal && t != ctZeroAlloc {
 				continue
 			}
-			r, err := rc.get(int64(e&offsetMask) >> h.ClusterBits)
+			r, err := refcount(int64(e&offsetMask) >> h.ClusterBits)
 			if err != nil {
 				continue
 			}
 			if (r == 1) != (e&flagCopied != 0) {
 				c.printf("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d\n", verb, e, r)
-				if repair {
+				if fx != nil {
 					ne := e &^ flagCopied
 					if r == 1 {
 						ne |= flagCopied
@@ -264,12 +280,12 @@ func (c *checker) fixCopied(img *image, fix int, rr *RepairResult) error {
 				c.res.CheckErrors++
 				return errCheckIO
 			}
-			if err := img.writeMeta(table, l2, olL2); err != nil {
+			if err := fx.img.writeMeta(table, l2, olL2); err != nil {
 				c.printf("ERROR: Could not write L2 table: %s\n", err)
 				c.res.CheckErrors++
 				return err
 			}
-			rr.CorruptionsFixed += changed
+			fx.rr.CorruptionsFixed += changed
 		}
 	}
 	return nil
