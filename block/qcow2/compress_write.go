@@ -13,7 +13,7 @@ import (
 	"fmt"
 	"sync"
 
-	kflate "github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -37,7 +37,7 @@ var (
 	zstdEncOnce sync.Once
 	zstdEnc     *zstd.Encoder
 	zstdEncErr  error
-	deflatePool sync.Pool // *kflate.Writer
+	deflatePool sync.Pool // *flate.Writer
 )
 
 // compressCluster compresses src with the image's compression type. QEMU
@@ -48,13 +48,13 @@ func compressCluster(typ uint8, src []byte) ([]byte, error) {
 	case compressionDeflate:
 		var buf bytes.Buffer
 		buf.Grow(len(src))
-		var w *kflate.Writer
+		var w *flate.Writer
 		if v := deflatePool.Get(); v != nil {
-			w = v.(*kflate.Writer)
+			w = v.(*flate.Writer)
 			w.Reset(&buf)
 		} else {
 			var err error
-			if w, err = kflate.NewWriterWindow(&buf, 4096); err != nil {
+			if w, err = flate.NewWriterWindow(&buf, 4096); err != nil {
 				return nil, err
 			}
 		}
