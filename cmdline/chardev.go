@@ -29,10 +29,7 @@ var (
 	qmpParams = map[string]Kind{
 		"path": OptString, "fd": OptString, "server": OptBool, "wait": OptBool,
 	}
-	chardevParams = map[string]Kind{
-		"id": OptString, "path": OptString, "fd": OptString, "server": OptBool, "wait": OptBool,
-		"backend": OptString,
-	}
+	chardevParams = withID(chardevOpts.kinds())
 )
 
 // ParseQmp parses the argument of -qmp: "unix:PATH,server=on[,wait=off]"

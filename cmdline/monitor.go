@@ -13,7 +13,7 @@ type Mon struct {
 	Pretty  bool
 }
 
-var monParams = map[string]Kind{"id": OptString, "chardev": OptString, "mode": OptString, "pretty": OptBool}
+var monParams = withID(monOpts.kinds())
 
 // ParseMon parses the argument of -mon, "chardev=ID,mode=control[,id=X]
 // [,pretty=on]". QEMU's default mode is readline (HMP), which minivmm
