@@ -246,23 +246,29 @@ func hmpInfoStatus(h *hmpRun, _ hmpInput) {
 // versionText is "info version": QEMU's version and package run together,
 // as QEMU prints them.
 func versionText() string {
-	var major, minor, micro, pkg any
+	triple, pkg := versionParts()
+	return triple + pkg
+}
+
+// versionParts reads [Version]: "major.minor.micro" and the package.
+func versionParts() (triple, pkg string) {
+	nums := map[string]any{}
 	for _, m := range Version {
 		switch m.Key {
 		case "qemu":
 			for _, n := range m.Value.(Obj) {
-				switch n.Key {
-				case "major":
-					major = n.Value
-				case "minor":
-					minor = n.Value
-				case "micro":
-					micro = n.Value
-				}
+				nums[n.Key] = n.Value
 			}
 		case "package":
-			pkg = m.Value
+			pkg, _ = m.Value.(string)
 		}
 	}
-	return fmt.Sprintf("%v.%v.%v%v", major, minor, micro, pkg)
+	return fmt.Sprintf("%v.%v.%v", nums["major"], nums["minor"], nums["micro"]), pkg
+}
+
+// QEMUVersion is the version of QEMU whose QMP and command line minivmm
+// speaks, "major.minor.micro".
+func QEMUVersion() string {
+	triple, _ := versionParts()
+	return triple
 }

@@ -18,7 +18,7 @@ func queryQMPSchema(*call, Args) (any, error) { return buildSchema(), nil }
 type schemaBuilder struct {
 	names  map[*qtype]string
 	arrays map[string]bool // array names already queued
-	queue  []*qtype // types named but not yet rendered, in naming order
+	queue  []*qtype        // types named but not yet rendered, in naming order
 	next   int
 	blockT *qtype // BlockdevOptions, built from the block layer's tables
 }
