@@ -266,6 +266,12 @@ func versionParts() (triple, pkg string) {
 	return fmt.Sprintf("%v.%v.%v", nums["major"], nums["minor"], nums["micro"]), pkg
 }
 
+// Package is who is speaking, as query-version's package says.
+func Package() string {
+	_, pkg := versionParts()
+	return pkg
+}
+
 // QEMUVersion is the version of QEMU whose QMP and command line minivmm
 // speaks, "major.minor.micro".
 func QEMUVersion() string {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"minivmm/qemuopen"
 )
 
 // HMPMonitor is a human monitor (QEMU's -monitor, -mon mode=readline): a
@@ -56,11 +58,11 @@ func (s *Server) ListenHMP(path string) (*HMPMonitor, error) {
 	}
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("Failed to create socket: %w", err)
+		return nil, fmt.Errorf("Failed to create socket: %s", errText(err))
 	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("Failed to bind socket to %s: %w", path, err)
+		return nil, fmt.Errorf("Failed to bind socket to %s: %s", path, errText(err))
 	}
 	if err := os.Chmod(path, 0o600); err == nil { // before listen: no window open to others
 		err = unix.Listen(fd, 16)
@@ -68,7 +70,7 @@ func (s *Server) ListenHMP(path string) (*HMPMonitor, error) {
 	if err != nil {
 		unix.Close(fd)
 		os.Remove(path)
-		return nil, fmt.Errorf("Failed to listen on %s: %w", path, err)
+		return nil, fmt.Errorf("Failed to listen on %s: %s", path, errText(err))
 	}
 	m, err := s.serveHMPFd(fd)
 	if err != nil {
@@ -250,4 +252,14 @@ func (m *HMPMonitor) Close() {
 		os.Remove(m.path)
 	}
 	m.wg.Wait()
+}
+
+// errText words err as the C library does where it is an errno, as QEMU
+// prints it.
+func errText(err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return qemuopen.Strerror(errno)
+	}
+	return err.Error()
 }
