@@ -67,7 +67,7 @@ func TestHelpNamesEveryOption(t *testing.T) {
 		}
 	}
 	newOptions().set.PFlags().VisitAll(func(f *pflag.Flag) {
-		if !regexp.MustCompile(`(?m)^-` + regexp.QuoteMeta(f.Name) + `( |$)`).MatchString(first) && f.Name != "help" {
+		if !regexp.MustCompile(`(?m)^-`+regexp.QuoteMeta(f.Name)+`( |$)`).MatchString(first) && f.Name != "help" {
 			t.Errorf("help does not list -%s", f.Name)
 		}
 	})
