@@ -37,6 +37,8 @@ func ParseMon(value string) (Mon, error) {
 		return Mon{}, fmt.Errorf("Parameter 'mode' does not accept value '%s'", m.Mode)
 	case !ok:
 		return Mon{}, errors.New("Parameter 'chardev' is missing")
+	case m.Pretty && m.Mode == "readline":
+		return Mon{}, errors.New("'pretty' is not compatible with HMP monitors")
 	}
 	m.Chardev = chardev
 	return m, nil

@@ -13,6 +13,8 @@ func TestParseMon(t *testing.T) {
 		{in: "chardev=c,mode=control,pretty", want: Mon{Chardev: "c", Mode: "control", Pretty: true}},
 		{in: "chardev=c", want: Mon{Chardev: "c", Mode: "readline"}},
 		{in: "chardev=c,mode=readline", want: Mon{Chardev: "c", Mode: "readline"}},
+		{in: "chardev=c,mode=readline,pretty=on", err: "'pretty' is not compatible with HMP monitors"},
+		{in: "chardev=c,mode=readline,pretty=off", want: Mon{Chardev: "c", Mode: "readline"}},
 		{in: "chardev=c,mode=bogus", err: "Parameter 'mode' does not accept value 'bogus'"},
 		{in: "mode=bogus", err: "Parameter 'mode' does not accept value 'bogus'"},
 		{in: "mode=control", err: "Parameter 'chardev' is missing"},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -460,4 +461,37 @@ func TestEventsConformToSchema(t *testing.T) {
 	if want := []string{"STOP", "RESET", "POWERDOWN", "RESUME", "SHUTDOWN"}; !slices.Equal(names, want) {
 		t.Errorf("events %v, want %v", names, want)
 	}
+}
+
+// FuzzCommandArguments sends every command (but the block layer's, which
+// block's own fuzzers cover) arbitrary arguments: no panic, every reply a
+// "return" or an "error", and a "return" conforms to the schema.
+func FuzzCommandArguments(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `{"command-line":"info block -n x"}`, `{"option":"mon"}`, `{"enable":["oob",1]}`,
+		`{"fdset-id":1,"fd":-1}`, `{"flat":true,"x":null}`, `{"command-line":"help info"}`, `{"fdname":"0x"}`,
+	} {
+		f.Add(uint8(0), s)
+	}
+	names := slices.Sorted(maps.Keys(commands))
+	names = slices.DeleteFunc(names, func(n string) bool { return strings.HasPrefix(n, "blockdev-") })
+	f.Fuzz(func(t *testing.T, pick uint8, args string) {
+		c := bareConn(t, true)
+		name := names[int(pick)%len(names)]
+		reply := run(c, fmt.Sprintf(`{"execute":%q,"arguments":%s}`, name, args))
+		dec := json.NewDecoder(strings.NewReader(reply))
+		dec.UseNumber()
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("%s: %v", reply, err)
+		}
+		if ret, ok := m["return"]; ok && name != "qmp_capabilities" {
+			s := schemaOf(t, bareConn(t, true))
+			if err := conforms(s, s[name]["ret-type"].(string), ret, name); err != nil {
+				t.Fatalf("%s %s: %v", name, args, err)
+			}
+		} else if _, isErr := m["error"]; !ok && !isErr {
+			t.Fatalf("%s %s: %s", name, args, reply)
+		}
+	})
 }

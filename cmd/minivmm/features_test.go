@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -262,6 +263,40 @@ func TestDaemonize(t *testing.T) {
 		q := qemuStderr(t, args...)
 		if code != 1 || strings.TrimPrefix(errOut, "minivmm: ") != q {
 			t.Errorf("%v: exit %d, %q; QEMU says %q", args, code, errOut, q)
+		}
+	}
+}
+
+// TestDefaultSocketXDG: without a monitor option the QMP socket is made in
+// $XDG_RUNTIME_DIR, else in $TMPDIR.
+func TestDefaultSocketXDG(t *testing.T) {
+	fdtest.Check(t)
+	for _, env := range []string{"XDG_RUNTIME_DIR", "TMPDIR"} {
+		dir, err := os.MkdirTemp("/tmp", "xdg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		cmd := exec.Command(binary)
+		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(e string) bool {
+			return strings.HasPrefix(e, "XDG_RUNTIME_DIR=") || strings.HasPrefix(e, "TMPDIR=")
+		}), env+"="+dir)
+		var e bytes.Buffer
+		cmd.Stderr = &e
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(dir, "minivmm-"+strconv.Itoa(cmd.Process.Pid)+".qmp")
+		waitFor(t, "the default socket", func() bool { _, err := os.Stat(sock); return err == nil })
+		c := qmptest.Dial(t, sock)
+		c.Negotiate()
+		ret(t, c.Execute("quit", nil))
+		cmd.Wait()
+		if !strings.Contains(e.String(), "QMP monitor listening on "+sock+"\n") {
+			t.Errorf("%s: stderr %q", env, e.String())
+		}
+		if _, err := os.Stat(sock); !os.IsNotExist(err) {
+			t.Errorf("%s: socket left behind", env)
 		}
 	}
 }
