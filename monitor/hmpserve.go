@@ -205,6 +205,12 @@ func (m *HMPMonitor) session(r io.Reader, w io.Writer, echo bool) {
 			bw.Flush()
 			then()
 		}
+		select {
+		case <-m.srv.vm.ExitRequested():
+			bw.Flush() // quit: no prompt, as QEMU exits
+			return
+		default:
+		}
 		bw.WriteString("(qemu) ")
 		if bw.Flush() != nil {
 			return

@@ -185,7 +185,7 @@ func TestMonitorStdio(t *testing.T) {
 		"(qemu) stop\r\n" +
 		"(qemu) info status\r\nVM status: paused\r\n" +
 		"(qemu) quit\r\n"
-	if code != 0 || !strings.HasPrefix(out, want) || errOut != "" {
+	if code != 0 || out != want || errOut != "" {
 		t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, out, want, errOut)
 	}
 	_, errOut, code = runBinary(t, "", "-monitor", "stdio", "-chardev", "stdio,id=c", "-mon", "c")
