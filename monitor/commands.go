@@ -41,6 +41,10 @@ type command struct {
 	allowOOB bool
 }
 
+// allowOOB tells whether a command may run out of band (exec-oob); the
+// schema's allow-oob says the same, from the same table.
+func allowOOB(name string) bool { return commands[name].allowOOB }
+
 // commands is every QMP command minivmm has.
 var commands map[string]command
 

@@ -41,7 +41,7 @@ func buildSchema() []any {
 			ret = tEmpty
 		}
 		e := Obj{{"name", name}, {"ret-type", b.ref(ret)}, {"meta-type", "command"}, {"arg-type", b.ref(arg)}}
-		if cmd.allowOOB {
+		if allowOOB(name) {
 			e = append(e, Member{"allow-oob", true})
 		}
 		out = append(out, e)
