@@ -22,7 +22,7 @@ type AddFd struct {
 	Opaque *string // nil when not given
 }
 
-var addFdParams = map[string]Kind{"id": OptString, "fd": OptNumber, "set": OptNumber, "opaque": OptString}
+var addFdParams = withID(addFdOpts.kinds())
 
 // ParseAddFd parses and checks the argument of -add-fd in QEMU 7.2's
 // order. First the string itself, element by element (an unknown key is

@@ -7,12 +7,12 @@ import (
 	"strings"
 )
 
-// Chardev is a character device for a monitor. minivmm has one kind: a
-// listening unix socket, bound to Path or inherited as an already
-// listening Fd (libvirt's way).
+// Chardev is a character device for a monitor: a listening unix socket,
+// bound to Path or inherited as an already listening Fd (libvirt's way),
+// or the process's stdin and stdout ("stdio", for a human monitor).
 type Chardev struct {
 	ID      string
-	Backend string // always "socket"
+	Backend string // "socket" or "stdio"
 	Path    string // empty when Fd is used
 	Fd      int    // -1 unless fd= was given
 	Server  bool   // always true: client sockets are refused
@@ -29,10 +29,8 @@ var (
 	qmpParams = map[string]Kind{
 		"path": OptString, "fd": OptString, "server": OptBool, "wait": OptBool,
 	}
-	chardevParams = map[string]Kind{
-		"id": OptString, "path": OptString, "fd": OptString, "server": OptBool, "wait": OptBool,
-		"backend": OptString,
-	}
+	chardevParams = withID(chardevOpts.kinds())
+	stdioParams   = map[string]Kind{"id": OptString, "backend": OptString}
 )
 
 // ParseQmp parses the argument of -qmp: "unix:PATH,server=on[,wait=off]"
@@ -64,8 +62,13 @@ func ParseChardev(value string) (Chardev, error) {
 		return Chardev{}, err
 	}
 	backend, hasBackend := o.Get("backend")
-	if backend == "socket" { // QEMU checks the keys first, but knows those of every backend
+	switch backend { // QEMU checks the keys first, but knows those of every backend
+	case "socket":
 		if err := o.Validate(chardevParams); err != nil {
+			return Chardev{}, err
+		}
+	case "stdio":
+		if err := o.Validate(stdioParams); err != nil {
 			return Chardev{}, err
 		}
 	}
@@ -74,8 +77,10 @@ func ParseChardev(value string) (Chardev, error) {
 		return Chardev{}, errors.New("chardev: no id specified")
 	case !hasBackend:
 		return Chardev{}, fmt.Errorf("chardev: \"%s\" missing backend", o.ID)
+	case backend == "stdio":
+		return Chardev{ID: o.ID, Backend: "stdio", Fd: -1}, nil
 	case backend != "socket":
-		return Chardev{}, fmt.Errorf("chardev backend '%s' is not supported: minivmm has only 'socket'", backend)
+		return Chardev{}, fmt.Errorf("chardev backend '%s' is not supported: minivmm has only 'socket' and 'stdio'", backend)
 	}
 	return socketChardev(o)
 }

@@ -2,7 +2,7 @@ package cmdline
 
 import "fmt"
 
-var nameParams = map[string]Kind{"guest": OptString, "process": OptString, "debug-threads": OptBool}
+var nameParams = nameOpts.kinds()
 
 // ParseName parses the argument of -name, "NAME" or
 // "guest=NAME[,process=P][,debug-threads=on]", and returns the guest
@@ -34,7 +34,7 @@ func ParseDisplay(value string) error {
 func onlyNone(value, what string) error {
 	o, err := ParseOpts(value, "type")
 	if err == nil {
-		err = o.Validate(map[string]Kind{"type": OptString})
+		err = o.Validate(machineOpts.kinds())
 	}
 	if err != nil {
 		return err

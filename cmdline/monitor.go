@@ -3,21 +3,21 @@ package cmdline
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Mon is a -mon option: a monitor on a chardev.
 type Mon struct {
 	ID      string
 	Chardev string
-	Mode    string // always "control": minivmm has QMP only
+	Mode    string // "readline" (HMP, QEMU's default) or "control" (QMP)
 	Pretty  bool
 }
 
-var monParams = map[string]Kind{"id": OptString, "chardev": OptString, "mode": OptString, "pretty": OptBool}
+var monParams = withID(monOpts.kinds())
 
-// ParseMon parses the argument of -mon, "chardev=ID,mode=control[,id=X]
-// [,pretty=on]". QEMU's default mode is readline (HMP), which minivmm
-// does not have, so mode=control is required.
+// ParseMon parses the argument of -mon, "chardev=ID[,mode=control|
+// readline][,id=X][,pretty=on]".
 func ParseMon(value string) (Mon, error) {
 	o, err := ParseOpts(value, "chardev")
 	if err == nil {
@@ -37,9 +37,47 @@ func ParseMon(value string) (Mon, error) {
 		return Mon{}, fmt.Errorf("Parameter 'mode' does not accept value '%s'", m.Mode)
 	case !ok:
 		return Mon{}, errors.New("Parameter 'chardev' is missing")
-	case m.Mode == "readline":
-		return Mon{}, errors.New("mode=readline (HMP, the default) is not supported: minivmm has only mode=control (QMP)")
+	case m.Pretty && m.Mode == "readline":
+		return Mon{}, errors.New("'pretty' is not compatible with HMP monitors")
 	}
 	m.Chardev = chardev
+	return m, nil
+}
+
+// ParseMonitor parses the argument of -monitor, a human monitor on a
+// chardev given inline: "stdio", "none" (Backend "none": no monitor), or
+// "unix:PATH,server=on[,wait=off]" as -qmp takes it.
+func ParseMonitor(value string) (Chardev, error) {
+	switch value {
+	case "stdio":
+		return Chardev{Backend: "stdio", Fd: -1}, nil
+	case "none":
+		return Chardev{Backend: "none", Fd: -1}, nil
+	}
+	if !strings.HasPrefix(value, "unix:") {
+		return Chardev{}, fmt.Errorf("'%s' is not supported: minivmm's -monitor takes stdio, none or unix:PATH,server=on", value)
+	}
+	return ParseQmp(value)
+}
+
+// Msg is the -msg option: how error messages are written.
+type Msg struct {
+	Timestamp bool // prefix messages with the UTC time, as QEMU does
+	GuestName bool // prefix messages with the guest name, when -name gave one
+}
+
+// ParseMsg parses the argument of -msg, "timestamp[=on|off][,guest-name=
+// on|off]".
+func ParseMsg(value string) (Msg, error) {
+	o, err := ParseOpts(value, "")
+	if err == nil {
+		err = o.Validate(msgOpts.kinds())
+	}
+	if err != nil {
+		return Msg{}, err
+	}
+	var m Msg
+	m.Timestamp, _ = o.Bool("timestamp", false)
+	m.GuestName, _ = o.Bool("guest-name", false)
 	return m, nil
 }

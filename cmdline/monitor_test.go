@@ -11,8 +11,10 @@ func TestParseMon(t *testing.T) {
 		{in: "chardev=charmonitor,id=monitor,mode=control", want: Mon{ID: "monitor", Chardev: "charmonitor", Mode: "control"}},
 		{in: "c,mode=control,pretty=on", want: Mon{Chardev: "c", Mode: "control", Pretty: true}},
 		{in: "chardev=c,mode=control,pretty", want: Mon{Chardev: "c", Mode: "control", Pretty: true}},
-		{in: "chardev=c", err: "mode=readline (HMP, the default) is not supported: minivmm has only mode=control (QMP)"},
-		{in: "chardev=c,mode=readline", err: "mode=readline (HMP, the default) is not supported: minivmm has only mode=control (QMP)"},
+		{in: "chardev=c", want: Mon{Chardev: "c", Mode: "readline"}},
+		{in: "chardev=c,mode=readline", want: Mon{Chardev: "c", Mode: "readline"}},
+		{in: "chardev=c,mode=readline,pretty=on", err: "'pretty' is not compatible with HMP monitors"},
+		{in: "chardev=c,mode=readline,pretty=off", want: Mon{Chardev: "c", Mode: "readline"}},
 		{in: "chardev=c,mode=bogus", err: "Parameter 'mode' does not accept value 'bogus'"},
 		{in: "mode=bogus", err: "Parameter 'mode' does not accept value 'bogus'"},
 		{in: "mode=control", err: "Parameter 'chardev' is missing"},
@@ -32,4 +34,74 @@ func TestParseMon(t *testing.T) {
 			t.Errorf("ParseMon(%q) = %+v, want %+v", tc.in, got, tc.want)
 		}
 	}
+}
+
+func TestParseMonitor(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Chardev
+		err  string
+	}{
+		{in: "stdio", want: Chardev{Backend: "stdio", Fd: -1}},
+		{in: "none", want: Chardev{Backend: "none", Fd: -1}},
+		{in: "unix:/x.sock,server=on,wait=off", want: Chardev{Backend: "socket", Path: "/x.sock", Fd: -1, Server: true}},
+		{in: "unix:/x.sock,server", want: Chardev{Backend: "socket", Path: "/x.sock", Fd: -1, Server: true, Wait: true}},
+		{in: "unix:/x.sock,server=on,bogus=1", err: "Invalid parameter 'bogus'"},
+		{in: "vc", err: "'vc' is not supported: minivmm's -monitor takes stdio, none or unix:PATH,server=on"},
+		{in: "", err: "'' is not supported: minivmm's -monitor takes stdio, none or unix:PATH,server=on"},
+	} {
+		got, err := ParseMonitor(tc.in)
+		if tc.err != "" || err != nil {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("ParseMonitor(%q) error = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("ParseMonitor(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseMsg(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Msg
+		err  string // QEMU 7.2's texts
+	}{
+		{in: "timestamp=on", want: Msg{Timestamp: true}},
+		{in: "timestamp", want: Msg{Timestamp: true}},
+		{in: "timestamp=off,guest-name=on", want: Msg{GuestName: true}},
+		{in: "", want: Msg{}},
+		{in: "timestamp=maybe", err: "Parameter 'timestamp' expects 'on' or 'off'"},
+		{in: "bogus=1", err: "Invalid parameter 'bogus'"},
+		{in: "id=x", err: "Invalid parameter 'id'"},
+	} {
+		got, err := ParseMsg(tc.in)
+		if tc.err != "" || err != nil {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("ParseMsg(%q) error = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("ParseMsg(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func FuzzParseMonitorOptions(f *testing.F) {
+	for _, s := range []string{"stdio", "none", "unix:/x,server=on,wait=off", "chardev=c,mode=readline", "timestamp=on", "guest-name,,x", "id=a,,b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if c, err := ParseMonitor(s); err == nil && c.Backend == "socket" && (c.Path == "" && c.Fd < 0 || !c.Server) {
+			t.Fatalf("ParseMonitor(%q) = %+v", s, c)
+		}
+		// An empty chardev name is QEMU's too ("-mon ,"): the lookup fails later.
+		if m, err := ParseMon(s); err == nil && m.Mode != "control" && m.Mode != "readline" {
+			t.Fatalf("ParseMon(%q) = %+v", s, m)
+		}
+		ParseMsg(s)
+	})
 }

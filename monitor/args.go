@@ -26,28 +26,10 @@ func genericError(format string, a ...any) *Error {
 	return &Error{Class: GenericError, Desc: fmt.Sprintf(format, a...)}
 }
 
-// argType is the QAPI type of a command argument.
-type argType int
-
-const (
-	argInt argType = iota
-	argStr
-	argBool
-	argStrList
-	argObjList
-)
-
-var argTypeNames = [...]string{argInt: "integer", argStr: "string", argBool: "boolean", argStrList: "array", argObjList: "array"}
-
-// param declares one argument of a command.
-type param struct {
-	name     string
-	typ      argType
-	optional bool
-}
-
-// Args are a command's checked arguments: int64, string, bool or []string
-// by their declared type; absent optional ones are missing from the map.
+// Args are a command's checked arguments: int64, string, bool, []string
+// (arrays of strings or enums), []map[string]any (arrays of objects),
+// map[string]any (objects) or any value as sent (QAPI 'any'). Absent
+// optional ones are missing from the map.
 type Args map[string]any
 
 // Int returns an optional integer argument.
@@ -68,15 +50,9 @@ func checkArgs(params []param, raw map[string]any) (Args, error) {
 			}
 			continue
 		}
-		conv, ok := convertArg(p.typ, v)
-		if !ok {
-			name, want := p.name, argTypeNames[p.typ]
-			if list, isList := v.([]any); isList && p.typ == argStrList {
-				// A list is fine, an element is not: QEMU names the element.
-				i := slices.IndexFunc(list, func(e any) bool { _, ok := e.(string); return !ok })
-				name, want = fmt.Sprintf("%s[%d]", p.name, i), argTypeNames[argStr]
-			}
-			return nil, genericError("Invalid parameter type for '%s', expected: %s", name, want)
+		conv, err := convertArg(p.typ, v, p.name)
+		if err != nil {
+			return nil, err
 		}
 		out[p.name] = conv
 	}
@@ -97,45 +73,125 @@ func declared(params []param, name string) bool {
 	return false
 }
 
-func convertArg(t argType, v any) (any, bool) {
-	switch t {
-	case argInt:
-		n, ok := v.(json.Number)
-		if !ok {
-			return nil, false
+// convertArg checks v, named name in errors, against t as QEMU's input
+// visitor does.
+func convertArg(t *qtype, v any, name string) (any, error) {
+	bad := genericError("Invalid parameter type for '%s', expected: %s", name, t.wireName())
+	switch t.meta {
+	case metaBuiltin:
+		switch t {
+		case tInt:
+			if n, ok := v.(json.Number); ok {
+				if i, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+					return i, nil
+				}
+			}
+		case tStr:
+			if s, ok := v.(string); ok {
+				return s, nil
+			}
+		case tBool:
+			if b, ok := v.(bool); ok {
+				return b, nil
+			}
+		case tNumber:
+			if n, ok := v.(json.Number); ok {
+				return n, nil
+			}
+		case tNull:
+			if v == nil {
+				return nil, nil
+			}
+		case tAny:
+			return v, nil
 		}
-		i, err := strconv.ParseInt(string(n), 10, 64)
-		return i, err == nil
-	case argStr:
+		return nil, bad
+	case metaEnum:
 		s, ok := v.(string)
-		return s, ok
-	case argBool:
-		b, ok := v.(bool)
-		return b, ok
-	case argStrList:
+		if !ok {
+			return nil, bad
+		}
+		if !slices.Contains(t.values, s) {
+			return nil, genericError("Parameter '%s' does not accept value '%s'", name, s)
+		}
+		return s, nil
+	case metaArray:
 		list, ok := v.([]any)
 		if !ok {
-			return nil, false
+			return nil, bad
 		}
-		out := make([]string, len(list))
+		var strs []string
+		var objs []map[string]any
 		for i, e := range list {
-			if out[i], ok = e.(string); !ok {
-				return nil, false
+			// QEMU names an element "name[i]" for a type error, but its
+			// enum visitor has no name for it and prints 'null'.
+			elemName := fmt.Sprintf("%s[%d]", name, i)
+			if _, isStr := e.(string); isStr && t.elem.meta == metaEnum {
+				elemName = "null"
+			}
+			c, err := convertArg(t.elem, e, elemName)
+			if err != nil {
+				return nil, err
+			}
+			switch c := c.(type) {
+			case string:
+				strs = append(strs, c)
+			case map[string]any:
+				objs = append(objs, c)
 			}
 		}
-		return out, true
-	case argObjList:
-		list, ok := v.([]any)
+		switch t.elem.meta {
+		case metaEnum:
+			return orEmpty(strs), nil
+		case metaObject:
+			return orEmpty(objs), nil
+		}
+		if t.elem == tStr {
+			return orEmpty(strs), nil
+		}
+		return list, nil
+	case metaObject:
+		m, ok := v.(map[string]any)
 		if !ok {
-			return nil, false
+			return nil, bad
 		}
-		out := make([]map[string]any, len(list))
-		for i, e := range list {
-			if out[i], ok = e.(map[string]any); !ok {
-				return nil, false
-			}
+		if t.blockOptions {
+			return m, nil
 		}
-		return out, true
+		return checkNested(t.members, m, name)
 	}
-	return nil, false
+	return nil, bad
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// checkNested checks an object argument's members, naming them
+// "outer.member" in errors as QEMU does.
+func checkNested(params []param, raw map[string]any, outer string) (map[string]any, error) {
+	out := map[string]any{}
+	for _, p := range params {
+		v, present := raw[p.name]
+		if !present {
+			if !p.optional {
+				return nil, genericError("Parameter '%s.%s' is missing", outer, p.name)
+			}
+			continue
+		}
+		c, err := convertArg(p.typ, v, outer+"."+p.name)
+		if err != nil {
+			return nil, err
+		}
+		out[p.name] = c
+	}
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
+		if !declared(params, name) {
+			return nil, genericError("Parameter '%s.%s' is unexpected", outer, name)
+		}
+	}
+	return out, nil
 }

@@ -67,3 +67,63 @@ func queryBlock(c *call, _ Args) (any, error) {
 	}
 	return out, nil
 }
+
+// hmpInfoBlock is "info block [-n] [device]": the backends, or with -n or
+// a name no backend has, the named nodes, as QEMU's hmp_info_block
+// prints them.
+func hmpInfoBlock(h *hmpRun, in hmpInput) {
+	g := h.srv.graph
+	printed := false
+	if !in.flags['n'] {
+		for i, b := range g.Backends() {
+			if in.hasArg && in.arg != b.Name() {
+				continue
+			}
+			if i > 0 {
+				h.printf("\n")
+			}
+			info := b.Node().Info()
+			h.printf("%s (%s)", b.Name(), info.Name)
+			printBlockNode(h, info, true)
+			printed = true
+		}
+	}
+	if !in.hasArg && !in.flags['n'] || printed {
+		return
+	}
+	for i, n := range g.Nodes() {
+		info := n.Info()
+		if in.hasArg && in.arg != info.Name {
+			continue
+		}
+		if i > 0 { // QEMU counts the nodes it skipped, too
+			h.printf("\n")
+		}
+		h.printf("%s", info.Name)
+		printBlockNode(h, info, false)
+	}
+}
+
+// printBlockNode is print_block_info from the ": file (driver)" on; a
+// backend is, as query-block says, removable, unlocked, tray closed.
+func printBlockNode(h *hmpRun, info block.Info, backend bool) {
+	ro := ""
+	if info.ReadOnly {
+		ro = ", read-only"
+	}
+	h.printf(": %s (%s%s)\n", info.Filename, info.Driver, ro)
+	if backend {
+		h.printf("    Removable device: not locked, tray closed\n")
+	}
+	cache := "writeback"
+	if info.Direct {
+		cache += ", direct"
+	}
+	if info.NoFlush {
+		cache += ", ignore flushes"
+	}
+	h.printf("    Cache mode:       %s\n", cache)
+	if info.DetectZeroes != "off" && info.DetectZeroes != "" {
+		h.printf("    Detect zeroes:    %s\n", info.DetectZeroes)
+	}
+}

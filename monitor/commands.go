@@ -26,37 +26,57 @@ func (c *call) takeFd() (int, error) {
 	return fd, nil
 }
 
+// command is one QMP command: the one table the dispatcher checks
+// arguments against, query-commands lists and query-qmp-schema renders.
 type command struct {
-	params []param
+	params []param // the arguments (the members of its arg-type)
 	run    func(c *call, args Args) (any, error)
-	// raw: the arguments are a schema of their own (BlockdevOptions),
-	// checked by the block layer rather than against params.
+	// raw: the arguments are BlockdevOptions, checked by the block layer
+	// rather than against params.
 	raw bool
+	ret *qtype // the reply's type; nil for an empty object
+	// allowOOB: the command may run out of band (exec-oob). QEMU 7.2
+	// allows it for migrate-recover, migrate-pause and x-oob-test only,
+	// none of which minivmm has.
+	allowOOB bool
 }
 
-// commands is every QMP command minivmm has; query-commands lists them.
+// allowOOB tells whether a command may run out of band (exec-oob); the
+// schema's allow-oob says the same, from the same table.
+func allowOOB(name string) bool { return commands[name].allowOOB }
+
+// commands is every QMP command minivmm has.
 var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"qmp_capabilities": {[]param{{"enable", argStrList, true}}, qmpCapabilities, false},
-		"query-version":    {nil, func(*call, Args) (any, error) { return Version, nil }, false},
-		"query-commands":   {nil, queryCommands, false},
-		"query-status":     {nil, queryStatus, false},
-		"stop":             {nil, func(c *call, _ Args) (any, error) { c.mon.srv.vm.Stop(); return nil, nil }, false},
-		"cont":             {nil, func(c *call, _ Args) (any, error) { c.mon.srv.vm.Cont(); return nil, nil }, false},
-		"quit":             {nil, quit, false},
-		"add-fd":           {[]param{{"fdset-id", argInt, true}, {"opaque", argStr, true}}, addFd, false},
-		"remove-fd":        {[]param{{"fdset-id", argInt, false}, {"fd", argInt, true}}, removeFd, false},
-		"query-fdsets":     {nil, queryFdsets, false},
-		"getfd":            {[]param{{"fdname", argStr, false}}, getfd, false},
-		"closefd":          {[]param{{"fdname", argStr, false}}, closefd, false},
+		"qmp_capabilities": {params: []param{opt("enable", arrayOf(tQMPCapability))}, run: qmpCapabilities},
+		"query-version":    {run: func(*call, Args) (any, error) { return Version, nil }, ret: tVersionInfo},
+		"query-commands":   {run: queryCommands, ret: arrayOf(tCommandInfo)},
+		"query-status":     {run: queryStatus, ret: tStatusInfo},
+		"stop":             {run: func(c *call, _ Args) (any, error) { c.mon.srv.vm.Stop(); return nil, nil }},
+		"cont":             {run: func(c *call, _ Args) (any, error) { c.afterReply = c.mon.srv.vm.Cont(); return nil, nil }},
+		"quit":             {run: quit},
+		"system_powerdown": {run: func(c *call, _ Args) (any, error) { c.afterReply = c.mon.srv.vm.Powerdown(); return nil, nil }},
+		"system_reset":     {run: func(c *call, _ Args) (any, error) { c.mon.srv.vm.Reset(); return nil, nil }},
+		"add-fd":           {params: []param{opt("fdset-id", tInt), opt("opaque", tStr)}, run: addFd, ret: tAddfdInfo},
+		"remove-fd":        {params: []param{req("fdset-id", tInt), opt("fd", tInt)}, run: removeFd},
+		"query-fdsets":     {run: queryFdsets, ret: arrayOf(tFdsetInfo)},
+		"getfd":            {params: []param{req("fdname", tStr)}, run: getfd},
+		"closefd":          {params: []param{req("fdname", tStr)}, run: closefd},
 
-		"blockdev-add":            {nil, blockdevAdd, true},
-		"blockdev-del":            {[]param{{"node-name", argStr, false}}, blockdevDel, false},
-		"blockdev-reopen":         {[]param{{"options", argObjList, false}}, blockdevReopen, false},
-		"query-named-block-nodes": {[]param{{"flat", argBool, true}}, queryNamedBlockNodes, false},
-		"query-block":             {nil, queryBlock, false},
+		"blockdev-add":            {run: blockdevAdd, raw: true},
+		"blockdev-del":            {params: []param{req("node-name", tStr)}, run: blockdevDel},
+		"blockdev-reopen":         {params: []param{req("options", arrayOf(tBlockdevOptions))}, run: blockdevReopen},
+		"query-named-block-nodes": {params: []param{opt("flat", tBool)}, run: queryNamedBlockNodes, ret: arrayOf(tBlockDeviceInfo)},
+		"query-block":             {run: queryBlock, ret: arrayOf(tBlockInfo)},
+
+		"query-qmp-schema":           {run: queryQMPSchema, ret: arrayOf(tSchemaInfo)},
+		"query-name":                 {run: queryName, ret: tNameInfo},
+		"query-kvm":                  {run: queryKVM, ret: tKvmInfo},
+		"query-machines":             {run: queryMachines, ret: arrayOf(tMachineInfo)},
+		"query-command-line-options": {params: []param{opt("option", tStr)}, run: queryCommandLineOptions, ret: arrayOf(tCommandLineOptionInfo)},
+		"human-monitor-command":      {params: []param{req("command-line", tStr), opt("cpu-index", tInt)}, run: humanMonitorCommand, ret: tStr},
 	}
 }
 

@@ -13,11 +13,16 @@ const (
 // VM is the run state a monitor reports and changes (query-status, stop,
 // cont, quit). minivmm runs no guest CPUs, so the state is all there is.
 type VM struct {
-	mu       sync.Mutex
-	state    string
-	emit     func(event string, data Obj)
-	exit     chan struct{} // closed when the VMM should exit
-	exitOnce sync.Once
+	mu    sync.Mutex
+	name  string // -name; empty: none
+	state string
+	// powerdownPending: system_powerdown came while the VM was not
+	// running; it takes effect at the next cont, as a guest would act on
+	// the ACPI event once it runs again.
+	powerdownPending bool
+	emit             func(event string, data Obj)
+	exit             chan struct{} // closed when the VMM should exit
+	exitOnce         sync.Once
 }
 
 // NewVM returns a VM that is running, or in prelaunch when paused (-S).
@@ -48,14 +53,75 @@ func (vm *VM) Stop() {
 }
 
 // Cont resumes a paused or prelaunch VM and sends RESUME; a running one is
-// left alone without an event.
-func (vm *VM) Cont() {
+// left alone without an event. The returned function, if not nil, is to
+// run once the command's reply is out: a powerdown that was waiting for
+// the VM to run.
+func (vm *VM) Cont() (then func()) {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	if vm.state == StatePaused || vm.state == StatePrelaunch {
 		vm.state = StateRunning
 		vm.emit("RESUME", nil)
+		if vm.powerdownPending {
+			vm.powerdownPending = false
+			return vm.guestShutdown
+		}
 	}
+	return nil
+}
+
+// SetName sets the guest name (-name) that query-name reports.
+func (vm *VM) SetName(name string) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.name = name
+}
+
+// Name is the guest name; empty when there is none.
+func (vm *VM) Name() string {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.name
+}
+
+// Powerdown is system_powerdown: QEMU sends POWERDOWN and raises the ACPI
+// power button; minivmm has no guest to press it for, so it acts as a
+// guest that honours the button would: a running VM shuts down
+// (SHUTDOWN, guest true, reason guest-shutdown) and the VMM exits; a
+// paused one does so when it is continued. QEMU with -machine none, which
+// has no ACPI, sends POWERDOWN and does nothing more. The shutdown comes
+// after the command's reply, as the guest's would: the returned function,
+// if not nil, is to run once the reply is out.
+func (vm *VM) Powerdown() (then func()) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.emit("POWERDOWN", nil)
+	switch vm.state {
+	case StateRunning:
+		return vm.guestShutdown
+	case StatePaused, StatePrelaunch:
+		vm.powerdownPending = true
+	}
+	return nil
+}
+
+// guestShutdown is the guest powering itself off, and the VMM exiting.
+func (vm *VM) guestShutdown() {
+	vm.mu.Lock()
+	if vm.state != StateShutdown {
+		vm.state = StateShutdown
+		vm.emit("SHUTDOWN", Obj{{"guest", true}, {"reason", "guest-shutdown"}})
+	}
+	vm.mu.Unlock()
+	vm.RequestExit()
+}
+
+// Reset is system_reset: RESET, reason host-qmp-system-reset (QEMU uses
+// it for HMP's system_reset too). The run state stays as it was.
+func (vm *VM) Reset() {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.emit("RESET", Obj{{"guest", false}, {"reason", "host-qmp-system-reset"}})
 }
 
 // Shutdown enters the shutdown state and sends SHUTDOWN, for reason

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -21,59 +23,165 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// options are the VMM's command-line options, as QEMU spells them.
+// options are the VMM's command-line options, as QEMU spells them. Each
+// is registered with its help text (a `word` in it names the argument);
+// usage.go prints them.
 type options struct {
 	set        *cmdline.FlagSet
+	help       *bool
+	helpLong   *bool
+	version    *bool
 	paused     *bool
 	fdsetOnly  *bool
+	daemonize  *bool
 	autoclose  *[]string
 	pidfile    *[]string
+	logfile    *[]string
 	defaultQMP bool
 }
 
 func newOptions() *options {
 	fs := cmdline.NewFlagSet("minivmm")
+	fs.PFlags().SortFlags = false // -h lists them in this order
 	o := &options{set: fs}
-	for _, name := range []string{"add-fd", "qmp", "chardev", "mon", "name", "machine", "M", "display", "blockdev", "drive"} {
-		fs.StringArray(name, "")
+	for _, opt := range []struct{ name, arg, help string }{
+		{"h", "", "display this help and exit"},
+		{"help", "", "display this help and exit"},
+		{"version", "", "display version information and exit"},
+		{"name", "string1[,process=string2][,debug-threads=on|off]", "set the guest's name (query-name, info name)"},
+		{"machine", "[type=]none", "select the machine: minivmm has one, 'none'"},
+		{"M", "none", "same as -machine"},
+		{"display", "none", "select the display: minivmm has none"},
+		{"nodefaults", "", "accepted for libvirt; minivmm creates no default devices"},
+		{"S", "", "start paused (prelaunch); 'cont' runs"},
+		{"add-fd", "fd=fd,set=set[,opaque=opaque]", "put a duplicate of inherited file descriptor 'fd' into fd set 'set'"},
+		{"fdset-only", "", "refuse to open any path but /dev/fdset/N"},
+		{"fdset-autoclose", "on|off", "on (default): close a departed client's unused fds; off: QEMU 9.1's rule"},
+		{"blockdev", "driver=d,node-name=n[,...]", "add a block node (raw, qcow2, file, null-co); JSON works too"},
+		{"drive", "file=f[,format=raw|qcow2][,id=id][,...]", "add a block backend and its nodes"},
+		{"chardev", "socket,id=id,path=path,server=on[,wait=off]", "define a character device for -mon; also socket,id=id,fd=n,server=on and stdio,id=id"},
+		{"mon", "[chardev=]name[,mode=readline|control][,pretty[=on|off]]", "run a monitor on a chardev (readline: HMP; control: QMP)"},
+		{"qmp", "unix:path,server=on[,wait=off]", "run a QMP monitor on a unix socket"},
+		{"monitor", "dev", "run a human (HMP) monitor on 'dev': stdio, unix:path,server=on[,wait=off] or none"},
+		{"pidfile", "file", "write the process id to 'file', locked while minivmm runs"},
+		{"daemonize", "", "detach once the monitors listen and the pidfile is written"},
+		{"D", "logfile", "write minivmm's messages to 'logfile' once it has started (default stderr)"},
+		{"msg", "[timestamp[=on|off]][,guest-name=[on|off]]", "control the message format (timestamp=on: prefix the UTC time)"},
+	} {
+		if opt.arg == "" {
+			b := fs.Bool(opt.name, opt.help)
+			switch opt.name {
+			case "h":
+				o.help = b
+			case "help":
+				o.helpLong = b
+			case "version":
+				o.version = b
+			case "S":
+				o.paused = b
+			case "fdset-only":
+				o.fdsetOnly = b
+			case "daemonize":
+				o.daemonize = b
+			}
+			continue
+		}
+		values := fs.StringArray(opt.name, opt.help)
+		fs.PFlags().SetAnnotation(opt.name, argAnnotation, []string{opt.arg})
+		switch opt.name {
+		case "pidfile":
+			o.pidfile = values
+		case "D":
+			o.logfile = values
+		case "fdset-autoclose":
+			o.autoclose = values
+		}
 	}
-	o.pidfile = fs.StringArray("pidfile", "write the process id to FILE")
-	o.autoclose = fs.StringArray("fdset-autoclose", "on (default): close a departed client's unused fds; off: QEMU 9.1's rule")
-	o.paused = fs.Bool("S", "start paused (prelaunch)")
-	o.fdsetOnly = fs.Bool("fdset-only", "refuse to open any path but /dev/fdset/N")
-	fs.Bool("nodefaults", "accepted for libvirt; minivmm creates no default devices")
 	return o
 }
 
+// argAnnotation holds, on each option that takes an argument, the
+// argument's shape as -h shows it.
+const argAnnotation = "minivmm-arg"
+
 // vmm is what one run of the binary holds, for orderly teardown.
 type vmm struct {
-	stderr  io.Writer
+	stderr  io.Writer // for the img commands that share addFds
+	rep     *reporter
 	fds     *qemuopen.Registry
 	graph   *block.Graph
 	vm      *monitor.VM
 	srv     *monitor.Server
-	pidfile string
+	hmps    []*monitor.HMPMonitor
+	pidfile *pidfile
 }
 
-func run(args []string, stderr io.Writer) int {
+// waiter is a monitor that may be asked to wait for its first client.
+type waiter interface {
+	Addr() string
+	Connected() <-chan struct{}
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "io" {
-		return runIO(args[1:], os.Stdin, os.Stdout, stderr)
+		return runIO(args[1:], os.Stdin, stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "img" {
-		return runImg(args[1:], os.Stdout, stderr)
+		return runImg(args[1:], stdout, stderr)
 	}
+	rep := &reporter{w: stderr, now: time.Now}
 	fail := func(err error) int {
-		fmt.Fprintf(stderr, "minivmm: %v\n", err)
+		rep.Printf("%v", err)
 		return 1
 	}
 	o := newOptions()
 	if err := o.set.Parse(args); err != nil {
 		return fail(err)
 	}
+	if *o.help || *o.helpLong {
+		printUsage(stdout, o.set)
+		return 0
+	}
+	if *o.version {
+		printVersion(stdout)
+		return 0
+	}
 	occ := o.set.Occurrences()
+
+	// -msg and -name first: they shape every message after them.
+	guestName, withGuestName := "", false
+	for _, oc := range occ {
+		switch oc.Name {
+		case "msg":
+			m, err := cmdline.ParseMsg(oc.Value)
+			if err != nil {
+				return fail(oc.Wrap(err))
+			}
+			rep.timestamp, withGuestName = m.Timestamp, m.GuestName
+		case "name":
+			name, err := cmdline.ParseName(oc.Value)
+			if err != nil {
+				return fail(oc.Wrap(err))
+			}
+			guestName = name
+		}
+	}
+	if withGuestName {
+		rep.guest = guestName
+	}
+
+	child := daemonChildFromEnv()
+	if *o.daemonize && child == nil {
+		for _, oc := range occ {
+			if usesStdio(oc) {
+				return fail(oc.Wrap(errors.New("cannot use stdio with -daemonize")))
+			}
+		}
+		return daemonize(args, stderr)
+	}
 
 	keepUnused := false
 	if n := len(*o.autoclose); n > 0 {
@@ -84,15 +192,13 @@ func run(args []string, stderr io.Writer) int {
 		}
 		keepUnused = !on
 	}
-	v := &vmm{stderr: stderr, fds: qemuopen.New(qemuopen.Config{FdsetOnly: *o.fdsetOnly, KeepUnused: keepUnused})}
+	v := &vmm{stderr: stderr, rep: rep, fds: qemuopen.New(qemuopen.Config{FdsetOnly: *o.fdsetOnly, KeepUnused: keepUnused})}
 	defer v.fds.CloseAll()
 
 	// QEMU checks the simple options first and in order; so do we.
 	for _, oc := range occ {
 		var err error
 		switch oc.Name {
-		case "name":
-			_, err = cmdline.ParseName(oc.Value)
 		case "machine", "M":
 			err = cmdline.ParseMachine(oc.Value)
 		case "display":
@@ -101,6 +207,20 @@ func run(args []string, stderr io.Writer) int {
 		if err != nil {
 			return fail(oc.Wrap(err))
 		}
+	}
+	var logFile *os.File
+	if n := len(*o.logfile); n > 0 {
+		path := (*o.logfile)[n-1]
+		flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+		if child != nil { // QEMU appends when daemonized
+			flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
+		}
+		f, err := os.OpenFile(path, flags, 0o644)
+		if err != nil {
+			return fail(fmt.Errorf("Error opening logfile %s: %s", path, errText(err)))
+		}
+		logFile = f
+		defer f.Close()
 	}
 	if err := v.addFds(occ); err != nil {
 		return fail(err)
@@ -115,16 +235,23 @@ func run(args []string, stderr io.Writer) int {
 	// The pidfile is written before any monitor socket exists, as QEMU
 	// does: a manager that sees the socket may rely on the pidfile.
 	if n := len(*o.pidfile); n > 0 {
-		v.pidfile = (*o.pidfile)[n-1]
-		if err := os.WriteFile(v.pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		pf, err := writePidfile((*o.pidfile)[n-1])
+		if err != nil {
 			return fail(fmt.Errorf("cannot create PID file: %w", err))
 		}
-		defer os.Remove(v.pidfile)
+		v.pidfile = pf
+		defer pf.Remove()
 	}
 
 	v.vm = monitor.NewVM(*o.paused)
+	v.vm.SetName(guestName)
 	v.srv = monitor.NewServer(v.fds, v.graph, v.vm)
 	defer v.srv.Close()
+	defer func() {
+		for _, m := range v.hmps {
+			m.Close()
+		}
+	}()
 	// Signals are caught before any socket exists: a client that has
 	// connected may rely on SIGTERM being a clean shutdown (SHUTDOWN
 	// event, sockets removed), not Go's default exit.
@@ -133,7 +260,7 @@ func run(args []string, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 	go func() {
 		if sig, ok := <-sigs; ok {
-			fmt.Fprintf(stderr, "minivmm: terminating on signal %d\n", sig.(syscall.Signal))
+			rep.Printf("terminating on signal %d", sig.(syscall.Signal))
 			v.vm.Shutdown("host-signal")
 			v.vm.RequestExit()
 		}
@@ -144,14 +271,37 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	for _, m := range waits {
-		fmt.Fprintf(stderr, "minivmm: waiting for connection on %s\n", m.Addr())
+		rep.Printf("waiting for connection on %s", m.Addr())
 		select {
 		case <-m.Connected():
 		case <-v.vm.ExitRequested():
 		}
 	}
+	// Started: from here on, messages go to the -D log, and a daemon's
+	// parent may exit.
+	if logFile != nil {
+		rep.setWriter(logFile)
+	}
+	if child != nil {
+		if err := child.ready(); err != nil {
+			return fail(fmt.Errorf("cannot daemonize: %w", err))
+		}
+	}
 	<-v.vm.ExitRequested()
 	return 0
+}
+
+// usesStdio tells whether an option puts a chardev on stdin/stdout.
+func usesStdio(oc cmdline.Occurrence) bool {
+	switch oc.Name {
+	case "monitor":
+		cd, err := cmdline.ParseMonitor(oc.Value)
+		return err == nil && cd.Backend == "stdio"
+	case "chardev":
+		cd, err := cmdline.ParseChardev(oc.Value)
+		return err == nil && cd.Backend == "stdio"
+	}
+	return false
 }
 
 // addFds handles every -add-fd in order: each fd is checked as QEMU checks
@@ -194,63 +344,92 @@ func appendOnce(list []int, fd int) []int {
 	return append(list, fd)
 }
 
-// startMonitors starts every -qmp and -mon, in order; with neither, one on
-// a default socket that it prints. It returns the monitors that asked to
-// wait for a first client (server=on without wait=off).
-func (v *vmm) startMonitors(occ []cmdline.Occurrence) ([]*monitor.Monitor, error) {
+// startMonitors starts every -qmp, -monitor and -mon, in order; with
+// none, a QMP monitor on a default socket that it prints. It returns the
+// monitors that asked to wait for a first client (server=on without
+// wait=off).
+func (v *vmm) startMonitors(occ []cmdline.Occurrence) ([]waiter, error) {
 	chardevs := map[string]cmdline.Chardev{}
-	var waits []*monitor.Monitor
-	start := func(oc cmdline.Occurrence, cd cmdline.Chardev, pretty bool) error {
-		var m *monitor.Monitor
+	var waits []waiter
+	stdioUsed := false
+	start := func(cd cmdline.Chardev, mode string, pretty bool) error {
+		var w waiter
 		var err error
-		if cd.Fd >= 0 {
-			m, err = v.srv.ListenFd(cd.Fd, pretty)
-		} else {
-			m, err = v.srv.Listen(cd.Path, pretty)
+		switch {
+		case cd.Backend == "none":
+			return nil
+		case cd.Backend == "stdio" && stdioUsed:
+			return errors.New("cannot use stdio by multiple character devices")
+		case cd.Backend == "stdio" && mode == "control":
+			return errors.New("QMP on stdio is not supported: minivmm's QMP monitors listen on unix sockets")
+		case cd.Backend == "stdio":
+			stdioUsed = true
+			v.hmps = append(v.hmps, v.srv.ServeHMP(os.Stdin, os.Stdout, !isTTY(os.Stdin)))
+			return nil
+		case mode == "readline" && cd.Fd >= 0:
+			var m *monitor.HMPMonitor
+			m, err = v.srv.ListenHMPFd(cd.Fd)
+			if err == nil {
+				v.hmps, w = append(v.hmps, m), m
+			}
+		case mode == "readline":
+			var m *monitor.HMPMonitor
+			m, err = v.srv.ListenHMP(cd.Path)
+			if err == nil {
+				v.hmps, w = append(v.hmps, m), m
+			}
+		case cd.Fd >= 0:
+			w, err = v.srv.ListenFd(cd.Fd, pretty)
+		default:
+			w, err = v.srv.Listen(cd.Path, pretty)
 		}
 		if err != nil {
 			return err
 		}
 		if cd.Wait {
-			waits = append(waits, m)
+			waits = append(waits, w)
 		}
 		return nil
 	}
 	monitors := 0
 	for _, oc := range occ {
+		var err error
 		switch oc.Name {
 		case "chardev":
-			cd, err := cmdline.ParseChardev(oc.Value)
-			if err != nil {
-				return nil, oc.Wrap(err)
-			}
-			if _, dup := chardevs[cd.ID]; dup {
-				return nil, oc.Wrap(fmt.Errorf("Duplicate ID '%s' for chardev", cd.ID))
+			var cd cmdline.Chardev
+			cd, err = cmdline.ParseChardev(oc.Value)
+			if _, dup := chardevs[cd.ID]; err == nil && dup {
+				err = fmt.Errorf("Duplicate ID '%s' for chardev", cd.ID)
 			}
 			chardevs[cd.ID] = cd
 		case "qmp":
-			cd, err := cmdline.ParseQmp(oc.Value)
-			if err == nil {
-				err = start(oc, cd, false)
+			var cd cmdline.Chardev
+			if cd, err = cmdline.ParseQmp(oc.Value); err == nil {
+				err = start(cd, "control", false)
 			}
-			if err != nil {
-				return nil, oc.Wrap(err)
+			monitors++
+		case "monitor":
+			var cd cmdline.Chardev
+			if cd, err = cmdline.ParseMonitor(oc.Value); err == nil {
+				err = start(cd, "readline", false)
 			}
 			monitors++
 		case "mon":
-			mon, err := cmdline.ParseMon(oc.Value)
-			if err != nil {
-				return nil, oc.Wrap(err)
+			var mon cmdline.Mon
+			if mon, err = cmdline.ParseMon(oc.Value); err != nil {
+				break
 			}
 			cd, ok := chardevs[mon.Chardev]
 			if !ok {
-				return nil, oc.Wrap(fmt.Errorf("chardev \"%s\" not found", mon.Chardev))
+				err = fmt.Errorf("chardev \"%s\" not found", mon.Chardev)
+				break
 			}
 			delete(chardevs, mon.Chardev) // one monitor per chardev
-			if err := start(oc, cd, mon.Pretty); err != nil {
-				return nil, oc.Wrap(err)
-			}
+			err = start(cd, mon.Mode, mon.Pretty)
 			monitors++
+		}
+		if err != nil {
+			return nil, oc.Wrap(err)
 		}
 	}
 	if monitors == 0 {
@@ -258,9 +437,16 @@ func (v *vmm) startMonitors(occ []cmdline.Occurrence) ([]*monitor.Monitor, error
 		if _, err := v.srv.Listen(path, false); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(v.stderr, "minivmm: QMP monitor listening on %s\nminivmm: try: socat - UNIX-CONNECT:%s\n", path, path)
+		v.rep.Printf("QMP monitor listening on %s", path)
+		v.rep.Printf("try: socat - UNIX-CONNECT:%s (or start minivmm with -monitor stdio)", path)
 	}
 	return waits, nil
+}
+
+// isTTY tells whether f is a terminal, which echoes typed lines itself.
+func isTTY(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // defaultSocket is where a VMM started without monitors listens: the
