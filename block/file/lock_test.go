@@ -302,7 +302,7 @@ func TestRefusedReopenChangesNothing(t *testing.T) {
 	fdsetFixture(t, reg, path)
 	for _, tc := range []struct {
 		name, node, reopen, other, want string
-		bytes                            []int64
+		bytes                           []int64
 	}{
 		// The fd changes (O_RDONLY -> O_RDWR); another reader does not
 		// share write.
