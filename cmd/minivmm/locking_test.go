@@ -176,6 +176,18 @@ func TestQEMULockRefusesMinivmm(t *testing.T) {
 	}
 	// -U lets a reader in.
 	lockRuns(t, binary, "img", "info", "-U", path)
+	// The VMM's command line, with the hint, as qemu-system-x86_64 says it.
+	blockdev := "driver=qcow2,node-name=d,file.driver=file,file.filename=" + path
+	want := fmt.Sprintf("-blockdev %s: Failed to get \"write\" lock\nIs another process using the image [%s]?\n", blockdev, path)
+	if got := lockFailing(t, binary, "-blockdev", blockdev); got != "minivmm: "+want {
+		t.Errorf("minivmm -blockdev: %q, want %q", got, "minivmm: "+want)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err == nil {
+		got := lockFailing(t, "qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none", "-blockdev", blockdev)
+		if got != "qemu-system-x86_64: "+want {
+			t.Errorf("qemu-system-x86_64 -blockdev: %q, want %q", got, "qemu-system-x86_64: "+want)
+		}
+	}
 	// The VMM, over the path and over an fdset.
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {

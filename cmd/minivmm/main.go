@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -67,6 +68,11 @@ func run(args []string, stderr io.Writer) int {
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "minivmm: %v\n", err)
+		// QEMU prints a hint (error_append_hint) on a line of its own.
+		var h interface{ Hint() string }
+		if errors.As(err, &h) {
+			fmt.Fprintln(stderr, h.Hint())
+		}
 		return 1
 	}
 	o := newOptions()
