@@ -310,11 +310,14 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 		want |= unix.O_DIRECT
 	}
 	if want == img.flags {
-		rl, err := img.prepareLocks(r.Writable, r.ForceShare, -1)
-		if err != nil || rl == nil {
-			return noChange{}, err
+		switch rl, err := img.prepareLocks(r.Writable, r.ForceShare, -1); {
+		case err != nil:
+			return nil, err
+		case rl == nil:
+			return noChange{}, nil
+		default:
+			return relocked{img, rl}, nil
 		}
-		return relocked{img, rl}, nil
 	}
 	fd, flags, align, err := img.openFd(r.Writable, r.Direct)
 	if err != nil {
