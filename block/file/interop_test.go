@@ -2,6 +2,7 @@ package file_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"minivmm/block/file"
 	_ "minivmm/block/qcow2"
 )
 
@@ -188,5 +192,28 @@ func TestMinivmmRefusedByQEMU(t *testing.T) {
 				t.Errorf("qemu-io in minivmm's place: %q", got)
 			}
 		})
+	}
+}
+
+// Creating over an image qemu-io holds is refused with what qemu-img
+// create says, hint included.
+func TestLockForCreateMatchesQemuImg(t *testing.T) {
+	needQemu(t)
+	_, reg := fixture(t)
+	path := qcow2Image(t)
+	holdQEMU(t, path, "-f", "qcow2")
+	want := qemuFails(t, "qemu-img", "create", "-q", "-f", "qcow2", path, "1M")
+	fd, err := reg.Open(path, unix.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(fd)
+	_, err = file.LockForCreate(reg, fd, path)
+	var h interface{ Hint() string }
+	if err == nil || !errors.As(err, &h) {
+		t.Fatalf("LockForCreate: %v", err)
+	}
+	if got := fmt.Sprintf("qemu-img: %s: %v\n%s\n", path, err, h.Hint()); got != want {
+		t.Errorf("minivmm says %q, qemu-img create %q", got, want)
 	}
 }

@@ -341,3 +341,20 @@ type relocked struct {
 
 func (p relocked) Commit() { p.img.commitLocks(p.r) }
 func (p relocked) Abort()  { p.r.abort() }
+
+// LockForCreate takes, on fd (just opened read-write to create or
+// overwrite filename, before anything is written), the locks QEMU's
+// file-posix takes while it creates an image — it needs write and resize
+// and lets nobody else resize — and fails as QEMU does when someone else
+// uses the image ("Failed to get "write" lock"; the error has the hint).
+// release drops them; call it before closing fd. On error nothing is held.
+func LockForCreate(files *qemuopen.Registry, fd int, filename string) (release func(), err error) {
+	if on, err := locking("auto", fd); err != nil || !on {
+		return func() {}, err
+	}
+	l, err := lockNew(files, fd, lockSet{perm: permWrite | permResize, shared: permAll &^ permResize}, filename)
+	if err != nil {
+		return nil, err
+	}
+	return func() { l.Release() }, nil
+}

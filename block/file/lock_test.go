@@ -14,6 +14,7 @@ import (
 
 	"minivmm/block"
 	_ "minivmm/block/drivers"
+	"minivmm/block/file"
 	"minivmm/internal/fdtest"
 	"minivmm/qemuopen"
 )
@@ -335,6 +336,54 @@ func TestRefusedReopenChangesNothing(t *testing.T) {
 			g.Delete(other.Name())
 			g.Delete("f")
 			wantBytes(t, "all gone", locked(t, path), nil)
+		})
+	}
+}
+
+// Creating over an image in use is refused as qemu-img create refuses it;
+// over a -U reader it is not (QEMU's rule: create needs write and resize
+// and unshares only resize).
+func TestLockForCreate(t *testing.T) {
+	for _, tc := range []struct {
+		name, holder, want string
+	}{
+		{"writer", `{"driver":"file","filename":%q}`, `Failed to get "write" lock`},
+		{"reader", `{"driver":"file","filename":%q,"read-only":true}`, `Failed to get "write" lock`},
+		{"force-share reader", `{"driver":"file","filename":%q,"read-only":true,"force-share":true}`, ""},
+		{"nobody", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, reg := fixture(t)
+			path := image(t)
+			if tc.holder != "" {
+				if _, err := g.Add(opts(t, tc.holder, path)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := locked(t, path)
+			fd, err := reg.Open(path, unix.O_RDWR)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reg.Close(fd)
+			release, err := file.LockForCreate(reg, fd, path)
+			if tc.want != "" {
+				if err == nil || err.Error() != tc.want {
+					t.Fatalf("LockForCreate: %v, want %q", err, tc.want)
+				}
+				wantBytes(t, "after a refusal", locked(t, path), before)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Held: a reader (it would unshare write) is kept out.
+			if _, err := g.Add(opts(t, `{"driver":"file","filename":%q,"read-only":true}`, path)); err == nil ||
+				err.Error() != `Failed to get shared "write" lock` {
+				t.Errorf("a reader while creating: %v", err)
+			}
+			release()
+			wantBytes(t, "released", locked(t, path), before)
 		})
 	}
 }
