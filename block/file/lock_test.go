@@ -387,3 +387,38 @@ func TestLockForCreate(t *testing.T) {
 		})
 	}
 }
+
+// A transaction whose second node fails (no O_RDWR fd in its set) aborts
+// the first: its new fd's locks are released and the old fd's union is
+// narrowed back, nothing left of the attempt.
+func TestAbortedTransactionRestoresLocks(t *testing.T) {
+	g, reg := fixture(t)
+	a, b := image(t), image(t)
+	fdsetFixture(t, reg, a)
+	fd, err := unix.Open(b, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := int64(2)
+	if _, _, err := reg.AddFd(fd, qemuopen.AddRequest{SetID: &set}); err != nil {
+		t.Fatal(err)
+	}
+	node := func(name string, set int, ro bool) block.Options {
+		return opts(t, `{"driver":"file","node-name":%q,"filename":"/dev/fdset/%d","read-only":%t}`, name, set, ro)
+	}
+	for _, o := range []block.Options{node("a", 1, true), node("b", 2, true)} {
+		if _, err := g.Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fds := fdtest.Open()
+	err = g.Reopen([]block.Options{node("a", 1, false), node("b", 2, false)})
+	if err == nil || !errors.Is(err, unix.EACCES) {
+		t.Fatalf("reopen: %v, want EACCES for set 2", err)
+	}
+	if got := fdtest.Open(); !slices.Equal(got, fds) {
+		t.Errorf("fds %v, were %v", got, fds)
+	}
+	wantBytes(t, "a after the abort", locked(t, a), readerBytes)
+	wantBytes(t, "b after the abort", locked(t, b), readerBytes)
+}
