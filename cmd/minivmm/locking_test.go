@@ -154,8 +154,15 @@ func TestQEMULockRefusesMinivmm(t *testing.T) {
 			t.Fatal("qemu-io took no lock")
 		}
 	}
-	// The tools: the first line is QEMU's, word for word.
-	firstLine := func(s string) string { return strings.SplitN(s, "\n", 2)[0] }
+	// The tools: the first line is QEMU's, word for word after the
+	// program's name (the binary may call itself "minivmm img").
+	firstLine := func(s string) string {
+		line := strings.SplitN(s, "\n", 2)[0]
+		if _, msg, ok := strings.Cut(line, ": "); ok {
+			return msg
+		}
+		return line
+	}
 	for _, tc := range []struct {
 		qemu    []string
 		minivmm []string
