@@ -92,6 +92,11 @@ type Driver struct {
 	Options map[string]OptType
 	// Required lists the driver's options a node must be given.
 	Required []string
+	// Weak lists options that change how, not what, the node reads
+	// (options outside QEMU's strong_runtime_opts, such as the file
+	// driver's locking): given with a filename alone, the filename still
+	// describes the node.
+	Weak []string
 	// Open opens a node. On error it must leave nothing open.
 	Open func(o *OpenContext) (Image, error)
 

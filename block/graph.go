@@ -104,7 +104,7 @@ func (g *Graph) AddRoot(o Options) (*Node, error) {
 
 // inherited are the options an inline child takes from its parent unless
 // it sets them itself, as in QEMU.
-var inherited = []string{"read-only", "auto-read-only", "discard"}
+var inherited = []string{"read-only", "auto-read-only", "discard", "force-share"}
 
 // inherit fills in what a child created inline takes from its parent.
 func inherit(child, parent Options) Options {
@@ -290,7 +290,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 	}
 	img, err := drv.Open(&OpenContext{
 		NodeName: nodeName, Options: driverOpts, Writable: state.writable(0),
-		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, children: children,
+		Direct: state.direct, NoFlush: state.noFlush, ForceShare: state.forceShare, Files: g.files, children: children,
 		g: g, parentOpts: o, created: &created,
 	})
 	if err != nil {

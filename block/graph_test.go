@@ -149,7 +149,8 @@ func TestAddErrors(t *testing.T) {
 	g, _ := fixture(t)
 	path := image(t, 4096)
 	dir := t.TempDir()
-	if _, err := g.Add(opts(t, `{"driver":"file","node-name":"taken","filename":%q}`, path)); err != nil {
+	// Another file: a node holding path read-write would lock it.
+	if _, err := g.Add(opts(t, `{"driver":"file","node-name":"taken","filename":%q}`, image(t, 512))); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct{ in, want string }{

@@ -73,6 +73,9 @@ type OpenContext struct {
 	Writable bool
 	Direct   bool
 	NoFlush  bool
+	// ForceShare: let other users (other processes) do anything, even
+	// write; only for read-only nodes (force-share=on).
+	ForceShare bool
 	// Files is where every open goes (qemu_open).
 	Files    *qemuopen.Registry
 	children map[string]*Node
@@ -135,6 +138,9 @@ type ReopenRequest struct {
 	NoFlush  bool
 	Options  Options
 	Files    *qemuopen.Registry
+
+	// ForceShare as in OpenContext.
+	ForceShare bool
 }
 
 // Name is the node-name.
@@ -425,7 +431,7 @@ func (n *Node) filenameLocked() string {
 // so the filename alone describes it (QEMU's bdrv_refresh_filename rule).
 func (n *Node) plainFilename() bool {
 	for k := range n.drv.Options {
-		if _, given := n.opts[k]; given && k != "filename" {
+		if _, given := n.opts[k]; given && k != "filename" && !slices.Contains(n.drv.Weak, k) {
 			return false
 		}
 	}
@@ -438,7 +444,7 @@ func (n *Node) plainFilename() bool {
 func (n *Node) describeLocked() map[string]any {
 	d := map[string]any{"driver": n.drv.Name}
 	for k := range n.drv.Options {
-		if v, given := n.opts[k]; given {
+		if v, given := n.opts[k]; given && !slices.Contains(n.drv.Weak, k) {
 			d[k] = v
 		}
 	}

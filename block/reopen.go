@@ -176,7 +176,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		}
 		p, err := r.PrepareReopen(&ReopenRequest{
 			Writable: it.state.writable(it.writers), Direct: it.state.direct, NoFlush: it.state.noFlush,
-			Options: driverOpts, Files: g.files,
+			Options: driverOpts, Files: g.files, ForceShare: it.state.forceShare,
 		})
 		if err != nil {
 			abort()

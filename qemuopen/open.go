@@ -116,6 +116,7 @@ func (r *Registry) openFdset(path string, flags int) (int, error) {
 	}
 	set.dups++
 	r.dups.set(dup, set)
+	r.noteDup(dup, picked)
 	r.mu.Unlock()
 	if flags&unix.O_TRUNC != 0 {
 		if err := unix.Ftruncate(dup, 0); err != nil {
@@ -137,6 +138,7 @@ func (r *Registry) Close(fd int) error {
 	var closing []int
 	if set != nil {
 		r.dups.set(fd, nil)
+		delete(r.ofd.dupOf, fd)
 		set.dups--
 		if set.dups == 0 {
 			closing = r.dropOrphans(set)

@@ -50,6 +50,7 @@ type Registry struct {
 	dups      fdTable        // dup handed out by Open -> its set
 	userFds   map[int]*fdset // fd held in a set -> the set
 	lastOwner Owner
+	ofd       ofdTable // byte locks per open file description (ofdlock.go)
 }
 
 type fdset struct {

@@ -25,6 +25,7 @@ func init() {
 			"aio-max-batch": block.OptInt, "drop-cache": block.OptBool,
 		},
 		Required: []string{"filename"},
+		Weak:     []string{"aio", "aio-max-batch", "drop-cache", "locking"},
 		Open:     open,
 	})
 }
@@ -35,6 +36,7 @@ type image struct {
 	fd       int
 	flags    int
 	align    int // request alignment: 1, or the O_DIRECT alignment
+	locks    imageLocks
 
 	// rmw serializes read-modify-write cycles of unaligned O_DIRECT writes
 	// against every other write, so that two writes sharing a block do
@@ -66,6 +68,11 @@ func open(o *block.OpenContext) (block.Image, error) {
 		return nil, err
 	}
 	img.fd, img.flags, img.align = fd, flags, align
+	mode, _ := o.Options.String("locking", "auto")
+	if err := img.lockOpen(mode, o.Writable, o.ForceShare); err != nil {
+		img.files.Close(fd)
+		return nil, err
+	}
 	return img, nil
 }
 
@@ -240,7 +247,10 @@ func (img *image) Length() (int64, error) {
 	return unix.Seek(img.fd, 0, io.SeekEnd)
 }
 
-func (img *image) Close() error { return img.files.Close(img.fd) }
+func (img *image) Close() error {
+	img.unlock()
+	return img.files.Close(img.fd)
+}
 
 func (img *image) fallocate(mode uint32, off, n int64) error {
 	err := unix.Fallocate(img.fd, mode, off, n)
@@ -300,13 +310,25 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 		want |= unix.O_DIRECT
 	}
 	if want == img.flags {
-		return noChange{}, nil
+		switch rl, err := img.prepareLocks(r.Writable, r.ForceShare, -1); {
+		case err != nil:
+			return nil, err
+		case rl == nil:
+			return noChange{}, nil
+		default:
+			return relocked{img, rl}, nil
+		}
 	}
 	fd, flags, align, err := img.openFd(r.Writable, r.Direct)
 	if err != nil {
 		return nil, err
 	}
-	return &reopened{img: img, fd: fd, flags: flags, align: align}, nil
+	rl, err := img.prepareLocks(r.Writable, r.ForceShare, fd)
+	if err != nil {
+		img.files.Close(fd)
+		return nil, err
+	}
+	return &reopened{img: img, fd: fd, flags: flags, align: align, locks: rl}, nil
 }
 
 type noChange struct{}
@@ -318,17 +340,24 @@ type reopened struct {
 	img       *image
 	fd, flags int
 	align     int
+	locks     *relock // nil: locking is off
 }
 
 // Commit runs under the node's exclusive lock: no request is using the
 // old fd when it is closed.
 func (r *reopened) Commit() {
 	old := r.img.fd
+	r.img.commitLocks(r.locks) // releases the old fd's locks
 	r.img.fd, r.img.flags, r.img.align = r.fd, r.flags, r.align
 	r.img.files.Close(old)
 }
 
-func (r *reopened) Abort() { r.img.files.Close(r.fd) }
+func (r *reopened) Abort() {
+	if r.locks != nil {
+		r.locks.abort() // releases the new fd's locks
+	}
+	r.img.files.Close(r.fd)
+}
 
 func (img *image) Filename() string { return img.filename }
 

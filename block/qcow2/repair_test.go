@@ -54,7 +54,7 @@ func repairFixture(t *testing.T, refcountBits int, mutate func(img *image, b []b
 func repairRun(t *testing.T, path string, fix int) (*RepairResult, string, *CheckResult, error) {
 	t.Helper()
 	g := fixture(t)
-	f, err := g.Add(block.Options{"driver": "file", "filename": path, "read-only": false})
+	f, err := g.Add(block.Options{"driver": "file", "filename": path, "read-only": false, "locking": "off"})
 	if err != nil {
 		t.Fatal(err)
 	}

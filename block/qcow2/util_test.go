@@ -28,9 +28,12 @@ func fixture(t testing.TB) *block.Graph {
 }
 
 // qcow2Options are the options that open path as a read-only qcow2 node.
+// Without image locking: these tests look at images they hold open, with
+// qemu-img and with second nodes, which locks would refuse (as QEMU's
+// iotests pass -U); locking has its own tests in block/file.
 func qcow2Options(path string) block.Options {
 	return block.Options{"driver": "qcow2", "read-only": true,
-		"file": block.Options{"driver": "file", "filename": path}}
+		"file": block.Options{"driver": "file", "filename": path, "locking": "off"}}
 }
 
 // openQcow2 opens path read-only in g, with extra options merged in.

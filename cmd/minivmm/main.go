@@ -135,6 +135,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rep := &reporter{w: stderr, now: time.Now}
 	fail := func(err error) int {
 		rep.Printf("%v", err)
+		// QEMU prints a hint (error_append_hint) on a line of its own.
+		var h interface{ Hint() string }
+		if errors.As(err, &h) {
+			rep.Println(h.Hint())
+		}
 		return 1
 	}
 	o := newOptions()

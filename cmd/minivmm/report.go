@@ -31,6 +31,14 @@ func (r *reporter) Printf(format string, a ...any) {
 }
 
 // setWriter sends later messages to w (the -D log file).
+// Println prints a line as it is, with no prefix: QEMU's hints follow
+// their error that way.
+func (r *reporter) Println(line string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintln(r.w, line)
+}
+
 func (r *reporter) setWriter(w io.Writer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
