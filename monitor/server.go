@@ -30,8 +30,9 @@ var Version = Obj{
 const (
 	maxMessageSize = 4 << 20
 	maxNesting     = 1024
-	// writeTimeout bounds how long a client that stops reading can hold up
-	// a reply or an event broadcast; past it the connection is dropped.
+	// writeTimeout bounds how long one write to a client that stops
+	// reading may take; past it the connection is dropped. Only the
+	// connection's own writer waits that long (events.go).
 	writeTimeout = 10 * time.Second
 )
 
@@ -196,29 +197,6 @@ func (m *Monitor) accept() {
 	}
 }
 
-// Emit sends an event to every connection past capabilities negotiation.
-func (s *Server) Emit(event string, data Obj) {
-	now := time.Now()
-	msg := Obj{
-		{"timestamp", Obj{{"seconds", now.Unix()}, {"microseconds", int64(now.Nanosecond() / 1000)}}},
-		{"event", event},
-	}
-	if data != nil {
-		msg = append(msg, Member{"data", data})
-	}
-	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		if c.negotiated.Load() {
-			c.send(msg)
-		}
-	}
-}
-
 // Close stops every monitor: listeners closed, socket files removed,
 // connections closed (their fds handled by the closing rules), named fds
 // closed. It waits for the connection goroutines to finish.
@@ -231,7 +209,7 @@ func (s *Server) Close() {
 	s.closed = true
 	monitors := s.monitors
 	for c := range s.conns {
-		c.uc.Close()
+		c.kill()
 	}
 	s.mu.Unlock()
 	for _, m := range monitors {
