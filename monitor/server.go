@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,7 +110,7 @@ func (s *Server) Listen(path string, pretty bool) (*Monitor, error) {
 		return nil, fmt.Errorf("Failed to bind socket to %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err == nil {
-		err = unix.Listen(fd, 16)
+		err = unix.Listen(fd, listenBacklog())
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -227,4 +229,16 @@ func (s *Server) Close() {
 		}
 		m.namedMu.Unlock()
 	}
+}
+
+// listenBacklog is the system's largest listen backlog, so that a burst of
+// clients connecting at once (a management layer reconnecting to many
+// VMs) is queued rather than refused with EAGAIN.
+func listenBacklog() int {
+	if b, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			return n
+		}
+	}
+	return unix.SOMAXCONN
 }

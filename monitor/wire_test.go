@@ -1,0 +1,256 @@
+package monitor
+
+import (
+	"bufio"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/block"
+	"minivmm/internal/fdtest"
+	"minivmm/internal/qmptest"
+	"minivmm/qemuopen"
+)
+
+// listening starts a server with one monitor socket; everything is closed
+// at cleanup.
+func listening(t *testing.T) (*Server, string) {
+	t.Helper()
+	reg := qemuopen.New(qemuopen.Config{})
+	g := block.NewGraph(reg)
+	srv := NewServer(reg, g, NewVM(false))
+	t.Cleanup(func() {
+		srv.Close()
+		g.Close()
+		reg.CloseAll()
+	})
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	if _, err := srv.Listen(sock, false); err != nil {
+		t.Fatal(err)
+	}
+	return srv, sock
+}
+
+func errorDesc(t *testing.T, r map[string]any) string {
+	t.Helper()
+	e, ok := r["error"].(map[string]any)
+	if !ok {
+		t.Fatalf("expected an error, got %v", r)
+	}
+	return e["desc"].(string)
+}
+
+// TestDeepNestingAnsweredAtOnce: 100,000 '[' and nothing more are
+// answered as soon as they arrive, as QEMU answers them; the connection
+// stays usable once the message ends.
+func TestDeepNestingAnsweredAtOnce(t *testing.T) {
+	fdtest.Check(t)
+	_, sock := listening(t)
+	c := qmptest.Dial(t, sock)
+	defer c.Close()
+	c.Negotiate()
+	c.Send(strings.Repeat("[", 100000))
+	if got := errorDesc(t, c.Reply()); got != "JSON nesting depth limit exceeded" {
+		t.Errorf("got %q", got)
+	}
+	c.Send(strings.Repeat("]", 100000) + `{"execute": "query-status", "id": 1}`)
+	if r := c.Reply(); r["return"] == nil {
+		t.Errorf("after the deep message: %v", r)
+	}
+}
+
+// TestListenBacklogBurst: a burst of non-blocking connects, as a
+// management layer reconnecting to many VMs makes, is not refused.
+func TestListenBacklogBurst(t *testing.T) {
+	fdtest.Check(t)
+	_, sock := listening(t)
+	var fds []int
+	defer func() { closeFds(fds) }()
+	for i := range 100 {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: sock}); err != nil {
+			t.Fatalf("connect %d of 100: %v", i+1, err)
+		}
+	}
+}
+
+// TestOOBNotBehindInband: with oob enabled, exec-oob is answered while an
+// in-band command is still running, with QEMU's errors.
+func TestOOBNotBehindInband(t *testing.T) {
+	fdtest.Check(t)
+	srv, sock := listening(t)
+
+	plain := qmptest.Dial(t, sock)
+	defer plain.Close()
+	if caps := plain.Greeting()["QMP"].(map[string]any)["capabilities"].([]any); len(caps) != 1 || caps[0] != "oob" {
+		t.Errorf("greeting capabilities %v, want [oob]", caps)
+	}
+	plain.Negotiate()
+	plain.Send(`{"exec-oob": "query-status", "id": 1}`)
+	if got := errorDesc(t, plain.Reply()); got != "QMP input member 'exec-oob' is unexpected" {
+		t.Errorf("exec-oob without oob enabled: %q", got)
+	}
+
+	c := qmptest.Dial(t, sock)
+	defer c.Close()
+	if r := c.Execute("qmp_capabilities", map[string]any{"enable": []string{"oob"}}); r["return"] == nil {
+		t.Fatalf("enabling oob: %v", r)
+	}
+	// "stop" waits for the VM's lock, which the test holds: the in-band
+	// worker is stuck until it lets go.
+	srv.vm.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			srv.vm.mu.Unlock()
+		}
+	}()
+	c.Send(`{"execute": "stop", "id": "inband"}`)
+	for _, tc := range []struct{ send, id, desc string }{
+		{`{"exec-oob": "query-status", "id": "o1"}`, "o1", "The command query-status does not support OOB"},
+		{`{"exec-oob": "nosuch", "id": "o2"}`, "o2", "The command nosuch has not been found"},
+		{`{"exec-oob": 1, "id": "o4"}`, "o4", "QMP input member 'exec-oob' must be a string"},
+		{`{"exec-oob": "qmp_capabilities", "id": "o5"}`, "o5", "The command qmp_capabilities does not support OOB"},
+	} {
+		c.Send(tc.send)
+		r := c.Reply()
+		if r["id"] != tc.id {
+			t.Fatalf("%s: reply %v came first, want id %s (the in-band stop must not hold it up)", tc.send, r, tc.id)
+		}
+		if got := errorDesc(t, r); got != tc.desc {
+			t.Errorf("%s: %q, want %q", tc.send, got, tc.desc)
+		}
+	}
+	// With "execute" too, a message is in-band (QEMU's qmp_is_oob): it
+	// waits its turn.
+	c.Send(`{"exec-oob": "stop", "execute": "stop", "id": "both"}`)
+	srv.vm.mu.Unlock()
+	locked = false
+	if r := c.Reply(); r["id"] != "inband" || r["return"] == nil {
+		t.Errorf("in-band reply %v", r)
+	}
+	if r := c.Reply(); r["id"] != "both" || errorDesc(t, r) != "QMP input member 'execute' clashes with 'exec-oob'" {
+		t.Errorf("exec-oob with execute: %v", r)
+	}
+	c.Event("STOP", 5*time.Second)
+}
+
+// TestCapabilityErrors: qmp_capabilities refuses what the greeting does
+// not offer, in QEMU's words, and stays unnegotiated.
+func TestCapabilityErrors(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"execute":"qmp_capabilities","arguments":{"enable":["foo"]}}`, `{"error": {"class": "GenericError", "desc": "Parameter 'null' does not accept value 'foo'"}}`},
+		{`{"execute":"qmp_capabilities","arguments":{"enable":["oob","foo"]}}`, `{"error": {"class": "GenericError", "desc": "Parameter 'null' does not accept value 'foo'"}}`},
+		{`{"execute":"qmp_capabilities","arguments":{"enable":"oob"}}`, `{"error": {"class": "GenericError", "desc": "Invalid parameter type for 'enable', expected: array"}}`},
+		{`{"execute":"qmp_capabilities","arguments":{"enable":["oob","oob"]}}`, `{"return": {}}`},
+	} {
+		c := bareConn(t, false)
+		if got := run(c, tc.in); got != tc.want {
+			t.Errorf("%s\n got %s\nwant %s", tc.in, got, tc.want)
+		}
+		if want := strings.HasPrefix(tc.want, `{"return"`); c.negotiated.Load() != want || c.oob.Load() != want {
+			t.Errorf("%s: negotiated %v, oob %v", tc.in, c.negotiated.Load(), c.oob.Load())
+		}
+	}
+}
+
+// TestSlowClientDropped: events go to each client through its own bounded
+// queue. A client that never reads is dropped (the fd it left with the
+// connection closed) while the emitter never waits and a client that
+// reads gets every event.
+func TestSlowClientDropped(t *testing.T) {
+	fdtest.Check(t)
+	srv, sock := listening(t)
+
+	good := qmptest.Dial(t, sock)
+	defer good.Close()
+	good.Negotiate()
+	// Count the good client's events on a raw reader from here on.
+	var goodEvents atomic.Int64
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		lines := bufio.NewScanner(good.Conn())
+		lines.Buffer(make([]byte, 64<<10), 64<<10)
+		for lines.Scan() {
+			if strings.Contains(lines.Text(), `"event": "RESUME"`) {
+				goodEvents.Add(1)
+			}
+		}
+	}()
+
+	slow := qmptest.Dial(t, sock)
+	defer slow.Close()
+	slow.Negotiate()
+	var pipe [2]int
+	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	slow.Send(" ", pipe[0]) // held by the connection: closed when it is dropped
+	closeFds(pipe[:])
+	time.Sleep(50 * time.Millisecond) // let the VMM read it
+	withSlow := fdtest.Count()
+	conns := func() int {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.conns)
+	}
+
+	emitted := 0
+	emitterDone := make(chan struct{})
+	go func() {
+		defer close(emitterDone)
+		// In batches, so that the good client, which reads, keeps up;
+		// the slow one never reads and must fill its queue.
+		for conns() == 2 && emitted < 1_000_000 {
+			for range 50 {
+				srv.Emit("RESUME", nil)
+				emitted++
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	select {
+	case <-emitterDone:
+	case <-time.After(60 * time.Second): // a hang guard only
+		t.Fatal("the emitter is stuck")
+	}
+	if n := conns(); n != 1 {
+		t.Fatalf("%d connections after %d events, want the slow one dropped", n, emitted)
+	}
+	// The dropped connection's socket and held fd are closed.
+	deadline := time.Now().Add(5 * time.Second)
+	for fdtest.Count() != withSlow-2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := fdtest.Count(); got != withSlow-2 {
+		t.Errorf("%d fds open after the drop, want %d", got, withSlow-2)
+	}
+	// The good client got every event and still works.
+	goodConn := good.Conn()
+	deadline = time.Now().Add(10 * time.Second)
+	for goodEvents.Load() < int64(emitted) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := goodEvents.Load(); got != int64(emitted) {
+		t.Errorf("the good client got %d of %d events", got, emitted)
+	}
+	if _, err := goodConn.Write([]byte(`{"execute": "query-status"}`)); err != nil {
+		t.Errorf("good client: %v", err)
+	}
+	goodConn.CloseWrite()
+	select {
+	case <-readerDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the good client's connection did not end after its half-close")
+	}
+	t.Logf("slow client dropped after %d events", emitted)
+}
