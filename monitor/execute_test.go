@@ -122,11 +122,15 @@ func FuzzQMPInput(f *testing.F) {
 		`{"execute": }`, `abc`, `}`, `[[[[`, `'single'`, "\xff{\"x\":1}",
 		`{"execute":"add-fd","arguments":{"fdset-id":-1,"opaque":"o"}}`,
 		`{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}`,
+		`{"exec-oob":"query-status","id":1}{"exec-oob":"nosuch"}{"exec-oob":1}`,
+		`{"exec-oob":"stop","execute":"stop"}{"exec-oob":"qmp_capabilities","arguments":{}}`,
 	} {
-		f.Add([]byte(s), true)
+		f.Add([]byte(s), true, false)
+		f.Add([]byte(s), true, true)
 	}
-	f.Fuzz(func(t *testing.T, input []byte, negotiated bool) {
+	f.Fuzz(func(t *testing.T, input []byte, negotiated, oob bool) {
 		c := bareConn(t, negotiated)
+		c.oob.Store(oob)
 		framer := NewFramer(1<<16, 64)
 		for _, fr := range framer.Feed(input) {
 			var reply Obj
