@@ -164,7 +164,7 @@ func TestCapabilityErrors(t *testing.T) {
 
 // TestSlowClientDropped: events go to each client through its own bounded
 // queue. A client that never reads is dropped (the fd it left with the
-// connection closed) while the emitter never waits and a client that
+// connection and the one it added to a set closed) while the emitter never waits and a client that
 // reads gets every event.
 func TestSlowClientDropped(t *testing.T) {
 	fdtest.Check(t)
@@ -194,6 +194,9 @@ func TestSlowClientDropped(t *testing.T) {
 	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
+	if r := slow.Execute("add-fd", map[string]any{"fdset-id": 7}, pipe[1]); r["return"] == nil {
+		t.Fatalf("add-fd: %v", r)
+	}
 	slow.Send(" ", pipe[0]) // held by the connection: closed when it is dropped
 	closeFds(pipe[:])
 	time.Sleep(50 * time.Millisecond) // let the VMM read it
@@ -208,14 +211,17 @@ func TestSlowClientDropped(t *testing.T) {
 	emitterDone := make(chan struct{})
 	go func() {
 		defer close(emitterDone)
-		// In batches, so that the good client, which reads, keeps up;
-		// the slow one never reads and must fill its queue.
+		// In batches, each once the good client has read the last, so
+		// that a busy machine cannot make it fall behind; the slow
+		// client never reads and must fill its queue.
 		for conns() == 2 && emitted < 1_000_000 {
 			for range 50 {
 				srv.Emit("RESUME", nil)
 				emitted++
 			}
-			time.Sleep(time.Millisecond)
+			for deadline := time.Now().Add(10 * time.Second); goodEvents.Load() < int64(emitted) && time.Now().Before(deadline); {
+				time.Sleep(100 * time.Microsecond)
+			}
 		}
 	}()
 	select {
@@ -228,11 +234,14 @@ func TestSlowClientDropped(t *testing.T) {
 	}
 	// The dropped connection's socket and held fd are closed.
 	deadline := time.Now().Add(5 * time.Second)
-	for fdtest.Count() != withSlow-2 && time.Now().Before(deadline) {
+	for fdtest.Count() != withSlow-3 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := fdtest.Count(); got != withSlow-2 {
-		t.Errorf("%d fds open after the drop, want %d", got, withSlow-2)
+	if got := fdtest.Count(); got != withSlow-3 {
+		t.Errorf("%d fds open after the drop, want %d (its socket, held fd and fdset fd closed)", got, withSlow-3)
+	}
+	if sets := srv.fds.Query(); len(sets) != 0 {
+		t.Errorf("fdsets left after the drop: %v", sets)
 	}
 	// The good client got every event and still works.
 	goodConn := good.Conn()
