@@ -44,7 +44,7 @@ type conn struct {
 
 	out    chan outMsg   // to the writer (events.go)
 	dead   chan struct{} // closed by kill: drop everything, stop working
-	finish chan struct{} // closed when the reader is done: flush and stop
+	finish chan struct{} // closed when reader and worker are done: flush, stop
 	wdone  chan struct{} // closed when the writer has stopped
 	once   sync.Once
 }
