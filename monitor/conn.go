@@ -34,6 +34,7 @@ type conn struct {
 
 	negotiated atomic.Bool
 	oob        atomic.Bool // the client enabled the oob capability
+	closing    atomic.Bool // the server is closing: run nothing more
 
 	// held is the batch of fds that came with the latest sendmsg that
 	// carried any (see heldfds.go). Only the reader touches the pointer.
@@ -79,6 +80,13 @@ func (c *conn) kill() {
 		close(c.dead)
 		c.uc.Close()
 	})
+}
+
+// shutdown ends the connection gracefully: nothing more is read or run,
+// and what is queued for the client is still written.
+func (c *conn) shutdown() {
+	c.closing.Store(true)
+	c.uc.CloseRead()
 }
 
 func (c *conn) serve() {
@@ -144,6 +152,9 @@ func receivedFds(oob []byte) []int {
 // frame decodes one framed message and runs it: an exec-oob at once, on
 // the reader; anything else in order, in-band.
 func (c *conn) frame(fr Frame) {
+	if c.closing.Load() {
+		return
+	}
 	r := &request{}
 	switch {
 	case fr.Err != nil:
@@ -191,6 +202,10 @@ func (c *conn) inbandWorker() {
 		case <-c.dead:
 			r.fds.release()
 		default:
+			if c.closing.Load() {
+				r.fds.release()
+				continue
+			}
 			c.run(r)
 		}
 	}

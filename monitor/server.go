@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +38,9 @@ const (
 	// reading may take; past it the connection is dropped. Only the
 	// connection's own writer waits that long (events.go).
 	writeTimeout = 10 * time.Second
+	// closeFlushTimeout bounds how long Close waits for clients to take
+	// the messages queued for them before it drops them.
+	closeFlushTimeout = 2 * time.Second
 )
 
 // Server runs any number of monitors over one VM and one fdset registry.
@@ -210,8 +215,9 @@ func (s *Server) Close() {
 	}
 	s.closed = true
 	monitors := s.monitors
-	for c := range s.conns {
-		c.kill()
+	conns := slices.Collect(maps.Keys(s.conns))
+	for _, c := range conns {
+		c.shutdown()
 	}
 	s.mu.Unlock()
 	for _, m := range monitors {
@@ -220,7 +226,21 @@ func (s *Server) Close() {
 			os.Remove(m.path)
 		}
 	}
-	s.wg.Wait()
+	// Clients get what was queued for them (the SHUTDOWN event, quit's
+	// reply to another client) unless they are slow to take it.
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeFlushTimeout):
+		for _, c := range conns {
+			c.kill()
+		}
+		<-done
+	}
 	for _, m := range monitors {
 		m.namedMu.Lock()
 		for name, fd := range m.named {

@@ -263,3 +263,19 @@ func TestSlowClientDropped(t *testing.T) {
 	}
 	t.Logf("slow client dropped after %d events", emitted)
 }
+
+// TestCloseFlushes: what was queued for a client before the server
+// closes (SHUTDOWN at exit) still reaches it.
+func TestCloseFlushes(t *testing.T) {
+	fdtest.Check(t)
+	srv, sock := listening(t)
+	c := qmptest.Dial(t, sock)
+	defer c.Close()
+	c.Negotiate()
+	srv.vm.Shutdown("host-signal")
+	srv.Close()
+	if ev := c.Event("SHUTDOWN", 5*time.Second); ev["data"].(map[string]any)["reason"] != "host-signal" {
+		t.Errorf("SHUTDOWN = %v", ev)
+	}
+	c.WaitClosed(5 * time.Second)
+}

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,9 +29,16 @@ func TestGoQemuRunWithFile(t *testing.T) {
 	p := startVMM(t, nil)
 	base := fdCount(t, p.Pid)
 
-	mon, err := qmp.NewSocketMonitor("unix", p.Sock, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	// The socket file exists a moment before it listens; go-qemu does
+	// not retry, so the test does.
+	var mon *qmp.SocketMonitor
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if mon, err = qmp.NewSocketMonitor("unix", p.Sock, 5*time.Second); err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	if err := mon.Connect(); err != nil {
 		t.Fatal(err)

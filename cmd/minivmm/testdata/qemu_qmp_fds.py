@@ -9,12 +9,20 @@ import json
 import os
 import sys
 
-from qemu.qmp import ExecuteError, QMPClient
+from qemu.qmp import ConnectError, ExecuteError, QMPClient
 
 
 async def main(sock, image):
-    qmp = QMPClient('minivmm-test')
-    await qmp.connect(sock)
+    # The socket file exists a moment before it listens: retry.
+    for attempt in range(250):
+        qmp = QMPClient('minivmm-test')
+        try:
+            await qmp.connect(sock)
+            break
+        except ConnectError:
+            if attempt == 249:
+                raise
+            await asyncio.sleep(0.02)
     out = {'capabilities': qmp.greeting.QMP.capabilities}
 
     fd = os.open(image, os.O_RDONLY)
