@@ -100,13 +100,14 @@ func (c *conn) serve() {
 		}
 		c.held.release()
 		c.held = nil
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
 		close(c.finish)
 		<-c.wdone
 		c.kill()
 		s.fds.OwnerGone(c.owner)
+		// Last: a connection the server no longer lists is all gone.
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
 	}()
 	c.send(Obj{{"QMP", Obj{{"version", Version}, {"capabilities", []any{"oob"}}}}}, false)
 

@@ -2,6 +2,9 @@ package monitor
 
 import (
 	"bufio"
+	"io"
+	"math/rand/v2"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -278,4 +281,117 @@ func TestCloseFlushes(t *testing.T) {
 		t.Errorf("SHUTDOWN = %v", ev)
 	}
 	c.WaitClosed(5 * time.Second)
+}
+
+// TestManyHostileClients: clients that pass fds in every framing, pipeline
+// commands with and without oob, send garbage and leave mid-message or
+// without reading, all at once while events are emitted, leave no fd, no
+// fdset and no connection behind.
+func TestManyHostileClients(t *testing.T) {
+	fdtest.Check(t)
+	srv, sock := listening(t)
+	stopEvents := make(chan struct{})
+	eventsDone := make(chan struct{})
+	go func() {
+		defer close(eventsDone)
+		for {
+			select {
+			case <-stopEvents:
+				return
+			default:
+				srv.Emit("RESUME", nil)
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	}()
+	const clients = 40
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() { errs <- hostileClient(sock, uint64(i)) }()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	close(stopEvents)
+	<-eventsDone
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		srv.mu.Lock()
+		n := len(srv.conns)
+		srv.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if sets := srv.fds.Query(); len(sets) != 0 {
+		t.Errorf("fdsets left: %v", sets)
+	}
+}
+
+func hostileClient(sock string, seed uint64) error {
+	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	uc, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return err
+	}
+	defer uc.Close()
+	uc.SetDeadline(time.Now().Add(20 * time.Second))
+	reading := rng.IntN(3) != 0
+	if reading {
+		go io.Copy(io.Discard, uc)
+	}
+	send := func(data string, withFds int) error {
+		if withFds == 0 {
+			_, err := uc.Write([]byte(data))
+			return err
+		}
+		var fds []int
+		for range withFds {
+			var p [2]int
+			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+				return err
+			}
+			fds = append(fds, p[:]...)
+		}
+		_, _, err := uc.WriteMsgUnix([]byte(data), unix.UnixRights(fds...), nil)
+		closeFds(fds)
+		return err
+	}
+	caps := `{"execute": "qmp_capabilities"}`
+	if rng.IntN(2) == 0 {
+		caps = `{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}`
+	}
+	if err := send(caps, 0); err != nil {
+		return nil // dropped already: fine
+	}
+	pieces := []string{
+		" ",
+		`{"execute": "add-fd", "arguments": {"fdset-id": 1}}`,
+		`{"execute": "add-fd"}`,
+		`{"execute": "getfd", "arguments": {"fdname": "x"}}`,
+		`{"execute": "closefd", "arguments": {"fdname": "x"}}`,
+		`{"execute": "query-status"}`,
+		`{"exec-oob": "query-status", "id": 1}`,
+		`{"execute": "query-fdsets"}`,
+		`{"execute": "add-fd", "arguments": {"fdset-id": -1}}`,
+		`{"execute": "add-fd", "arguments": {"bogus": 1}}`,
+		`{"execute": "add-fd",`,
+		`"arguments": {}}`,
+		"\xff", "[[[[", "]]]]", `{"execute": "remove-fd", "arguments": {"fdset-id": 1}}`,
+	}
+	for range 20 + rng.IntN(60) {
+		if err := send(pieces[rng.IntN(len(pieces))], rng.IntN(4)); err != nil {
+			return nil // the server may drop a client that does not read
+		}
+	}
+	if rng.IntN(2) == 0 {
+		send(`{"execute": "add-fd", "arguments": {"fdset-id": 9}`, 2) // left unfinished
+	}
+	return nil
 }
