@@ -16,14 +16,14 @@ func bareConn(t testing.TB, negotiated bool) *conn {
 	t.Cleanup(reg.CloseAll)
 	srv := NewServer(reg, block.NewGraph(reg), NewVM(false))
 	m := &Monitor{srv: srv, named: map[string]int{}, connected: make(chan struct{})}
-	c := &conn{mon: m, owner: reg.NewOwner(), pendingFd: -1}
+	c := &conn{mon: m, owner: reg.NewOwner()}
 	c.negotiated.Store(negotiated)
 	return c
 }
 
 func run(c *conn, input string) string {
 	var b strings.Builder
-	encode(&b, c.execute(&call{conn: c, fd: -1}, []byte(input)), false, 0)
+	encode(&b, c.execute(&call{conn: c}, []byte(input)), false, 0)
 	return b.String()
 }
 
@@ -43,7 +43,7 @@ func TestExecuteProtocolErrors(t *testing.T) {
 		{true, `{"execute":1}`, `{"error": {"class": "GenericError", "desc": "QMP input member 'execute' must be a string"}}`},
 		{true, `{"execute":"stop","arguments":[]}`, `{"error": {"class": "GenericError", "desc": "QMP input member 'arguments' must be an object"}}`},
 		{true, `{"arguments":{}}`, `{"error": {"class": "GenericError", "desc": "QMP input lacks member 'execute'"}}`},
-		{true, `{"execute":"query-status","id":{"b":[1,"\u00e9"],"a":null}}`, `{"return": {"status": "running", "singlestep": false, "running": true}, "id": {"a": null, "b": [1, "\u00E9"]}}`},
+		{true, `{"execute":"query-status","id":{"b":[1,"\u00e9"],"a":null}}`, `{"return": {"status": "running", "running": true}, "id": {"a": null, "b": [1, "\u00E9"]}}`},
 		{true, `{"execute":"query-status","arguments":{"x":1}}`, `{"error": {"class": "GenericError", "desc": "Parameter 'x' is unexpected"}}`},
 		{true, `{"execute":"remove-fd"}`, `{"error": {"class": "GenericError", "desc": "Parameter 'fdset-id' is missing"}}`},
 		{true, `{"execute":"remove-fd","arguments":{"fdset-id":"1"}}`, `{"error": {"class": "GenericError", "desc": "Invalid parameter type for 'fdset-id', expected: integer"}}`},
@@ -94,7 +94,7 @@ func TestRunStateCommands(t *testing.T) {
 	}
 	pre := bareConn(t, true)
 	pre.mon.srv.vm = NewVM(true)
-	if got := run(pre, `{"execute":"query-status"}`); got != `{"return": {"status": "prelaunch", "singlestep": false, "running": false}}` {
+	if got := run(pre, `{"execute":"query-status"}`); got != `{"return": {"status": "prelaunch", "running": false}}` {
 		t.Errorf("prelaunch: %s", got)
 	}
 }
@@ -122,18 +122,22 @@ func FuzzQMPInput(f *testing.F) {
 		`{"execute": }`, `abc`, `}`, `[[[[`, `'single'`, "\xff{\"x\":1}",
 		`{"execute":"add-fd","arguments":{"fdset-id":-1,"opaque":"o"}}`,
 		`{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}`,
+		`{"exec-oob":"query-status","id":1}{"exec-oob":"nosuch"}{"exec-oob":1}`,
+		`{"exec-oob":"stop","execute":"stop"}{"exec-oob":"qmp_capabilities","arguments":{}}`,
 	} {
-		f.Add([]byte(s), true)
+		f.Add([]byte(s), true, false)
+		f.Add([]byte(s), true, true)
 	}
-	f.Fuzz(func(t *testing.T, input []byte, negotiated bool) {
+	f.Fuzz(func(t *testing.T, input []byte, negotiated, oob bool) {
 		c := bareConn(t, negotiated)
+		c.oob.Store(oob)
 		framer := NewFramer(1<<16, 64)
 		for _, fr := range framer.Feed(input) {
 			var reply Obj
 			if fr.Err != nil {
 				reply = errorReply(genericError("%s", fr.Err.Error()), nil)
 			} else {
-				reply = c.execute(&call{conn: c, fd: -1}, fr.Data)
+				reply = c.execute(&call{conn: c}, fr.Data)
 			}
 			var b strings.Builder
 			encode(&b, reply, false, 0)

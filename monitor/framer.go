@@ -27,11 +27,12 @@ import "errors"
 //     strings, a malformed number) are left for the parser to reject; a
 //     bare one at top level is a scalar message as above.
 //   - A message larger than maxSize bytes or nested deeper than maxDepth
-//     is still followed to its end, without storing it, and then reported
-//     by a single error. (QEMU 7.2 reports the limit at once and then
-//     lexes the rest of the message as new input, one error per leftover
-//     token, and may swallow the next command; QEMU's current streamer
-//     skips the rest of the message, as done here.)
+//     is reported by a single error as soon as the byte that crosses the
+//     limit arrives (a client sending 100,000 '[' is answered at the
+//     1025th), then followed to its end without being stored, and without
+//     further errors. (QEMU reports the limit at once too, but then lexes
+//     the rest of the message as new input: one more error per 1025 '['
+//     and one per leftover ']', and the next command may be swallowed.)
 
 // Errors of frames that exceeded a limit, in QEMU's words.
 var (
@@ -177,9 +178,9 @@ func (f *Framer) Feed(p []byte) []Frame {
 			f.depth++
 			if f.depth > f.maxDepth && f.limit == nil {
 				if f.pos+int64(i)+1-f.msgPos > int64(f.maxSize) {
-					f.limit = ErrMessageTooLarge // exceeded before the depth was
+					f.exceed(ErrMessageTooLarge) // exceeded before the depth was
 				} else {
-					f.limit = ErrNestingTooDeep
+					f.exceed(ErrNestingTooDeep)
 				}
 			}
 		case '}', ']', ',', ':':
@@ -226,14 +227,21 @@ func (f *Framer) begin(i int) {
 	f.limit = nil
 }
 
+// exceed reports that the message in progress has exceeded a limit; the
+// rest of it is skipped.
+func (f *Framer) exceed(err error) {
+	f.limit = err
+	f.frames = append(f.frames, Frame{Err: err})
+	f.buf = f.buf[:f.base]
+}
+
 // end completes the message in progress; p[j-1] is its last byte.
 func (f *Framer) end(p []byte, j int) {
 	if f.limit == nil && f.pos+int64(j)-f.msgPos > int64(f.maxSize) {
-		f.limit = ErrMessageTooLarge
+		f.exceed(ErrMessageTooLarge)
 	}
 	switch {
-	case f.limit != nil:
-		f.frames = append(f.frames, Frame{Err: f.limit})
+	case f.limit != nil: // reported when it was exceeded
 		f.buf = f.buf[:f.base]
 	case f.msgPos >= f.pos: // all of it is in p
 		start := int(f.msgPos - f.pos)
@@ -248,14 +256,14 @@ func (f *Framer) end(p []byte, j int) {
 }
 
 // stray reports the lexical error at p[i], abandoning the message in
-// progress, and skips what follows.
+// progress, and skips what follows. A message that has exceeded a limit
+// has had its one error already.
 func (f *Framer) stray(p []byte, i int) {
 	var err error
 	switch {
 	case f.inMsg && f.limit == nil && f.pos+int64(i)-f.msgPos > int64(f.maxSize):
 		err = ErrMessageTooLarge
 	case f.inMsg && f.limit != nil:
-		err = f.limit
 	case f.state == lexString || f.state == lexEscape:
 		var tok []byte
 		if f.strPos < f.pos { // the string began in an earlier Feed
@@ -268,7 +276,9 @@ func (f *Framer) stray(p []byte, i int) {
 	default:
 		err = &StrayError{Token: []byte{p[i]}}
 	}
-	f.frames = append(f.frames, Frame{Err: err})
+	if err != nil {
+		f.frames = append(f.frames, Frame{Err: err})
+	}
 	f.buf = f.buf[:f.base]
 	f.reset()
 	f.state = lexRecover
@@ -290,8 +300,7 @@ func (f *Framer) save(p []byte) {
 			start = int(f.msgPos - f.pos)
 		}
 		if f.pos+int64(len(p))-f.msgPos > int64(f.maxSize) {
-			f.limit = ErrMessageTooLarge
-			f.buf = f.buf[:f.base]
+			f.exceed(ErrMessageTooLarge)
 		} else {
 			f.buf = append(f.buf, p[start:]...)
 		}

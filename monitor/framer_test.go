@@ -169,7 +169,7 @@ var framerCases = []framerCase{
 		want: []string{tooLarge, "D:{}"}},
 	{name: "exactly maxSize then stray byte", in: "[1,2,3,4,5\xff{}", maxSize: 10,
 		want: []string{stray("\xff"), "D:{}"}},
-	{name: "pending too large", in: `{"a":"0123456789`, maxSize: 10, wantPending: true},
+	{name: "pending too large", in: `{"a":"0123456789`, maxSize: 10, want: []string{tooLarge}, wantPending: true},
 	{name: "exactly maxDepth", in: `[[[1]]] {"a":{"b":{}}}`, maxDepth: 3,
 		want: []string{"D:[[[1]]]", `D:{"a":{"b":{}}}`}},
 	{name: "too deep", in: `[[[[1]]]] {"a":{"b":{"c":{}}}} [[[]]]`, maxDepth: 3,
@@ -186,7 +186,13 @@ var framerCases = []framerCase{
 		want: []string{tooDeep, "D:{}"}},
 	{name: "100000 [ then their ]", in: strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `{"execute":"x"}`,
 		want: []string{tooDeep, `D:{"execute":"x"}`}},
-	{name: "100000 [ pending", in: strings.Repeat("[", 100000), wantPending: true},
+	// Reported at once, before the message ends (if it ever does).
+	{name: "100000 [ pending", in: strings.Repeat("[", 100000), want: []string{tooDeep}, wantPending: true},
+	{name: "too deep, pending", in: `[[[[`, maxDepth: 3, want: []string{tooDeep}, wantPending: true},
+	{name: "too deep swallows what follows until it ends", in: `[[[[ {"execute":"x"} ]]]] {}`, maxDepth: 3,
+		want: []string{tooDeep, "D:{}"}},
+	{name: "too deep, then a stray byte ends it", in: "[[[[[[\xff{}", maxDepth: 3,
+		want: []string{tooDeep, "D:{}"}},
 }
 
 func (tc framerCase) framer() *Framer {
@@ -456,6 +462,8 @@ func FuzzFramer(f *testing.F) {
 	}
 	f.Add([]byte(`{"a":"b\\"}[']'] "x\"" 'y\''`), uint64(7), uint16(0x0210))
 	f.Add([]byte("{\"a\":\"b\xff\" \x01 {} ]"), uint64(3), uint16(0x0105))
+	f.Add([]byte(strings.Repeat("[", 40)+`{"execute":"x"}`+strings.Repeat("]", 40)+"{}"), uint64(5), uint16(0x0720))
+	f.Add([]byte("[{'a':[[\"]\"]]}]\xff[[[[[{}"), uint64(9), uint16(0x0240))
 	f.Fuzz(func(t *testing.T, in []byte, seed uint64, limits uint16) {
 		maxSize := 1 + int(limits&0xff)*4 // 1..1021
 		maxDepth := int(limits>>8) % 16   // 0..15
@@ -477,6 +485,16 @@ func FuzzFramer(f *testing.F) {
 			got, pending := run(ch)
 			if !equalStrings(got, want) || pending != wantPending {
 				t.Fatalf("%s:\n got %q pending %v\nwant %q pending %v", how, got, pending, want, wantPending)
+			}
+		}
+		// A nesting error comes at once: fed byte by byte, with the byte
+		// that opened one level too many.
+		fr := NewFramer(maxSize, maxDepth)
+		for i := range in {
+			for _, f := range fr.Feed(in[i : i+1]) {
+				if errors.Is(f.Err, ErrNestingTooDeep) && in[i] != '[' && in[i] != '{' {
+					t.Fatalf("nesting error reported at byte %d (%q), not at an opening bracket", i, in[i])
+				}
 			}
 		}
 

@@ -130,13 +130,13 @@ func TestPowerdownQuits(t *testing.T) {
 		if paused {
 			vm.Stop()
 		}
-		cl := &call{conn: c, fd: -1}
+		cl := &call{conn: c}
 		c.execute(cl, []byte(`{"execute":"system_powerdown"}`))
 		if paused {
 			if cl.afterReply != nil {
 				t.Fatal("a paused VM shuts down at once")
 			}
-			cl = &call{conn: c, fd: -1}
+			cl = &call{conn: c}
 			c.execute(cl, []byte(`{"execute":"cont"}`))
 		}
 		select {

@@ -6,8 +6,12 @@ package monitor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,9 +34,13 @@ var Version = Obj{
 const (
 	maxMessageSize = 4 << 20
 	maxNesting     = 1024
-	// writeTimeout bounds how long a client that stops reading can hold up
-	// a reply or an event broadcast; past it the connection is dropped.
+	// writeTimeout bounds how long one write to a client that stops
+	// reading may take; past it the connection is dropped. Only the
+	// connection's own writer waits that long (events.go).
 	writeTimeout = 10 * time.Second
+	// closeFlushTimeout bounds how long Close waits for clients to take
+	// the messages queued for them before it drops them.
+	closeFlushTimeout = 2 * time.Second
 )
 
 // Server runs any number of monitors over one VM and one fdset registry.
@@ -107,7 +115,7 @@ func (s *Server) Listen(path string, pretty bool) (*Monitor, error) {
 		return nil, fmt.Errorf("Failed to bind socket to %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err == nil {
-		err = unix.Listen(fd, 16)
+		err = unix.Listen(fd, listenBacklog())
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -196,29 +204,6 @@ func (m *Monitor) accept() {
 	}
 }
 
-// Emit sends an event to every connection past capabilities negotiation.
-func (s *Server) Emit(event string, data Obj) {
-	now := time.Now()
-	msg := Obj{
-		{"timestamp", Obj{{"seconds", now.Unix()}, {"microseconds", int64(now.Nanosecond() / 1000)}}},
-		{"event", event},
-	}
-	if data != nil {
-		msg = append(msg, Member{"data", data})
-	}
-	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		if c.negotiated.Load() {
-			c.send(msg)
-		}
-	}
-}
-
 // Close stops every monitor: listeners closed, socket files removed,
 // connections closed (their fds handled by the closing rules), named fds
 // closed. It waits for the connection goroutines to finish.
@@ -230,8 +215,9 @@ func (s *Server) Close() {
 	}
 	s.closed = true
 	monitors := s.monitors
-	for c := range s.conns {
-		c.uc.Close()
+	conns := slices.Collect(maps.Keys(s.conns))
+	for _, c := range conns {
+		c.shutdown()
 	}
 	s.mu.Unlock()
 	for _, m := range monitors {
@@ -240,7 +226,21 @@ func (s *Server) Close() {
 			os.Remove(m.path)
 		}
 	}
-	s.wg.Wait()
+	// Clients get what was queued for them (the SHUTDOWN event, quit's
+	// reply to another client) unless they are slow to take it.
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeFlushTimeout):
+		for _, c := range conns {
+			c.kill()
+		}
+		<-done
+	}
 	for _, m := range monitors {
 		m.namedMu.Lock()
 		for name, fd := range m.named {
@@ -249,4 +249,16 @@ func (s *Server) Close() {
 		}
 		m.namedMu.Unlock()
 	}
+}
+
+// listenBacklog is the system's largest listen backlog, so that a burst of
+// clients connecting at once (a management layer reconnecting to many
+// VMs) is queued rather than refused with EAGAIN.
+func listenBacklog() int {
+	if b, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			return n
+		}
+	}
+	return unix.SOMAXCONN
 }

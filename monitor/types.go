@@ -16,7 +16,7 @@ var (
 	tRunState = enum("RunState", "debug", "inmigrate", "internal-error", "io-error", "paused",
 		"postmigrate", "prelaunch", "finish-migrate", "restore-vm", "running", "save-vm",
 		"shutdown", "suspended", "watchdog", "guest-panicked", "colo")
-	tStatusInfo = object("StatusInfo", req("running", tBool), req("singlestep", tBool), req("status", tRunState))
+	tStatusInfo = object("StatusInfo", req("running", tBool), req("status", tRunState))
 
 	tAddfdInfo   = object("AddfdInfo", req("fdset-id", tInt), req("fd", tInt))
 	tFdsetFdInfo = object("FdsetFdInfo", req("fd", tInt), opt("opaque", tStr))

@@ -2,6 +2,8 @@ package qemuopen
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -88,9 +90,9 @@ func (r *Registry) openFdset(path string, flags int) (int, error) {
 	r.mu.Lock()
 	set := r.sets[id]
 	if set == nil {
+		msg := missingSetMessage(path, id, r.sets)
 		r.mu.Unlock()
-		return -1, &Error{Path: path, Errno: unix.ENOENT,
-			Msg: fmt.Sprintf("Could not open '%s': fdset %d does not exist", path, id)}
+		return -1, &Error{Path: path, Errno: unix.ENOENT, Msg: msg}
 	}
 	// The newest matching fd, as QEMU picks: a management layer that adds
 	// a fresh fd to a set means it to be used.
@@ -197,6 +199,29 @@ func parseSetID(s string) (int64, bool) {
 		id = id*10 + d
 	}
 	return id, true
+}
+
+// missingSetMessage is QEMU 9.1's text for a set that does not exist
+// (monitor_fdset_dup_fd_add; 7.2 said "Could not dup FD for PATH flags N:
+// No such file or directory"), then which sets do exist.
+func missingSetMessage(path string, id int64, sets map[int64]*fdset) string {
+	ids := slices.Sorted(maps.Keys(sets))
+	var b strings.Builder
+	fmt.Fprintf(&b, "Failed to find fdset %s (fdset %d does not exist; ", path, id)
+	if len(ids) == 0 {
+		b.WriteString("there are no fdsets)")
+		return b.String()
+	}
+	b.WriteString("fdsets:")
+	const show = 8
+	for _, i := range ids[:min(len(ids), show)] {
+		fmt.Fprintf(&b, " %d", i)
+	}
+	if len(ids) > show {
+		fmt.Fprintf(&b, " and %d more", len(ids)-show)
+	}
+	b.WriteByte(')')
+	return b.String()
 }
 
 func noMatchMessage(path string, set *fdset, want int) string {
