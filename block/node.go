@@ -33,12 +33,15 @@ type Node struct {
 	// sharedWriters of them let others write too (under g.mu).
 	sharedWriters int32
 
-	// writeGen counts writes; flushedGen is the writeGen the last
-	// successful flush covered. Equal: nothing to flush (QEMU's rule too),
-	// which keeps a reopen to read-only from paying an fdatasync for
-	// nothing.
+	// writeGen counts completed writes; flushedGen is the writeGen the
+	// last successful flush covered. Equal: nothing to flush (QEMU's rule
+	// too), which keeps a reopen to read-only from paying an fdatasync
+	// for nothing. flushMu runs flushes one at a time.
 	writeGen   atomic.Uint64
 	flushedGen atomic.Uint64
+	flushMu    sync.Mutex
+
+	gate gate // requests in flight, drained sections, closed
 
 	// children changes under g.mu and n.mu (so that IO and queries may read
 	// it under n.mu alone); parents and users under g.mu.
@@ -135,6 +138,9 @@ type ReopenRequest struct {
 	NoFlush  bool
 	Options  Options
 	Files    *qemuopen.Registry
+	// Children are the node's children after the reopen, by role
+	// ("file", "backing"); a role missing has no child.
+	Children map[string]*Node
 }
 
 // Name is the node-name.
@@ -190,6 +196,10 @@ func (n *Node) ReadAt(p []byte, off int64) (int, error) {
 	if err := n.check("read", off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	if err := n.gate.enter(); err != nil {
+		return 0, n.fail("read", off, int64(len(p)), err)
+	}
+	defer n.gate.leave()
 	n.mu.RLock()
 	c, err := n.img.ReadAt(p, off)
 	n.mu.RUnlock()
@@ -202,27 +212,7 @@ func (n *Node) ReadAt(p []byte, off int64) (int, error) {
 // WriteAt writes p at off. The caller must hold write permission (a
 // [Backend] attached for writing, or a writing parent).
 func (n *Node) WriteAt(p []byte, off int64) (int, error) {
-	if err := n.checkWrite("write", off, int64(len(p))); err != nil {
-		return 0, err
-	}
-	n.writeGen.Add(1)
-	n.mu.RLock()
-	detect, unmap := n.state.detectZeroes, n.state.discard == "unmap" && n.state.detectZeroes == "unmap"
-	var c int
-	var err error
-	if detect != "off" && allZero(p) {
-		err = n.writeZeroesLocked(off, int64(len(p)), unmap)
-		if err == nil {
-			c = len(p)
-		}
-	} else {
-		c, err = n.img.WriteAt(p, off)
-	}
-	n.mu.RUnlock()
-	if err != nil {
-		return c, n.fail("write", off, int64(len(p)), err)
-	}
-	return c, nil
+	return n.WriteV([][]byte{p}, off, 0)
 }
 
 // WriteZeroes makes [off, off+length) read as zeroes; with unmap (and the
@@ -231,7 +221,11 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	if err := n.checkWrite("write-zeroes", off, length); err != nil {
 		return err
 	}
-	n.writeGen.Add(1)
+	if err := n.gate.enter(); err != nil {
+		return n.fail("write-zeroes", off, length, err)
+	}
+	defer n.gate.leave()
+	defer n.writeDone()
 	n.mu.RLock()
 	err := n.writeZeroesLocked(off, length, unmap && n.state.discard == "unmap")
 	n.mu.RUnlock()
@@ -240,6 +234,11 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	}
 	return nil
 }
+
+// writeDone counts a write that has completed, successfully or not (QEMU's
+// bdrv_co_write_req_finish): a flush that starts after this covers it; one
+// that started before it does not, even if the write had begun.
+func (n *Node) writeDone() { n.writeGen.Add(1) }
 
 var zeroBuf = make([]byte, 1<<20)
 
@@ -267,7 +266,11 @@ func (n *Node) Discard(off, length int64) error {
 	if err := n.checkWrite("discard", off, length); err != nil {
 		return err
 	}
-	n.writeGen.Add(1)
+	if err := n.gate.enter(); err != nil {
+		return n.fail("discard", off, length, err)
+	}
+	defer n.gate.leave()
+	defer n.writeDone()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	d, ok := n.img.(Discarder)
@@ -281,8 +284,23 @@ func (n *Node) Discard(off, length int64) error {
 }
 
 // Flush makes completed writes durable, unless cache.no-flush; with no
-// write since the last flush there is nothing to do.
+// write completed since the last flush there is nothing to do. Flushes
+// run one at a time, in order (QEMU's bdrv_co_flush): each covers the
+// writes completed when it started, and the generation it records only
+// grows.
 func (n *Node) Flush() error {
+	if err := n.gate.enter(); err != nil {
+		return n.fail("flush", 0, 0, err)
+	}
+	defer n.gate.leave()
+	return n.flush()
+}
+
+// flush is Flush for a request already admitted, or for the graph in a
+// drained section of n.
+func (n *Node) flush() error {
+	n.flushMu.Lock()
+	defer n.flushMu.Unlock()
 	gen := n.writeGen.Load()
 	if gen == n.flushedGen.Load() {
 		return nil
@@ -305,6 +323,10 @@ func (n *Node) BlockStatus(off, length int64) (Status, int64, error) {
 	if err := n.check("block-status", off, length); err != nil {
 		return Status{}, 0, err
 	}
+	if err := n.gate.enter(); err != nil {
+		return Status{}, 0, n.fail("block-status", off, length, err)
+	}
+	defer n.gate.leave()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	bs, ok := n.img.(BlockStatuser)
@@ -323,7 +345,11 @@ func (n *Node) Truncate(size int64) error {
 	if err := n.checkWrite("truncate", 0, 0); err != nil {
 		return err
 	}
-	n.writeGen.Add(1)
+	if err := n.gate.enter(); err != nil {
+		return n.fail("truncate", size, 0, err)
+	}
+	defer n.gate.leave()
+	defer n.writeDone()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	t, ok := n.img.(Truncater)
