@@ -68,6 +68,10 @@ func (g *Graph) Reopen(list []Options) error {
 // checkNewChildren refuses a writable node a read-only new file child,
 // with the states the transaction leaves both in (QEMU's permission
 // check: a read-write format needs write on its file).
+//
+// It also refuses a cycle that the entries make together (each entry was
+// checked against the graph as it is): QEMU applies each entry's child
+// change before checking the next.
 func checkNewChildren(items []reopenItem) error {
 	stateOf := func(c *Node) nodeState {
 		for _, it := range items {
@@ -76,6 +80,34 @@ func checkNewChildren(items []reopenItem) error {
 			}
 		}
 		return c.state
+	}
+	childrenOf := func(n *Node) map[string]*Node {
+		for _, it := range items {
+			if it.node == n {
+				return it.children
+			}
+		}
+		return n.children
+	}
+	var reaches func(from, to *Node, depth int) bool
+	reaches = func(from, to *Node, depth int) bool {
+		if from == to {
+			return true
+		}
+		for _, c := range childrenOf(from) {
+			if depth < maxGraphDepth && reaches(c, to, depth+1) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, it := range items {
+		for _, key := range slices.Sorted(maps.Keys(it.children)) {
+			c := it.children[key]
+			if c != it.node.children[key] && reaches(c, it.node, 0) {
+				return fmt.Errorf("Making '%s' a %s child of '%s' would create a cycle", c.name, key, it.node.name)
+			}
+		}
 	}
 	for _, it := range items {
 		f := it.children["file"]
@@ -88,6 +120,10 @@ func checkNewChildren(items []reopenItem) error {
 	}
 	return nil
 }
+
+// maxGraphDepth bounds walks of a graph that a transaction might have
+// made cyclic (they are refused, but must be found first).
+const maxGraphDepth = 4096
 
 // hasDescendant: d is n or below it.
 func (n *Node) hasDescendant(d *Node) bool {

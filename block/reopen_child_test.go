@@ -212,3 +212,26 @@ func TestReopenFileChildChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReopenCycleAcrossEntries: two entries that are each acyclic against
+// the graph as it is, but together make a cycle, are refused.
+func TestReopenCycleAcrossEntries(t *testing.T) {
+	g, _ := fixture(t)
+	for _, n := range []string{"a", "b"} {
+		mustAdd(t, g, opts(t, `{"driver":"file","node-name":"f%s","filename":%q}`, n, qcow2Image(t, 1<<20, "")))
+		mustAdd(t, g, opts(t, `{"driver":"qcow2","node-name":"%s","file":"f%s"}`, n, n))
+	}
+	err := g.Reopen([]block.Options{
+		opts(t, `{"driver":"qcow2","node-name":"a","file":"fa","backing":"b"}`),
+		opts(t, `{"driver":"qcow2","node-name":"b","file":"fb","backing":"a"}`),
+	})
+	if err == nil || !strings.Contains(err.Error(), "would create a cycle") {
+		t.Fatalf("a cycle made by two entries: %v", err)
+	}
+	if c := g.Nodes(); len(c) != 4 {
+		t.Fatal("nodes changed")
+	}
+	if n, _ := g.Node("a"); n.Child("backing") != nil {
+		t.Fatal("the refused transaction changed a's backing")
+	}
+}
