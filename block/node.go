@@ -408,6 +408,9 @@ type Info struct {
 	Length       int64
 	ActualSize   int64 // -1: unknown
 	DirtyFlag    *bool // nil: the format has none
+	// BackingDepth is how many images lie below this one in its backing
+	// chain (QEMU's backing_file_depth): 0 for a node without backing.
+	BackingDepth int
 }
 
 // Info describes the node now.
@@ -419,6 +422,13 @@ func (n *Node) Info() Info {
 		NoFlush: n.state.noFlush, DetectZeroes: n.state.detectZeroes, Length: n.length.Load(), ActualSize: -1,
 	}
 	info.Filename = n.filenameLocked()
+	for b := n.children["backing"]; b != nil && info.BackingDepth < maxGraphDepth; {
+		info.BackingDepth++
+		b.mu.RLock()
+		next := b.children["backing"]
+		b.mu.RUnlock()
+		b = next
+	}
 	if d, ok := n.img.(DirtyFlagger); ok {
 		dirty := d.DirtyFlag()
 		info.DirtyFlag = &dirty

@@ -235,3 +235,43 @@ func TestReopenCycleAcrossEntries(t *testing.T) {
 		t.Fatal("the refused transaction changed a's backing")
 	}
 }
+
+// TestBackingDepth: each node of a three-image chain opened from the
+// headers reports the images below it, as QEMU 7.2's backing_file_depth
+// does (top 2, middle 1, base 0, file nodes 0); it used to be 0 for all.
+func TestBackingDepth(t *testing.T) {
+	g, _ := fixture(t)
+	dir := t.TempDir()
+	for _, img := range []struct{ name, backing string }{{"base.qcow2", ""}, {"mid.qcow2", "base.qcow2"}, {"top.qcow2", "mid.qcow2"}} {
+		f, err := os.Create(filepath.Join(dir, img.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := qcow2.CreateOptions{Size: 1 << 20, BackingFile: img.backing}
+		if img.backing != "" {
+			o.BackingFormat = "qcow2"
+		}
+		err = qcow2.Create(f, o)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAdd(t, g, opts(t, `{"driver":"qcow2","node-name":"top","file":{"driver":"file","filename":%q}}`, filepath.Join(dir, "top.qcow2")))
+	want := map[string]int{"top.qcow2": 2, "mid.qcow2": 1, "base.qcow2": 0}
+	seen := 0
+	for _, n := range g.Nodes() {
+		info := n.Info()
+		d := 0
+		if info.Driver == "qcow2" {
+			d = want[filepath.Base(info.Filename)]
+			seen++
+		}
+		if info.BackingDepth != d {
+			t.Errorf("%s (%s %s): backing depth %d, want %d", info.Name, info.Driver, info.Filename, info.BackingDepth, d)
+		}
+	}
+	if seen != 3 {
+		t.Fatalf("%d qcow2 nodes, want 3", seen)
+	}
+}
