@@ -1,6 +1,7 @@
 package block
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -160,4 +161,28 @@ func drainNodes(nodes []*Node) (end func()) {
 			n.gate.end()
 		}
 	})
+}
+
+// Flush flushes every node, parents before their children, so that what
+// a format writes back on flush reaches its file before the file is
+// synced (QEMU's bdrv_flush_all). It returns the first error, after
+// trying every node.
+func (g *Graph) Flush() error {
+	g.mu.Lock()
+	nodes := drainOrder(g.order)
+	g.mu.Unlock()
+	var first error
+	for _, n := range nodes {
+		if err := n.Flush(); err != nil && first == nil && !errors.Is(err, ErrClosed) {
+			first = err
+		}
+	}
+	return first
+}
+
+// Quiesce is what stopping the VM does to the block layer (QEMU's
+// vm_stop): wait for every request in flight, then flush every node.
+func (g *Graph) Quiesce() error {
+	g.Drain()()
+	return g.Flush()
 }

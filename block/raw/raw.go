@@ -105,3 +105,9 @@ func (s swap) Commit() {
 	}
 }
 func (s swap) Abort() {}
+
+// ReadV and WriteV pass vectored requests (and FUA) to the file child.
+func (r *image) ReadV(bufs [][]byte, off int64) (int, error) { return r.file.ReadV(bufs, off+r.offset) }
+func (r *image) WriteV(bufs [][]byte, off int64, flags block.WriteFlags) (int, error) {
+	return r.file.WriteV(bufs, off+r.offset, flags)
+}
