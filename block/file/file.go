@@ -50,10 +50,10 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if filename == "" {
 		return nil, errors.New("The 'file' block driver requires a file name")
 	}
-	if aio, _ := o.Options.String("aio", "threads"); aio == "native" && !o.Direct {
-		return nil, errors.New("aio=native was specified, but it requires cache.direct=on, which was not specified.")
+	if err := checkAIO(o.Options, o.Direct); err != nil {
+		return nil, err
 	}
-	for key, allowed := range map[string][]string{"aio": {"threads", "native", "io_uring"}, "locking": {"auto", "on", "off"}} {
+	for key, allowed := range map[string][]string{"locking": {"auto", "on", "off"}} {
 		if v, err := o.Options.String(key, allowed[0]); err != nil {
 			return nil, err
 		} else if !contains(allowed, v) {
