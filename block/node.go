@@ -212,7 +212,7 @@ func (n *Node) ReadAt(p []byte, off int64) (int, error) {
 // WriteAt writes p at off. The caller must hold write permission (a
 // [Backend] attached for writing, or a writing parent).
 func (n *Node) WriteAt(p []byte, off int64) (int, error) {
-	return n.WriteV([][]byte{p}, off, 0)
+	return n.write(p, nil, off, 0)
 }
 
 // WriteZeroes makes [off, off+length) read as zeroes; with unmap (and the

@@ -71,7 +71,19 @@ func (n *Node) readVLocked(bufs [][]byte, off int64) (int, error) {
 // WriteV writes bufs, in order, at off; with FUA the data is durable when
 // WriteV returns. The caller must hold write permission.
 func (n *Node) WriteV(bufs [][]byte, off int64, flags WriteFlags) (int, error) {
-	length := vlen(bufs)
+	if len(bufs) == 1 {
+		return n.write(bufs[0], nil, off, flags)
+	}
+	return n.write(nil, bufs, off, flags)
+}
+
+// write is one write request: of p, or where p is nil, of bufs (kept
+// apart so that a plain WriteAt allocates no list).
+func (n *Node) write(p []byte, bufs [][]byte, off int64, flags WriteFlags) (int, error) {
+	length := int64(len(p))
+	if bufs != nil {
+		length = vlen(bufs)
+	}
 	if err := n.checkWrite("write", off, length); err != nil {
 		return 0, err
 	}
@@ -87,14 +99,17 @@ func (n *Node) WriteV(bufs [][]byte, off int64, flags WriteFlags) (int, error) {
 	var err error
 	fuaDone := false
 	switch {
-	case detect != "off" && allZeroV(bufs):
+	case detect != "off" && (bufs == nil && allZero(p) || bufs != nil && allZeroV(bufs)):
 		err = n.writeZeroesLocked(off, length, unmap)
 		if err == nil {
 			c = int(length)
 		}
-	case len(bufs) == 1 && flags&FUA == 0:
-		c, err = n.img.WriteAt(bufs[0], off)
+	case bufs == nil && flags&FUA == 0:
+		c, err = n.img.WriteAt(p, off)
 	default:
+		if bufs == nil {
+			bufs = [][]byte{p}
+		}
 		c, fuaDone, err = n.writeVLocked(bufs, off, flags)
 	}
 	if err == nil && flags&FUA != 0 && !fuaDone && !n.state.noFlush {
