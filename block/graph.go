@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -417,13 +418,21 @@ func (g *Graph) Delete(name string) error {
 	if n == nil {
 		return fmt.Errorf("Failed to find node with node-name='%s'", name)
 	}
+	// QEMU's order: a backend's node, then a backing node (an op
+	// blocker), then one created inline, then any other reference.
+	if len(n.users) > 0 {
+		return fmt.Errorf("Node %s is in use", name)
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(n.parents), func(a, b *Node) int { return strings.Compare(a.name, b.name) }) {
+		if n.parents[p] == "backing" {
+			return fmt.Errorf("Node '%s' is busy: node is used as backing hd of '%s'", name, p.name)
+		}
+	}
 	switch {
 	case n.implicit:
 		return fmt.Errorf("Node %s is not owned by the monitor", name)
 	case len(n.parents) > 0:
 		return fmt.Errorf("Block device %s is in use", name)
-	case len(n.users) > 0:
-		return fmt.Errorf("Node %s is in use", name)
 	}
 	g.remove(n)
 	return nil
