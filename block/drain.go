@@ -103,6 +103,12 @@ func (gt *gate) close() {
 	gt.mu.Unlock()
 }
 
+func (gt *gate) isClosed() bool {
+	gt.mu.Lock()
+	defer gt.mu.Unlock()
+	return gt.closed
+}
+
 // InFlight is how many requests are running on the node now (requests a
 // parent passes down count on both).
 func (n *Node) InFlight() int64 { return n.gate.inflight.Load() }

@@ -429,6 +429,11 @@ func (n *Node) Info() Info {
 		b.mu.RUnlock()
 		b = next
 	}
+	if n.gate.isClosed() {
+		// The driver's fds are gone (their numbers may be another
+		// image's by now): say nothing it would have to look up.
+		return info
+	}
 	if d, ok := n.img.(DirtyFlagger); ok {
 		dirty := d.DirtyFlag()
 		info.DirtyFlag = &dirty

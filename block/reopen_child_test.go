@@ -106,6 +106,9 @@ func TestClosedNodeFailsIO(t *testing.T) {
 	if err := f.Flush(); !errors.Is(err, block.ErrClosed) {
 		t.Fatalf("flush of a deleted node: %v", err)
 	}
+	if info := f.Info(); info.ActualSize != -1 {
+		t.Fatalf("a deleted node reports an actual size (%d): its fd number is another image's", info.ActualSize)
+	}
 }
 
 // TestReopenQcow2Children: qcow2's file and backing children change in a

@@ -240,7 +240,14 @@ func (img *image) Length() (int64, error) {
 	return unix.Seek(img.fd, 0, io.SeekEnd)
 }
 
-func (img *image) Close() error { return img.files.Close(img.fd) }
+// Close closes the fd and forgets its number, which the next open may
+// reuse: a stray call after Close fails with EBADF instead of reaching
+// another image.
+func (img *image) Close() error {
+	err := img.files.Close(img.fd)
+	img.fd = -1
+	return err
+}
 
 func (img *image) fallocate(mode uint32, off, n int64) error {
 	err := unix.Fallocate(img.fd, mode, off, n)
