@@ -1,6 +1,7 @@
 package block_test
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,7 +34,13 @@ func (p *probeImage) Close() error           { return nil }
 // registerProbe registers a probe format under a name of this test's own
 // (registration is for the process's life: each test needs its own).
 func registerProbe(t *testing.T, beforeWrite func()) (name string, flushes *atomic.Int32) {
-	name = "probe-" + t.Name()
+	// A name no run of this test (-count) has taken yet.
+	for i := 0; ; i++ {
+		name = fmt.Sprintf("probe-%s-%d", t.Name(), i)
+		if _, taken := block.LookupDriver(name); !taken {
+			break
+		}
+	}
 	flushes = new(atomic.Int32)
 	block.Register(&block.Driver{
 		Name:   name,
