@@ -59,6 +59,8 @@ func FuzzBlockdevReopen(f *testing.F) {
 		`{"driver":"qcow2","node-name":"top","file":"ftop","backing":"qc0","l2-cache-size":65536,"lazy-refcounts":true}`,
 		`{"driver":"raw","node-name":"r","file":{"driver":"file","filename":"/dev/fdset/3"},"read-only":true}`,
 		`{"driver":"raw","node-name":"r","file":"f","offset":0}`,
+		`{"driver":"raw","node-name":"r","file":"fo"}`,
+		`{"driver":"raw","node-name":"r","file":"f"}`,
 		`{"driver":"raw","node-name":"r","file":{"driver":"file","filename":"/dev/fdset/3","cache":{"direct":true}}}`,
 		`{"driver":"file","node-name":"f","filename":"/dev/fdset/1","read-only":true}`,
 		`{"driver":"null-co","node-name":"n","size":4096,"read-only":true}`,
@@ -118,6 +120,12 @@ func FuzzBlockdevReopen(f *testing.F) {
 			if _, err := g.AddRoot(block.Options(m.(map[string]any))); err != nil {
 				t.Fatalf("%s: %v", o, err)
 			}
+		}
+		// r is being written, so that a new file child takes its writer.
+		if r, ok := g.Node("r"); !ok {
+			t.Fatal("no node r")
+		} else if _, err := g.Attach("w", r, block.Perm{Write: true}); err != nil {
+			t.Fatal(err)
 		}
 		before := snapshot(g)
 		if err := g.Reopen(list); err != nil {

@@ -217,9 +217,6 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 			if _, ok := n.img.(Reopener); !ok {
 				return nil, fmt.Errorf("Cannot change the option '%s%s'", path, key)
 			}
-			if key == "file" && n.writers.Load() > 0 {
-				return nil, fmt.Errorf("Cannot change the '%s' child of node '%s' while it is being written", key, n.name)
-			}
 		}
 		children[key] = child
 		if childOwn != nil {
@@ -256,6 +253,14 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 			}
 		}
 	}
+	// A node being written that gets another file child hands its
+	// writers over: the new child takes them before anything commits (and
+	// may refuse: read-only, or written by another user without sharing),
+	// the old one loses them after.
+	moved, err := g.moveWriters(items)
+	if err != nil {
+		return err
+	}
 	pendings := make([]Pending, len(items))
 	abort := func() {
 		for _, p := range pendings {
@@ -263,6 +268,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 				p.Abort()
 			}
 		}
+		moved.undo(g)
 	}
 	for i, it := range items {
 		r, ok := it.node.img.(Reopener)
@@ -301,6 +307,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		}
 		for key, c := range old {
 			if it.children[key] != c {
+				moved.release(g, n, c)
 				delete(c.parents, n)
 				if c.implicit && len(c.parents) == 0 {
 					g.remove(c)
@@ -309,6 +316,69 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		}
 	}
 	return nil
+}
+
+// writerMove is a node's writers handed from its old file child to the
+// new one.
+type writerMove struct {
+	node, from, to *Node
+	writers        int32
+	sharedWriters  int32
+}
+
+type writerMoves []writerMove
+
+// moveWriters gives each changed file child of a node being written that
+// node's writers; on error nothing has moved.
+func (g *Graph) moveWriters(items []reopenItem) (writerMoves, error) {
+	var moves writerMoves
+	for _, it := range items {
+		n := it.node
+		from, to := n.children["file"], it.children["file"]
+		w := n.writers.Load()
+		if w == 0 || from == to || to == nil {
+			continue
+		}
+		m := writerMove{node: n, from: from, to: to}
+		for i := int32(0); i < w; i++ {
+			share := i < n.sharedWriters
+			if err := g.addWriter(to, share); err != nil {
+				m.undo(g)
+				moves.undo(g)
+				return nil, err
+			}
+			m.writers++
+			if share {
+				m.sharedWriters++
+			}
+		}
+		moves = append(moves, m)
+	}
+	return moves, nil
+}
+
+func (m writerMove) undo(g *Graph) {
+	for i := int32(0); i < m.writers; i++ {
+		g.dropWriter(m.to, i < m.sharedWriters)
+	}
+}
+
+func (ms writerMoves) undo(g *Graph) {
+	for _, m := range ms {
+		m.undo(g)
+	}
+}
+
+// release takes the moved writers away from old, the file child n has
+// just let go of.
+func (ms writerMoves) release(g *Graph, n, old *Node) {
+	for _, m := range ms {
+		if m.node == n && m.from == old {
+			for i := int32(0); i < m.writers; i++ {
+				g.dropWriter(old, i < m.sharedWriters)
+			}
+		}
+	}
 }
 
 // reopenTops are the items' nodes that no other item's node is above:

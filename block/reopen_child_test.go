@@ -278,3 +278,53 @@ func TestBackingDepth(t *testing.T) {
 		t.Fatalf("%d qcow2 nodes, want 3", seen)
 	}
 }
+
+// TestReopenFileChildWhileWritten: a node being written may get another
+// file child, as in QEMU; its writers move to the new child (which must
+// take them) and leave the old one, which can then go read-only.
+func TestReopenFileChildWhileWritten(t *testing.T) {
+	g, _ := fixture(t)
+	p1, p2 := filled(t, 'A'), filled(t, 'B')
+	mustAdd(t, g, opts(t, `{"driver":"file","node-name":"f","filename":%q}`, p1))
+	mustAdd(t, g, opts(t, `{"driver":"file","node-name":"f2","filename":%q}`, p2))
+	mustAdd(t, g, opts(t, `{"driver":"file","node-name":"f3","filename":%q}`, p2))
+	r := mustAdd(t, g, opts(t, `{"driver":"raw","node-name":"r","file":"f"}`))
+	other := mustAdd(t, g, opts(t, `{"driver":"raw","node-name":"o","file":"f3"}`))
+	b, err := g.Attach("", r, block.Perm{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob, err := g.Attach("", other, block.Perm{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// f3 is written by another user that does not share: refused, and
+	// nothing moved.
+	err = g.Reopen([]block.Options{opts(t, `{"driver":"raw","node-name":"r","file":"f3"}`)})
+	if err == nil || !strings.Contains(err.Error(), "Conflicts with another writer") {
+		t.Fatalf("new file child written by another: %v", err)
+	}
+	g.Detach(ob)
+	if err := g.Reopen([]block.Options{opts(t, `{"driver":"file","node-name":"f","filename":%q,"read-only":true}`, p1)}); err == nil {
+		t.Fatal("f made read-only while r writes through it")
+	}
+	if err := g.Reopen([]block.Options{opts(t, `{"driver":"raw","node-name":"r","file":"f2"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.WriteAt(bytes.Repeat([]byte{'W'}, 512), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p2); got[0] != 'W' {
+		t.Fatalf("the write went elsewhere than the new file child (%q)", got[0])
+	}
+	if err := g.Reopen([]block.Options{opts(t, `{"driver":"file","node-name":"f","filename":%q,"read-only":true}`, p1)}); err != nil {
+		t.Fatalf("the old file child kept r's writer: %v", err)
+	}
+	if err := g.Reopen([]block.Options{opts(t, `{"driver":"file","node-name":"f2","filename":%q,"read-only":true}`, p2)}); err == nil {
+		t.Fatal("f2 made read-only while r writes through it")
+	}
+	g.Detach(b)
+	if err := g.Reopen([]block.Options{opts(t, `{"driver":"file","node-name":"f2","filename":%q,"read-only":true}`, p2)}); err != nil {
+		t.Fatalf("writer left, f2 still refuses read-only: %v", err)
+	}
+}
