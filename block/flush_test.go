@@ -1,10 +1,13 @@
 package block_test
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"minivmm/block"
 )
@@ -122,5 +125,42 @@ func TestLastWriterLeavingFlushes(t *testing.T) {
 	g.Detach(b)
 	if flushes.Load() != 1 {
 		t.Fatalf("%d flushes when the last writer left, want 1", flushes.Load())
+	}
+}
+
+// failingFlush is a format over its file child whose flushes fail.
+type failingFlush struct{ *probeImage }
+
+func (failingFlush) Flush() error { return unix.EIO }
+
+// TestReopenFlushFailureChangesNothing: a node losing write access whose
+// flush fails stays as it was, and the error is QEMU's.
+func TestReopenFlushFailureChangesNothing(t *testing.T) {
+	name := "failflush-" + t.Name()
+	for i := 0; ; i++ {
+		if _, taken := block.LookupDriver(fmt.Sprintf("%s-%d", name, i)); !taken {
+			name = fmt.Sprintf("%s-%d", name, i)
+			break
+		}
+	}
+	block.Register(&block.Driver{Name: name, Format: true, Open: func(o *block.OpenContext) (block.Image, error) {
+		return failingFlush{&probeImage{file: o.Child("file"), flushes: new(atomic.Int32)}}, nil
+	}})
+	g, _ := fixture(t)
+	n := mustAdd(t, g, opts(t, `{"driver":%q,"node-name":"x","file":{"driver":"file","filename":%q}}`, name, image(t, 4096)))
+	b, err := g.Attach("", n, block.Perm{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.WriteAt(make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
+	}
+	g.Detach(b)
+	err = g.Reopen([]block.Options{opts(t, `{"driver":%q,"node-name":"x","file":{"driver":"file","filename":%q},"read-only":true}`, name, n.Child("file").Filename())})
+	if err == nil || err.Error() != "Error flushing drive: Input/output error" || !errors.Is(err, unix.EIO) {
+		t.Fatalf("reopen read-only with a failing flush: %v", err)
+	}
+	if n.ReadOnly() {
+		t.Fatal("the failed reopen made the node read-only")
 	}
 }

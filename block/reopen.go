@@ -249,7 +249,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 	for _, it := range items {
 		if it.wasWritable && !it.state.writable(it.writers) {
 			if err := it.node.flush(); err != nil {
-				return err
+				return reopenFlushError{err}
 			}
 		}
 	}
@@ -415,3 +415,10 @@ func headerBacking(n *Node) string {
 	}
 	return ""
 }
+
+// reopenFlushError is a failed flush of a node losing write access, in
+// QEMU's words; errors.Is/As still reach the node's error beneath.
+type reopenFlushError struct{ err error }
+
+func (e reopenFlushError) Error() string { return "Error flushing drive: " + strerror(e.err) }
+func (e reopenFlushError) Unwrap() error { return e.err }
