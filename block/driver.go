@@ -5,8 +5,13 @@
 //
 // A driver implements [Image], the small interface every node has, and any
 // of the optional ones ([ZeroWriter], [Discarder], [BlockStatuser],
-// [Truncater], [Reopener]) that the graph asks for by type assertion and
-// falls back from, the way io.Copy asks for io.WriterTo.
+// [Truncater], [Reopener], [VectorReader], [VectorWriter]) that the graph
+// asks for by type assertion and falls back from, the way io.Copy asks
+// for io.WriterTo.
+//
+// Every request on a [Node] is counted in flight and passes the node's
+// gate: [Node.Drain] and [Graph.Drain] hold new requests back and wait
+// for those in flight, and a closed node fails them with [ErrClosed].
 package block
 
 import (
