@@ -5,8 +5,13 @@
 //
 // A driver implements [Image], the small interface every node has, and any
 // of the optional ones ([ZeroWriter], [Discarder], [BlockStatuser],
-// [Truncater], [Reopener]) that the graph asks for by type assertion and
-// falls back from, the way io.Copy asks for io.WriterTo.
+// [Truncater], [Reopener], [VectorReader], [VectorWriter]) that the graph
+// asks for by type assertion and falls back from, the way io.Copy asks
+// for io.WriterTo.
+//
+// Every request on a [Node] is counted in flight and passes the node's
+// gate: [Node.Drain] and [Graph.Drain] hold new requests back and wait
+// for those in flight, and a closed node fails them with [ErrClosed].
 package block
 
 import (
@@ -59,7 +64,12 @@ type Truncater interface {
 
 // Reopener changes a driver's open state in a transaction: Prepare does
 // everything that can fail (opening new fds) without changing what is
-// observable; the returned Pending then commits or aborts.
+// observable; the returned Pending then commits or aborts. A format
+// driver reads its children from the request (they may be other nodes
+// than at open: blockdev-reopen can change "file" and "backing") and
+// switches to them at Commit; it refuses a change it cannot make with
+// QEMU's "Cannot change the option 'file'". Only a Reopener's children
+// can change.
 type Reopener interface {
 	PrepareReopen(r *ReopenRequest) (Pending, error)
 }
@@ -70,6 +80,12 @@ type Reopener interface {
 // writer goes, while the node's file child is still writable.
 type WriterDropper interface {
 	DropWriter() error
+}
+
+// BackingNamer is a format whose image names a backing file (a qcow2
+// header): a reopen must then say what the node's backing is.
+type BackingNamer interface {
+	BackingFile() string
 }
 
 // Pending is a prepared reopen of one driver.

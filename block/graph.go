@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -307,6 +308,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 	}
 	n = &Node{g: g, name: nodeName, implicit: implicit, drv: drv, opts: o, own: own, img: img, state: state,
 		children: children, parents: map[*Node]string{}}
+	n.gate.init()
 	n.length.Store(length)
 	for key, c := range children {
 		c.parents[n] = key
@@ -416,21 +418,35 @@ func (g *Graph) Delete(name string) error {
 	if n == nil {
 		return fmt.Errorf("Failed to find node with node-name='%s'", name)
 	}
+	// QEMU's order: a backend's node, then a backing node (an op
+	// blocker), then one created inline, then any other reference.
+	if len(n.users) > 0 {
+		return fmt.Errorf("Node %s is in use", name)
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(n.parents), func(a, b *Node) int { return strings.Compare(a.name, b.name) }) {
+		if n.parents[p] == "backing" {
+			return fmt.Errorf("Node '%s' is busy: node is used as backing hd of '%s'", name, p.name)
+		}
+	}
 	switch {
 	case n.implicit:
 		return fmt.Errorf("Node %s is not owned by the monitor", name)
 	case len(n.parents) > 0:
 		return fmt.Errorf("Block device %s is in use", name)
-	case len(n.users) > 0:
-		return fmt.Errorf("Node %s is in use", name)
 	}
 	g.remove(n)
 	return nil
 }
 
-// remove closes n and unlinks it; inline children go with it.
+// remove closes n and unlinks it; inline children go with it. The
+// requests in flight on n end first; later ones fail with ErrClosed.
 func (g *Graph) remove(n *Node) {
+	end := drainNodes(drainOrder([]*Node{n}))
+	n.gate.close()
+	n.mu.Lock()
 	n.img.Close()
+	n.mu.Unlock()
+	end()
 	delete(g.nodes, n.name)
 	g.order = slices.DeleteFunc(g.order, func(m *Node) bool { return m == n })
 	for _, c := range n.children {
@@ -523,6 +539,10 @@ func (g *Graph) detach(b *Backend) {
 	if !slices.Contains(n.users, b) {
 		return
 	}
+	// The backend's requests end before its permissions go (QEMU's
+	// blk_detach drains too).
+	end := drainNodes(drainOrder([]*Node{n}))
+	defer end()
 	n.users = slices.DeleteFunc(n.users, func(u *Backend) bool { return u == b })
 	if b.name != "" {
 		delete(g.backends, b.name)
@@ -588,6 +608,7 @@ func (g *Graph) dropWriter(n *Node, share bool) {
 	if share {
 		n.sharedWriters--
 	}
+	wasWritable := n.state.writable(n.writers.Load())
 	last := n.writers.Add(-1) == 0
 	if d, ok := n.img.(WriterDropper); ok && last {
 		// A failure leaves the image as a crash would (a qcow2 image
@@ -598,7 +619,7 @@ func (g *Graph) dropWriter(n *Node, share bool) {
 	if last && !n.state.writable(0) {
 		// Going back to read-only cannot fail for want of an fd; if the
 		// flush fails the node stays read-write, which is safe.
-		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 0}})
+		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 0, wasWritable: wasWritable}})
 	}
 	if f := n.children["file"]; f != nil {
 		g.dropWriter(f, share)

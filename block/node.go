@@ -33,12 +33,15 @@ type Node struct {
 	// sharedWriters of them let others write too (under g.mu).
 	sharedWriters int32
 
-	// writeGen counts writes; flushedGen is the writeGen the last
-	// successful flush covered. Equal: nothing to flush (QEMU's rule too),
-	// which keeps a reopen to read-only from paying an fdatasync for
-	// nothing.
+	// writeGen counts completed writes; flushedGen is the writeGen the
+	// last successful flush covered. Equal: nothing to flush (QEMU's rule
+	// too), which keeps a reopen to read-only from paying an fdatasync
+	// for nothing. flushMu runs flushes one at a time.
 	writeGen   atomic.Uint64
 	flushedGen atomic.Uint64
+	flushMu    sync.Mutex
+
+	gate gate // requests in flight, drained sections, closed
 
 	// children changes under g.mu and n.mu (so that IO and queries may read
 	// it under n.mu alone); parents and users under g.mu.
@@ -141,6 +144,9 @@ type ReopenRequest struct {
 
 	// ForceShare as in OpenContext.
 	ForceShare bool
+	// Children are the node's children after the reopen, by role
+	// ("file", "backing"); a role missing has no child.
+	Children map[string]*Node
 }
 
 // Name is the node-name.
@@ -196,6 +202,10 @@ func (n *Node) ReadAt(p []byte, off int64) (int, error) {
 	if err := n.check("read", off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	if err := n.gate.enter(); err != nil {
+		return 0, n.fail("read", off, int64(len(p)), err)
+	}
+	defer n.gate.leave()
 	n.mu.RLock()
 	c, err := n.img.ReadAt(p, off)
 	n.mu.RUnlock()
@@ -208,27 +218,7 @@ func (n *Node) ReadAt(p []byte, off int64) (int, error) {
 // WriteAt writes p at off. The caller must hold write permission (a
 // [Backend] attached for writing, or a writing parent).
 func (n *Node) WriteAt(p []byte, off int64) (int, error) {
-	if err := n.checkWrite("write", off, int64(len(p))); err != nil {
-		return 0, err
-	}
-	n.writeGen.Add(1)
-	n.mu.RLock()
-	detect, unmap := n.state.detectZeroes, n.state.discard == "unmap" && n.state.detectZeroes == "unmap"
-	var c int
-	var err error
-	if detect != "off" && allZero(p) {
-		err = n.writeZeroesLocked(off, int64(len(p)), unmap)
-		if err == nil {
-			c = len(p)
-		}
-	} else {
-		c, err = n.img.WriteAt(p, off)
-	}
-	n.mu.RUnlock()
-	if err != nil {
-		return c, n.fail("write", off, int64(len(p)), err)
-	}
-	return c, nil
+	return n.write(p, nil, off, 0)
 }
 
 // WriteZeroes makes [off, off+length) read as zeroes; with unmap (and the
@@ -237,7 +227,11 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	if err := n.checkWrite("write-zeroes", off, length); err != nil {
 		return err
 	}
-	n.writeGen.Add(1)
+	if err := n.gate.enter(); err != nil {
+		return n.fail("write-zeroes", off, length, err)
+	}
+	defer n.gate.leave()
+	defer n.writeDone()
 	n.mu.RLock()
 	err := n.writeZeroesLocked(off, length, unmap && n.state.discard == "unmap")
 	n.mu.RUnlock()
@@ -246,6 +240,11 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	}
 	return nil
 }
+
+// writeDone counts a write that has completed, successfully or not (QEMU's
+// bdrv_co_write_req_finish): a flush that starts after this covers it; one
+// that started before it does not, even if the write had begun.
+func (n *Node) writeDone() { n.writeGen.Add(1) }
 
 var zeroBuf = make([]byte, 1<<20)
 
@@ -273,7 +272,11 @@ func (n *Node) Discard(off, length int64) error {
 	if err := n.checkWrite("discard", off, length); err != nil {
 		return err
 	}
-	n.writeGen.Add(1)
+	if err := n.gate.enter(); err != nil {
+		return n.fail("discard", off, length, err)
+	}
+	defer n.gate.leave()
+	defer n.writeDone()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	d, ok := n.img.(Discarder)
@@ -287,8 +290,23 @@ func (n *Node) Discard(off, length int64) error {
 }
 
 // Flush makes completed writes durable, unless cache.no-flush; with no
-// write since the last flush there is nothing to do.
+// write completed since the last flush there is nothing to do. Flushes
+// run one at a time, in order (QEMU's bdrv_co_flush): each covers the
+// writes completed when it started, and the generation it records only
+// grows.
 func (n *Node) Flush() error {
+	if err := n.gate.enter(); err != nil {
+		return n.fail("flush", 0, 0, err)
+	}
+	defer n.gate.leave()
+	return n.flush()
+}
+
+// flush is Flush for a request already admitted, or for the graph in a
+// drained section of n.
+func (n *Node) flush() error {
+	n.flushMu.Lock()
+	defer n.flushMu.Unlock()
 	gen := n.writeGen.Load()
 	if gen == n.flushedGen.Load() {
 		return nil
@@ -311,6 +329,10 @@ func (n *Node) BlockStatus(off, length int64) (Status, int64, error) {
 	if err := n.check("block-status", off, length); err != nil {
 		return Status{}, 0, err
 	}
+	if err := n.gate.enter(); err != nil {
+		return Status{}, 0, n.fail("block-status", off, length, err)
+	}
+	defer n.gate.leave()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	bs, ok := n.img.(BlockStatuser)
@@ -329,7 +351,11 @@ func (n *Node) Truncate(size int64) error {
 	if err := n.checkWrite("truncate", 0, 0); err != nil {
 		return err
 	}
-	n.writeGen.Add(1)
+	if err := n.gate.enter(); err != nil {
+		return n.fail("truncate", size, 0, err)
+	}
+	defer n.gate.leave()
+	defer n.writeDone()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	t, ok := n.img.(Truncater)
@@ -388,6 +414,9 @@ type Info struct {
 	Length       int64
 	ActualSize   int64 // -1: unknown
 	DirtyFlag    *bool // nil: the format has none
+	// BackingDepth is how many images lie below this one in its backing
+	// chain (QEMU's backing_file_depth): 0 for a node without backing.
+	BackingDepth int
 }
 
 // Info describes the node now.
@@ -399,6 +428,18 @@ func (n *Node) Info() Info {
 		NoFlush: n.state.noFlush, DetectZeroes: n.state.detectZeroes, Length: n.length.Load(), ActualSize: -1,
 	}
 	info.Filename = n.filenameLocked()
+	for b := n.children["backing"]; b != nil && info.BackingDepth < maxGraphDepth; {
+		info.BackingDepth++
+		b.mu.RLock()
+		next := b.children["backing"]
+		b.mu.RUnlock()
+		b = next
+	}
+	if n.gate.isClosed() {
+		// The driver's fds are gone (their numbers may be another
+		// image's by now): say nothing it would have to look up.
+		return info
+	}
 	if d, ok := n.img.(DirtyFlagger); ok {
 		dirty := d.DirtyFlag()
 		info.DirtyFlag = &dirty

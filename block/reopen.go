@@ -15,14 +15,20 @@ type reopenItem struct {
 	own      Options // as given (before inheriting)
 	children map[string]*Node
 	writers  int32 // the writer count the new state is for
+	// wasWritable: the driver held write access before the change (taken
+	// before any writer count moved), so that a node losing it is
+	// flushed first.
+	wasWritable bool
 }
 
 // Reopen reopens a list of nodes as one transaction (blockdev-reopen):
 // every node is prepared (new fds opened) before any is committed, and if
 // one fails, all are aborted and nothing observable has changed. As in
 // QEMU, options not given take their defaults, a format's "file" must be
-// named again, a "backing" not given stays, and children a node created
-// inline are reopened with it, taking what they inherit from it.
+// named again (it may name another node), "backing" must be given for a
+// node that has or names a backing file (another node, or null to drop
+// it), and children a node created inline are reopened with it, taking
+// what they inherit from it.
 func (g *Graph) Reopen(list []Options) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -53,7 +59,83 @@ func (g *Graph) Reopen(list []Options) error {
 		}
 		items = append(items, tree...)
 	}
+	if err := checkNewChildren(items); err != nil {
+		return err
+	}
 	return g.reopenNodes(items)
+}
+
+// checkNewChildren refuses a writable node a read-only new file child,
+// with the states the transaction leaves both in (QEMU's permission
+// check: a read-write format needs write on its file).
+//
+// It also refuses a cycle that the entries make together (each entry was
+// checked against the graph as it is): QEMU applies each entry's child
+// change before checking the next.
+func checkNewChildren(items []reopenItem) error {
+	stateOf := func(c *Node) nodeState {
+		for _, it := range items {
+			if it.node == c {
+				return it.state
+			}
+		}
+		return c.state
+	}
+	childrenOf := func(n *Node) map[string]*Node {
+		for _, it := range items {
+			if it.node == n {
+				return it.children
+			}
+		}
+		return n.children
+	}
+	var reaches func(from, to *Node, depth int) bool
+	reaches = func(from, to *Node, depth int) bool {
+		if from == to {
+			return true
+		}
+		for _, c := range childrenOf(from) {
+			if depth < maxGraphDepth && reaches(c, to, depth+1) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, it := range items {
+		for _, key := range slices.Sorted(maps.Keys(it.children)) {
+			c := it.children[key]
+			if c != it.node.children[key] && reaches(c, it.node, 0) {
+				return fmt.Errorf("Making '%s' a %s child of '%s' would create a cycle", c.name, key, it.node.name)
+			}
+		}
+	}
+	for _, it := range items {
+		f := it.children["file"]
+		if f == nil || f == it.node.children["file"] || it.state.readOnly || it.state.autoReadOnly {
+			continue
+		}
+		if stateOf(f).readOnly {
+			return ErrReadOnly
+		}
+	}
+	return nil
+}
+
+// maxGraphDepth bounds walks of a graph that a transaction might have
+// made cyclic (they are refused, but must be found first).
+const maxGraphDepth = 4096
+
+// hasDescendant: d is n or below it.
+func (n *Node) hasDescendant(d *Node) bool {
+	if n == d {
+		return true
+	}
+	for _, c := range n.children {
+		if c.hasDescendant(d) {
+			return true
+		}
+	}
+	return false
 }
 
 // reopenTree makes the items that reopen n with opts (own: as given,
@@ -105,7 +187,13 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 				delete(children, key)
 				continue
 			}
-			if child = cur; child != nil && child.implicit {
+			if key == "backing" && (cur != nil || headerBacking(n) != "") {
+				return nil, fmt.Errorf("backing is missing for '%s'", n.name)
+			}
+			if cur == nil {
+				continue
+			}
+			if child = cur; child.implicit {
 				childOwn = child.own
 			}
 		case string:
@@ -115,6 +203,9 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 			if child == cur && child.implicit {
 				childOwn = child.own
 			}
+			if child != cur && child.hasDescendant(n) {
+				return nil, fmt.Errorf("Making '%s' a %s child of '%s' would create a cycle", ref, key, n.name)
+			}
 		case Options:
 			if cur == nil || !cur.implicit {
 				// Only a child made inline can be given new options inline.
@@ -122,8 +213,10 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 			}
 			child, childOwn = cur, ref
 		}
-		if child != cur && n.writers.Load() > 0 {
-			return nil, fmt.Errorf("Cannot change the '%s' child of node '%s' while it is being written", key, n.name)
+		if child != cur {
+			if _, ok := n.img.(Reopener); !ok {
+				return nil, fmt.Errorf("Cannot change the option '%s%s'", path, key)
+			}
 		}
 		children[key] = child
 		if childOwn != nil {
@@ -138,22 +231,35 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 	if writers > 0 && state.readOnly {
 		return nil, fmt.Errorf("Cannot make node '%s' read-only: it is in use for writing", n.name)
 	}
-	self := reopenItem{node: n, state: state, opts: opts, own: own, children: children, writers: writers}
+	self := reopenItem{node: n, state: state, opts: opts, own: own, children: children, writers: writers,
+		wasWritable: n.state.writable(writers)}
 	return append([]reopenItem{self}, below...), nil
 }
 
 // reopenNodes prepares every item, then commits all or aborts all. This
 // is the one path for blockdev-reopen and for internal reopens (a writer
-// arriving at an auto-read-only node). g.mu must be held.
+// arriving at an auto-read-only node). g.mu must be held. The nodes are
+// drained throughout: no request runs between the flush of a node losing
+// write access and the commit, nor sees half a transaction.
 func (g *Graph) reopenNodes(items []reopenItem) error {
-	// Nodes losing write access are flushed while they still have it.
+	end := drainNodes(drainOrder(reopenTops(items)))
+	defer end()
+	// Nodes losing write access are flushed while they still have it,
+	// as QEMU's bdrv_reopen_multiple does before preparing any.
 	for _, it := range items {
-		n := it.node
-		if n.state.writable(n.writers.Load()) && !it.state.writable(it.writers) {
-			if err := n.Flush(); err != nil {
-				return err
+		if it.wasWritable && !it.state.writable(it.writers) {
+			if err := it.node.flush(); err != nil {
+				return reopenFlushError{err}
 			}
 		}
+	}
+	// A node being written that gets another file child hands its
+	// writers over: the new child takes them before anything commits (and
+	// may refuse: read-only, or written by another user without sharing),
+	// the old one loses them after.
+	moved, err := g.moveWriters(items)
+	if err != nil {
+		return err
 	}
 	pendings := make([]Pending, len(items))
 	abort := func() {
@@ -162,6 +268,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 				p.Abort()
 			}
 		}
+		moved.undo(g)
 	}
 	for i, it := range items {
 		r, ok := it.node.img.(Reopener)
@@ -176,7 +283,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		}
 		p, err := r.PrepareReopen(&ReopenRequest{
 			Writable: it.state.writable(it.writers), Direct: it.state.direct, NoFlush: it.state.noFlush,
-			Options: driverOpts, Files: g.files, ForceShare: it.state.forceShare,
+			Options: driverOpts, Files: g.files, ForceShare: it.state.forceShare, Children: it.children,
 		})
 		if err != nil {
 			abort()
@@ -195,17 +302,123 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		old := n.children
 		n.children = it.children
 		n.mu.Unlock()
+		for key, c := range it.children {
+			c.parents[n] = key
+		}
 		for key, c := range old {
 			if it.children[key] != c {
+				moved.release(g, n, c)
 				delete(c.parents, n)
 				if c.implicit && len(c.parents) == 0 {
 					g.remove(c)
 				}
 			}
 		}
-		for key, c := range it.children {
-			c.parents[n] = key
-		}
 	}
 	return nil
 }
+
+// writerMove is a node's writers handed from its old file child to the
+// new one.
+type writerMove struct {
+	node, from, to *Node
+	writers        int32
+	sharedWriters  int32
+}
+
+type writerMoves []writerMove
+
+// moveWriters gives each changed file child of a node being written that
+// node's writers; on error nothing has moved.
+func (g *Graph) moveWriters(items []reopenItem) (writerMoves, error) {
+	var moves writerMoves
+	for _, it := range items {
+		n := it.node
+		from, to := n.children["file"], it.children["file"]
+		w := n.writers.Load()
+		if w == 0 || from == to || to == nil {
+			continue
+		}
+		m := writerMove{node: n, from: from, to: to}
+		for i := int32(0); i < w; i++ {
+			share := i < n.sharedWriters
+			if err := g.addWriter(to, share); err != nil {
+				m.undo(g)
+				moves.undo(g)
+				return nil, err
+			}
+			m.writers++
+			if share {
+				m.sharedWriters++
+			}
+		}
+		moves = append(moves, m)
+	}
+	return moves, nil
+}
+
+func (m writerMove) undo(g *Graph) {
+	for i := int32(0); i < m.writers; i++ {
+		g.dropWriter(m.to, i < m.sharedWriters)
+	}
+}
+
+func (ms writerMoves) undo(g *Graph) {
+	for _, m := range ms {
+		m.undo(g)
+	}
+}
+
+// release takes the moved writers away from old, the file child n has
+// just let go of.
+func (ms writerMoves) release(g *Graph, n, old *Node) {
+	for _, m := range ms {
+		if m.node == n && m.from == old {
+			for i := int32(0); i < m.writers; i++ {
+				g.dropWriter(old, i < m.sharedWriters)
+			}
+		}
+	}
+}
+
+// reopenTops are the items' nodes that no other item's node is above:
+// draining them (and their parents) holds back every request that could
+// reach the transaction, while the nodes below them still serve the
+// requests their drivers make to flush and write back.
+func reopenTops(items []reopenItem) []*Node {
+	in := map[*Node]bool{}
+	for _, it := range items {
+		in[it.node] = true
+	}
+	var below func(n *Node) bool // an item's node is above n
+	below = func(n *Node) bool {
+		for p := range n.parents {
+			if in[p] || below(p) {
+				return true
+			}
+		}
+		return false
+	}
+	var tops []*Node
+	for _, it := range items {
+		if !below(it.node) {
+			tops = append(tops, it.node)
+		}
+	}
+	return tops
+}
+
+// headerBacking is the backing file the node's image names, if any.
+func headerBacking(n *Node) string {
+	if b, ok := n.img.(BackingNamer); ok {
+		return b.BackingFile()
+	}
+	return ""
+}
+
+// reopenFlushError is a failed flush of a node losing write access, in
+// QEMU's words; errors.Is/As still reach the node's error beneath.
+type reopenFlushError struct{ err error }
+
+func (e reopenFlushError) Error() string { return "Error flushing drive: " + strerror(e.err) }
+func (e reopenFlushError) Unwrap() error { return e.err }

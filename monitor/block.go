@@ -39,7 +39,7 @@ func deviceInfo(n *block.Node) Obj {
 	}
 	return Obj{
 		{"iops_rd", 0}, {"detect_zeroes", info.DetectZeroes}, {"image", image},
-		{"iops_wr", 0}, {"ro", info.ReadOnly}, {"node-name", info.Name}, {"backing_file_depth", 0},
+		{"iops_wr", 0}, {"ro", info.ReadOnly}, {"node-name", info.Name}, {"backing_file_depth", info.BackingDepth},
 		{"drv", info.Driver}, {"iops", 0}, {"bps_wr", 0}, {"write_threshold", 0},
 		{"encrypted", false}, {"bps", 0}, {"bps_rd", 0},
 		{"cache", Obj{{"no-flush", info.NoFlush}, {"direct", info.Direct}, {"writeback", true}}},

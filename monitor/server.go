@@ -60,6 +60,7 @@ type Server struct {
 // and whose block commands act on graph.
 func NewServer(fds *qemuopen.Registry, graph *block.Graph, vm *VM) *Server {
 	s := &Server{fds: fds, graph: graph, vm: vm, conns: map[*conn]struct{}{}}
+	vm.OnStop(graph.Quiesce)
 	vm.emit = s.Emit
 	graph.OnCorruption(func(c block.Corruption) {
 		data := Obj{{"device", ""}, {"node-name", c.Node}, {"msg", c.Msg}}

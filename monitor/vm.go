@@ -23,6 +23,16 @@ type VM struct {
 	emit             func(event string, data Obj)
 	exit             chan struct{} // closed when the VMM should exit
 	exitOnce         sync.Once
+	// quiesce, if set, runs when the VM stops: the block layer finishes
+	// the requests in flight and flushes (QEMU's vm_stop).
+	quiesce func() error
+}
+
+// OnStop sets what stopping the VM does to its block layer.
+func (vm *VM) OnStop(quiesce func() error) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.quiesce = quiesce
 }
 
 // NewVM returns a VM that is running, or in prelaunch when paused (-S).
@@ -48,6 +58,11 @@ func (vm *VM) Stop() {
 	defer vm.mu.Unlock()
 	if vm.state == StateRunning {
 		vm.state = StatePaused
+		if vm.quiesce != nil {
+			// A flush error is not stop's to report; QEMU's vm_stop
+			// carries on too.
+			vm.quiesce()
+		}
 		vm.emit("STOP", nil)
 	}
 }

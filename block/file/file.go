@@ -52,10 +52,10 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if filename == "" {
 		return nil, errors.New("The 'file' block driver requires a file name")
 	}
-	if aio, _ := o.Options.String("aio", "threads"); aio == "native" && !o.Direct {
-		return nil, errors.New("aio=native was specified, but it requires cache.direct=on, which was not specified.")
+	if err := checkAIO(o.Options, o.Direct); err != nil {
+		return nil, err
 	}
-	for key, allowed := range map[string][]string{"aio": {"threads", "native", "io_uring"}, "locking": {"auto", "on", "off"}} {
+	for key, allowed := range map[string][]string{"locking": {"auto", "on", "off"}} {
 		if v, err := o.Options.String(key, allowed[0]); err != nil {
 			return nil, err
 		} else if !contains(allowed, v) {
@@ -247,9 +247,14 @@ func (img *image) Length() (int64, error) {
 	return unix.Seek(img.fd, 0, io.SeekEnd)
 }
 
+// Close releases the fd's locks, closes it and forgets its number, which
+// the next open may reuse: a stray call after Close fails with EBADF
+// instead of reaching another image.
 func (img *image) Close() error {
 	img.unlock()
-	return img.files.Close(img.fd)
+	err := img.files.Close(img.fd)
+	img.fd = -1
+	return err
 }
 
 func (img *image) fallocate(mode uint32, off, n int64) error {

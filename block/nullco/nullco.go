@@ -3,6 +3,9 @@
 package nullco
 
 import (
+	"errors"
+	"time"
+
 	"minivmm/block"
 )
 
@@ -17,6 +20,7 @@ func init() {
 type image struct {
 	size       int64
 	readZeroes bool
+	latency    time.Duration // latency-ns: each request takes this long
 }
 
 func open(o *block.OpenContext) (block.Image, error) {
@@ -28,24 +32,36 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := o.Options.Int("latency-ns", 0); err != nil {
+	latency, err := o.Options.Int("latency-ns", 0)
+	if err != nil {
 		return nil, err
 	}
-	return &image{size: size, readZeroes: readZeroes}, nil
+	if latency < 0 {
+		return nil, errors.New("latency-ns is invalid")
+	}
+	return &image{size: size, readZeroes: readZeroes, latency: time.Duration(latency)}, nil
 }
 
 // ReadAt leaves p as it is unless read-zeroes is on, as QEMU's null-co
 // does: the point is to cost nothing.
 func (n *image) ReadAt(p []byte, off int64) (int, error) {
+	n.wait()
 	if n.readZeroes {
 		clear(p)
 	}
 	return len(p), nil
 }
 
-func (n *image) WriteAt(p []byte, off int64) (int, error)   { return len(p), nil }
-func (n *image) WriteZeroes(off, l int64, unmap bool) error { return nil }
-func (n *image) Flush() error                               { return nil }
+// wait is the request's latency (QEMU's null-co sleeps it, too).
+func (n *image) wait() {
+	if n.latency > 0 {
+		time.Sleep(n.latency)
+	}
+}
+
+func (n *image) WriteAt(p []byte, off int64) (int, error)   { n.wait(); return len(p), nil }
+func (n *image) WriteZeroes(off, l int64, unmap bool) error { n.wait(); return nil }
+func (n *image) Flush() error                               { n.wait(); return nil }
 func (n *image) Length() (int64, error)                     { return n.size, nil }
 func (n *image) Close() error                               { return nil }
 

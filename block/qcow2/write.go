@@ -24,8 +24,6 @@ import (
 	"slices"
 
 	"golang.org/x/sys/unix"
-
-	"minivmm/block"
 )
 
 // Kinds of metadata a write may be allowed to overlap (QEMU's overlap
@@ -972,45 +970,6 @@ func (img *image) growL1(entries int64) error {
 
 // isFixedMeta: cluster 0 (the header) is never allocated.
 func (img *image) isFixedMeta(k int64) bool { return k == 0 }
-
-// PrepareReopen: becoming writable is checked here (and the image readied
-// at the first write); becoming read-only flushes.
-func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
-	img.wmu.Lock()
-	defer img.wmu.Unlock()
-	switch {
-	case r.Writable && !img.writable:
-		if err := img.checkWritable(); err != nil {
-			return nil, err
-		}
-		return &reopenPending{img: img, writable: true}, nil
-	case !r.Writable && img.writable:
-		if img.rc != nil && !img.corrupted {
-			if err := img.markClean(); err != nil {
-				return nil, err
-			}
-		}
-		return &reopenPending{img: img, writable: false}, nil
-	}
-	return noChange{}, nil
-}
-
-type reopenPending struct {
-	img      *image
-	writable bool
-}
-
-func (p *reopenPending) Commit() {
-	p.img.wmu.Lock()
-	p.img.writable = p.writable
-	p.img.wmu.Unlock()
-}
-func (p *reopenPending) Abort() {}
-
-type noChange struct{}
-
-func (noChange) Commit() {}
-func (noChange) Abort()  {}
 
 // Close flushes a written image (marked clean, if it still can be); the
 // graph has usually done so already, through DropWriter.

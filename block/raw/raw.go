@@ -80,3 +80,34 @@ func (r *image) ActualSize() (int64, error) {
 
 // DirtyFlag: a raw image has no dirty flag to set; it is never dirty.
 func (r *image) DirtyFlag() bool { return false }
+
+// PrepareReopen takes the file child the reopen names, which must still
+// hold the window; it is read from at Commit on.
+func (r *image) PrepareReopen(req *block.ReopenRequest) (block.Pending, error) {
+	f := req.Children["file"]
+	if f == nil || f == r.file {
+		return swap{}, nil
+	}
+	if l := f.Length(); r.offset+r.size > l {
+		return nil, fmt.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", r.offset, r.size, l)
+	}
+	return swap{r: r, file: f}, nil
+}
+
+type swap struct {
+	r    *image
+	file *block.Node
+}
+
+func (s swap) Commit() {
+	if s.r != nil {
+		s.r.file = s.file
+	}
+}
+func (s swap) Abort() {}
+
+// ReadV and WriteV pass vectored requests (and FUA) to the file child.
+func (r *image) ReadV(bufs [][]byte, off int64) (int, error) { return r.file.ReadV(bufs, off+r.offset) }
+func (r *image) WriteV(bufs [][]byte, off int64, flags block.WriteFlags) (int, error) {
+	return r.file.WriteV(bufs, off+r.offset, flags)
+}

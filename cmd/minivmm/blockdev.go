@@ -89,7 +89,7 @@ func (v *vmm) addDrive(value string) error {
 		if !readonly && format != "raw" {
 			return fmt.Errorf("Image format was not specified for '%s' and probing guessed %s: give format=%s to open it writable", file, format, format)
 		}
-		fmt.Fprintf(v.stderr, "minivmm: warning: Image format was not specified for '%s' and probing guessed raw.\n", file)
+		fmt.Fprint(v.stderr, probedWarning(file, format, readonly))
 	}
 	node["driver"] = format
 	if name, ok := opts.Get("node-name"); ok {

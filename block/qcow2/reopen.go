@@ -1,0 +1,55 @@
+package qcow2
+
+import (
+	"minivmm/block"
+)
+
+// PrepareReopen: becoming writable is checked here (and the image readied
+// at the first write); becoming read-only writes back what is held in
+// memory. The children the reopen names ("file", and "backing" or none)
+// take over at Commit, when no request is in flight on the node. As in
+// QEMU, a new file child is read with the metadata already in memory: it
+// is meant to be the same image by another way (another fd, a filter).
+func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
+	img.wmu.Lock()
+	defer img.wmu.Unlock()
+	p := &reopenPending{img: img, writable: img.writable, file: r.Children["file"], backing: r.Children["backing"]}
+	switch {
+	case r.Writable && !img.writable:
+		if err := img.checkWritable(); err != nil {
+			return nil, err
+		}
+		p.writable = true
+	case !r.Writable && img.writable:
+		if img.rc != nil && !img.corrupted {
+			if err := img.markClean(); err != nil {
+				return nil, err
+			}
+		}
+		p.writable = false
+	}
+	return p, nil
+}
+
+type reopenPending struct {
+	img      *image
+	writable bool
+	file     *block.Node
+	backing  *block.Node
+}
+
+func (p *reopenPending) Commit() {
+	p.img.wmu.Lock()
+	defer p.img.wmu.Unlock()
+	p.img.writable = p.writable
+	if p.file != nil {
+		p.img.file = p.file
+	}
+	p.img.backing = p.backing
+}
+
+func (p *reopenPending) Abort() {}
+
+// BackingFile is the backing file name the header records ("" for none):
+// a reopen of a node whose image names one must say what its backing is.
+func (img *image) BackingFile() string { return img.backingName }
