@@ -18,10 +18,16 @@
 // makes writes that need more space than that fail with ENOSPC, as on a
 // full file system: space is counted in 4 KiB blocks written, so growing
 // a file with truncate costs nothing and punching holes gives space back.
+//
+// Power loss (powerloss.go): changes stay volatile until a flush
+// completes; [Disk.Crash] and a recorded [Journal] make the states a
+// power loss can leave — the durable image plus any subset of the pending
+// writes, reordered, torn at sectors — for a test to open and judge.
 package faultdisk
 
 import (
 	"os"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -42,11 +48,16 @@ type Disk struct {
 	rules []*Rule
 	seq   int64
 	count map[Kind]int64
+
+	// The power-loss layer (powerloss.go).
+	durable []byte   // what stable storage holds
+	pending []Change // changes since the last completed flush
+	journal *Journal // the history, while recording
 }
 
 // New returns an empty disk of size bytes (a sparse file: no space used).
 func New(size int64) *Disk {
-	d := &Disk{data: make([]byte, size), count: map[Kind]int64{}}
+	d := &Disk{data: make([]byte, size), durable: make([]byte, size), count: map[Kind]int64{}}
 	d.alloc = make([]uint64, (blocks(size)+63)/64)
 	return d
 }
@@ -56,6 +67,7 @@ func New(size int64) *Disk {
 func Load(image []byte) *Disk {
 	d := New(int64(len(image)))
 	copy(d.data, image)
+	d.durable = slices.Clone(image)
 	for b := int64(0); b < blocks(int64(len(image))); b++ {
 		if !allZero(d.data[b*blockSize : min((b+1)*blockSize, int64(len(image)))]) {
 			d.setAlloc(b)
@@ -189,6 +201,7 @@ func (d *Disk) writeAt(kind Kind, p []byte, off, n int64, punch bool) error {
 		}
 	}
 	d.store(p, off, n, punch)
+	d.logWrite(q, p)
 	return nil
 }
 
@@ -241,6 +254,7 @@ func (d *Disk) flush() error {
 	if err != nil || drop {
 		return err
 	}
+	d.persist(q.Seq)
 	return nil
 }
 
@@ -254,6 +268,7 @@ func (d *Disk) truncate(size int64) error {
 		return err
 	}
 	d.resize(size)
+	d.logTruncate(q, size)
 	return nil
 }
 
