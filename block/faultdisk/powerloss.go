@@ -64,6 +64,22 @@ func (d *Disk) logChange(c Change) {
 	}
 }
 
+// keepDurable separates the durable image from the contents before they
+// first change. d.mu is held.
+func (d *Disk) keepDurable() {
+	if d.durable == nil {
+		d.durable = slices.Clone(d.data)
+	}
+}
+
+// stable is the durable image. d.mu is held.
+func (d *Disk) stable() []byte {
+	if d.durable == nil {
+		return d.data
+	}
+	return d.durable
+}
+
 // persist makes every pending change durable (a flush completed). d.mu
 // is held.
 func (d *Disk) persist(seq int64) {
@@ -80,7 +96,7 @@ func (d *Disk) persist(seq int64) {
 func (d *Disk) Durable() []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return slices.Clone(d.durable)
+	return slices.Clone(d.stable())
 }
 
 // Pending returns the changes since the last completed flush, in order.
@@ -96,7 +112,7 @@ func (d *Disk) Pending() []Change {
 func (d *Disk) Crash(pieces []Piece) []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	cp := CrashPoint{Durable: d.durable, Pending: d.pending}
+	cp := CrashPoint{Durable: d.stable(), Pending: d.pending}
 	return cp.State(nil, pieces)
 }
 
@@ -106,10 +122,10 @@ func (d *Disk) Crash(pieces []Piece) []byte {
 func (d *Disk) PowerLoss(pieces []Piece) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	cp := CrashPoint{Durable: d.durable, Pending: d.pending}
+	cp := CrashPoint{Durable: d.stable(), Pending: d.pending}
 	state := cp.State(nil, pieces)
-	d.durable, d.pending = state, nil
-	d.data = slices.Clone(state)
+	d.durable, d.pending = nil, nil
+	d.data = state
 	d.alloc, d.used = make([]uint64, (blocks(int64(len(state)))+63)/64), 0
 	for b := int64(0); b < blocks(int64(len(state))); b++ {
 		if !allZero(state[b*blockSize : min((b+1)*blockSize, int64(len(state)))]) {
@@ -131,7 +147,7 @@ type Journal struct {
 func (d *Disk) Record() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.journal = &Journal{Base: slices.Clone(d.durable), Ops: slices.Clone(d.pending)}
+	d.journal = &Journal{Base: slices.Clone(d.stable()), Ops: slices.Clone(d.pending)}
 }
 
 // Journal returns what has been recorded since Record (nil without it).
