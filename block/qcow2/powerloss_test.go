@@ -77,7 +77,7 @@ func TestPowerLoss(t *testing.T) {
 		})
 	}
 	el := time.Since(start)
-	t.Logf("%d crash states at %d crash points judged in %v (%.0f/s), %d left dirty and repaired, %d also by qemu-img check",
+	t.Logf("%d crash states at %d crash points judged in %v (%.0f/s), %d left dirty and repaired, %d also read and checked by QEMU",
 		stats.states.Load(), stats.points.Load(), el.Round(time.Millisecond), float64(stats.states.Load())/el.Seconds(),
 		stats.dirty.Load(), stats.qemuChecked.Load())
 }
