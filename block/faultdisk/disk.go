@@ -23,6 +23,13 @@
 // completes; [Disk.Crash] and a recorded [Journal] make the states a
 // power loss can leave — the durable image plus any subset of the pending
 // writes, reordered, torn at sectors — for a test to open and judge.
+//
+// Why power loss and not SIGKILL: a killed process leaves its writes in
+// the host's page cache, which survives it, so a kill test passes even
+// with fdatasyncs missing. block/qcow2's TestWriteCrash (24 kills of a
+// writer) still passes with the fdatasync after the write-back of L2
+// tables deleted; TestPowerLoss fails on it within its first hundred crash
+// states.
 package faultdisk
 
 import (

@@ -13,15 +13,11 @@ package faultdisk
 // A truncate is volatile too: on Linux a size change is inode metadata
 // that only fsync/fdatasync makes durable, and a crash before it may lose
 // it. In a crash state a truncate is whole or absent, never torn, and
-// writes are reordered only among themselves between truncates, since a
-// write cannot reach the platter before a truncate issued ahead of it has
-// been undone. A write kept past the end of the file extends it, as the
-// write itself would have.
-//
-// Why not SIGKILL: a killed process leaves its writes in the host's page
-// cache, which survives it, so a crash test by SIGKILL passes even with
-// every fdatasync removed. Only a model of what reached stable storage
-// sees a missing one.
+// writes are reordered only among themselves between truncates: a write
+// issued after a truncate went to the file as the truncate left it, so
+// moving it before the truncate would make states no crash can leave (a
+// shrink cutting off data written after it). A write kept past the end of
+// the file extends it, as the write itself would have.
 
 import (
 	"math/rand/v2"
