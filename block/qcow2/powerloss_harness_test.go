@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,14 +44,20 @@ type plKind struct {
 	snapshot bool   // data written and an internal snapshot taken first (by QEMU)
 	backing  string // "raw" or "qcow2": a backing file of random data
 	compress bool   // made by qemu-img convert -c; the run writes compressed clusters too
+	noResize bool   // the guest never grows the disk (QEMU refuses: a v2 image with snapshots)
 }
+
+// maxGrowth bounds how far a run grows the disk: three times its size
+// moves the L1 table of small-cluster images.
+const maxGrowth = 3
 
 // guestOp is one guest operation of a run, as the shadow model needs it:
 // the disk's operation numbers before and after it, and the sectors it
 // changed with what they read after it (by hash).
 type guestOp struct {
 	name      string
-	flush     bool // a flush (or the close): completed, everything before it must be durable
+	flush     bool  // a flush (or the close): completed, everything before it must be durable
+	size      int64 // the disk's size after it
 	start     int64
 	end       int64
 	firstSect int64
@@ -183,7 +190,8 @@ func recordRun(t *testing.T, k plKind, seed uint64, prepare func(*faultdisk.Disk
 	qimg := n.Image().(*image)
 	pr := &plRun{kind: k, dir: dir, img: img, cs: qimg.clusterSize, seed: maphash.MakeSeed(),
 		bases: map[int][]uint64{}, shadow: map[[2]int]*allowedSet{}}
-	pr.initialData = readAll(t, n)
+	// Beyond the end, the disk reads zeroes once it has grown there.
+	pr.initialData = append(readAll(t, n), make([]byte, (maxGrowth-1)*k.size)...)
 	pr.initial = pr.hashSectors(pr.initialData)
 
 	r := rand.New(rand.NewPCG(seed, 5))
@@ -208,6 +216,15 @@ func recordRun(t *testing.T, k plKind, seed uint64, prepare func(*faultdisk.Disk
 		var err error
 		var p []byte
 		switch x := r.IntN(20); {
+		case r.IntN(40) == 0 && !k.noResize && size < maxGrowth*k.size:
+			grown := min(maxGrowth*k.size, size+(1+r.Int64N(k.size/sector))*sector)
+			op.name = fmt.Sprintf("grow %d to %d", size, grown)
+			if err = n.Truncate(grown); err != nil {
+				t.Fatalf("op %d %s: %v", i, op.name, err)
+			}
+			// Not a flush: writes whose L2 entries are still in memory
+			// are no more durable for it. The new size may or may not be.
+			size, off, l = grown, 0, 0
 		case x < 3:
 			op.name, op.flush = "flush", true
 			if unflushedCompressed {
@@ -251,7 +268,7 @@ func recordRun(t *testing.T, k plKind, seed uint64, prepare func(*faultdisk.Disk
 		if err != nil {
 			t.Fatalf("op %d %s: %v", i, op.name, err)
 		}
-		op.end = d.Seq()
+		op.end, op.size = d.Seq(), size
 		if !op.flush {
 			// What the sectors read now is their new value: for a write,
 			// the data (checked here); for zeroes and discards, whatever
@@ -270,7 +287,7 @@ func recordRun(t *testing.T, k plKind, seed uint64, prepare func(*faultdisk.Disk
 	}
 	// Closing writes everything back and marks the image clean: the last
 	// flush.
-	closeOp := guestOp{name: "close", flush: true, start: d.Seq()}
+	closeOp := guestOp{name: "close", flush: true, start: d.Seq(), size: size}
 	g.Detach(b)
 	if err := g.Delete(n.Name()); err != nil {
 		t.Fatal(err)
@@ -298,6 +315,7 @@ type allowedSet struct {
 	pr    *plRun
 	last  int             // the last completed flush (index in pr.ops), -1: none
 	base  []uint64        // per sector: the value at the last completed flush
+	sizes []int64         // the disk's sizes: at the last completed flush, and since
 	extra map[int64][]int // sectors written since: the operations (indexes in pr.ops)
 	after string          // the last completed flush, for messages
 }
@@ -377,12 +395,15 @@ func (pr *plRun) at(j int64) *allowedSet {
 		}
 		pr.bases[last] = base
 	}
-	a := &allowedSet{pr: pr, last: last, base: base, extra: map[int64][]int{}, after: "none (the image as it was)"}
+	a := &allowedSet{pr: pr, last: last, base: base, extra: map[int64][]int{}, after: "none (the image as it was)",
+		sizes: []int64{pr.kind.size}}
 	if last >= 0 {
 		a.after = fmt.Sprintf("op %d (%s)", last+1, pr.ops[last].name)
+		a.sizes[0] = pr.ops[last].size
 	}
 	for i := last + 1; i <= started; i++ {
 		op := &pr.ops[i]
+		a.sizes = append(a.sizes, op.size)
 		for k := range op.hashes {
 			s := op.firstSect + int64(k)
 			a.extra[s] = append(a.extra[s], i)
@@ -623,12 +644,12 @@ func (pr *plRun) judgeState(st plState, qemu bool, tmp string, readBuf *[]byte, 
 // checkData finds a sector of got (the virtual disk of st) that the
 // shadow model allows at neither of st's crash points.
 func (pr *plRun) checkData(got []byte, st plState) error {
-	if int64(len(got)) != pr.kind.size {
-		return fmt.Errorf("reads %d bytes, want %d", len(got), pr.kind.size)
-	}
 	hashes := pr.hashSectors(got)
 	for _, j := range []int64{st.j1, st.j2} {
 		a := pr.at(j)
+		if !slices.Contains(a.sizes, int64(len(got))) {
+			return fmt.Errorf("the disk is %d bytes, not one of %v (crash at disk op %d)", len(got), a.sizes, j)
+		}
 		for s, h := range hashes {
 			if !a.ok(int64(s), h, got[s*sector:(s+1)*sector]) {
 				return fmt.Errorf("sector %d (offset %d) reads %s: neither what the last completed flush, %s, left nor anything written since (crash at disk op %d)",

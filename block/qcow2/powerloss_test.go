@@ -25,7 +25,7 @@ var plKinds = []plKind{
 	{name: "extended L2", opts: "cluster_size=16384,extended_l2=on", size: 1 << 20, ops: 80},
 	{name: "extended L2 lazy refcounts", opts: "cluster_size=16384,extended_l2=on,lazy_refcounts=on", size: 1 << 20, ops: 80},
 	{name: "internal snapshot", opts: "cluster_size=4096", size: 1 << 20, ops: 80, snapshot: true},
-	{name: "internal snapshot v2", opts: "cluster_size=4096,compat=0.10", size: 1 << 20, ops: 80, snapshot: true},
+	{name: "internal snapshot v2", opts: "cluster_size=4096,compat=0.10", size: 1 << 20, ops: 80, snapshot: true, noResize: true},
 	{name: "extended L2 internal snapshot", opts: "cluster_size=16384,extended_l2=on", size: 1 << 20, ops: 80, snapshot: true},
 	{name: "lazy refcounts internal snapshot", opts: "cluster_size=4096,lazy_refcounts=on", size: 1 << 20, ops: 80, snapshot: true},
 	{name: "compressed", opts: "cluster_size=4096", size: 1 << 20, ops: 80, compress: true},
