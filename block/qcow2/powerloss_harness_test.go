@@ -431,7 +431,7 @@ type plStats struct {
 type plJudge struct {
 	pr        *plRun
 	stats     *plStats
-	qemuEvery int64 // every this many states also go to qemu-img check (0: none)
+	qemuEvery int64 // every this many states also go to QEMU (0: none)
 
 	mu   sync.Mutex
 	fail error
@@ -443,7 +443,7 @@ type plJudge struct {
 // judgeRun makes crash states at every crash point of pr's journal and
 // judges them: all prefixes of the changes in flight, and random subsets
 // of them in random orders, writes torn. It returns the first violation.
-func (pr *plRun) judgeRun(t *testing.T, randomPerPoint int, qemuEvery int64, stats *plStats) error {
+func (pr *plRun) judgeRun(randomPerPoint int, qemuEvery int64, stats *plStats) error {
 	j := &plJudge{pr: pr, stats: stats, qemuEvery: qemuEvery, seen: map[[3]uint64]bool{}}
 	states := make(chan plState, 4)
 	var wg sync.WaitGroup
@@ -485,6 +485,7 @@ func (pr *plRun) judgeRun(t *testing.T, randomPerPoint int, qemuEvery int64, sta
 				lastFlush = op.end
 			}
 		}
+		detail := pr.explain(cp)
 		send := func(pieces []faultdisk.Piece, desc string) {
 			var buf []byte
 			if b, _ := j.bufs.Get().(*[]byte); b != nil {
@@ -498,7 +499,7 @@ func (pr *plRun) judgeRun(t *testing.T, randomPerPoint int, qemuEvery int64, sta
 				return
 			}
 			j.seen[key] = true
-			states <- plState{img: img, j1: a, j2: max(a, lastFlush), detail: pr.explain(cp),
+			states <- plState{img: img, j1: a, j2: max(a, lastFlush), detail: detail,
 				desc: fmt.Sprintf("crash point %d (disk op %d, %d changes in flight), %s", point, cp.Seq, len(cp.Pending), desc)}
 		}
 		for n := 0; n <= len(cp.Pending) && !j.stop.Load(); n++ {
