@@ -43,7 +43,7 @@ func plBig() bool { return os.Getenv("POWERLOSS") == "big" }
 
 // TestPowerLoss runs random guest writes, zero writes, discards and
 // flushes on every kind of image through a faultdisk, then judges crash
-// states at every flush of the run (see powerloss_harness_test.go).
+// states at every flush of the run (see powerloss_judge_test.go).
 func TestPowerLoss(t *testing.T) {
 	needQemu(t)
 	fdtest.Check(t)
