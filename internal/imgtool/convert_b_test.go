@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // img convert -B/-F, several sources, --target-is-zero and -p, side by
 // side with qemu-img: the same messages, exit status, progress lines and

@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // minivmm img check: qemu-img check, with -r leaks|all repair
 // (qcow2.Repair), for qcow2 images, with qemu-img 7.2's output and exit
@@ -14,6 +14,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/qcow2"
+	"minivmm/internal/qtool"
 	"minivmm/qemuopen"
 )
 
@@ -24,18 +25,19 @@ func init() {
 	}
 }
 
-func runImgCheck(args []string, stdout, stderr io.Writer) int {
+func runImgCheck(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, imgProg+": "+format+"\n", a...)
+		fmt.Fprintf(stderr, e.prog+": "+format+"\n", a...)
 		return 1
 	}
 	var format, output = "", "human"
 	var quiet, forceShare bool
 	var fix int
-	a, rc, ok := imgGetopt(args, "f:r:T:qU", []longOption{
-		{"format", true, 'f'}, {"repair", true, 'r'}, {"output", true, 'O'}, {"object", true, 'o'},
-		{"image-opts", false, 'I'}, {"force-share", false, 'U'},
-	}, stdout, stderr, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "f:r:T:qU", []qtool.LongOption{
+		qtool.Opt("format", true, 'f'), qtool.Opt("repair", true, 'r'), qtool.Opt("output", true, 'O'), qtool.Opt("object", true, 'o'),
+		qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U'),
+	}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
 			format = arg
@@ -70,14 +72,14 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return rc
 	}
-	filename, ok := a.image(stderr)
+	filename, ok := e.image(a)
 	if !ok {
 		return 1
 	}
 
 	reg := qemuopen.New(qemuopen.Config{})
 	defer reg.CloseAll()
-	if err := (&vmm{stderr: stderr, fds: reg}).addFds(a.addFds); err != nil {
+	if err := qtool.AddFds(reg, a.addFds); err != nil {
 		return fail("%v", err)
 	}
 	graph := block.NewGraph(reg)
@@ -90,22 +92,22 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	file, err := graph.Add(block.Options{"driver": "file", "filename": filename, "read-only": fix == 0, "force-share": forceShare})
 	if err != nil {
-		return fail("Could not open '%s': %s", filename, message(err))
+		return fail("Could not open '%s': %s", filename, qtool.Message(err))
 	}
 	if fix != 0 {
 		if _, err := graph.Attach("", file, block.Perm{Write: true}); err != nil {
-			return fail("Could not open '%s': %s", filename, message(err))
+			return fail("Could not open '%s': %s", filename, qtool.Message(err))
 		}
 	}
 	if format == "" {
 		header := make([]byte, min(512, file.Length()))
 		if _, err := file.ReadAt(header, 0); err != nil {
-			return fail("Could not open '%s': Could not read image for determining its format: %s", filename, strerror(err))
+			return fail("Could not open '%s': Could not read image for determining its format: %s", filename, qtool.Strerror(err))
 		}
 		format = block.Probe(header, filename)
 	}
 	if format != "qcow2" {
-		fmt.Fprintf(stderr, "%s: This image format does not support checks\n", imgProg)
+		fmt.Fprintf(stderr, "%s: This image format does not support checks\n", e.prog)
 		return 63
 	}
 
@@ -132,7 +134,7 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	var oe *qcow2.CheckOpenError
 	if errors.As(err, &oe) {
-		return fail("Could not open '%s': %s", filename, message(oe.Err))
+		return fail("Could not open '%s': %s", filename, qtool.Message(oe.Err))
 	}
 	if err == nil {
 		if !quiet {
@@ -147,7 +149,7 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil || res.CheckErrors > 0 {
 		if err != nil {
-			return fail("Check failed: %s", message(err))
+			return fail("Check failed: %s", qtool.Message(err))
 		}
 		return fail("Check failed")
 	}

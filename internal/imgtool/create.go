@@ -1,11 +1,10 @@
-package main
+package imgtool
 
 // minivmm img create: qemu-img create for raw and qcow2.
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"minivmm/block"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
+	"minivmm/internal/qtool"
 	"minivmm/qemuopen"
 )
 
@@ -39,11 +39,12 @@ var createKinds = map[string]map[string]cmdline.Kind{
 
 const tryHelp = "Try 'qemu-img --help' for more information\n"
 
-func runImgCreate(args []string, stdout, stderr io.Writer) int {
+func runImgCreate(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	format, backing, backingFmt := "raw", "", ""
 	var optStrs []string
 	quiet, unsafe := false, false
-	a, rc, ok := imgGetopt(args, "F:b:f:o:qu", nil, stdout, stderr, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "F:b:f:o:qu", nil, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
 			format = arg
@@ -65,15 +66,15 @@ func runImgCreate(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case len(a.operands) == 0:
-		fmt.Fprintf(stderr, "%s: Expecting image file name\n%s", imgProg, tryHelp)
+		fmt.Fprintf(stderr, "%s: Expecting image file name\n%s", e.prog, tryHelp)
 		return 1
 	case len(a.operands) > 2:
-		fmt.Fprintf(stderr, "%s: Unexpected argument: %s\n%s", imgProg, a.operands[2], tryHelp)
+		fmt.Fprintf(stderr, "%s: Unexpected argument: %s\n%s", e.prog, a.operands[2], tryHelp)
 		return 1
 	}
 	filename := a.operands[0]
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "%s: %s: %s\n", imgProg, filename, fmt.Sprintf(format, a...))
+		fmt.Fprintf(stderr, "%s: %s: %s\n", e.prog, filename, fmt.Sprintf(format, a...))
 		return 1
 	}
 	var size uint64
@@ -82,7 +83,7 @@ func runImgCreate(args []string, stdout, stderr io.Writer) int {
 		n, err := cmdline.ParseSize(a.operands[1])
 		if err != nil || n > 1<<63-1 {
 			fmt.Fprintf(stderr, "%s: Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n"+
-				"%s: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.\n", imgProg, imgProg)
+				"%s: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.\n", e.prog, e.prog)
 			return 1
 		}
 		size, haveSize = n, true
@@ -117,8 +118,8 @@ func runImgCreate(args []string, stdout, stderr io.Writer) int {
 
 	reg := qemuopen.New(qemuopen.Config{})
 	defer reg.CloseAll()
-	if err := (&vmm{stderr: stderr, fds: reg}).addFds(a.addFds); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", imgProg, err)
+	if err := qtool.AddFds(reg, a.addFds); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", e.prog, err)
 		return 1
 	}
 
@@ -197,7 +198,7 @@ func runImgCreate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		var qe *qemuopen.Error
 		if errors.As(err, &qe) && qe.Msg == "" {
-			return fail("Could not create '%s': %s", filename, strerror(err))
+			return fail("Could not create '%s': %s", filename, qtool.Strerror(err))
 		}
 		return fail("%s", err)
 	}
@@ -210,7 +211,7 @@ func runImgCreate(args []string, stdout, stderr io.Writer) int {
 		if !strings.HasPrefix(filename, qemuopen.FdsetPrefix) {
 			os.Remove(filename) // as qemu-img: no half-written image stays
 		}
-		return fail("Could not write image: %s", strerror(err))
+		return fail("Could not write image: %s", qtool.Strerror(err))
 	}
 	return 0
 }
@@ -278,9 +279,9 @@ func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (int
 	node, err := g.Add(opts)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return 0, fmt.Errorf("Could not open '%s': %s", path, strerror(err))
+			return 0, fmt.Errorf("Could not open '%s': %s", path, qtool.Strerror(err))
 		}
-		return 0, errors.New(message(err))
+		return 0, errors.New(qtool.Message(err))
 	}
 	return node.Length(), nil
 }

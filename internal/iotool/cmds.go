@@ -1,4 +1,4 @@
-package main
+package iotool
 
 import (
 	"bytes"
@@ -12,11 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/internal/qtool"
 )
 
 // ioTool is one run of minivmm io: the open image and the state its
 // commands share.
 type ioTool struct {
+	prog         string // the name messages start with
 	out          *stdoutWriter
 	stderr       io.Writer
 	g            *block.Graph
@@ -175,7 +177,7 @@ func (t *ioTool) command(line string) error {
 	// (with -r the node is read-only and refuses).
 	if ct.write && !t.writable {
 		if _, err := t.g.Attach("", t.node, block.Perm{Write: true}); err != nil {
-			fmt.Fprintf(t.stderr, "%s: %s\n", ioProg, message(err))
+			fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, qtool.Message(err))
 			return errCommand
 		}
 		t.writable = true
@@ -199,8 +201,8 @@ func (t *ioTool) offsetCount(operands []string) (off, count int64, ok bool) {
 	return off, count, true
 }
 
-func (t *ioTool) getopt(argv []string, optstring string) *getopt {
-	return &getopt{prog: argv[0], args: argv[1:], short: optstring, stderr: t.stderr}
+func (t *ioTool) getopt(argv []string, optstring string) *qtool.Getopt {
+	return &qtool.Getopt{Prog: argv[0], Args: argv[1:], Short: optstring, Stderr: t.stderr}
 }
 
 // usage is qemu-io's one-line usage of a command, printed when its
@@ -271,7 +273,7 @@ func (t *ioTool) read(argv []string) error {
 	var pattern byte
 	var pOff, pCount int64
 	for {
-		c, arg := g.next()
+		c, arg := g.Next()
 		if c == 0 {
 			break
 		}
@@ -305,10 +307,10 @@ func (t *ioTool) read(argv []string) error {
 			return t.usage(ct)
 		}
 	}
-	if len(g.operands) != 2 {
+	if len(g.Operands) != 2 {
 		return t.usage(ct)
 	}
-	off, count, ok := t.offsetCount(g.operands)
+	off, count, ok := t.offsetCount(g.Operands)
 	if !ok {
 		return errCommand
 	}
@@ -340,7 +342,7 @@ func (t *ioTool) read(argv []string) error {
 	}
 	elapsed := time.Since(start)
 	if err != nil {
-		t.printf("read failed: %s\n", strerror(err))
+		t.printf("read failed: %s\n", qtool.Strerror(err))
 		return errCommand
 	}
 	var ret error
@@ -378,7 +380,7 @@ func (t *ioTool) write(argv []string) error {
 	pattern := byte(0xcd)
 	var source string
 	for {
-		c, arg := g.next()
+		c, arg := g.Next()
 		if c == 0 {
 			break
 		}
@@ -412,7 +414,7 @@ func (t *ioTool) write(argv []string) error {
 			return t.usage(ct)
 		}
 	}
-	if len(g.operands) != 2 {
+	if len(g.Operands) != 2 {
 		return t.usage(ct)
 	}
 	switch {
@@ -432,16 +434,16 @@ func (t *ioTool) write(argv []string) error {
 		t.printf("Only one of -z, -P, and -s can be specified at the same time\n")
 		return errCommand
 	}
-	off, ok := t.num(g.operands[0])
+	off, ok := t.num(g.Operands[0])
 	if !ok {
 		return errCommand
 	}
-	count, ok := t.num(g.operands[1])
+	count, ok := t.num(g.Operands[1])
 	if !ok {
 		return errCommand
 	}
 	if count > maxRequest && !noFallback {
-		t.printf("length cannot exceed %d without -n, given %s\n", maxRequest, g.operands[1])
+		t.printf("length cannot exceed %d without -n, given %s\n", maxRequest, g.Operands[1])
 		return errCommand
 	}
 	if (vmstate || compressed) && !t.sectorAligned(off, count) {
@@ -480,7 +482,7 @@ func (t *ioTool) write(argv []string) error {
 	}
 	elapsed := time.Since(start)
 	if err != nil {
-		t.printf("write failed: %s\n", strerror(err))
+		t.printf("write failed: %s\n", qtool.Strerror(err))
 		return errCommand
 	}
 	if !quiet {
@@ -501,14 +503,14 @@ func btoi(b bool) int {
 func (t *ioTool) bufferFromFile(name string, count int64) ([]byte, bool) {
 	f, err := os.Open(name)
 	if err != nil {
-		fmt.Fprintf(t.stderr, "%s: %s\n", name, strerror(err))
+		fmt.Fprintf(t.stderr, "%s: %s\n", name, qtool.Strerror(err))
 		return nil, false
 	}
 	defer f.Close()
 	buf := make([]byte, count)
 	n, err := io.ReadFull(f, buf)
 	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
-		fmt.Fprintf(t.stderr, "%s: %s\n", name, strerror(err))
+		fmt.Fprintf(t.stderr, "%s: %s\n", name, qtool.Strerror(err))
 		return nil, false
 	}
 	if n == 0 {
@@ -526,7 +528,7 @@ func (t *ioTool) discard(argv []string) error {
 	g := t.getopt(argv, "Cq")
 	var machine, quiet bool
 	for {
-		c, _ := g.next()
+		c, _ := g.Next()
 		if c == 0 {
 			break
 		}
@@ -539,10 +541,10 @@ func (t *ioTool) discard(argv []string) error {
 			return t.usage(ct)
 		}
 	}
-	if len(g.operands) != 2 {
+	if len(g.Operands) != 2 {
 		return t.usage(ct)
 	}
-	off, count, ok := t.offsetCount(g.operands)
+	off, count, ok := t.offsetCount(g.Operands)
 	if !ok {
 		return errCommand
 	}
@@ -550,7 +552,7 @@ func (t *ioTool) discard(argv []string) error {
 	err := t.node.Discard(off, count)
 	elapsed := time.Since(start)
 	if err != nil {
-		t.printf("discard failed: %s\n", strerror(err))
+		t.printf("discard failed: %s\n", qtool.Strerror(err))
 		return errCommand
 	}
 	if !quiet {
@@ -597,11 +599,11 @@ func (t *ioTool) mapCmd([]string) error {
 	for remaining := t.node.Length(); remaining > 0; {
 		allocated, n, err := t.allocatedRun(off, remaining)
 		if err != nil {
-			fmt.Fprintf(t.stderr, "%s: Failed to get allocation status: %s\n", ioProg, strerror(err))
+			fmt.Fprintf(t.stderr, "%s: Failed to get allocation status: %s\n", t.prog, qtool.Strerror(err))
 			return errCommand
 		}
 		if n == 0 {
-			fmt.Fprintf(t.stderr, "%s: Unexpected end of image\n", ioProg)
+			fmt.Fprintf(t.stderr, "%s: Unexpected end of image\n", t.prog)
 			return errCommand
 		}
 		what := "not allocated"

@@ -1,4 +1,4 @@
-package main
+package iotool
 
 import (
 	"bufio"
@@ -12,9 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"minivmm/block"
 	"minivmm/cmdline"
-	"minivmm/qemuopen"
 )
 
 // cvtnum reads an offset or a length as qemu-io does: a byte count with
@@ -114,37 +112,6 @@ func (t *ioTool) hexdump(p []byte, off int64) {
 		b.WriteByte('\n')
 	}
 	t.printf("%s", b.String())
-}
-
-// errnoOf finds the errno beneath a block layer error, as QEMU's
-// negative return values carry it; ENOTSUP for ErrNotSupported, EIO
-// when there is none.
-func errnoOf(err error) unix.Errno {
-	var errno unix.Errno
-	switch {
-	case errors.As(err, &errno):
-		return errno
-	case errors.Is(err, block.ErrNotSupported):
-		return unix.ENOTSUP
-	}
-	return unix.EIO
-}
-
-// strerror is the C library's text for err's errno.
-func strerror(err error) string { return qemuopen.Strerror(errnoOf(err)) }
-
-// message is the text of an error for an error_report line: a block
-// layer error without the node and request it names, which qemu-io does
-// not show either.
-func message(err error) string {
-	var be *block.Error
-	if errors.As(err, &be) {
-		if errors.Is(be.Err, unix.EPERM) && be.Op == "take write permission" {
-			return "Block node is read-only"
-		}
-		return be.Err.Error()
-	}
-	return err.Error()
 }
 
 // stdoutWriter buffers standard output as the C library does for

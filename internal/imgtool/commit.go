@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // minivmm img commit: qemu-img commit over minivmm's block layer. The
 // chain is opened read-only once to find the base; then reopened with the
@@ -13,11 +13,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 
 	"minivmm/block"
 	"minivmm/cmdline"
+	"minivmm/internal/qtool"
 )
 
 func init() {
@@ -61,10 +61,11 @@ func fileOf(n *block.Node) string {
 	return n.Filename()
 }
 
-func runImgCommit(args []string, stdout, stderr io.Writer) int {
+func runImgCommit(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	var format, base string
 	quiet, drop, progress := false, false, false
-	a, rc, ok := imgGetopt(args, "f:t:b:dpqr:", nil, stdout, stderr, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "f:t:b:dpqr:", nil, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
 			format = arg
@@ -87,13 +88,13 @@ func runImgCommit(args []string, stdout, stderr io.Writer) int {
 	if quiet {
 		progress = false
 	}
-	filename, ok := a.image(stderr)
+	filename, ok := e.image(a)
 	if !ok {
 		return 1
 	}
 
 	// The chain as the image names it.
-	im, ok := imgOpen(filename, format, false, false, a.addFds, stderr)
+	im, ok := e.openImage(filename, format, false, false, a.addFds)
 	if !ok {
 		return 1
 	}
@@ -101,10 +102,10 @@ func runImgCommit(args []string, stdout, stderr io.Writer) int {
 	// the result is told.
 	prog := newImgProgress(stdout, progress, 1)
 	prog.set(0)
-	err := commitImage(im, filename, base, drop, a.addFds, stderr, prog)
+	err := e.commitImage(im, filename, base, drop, a.addFds, prog)
 	prog.end()
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", imgProg, err)
+		fmt.Fprintf(stderr, "%s: %s\n", e.prog, err)
 		return 1
 	}
 	if !quiet {
@@ -115,7 +116,7 @@ func runImgCommit(args []string, stdout, stderr io.Writer) int {
 
 // commitImage commits im (closing it) into its backing file or base,
 // and empties it unless drop.
-func commitImage(im *imgImage, filename, base string, drop bool, addFds []cmdline.Occurrence, stderr io.Writer, prog *imgProgress) error {
+func (e *env) commitImage(im *imgImage, filename, base string, drop bool, addFds []cmdline.Occurrence, prog *imgProgress) error {
 	var chain []chainLink
 	baseIdx := -1
 	for n, i := im.node, 0; n != nil; n, i = n.Child("backing"), i+1 {
@@ -133,21 +134,21 @@ func commitImage(im *imgImage, filename, base string, drop bool, addFds []cmdlin
 	case baseIdx < 0:
 		return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, filename)
 	}
-	if err := commitChain(chain[:baseIdx+1], addFds, stderr, prog); err != nil {
-		return errors.New(message(err))
+	if err := e.commitChain(chain[:baseIdx+1], addFds, prog); err != nil {
+		return errors.New(qtool.Message(err))
 	}
 	prog.set(100)
 	if !drop {
-		if err := emptyImage(chain[0], addFds, stderr); err != nil {
-			return fmt.Errorf("Could not empty %s: %s", filename, message(err))
+		if err := e.emptyImage(chain[0], addFds); err != nil {
+			return fmt.Errorf("Could not empty %s: %s", filename, qtool.Message(err))
 		}
 	}
 	return nil
 }
 
 // commitChain copies what chain[:len-1] allocate into chain[len-1].
-func commitChain(chain []chainLink, addFds []cmdline.Occurrence, stderr io.Writer, prog *imgProgress) error {
-	s, ok := newImgSession(addFds, stderr)
+func (e *env) commitChain(chain []chainLink, addFds []cmdline.Occurrence, prog *imgProgress) error {
+	s, ok := e.newSession(addFds)
 	if !ok {
 		return fmt.Errorf("could not install the fd sets")
 	}
@@ -172,7 +173,7 @@ func commitChain(chain []chainLink, addFds []cmdline.Occurrence, stderr io.Write
 		}
 		n, err := s.g.Add(o)
 		if err != nil {
-			return fmt.Errorf("Could not open '%s': %s", chain[i].file, message(err))
+			return fmt.Errorf("Could not open '%s': %s", chain[i].file, qtool.Message(err))
 		}
 		prev = n.Name()
 		nodes = append([]*block.Node{n}, nodes...)
@@ -185,7 +186,7 @@ func commitChain(chain []chainLink, addFds []cmdline.Occurrence, stderr io.Write
 	if baseNode.Length() < length {
 		if err := baseNode.Truncate(length); err != nil {
 			return fmt.Errorf("Top image %s is larger than base image %s, and resize of base image failed: %s",
-				chain[0].file, chain[last].file, message(err))
+				chain[0].file, chain[last].file, qtool.Message(err))
 		}
 	}
 	buf := make([]byte, commitChunk)
@@ -218,11 +219,11 @@ func commitChain(chain []chainLink, addFds []cmdline.Occurrence, stderr io.Write
 
 // emptyImage makes every cluster of the image unallocated (opened without
 // its backing file, so discarding leaves no zero clusters behind).
-func emptyImage(img chainLink, addFds []cmdline.Occurrence, stderr io.Writer) error {
+func (e *env) emptyImage(img chainLink, addFds []cmdline.Occurrence) error {
 	if img.driver != "qcow2" {
 		return nil // qemu-img ignores ENOTSUP from make_empty
 	}
-	s, ok := newImgSession(addFds, stderr)
+	s, ok := e.newSession(addFds)
 	if !ok {
 		return fmt.Errorf("could not install the fd sets")
 	}

@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // minivmm img rebase: qemu-img rebase over minivmm's block layer. The
 // image is opened read-write over its old backing chain; the new backing
@@ -12,10 +12,10 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
 
 	"minivmm/block"
 	"minivmm/block/qcow2"
+	"minivmm/internal/qtool"
 )
 
 func init() {
@@ -27,10 +27,11 @@ func init() {
 // IO_BUF_SIZE, which its progress steps follow).
 const rebaseChunk = 2 << 20
 
-func runImgRebase(args []string, stdout, stderr io.Writer) int {
+func runImgRebase(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	var format, backingFmt, backing string
 	haveBacking, unsafe, progress, quiet := false, false, false, false
-	a, rc, ok := imgGetopt(args, "f:F:b:upt:T:qU", nil, stdout, stderr, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "f:F:b:upt:T:qU", nil, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
 			format = arg
@@ -54,13 +55,13 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 	if quiet {
 		progress = false
 	}
-	filename, ok := a.image(stderr)
+	filename, ok := e.image(a)
 	if !ok {
 		return 1
 	}
 	if !unsafe && !haveBacking {
-		fmt.Fprintf(stderr, "%s: Must specify backing file (-b) or use unsafe mode (-u)\n", imgProg)
-		return imgTryHelp(stderr)
+		fmt.Fprintf(stderr, "%s: Must specify backing file (-b) or use unsafe mode (-u)\n", e.prog)
+		return e.tryHelp()
 	}
 	// As qemu-img, progress starts here and ends whatever happens next.
 	prog := newImgProgress(stdout, progress, 2)
@@ -69,17 +70,17 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 	if backing == "" {
 		backingFmt = ""
 	} else if backingFmt == "" {
-		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': backing format must be specified\n", imgProg, backing)
+		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': backing format must be specified\n", e.prog, backing)
 		return 1
 	}
 	if backingFmt != "" {
 		if _, ok := block.LookupDriver(backingFmt); !ok {
-			fmt.Fprintf(stderr, "%s: Invalid format name: '%s'\n", imgProg, backingFmt)
+			fmt.Fprintf(stderr, "%s: Invalid format name: '%s'\n", e.prog, backingFmt)
 			return 1
 		}
 	}
 
-	s, ok := newImgSession(a.addFds, stderr)
+	s, ok := e.newSession(a.addFds)
 	if !ok {
 		return 1
 	}
@@ -90,29 +91,29 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 		// Opened without its backing file, which need not exist.
 		if format == "" {
 			if format, err = s.probe(filename); err != nil {
-				fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+				fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))
 				return 1
 			}
 		}
 		node, err = s.g.Add(block.Options{"driver": format, "backing": nil,
 			"file": block.Options{"driver": "file", "filename": filename}})
 		if err != nil && format != "qcow2" {
-			fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': Operation not supported\n", imgProg, backing)
+			fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': Operation not supported\n", e.prog, backing)
 			return 1
 		}
 	} else {
-		node, err = s.open(&ioOptions{file: filename, haveFile: true, format: format})
+		node, err = s.open(&qtool.OpenFlags{File: filename, Format: format})
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))
 		return 1
 	}
 	if _, err := s.g.Attach("", node, block.Perm{Write: true}); unsafe && err != nil {
-		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))
 		return 1
 	}
 	if node.Driver() != "qcow2" {
-		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': Operation not supported\n", imgProg, backing)
+		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': Operation not supported\n", e.prog, backing)
 		return 1
 	}
 	if !unsafe {
@@ -124,7 +125,7 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 				"file": block.Options{"driver": "file", "filename": path},
 			})
 			if err != nil {
-				fmt.Fprintf(stderr, "%s: Could not open new backing file '%s': %s\n", imgProg, path, message(err))
+				fmt.Fprintf(stderr, "%s: Could not open new backing file '%s': %s\n", e.prog, path, qtool.Message(err))
 				return 1
 			}
 		}
@@ -139,14 +140,14 @@ func runImgRebase(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		if err := rebaseCopy(node, node.Child("backing"), newBacking, prefix, prog); err != nil {
-			fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
+			fmt.Fprintf(stderr, "%s: %s\n", e.prog, qtool.Message(err))
 			return 1
 		}
 	}
 	err = qcow2.SetBacking(node, backing, backingFmt)
 	prog.set(100) // even when that failed, as qemu-img
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': %s\n", imgProg, backing, message(err))
+		fmt.Fprintf(stderr, "%s: Could not change the backing file to '%s': %s\n", e.prog, backing, qtool.Message(err))
 		return 1
 	}
 	return 0

@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // minivmm img resize: qemu-img resize over minivmm's block layer. raw
 // images grow and (with --shrink) shrink through Node.Truncate; qcow2
@@ -8,11 +8,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"minivmm/block"
 	"minivmm/cmdline"
+	"minivmm/internal/qtool"
 )
 
 func init() {
@@ -24,18 +24,19 @@ const imgShrinkHint = "%s: Use the --shrink option to perform a shrink operation
 	"%s: warning: Shrinking an image will delete all data beyond the shrunken image's end. " +
 	"Before performing such an operation, make sure there is no important data there.\n"
 
-func runImgResize(args []string, stdout, stderr io.Writer) int {
+func runImgResize(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	// As qemu-img, the last argument is the size, taken out before the
 	// options are parsed so that "-1G" is not read as an option.
 	if len(args) < 2 {
-		fmt.Fprintf(stderr, "%s: Not enough arguments\n", imgProg)
-		return imgTryHelp(stderr)
+		fmt.Fprintf(stderr, "%s: Not enough arguments\n", e.prog)
+		return e.tryHelp()
 	}
 	sizeArg := args[len(args)-1]
 	args = args[:len(args)-1]
 	var format string
 	quiet, shrink := false, false
-	a, rc, ok := imgGetopt(args, "f:q", []longOption{{"shrink", false, 'S'}}, stdout, stderr, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "f:q", []qtool.LongOption{qtool.Opt("shrink", false, 'S')}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
 			format = arg
@@ -51,8 +52,8 @@ func runImgResize(args []string, stdout, stderr io.Writer) int {
 	}
 	ops := a.operands
 	if len(ops) != 1 {
-		fmt.Fprintf(stderr, "%s: Expecting image file name and size\n", imgProg)
-		return imgTryHelp(stderr)
+		fmt.Fprintf(stderr, "%s: Expecting image file name and size\n", e.prog)
+		return e.tryHelp()
 	}
 	filename := ops[0]
 	rel := 0
@@ -67,18 +68,18 @@ func runImgResize(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: Parameter 'size' expects a non-negative number below 2^64\n"+
 			"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"+
-			"and exabytes, respectively.\n", imgProg)
+			"and exabytes, respectively.\n", e.prog)
 		return 1
 	}
 
-	s, ok := newImgSession(a.addFds, stderr)
+	s, ok := e.newSession(a.addFds)
 	if !ok {
 		return 1
 	}
 	defer s.close()
-	node, err := s.open(&ioOptions{file: filename, haveFile: true, format: format, unmap: true})
+	node, err := s.open(&qtool.OpenFlags{File: filename, Format: format, Unmap: true})
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))
 		return 1
 	}
 	cur := node.Length()
@@ -92,11 +93,11 @@ func runImgResize(args []string, stdout, stderr io.Writer) int {
 		size = int64(n)
 	}
 	if n > 1<<62 || size < 0 || (rel > 0 && size < cur) {
-		fmt.Fprintf(stderr, "%s: New image size must be positive.\n", imgProg)
+		fmt.Fprintf(stderr, "%s: New image size must be positive.\n", e.prog)
 		return 1
 	}
 	if size < cur && !shrink {
-		fmt.Fprintf(stderr, imgShrinkHint, imgProg, imgProg)
+		fmt.Fprintf(stderr, imgShrinkHint, e.prog, e.prog)
 		return 1
 	}
 	err = node.Truncate(size)
@@ -106,11 +107,11 @@ func runImgResize(args []string, stdout, stderr io.Writer) int {
 		err = node.Child("file").Truncate(size)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
+		fmt.Fprintf(stderr, "%s: %s\n", e.prog, qtool.Message(err))
 		return 1
 	}
 	if err := node.Flush(); err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
+		fmt.Fprintf(stderr, "%s: %s\n", e.prog, qtool.Message(err))
 		return 1
 	}
 	if !quiet {

@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // minivmm img convert: qemu-img convert over minivmm's block layer. The
 // sources (raw, or qcow2 with its backing chain; several are
@@ -22,7 +22,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -34,73 +33,13 @@ import (
 	"minivmm/block"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
+	"minivmm/internal/qtool"
 	"minivmm/qemuopen"
 )
 
 func init() {
 	imgCommands["convert"] = imgCommand{run: runImgConvert,
 		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
-}
-
-// imgSession is images opened in one block graph over one registry, so
-// that -add-fd sets are installed once for all of them.
-type imgSession struct {
-	reg    *qemuopen.Registry
-	g      *block.Graph
-	stderr io.Writer
-}
-
-func newImgSession(addFds []cmdline.Occurrence, stderr io.Writer) (*imgSession, bool) {
-	s := &imgSession{reg: qemuopen.New(qemuopen.Config{}), stderr: stderr}
-	if err := (&vmm{stderr: stderr, fds: s.reg}).addFds(addFds); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", imgProg, err)
-		s.reg.CloseAll()
-		return nil, false
-	}
-	s.g = block.NewGraph(s.reg)
-	return s, true
-}
-
-func (s *imgSession) close() {
-	s.g.Close()
-	s.reg.CloseAll()
-}
-
-// open opens an image as minivmm io does (ioTool.open). An image opened
-// for writing whose format is not given is probed first and opened in the
-// format found, as qemu-img does; a probed raw gets QEMU's warning.
-func (s *imgSession) open(o *ioOptions) (*block.Node, error) {
-	if !o.readOnly && o.format == "" && !o.imageOpts {
-		f, err := s.probe(o.file)
-		if err != nil {
-			return nil, err
-		}
-		o.format = f
-		if f == "raw" {
-			fmt.Fprintf(s.stderr, "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"+
-				"         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n"+
-				"         Specify the 'raw' format explicitly to remove the restrictions.\n", o.file)
-		}
-	}
-	t := &ioTool{stderr: s.stderr, g: s.g}
-	if err := t.open(o); err != nil {
-		return nil, err
-	}
-	return t.node, nil
-}
-
-// probe names the format of file's first 512 bytes.
-func (s *imgSession) probe(file string) (string, error) {
-	n, err := s.g.Add(block.Options{"driver": "file", "filename": file})
-	if err != nil {
-		return "", err
-	}
-	defer s.g.Delete(n.Name())
-	header := make([]byte, min(512, n.Length()))
-	if _, err := n.ReadAt(header, 0); err != nil {
-		return "", fmt.Errorf("Could not read image for determining its format: %s", strerror(err))
-	}
-	return block.Probe(header, file), nil
 }
 
 // imgCreateImage creates filename as `img create -f format -o opts` does,
@@ -152,7 +91,7 @@ func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []s
 	if err != nil {
 		var qe *qemuopen.Error
 		if errors.As(err, &qe) && qe.Msg == "" {
-			return fmt.Errorf("%s: Could not create '%s': %s", filename, filename, strerror(err))
+			return fmt.Errorf("%s: Could not create '%s': %s", filename, filename, qtool.Strerror(err))
 		}
 		return fmt.Errorf("%s: %s", filename, err)
 	}
@@ -162,7 +101,7 @@ func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []s
 	}
 	reg.Close(fd)
 	if err != nil {
-		return fmt.Errorf("%s: Could not write image: %s", filename, strerror(err))
+		return fmt.Errorf("%s: Could not write image: %s", filename, qtool.Strerror(err))
 	}
 	return nil
 }
@@ -190,7 +129,8 @@ const convertChunk = 2 << 20
 // convertZeroMax is the most one zero extent covers.
 const convertZeroMax = 1 << 30
 
-func runImgConvert(args []string, stdout, stderr io.Writer) int {
+func runImgConvert(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	var srcFmt, backing, backingFmt string
 	outFmt := "raw"
 	var optStrs []string
@@ -198,11 +138,11 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 	workers := 8
 	// qemu-img convert's defaults: cache=unsafe for the destination
 	// (no flush at all), writeback for the source.
-	dstOpts := &ioOptions{noFlush: true, unmap: true}
-	srcOpts := &ioOptions{readOnly: true}
+	dstOpts := &qtool.OpenFlags{NoFlush: true, Unmap: true}
+	srcOpts := &qtool.OpenFlags{ReadOnly: true}
 	dstWritethrough := false
-	a, rc, ok := imgGetopt(args, "f:O:B:F:o:cpqnm:WUt:T:", []longOption{{"force-share", false, 'U'},
-		{"target-is-zero", false, 'Z'}}, stdout, stderr, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:", []qtool.LongOption{qtool.Opt("force-share", false, 'U'),
+		qtool.Opt("target-is-zero", false, 'Z')}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
 			srcFmt = arg
@@ -231,7 +171,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 		case 'm':
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 1 || n > 16 {
-				fmt.Fprintf(stderr, "%s: Invalid number of coroutines. Allowed number of coroutines is between 1 and 16\n", imgProg)
+				fmt.Fprintf(stderr, "%s: Invalid number of coroutines. Allowed number of coroutines is between 1 and 16\n", e.prog)
 				return false
 			}
 			workers = n
@@ -240,13 +180,13 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 			if c == 'T' {
 				o = srcOpts
 			}
-			wt, ok := imgCacheMode(arg, o)
+			wt, ok := o.SetCacheMode(arg)
 			if !ok {
 				what := "cache"
 				if c == 'T' {
 					what = "source cache"
 				}
-				fmt.Fprintf(stderr, "%s: Invalid %s option: %s\n", imgProg, what, arg)
+				fmt.Fprintf(stderr, "%s: Invalid %s option: %s\n", e.prog, what, arg)
 				return false
 			}
 			if c == 't' {
@@ -259,7 +199,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 		return rc
 	}
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "%s: %s\n", imgProg, fmt.Sprintf(format, a...))
+		fmt.Fprintf(stderr, "%s: %s\n", e.prog, fmt.Sprintf(format, a...))
 		return 1
 	}
 	if quiet {
@@ -281,7 +221,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 	defer prog.end()
 	srcNames, dstName := a.operands[:len(a.operands)-1], a.operands[len(a.operands)-1]
 
-	s, ok := newImgSession(a.addFds, stderr)
+	s, ok := e.newSession(a.addFds)
 	if !ok {
 		return 1
 	}
@@ -289,10 +229,10 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 	src := &convertSource{starts: []int64{0}}
 	for _, name := range srcNames {
 		o := *srcOpts
-		o.file, o.haveFile, o.format, o.forceShare = name, true, srcFmt, forceShare
+		o.File, o.Format, o.ForceShare = name, srcFmt, forceShare
 		n, err := s.open(&o)
 		if err != nil {
-			return fail("Could not open '%s': %s", name, message(err))
+			return fail("Could not open '%s': %s", name, qtool.Message(err))
 		}
 		src.parts = append(src.parts, n)
 		src.starts = append(src.starts, src.size()+n.Length())
@@ -338,7 +278,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 			return fail("%s", err)
 		}
 	}
-	dstOpts.file, dstOpts.haveFile, dstOpts.format = dstName, true, outFmt
+	dstOpts.File, dstOpts.Format = dstName, outFmt
 	dst, err := s.open(dstOpts)
 	if err != nil {
 		if !noCreate {
@@ -346,7 +286,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 			// nothing behind, where qemu-img leaves the new image.
 			os.Remove(dstName)
 		}
-		return fail("Could not open '%s': %s", dstName, message(err))
+		return fail("Could not open '%s': %s", dstName, qtool.Message(err))
 	}
 	var cw compressedWriter
 	if compress {
@@ -371,7 +311,7 @@ func runImgConvert(args []string, stdout, stderr io.Writer) int {
 	err = c.run(workers)
 	if err == nil {
 		if err = dst.Flush(); err != nil {
-			err = fmt.Errorf("error while flushing: %s", message(err))
+			err = fmt.Errorf("error while flushing: %s", qtool.Message(err))
 		}
 	}
 	if err != nil {
@@ -443,7 +383,7 @@ func (c *converter) status(off int64) (extentKind, int64, error) {
 	}
 	st, l, err := node.BlockStatus(poff, n)
 	if err != nil {
-		return 0, 0, fmt.Errorf("error while reading block status at offset %d: %s", poff, message(err))
+		return 0, 0, fmt.Errorf("error while reading block status at offset %d: %s", poff, qtool.Message(err))
 	}
 	if l > 0 {
 		n = l
@@ -554,7 +494,7 @@ func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 	if e.kind == extentData {
 		data = buf[:e.len]
 		if err := c.src.readAt(data, e.off); err != nil {
-			rerr = fmt.Errorf("error while reading at byte %d: %s", e.off, message(err))
+			rerr = fmt.Errorf("error while reading at byte %d: %s", e.off, qtool.Message(err))
 		}
 	}
 	if c.inOrder {
@@ -595,7 +535,7 @@ func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 		err = c.dst.Flush()
 	}
 	if err != nil {
-		return fmt.Errorf("error while writing at byte %d: %s", e.off, message(err))
+		return fmt.Errorf("error while writing at byte %d: %s", e.off, qtool.Message(err))
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // minivmm img map: qemu-img map over minivmm's block layer.
 
@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"minivmm/block"
+	"minivmm/internal/qtool"
 )
 
 func init() {
@@ -70,12 +71,12 @@ func (c *mapEntry) mergeable(next *mapEntry) bool {
 }
 
 // dump prints e as qemu-img's dump_map_entry; false after an error.
-func (e *mapEntry) dump(b *strings.Builder, output string, next *mapEntry, stderr io.Writer) bool {
+func (me *mapEntry) dump(b *strings.Builder, output string, next *mapEntry, e *env) bool {
 	if output == "json" {
 		fmt.Fprintf(b, `{ "start": %d, "length": %d, "depth": %d, "present": %t, "zero": %t, "data": %t`,
-			e.start, e.length, e.depth, e.present, e.zero, e.data)
-		if e.hasOffset {
-			fmt.Fprintf(b, `, "offset": %d`, e.offset)
+			me.start, me.length, me.depth, me.present, me.zero, me.data)
+		if me.hasOffset {
+			fmt.Fprintf(b, `, "offset": %d`, me.offset)
 		}
 		b.WriteString("}")
 		if next != nil {
@@ -83,12 +84,12 @@ func (e *mapEntry) dump(b *strings.Builder, output string, next *mapEntry, stder
 		}
 		return true
 	}
-	if e.data && !e.hasOffset {
-		fmt.Fprintf(stderr, "%s: File contains external, encrypted or compressed clusters.\n", imgProg)
+	if me.data && !me.hasOffset {
+		fmt.Fprintf(e.stderr, "%s: File contains external, encrypted or compressed clusters.\n", e.prog)
 		return false
 	}
-	if e.data && !e.zero {
-		fmt.Fprintf(b, "%-16s%-16s%-16s%s\n", hexAlt(e.start), hexAlt(e.length), hexAlt(e.offset), e.filename)
+	if me.data && !me.zero {
+		fmt.Fprintf(b, "%-16s%-16s%-16s%s\n", hexAlt(me.start), hexAlt(me.length), hexAlt(me.offset), me.filename)
 	}
 	// The human format does not tell zero, ZERO and ZERO|DATA apart.
 	if next != nil && (!next.data || next.zero) {
@@ -105,13 +106,14 @@ func hexAlt(v int64) string {
 	return fmt.Sprintf("%#x", v)
 }
 
-func runImgMap(args []string, stdout, stderr io.Writer) int {
+func runImgMap(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	c := imgCommonOpts{output: "human"}
-	filename, rc, ok := c.parse(args, nil, stdout, stderr, nil)
+	filename, rc, ok := c.parse(e, args, nil, nil)
 	if !ok {
 		return rc
 	}
-	im, ok := imgOpen(filename, c.format, c.imageOpts, c.forceShare, c.addFds, stderr)
+	im, ok := e.openImage(filename, c.format, c.imageOpts, c.forceShare, c.addFds)
 	if !ok {
 		return 1
 	}
@@ -131,20 +133,20 @@ func runImgMap(args []string, stdout, stderr io.Writer) int {
 		next, err := chainStatus(im.node, off, min(1<<30, length-off))
 		if err != nil {
 			flush()
-			fmt.Fprintf(stderr, "%s: Could not read file metadata: %s\n", imgProg, strerror(err))
+			fmt.Fprintf(stderr, "%s: Could not read file metadata: %s\n", e.prog, qtool.Strerror(err))
 			return 1
 		}
 		if curr.mergeable(&next) {
 			curr.length += next.length
 			continue
 		}
-		if curr.length > 0 && !curr.dump(&b, c.output, &next, stderr) {
+		if curr.length > 0 && !curr.dump(&b, c.output, &next, e) {
 			flush()
 			return 1
 		}
 		curr = next
 	}
-	if !curr.dump(&b, c.output, nil, stderr) {
+	if !curr.dump(&b, c.output, nil, e) {
 		return 1
 	}
 	if c.output == "json" {

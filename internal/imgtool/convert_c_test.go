@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // Tests for img convert -c (compressed qcow2 output), against qemu-img.
 

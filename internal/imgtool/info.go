@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // minivmm img info: qemu-img info over minivmm's block layer, and what
 // the img subcommands that read images share (opening one as qemu-img's
@@ -16,7 +16,7 @@ import (
 	"minivmm/block"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
-	"minivmm/qemuopen"
+	"minivmm/internal/qtool"
 )
 
 func init() {
@@ -36,48 +36,6 @@ type imgSnapshotLister interface {
 	Snapshots() ([]qcow2.SnapshotInfo, error)
 }
 
-// imgImage is an image opened read-only for an img subcommand.
-type imgImage struct {
-	reg  *qemuopen.Registry
-	g    *block.Graph
-	node *block.Node
-}
-
-func (im *imgImage) close() {
-	if im.g != nil {
-		im.g.Close()
-	}
-	if im.reg != nil {
-		im.reg.CloseAll()
-	}
-}
-
-// imgOpen opens filename read-only as qemu-img's img_open does: in the
-// format given (or probed), as an option string with --image-opts, with
-// the -add-fd fd sets installed. Errors are printed, in qemu-img's words.
-func imgOpen(filename, format string, imageOpts, forceShare bool, addFds []cmdline.Occurrence, stderr io.Writer) (*imgImage, bool) {
-	im := &imgImage{reg: qemuopen.New(qemuopen.Config{})}
-	if err := (&vmm{stderr: stderr, fds: im.reg}).addFds(addFds); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", imgProg, err)
-		im.close()
-		return nil, false
-	}
-	im.g = block.NewGraph(im.reg)
-	t := &ioTool{stderr: stderr, g: im.g}
-	o := &ioOptions{file: filename, haveFile: true, format: format, imageOpts: imageOpts, readOnly: true, forceShare: forceShare}
-	if err := t.open(o); err != nil {
-		if imageOpts {
-			fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
-		} else {
-			fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
-		}
-		im.close()
-		return nil, false
-	}
-	im.node = t.node
-	return im, true
-}
-
 // imgCommonOpts are the options the reading subcommands share.
 type imgCommonOpts struct {
 	format     string
@@ -89,17 +47,18 @@ type imgCommonOpts struct {
 
 // parse reads the command line of info and map: their shared options,
 // those in more (handled by opt), and one image file name.
-func (c *imgCommonOpts) parse(args []string, more []longOption, stdout, stderr io.Writer,
+func (c *imgCommonOpts) parse(e *env, args []string, more []qtool.LongOption,
 	opt func(c rune) bool) (filename string, rc int, ok bool) {
-	long := append([]longOption{{"format", true, 'f'}, {"output", true, 'O'},
-		{"image-opts", false, 'I'}, {"force-share", false, 'U'}}, more...)
-	a, rc, ok := imgGetopt(args, "f:U", long, stdout, stderr, func(o rune, arg string) bool {
+	stderr := e.stderr
+	long := append([]qtool.LongOption{qtool.Opt("format", true, 'f'), qtool.Opt("output", true, 'O'),
+		qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U')}, more...)
+	a, rc, ok := e.getopt(args, "f:U", long, func(o rune, arg string) bool {
 		switch o {
 		case 'f':
 			c.format = arg
 		case 'O':
 			if arg != "human" && arg != "json" {
-				fmt.Fprintf(stderr, "%s: --output must be used with human or json as argument.\n", imgProg)
+				fmt.Fprintf(stderr, "%s: --output must be used with human or json as argument.\n", e.prog)
 				return false
 			}
 			c.output = arg
@@ -116,19 +75,14 @@ func (c *imgCommonOpts) parse(args []string, more []longOption, stdout, stderr i
 		return "", rc, false
 	}
 	c.addFds = a.addFds
-	if filename, ok = a.image(stderr); !ok {
+	if filename, ok = e.image(a); !ok {
 		return "", 1, false
 	}
 	if c.imageOpts && c.format != "" {
-		fmt.Fprintf(stderr, "%s: --image-opts and --format are mutually exclusive\n", imgProg)
+		fmt.Fprintf(stderr, "%s: --image-opts and --format are mutually exclusive\n", e.prog)
 		return "", 1, false
 	}
 	return filename, 0, true
-}
-
-func imgTryHelp(stderr io.Writer) int {
-	fmt.Fprintf(stderr, "Try 'qemu-img --help' for more information\n")
-	return 1
 }
 
 // qdict is a JSON object that prints its members in the order QEMU's
@@ -410,10 +364,11 @@ func (ii *imageInfo) human(b *strings.Builder) {
 	}
 }
 
-func runImgInfo(args []string, stdout, stderr io.Writer) int {
+func runImgInfo(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	c := imgCommonOpts{output: "human"}
 	chain := false
-	filename, rc, ok := c.parse(args, []longOption{{"backing-chain", false, 'b'}}, stdout, stderr,
+	filename, rc, ok := c.parse(e, args, []qtool.LongOption{qtool.Opt("backing-chain", false, 'b')},
 		func(rune) bool { chain = true; return true })
 	if !ok {
 		return rc
@@ -424,19 +379,19 @@ func runImgInfo(args []string, stdout, stderr io.Writer) int {
 	for {
 		if chain && !imageOpts {
 			if seen[filename] {
-				fmt.Fprintf(stderr, "%s: Backing file '%s' creates an infinite loop.\n", imgProg, filename)
+				fmt.Fprintf(stderr, "%s: Backing file '%s' creates an infinite loop.\n", e.prog, filename)
 				return 1
 			}
 			seen[filename] = true
 		}
-		im, ok := imgOpen(filename, format, imageOpts, c.forceShare, c.addFds, stderr)
+		im, ok := e.openImage(filename, format, imageOpts, c.forceShare, c.addFds)
 		if !ok {
 			return 1
 		}
 		ii, err := collectImageInfo(im.node)
 		im.close()
 		if err != nil {
-			fmt.Fprintf(stderr, "%s: %s\n", imgProg, message(err))
+			fmt.Fprintf(stderr, "%s: %s\n", e.prog, qtool.Message(err))
 			return 1
 		}
 		infos = append(infos, ii)

@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // minivmm img bench: qemu-img bench over minivmm's block layer. depth
 // goroutines each keep one request in flight over the node; request i
@@ -8,7 +8,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"math/bits"
 	"strconv"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"unsafe"
 
 	"minivmm/cmdline"
+	"minivmm/internal/qtool"
 )
 
 func init() {
@@ -24,26 +24,27 @@ func init() {
 		usage: "bench [-c count] [-d depth] [-f fmt] [-n] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] [-add-fd fd=N,set=M] filename"}
 }
 
-func runImgBench(args []string, stdout, stderr io.Writer) int {
+func runImgBench(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	var format string
 	count, depth := uint64(75000), uint64(64)
 	var offset, step uint64
 	bufSize := uint64(4096)
 	pattern := byte(0)
 	write, forceShare := false, false
-	o := &ioOptions{} // cache=writeback: qemu-img bench's default
+	o := &qtool.OpenFlags{} // cache=writeback: qemu-img bench's default
 	writethrough, native := false, false
 	bad := func(what string, suffixes bool) bool {
-		fmt.Fprintf(stderr, "%s: Invalid %s specified", imgProg, what)
+		fmt.Fprintf(stderr, "%s: Invalid %s specified", e.prog, what)
 		if suffixes {
 			fmt.Fprintf(stderr, ". You may use k, M, G, T, P or E suffixes for\n"+
-				"%s: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.\n", imgProg)
+				"%s: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.\n", e.prog)
 		} else {
 			fmt.Fprintln(stderr)
 		}
 		return false
 	}
-	a, rc, ok := imgGetopt(args, "c:d:f:ni:o:qs:S:t:wU", []longOption{{"pattern", true, 'P'}, {"force-share", false, 'U'}}, stdout, stderr, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "c:d:f:ni:o:qs:S:t:wU", []qtool.LongOption{qtool.Opt("pattern", true, 'P'), qtool.Opt("force-share", false, 'U')}, func(c rune, arg string) bool {
 		switch c {
 		case 'c':
 			n, err := strconv.ParseUint(arg, 0, 31)
@@ -71,7 +72,7 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 			case "native":
 				native = true
 			default:
-				fmt.Fprintf(stderr, "%s: -i %s is not supported by minivmm img bench\n", imgProg, arg)
+				fmt.Fprintf(stderr, "%s: -i %s is not supported by minivmm img bench\n", e.prog, arg)
 				return false
 			}
 		case 'o':
@@ -93,9 +94,9 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 			}
 			step = n
 		case 't':
-			wt, ok := imgCacheMode(arg, o)
+			wt, ok := o.SetCacheMode(arg)
 			if !ok {
-				fmt.Fprintf(stderr, "%s: Invalid cache mode\n", imgProg)
+				fmt.Fprintf(stderr, "%s: Invalid cache mode\n", e.prog)
 				return false
 			}
 			writethrough = wt
@@ -104,7 +105,7 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 		case 'P':
 			n, err := strconv.ParseUint(arg, 0, 64)
 			if err != nil || n > 0xff {
-				fmt.Fprintf(stderr, "%s: Invalid pattern byte specified\n", imgProg)
+				fmt.Fprintf(stderr, "%s: Invalid pattern byte specified\n", e.prog)
 				return false
 			}
 			pattern = byte(n)
@@ -118,27 +119,27 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return rc
 	}
-	filename, ok := a.image(stderr)
+	filename, ok := e.image(a)
 	if !ok {
 		return 1
 	}
 	if step == 0 {
 		step = bufSize
 	}
-	if native && !o.nocache {
-		fmt.Fprintf(stderr, "%s: Could not open '%s': aio=native was specified, but it requires cache.direct=on, which was not specified.\n", imgProg, filename)
+	if native && !o.NoCache {
+		fmt.Fprintf(stderr, "%s: Could not open '%s': aio=native was specified, but it requires cache.direct=on, which was not specified.\n", e.prog, filename)
 		return 1
 	}
-	s, ok := newImgSession(a.addFds, stderr)
+	s, ok := e.newSession(a.addFds)
 	if !ok {
 		return 1
 	}
 	defer s.close()
-	o.file, o.haveFile, o.format, o.readOnly, o.forceShare = filename, true, format, !write, forceShare
-	o.unmap = true
+	o.File, o.Format, o.ReadOnly, o.ForceShare = filename, format, !write, forceShare
+	o.Unmap = true
 	node, err := s.open(o)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", imgProg, filename, message(err))
+		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))
 		return 1
 	}
 	size := uint64(node.Length())
@@ -205,13 +206,13 @@ func runImgBench(args []string, stdout, stderr io.Writer) int {
 	}
 	wg.Wait()
 	if failErr != nil {
-		fmt.Fprintf(stderr, "%s: Failed request: %s\n", imgProg, strerror(failErr))
+		fmt.Fprintf(stderr, "%s: Failed request: %s\n", e.prog, qtool.Strerror(failErr))
 		return 1
 	}
 	elapsed := time.Since(start)
 	if write {
 		if err := node.Flush(); err != nil {
-			fmt.Fprintf(stderr, "%s: Failed flush request: %s\n", imgProg, message(err))
+			fmt.Fprintf(stderr, "%s: Failed flush request: %s\n", e.prog, qtool.Message(err))
 			return 1
 		}
 	}
@@ -231,24 +232,4 @@ func alignedBuffer(n int) []byte {
 		}
 	}
 	return b[skip : skip+n : skip+n]
-}
-
-// imgCacheMode sets o's cache flags for a qemu-img -t/-T mode
-// (bdrv_parse_cache_mode) and says whether it is writethrough.
-func imgCacheMode(mode string, o *ioOptions) (writethrough, ok bool) {
-	switch mode {
-	case "none", "off":
-		o.nocache, o.noFlush = true, false
-	case "directsync":
-		o.nocache, o.noFlush, writethrough = true, false, true
-	case "writeback":
-		o.nocache, o.noFlush = false, false
-	case "unsafe":
-		o.nocache, o.noFlush = false, true
-	case "writethrough":
-		o.nocache, o.noFlush, writethrough = false, false, true
-	default:
-		return false, false
-	}
-	return writethrough, true
 }

@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // Tests for img convert, img bench and img resize, against qemu-img.
 

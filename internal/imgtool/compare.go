@@ -1,12 +1,12 @@
-package main
+package imgtool
 
 // minivmm img compare: qemu-img compare over minivmm's block layer.
 
 import (
 	"fmt"
-	"io"
 
 	"minivmm/block"
+	"minivmm/internal/qtool"
 )
 
 func init() {
@@ -54,11 +54,12 @@ func allZeroBytes(p []byte) bool {
 	return true
 }
 
-func runImgCompare(args []string, stdout, stderr io.Writer) int {
+func runImgCompare(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
 	var fmt1, fmt2 string
 	var strict, imageOpts, forceShare bool
 	quiet, progress := false, false
-	a, rc, ok := imgGetopt(args, "f:F:T:pqsU", []longOption{{"image-opts", false, 'I'}, {"force-share", false, 'U'}}, stdout, stderr, func(opt rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "f:F:T:pqsU", []qtool.LongOption{qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U')}, func(opt rune, arg string) bool {
 		switch opt {
 		case 'f':
 			fmt1 = arg
@@ -83,11 +84,11 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 		return rc
 	}
 	if len(a.operands) != 2 {
-		fmt.Fprintf(stderr, "%s: Expecting two image file names\n", imgProg)
-		return imgTryHelp(stderr)
+		fmt.Fprintf(stderr, "%s: Expecting two image file names\n", e.prog)
+		return e.tryHelp()
 	}
 	if imageOpts && (fmt1 != "" || fmt2 != "") {
-		fmt.Fprintf(stderr, "%s: --image-opts and -f/-F are mutually exclusive\n", imgProg)
+		fmt.Fprintf(stderr, "%s: --image-opts and -f/-F are mutually exclusive\n", e.prog)
 		return 2
 	}
 	out := func(format string, a ...any) {
@@ -98,12 +99,12 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 	name1, name2 := a.operands[0], a.operands[1]
 	prog := newImgProgress(stdout, progress && !quiet, 2)
 	defer prog.end()
-	im1, ok := imgOpen(name1, fmt1, imageOpts, forceShare, nil, stderr)
+	im1, ok := e.openImage(name1, fmt1, imageOpts, forceShare, nil)
 	if !ok {
 		return 2
 	}
 	defer im1.close()
-	im2, ok := imgOpen(name2, fmt2, imageOpts, forceShare, nil, stderr)
+	im2, ok := e.openImage(name2, fmt2, imageOpts, forceShare, nil)
 	if !ok {
 		return 2
 	}
@@ -124,11 +125,11 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 	buf1 := make([]byte, compareBufSize)
 	buf2 := make([]byte, compareBufSize)
 	readErr := func(name string, off int64, err error) int {
-		fmt.Fprintf(stderr, "%s: Error while reading offset %d of %s: %s\n", imgProg, off, name, strerror(err))
+		fmt.Fprintf(stderr, "%s: Error while reading offset %d of %s: %s\n", e.prog, off, name, qtool.Strerror(err))
 		return 4
 	}
 	statusErr := func(name string, err error) int {
-		fmt.Fprintf(stderr, "%s: Sector allocation test failed for %s\n", imgProg, name)
+		fmt.Fprintf(stderr, "%s: Sector allocation test failed for %s\n", e.prog, name)
 		return 2
 	}
 	// checkEmpty is qemu-img's check_empty_sectors.
@@ -202,7 +203,7 @@ func runImgCompare(args []string, stdout, stderr io.Writer) int {
 		for off := total; off < end; {
 			s, err := chainStatus(over, off, end-off)
 			if err != nil {
-				fmt.Fprintf(stderr, "%s: Sector allocation test failed for %s\n", imgProg, name)
+				fmt.Fprintf(stderr, "%s: Sector allocation test failed for %s\n", e.prog, name)
 				return 2
 			}
 			chunk := s.length

@@ -1,4 +1,4 @@
-package main
+package imgtool
 
 // -p on compare, rebase and commit, side by side with qemu-img (convert's
 // is in img_convert_b_test.go).

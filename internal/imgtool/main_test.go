@@ -1,0 +1,36 @@
+package imgtool
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/internal/iotool"
+	"minivmm/internal/qtool"
+)
+
+// runImg runs minivmm img in-process, named as qemu-img so that its
+// messages compare with the real one's.
+func runImg(args []string, stdout, stderr io.Writer) int {
+	return Run(qtool.Program{Name: "qemu-img", Version: "test"}, args, stdout, stderr)
+}
+
+// ioRun runs minivmm io in-process, named as qemu-io.
+func ioRun(args []string, stdin string) (stdout, stderr string, code int) {
+	var out, errb bytes.Buffer
+	code = iotool.Run(qtool.Program{Name: "qemu-io", Version: "test"}, args, strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+// rawFd opens path without O_CLOEXEC, as a management layer passes it.
+func rawFd(t *testing.T, path string, flags int) int {
+	t.Helper()
+	fd, err := unix.Open(path, flags, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
