@@ -13,8 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
+	"minivmm/block/engine"
 	"minivmm/cmdline"
 	"minivmm/internal/qtool"
 )
@@ -175,7 +175,7 @@ func runImgBench(e *env, args []string) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := alignedBuffer(int(bufSize))
+			buf := engine.AlignedBuffer(int(bufSize))
 			if write {
 				for i := range buf {
 					buf[i] = pattern
@@ -218,18 +218,4 @@ func runImgBench(e *env, args []string) int {
 	}
 	fmt.Fprintf(stdout, "Run completed in %3.3f seconds.\n", elapsed.Seconds())
 	return 0
-}
-
-// alignedBuffer is n bytes starting at a 4096-byte boundary, as O_DIRECT
-// needs.
-func alignedBuffer(n int) []byte {
-	const align = 4096
-	b := make([]byte, n+align)
-	skip := 0
-	if n > 0 || len(b) > 0 {
-		if r := int(uintptr(unsafe.Pointer(&b[0])) % align); r != 0 {
-			skip = align - r
-		}
-	}
-	return b[skip : skip+n : skip+n]
 }

@@ -20,17 +20,17 @@ package imgtool
 // flush reaches the disk, -T (source) to writeback.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/engine"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
 	"minivmm/internal/qtool"
@@ -105,29 +105,6 @@ func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []s
 	}
 	return nil
 }
-
-// extentKind is how a stretch of the source reaches the destination
-// (qemu-img's ImgConvertBlockStatus).
-type extentKind int
-
-const (
-	extentData    extentKind = iota // read and written (its zero sectors as zeroes)
-	extentZero                      // written as zeroes, unless the destination reads as zero
-	extentBacking                   // left to the destination's backing file
-)
-
-// convertExtent is one piece of the source.
-type convertExtent struct {
-	seq      int
-	off, len int64
-	kind     extentKind
-}
-
-// convertChunk is the most one extent covers (qemu-img's buffer size).
-const convertChunk = 2 << 20
-
-// convertZeroMax is the most one zero extent covers.
-const convertZeroMax = 1 << 30
 
 func runImgConvert(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
@@ -226,7 +203,8 @@ func runImgConvert(e *env, args []string) int {
 		return 1
 	}
 	defer s.close()
-	src := &convertSource{starts: []int64{0}}
+	var sources []*block.Node
+	var size int64
 	for _, name := range srcNames {
 		o := *srcOpts
 		o.File, o.Format, o.ForceShare = name, srcFmt, forceShare
@@ -234,10 +212,9 @@ func runImgConvert(e *env, args []string) int {
 		if err != nil {
 			return fail("Could not open '%s': %s", name, qtool.Message(err))
 		}
-		src.parts = append(src.parts, n)
-		src.starts = append(src.starts, src.size()+n.Length())
+		sources = append(sources, n)
+		size += n.Length()
 	}
-	size := src.size()
 	if !noCreate {
 		if _, ok := createKinds[outFmt]; ok && outFmt == "raw" {
 			// qemu-img sets -B and -F as create options, which raw lacks.
@@ -288,10 +265,13 @@ func runImgConvert(e *env, args []string) int {
 		}
 		return fail("Could not open '%s': %s", dstName, qtool.Message(err))
 	}
-	var cw compressedWriter
+	co := engine.ConvertOptions{
+		Workers: workers, InOrder: !outOfOrder, TargetZero: (!noCreate && backing == "") || targetIsZero,
+		HasBacking: backing != "", BackingLen: -1, Writethrough: dstWritethrough,
+	}
 	if compress {
 		var ok bool
-		cw, ok = dst.Image().(compressedWriter)
+		co.Compressed, ok = dst.Image().(engine.CompressedWriter)
 		if !ok {
 			return fail("Compression not supported for this file format")
 		}
@@ -299,360 +279,36 @@ func runImgConvert(e *env, args []string) int {
 	if dst.Length() < size {
 		return fail("output file is smaller than input file")
 	}
-	c := &converter{src: src, dst: dst, targetZero: (!noCreate && backing == "") || targetIsZero,
-		hasBacking: backing != "", backingLen: -1, inOrder: !outOfOrder, size: size,
-		writethrough: dstWritethrough, cw: cw, progress: prog}
 	if b := dst.Child("backing"); b != nil && !noCreate {
-		c.backingLen = b.Length()
+		co.BackingLen = b.Length()
 	}
-	if cw != nil {
-		c.clusterSize = cw.ClusterSize()
+	if progress {
+		co.Progress = func(done, total int64) { prog.set(float32(100 * float64(done) / float64(total))) }
 	}
-	err = c.run(workers)
+	err = engine.Convert(context.Background(), sources, dst, co)
 	if err == nil {
 		if err = dst.Flush(); err != nil {
 			err = fmt.Errorf("error while flushing: %s", qtool.Message(err))
 		}
 	}
 	if err != nil {
-		return fail("%s", err)
+		return fail("%s", convertError(err))
 	}
 	prog.set(100)
 	return 0
 }
 
-// convertSource is the source images read as one, qemu-img convert
-// concatenating them.
-type convertSource struct {
-	parts  []*block.Node
-	starts []int64 // where each part starts, and (last) the total size
-}
-
-func (s *convertSource) size() int64 { return s.starts[len(s.starts)-1] }
-
-// part is the index of the part holding off (empty parts hold nothing).
-func (s *convertSource) part(off int64) int {
-	return sort.Search(len(s.parts), func(i int) bool { return s.starts[i+1] > off })
-}
-
-// readAt reads across parts: a compressed destination's whole clusters
-// may span two.
-func (s *convertSource) readAt(p []byte, off int64) error {
-	for len(p) > 0 {
-		i := s.part(off)
-		n := min(int64(len(p)), s.starts[i+1]-off)
-		if _, err := s.parts[i].ReadAt(p[:n], off-s.starts[i]); err != nil {
-			return err
-		}
-		p, off = p[n:], off+n
+// convertError words an engine error as qemu-img convert does.
+func convertError(err error) string {
+	var ee *engine.Error
+	if !errors.As(err, &ee) {
+		return err.Error()
 	}
-	return nil
-}
-
-// converter copies src to dst.
-type converter struct {
-	src          *convertSource
-	dst          *block.Node
-	targetZero   bool  // dst reads as zeroes everywhere before the copy
-	hasBacking   bool  // dst has a backing file (-B): what src does not allocate is left to it
-	backingLen   int64 // a new dst's backing file's length, past which zeroes need no writing; or -1
-	inOrder      bool
-	writethrough bool // flush after every write (-t writethrough, directsync)
-	size         int64
-	progress     *imgProgress
-	cw           compressedWriter // -c: whole clusters go compressed
-	clusterSize  int64            // with cw
-
-	mu        sync.Mutex
-	turn      *sync.Cond
-	nextSeq   int // without -W: the extent whose write goes next
-	failed    error
-	dataTotal int64 // bytes of data extents, which progress counts (as qemu-img)
-	dataDone  int64
-}
-
-// status is the kind of the source extent at off and its length, as
-// qemu-img's convert_iteration_sectors sees it.
-func (c *converter) status(off int64) (extentKind, int64, error) {
-	i := c.src.part(off)
-	node, poff := c.src.parts[i], off-c.src.starts[i]
-	n := min(convertZeroMax, c.src.starts[i+1]-off)
-	if c.backingLen >= 0 && off < c.backingLen {
-		// From the backing file's end on, zeroes are not written.
-		n = min(n, c.backingLen-off)
+	switch ee.Op {
+	case engine.OpStatus:
+		return fmt.Sprintf("error while reading block status at offset %d: %s", ee.Off, qtool.Message(ee.Err))
+	case engine.OpRead:
+		return fmt.Sprintf("error while reading at byte %d: %s", ee.Off, qtool.Message(ee.Err))
 	}
-	st, l, err := node.BlockStatus(poff, n)
-	if err != nil {
-		return 0, 0, fmt.Errorf("error while reading block status at offset %d: %s", poff, qtool.Message(err))
-	}
-	if l > 0 {
-		n = l
-	} else {
-		st = block.Status{Data: true, Allocated: true}
-	}
-	kind := extentData
-	switch {
-	case c.hasBacking && !st.Allocated:
-		// Only src's own layer is copied; the rest shows through from
-		// dst's backing file, unless src's own backing does not reach
-		// there (reading zeroes).
-		kind = extentBacking
-		if b := node.Child("backing"); b == nil || poff >= b.Length() {
-			kind = extentZero
-		}
-	case st.Zero || !st.Data:
-		kind = extentZero
-	}
-	if kind == extentZero && c.backingLen >= 0 && off >= c.backingLen {
-		kind = extentBacking
-	}
-	if kind == extentData {
-		n = min(n, convertChunk)
-	}
-	if c.cw != nil {
-		// Compressed output: extents are whole clusters (off stays
-		// cluster-aligned), but the image's last one.
-		cs := c.clusterSize
-		if n < cs {
-			kind, n = extentData, min(cs, c.size-off)
-		} else {
-			n &^= cs - 1
-		}
-	}
-	return kind, n, nil
-}
-
-func (c *converter) run(workers int) error {
-	c.turn = sync.NewCond(&c.mu)
-	if c.progress.w != nil {
-		// As qemu-img, progress is the share of the data extents done,
-		// which takes a first pass over the source's block status.
-		for off := int64(0); off < c.size; {
-			kind, n, err := c.status(off)
-			if err != nil {
-				return err
-			}
-			if kind == extentData {
-				c.dataTotal += n
-			}
-			off += n
-		}
-	}
-	ext := make(chan convertExtent, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := alignedBuffer(convertChunk)
-			for e := range ext {
-				err := c.copyExtent(e, buf)
-				c.mu.Lock()
-				if err != nil && c.failed == nil {
-					c.failed = err
-				}
-				c.mu.Unlock()
-			}
-		}()
-	}
-	var err error
-	seq := 0
-	for off := int64(0); off < c.size; {
-		c.mu.Lock()
-		failed := c.failed
-		c.mu.Unlock()
-		if failed != nil {
-			break
-		}
-		kind, n, e := c.status(off)
-		if e != nil {
-			err = e
-			break
-		}
-		if kind == extentData {
-			c.mu.Lock()
-			c.dataDone += n
-			c.progress.set(float32(100 * float64(c.dataDone) / float64(c.dataTotal)))
-			c.mu.Unlock()
-		}
-		ext <- convertExtent{seq: seq, off: off, len: n, kind: kind}
-		seq++
-		off += n
-	}
-	close(ext)
-	wg.Wait()
-	if err == nil {
-		err = c.failed
-	}
-	return err
-}
-
-// copyExtent reads e (when it holds data) and writes it, in turn unless -W.
-func (c *converter) copyExtent(e convertExtent, buf []byte) error {
-	var data []byte
-	var rerr error
-	if e.kind == extentData {
-		data = buf[:e.len]
-		if err := c.src.readAt(data, e.off); err != nil {
-			rerr = fmt.Errorf("error while reading at byte %d: %s", e.off, qtool.Message(err))
-		}
-	}
-	if c.inOrder {
-		c.mu.Lock()
-		for c.nextSeq != e.seq && c.failed == nil {
-			c.turn.Wait()
-		}
-		c.mu.Unlock()
-		defer func() {
-			c.mu.Lock()
-			c.nextSeq = e.seq + 1
-			c.turn.Broadcast()
-			c.mu.Unlock()
-		}()
-	}
-	if rerr != nil {
-		c.mu.Lock()
-		if c.failed == nil {
-			c.failed = rerr
-		}
-		c.turn.Broadcast()
-		c.mu.Unlock()
-		return rerr
-	}
-	var err error
-	switch {
-	case e.kind == extentBacking:
-	case e.kind == extentZero:
-		err = c.writeZeroes(e.off, e.len)
-	case c.cw != nil && allZeroBytes(data):
-		err = c.writeZeroes(e.off, e.len)
-	case c.cw != nil:
-		err = c.writeCompressed(data, e.off)
-	default:
-		err = c.writeData(data, e.off)
-	}
-	if err == nil && c.writethrough && e.kind != extentBacking {
-		err = c.dst.Flush()
-	}
-	if err != nil {
-		return fmt.Errorf("error while writing at byte %d: %s", e.off, qtool.Message(err))
-	}
-	return nil
-}
-
-func (c *converter) writeZeroes(off, n int64) error {
-	if c.targetZero {
-		return nil
-	}
-	return c.dst.WriteZeroes(off, n, true)
-}
-
-// writeData writes data read at off: its runs of data as data and its
-// zero stretches of 4 KiB or more as zeroes, as qemu-img does.
-func (c *converter) writeData(data []byte, off int64) error {
-	for len(data) > 0 {
-		n, isData := allocatedRun(data, off)
-		var err error
-		if isData {
-			_, err = c.dst.WriteAt(data[:n], off)
-		} else {
-			err = c.writeZeroes(off, int64(n))
-		}
-		if err != nil {
-			return err
-		}
-		data, off = data[n:], off+int64(n)
-	}
-	return nil
-}
-
-// convertSparse is qemu-img convert's default -S: zero stretches shorter
-// than this stay in the data written, and runs align to it.
-const convertSparse = 4096
-
-// sectorRun is the length of p's first run of sectors (at image offset
-// off) that are all zero or all not, with its end aligned to
-// convertSparse: a data run's end up, a zero run's down (qemu-img's
-// is_allocated_sectors).
-func sectorRun(p []byte, off int64) (int, bool) {
-	sector := func(i int) []byte { return p[i*512 : min(i*512+512, len(p))] }
-	nsec := (len(p) + 511) / 512
-	zero := allZeroBytes(sector(0))
-	i := 1
-	for i < nsec && allZeroBytes(sector(i)) == zero {
-		i++
-	}
-	if i == nsec {
-		return len(p), !zero
-	}
-	const align = convertSparse / 512
-	if tail := int((off/512 + int64(i)) % align); tail != 0 {
-		if zero && i <= tail {
-			zero = false // a zero run only as long as the tail is data
-		}
-		if zero {
-			i -= tail
-		} else {
-			i = min(i+align-tail, nsec)
-		}
-	}
-	return min(i*512, len(p)), !zero
-}
-
-// allocatedRun is the length of p's first run to write as data (true) or
-// as zeroes: data runs take in the zero stretches shorter than
-// convertSparse between them (qemu-img's is_allocated_sectors_min).
-func allocatedRun(p []byte, off int64) (int, bool) {
-	n, isData := sectorRun(p, off)
-	if !isData {
-		return n, false
-	}
-	minZero := min(convertSparse, len(p))
-	used := n
-	for checked := n; checked < len(p); {
-		k, d := sectorRun(p[checked:], off+int64(checked))
-		checked += k
-		if d {
-			used = checked
-		} else if k >= minZero {
-			break
-		}
-	}
-	return used, true
-}
-
-// compressedWriter is a destination driver that writes compressed
-// clusters (qcow2).
-type compressedWriter interface {
-	WriteCompressed(p []byte, off int64) error
-	ClusterSize() int64
-}
-
-// writeCompressed writes data at off (cluster-aligned) cluster by
-// cluster: whole clusters compressed, as qemu-img convert -c does; a
-// partial last cluster, and clusters already allocated (-n), normally.
-// All-zero clusters of a destination that reads as zeroes are skipped.
-func (c *converter) writeCompressed(data []byte, off int64) error {
-	cs := c.clusterSize
-	for len(data) > 0 {
-		n := min(int64(len(data)), cs-off&(cs-1))
-		p := data[:n]
-		switch {
-		case c.targetZero && allZeroBytes(p):
-		case n == cs:
-			err := c.cw.WriteCompressed(p, off)
-			if errors.Is(err, qcow2.ErrCompressedTarget) {
-				_, err = c.dst.WriteAt(p, off)
-			}
-			if err != nil {
-				return err
-			}
-		default:
-			if _, err := c.dst.WriteAt(p, off); err != nil {
-				return err
-			}
-		}
-		data, off = data[n:], off+n
-	}
-	return nil
+	return fmt.Sprintf("error while writing at byte %d: %s", ee.Off, qtool.Message(ee.Err))
 }
