@@ -11,11 +11,13 @@ package imgtool
 // through.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 
 	"minivmm/block"
+	"minivmm/block/engine"
 	"minivmm/cmdline"
 	"minivmm/internal/qtool"
 )
@@ -24,9 +26,6 @@ func init() {
 	imgCommands["commit"] = imgCommand{run: runImgCommit,
 		usage: "commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] [-add-fd fd=N,set=M] filename"}
 }
-
-// commitChunk is the most one copy covers.
-const commitChunk = 2 << 20
 
 // chainLink is one image of an opened chain, as reopened by name.
 type chainLink struct {
@@ -182,39 +181,15 @@ func (e *env) commitChain(chain []chainLink, addFds []cmdline.Occurrence, prog *
 	if _, err := s.g.Attach("", baseNode, block.Perm{Write: true}); err != nil {
 		return err
 	}
-	length := top.Length()
-	if baseNode.Length() < length {
-		if err := baseNode.Truncate(length); err != nil {
-			return fmt.Errorf("Top image %s is larger than base image %s, and resize of base image failed: %s",
-				chain[0].file, chain[last].file, qtool.Message(err))
-		}
+	err := engine.Commit(context.Background(), top, baseNode, engine.Options{
+		Progress: func(done, total int64) { prog.print(done, total) },
+	})
+	var ee *engine.Error
+	if errors.As(err, &ee) && ee.Op == engine.OpResize {
+		return fmt.Errorf("Top image %s is larger than base image %s, and resize of base image failed: %s",
+			chain[0].file, chain[last].file, qtool.Message(ee.Err))
 	}
-	buf := make([]byte, commitChunk)
-	for off := int64(0); off < length; {
-		e, err := chainStatus(top, off, min(commitChunk, length-off))
-		if err != nil {
-			return err
-		}
-		n := e.length
-		if e.present && e.depth < int64(last) {
-			if e.zero {
-				err = baseNode.WriteZeroes(off, n, false)
-			} else {
-				if _, err = top.ReadAt(buf[:n], off); err == nil {
-					_, err = baseNode.WriteAt(buf[:n], off)
-				}
-			}
-			if err != nil {
-				return err
-			}
-		}
-		off += n
-		prog.print(off, length)
-	}
-	if err := baseNode.Flush(); err != nil {
-		return err
-	}
-	return nil
+	return err
 }
 
 // emptyImage makes every cluster of the image unallocated (opened without

@@ -31,34 +31,20 @@ type mapEntry struct {
 // get_block_status sees it: from the top of the chain down to the first
 // node that has the range allocated, or the bottom.
 func chainStatus(top *block.Node, off, n int64) (mapEntry, error) {
-	node := top
-	var depth int64
-	for {
-		st, l, err := node.BlockStatus(off, n)
-		if err != nil {
-			return mapEntry{}, err
-		}
-		n = l
-		if st.Allocated {
-			e := mapEntry{start: off, length: n, depth: depth, present: true, zero: st.Zero, data: st.Data}
-			if st.Offset >= 0 {
-				e.hasOffset, e.offset = true, st.Offset
-				file := node.Child("file")
-				if file == nil {
-					file = node
-				}
-				e.filename = file.Filename()
-			}
-			return e, nil
-		}
-		b := node.Child("backing")
-		if b == nil || off >= b.Length() {
-			return mapEntry{start: off, length: n, depth: depth, zero: true}, nil
-		}
-		n = min(n, b.Length()-off)
-		node = b
-		depth++
+	st, l, err := block.StatusAbove(top, nil, off, n)
+	if err != nil {
+		return mapEntry{}, err
 	}
+	e := mapEntry{start: off, length: l, depth: int64(st.Depth), present: st.Present, zero: st.Zero, data: st.Data}
+	if st.Present && st.Offset >= 0 {
+		e.hasOffset, e.offset = true, st.Offset
+		file := st.Layer.Child("file")
+		if file == nil {
+			file = st.Layer
+		}
+		e.filename = file.Filename()
+	}
+	return e, nil
 }
 
 // mergeable is qemu-img's entry_mergeable.

@@ -10,10 +10,11 @@ package imgtool
 // rewritten (qcow2.SetBacking).
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 
 	"minivmm/block"
+	"minivmm/block/engine"
 	"minivmm/block/qcow2"
 	"minivmm/internal/qtool"
 )
@@ -22,10 +23,6 @@ func init() {
 	imgCommands["rebase"] = imgCommand{run: runImgRebase,
 		usage: "rebase [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-add-fd fd=N,set=M] -b backing_file [-F backing_fmt] filename"}
 }
-
-// rebaseChunk is how much of each chain one comparison reads (qemu-img's
-// IO_BUF_SIZE, which its progress steps follow).
-const rebaseChunk = 2 << 20
 
 func runImgRebase(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
@@ -139,7 +136,16 @@ func runImgRebase(e *env, args []string) int {
 				break
 			}
 		}
-		if err := rebaseCopy(node, node.Child("backing"), newBacking, prefix, prog); err != nil {
+		step := float32(0)
+		err := engine.Rebase(context.Background(), node, node.Child("backing"), newBacking, prefix, engine.Options{
+			Progress: func(_, total int64) {
+				if step == 0 {
+					step = 100 / float32(total)
+				}
+				prog.add(step)
+			},
+		})
+		if err != nil {
 			fmt.Fprintf(stderr, "%s: %s\n", e.prog, qtool.Message(err))
 			return 1
 		}
@@ -151,123 +157,4 @@ func runImgRebase(e *env, args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// readChain reads n's content at off into p, zeroes past its end or
-// without n.
-func readChain(n *block.Node, p []byte, off int64) error {
-	clear(p)
-	if n == nil || off >= n.Length() {
-		return nil
-	}
-	_, err := n.ReadAt(p[:min(int64(len(p)), n.Length()-off)], off)
-	return err
-}
-
-// rebaseCopy writes into img, where it allocates nothing itself, the
-// sectors where old and new (either may be nil) read differently. It
-// steps through img as qemu-img 7.2's rebase does, since its progress
-// follows the steps: at most rebaseChunk at a time, cut where either
-// backing file ends, and, where the new backing file is prefix (in the
-// old chain), skipping what no image above prefix allocates. Each step
-// compared moves the progress by one chunk's share.
-func rebaseCopy(img, old, new, prefix *block.Node, prog *imgProgress) error {
-	size := img.Length()
-	a := make([]byte, rebaseChunk)
-	b := make([]byte, rebaseChunk)
-	var share float32
-	if size > 0 {
-		share = 100 / float32(size/min(size, rebaseChunk))
-	}
-	var n int64
-	for off := int64(0); off < size; off += n {
-		alloc, l, err := layerAllocated(img, off, min(rebaseChunk, size-off))
-		if err != nil {
-			return err
-		}
-		if n = l; alloc {
-			continue
-		}
-		if prefix != nil {
-			alloc, l, err := allocatedAbove(old, prefix, off, n)
-			if err != nil {
-				return err
-			}
-			if n = l; !alloc {
-				continue
-			}
-		}
-		for _, bk := range []*block.Node{old, new} {
-			if bk != nil && off < bk.Length() {
-				n = min(n, bk.Length()-off)
-			}
-		}
-		if err := readChain(old, a[:n], off); err != nil {
-			return err
-		}
-		if err := readChain(new, b[:n], off); err != nil {
-			return err
-		}
-		for i := int64(0); i < n; {
-			j := i
-			for j < n && !bytes.Equal(a[j:min(j+512, n)], b[j:min(j+512, n)]) {
-				j = min(j+512, n)
-			}
-			if j > i {
-				if _, err := img.WriteAt(a[i:j], off+i); err != nil {
-					return err
-				}
-				i = j
-				continue
-			}
-			i = min(i+512, n)
-		}
-		prog.add(share)
-	}
-	return img.Flush()
-}
-
-// allocatedAbove is QEMU's bdrv_is_allocated_above(top, base) without
-// base: whether an image from top down to base's child allocates the
-// range at off, and for how long that holds.
-func allocatedAbove(top, base *block.Node, off, bytes int64) (bool, int64, error) {
-	n := bytes
-	for l := top; l != nil && l != base; l = l.Child("backing") {
-		if off >= l.Length() {
-			continue
-		}
-		alloc, ln, err := layerAllocated(l, off, min(bytes, l.Length()-off))
-		if err != nil {
-			return false, 0, err
-		}
-		if alloc {
-			return true, ln, nil
-		}
-		if n > ln && (l == top || off+ln < l.Length()) {
-			n = ln
-		}
-	}
-	return false, n, nil
-}
-
-// layerAllocated is QEMU's bdrv_is_allocated: whether node itself
-// allocates the range at off, and for how long that holds. Node's
-// BlockStatus also ends a range where its backing file's status changes,
-// so unallocated ranges are joined here.
-func layerAllocated(node *block.Node, off, n int64) (bool, int64, error) {
-	st, l, err := node.BlockStatus(off, n)
-	if err != nil || st.Allocated {
-		return st.Allocated, l, err
-	}
-	for l < n {
-		next, ln, err := node.BlockStatus(off+l, n-l)
-		if err != nil {
-			return false, 0, err
-		}
-		if next.Allocated {
-			break
-		}
-		l += ln
-	}
-	return false, l, nil
 }
