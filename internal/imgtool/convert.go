@@ -182,6 +182,13 @@ func runImgConvert(e *env, args []string) int {
 	if quiet {
 		progress = false
 	}
+	if hasHelpOption(optStrs) {
+		filename := ""
+		if len(a.operands) > 0 {
+			filename = a.operands[len(a.operands)-1]
+		}
+		return e.createOptionHelp(outFmt, filename)
+	}
 	if noCreate && len(optStrs) > 0 {
 		return fail("-o has no effect when skipping image creation")
 	}

@@ -37,8 +37,6 @@ var createKinds = map[string]map[string]cmdline.Kind{
 	},
 }
 
-const tryHelp = "Try 'qemu-img --help' for more information\n"
-
 func runImgCreate(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
 	format, backing, backingFmt := "raw", "", ""
@@ -64,13 +62,20 @@ func runImgCreate(e *env, args []string) int {
 	if !ok {
 		return rc
 	}
+	if hasHelpOption(optStrs) {
+		filename := ""
+		if len(a.operands) > 0 {
+			filename = a.operands[0]
+		}
+		return e.createOptionHelp(format, filename)
+	}
 	switch {
 	case len(a.operands) == 0:
-		fmt.Fprintf(stderr, "%s: Expecting image file name\n%s", e.prog, tryHelp)
-		return 1
+		fmt.Fprintf(stderr, "%s: Expecting image file name\n", e.prog)
+		return e.tryHelp()
 	case len(a.operands) > 2:
-		fmt.Fprintf(stderr, "%s: Unexpected argument: %s\n%s", e.prog, a.operands[2], tryHelp)
-		return 1
+		fmt.Fprintf(stderr, "%s: Unexpected argument: %s\n", e.prog, a.operands[2])
+		return e.tryHelp()
 	}
 	filename := a.operands[0]
 	fail := func(format string, a ...any) int {

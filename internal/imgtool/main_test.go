@@ -34,3 +34,7 @@ func rawFd(t *testing.T, path string, flags int) int {
 	}
 	return fd
 }
+
+// tryHelp is qemu-img's pointer to its help, as the in-process tool (run
+// as qemu-img) prints it.
+const tryHelp = "Try 'qemu-img --help' for more information\n"
