@@ -27,7 +27,7 @@ func init() {
 func runImgRebase(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
 	var format, backingFmt, backing string
-	haveBacking, unsafe, progress, quiet := false, false, false, false
+	haveBacking, unsafe, progress, quiet, forceShare := false, false, false, false, false
 	a, rc, ok := e.getopt(args, "f:F:b:upt:T:qU", nil, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
@@ -42,7 +42,10 @@ func runImgRebase(e *env, args []string) int {
 			progress = true
 		case 'q':
 			quiet = true
-		case 't', 'T', 'U':
+		case 'U':
+			// As qemu-img: for the backing files, which are only read.
+			forceShare = true
+		case 't', 'T':
 		}
 		return true
 	})
@@ -118,7 +121,7 @@ func runImgRebase(e *env, args []string) int {
 		if backing != "" {
 			path := pathCombine(fileOf(node), backing)
 			newBacking, err = s.g.Add(block.Options{
-				"driver": backingFmt, "read-only": true,
+				"driver": backingFmt, "read-only": true, "force-share": forceShare,
 				"file": block.Options{"driver": "file", "filename": path},
 			})
 			if err != nil {
