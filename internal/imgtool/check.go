@@ -15,7 +15,6 @@ import (
 	"minivmm/block"
 	"minivmm/block/qcow2"
 	"minivmm/internal/qtool"
-	"minivmm/qemuopen"
 )
 
 func init() {
@@ -77,13 +76,12 @@ func runImgCheck(e *env, args []string) int {
 		return 1
 	}
 
-	reg := qemuopen.New(qemuopen.Config{})
-	defer reg.CloseAll()
-	if err := qtool.AddFds(reg, a.addFds); err != nil {
-		return fail("%v", err)
+	s, ok := e.newSession(a.addFds)
+	if !ok {
+		return 1
 	}
-	graph := block.NewGraph(reg)
-	defer graph.Close()
+	defer s.close()
+	graph := s.g
 
 	if format != "" {
 		if _, ok := block.LookupDriver(format); !ok {
@@ -100,11 +98,9 @@ func runImgCheck(e *env, args []string) int {
 		}
 	}
 	if format == "" {
-		header := make([]byte, min(512, file.Length()))
-		if _, err := file.ReadAt(header, 0); err != nil {
-			return fail("Could not open '%s': Could not read image for determining its format: %s", filename, qtool.Strerror(err))
+		if format, err = block.ProbeNode(file); err != nil {
+			return fail("Could not open '%s': %s", filename, err)
 		}
-		format = block.Probe(header, filename)
 	}
 	if format != "qcow2" {
 		fmt.Fprintf(stderr, "%s: This image format does not support checks\n", e.prog)

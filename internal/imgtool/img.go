@@ -21,6 +21,7 @@ type env struct {
 	qtool.Program
 	prog           string // Program.Name, what messages start with
 	stdout, stderr io.Writer
+	closeErrs      []error // from closing images (session.close)
 }
 
 // imgCommand is one `minivmm img` subcommand: it gets the arguments after
@@ -66,7 +67,19 @@ func Run(p qtool.Program, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: Command not found: %s\n", e.prog, args[0])
 		return 1
 	}
-	return cmd.run(e, args[1:])
+	code := cmd.run(e, args[1:])
+	// Images are closed by then; what a format wrote back at close (or
+	// when its last writer left) and failed fails the run, which qemu-img
+	// would only print.
+	for _, err := range e.closeErrs {
+		for _, m := range qtool.CloseMessages(err) {
+			fmt.Fprintf(stderr, "%s: %s\n", e.prog, m)
+		}
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
 }
 
 // tryHelp is qemu-img's pointer to its help, naming the program as run.

@@ -29,8 +29,16 @@ func (e *env) newSession(addFds []cmdline.Occurrence) (*session, bool) {
 	return s, true
 }
 
+// close closes the images; what closing them failed with (a format's
+// write-back at close) is kept for Run to report and fail with.
 func (s *session) close() {
-	s.g.Close()
+	if s.g == nil {
+		return
+	}
+	if err := s.g.Close(); err != nil {
+		s.e.closeErrs = append(s.e.closeErrs, err)
+	}
+	s.g = nil
 	s.reg.CloseAll()
 }
 

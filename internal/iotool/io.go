@@ -157,17 +157,33 @@ func Run(p qtool.Program, args []string, stdin io.Reader, stdout, stderr io.Writ
 		return 1
 	}
 	out := newStdoutWriter(stdout)
-	defer out.flush()
 	t := &ioTool{prog: p.Name, out: out, stderr: stderr, writethrough: o.writethrough}
+	code = t.run(o, reg, stdin)
+	out.flush()
+	if t.g != nil {
+		// What a format holds back (qcow2's lazy refcounts) is written
+		// at close: a failure there fails the run, where qemu-io only
+		// prints it.
+		if msgs := qtool.CloseMessages(t.g.Close()); len(msgs) > 0 {
+			for _, m := range msgs {
+				fmt.Fprintf(stderr, "%s: %s\n", p.Name, m)
+			}
+			code = 1
+		}
+	}
+	return code
+}
+
+// run opens the image, if one was named, and runs the commands.
+func (t *ioTool) run(o *ioOptions, reg *qemuopen.Registry, stdin io.Reader) int {
 	if o.haveFile {
 		t.g = block.NewGraph(reg)
-		defer t.g.Close()
 		if err := t.open(&o.open); err != nil {
 			where := " device " + o.open.File
 			if o.open.ImageOpts {
 				where = ""
 			}
-			fmt.Fprintf(stderr, "%s: can't open%s: %s\n", p.Name, where, qtool.Message(err))
+			fmt.Fprintf(t.stderr, "%s: can't open%s: %s\n", t.prog, where, qtool.Message(err))
 			return 1
 		}
 	}

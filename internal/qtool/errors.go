@@ -3,6 +3,7 @@ package qtool
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -44,4 +45,39 @@ func Message(err error) string {
 		return be.Err.Error()
 	}
 	return err.Error()
+}
+
+// CloseMessages words what closing a graph failed with, one line per
+// node that failed (block.Graph.Close joins them).
+func CloseMessages(err error) []string {
+	if err == nil {
+		return nil
+	}
+	var msgs []string
+	for _, e := range flatten(err) {
+		msg := Message(e)
+		var errno unix.Errno
+		if errors.As(e, &errno) && msg == errno.Error() {
+			msg = Strerror(e) // the C library's words, not Go's
+		}
+		var be *block.Error
+		if errors.As(e, &be) && !strings.HasPrefix(be.Node, "#") {
+			msg = fmt.Sprintf("Failed to close node '%s': %s", be.Node, msg)
+		} else {
+			msg = "Failed to close the image: " + msg
+		}
+		msgs = append(msgs, msg)
+	}
+	return msgs
+}
+
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
