@@ -185,8 +185,8 @@ func be16(v uint16) []byte { return encbin.BigEndian.AppendUint16(nil, v) }
 func be64(v uint64) []byte { return encbin.BigEndian.AppendUint64(nil, v) }
 
 func TestImgCheckCorrupted(t *testing.T) {
-	fdtest.Check(t)
 	needQemuCheck(t)
+	t.Parallel()
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.qcow2")
 	runTool(t, dir, "qemu-img", "create", "-f", "qcow2", base, "8M")
@@ -239,8 +239,8 @@ func TestImgCheckCorrupted(t *testing.T) {
 }
 
 func TestImgCheckHumanAndErrors(t *testing.T) {
-	fdtest.Check(t)
 	needQemuCheck(t)
+	t.Parallel()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "h.qcow2")
 	runTool(t, dir, "qemu-img", "create", "-f", "qcow2", img, "8M")
@@ -270,8 +270,8 @@ func TestImgCheckHumanAndErrors(t *testing.T) {
 }
 
 func TestImgCheckAddFd(t *testing.T) {
-	fdtest.Check(t)
 	needQemuCheck(t)
+	t.Parallel()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "fd.qcow2")
 	runTool(t, dir, "qemu-img", "create", "-f", "qcow2", img, "8M")

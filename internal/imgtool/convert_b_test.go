@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 // cvRunBoth runs `img convert args` with qemu-img and in-process; "OUT"
@@ -69,7 +67,7 @@ func cvDropLine(s, key string) string {
 }
 
 func TestConvertBackingInterop(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	imgReadNeedQemu(t)
 	dir := t.TempDir()
 	p := func(n string) string { return filepath.Join(dir, n) }
@@ -135,7 +133,7 @@ func TestConvertBackingInterop(t *testing.T) {
 // TestConvertTargetIsZero: -n --target-is-zero writes no zeroes (the
 // target's old data stays where the source reads zero), as qemu-img's.
 func TestConvertTargetIsZero(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	imgReadNeedQemu(t)
 	dir := t.TempDir()
 	p := func(n string) string { return filepath.Join(dir, n) }
@@ -159,7 +157,7 @@ func TestConvertTargetIsZero(t *testing.T) {
 // --target-is-zero with -B) minivmm exits 1, and a backing file that
 // does not open leaves no output image behind (qemu-img leaves one).
 func TestConvertBackingBadInput(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	dir := t.TempDir()
 	p := func(n string) string { return filepath.Join(dir, n) }
 	cvRawImage(t, p("src.raw"), 1<<20, map[int64]byte{0: 1})

@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 // ccSource writes a raw image of compressible, incompressible and zero
@@ -52,12 +50,12 @@ type ccMapEntry struct {
 }
 
 func TestConvertCompressed(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	for _, ct := range []string{"zlib", "zstd"} {
 		for _, cs := range []int{4096, 65536} {
 			t.Run(fmt.Sprintf("%s-%d", ct, cs), func(t *testing.T) {
-				fdtest.Check(t)
+				t.Parallel()
 				dir := t.TempDir()
 				src := filepath.Join(dir, "src.raw")
 				want := ccSource(t, src)
@@ -112,7 +110,7 @@ func TestConvertCompressed(t *testing.T) {
 }
 
 func TestConvertCompressedRawRefused(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "src.raw"), filepath.Join(dir, "dst.raw")
 	if err := os.WriteFile(src, make([]byte, 65536), 0o644); err != nil {
@@ -130,8 +128,8 @@ func TestConvertCompressedRawRefused(t *testing.T) {
 // -n onto an image already written: allocated clusters are written
 // normally (compressed writes go to unwritten clusters only).
 func TestConvertCompressedExisting(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	if _, err := exec.LookPath("qemu-io"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("qemu-io not installed; apt-get install qemu-utils")

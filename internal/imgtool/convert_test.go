@@ -85,8 +85,8 @@ func cvRawImage(t *testing.T, path string, size int64, data map[int64]byte) {
 }
 
 func TestConvertRawToRaw(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "src.raw"), filepath.Join(dir, "dst.raw")
 	cvRawImage(t, src, 8<<20, map[int64]byte{0: 0x11, 3 << 20: 0x22, 8<<20 - 65536: 0x33})
@@ -119,8 +119,8 @@ func cvChain(t *testing.T, dir string) string {
 }
 
 func TestConvertQcow2ChainToRaw(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	top := cvChain(t, dir)
 	dst := filepath.Join(dir, "out.raw")
@@ -141,8 +141,8 @@ func TestConvertQcow2ChainToRaw(t *testing.T) {
 }
 
 func TestConvertToQcow2(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.raw")
 	cvRawImage(t, src, 8<<20, map[int64]byte{0: 0x11, 3 << 20: 0x22})
@@ -167,8 +167,8 @@ func cvAllocated(t *testing.T, path string) int64 {
 }
 
 func TestConvertSparse(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.raw")
 	cvRawImage(t, src, 1<<30, map[int64]byte{0: 0x11, 700 << 20: 0x22})
@@ -195,7 +195,7 @@ func TestConvertSparse(t *testing.T) {
 }
 
 func TestConvertErrors(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.raw")
 	cvRawImage(t, src, 1<<20, nil)
@@ -226,8 +226,8 @@ func TestConvertErrors(t *testing.T) {
 var cvSeconds = regexp.MustCompile(`Run completed in [0-9]+\.[0-9]{3} seconds\.`)
 
 func TestBenchOutput(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "b.raw")
 	cvRawImage(t, img, 1<<20, nil)
@@ -263,7 +263,7 @@ func TestBenchOutput(t *testing.T) {
 }
 
 func TestBenchWritesPattern(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "b.raw")
 	cvRawImage(t, img, 64<<10, nil)
@@ -314,8 +314,8 @@ func TestBenchAllocations(t *testing.T) {
 }
 
 func TestResizeRaw(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "r.raw")
 	cvRawImage(t, img, 1<<20, map[int64]byte{0: 0x11})
@@ -358,8 +358,8 @@ func TestResizeRaw(t *testing.T) {
 }
 
 func TestResizeQcow2(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "r.qcow2")
 	cvQemu(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
@@ -385,8 +385,8 @@ func TestResizeQcow2(t *testing.T) {
 
 // TestConvertBenchResizeFdsets runs the three over -add-fd fd sets only.
 func TestConvertBenchResizeFdsets(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "src.raw"), filepath.Join(dir, "dst.qcow2")
 	cvRawImage(t, src, 4<<20, map[int64]byte{1 << 20: 0x77})

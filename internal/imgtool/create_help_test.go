@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"minivmm/internal/fdtest"
 	"minivmm/internal/qtool"
 )
 
@@ -17,7 +16,6 @@ import (
 // encryption, external data files). Nothing is created.
 func TestCreateOptionHelp(t *testing.T) {
 	icNeedQemuImg(t)
-	fdtest.Check(t)
 	t.Parallel()
 	dir := t.TempDir()
 	target := filepath.Join(dir, "new.img")

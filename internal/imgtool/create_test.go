@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
-	"minivmm/internal/fdtest"
 	"minivmm/qemuopen"
 )
 
@@ -86,8 +85,8 @@ func icRead(t *testing.T, path, format string, n int64) []byte {
 }
 
 func TestImgCreateMatrix(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.raw")
 	pattern := bytes.Repeat([]byte{0xa5}, 1<<20)
@@ -124,7 +123,6 @@ func TestImgCreateMatrix(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			fdtest.Check(t)
 			size := "1M"
 			if strings.HasPrefix(c.name, "4T") {
 				size = "4T"
@@ -167,8 +165,8 @@ func TestImgCreateMatrix(t *testing.T) {
 }
 
 func TestImgCreateBackingSize(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "b.raw"), make([]byte, 3<<20), 0o644)
 	p := filepath.Join(dir, "o.qcow2")
@@ -182,7 +180,7 @@ func TestImgCreateBackingSize(t *testing.T) {
 }
 
 func TestImgCreateErrors(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "x.qcow2")
 	for _, c := range []struct {
@@ -218,8 +216,8 @@ func TestImgCreateErrors(t *testing.T) {
 }
 
 func TestImgCreateFdset(t *testing.T) {
-	fdtest.Check(t)
 	icNeedQemuImg(t)
+	t.Parallel()
 	p := filepath.Join(t.TempDir(), "fd.qcow2")
 	os.WriteFile(p, bytes.Repeat([]byte{1}, 1<<20), 0o644)
 	fd, err := unix.Open(p, unix.O_RDWR, 0)

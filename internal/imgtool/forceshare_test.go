@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 // TestForceShareInterop: -U where qemu-img takes it (and refuses it where
@@ -16,7 +14,6 @@ import (
 // stderr, each tool on its own copy of the images.
 func TestForceShareInterop(t *testing.T) {
 	icNeedQemuImg(t)
-	fdtest.Check(t)
 	t.Parallel()
 	for _, args := range [][]string{
 		{"info", "-U", "Q"},

@@ -3,8 +3,6 @@ package imgtool
 import (
 	"bytes"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 // TestImgGetoptInterop runs each subcommand's shared options (help, bad
@@ -12,7 +10,7 @@ import (
 // match. -h prints minivmm's help, not qemu-img's (whose list of commands
 // is not minivmm's), so there the help must be the one `img --help` prints.
 func TestImgGetoptInterop(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	imgReadNeedQemu(t)
 	var help bytes.Buffer
 	if code := runImg([]string{"--help"}, &help, &bytes.Buffer{}); code != 0 || help.Len() == 0 {
@@ -40,7 +38,7 @@ func TestImgGetoptInterop(t *testing.T) {
 // TestImgGetoptMidCluster: a bad option inside a cluster is named as
 // itself, where qemu-img names the argument before it.
 func TestImgGetoptMidCluster(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -6,15 +6,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 // TestImgInfoSnapshots lists internal snapshots as qemu-img info does,
 // including a VM state, VM clock and an entry without an icount (patched
 // in, as qemu-img snapshot -c records none of them).
 func TestImgInfoSnapshots(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	imgReadNeedQemu(t)
 	dir := t.TempDir()
 	p := func(n string) string { return filepath.Join(dir, n) }

@@ -3,11 +3,13 @@ package imgtool
 import (
 	"bytes"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"minivmm/internal/fdtest"
 	"minivmm/internal/iotool"
 	"minivmm/internal/qtool"
 )
@@ -38,3 +40,7 @@ func rawFd(t *testing.T, path string, flags int) int {
 // tryHelp is qemu-img's pointer to its help, as the in-process tool (run
 // as qemu-img) prints it.
 const tryHelp = "Try 'qemu-img --help' for more information\n"
+
+// TestMain checks, once every test has ended, that none left a
+// descriptor open: the parallel tests cannot check their own.
+func TestMain(m *testing.M) { os.Exit(fdtest.Main(m)) }

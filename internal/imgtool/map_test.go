@@ -6,8 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 // TestImgMapPreallocation: qemu-img map asks the file beneath a qcow2
@@ -15,7 +13,7 @@ import (
 // looks preallocated, so falloc images and files cut short (data
 // clusters past the end) map as qemu-img maps them.
 func TestImgMapPreallocation(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	imgReadNeedQemu(t)
 	dir := t.TempDir()
 	p := func(n string) string { return filepath.Join(dir, n) }

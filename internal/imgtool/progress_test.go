@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 // progChain makes base <- mid <- top (4 MiB) and two unrelated images in
@@ -59,7 +57,7 @@ func progRun(t *testing.T, dir string, ours bool, args []string) [4]string {
 }
 
 func TestImgProgressInterop(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	imgReadNeedQemu(t)
 	for _, args := range [][]string{
 		{"compare", "-p", "top.qcow2", "base.qcow2"},
@@ -85,11 +83,14 @@ func TestImgProgressInterop(t *testing.T) {
 		{"commit", "-p", "-b", "other.qcow2", "top.qcow2"},
 		{"commit", "-p", "none.qcow2"},
 	} {
-		ours := progRun(t, progChain(t), true, args)
-		theirs := progRun(t, progChain(t), false, args)
-		if ours != theirs {
-			t.Errorf("%q:\nours     %q\nqemu-img %q", args, ours, theirs)
-		}
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Parallel()
+			ours := progRun(t, progChain(t), true, args)
+			theirs := progRun(t, progChain(t), false, args)
+			if ours != theirs {
+				t.Errorf("%q:\nours     %q\nqemu-img %q", args, ours, theirs)
+			}
+		})
 	}
 }
 
@@ -97,7 +98,7 @@ func TestImgProgressInterop(t *testing.T) {
 // prints varies from run to run, so only the line's shape is compared:
 // from 0 to 100, rising, closed before "Image committed.".
 func TestImgCommitProgress(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	imgReadNeedQemu(t)
 	for _, args := range [][]string{{"commit", "-p", "top.qcow2"}, {"commit", "-p", "-b", "base.qcow2", "top.qcow2"}} {
 		for _, ours := range []bool{true, false} {

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 // imgReadNeedQemu skips (or, under CI, fails) without qemu-img.
@@ -67,7 +65,7 @@ func imgReadImages(t *testing.T) string {
 // TestImgReadInterop runs each command with qemu-img and in-process,
 // and wants the same stdout, stderr and exit status.
 func TestImgReadInterop(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	imgReadNeedQemu(t)
 	d := imgReadImages(t)
 	var cases [][]string
@@ -104,7 +102,6 @@ func TestImgReadInterop(t *testing.T) {
 			}
 		}
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
-			fdtest.Check(t)
 			want, got := qemuImgRun(t, "", args...), ourImgRun(args...)
 			if got != want {
 				t.Errorf("exit %d, want %d\nstdout:\n%s\nwant:\n%s\nstderr:\n%s\nwant:\n%s",
@@ -148,7 +145,7 @@ func ourImgRun(args ...string) imgResult {
 }
 
 func TestImgReadSizeToStr(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	for _, c := range []struct {
 		v    int64
 		want string
@@ -163,7 +160,7 @@ func TestImgReadSizeToStr(t *testing.T) {
 }
 
 func TestImgReadQDictOrder(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	d := &qdict{}
 	for _, k := range []string{"filename", "format", "dirty-flag", "actual-size", "virtual-size", "cluster-size"} {
 		d.put(k, int64(0))

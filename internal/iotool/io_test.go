@@ -48,6 +48,10 @@ func testImage(t *testing.T, size int64, content []byte) string {
 	return path
 }
 
+// TestMain checks, once every test has ended, that none left a
+// descriptor open: the parallel tests cannot check their own.
+func TestMain(m *testing.M) { os.Exit(fdtest.Main(m)) }
+
 // runIO runs minivmm io in-process, named as qemu-io so that its
 // messages compare with the real one's.
 func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -222,9 +226,9 @@ var ioCases = []struct {
 }
 
 func TestIOCommands(t *testing.T) {
+	t.Parallel()
 	for _, tc := range ioCases {
 		t.Run(tc.name, func(t *testing.T) {
-			fdtest.Check(t)
 			img := testImage(t, 1<<20, nil)
 			if tc.direct && !directIO(img) {
 				t.Skip("the file system of the test's temporary directory has no O_DIRECT")
@@ -253,7 +257,7 @@ func TestIOCommands(t *testing.T) {
 }
 
 func TestIOFormatting(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	for v, want := range map[float64]string{
 		0: "0 bytes", 40: "40 bytes", 725.967043: "725.967043 bytes", 811.0005: "811 bytes", 1023.9999999: "1024 bytes",
 		1024: "1 KiB", 1536: "1.500 KiB", 30.815 * (1 << 20): "30.815 MiB", 1 << 40: "1 TiB", 3 << 60: "3 EiB",
@@ -306,7 +310,7 @@ func TestIOFormatting(t *testing.T) {
 // TestIOStatistics checks the figures of the statistics line: computed
 // from the real elapsed time, consistent with each other.
 func TestIOStatistics(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := testImage(t, 4<<20, nil)
 	out, _, code := ioRun([]string{"-f", "raw", "-c", "read -C 0 4M", img}, "")
 	f := strings.Split(strings.TrimSpace(out), ",")
@@ -324,7 +328,7 @@ func TestIOStatistics(t *testing.T) {
 // be written into another format's header, or the next open would probe
 // it as that format.
 func TestIOProbedRawGuard(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	registerProbeFormat()
 	img := testImage(t, 1<<20, nil)
 	if err := os.WriteFile(img+".hdr", []byte("IOTESTFMT"), 0o600); err != nil {
@@ -439,7 +443,7 @@ func runQemuIO(t *testing.T, bin string, stdin string, args ...string) (stdout, 
 // TestIOInteropQemu: what minivmm io writes, qemu-io reads back, and the
 // reverse, with every cache mode on minivmm's side.
 func TestIOInteropQemu(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	bin := qemuIO(t)
 	img := testImage(t, 2<<20, nil)
 	for i, mode := range []string{"writeback", "writethrough", "none", "directsync", "unsafe"} {
@@ -486,7 +490,7 @@ func TestIOInteropQemu(t *testing.T) {
 // minivmm io, each on its own copy of the same image, and compares what
 // they print (timing figures aside) and their exit status.
 func TestIOConformance(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	bin := qemuIO(t)
 	content := []byte("minivmm io conformance 0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ !@#$%^&*()")
 	type tc struct {
