@@ -499,7 +499,7 @@ const (
 )
 
 func TestConformanceQMP(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	steps := []confStep{
 		// Before negotiation.
 		{name: "query-status before negotiation", send: `{"execute": "query-status"}`},
@@ -680,7 +680,7 @@ func TestConformanceQMP(t *testing.T) {
 }
 
 func TestConformancePrelaunch(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	steps := []confStep{
 		{name: "qmp_capabilities", send: `{"execute": "qmp_capabilities"}`},
 		{name: "query-status prelaunch", send: `{"execute": "query-status"}`},
@@ -697,7 +697,7 @@ func TestConformancePrelaunch(t *testing.T) {
 }
 
 func TestConformanceCommandLineFds(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := filepath.Join(t.TempDir(), "img")
 	if err := os.WriteFile(img, []byte("image\n"), 0o600); err != nil {
 		t.Fatal(err)

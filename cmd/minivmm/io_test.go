@@ -9,8 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 // timingLine matches qemu-io's statistics line; normalize keeps its
@@ -65,7 +63,7 @@ func openFiles(t *testing.T, path string, modes ...int) []*os.File {
 // TestIOAddFdInherited runs the binary as a management layer would,
 // handing it the image only as inherited fds.
 func TestIOAddFdInherited(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := testImage(t, 1<<20, nil)
 
 	files := openFiles(t, img, os.O_RDWR)

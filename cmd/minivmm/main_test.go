@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"minivmm/internal/fdtest"
 	"minivmm/internal/qmptest"
 )
 
@@ -30,7 +31,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building minivmm:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	// The tests run in parallel, so fds are checked once they have all
+	// ended (and in each minivmm child, by the tests that count them).
+	code := fdtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
