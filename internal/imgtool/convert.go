@@ -2,19 +2,11 @@ package imgtool
 
 // minivmm img convert: qemu-img convert over minivmm's block layer. The
 // sources (raw, or qcow2 with its backing chain; several are
-// concatenated) are read through the block layer; the destination is
-// created with img create's helpers, opened read-write through the block
-// layer and filled extent by extent, as BlockStatus describes the source:
-// extents that read as zero are not written at all when the destination
-// already reads as zero (a freshly created image without a backing file,
-// or -n --target-is-zero), and written as zeroes otherwise. With a backing
-// file (-B), only what the source's top image allocates is copied, as
-// qemu-img does: it does not compare data with the backing file.
-//
-// Ordering: -m N workers read different extents in parallel. Without -W
-// each worker waits for its turn before writing, so writes reach the
-// destination in ascending offset order, as qemu-img's in-order mode
-// does; with -W writes go out as soon as their data is read.
+// concatenated) are opened read-only; the destination is created with img
+// create's helpers and opened read-write; block/engine.Convert copies
+// (-m workers, in order unless -W; zero extents skipped where the
+// destination reads as zero; with -B only what the sources' top images
+// allocate).
 //
 // Caching is qemu-img's: -t (destination) defaults to unsafe, where no
 // flush reaches the disk, -T (source) to writeback.
