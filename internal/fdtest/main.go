@@ -23,3 +23,8 @@ func Main(m *testing.M) int {
 	}
 	return code
 }
+
+// Diff describes how after differs from before (lists from Open): the
+// descriptors opened and not closed, and those closed that were open; ""
+// when none. A child process run by a test checks itself with it.
+func Diff(before, after []int) string { return describe(before, after) }

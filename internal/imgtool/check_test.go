@@ -13,8 +13,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"minivmm/internal/fdtest"
 )
 
 // needQemuCheck skips without qemu-img and qemu-io, except under CI=true.
@@ -65,20 +63,14 @@ func qemuCheck(t *testing.T, dir, img string) (map[string]any, int, string) {
 // ourCheck runs minivmm img check --output=json in-process on dir/img.
 func ourCheck(t *testing.T, dir, img string) (map[string]any, int, string, string) {
 	t.Helper()
-	wd, _ := os.Getwd()
-	if err := os.Chdir(dir); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Chdir(wd)
-	var out, errb bytes.Buffer
-	code := runImg([]string{"check", "--output=json", img}, &out, &errb)
+	out, errs, code := imgIn(t, dir, "check", "--output=json", img)
 	var m map[string]any
-	if out.Len() > 0 {
-		if err := json.Unmarshal(out.Bytes(), &m); err != nil {
-			t.Fatalf("minivmm img check: %v\n%s", err, out.String())
+	if out != "" {
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			t.Fatalf("minivmm img check: %v\n%s", err, out)
 		}
 	}
-	return m, code, out.String(), errb.String()
+	return m, code, out, errs
 }
 
 // compareCheck checks that both tools agree on dir/img, and returns the
@@ -104,8 +96,8 @@ func compareCheck(t *testing.T, dir, img string) int {
 }
 
 func TestImgCheckInterop(t *testing.T) {
-	fdtest.Check(t)
 	needQemuCheck(t)
+	t.Parallel()
 	dir := t.TempDir()
 	writes := []string{"write -P 1 0 64k", "write -P 2 1M 4k", "write -P 3 3M 128k", "write -z 2M 64k", "write -P 4 100k 8k"}
 	cases := []struct {
@@ -286,16 +278,10 @@ func TestImgCheckAddFd(t *testing.T) {
 // runRepair runs a check -r in dir: qemu-img's or ours (in-process).
 func runRepair(t *testing.T, dir string, ours bool, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb bytes.Buffer
 	if ours {
-		wd, _ := os.Getwd()
-		if err := os.Chdir(dir); err != nil {
-			t.Fatal(err)
-		}
-		defer os.Chdir(wd)
-		code := runImg(append([]string{"check"}, args...), &out, &errb)
-		return out.String(), errb.String(), code
+		return imgIn(t, dir, append([]string{"check"}, args...)...)
 	}
+	var out, errb bytes.Buffer
 	cmd := exec.Command("qemu-img", append([]string{"check"}, args...)...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -314,8 +300,8 @@ func runRepair(t *testing.T, dir string, ours bool, args ...string) (string, str
 // status, an image qemu-img finds clean (where it can be fixed) and with
 // the content it had.
 func TestImgCheckRepairInterop(t *testing.T) {
-	fdtest.Check(t)
 	needQemuCheck(t)
+	t.Parallel()
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.qcow2")
 	runTool(t, dir, "qemu-img", "create", "-f", "qcow2", base, "8M")

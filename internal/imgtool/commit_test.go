@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"minivmm/internal/fdtest"
 )
 
 func crNeedQemu(t *testing.T) {
@@ -35,13 +33,11 @@ func crRun(t *testing.T, dir string, name string, args ...string) string {
 	return string(out)
 }
 
-// crImg runs minivmm img in dir (in-process).
+// crImg runs minivmm img in dir (in a child process).
 func crImg(t *testing.T, dir string, args ...string) (int, string, string) {
 	t.Helper()
-	t.Chdir(dir)
-	var out, errb bytes.Buffer
-	code := runImg(args, &out, &errb)
-	return code, out.String(), errb.String()
+	out, errs, code := imgIn(t, dir, args...)
+	return code, out, errs
 }
 
 func crIdentical(t *testing.T, dir string, args ...string) {
@@ -99,8 +95,8 @@ func crCopyDir(t *testing.T, src, dst string, files []string) {
 }
 
 func TestImgCommitChains(t *testing.T) {
-	fdtest.Check(t)
 	crNeedQemu(t)
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		baseFmt string
@@ -166,8 +162,8 @@ func TestImgCommitChains(t *testing.T) {
 }
 
 func TestImgCommitErrors(t *testing.T) {
-	fdtest.Check(t)
 	crNeedQemu(t)
+	t.Parallel()
 	dir := t.TempDir()
 	crRun(t, dir, "qemu-img", "create", "-f", "qcow2", "s.qcow2", "1M")
 	crChain(t, dir, "qcow2", false)
@@ -199,8 +195,8 @@ func crRebaseSetup(t *testing.T, dir string) {
 }
 
 func TestImgRebaseSafe(t *testing.T) {
-	fdtest.Check(t)
 	crNeedQemu(t)
+	t.Parallel()
 	for _, tc := range []struct {
 		name, backing, fmt string
 	}{
@@ -253,8 +249,8 @@ func backingLine(info, prefix string) string {
 }
 
 func TestImgRebaseUnsafe(t *testing.T) {
-	fdtest.Check(t)
 	crNeedQemu(t)
+	t.Parallel()
 	dir, ref := t.TempDir(), t.TempDir()
 	crRebaseSetup(t, dir)
 	crCopyDir(t, dir, ref, []string{"A.qcow2", "B.raw", "t.qcow2"})

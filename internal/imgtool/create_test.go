@@ -123,6 +123,7 @@ func TestImgCreateMatrix(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			size := "1M"
 			if strings.HasPrefix(c.name, "4T") {
 				size = "4T"

@@ -102,6 +102,7 @@ func TestImgReadInterop(t *testing.T) {
 			}
 		}
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Parallel()
 			want, got := qemuImgRun(t, "", args...), ourImgRun(args...)
 			if got != want {
 				t.Errorf("exit %d, want %d\nstdout:\n%s\nwant:\n%s\nstderr:\n%s\nwant:\n%s",

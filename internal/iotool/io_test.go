@@ -229,6 +229,7 @@ func TestIOCommands(t *testing.T) {
 	t.Parallel()
 	for _, tc := range ioCases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			img := testImage(t, 1<<20, nil)
 			if tc.direct && !directIO(img) {
 				t.Skip("the file system of the test's temporary directory has no O_DIRECT")
