@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/internal/qtool"
 )
 
 // failingCloser is a format over its file child whose write-back at
@@ -51,6 +52,19 @@ func TestIOCloseError(t *testing.T) {
 		out, errOut, code := ioRun(tc.args, "")
 		if code != 1 || errOut != tc.want || !strings.Contains(out, "512/512 bytes") {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q, want %q", tc.args, code, out, errOut, tc.want)
+		}
+	}
+}
+
+// TestIOVersion: -V answers at once, whatever follows (qemu-io exits in
+// its option loop), with the QEMU version spoken and minivmm's own.
+func TestIOVersion(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"-V"}, {"--version", "--bogus"}, {"-f", "raw", "-V", "-c"}} {
+		var out, errb strings.Builder
+		code := Run(qtool.Program{Name: "minivmm io", Version: "1.2.3"}, args, strings.NewReader(""), &out, &errb)
+		if want := "minivmm io version " + qtool.QEMUVersion + " (minivmm 1.2.3)\n"; code != 0 || out.String() != want || errb.Len() != 0 {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out.String(), errb.String())
 		}
 	}
 }

@@ -35,8 +35,8 @@ QEMU Disk exerciser, on minivmm's block layer
   -add-fd fd=N,set=M[,opaque=S]
                        put inherited fd N into fd set M (as minivmm's
                        -add-fd); file may then be /dev/fdset/M
-  -V, --version        output version information and exit
   -h, --help           display this help and exit
+  -V, --version        output version information and exit
 
 See 'minivmm io -c help' for information on available commands.
 `
@@ -101,7 +101,9 @@ func parseIOArgs(prog string, args []string, stdout, stderr io.Writer) (o *ioOpt
 		case 'c':
 			o.cmds = append(o.cmds, arg)
 		case 'V':
+			// As qemu-io: the version, at once, whatever follows.
 			o.version = true
+			return o, 0, false
 		case 'f':
 			o.open.Format = arg
 		case 'r':
