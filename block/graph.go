@@ -441,12 +441,17 @@ func (g *Graph) Delete(name string) error {
 }
 
 // remove closes n and unlinks it; inline children go with it. The
-// requests in flight on n end first; later ones fail with ErrClosed.
-func (g *Graph) remove(n *Node) {
+// requests in flight on n end first; later ones fail with ErrClosed. It
+// returns what closing them failed with (a format writing back its
+// metadata at close); they are unlinked all the same.
+func (g *Graph) remove(n *Node) error {
+	var errs []error
 	end := drainNodes(drainOrder([]*Node{n}))
 	n.gate.close()
 	n.mu.Lock()
-	n.img.Close()
+	if err := n.img.Close(); err != nil {
+		errs = append(errs, &Error{Node: n.name, Op: "close", Err: err})
+	}
 	n.mu.Unlock()
 	end()
 	delete(g.nodes, n.name)
@@ -454,26 +459,32 @@ func (g *Graph) remove(n *Node) {
 	for _, c := range n.children {
 		delete(c.parents, n)
 		if c.implicit && len(c.parents) == 0 {
-			g.remove(c)
+			errs = append(errs, g.remove(c))
 		}
 	}
+	return errors.Join(errs...)
 }
 
-// Close closes every node, roots first, as at exit.
-func (g *Graph) Close() {
+// Close closes every node, roots first, as at exit. It returns every
+// failure to write back what a node held (at the loss of its last
+// writer, or at close): the images are closed all the same, and as safe
+// as after a crash, but the caller must hear of it.
+func (g *Graph) Close() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	var errs []error
 	for _, b := range g.backends {
-		g.detach(b)
+		errs = append(errs, g.detach(b))
 	}
 	for len(g.order) > 0 {
 		for _, n := range slices.Backward(g.order) {
 			if len(n.parents) == 0 {
-				g.remove(n)
+				errs = append(errs, g.remove(n))
 				break
 			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // ErrReadOnly refuses write permission on a read-only node, in QEMU's
@@ -529,17 +540,19 @@ func (g *Graph) Attach(name string, node *Node, perm Perm) (*Backend, error) {
 	return b, nil
 }
 
-// Detach drops a backend and its permissions.
-func (g *Graph) Detach(b *Backend) {
+// Detach drops a backend and its permissions. It returns what writing
+// back the node's held metadata failed with, when this was its last
+// writer; the permission is dropped all the same.
+func (g *Graph) Detach(b *Backend) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.detach(b)
+	return g.detach(b)
 }
 
-func (g *Graph) detach(b *Backend) {
+func (g *Graph) detach(b *Backend) error {
 	n := b.node
 	if !slices.Contains(n.users, b) {
-		return
+		return nil
 	}
 	// The backend's requests end before its permissions go (QEMU's
 	// blk_detach drains too).
@@ -550,8 +563,9 @@ func (g *Graph) detach(b *Backend) {
 		delete(g.backends, b.name)
 	}
 	if b.perm.Write {
-		g.dropWriter(n, b.perm.ShareWrite)
+		return g.dropWriter(n, b.perm.ShareWrite)
 	}
+	return nil
 }
 
 // Backend finds a backend by name.
@@ -606,17 +620,20 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 // driver write back what it held in memory (before the file child loses
 // write permission), and reopens an auto-read-only node read-only
 // (flushed first).
-func (g *Graph) dropWriter(n *Node, share bool) {
+func (g *Graph) dropWriter(n *Node, share bool) error {
 	if share {
 		n.sharedWriters--
 	}
 	wasWritable := n.state.writable(n.writers.Load())
 	last := n.writers.Add(-1) == 0
+	var err error
 	if d, ok := n.img.(WriterDropper); ok && last {
 		// A failure leaves the image as a crash would (a qcow2 image
-		// stays marked dirty and is repaired when next written); there
-		// is no one to return it to.
-		d.DropWriter()
+		// stays marked dirty and is repaired when next written); the
+		// writer that left hears of it.
+		if e := d.DropWriter(); e != nil {
+			err = &Error{Node: n.name, Op: "drop writer", Err: e}
+		}
 	}
 	if last && !n.state.writable(0) {
 		// Going back to read-only cannot fail for want of an fd; if the
@@ -624,6 +641,7 @@ func (g *Graph) dropWriter(n *Node, share bool) {
 		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 0, wasWritable: wasWritable}})
 	}
 	if f := n.children["file"]; f != nil {
-		g.dropWriter(f, share)
+		err = errors.Join(err, g.dropWriter(f, share))
 	}
+	return err
 }

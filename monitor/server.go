@@ -21,12 +21,16 @@ import (
 	"minivmm/qemuopen"
 )
 
+// MinivmmVersion is minivmm's own version: query-version's package, and
+// what -version, img --version and io -V print beside QEMU's.
+const MinivmmVersion = "0.1.0"
+
 // Version is what query-version and the greeting report. minivmm speaks the
 // QMP of QEMU 9.1 for fdsets (access mode and O_DIRECT must match);
 // Package says who is speaking.
 var Version = Obj{
 	{"qemu", Obj{{"micro", 0}, {"minor", 1}, {"major", 9}}},
-	{"package", "minivmm 0.1.0"},
+	{"package", "minivmm " + MinivmmVersion},
 }
 
 // Limits on one QMP message: QEMU's nesting limit, and a size far above

@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"minivmm/block"
 	"minivmm/qemuopen"
 )
@@ -77,23 +75,8 @@ func openBacking(o *block.OpenContext, name, format string, overlay string) (*bl
 	return n, nil
 }
 
-// probe reads the first bytes of path and names its format.
+// probe names the format of path's first bytes, with the block layer's
+// one probe rule.
 func probe(files *qemuopen.Registry, path string) (string, error) {
-	fd, err := files.Open(path, unix.O_RDONLY)
-	if err != nil {
-		return "", err
-	}
-	defer files.Close(fd)
-	buf := make([]byte, 4096)
-	var n int
-	for {
-		n, err = unix.Pread(fd, buf, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		return "", fmt.Errorf("Could not read image for determining its format: %w", err)
-	}
-	return block.Probe(buf[:n], path), nil
+	return block.ProbeFile(files, path)
 }

@@ -246,7 +246,7 @@ const bcQueryNodes = `{"execute": "query-named-block-nodes"}`
 // back by reopening /dev/fdset/1, which picks the set's other fd; a raw
 // node over it; deletion.
 func TestBlockConformanceFdset(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := bcImage(t)
 	const (
 		fRO = `{"driver": "file", "node-name": "f", "filename": "/dev/fdset/1", "read-only": true}`
@@ -309,7 +309,7 @@ func TestBlockConformanceFdset(t *testing.T) {
 // one transaction; when the second cannot get an fd, the first keeps its
 // O_RDONLY dup.
 func TestBlockConformanceReopenTransaction(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := bcImage(t)
 	node := func(name string, set int, ro bool) string {
 		// locking off: two lone nodes on one image lock nothing in QEMU
@@ -364,7 +364,7 @@ func bcDir(t *testing.T, img string) string {
 // TestBlockConformanceAddErrors: blockdev-add errors from the recorded
 // transcripts; a failed add leaves no node and no fd behind.
 func TestBlockConformanceAddErrors(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := bcImage(t)
 	dir := bcDir(t, img)
 	// Each failing add names its node anew ("a1", "a2"...), so that one
@@ -437,7 +437,7 @@ func TestBlockConformanceAddErrors(t *testing.T) {
 // TestBlockConformanceNullFile: "file": null is a type error ("file" is a
 // BlockdevRef; only "backing" may be null), at the top and inline.
 func TestBlockConformanceNullFile(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := bcImage(t)
 	steps := []confStep{
 		{name: "qmp_capabilities", send: bcCmd("qmp_capabilities", "")},
@@ -454,7 +454,7 @@ func TestBlockConformanceNullFile(t *testing.T) {
 // them, duplicate names, blockdev-del and blockdev-reopen errors from the
 // recorded transcripts, and implicit (inline) children.
 func TestBlockConformanceNodes(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := bcImage(t)
 	dir := bcDir(t, img)
 	add := func(args string) string { return bcCmd("blockdev-add", args) }
@@ -588,7 +588,7 @@ func bcFdCount(t *testing.T, pid int) int {
 // A cache.direct add or reopen on a set without an O_DIRECT fd fails with
 // EACCES, and the flags of the management layer's fd stay as they were.
 func TestBlockConformanceDirectNeedsDirectFd(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := bcImage(t)
 	p := startVMM(t, nil)
 	c := qmptest.Dial(t, p.Sock)
@@ -662,7 +662,7 @@ func TestBlockConformanceDirectNeedsDirectFd(t *testing.T) {
 // blockdev-reopen with an empty options list. minivmm must answer them and
 // stay usable.
 func TestBlockConformanceQEMUCrashers(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	p := startVMM(t, nil)
 	c := qmptest.Dial(t, p.Sock)
 	c.Negotiate()

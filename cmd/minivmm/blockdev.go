@@ -3,10 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"minivmm/block"
 	"minivmm/cmdline"
@@ -139,18 +136,9 @@ func (v *vmm) addDrive(value string) error {
 	return nil
 }
 
-// probe reads the first bytes of a file (through qemu_open, so fdsets
-// work) and names its format. Probing only ever reads.
+// probe names the format of a file's first bytes (through qemu_open, so
+// fdsets work), with the block layer's one probe rule. Probing only ever
+// reads.
 func (v *vmm) probe(filename string) (string, error) {
-	fd, err := v.fds.Open(filename, os.O_RDONLY)
-	if err != nil {
-		return "", err
-	}
-	defer v.fds.Close(fd)
-	header := make([]byte, 4096)
-	n, err := unix.Pread(fd, header, 0)
-	if err != nil {
-		return "", fmt.Errorf("Could not read image for determining its format: %w", err)
-	}
-	return block.Probe(header[:n], filename), nil
+	return block.ProbeFile(v.fds, filename)
 }

@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"minivmm/internal/fdtest"
 	"minivmm/internal/qmptest"
 )
 
@@ -38,7 +37,7 @@ func nodeFdModes(t *testing.T, c *qmptest.Client, pid int, path string) []string
 }
 
 func TestBlockdevOverCommandLineFdset(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	path, files := imageFile(t, os.O_RDONLY, os.O_RDWR)
 	p := startVMM(t, files, "-fdset-only",
 		"-add-fd", "fd=3,set=2,opaque=rdonly", "-add-fd", "fd=4,set=2,opaque=rdwr",
@@ -81,7 +80,7 @@ func TestBlockdevOverCommandLineFdset(t *testing.T) {
 }
 
 func TestDriveOption(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	path, _ := imageFile(t)
 	p := startVMM(t, nil, "-drive", "file="+path+",format=raw,if=none,id=drive0,cache=none")
 	c := qmptest.Dial(t, p.Sock)
@@ -106,7 +105,7 @@ func TestDriveOption(t *testing.T) {
 }
 
 func TestBlockOptionErrors(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	path, _ := imageFile(t)
 	for _, tc := range []struct {
 		args []string

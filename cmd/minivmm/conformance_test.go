@@ -504,7 +504,7 @@ const (
 )
 
 func TestConformanceQMP(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	steps := []confStep{
 		// Before negotiation.
 		{name: "query-status before negotiation", send: `{"execute": "query-status"}`},
@@ -690,7 +690,7 @@ func TestConformanceQMP(t *testing.T) {
 }
 
 func TestConformancePrelaunch(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	steps := []confStep{
 		{name: "qmp_capabilities", send: `{"execute": "qmp_capabilities"}`},
 		{name: "query-status prelaunch", send: `{"execute": "query-status"}`},
@@ -707,7 +707,7 @@ func TestConformancePrelaunch(t *testing.T) {
 }
 
 func TestConformanceCommandLineFds(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	img := filepath.Join(t.TempDir(), "img")
 	if err := os.WriteFile(img, []byte("image\n"), 0o600); err != nil {
 		t.Fatal(err)

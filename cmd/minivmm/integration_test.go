@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"minivmm/internal/fdtest"
 	"minivmm/internal/qmptest"
 )
 
@@ -119,7 +118,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestCommandLineAddFd(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	path, files := imageFile(t, os.O_RDONLY, os.O_RDWR)
 	p := startVMM(t, files, "-add-fd", "fd=3,set=2,opaque=rdonly:"+path, "-add-fd", "fd=4,set=2,opaque=rdwr:"+path)
 	c := qmptest.Dial(t, p.Sock)
@@ -159,7 +158,7 @@ func TestCommandLineAddFd(t *testing.T) {
 }
 
 func TestAddFdOptionErrors(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	_, files := imageFile(t, os.O_RDONLY)
 	tests := []struct {
 		arg, want string
@@ -179,7 +178,7 @@ func TestAddFdOptionErrors(t *testing.T) {
 }
 
 func TestQMPAddFdAndLeaks(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	_, files := imageFile(t, os.O_RDONLY, os.O_RDWR, os.O_RDONLY)
 	p := startVMM(t, nil)
 	c := qmptest.Dial(t, p.Sock)
@@ -223,7 +222,7 @@ func TestQMPAddFdAndLeaks(t *testing.T) {
 }
 
 func TestDisconnectClosingRules(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	_, files := imageFile(t, os.O_RDONLY, os.O_RDWR)
 	for _, autoclose := range []string{"on", "off"} {
 		t.Run("autoclose-"+autoclose, func(t *testing.T) {
@@ -267,7 +266,7 @@ func TestDisconnectClosingRules(t *testing.T) {
 }
 
 func TestRemoveFdWhilePaused(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	_, files := imageFile(t, os.O_RDONLY)
 	p := startVMM(t, nil, "-S")
 	c := qmptest.Dial(t, p.Sock)
@@ -285,7 +284,7 @@ func TestRemoveFdWhilePaused(t *testing.T) {
 
 // TestLibvirtStyleChardev passes the monitor's listening socket as an fd.
 func TestLibvirtStyleChardev(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	sock := filepath.Join(t.TempDir(), "mon.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -312,7 +311,7 @@ func TestLibvirtStyleChardev(t *testing.T) {
 }
 
 func TestQuitSignalAndCleanup(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	pidfile := filepath.Join(t.TempDir(), "pid")
 	p := startVMM(t, nil, "-pidfile", pidfile, "-name", "guest=vm1,debug-threads=on")
 	if data, err := os.ReadFile(pidfile); err != nil || strings.TrimSpace(string(data)) != strconv.Itoa(p.Pid) {
@@ -350,7 +349,7 @@ func TestQuitSignalAndCleanup(t *testing.T) {
 }
 
 func TestDefaultSocket(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	p := qmptest.StartArgs(t, binary, nil)
 	var sock string
 	waitFor(t, "the socket line", func() bool {
@@ -379,7 +378,7 @@ func TestDefaultSocket(t *testing.T) {
 // TestHostileInput sends what a broken or hostile client might; the VMM
 // answers with errors, keeps serving, and holds no extra fds afterwards.
 func TestHostileInput(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	_, files := imageFile(t, os.O_RDONLY)
 	p := startVMM(t, nil)
 	good := qmptest.Dial(t, p.Sock)
@@ -417,7 +416,7 @@ func TestHostileInput(t *testing.T) {
 // TestFdSplitAcrossWrites: an fd sent with the first part of a command
 // belongs to that command.
 func TestFdSplitAcrossWrites(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	_, files := imageFile(t, os.O_RDONLY)
 	p := startVMM(t, nil)
 	c := qmptest.Dial(t, p.Sock)
@@ -438,7 +437,7 @@ func TestFdSplitAcrossWrites(t *testing.T) {
 }
 
 func TestFdsetOnlyOption(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	// The option is accepted; what it confines (block-layer opens) arrives
 	// with the block layer; here it must not stop the monitor from working.
 	p := startVMM(t, nil, "-fdset-only")
@@ -448,7 +447,7 @@ func TestFdsetOnlyOption(t *testing.T) {
 }
 
 func TestBadOptions(t *testing.T) {
-	fdtest.Check(t)
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -17,19 +17,6 @@ import (
 	"minivmm/internal/qmptest"
 )
 
-// lockNeedQemu skips without QEMU's tools, except under CI=true.
-func lockNeedQemu(t *testing.T) {
-	t.Helper()
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed (CI=true)", tool)
-			}
-			t.Skipf("%s not installed; apt-get install qemu-utils", tool)
-		}
-	}
-}
-
 func lockImage(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "disk.qcow2")
@@ -88,7 +75,7 @@ func vmmFdCount(t *testing.T, pid int) int {
 // (QMP blockdev-add): qemu-img info is refused with its own words, -U gets
 // through, and blockdev-del lets it in and leaves no fd behind.
 func TestVMMLockRefusesQemuImg(t *testing.T) {
-	lockNeedQemu(t)
+	needTools(t, "qemu-img", "qemu-io")
 	fdtest.Check(t)
 	for _, overFdset := range []bool{false, true} {
 		t.Run(map[bool]string{false: "path", true: "fdset"}[overFdset], func(t *testing.T) {
@@ -134,7 +121,7 @@ func TestVMMLockRefusesQemuImg(t *testing.T) {
 // qemu-img and qemu-io are, and so is the VMM's blockdev-add, over a path
 // and over an fdset.
 func TestQEMULockRefusesMinivmm(t *testing.T) {
-	lockNeedQemu(t)
+	needTools(t, "qemu-img", "qemu-io")
 	fdtest.Check(t)
 	path := lockImage(t)
 	holder := exec.Command("qemu-io", "-f", "qcow2", path)
@@ -231,7 +218,7 @@ func TestQEMULockRefusesMinivmm(t *testing.T) {
 // blockdev-del the set still keeps writers out. minivmm releases a dup's
 // locks before closing it.
 func TestVMMReopenOverFdsetLeavesNoStaleLocks(t *testing.T) {
-	lockNeedQemu(t)
+	needTools(t, "qemu-img", "qemu-io")
 	fdtest.Check(t)
 	// raw: reopening a qcow2 node without a backing file panics in
 	// reopenNodes today (a nil "backing" child; a separate defect).

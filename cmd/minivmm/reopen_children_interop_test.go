@@ -21,7 +21,7 @@ import (
 // backing_file_depth.
 func TestReopenChildrenLikeQEMU(t *testing.T) {
 	fdtest.Check(t)
-	icNeedQemuImg(t)
+	needTools(t, "qemu-img", "qemu-system-x86_64")
 	script := []string{
 		`{"execute":"qmp_capabilities"}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"f","filename":"@DIR@/plain.qcow2"}}`,

@@ -1,0 +1,316 @@
+package imgtool
+
+// minivmm img create: qemu-img create for raw and qcow2.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/block"
+	"minivmm/block/qcow2"
+	"minivmm/cmdline"
+	"minivmm/internal/qtool"
+	"minivmm/qemuopen"
+)
+
+func init() {
+	imgCommands["create"] = imgCommand{
+		run:   runImgCreate,
+		usage: "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] [-add-fd fd=N,set=M] filename [size]",
+	}
+}
+
+// createKinds are the -o parameters each format accepts.
+var createKinds = map[string]map[string]cmdline.Kind{
+	"raw": {"size": cmdline.OptSize, "preallocation": cmdline.OptString},
+	"qcow2": {
+		"size": cmdline.OptSize, "compat": cmdline.OptString, "backing_file": cmdline.OptString,
+		"backing_fmt": cmdline.OptString, "cluster_size": cmdline.OptSize,
+		"preallocation": cmdline.OptString, "lazy_refcounts": cmdline.OptBool,
+		"refcount_bits": cmdline.OptNumber, "extended_l2": cmdline.OptBool,
+		"compression_type": cmdline.OptString,
+	},
+}
+
+func runImgCreate(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
+	format, backing, backingFmt := "raw", "", ""
+	var optStrs []string
+	quiet, unsafe := false, false
+	a, rc, ok := e.getopt(args, "F:b:f:o:qu", nil, func(c rune, arg string) bool {
+		switch c {
+		case 'f':
+			format = arg
+		case 'b':
+			backing = arg
+		case 'F':
+			backingFmt = arg
+		case 'o':
+			optStrs = append(optStrs, arg)
+		case 'q':
+			quiet = true
+		case 'u':
+			unsafe = true
+		}
+		return true
+	})
+	if !ok {
+		return rc
+	}
+	if hasHelpOption(optStrs) {
+		filename := ""
+		if len(a.operands) > 0 {
+			filename = a.operands[0]
+		}
+		return e.createOptionHelp(format, filename)
+	}
+	switch {
+	case len(a.operands) == 0:
+		fmt.Fprintf(stderr, "%s: Expecting image file name\n", e.prog)
+		return e.tryHelp()
+	case len(a.operands) > 2:
+		fmt.Fprintf(stderr, "%s: Unexpected argument: %s\n", e.prog, a.operands[2])
+		return e.tryHelp()
+	}
+	filename := a.operands[0]
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "%s: %s: %s\n", e.prog, filename, fmt.Sprintf(format, a...))
+		return 1
+	}
+	var size uint64
+	haveSize := false
+	if len(a.operands) == 2 {
+		n, err := cmdline.ParseSize(a.operands[1])
+		if err != nil || n > 1<<63-1 {
+			fmt.Fprintf(stderr, "%s: Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n"+
+				"%s: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.\n", e.prog, e.prog)
+			return 1
+		}
+		size, haveSize = n, true
+	}
+	kinds, ok := createKinds[format]
+	if !ok {
+		return fail("Unknown file format '%s'", format)
+	}
+	opts, err := cmdline.ParseOpts(strings.Join(optStrs, ","), "")
+	if err == nil {
+		err = opts.Validate(kinds)
+	}
+	if err != nil {
+		return fail("%s", err)
+	}
+	if v, ok := opts.Get("size"); ok {
+		if haveSize {
+			return fail("The image size must be specified only once")
+		}
+		size, _ = cmdline.ParseSize(v)
+		haveSize = true
+	}
+	if v, ok := opts.Get("backing_file"); ok && backing == "" {
+		backing = v
+	}
+	if v, ok := opts.Get("backing_fmt"); ok && backingFmt == "" {
+		backingFmt = v
+	}
+	if backing != "" && format == "raw" {
+		return fail("Backing file not supported for file format 'raw'")
+	}
+
+	reg := qemuopen.New(qemuopen.Config{})
+	defer reg.CloseAll()
+	if err := qtool.AddFds(reg, a.addFds); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", e.prog, err)
+		return 1
+	}
+
+	if backing != "" {
+		if backingFmt == "" && !unsafe {
+			return fail("Backing file specified without backing format")
+		}
+		if !unsafe {
+			n, err := backingSize(reg, filename, backing, backingFmt)
+			if err != nil {
+				return fail("%s\nCould not open backing image.", err)
+			}
+			if !haveSize {
+				size, haveSize = uint64(n), true
+			}
+		}
+	}
+	if !haveSize {
+		return fail("Image creation needs a size parameter")
+	}
+
+	// The line qemu-img prints before it creates anything.
+	line := []string{fmt.Sprintf("Formatting '%s', fmt=%s", filename, format)}
+	add := func(key, def string) {
+		if v, ok := opts.Get(key); ok {
+			line = append(line, key+"="+v)
+		} else if def != "" {
+			line = append(line, key+"="+def)
+		}
+	}
+	prealloc, _ := opts.Get("preallocation")
+	if format == "raw" {
+		line = append(line, fmt.Sprintf("size=%d", size))
+		add("preallocation", "")
+	} else {
+		cs, _ := opts.Size("cluster_size", 65536)
+		line = append(line, fmt.Sprintf("cluster_size=%d", cs))
+		add("extended_l2", "off")
+		add("preallocation", "")
+		add("compression_type", "zlib")
+		line = append(line, fmt.Sprintf("size=%d", size))
+		add("compat", "")
+		if backing != "" {
+			line = append(line, "backing_file="+backing)
+		}
+		if backingFmt != "" {
+			line = append(line, "backing_fmt="+backingFmt)
+		}
+		add("lazy_refcounts", "off")
+		add("refcount_bits", "16")
+	}
+	if !quiet {
+		fmt.Fprintln(stdout, strings.Join(line, " "))
+	}
+
+	var write func(fd int) error
+	if format == "raw" {
+		switch prealloc {
+		case "", "off", "falloc", "full":
+		default:
+			return fail("Unsupported preallocation mode: %s", prealloc)
+		}
+		write = func(fd int) error { return createRaw(fd, (size+511)&^511, prealloc) }
+	} else {
+		co, err := qcow2CreateOptions(opts, size, backing, backingFmt)
+		if err == nil {
+			err = qcow2.ValidateCreate(co)
+		}
+		if err != nil {
+			return fail("%s", err)
+		}
+		write = func(fd int) error { return qcow2.Create(qcow2.FdTarget(fd), co) }
+	}
+
+	fd, err := reg.Create(filename, unix.O_RDWR|unix.O_TRUNC, 0o644)
+	if err != nil {
+		var qe *qemuopen.Error
+		if errors.As(err, &qe) && qe.Msg == "" {
+			return fail("Could not create '%s': %s", filename, qtool.Strerror(err))
+		}
+		return fail("%s", err)
+	}
+	err = write(fd)
+	if err == nil {
+		err = unix.Fsync(fd)
+	}
+	reg.Close(fd)
+	if err != nil {
+		if !strings.HasPrefix(filename, qemuopen.FdsetPrefix) {
+			os.Remove(filename) // as qemu-img: no half-written image stays
+		}
+		return fail("Could not write image: %s", qtool.Strerror(err))
+	}
+	return 0
+}
+
+// qcow2CreateOptions reads the qcow2 options, in QEMU's words when a value
+// is not accepted.
+func qcow2CreateOptions(opts *cmdline.Opts, size uint64, backing, backingFmt string) (qcow2.CreateOptions, error) {
+	co := qcow2.CreateOptions{Size: size, BackingFile: backing, BackingFormat: backingFmt}
+	cs, err := opts.Size("cluster_size", 65536)
+	if err != nil {
+		return co, err
+	}
+	if cs > 1<<62 {
+		cs = 3 // refused as not a power of two
+	}
+	co.ClusterSize = int64(cs)
+	switch v, _ := opts.Get("compat"); v {
+	case "", "1.1", "v3":
+		co.Version = 3
+	case "0.10", "v2":
+		co.Version = 2
+	default:
+		return co, fmt.Errorf("Parameter 'version' does not accept value '%s'", v)
+	}
+	rb, err := opts.Uint("refcount_bits", 16)
+	if err != nil {
+		return co, err
+	}
+	if rb == 0 || rb > 64 {
+		return co, errors.New("Refcount width must be a power of two and may not exceed 64 bits")
+	}
+	co.RefcountBits = int(rb)
+	if co.LazyRefcounts, err = opts.Bool("lazy_refcounts", false); err != nil {
+		return co, err
+	}
+	if co.ExtendedL2, err = opts.Bool("extended_l2", false); err != nil {
+		return co, err
+	}
+	co.Compression, _ = opts.Get("compression_type")
+	co.Preallocation, _ = opts.Get("preallocation")
+	return co, nil
+}
+
+// backingSize opens the backing file read-only through the block layer, as
+// qemu-img does to check it, and returns its virtual size. A relative name
+// is relative to the new image's directory.
+func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (int64, error) {
+	path := backing
+	if !filepath.IsAbs(path) && !strings.HasPrefix(path, qemuopen.FdsetPrefix) &&
+		!strings.HasPrefix(image, qemuopen.FdsetPrefix) {
+		path = filepath.Join(filepath.Dir(image), path)
+	}
+	drv, ok := block.LookupDriver(backingFmt)
+	if !ok {
+		return 0, fmt.Errorf("Unknown driver '%s'", backingFmt)
+	}
+	opts := block.Options{"driver": backingFmt, "read-only": true}
+	if drv.Format {
+		opts["file"] = block.Options{"driver": "file", "filename": path, "read-only": true}
+	} else {
+		opts["filename"] = path
+	}
+	g := block.NewGraph(reg)
+	defer g.Close()
+	node, err := g.Add(opts)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return 0, fmt.Errorf("Could not open '%s': %s", path, qtool.Strerror(err))
+		}
+		return 0, errors.New(qtool.Message(err))
+	}
+	return node.Length(), nil
+}
+
+// createRaw sizes a raw image: sparse, fallocated, or written with zeroes.
+func createRaw(fd int, size uint64, prealloc string) error {
+	if err := unix.Ftruncate(fd, 0); err != nil {
+		return err
+	}
+	switch prealloc {
+	case "falloc":
+		if size > 0 {
+			if err := unix.Fallocate(fd, 0, 0, int64(size)); err != nil {
+				return err
+			}
+		}
+	case "full":
+		zero := make([]byte, min(size, 1<<20))
+		for off := uint64(0); off < size; off += uint64(len(zero)) {
+			n := min(uint64(len(zero)), size-off)
+			if _, err := qcow2.FdTarget(fd).WriteAt(zero[:n], int64(off)); err != nil {
+				return err
+			}
+		}
+	}
+	return unix.Ftruncate(fd, int64(size))
+}

@@ -1,0 +1,121 @@
+package imgtool
+
+// minivmm img resize: qemu-img resize over minivmm's block layer. raw
+// images grow and (with --shrink) shrink through Node.Truncate; qcow2
+// images resize through the same call once its driver supports writing
+// (until then opening one read-write fails with the driver's message).
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"minivmm/block"
+	"minivmm/cmdline"
+	"minivmm/internal/qtool"
+)
+
+func init() {
+	imgCommands["resize"] = imgCommand{run: runImgResize,
+		usage: "resize [-f fmt] [--shrink] [-q] [-add-fd fd=N,set=M] filename [+ | -]size"}
+}
+
+const imgShrinkHint = "%s: Use the --shrink option to perform a shrink operation.\n" +
+	"%s: warning: Shrinking an image will delete all data beyond the shrunken image's end. " +
+	"Before performing such an operation, make sure there is no important data there.\n"
+
+func runImgResize(e *env, args []string) int {
+	stdout, stderr := e.stdout, e.stderr
+	// As qemu-img, the last argument is the size, taken out before the
+	// options are parsed so that "-1G" is not read as an option.
+	if len(args) < 2 {
+		fmt.Fprintf(stderr, "%s: Not enough arguments\n", e.prog)
+		return e.tryHelp()
+	}
+	sizeArg := args[len(args)-1]
+	args = args[:len(args)-1]
+	var format string
+	quiet, shrink := false, false
+	a, rc, ok := e.getopt(args, "f:q", []qtool.LongOption{qtool.Opt("shrink", false, 'S')}, func(c rune, arg string) bool {
+		switch c {
+		case 'f':
+			format = arg
+		case 'q':
+			quiet = true
+		case 'S':
+			shrink = true
+		}
+		return true
+	})
+	if !ok {
+		return rc
+	}
+	ops := a.operands
+	if len(ops) != 1 {
+		fmt.Fprintf(stderr, "%s: Expecting image file name and size\n", e.prog)
+		return e.tryHelp()
+	}
+	filename := ops[0]
+	rel := 0
+	num := sizeArg
+	switch {
+	case strings.HasPrefix(num, "+"):
+		rel, num = 1, num[1:]
+	case strings.HasPrefix(num, "-"):
+		rel, num = -1, num[1:]
+	}
+	n, err := cmdline.ParseSize(num)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: Parameter 'size' expects a non-negative number below 2^64\n"+
+			"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"+
+			"and exabytes, respectively.\n", e.prog)
+		return 1
+	}
+
+	s, ok := e.newSession(a.addFds)
+	if !ok {
+		return 1
+	}
+	defer s.close()
+	node, err := s.open(&qtool.OpenFlags{File: filename, Format: format, Unmap: true})
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))
+		return 1
+	}
+	cur := node.Length()
+	var size int64
+	switch {
+	case rel > 0:
+		size = cur + int64(n)
+	case rel < 0:
+		size = cur - int64(n)
+	default:
+		size = int64(n)
+	}
+	if n > 1<<62 || size < 0 || (rel > 0 && size < cur) {
+		fmt.Fprintf(stderr, "%s: New image size must be positive.\n", e.prog)
+		return 1
+	}
+	if size < cur && !shrink {
+		fmt.Fprintf(stderr, imgShrinkHint, e.prog, e.prog)
+		return 1
+	}
+	err = node.Truncate(size)
+	if errors.Is(err, block.ErrNotSupported) && node.Driver() == "raw" && node.Child("file") != nil {
+		// The raw format driver has no Truncate of its own (yet): a
+		// raw image is its file, so resize that.
+		err = node.Child("file").Truncate(size)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", e.prog, qtool.Message(err))
+		return 1
+	}
+	if err := node.Flush(); err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", e.prog, qtool.Message(err))
+		return 1
+	}
+	if !quiet {
+		fmt.Fprintln(stdout, "Image resized.")
+	}
+	return 0
+}

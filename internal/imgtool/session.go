@@ -1,0 +1,86 @@
+package imgtool
+
+import (
+	"fmt"
+
+	"minivmm/block"
+	"minivmm/cmdline"
+	"minivmm/internal/qtool"
+	"minivmm/qemuopen"
+)
+
+// session is images opened in one block graph over one registry, so
+// that -add-fd sets are installed once for all of them.
+type session struct {
+	e   *env
+	reg *qemuopen.Registry
+	g   *block.Graph
+}
+
+// newSession installs the -add-fd sets, or prints why not.
+func (e *env) newSession(addFds []cmdline.Occurrence) (*session, bool) {
+	s := &session{e: e, reg: qemuopen.New(qemuopen.Config{})}
+	if err := qtool.AddFds(s.reg, addFds); err != nil {
+		fmt.Fprintf(e.stderr, "%s: %v\n", e.prog, err)
+		s.reg.CloseAll()
+		return nil, false
+	}
+	s.g = block.NewGraph(s.reg)
+	return s, true
+}
+
+// close closes the images; what closing them failed with (a format's
+// write-back at close) is kept for Run to report and fail with.
+func (s *session) close() {
+	if s.g == nil {
+		return
+	}
+	if err := s.g.Close(); err != nil {
+		s.e.closeErrs = append(s.e.closeErrs, err)
+	}
+	s.g = nil
+	s.reg.CloseAll()
+}
+
+// open opens an image as qemu-img's img_open does: in the format given,
+// or probed (any format, as qemu-img takes it, even for writing; a
+// writable image probed as raw gets QEMU's warning), attached for writing
+// unless read-only.
+func (s *session) open(f *qtool.OpenFlags) (*block.Node, error) {
+	op, err := qtool.Open(s.g, f, block.ProbeAny, s.e.stderr)
+	if err != nil {
+		return nil, err
+	}
+	return op.Node, nil
+}
+
+// probe names the format of file.
+func (s *session) probe(file string) (string, error) {
+	return block.ProbeFile(s.reg, file)
+}
+
+// imgImage is an image opened read-only for an img subcommand, in a
+// session of its own.
+type imgImage struct {
+	s    *session
+	node *block.Node
+}
+
+func (im *imgImage) close() { im.s.close() }
+
+// openImage opens filename read-only as qemu-img's img_open does: in the
+// format given (or probed), as an option string with --image-opts, with
+// the -add-fd fd sets installed. Errors are printed, in qemu-img's words.
+func (e *env) openImage(filename, format string, imageOpts, forceShare bool, addFds []cmdline.Occurrence) (*imgImage, bool) {
+	s, ok := e.newSession(addFds)
+	if !ok {
+		return nil, false
+	}
+	n, err := s.open(&qtool.OpenFlags{File: filename, Format: format, ImageOpts: imageOpts, ReadOnly: true, ForceShare: forceShare})
+	if err != nil {
+		fmt.Fprintf(e.stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))
+		s.close()
+		return nil, false
+	}
+	return &imgImage{s: s, node: n}, true
+}

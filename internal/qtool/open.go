@@ -1,0 +1,183 @@
+package qtool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/block"
+	"minivmm/cmdline"
+	"minivmm/qemuopen"
+)
+
+// OpenFlags describe an image as the tools' command lines do: a filename
+// (or, with ImageOpts, an option string) and the flags QEMU turns into
+// options (update_options_from_flags).
+type OpenFlags struct {
+	File       string
+	Format     string // "": probed
+	ImageOpts  bool
+	ReadOnly   bool
+	NoCache    bool // BDRV_O_NOCACHE: cache.direct
+	NoFlush    bool // BDRV_O_NO_FLUSH: cache.no-flush
+	Unmap      bool // BDRV_O_UNMAP: discard=unmap
+	ForceShare bool // -U: force-share=on
+}
+
+// SetCacheMode sets the cache flags for a -t/-T mode
+// (bdrv_parse_cache_mode), replacing what an earlier one set, and says
+// whether the mode is writethrough (a flush after every write).
+func (f *OpenFlags) SetCacheMode(mode string) (writethrough, ok bool) {
+	switch mode {
+	case "none", "off":
+		f.NoCache, f.NoFlush = true, false
+	case "directsync":
+		f.NoCache, f.NoFlush, writethrough = true, false, true
+	case "writeback":
+		f.NoCache, f.NoFlush = false, false
+	case "unsafe":
+		f.NoCache, f.NoFlush = false, true
+	case "writethrough":
+		f.NoCache, f.NoFlush, writethrough = false, false, true
+	default:
+		return false, false
+	}
+	return writethrough, true
+}
+
+// ErrForceShareConflict is -U with image options that say force-share=off.
+var ErrForceShareConflict = errors.New("-U conflicts with image options")
+
+// Options builds the node options f describes.
+func (f *OpenFlags) Options() (block.Options, error) {
+	var opts block.Options
+	if f.ImageOpts {
+		m, err := cmdline.ParseKeyval(f.File, "")
+		if err != nil {
+			return nil, err
+		}
+		opts = block.FromKeyval(m)
+	} else {
+		opts = block.Options{}
+		if f.Format != "" {
+			drv, ok := block.LookupDriver(f.Format)
+			if !ok {
+				return nil, fmt.Errorf("Unknown driver '%s'", f.Format)
+			}
+			opts["driver"] = f.Format
+			if drv.Format {
+				opts["file"] = block.Options{"driver": "file", "filename": f.File}
+			} else {
+				opts["filename"] = f.File
+			}
+		} else {
+			opts["file"] = block.Options{"driver": "file", "filename": f.File}
+		}
+	}
+	// The flags fill in what the options leave out: options given
+	// explicitly win.
+	setDefault(opts, "read-only", f.ReadOnly)
+	cache, _ := opts.Object("cache")
+	if cache == nil {
+		if _, set := opts["cache"]; !set {
+			cache = block.Options{}
+		}
+	}
+	if cache != nil {
+		cache = cache.Clone()
+		setDefault(cache, "direct", f.NoCache)
+		setDefault(cache, "no-flush", f.NoFlush)
+		opts["cache"] = cache
+	}
+	setDefault(opts, "discard", map[bool]string{true: "unmap", false: "ignore"}[f.Unmap])
+	if f.ForceShare {
+		if v, set := opts["force-share"]; set && fmt.Sprint(v) != "on" && v != true {
+			return nil, ErrForceShareConflict
+		}
+		opts["force-share"] = true
+	}
+	return opts, nil
+}
+
+func setDefault(o block.Options, key string, v any) {
+	if _, set := o[key]; !set {
+		o[key] = v
+	}
+}
+
+// ProbedRawWarning is QEMU's warning for a writable image taken for raw
+// by probing.
+func ProbedRawWarning(w io.Writer, filename string) {
+	fmt.Fprintf(w, "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"+
+		"         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n"+
+		"         Specify the 'raw' format explicitly to remove the restrictions.\n", filename)
+}
+
+// Open opens the image f describes in g (block.Graph.Open, probing the
+// format under policy when none is given), warns on warn when a writable
+// image was taken for raw by probing, and attaches it with write
+// permission unless f.ReadOnly, as qemu-io's openfile and qemu-img's
+// img_open do.
+func Open(g *block.Graph, f *OpenFlags, policy block.ProbePolicy, warn io.Writer) (block.Opened, error) {
+	opts, err := f.Options()
+	if err != nil {
+		return block.Opened{}, err
+	}
+	op, err := g.Open(opts, policy)
+	if err != nil {
+		return block.Opened{}, err
+	}
+	if op.ProbedRaw() && !f.ReadOnly {
+		filename, _ := opts.Object("file")
+		name, _ := filename.String("filename", "")
+		ProbedRawWarning(warn, name)
+	}
+	if _, err := g.Attach("", op.Node, block.Perm{Write: !f.ReadOnly, ShareWrite: f.ForceShare}); err != nil {
+		return block.Opened{}, err
+	}
+	return op, nil
+}
+
+// AddFds installs every -add-fd in reg as minivmm's -add-fd does: each fd
+// is checked and duplicated into its set; the originals are closed only
+// after all are parsed, so one fd may be named by several options.
+func AddFds(reg *qemuopen.Registry, occ []cmdline.Occurrence) error {
+	var originals []int
+	defer func() {
+		for _, fd := range originals {
+			unix.Close(fd)
+		}
+	}()
+	for _, oc := range occ {
+		if oc.Name != "add-fd" {
+			continue
+		}
+		a, err := cmdline.ParseAddFd(oc.Value)
+		if err != nil {
+			return oc.Wrap(err)
+		}
+		dup, err := unix.FcntlInt(uintptr(a.Fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return oc.Wrap(fmt.Errorf("Failed to dup() fd %d: %w", a.Fd, err))
+		}
+		set := a.Set
+		if _, _, err := reg.AddFd(dup, qemuopen.AddRequest{SetID: &set, Opaque: a.Opaque, Owner: qemuopen.CommandLine}); err != nil {
+			return oc.Wrap(err)
+		}
+		if !contains(originals, a.Fd) {
+			originals = append(originals, a.Fd)
+		}
+	}
+	return nil
+}
+
+func contains(list []int, fd int) bool {
+	for _, have := range list {
+		if have == fd {
+			return true
+		}
+	}
+	return false
+}
