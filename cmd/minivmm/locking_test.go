@@ -141,14 +141,14 @@ func TestQEMULockRefusesMinivmm(t *testing.T) {
 			t.Fatal("qemu-io took no lock")
 		}
 	}
-	// The tools: the first line is QEMU's, word for word after the
-	// program's name (the binary may call itself "minivmm img").
+	// The tools: what they print is QEMU's, word for word after the
+	// program's name (the binary may call itself "minivmm img"), the
+	// hint line included.
 	firstLine := func(s string) string {
-		line := strings.SplitN(s, "\n", 2)[0]
-		if _, msg, ok := strings.Cut(line, ": "); ok {
+		if _, msg, ok := strings.Cut(s, ": "); ok {
 			return msg
 		}
-		return line
+		return s
 	}
 	for _, tc := range []struct {
 		qemu    []string
@@ -166,6 +166,23 @@ func TestQEMULockRefusesMinivmm(t *testing.T) {
 		}
 		if !strings.Contains(got, `Failed to get`) {
 			t.Errorf("minivmm %s was not refused for the lock: %q", strings.Join(tc.minivmm, " "), got)
+		}
+	}
+	// img create of an image in use is refused before anything is
+	// truncated (qemu-img 7.2 truncates a raw image under its writer,
+	// and deletes a qcow2 one when its create then fails).
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"raw", "qcow2"} {
+		got := lockFailing(t, binary, "img", "create", "-f", format, path, "1M")
+		want := fmt.Sprintf("minivmm img: %s: Failed to get \"write\" lock\nIs another process using the image [%s]?\n", path, path)
+		if !strings.HasSuffix(got, want) {
+			t.Errorf("img create -f %s of an image in use: %q, want it to end %q", format, got, want)
+		}
+		if after, err := os.ReadFile(path); err != nil || !bytes.Equal(after, before) {
+			t.Errorf("img create -f %s changed an image in use (%v)", format, err)
 		}
 	}
 	// -U lets a reader in.

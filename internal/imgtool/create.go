@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/file"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
 	"minivmm/internal/qtool"
@@ -199,7 +200,10 @@ func runImgCreate(e *env, args []string) int {
 		write = func(fd int) error { return qcow2.Create(qcow2.FdTarget(fd), co) }
 	}
 
-	fd, err := reg.Create(filename, unix.O_RDWR|unix.O_TRUNC, 0o644)
+	// Not O_TRUNC: the image may be in use (another process writing it
+	// holds its locks), and is truncated only once the locks qemu-img's
+	// create takes are ours.
+	fd, err := reg.Create(filename, unix.O_RDWR, 0o644)
 	if err != nil {
 		var qe *qemuopen.Error
 		if errors.As(err, &qe) && qe.Msg == "" {
@@ -207,10 +211,19 @@ func runImgCreate(e *env, args []string) int {
 		}
 		return fail("%s", err)
 	}
-	err = write(fd)
+	release, err := file.LockForCreate(reg, fd, filename)
+	if err != nil {
+		reg.Close(fd)
+		return fail("%s", qtool.Message(err)) // names the file, as qemu-img does
+	}
+	err = unix.Ftruncate(fd, 0)
+	if err == nil {
+		err = write(fd)
+	}
 	if err == nil {
 		err = unix.Fsync(fd)
 	}
+	release()
 	reg.Close(fd)
 	if err != nil {
 		if !strings.HasPrefix(filename, qemuopen.FdsetPrefix) {

@@ -30,8 +30,19 @@ func Strerror(err error) string { return qemuopen.Strerror(Errno(err)) }
 
 // Message is the text of an error for an error_report line: a block
 // layer error without the node and request it names, which QEMU's tools
-// do not show either.
+// do not show either, and the error's hint (a lock conflict's "Is another
+// process using the image [...]?") on a line of its own, as QEMU's
+// error_append_hint prints it.
 func Message(err error) string {
+	msg := message(err)
+	var h interface{ Hint() string }
+	if errors.As(err, &h) {
+		msg += "\n" + h.Hint()
+	}
+	return msg
+}
+
+func message(err error) string {
 	var pf *block.ProbedFormatError
 	if errors.As(err, &pf) {
 		return fmt.Sprintf("Image format was not specified for '%s' and probing guessed %s; "+
