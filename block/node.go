@@ -48,6 +48,12 @@ type Node struct {
 	children map[string]*Node
 	parents  map[*Node]string // parent -> the child name it uses us by
 	users    []*Backend
+
+	// perm and shared are what the node's parents and users need of it
+	// and let others do, as its driver holds them (under g.mu); seq orders
+	// it among the users of its children (QEMU lists newest first).
+	perm, shared Perms
+	seq          uint64
 }
 
 // nodeState is the generic options in force on a node.
@@ -147,6 +153,10 @@ type ReopenRequest struct {
 	// Children are the node's children after the reopen, by role
 	// ("file", "backing"); a role missing has no child.
 	Children map[string]*Node
+	// Perm and Shared are what the node's parents and users need of it
+	// after the reopen and let others do (see PermSetter): a driver that
+	// holds them takes them in the same transaction.
+	Perm, Shared Perms
 }
 
 // Name is the node-name.

@@ -92,10 +92,9 @@ func runImgCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("Could not open '%s': %s", filename, message(err))
 	}
-	if fix != 0 {
-		if _, err := graph.Attach("", file, block.Perm{Write: true}); err != nil {
-			return fail("Could not open '%s': %s", filename, message(err))
-		}
+	// The check reads the file as qcow2 reads it, and locks it so.
+	if _, err := graph.Attach("", file, block.Perm{Write: fix != 0, Image: true}); err != nil {
+		return fail("Could not open '%s': %s", filename, message(err))
 	}
 	if format == "" {
 		header := make([]byte, min(512, file.Length()))

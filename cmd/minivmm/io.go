@@ -360,6 +360,13 @@ func (t *ioTool) probeAndOpen(opts block.Options, o *ioOptions) (*block.Node, er
 	filename, _ := fileOpts.String("filename", "")
 	format := block.Probe(header, filename)
 	if format != "raw" && !o.readOnly {
+		// QEMU would open the format read-write, and an image in use
+		// refuses that first: test its locks as that format's writer.
+		b, err := t.g.Attach("", file, block.Perm{Write: true, Image: true})
+		if err != nil {
+			return nil, err
+		}
+		t.g.Detach(b)
 		return nil, fmt.Errorf("Image format was not specified for '%s' and probing guessed %s; "+
 			"name the format (-f %s) to open it for writing, or open it read-only (-r)", filename, format, format)
 	}
