@@ -312,7 +312,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 	}
 	img, err := drv.Open(&OpenContext{
 		NodeName: nodeName, Options: driverOpts, Writable: state.writable(0),
-		Direct: state.direct, NoFlush: state.noFlush, ForceShare: state.forceShare, Files: g.files, children: children,
+		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, children: children,
 		g: g, parentOpts: o, created: &created,
 	})
 	if err != nil {

@@ -82,9 +82,6 @@ type OpenContext struct {
 	Writable bool
 	Direct   bool
 	NoFlush  bool
-	// ForceShare: let other users (other processes) do anything, even
-	// write; only for read-only nodes (force-share=on).
-	ForceShare bool
 	// Files is where every open goes (qemu_open).
 	Files    *qemuopen.Registry
 	children map[string]*Node
@@ -148,8 +145,6 @@ type ReopenRequest struct {
 	Options  Options
 	Files    *qemuopen.Registry
 
-	// ForceShare as in OpenContext.
-	ForceShare bool
 	// Children are the node's children after the reopen, by role
 	// ("file", "backing"); a role missing has no child.
 	Children map[string]*Node

@@ -308,7 +308,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		}
 		p, err := r.PrepareReopen(&ReopenRequest{
 			Writable: it.state.writable(it.writers), Direct: it.state.direct, NoFlush: it.state.noFlush,
-			Options: driverOpts, Files: g.files, ForceShare: it.state.forceShare, Children: it.children,
+			Options: driverOpts, Files: g.files, Children: it.children,
 			Perm: plan.perm[it.node], Shared: plan.share[it.node],
 		})
 		if err != nil {

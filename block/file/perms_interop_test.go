@@ -56,6 +56,8 @@ func TestFileNodePermsMatchQEMU(t *testing.T) {
 		{name: "lone file read-write", node: fileRW, perm: none, shared: all},
 		{name: "lone file read-only", node: fileRO, perm: none, shared: all},
 		{name: "qcow2 read-write", node: qcow2RW, perm: cr | wr | rs, shared: cr | wu, bytes: writerBytes},
+		{name: "qcow2 read-write over an auto-read-only file", node: `{"driver":"qcow2","node-name":"q","file":{"driver":"file","node-name":"f","auto-read-only":true,"filename":%[1]q}}`,
+			perm: cr | wr | rs, shared: cr | wu, bytes: writerBytes},
 		{name: "qcow2 read-only", node: qcow2RO, perm: cr, shared: cr | wu, bytes: readerBytes},
 		{name: "qcow2 force-share reader", node: qcow2U, perm: cr, shared: all, bytes: sharerBytes},
 		{name: "raw without users", node: rawF, perm: none, shared: all},
