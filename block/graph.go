@@ -293,9 +293,8 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 			driverOpts[k] = v
 		}
 	}
-	g.seq++
 	nn := &Node{g: g, name: nodeName, implicit: implicit, drv: drv, opts: o, own: own, state: state,
-		children: children, parents: map[*Node]string{}, shared: PermAll, seq: g.seq}
+		children: children, parents: map[*Node]string{}, shared: PermAll, attached: map[*Node]uint64{}}
 	nn.gate.init()
 	// The node's children give it what it needs of them before its driver
 	// reads them (QEMU attaches a child with its permissions before a
@@ -334,8 +333,10 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 		img.Close()
 		return nil, err
 	}
+	g.seq++
 	for key, c := range children {
 		c.parents[nn] = key
+		c.attached[nn] = g.seq
 	}
 	g.nodes[nodeName] = nn
 	g.order = append(g.order, nn)
@@ -476,6 +477,7 @@ func (g *Graph) remove(n *Node) {
 	g.order = slices.DeleteFunc(g.order, func(m *Node) bool { return m == n })
 	for _, c := range n.children {
 		delete(c.parents, n)
+		delete(c.attached, n)
 		if c.implicit && len(c.parents) == 0 {
 			g.remove(c)
 		}

@@ -50,10 +50,11 @@ type Node struct {
 	users    []*Backend
 
 	// perm and shared are what the node's parents and users need of it
-	// and let others do, as its driver holds them (under g.mu); seq orders
-	// it among the users of its children (QEMU lists newest first).
+	// and let others do, as its driver holds them (under g.mu). attached
+	// says when each parent took it as a child, which orders its users as
+	// QEMU lists them (newest first) in a conflict.
 	perm, shared Perms
-	seq          uint64
+	attached     map[*Node]uint64
 }
 
 // nodeState is the generic options in force on a node.

@@ -210,7 +210,11 @@ func (g *Graph) planPerms(v permView, checked bool) (*permPlan, error) {
 				if v.state(n).forceShare {
 					shared = PermAll
 				}
-				edges = append(edges, permEdge{parent: p, role: key, seq: p.seq, perm: perm, shared: shared})
+				seq, linked := n.attached[p]
+				if !linked {
+					seq = g.seq + 1 // to be attached: the newest
+				}
+				edges = append(edges, permEdge{parent: p, role: key, seq: seq, perm: perm, shared: shared})
 			}
 		}
 		for _, b := range n.users {

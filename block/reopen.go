@@ -340,11 +340,16 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		n, old := it.node, olds[i]
 		for key, c := range it.children {
 			c.parents[n] = key
+			if old[key] != c {
+				g.seq++
+				c.attached[n] = g.seq
+			}
 		}
 		for key, c := range old {
 			if it.children[key] != c {
 				moved.release(g, n, c)
 				delete(c.parents, n)
+				delete(c.attached, n)
 				if c.implicit && len(c.parents) == 0 {
 					g.remove(c)
 				}
