@@ -157,7 +157,7 @@ func (e permEdge) desc() string {
 	case e.user.name != "":
 		return fmt.Sprintf("block device '%s'", e.user.name)
 	}
-	return "a block device"
+	return "an unnamed block device"
 }
 
 // permPlan is what every node's parents and users need of it and share.
