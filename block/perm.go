@@ -1,6 +1,7 @@
 package block
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -120,8 +121,8 @@ func (b *Backend) perms() (perm, shared Perms) {
 	return perm, PermAll
 }
 
-// permView is the graph as a change would leave it: reopened nodes with
-// their new state and children, and nodes still opening.
+// permView is the graph as a reopen would leave it: the reopened nodes
+// with their new state, options and children.
 type permView struct {
 	items map[*Node]*reopenItem
 }
@@ -138,6 +139,13 @@ func (v permView) children(n *Node) map[string]*Node {
 		return it.children
 	}
 	return n.children
+}
+
+func (v permView) opts(n *Node) Options {
+	if it := v.items[n]; it != nil {
+		return it.opts
+	}
+	return n.opts
 }
 
 // permEdge is a parent's (or a user's) use of a node.
@@ -184,7 +192,9 @@ func (g *Graph) planPerms(v permView, checked bool) (*permPlan, error) {
 	for _, p := range nodes {
 		for _, key := range slices.Sorted(maps.Keys(v.children(p))) {
 			c := v.children(p)[key]
-			parentsOf[c] = append(parentsOf[c], p)
+			if l := parentsOf[c]; len(l) == 0 || l[len(l)-1] != p { // once, whatever its roles
+				parentsOf[c] = append(parentsOf[c], p)
+			}
 		}
 	}
 	plan := &permPlan{edges: map[*Node][]permEdge{}, perm: map[*Node]Perms{}, share: map[*Node]Perms{}}
@@ -222,7 +232,7 @@ func (g *Graph) planPerms(v permView, checked bool) (*permPlan, error) {
 			edges = append(edges, permEdge{user: b, role: "root", seq: b.seq, perm: perm, shared: shared})
 		}
 		// Newest first, the order QEMU lists a node's parents in.
-		slices.SortStableFunc(edges, func(a, b permEdge) int { return cmpSeq(b.seq, a.seq) })
+		slices.SortStableFunc(edges, func(a, b permEdge) int { return cmp.Compare(b.seq, a.seq) })
 		perm, shared := Perms(0), PermAll
 		for _, e := range edges {
 			perm |= e.perm
@@ -240,23 +250,6 @@ func (g *Graph) planPerms(v permView, checked bool) (*permPlan, error) {
 		}
 	}
 	return plan, nil
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func (v permView) opts(n *Node) Options {
-	if it := v.items[n]; it != nil {
-		return it.opts
-	}
-	return n.opts
 }
 
 // check refuses what QEMU refuses of n's parents and users, in its words.
