@@ -229,6 +229,9 @@ func (g *Graph) planPerms(v permView, checked bool) (*permPlan, error) {
 		}
 		for _, b := range n.users {
 			perm, shared := b.perms()
+			if v.state(n).forceShare { // (an image user: qemu-img check -U)
+				shared = PermAll
+			}
 			edges = append(edges, permEdge{user: b, role: "root", seq: b.seq, perm: perm, shared: shared})
 		}
 		// Newest first, the order QEMU lists a node's parents in.

@@ -181,8 +181,11 @@ func TestQEMULockRefusesMinivmm(t *testing.T) {
 			t.Errorf("minivmm %s was not refused for the lock: %q", strings.Join(tc.minivmm, " "), got)
 		}
 	}
-	// -U lets a reader in.
+	// -U lets a reader in, and a check (which reads the file as qcow2
+	// does: force-share reaches it too).
 	lockRuns(t, binary, "img", "info", "-U", path)
+	lockRuns(t, "qemu-img", "check", "-U", path)
+	lockRuns(t, binary, "img", "check", "-U", path)
 	// The VMM's command line, with the hint, as qemu-system-x86_64 says it.
 	blockdev := "driver=qcow2,node-name=d,file.driver=file,file.filename=" + path
 	want := fmt.Sprintf("-blockdev %s: Failed to get \"write\" lock\nIs another process using the image [%s]?\n", blockdev, path)
