@@ -38,9 +38,12 @@ func TestFileNodePermsMatchQEMU(t *testing.T) {
 		fileRO  = `{"driver":"file","node-name":"f","filename":%[1]q,"read-only":true}`
 		qcow2RW = `{"driver":"qcow2","node-name":"q","file":{"driver":"file","node-name":"f","filename":%[1]q}}`
 		qcow2RO = `{"driver":"qcow2","node-name":"q","read-only":true,"file":{"driver":"file","node-name":"f","filename":%[1]q}}`
-		qcow2U  = `{"driver":"qcow2","node-name":"q","read-only":true,"force-share":true,"file":{"driver":"file","node-name":"f","filename":%[1]q}}`
-		rawF    = `{"driver":"raw","node-name":"r","file":{"driver":"file","node-name":"f","filename":%[1]q}}`
-		rawAuto = `{"driver":"raw","node-name":"r","auto-read-only":true,"file":{"driver":"file","node-name":"f","filename":%[1]q}}`
+		// A format that is not read-only is writable, auto-read-only or
+		// not (QEMU's bdrv_is_writable): it takes write on its file.
+		qcow2Auto = `{"driver":"qcow2","node-name":"q","auto-read-only":true,"file":{"driver":"file","node-name":"f","filename":%[1]q}}`
+		qcow2U    = `{"driver":"qcow2","node-name":"q","read-only":true,"force-share":true,"file":{"driver":"file","node-name":"f","filename":%[1]q}}`
+		rawF      = `{"driver":"raw","node-name":"r","file":{"driver":"file","node-name":"f","filename":%[1]q}}`
+		rawAuto   = `{"driver":"raw","node-name":"r","auto-read-only":true,"file":{"driver":"file","node-name":"f","filename":%[1]q}}`
 	)
 	for _, tc := range []struct {
 		name    string
@@ -58,6 +61,10 @@ func TestFileNodePermsMatchQEMU(t *testing.T) {
 		{name: "qcow2 read-write", node: qcow2RW, perm: cr | wr | rs, shared: cr | wu, bytes: writerBytes},
 		{name: "qcow2 read-write over an auto-read-only file", node: `{"driver":"qcow2","node-name":"q","file":{"driver":"file","node-name":"f","auto-read-only":true,"filename":%[1]q}}`,
 			perm: cr | wr | rs, shared: cr | wu, bytes: writerBytes},
+		{name: "auto-read-only qcow2 without a writer", node: qcow2Auto, perm: cr | wr | rs, shared: cr | wu, bytes: writerBytes},
+		{name: "auto-read-only qcow2 with a writer", node: qcow2Auto,
+			writer: "driver=qcow2,auto-read-only=on,file.driver=file,file.filename=%[1]s",
+			perm:   cr | wr | rs, shared: cr | wu, bytes: writerBytes},
 		{name: "qcow2 read-only", node: qcow2RO, perm: cr, shared: cr | wu, bytes: readerBytes},
 		{name: "qcow2 force-share reader", node: qcow2U, perm: cr, shared: all, bytes: sharerBytes},
 		{name: "raw without users", node: rawF, perm: none, shared: all},
