@@ -16,11 +16,11 @@ import (
 func TestIOWhileReopenDeleteClose(t *testing.T) {
 	g, _ := fixture(t)
 	path := image(t, 1<<16)
-	// Two file nodes on one image: locking would (rightly) keep the
-	// second writer out; this test is about requests, not locks.
-	mustAdd(t, g, opts(t, `{"driver":"file","locking":"off","node-name":"f","filename":%q}`, path))
+	// Two file nodes on one image: raw nodes pass on what their users
+	// need, and one writer sharing everything keeps no one out (QEMU too).
+	mustAdd(t, g, opts(t, `{"driver":"file","node-name":"f","filename":%q}`, path))
 	r := mustAdd(t, g, opts(t, `{"driver":"raw","node-name":"r","file":"f"}`))
-	mustAdd(t, g, opts(t, `{"driver":"raw","node-name":"r2","file":{"driver":"file","locking":"off","filename":%q}}`, path))
+	mustAdd(t, g, opts(t, `{"driver":"raw","node-name":"r2","file":{"driver":"file","filename":%q}}`, path))
 	b, err := g.Attach("", r, block.Perm{Write: true})
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestIOWhileReopenDeleteClose(t *testing.T) {
 		dz := []string{"off", "on"}[i%2]
 		if err := g.Reopen([]block.Options{
 			opts(t, `{"driver":"raw","node-name":"r","file":"f","detect-zeroes":%q}`, dz),
-			opts(t, `{"driver":"file","locking":"off","node-name":"f","filename":%q,"discard":"unmap"}`, path),
+			opts(t, `{"driver":"file","node-name":"f","filename":%q,"discard":"unmap"}`, path),
 		}); err != nil {
 			t.Fatal(err)
 		}

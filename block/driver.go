@@ -115,6 +115,9 @@ type Driver struct {
 	Weak []string
 	// Open opens a node. On error it must leave nothing open.
 	Open func(o *OpenContext) (Image, error)
+	// ChildPerm is what a format needs of its children; nil:
+	// DefaultChildPerm.
+	ChildPerm ChildPermFunc
 
 	// The schema is built once: every add and reopen consults it.
 	schemaOnce sync.Once

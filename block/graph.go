@@ -26,6 +26,8 @@ type Graph struct {
 	backends map[string]*Backend
 	autoID   int
 	chain    []string // images opening their backing chains (OpenContext.EnterChain)
+	opening  []*Node  // nodes being added: their children's permissions count them
+	seq      uint64   // orders nodes and backends as users of a node
 
 	onCorruption atomic.Pointer[func(Corruption)]
 
@@ -291,9 +293,25 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 			driverOpts[k] = v
 		}
 	}
+	nn := &Node{g: g, name: nodeName, implicit: implicit, drv: drv, opts: o, own: own, state: state,
+		children: children, parents: map[*Node]string{}, shared: PermAll, attached: map[*Node]uint64{}}
+	nn.gate.init()
+	// The node's children give it what it needs of them before its driver
+	// reads them (QEMU attaches a child with its permissions before a
+	// format reads its header): a conflict refuses the node first.
+	g.opening = append(g.opening, nn)
+	defer func() {
+		g.opening = slices.DeleteFunc(g.opening, func(m *Node) bool { return m == nn })
+		if err != nil {
+			g.releasePerms()
+		}
+	}()
+	if err := g.refreshPerms(); err != nil {
+		return nil, err
+	}
 	img, err := drv.Open(&OpenContext{
 		NodeName: nodeName, Options: driverOpts, Writable: state.writable(0),
-		Direct: state.direct, NoFlush: state.noFlush, ForceShare: state.forceShare, Files: g.files, children: children,
+		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, children: children,
 		g: g, parentOpts: o, created: &created,
 	})
 	if err != nil {
@@ -308,16 +326,21 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 		img.Close()
 		return nil, fmt.Errorf("Could not refresh total sector count: %s", strerror(err))
 	}
-	n = &Node{g: g, name: nodeName, implicit: implicit, drv: drv, opts: o, own: own, img: img, state: state,
-		children: children, parents: map[*Node]string{}}
-	n.gate.init()
-	n.length.Store(length)
-	for key, c := range children {
-		c.parents[n] = key
+	nn.img = img
+	nn.length.Store(length)
+	// Children the driver opened itself (a backing file) count now.
+	if err := g.refreshPerms(); err != nil {
+		img.Close()
+		return nil, err
 	}
-	g.nodes[nodeName] = n
-	g.order = append(g.order, n)
-	return n, nil
+	g.seq++
+	for key, c := range children {
+		c.parents[nn] = key
+		c.attached[nn] = g.seq
+	}
+	g.nodes[nodeName] = nn
+	g.order = append(g.order, nn)
+	return nn, nil
 }
 
 // strerror words an error as the C library does, where it is an errno.
@@ -437,6 +460,7 @@ func (g *Graph) Delete(name string) error {
 		return fmt.Errorf("Block device %s is in use", name)
 	}
 	g.remove(n)
+	g.releasePerms()
 	return nil
 }
 
@@ -458,6 +482,7 @@ func (g *Graph) remove(n *Node) error {
 	g.order = slices.DeleteFunc(g.order, func(m *Node) bool { return m == n })
 	for _, c := range n.children {
 		delete(c.parents, n)
+		delete(c.attached, n)
 		if c.implicit && len(c.parents) == 0 {
 			errs = append(errs, g.remove(c))
 		}
@@ -502,6 +527,10 @@ type Perm struct {
 	// ShareWrite lets other users write too (QEMU's share-rw=on); a node
 	// has at most one writer unless every writer shares.
 	ShareWrite bool
+	// Image: the user reads the node's bytes as an image format reads
+	// its file (qemu-img check on a qcow2 file): it needs what a format
+	// needs of its file child and lets no one else write or resize it.
+	Image bool
 }
 
 // Backend is a user of a root node: a -drive, or the IO tool. It holds
@@ -510,6 +539,7 @@ type Backend struct {
 	name string
 	node *Node
 	perm Perm
+	seq  uint64
 }
 
 // Name is the backend's name (the -drive id), empty for anonymous ones.
@@ -527,13 +557,21 @@ func (g *Graph) Attach(name string, node *Node, perm Perm) (*Backend, error) {
 	if name != "" && g.backends[name] != nil {
 		return nil, fmt.Errorf("Duplicate ID '%s' for drive", name)
 	}
-	b := &Backend{name: name, node: node, perm: perm}
+	g.seq++
+	b := &Backend{name: name, node: node, perm: perm, seq: g.seq}
 	if perm.Write {
 		if err := g.addWriter(node, perm.ShareWrite); err != nil {
 			return nil, err
 		}
 	}
 	node.users = append(node.users, b)
+	if err := g.refreshPerms(); err != nil {
+		node.users = slices.DeleteFunc(node.users, func(u *Backend) bool { return u == b })
+		if perm.Write {
+			g.dropWriter(node, perm.ShareWrite)
+		}
+		return nil, err
+	}
 	if name != "" {
 		g.backends[name] = b
 	}
@@ -562,10 +600,12 @@ func (g *Graph) detach(b *Backend) error {
 	if b.name != "" {
 		delete(g.backends, b.name)
 	}
+	var err error
 	if b.perm.Write {
-		return g.dropWriter(n, b.perm.ShareWrite)
+		err = g.dropWriter(n, b.perm.ShareWrite)
 	}
-	return nil
+	g.releasePerms()
+	return err
 }
 
 // Backend finds a backend by name.

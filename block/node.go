@@ -48,6 +48,13 @@ type Node struct {
 	children map[string]*Node
 	parents  map[*Node]string // parent -> the child name it uses us by
 	users    []*Backend
+
+	// perm and shared are what the node's parents and users need of it
+	// and let others do, as its driver holds them (under g.mu). attached
+	// says when each parent took it as a child, which orders its users as
+	// QEMU lists them (newest first) in a conflict.
+	perm, shared Perms
+	attached     map[*Node]uint64
 }
 
 // nodeState is the generic options in force on a node.
@@ -76,9 +83,6 @@ type OpenContext struct {
 	Writable bool
 	Direct   bool
 	NoFlush  bool
-	// ForceShare: let other users (other processes) do anything, even
-	// write; only for read-only nodes (force-share=on).
-	ForceShare bool
 	// Files is where every open goes (qemu_open).
 	Files    *qemuopen.Registry
 	children map[string]*Node
@@ -142,11 +146,13 @@ type ReopenRequest struct {
 	Options  Options
 	Files    *qemuopen.Registry
 
-	// ForceShare as in OpenContext.
-	ForceShare bool
 	// Children are the node's children after the reopen, by role
 	// ("file", "backing"); a role missing has no child.
 	Children map[string]*Node
+	// Perm and Shared are what the node's parents and users need of it
+	// after the reopen and let others do (see PermSetter): a driver that
+	// holds them takes them in the same transaction.
+	Perm, Shared Perms
 }
 
 // Name is the node-name.

@@ -159,7 +159,14 @@ func (g *Graph) Open(o Options, policy ProbePolicy) (Opened, error) {
 	filename, _ := fileOpts.String("filename", "")
 	format, err := ProbeNode(file)
 	if err == nil && format != "raw" && policy == ProbeRawOnly {
-		err = &ProbedFormatError{Filename: filename, Format: format}
+		// QEMU would open the format read-write, and an image in use
+		// refuses that first: test its locks as that format's writer.
+		if b, lockErr := g.Attach("", file, Perm{Write: true, Image: true}); lockErr != nil {
+			err = lockErr
+		} else {
+			g.Detach(b)
+			err = &ProbedFormatError{Filename: filename, Format: format}
+		}
 	}
 	if err != nil {
 		g.Delete(file.Name())

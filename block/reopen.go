@@ -261,12 +261,37 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 	if err != nil {
 		return err
 	}
+	// What every node needs after the transaction, checked as QEMU's
+	// bdrv_reopen_multiple does before anything commits: reopened drivers
+	// get theirs in the request, the other nodes whose parents change
+	// theirs prepared here.
+	view := permView{items: map[*Node]*reopenItem{}}
+	reopeners := map[*Node]*reopenItem{}
+	for i := range items {
+		view.items[items[i].node] = &items[i]
+		if _, ok := items[i].node.img.(Reopener); ok {
+			reopeners[items[i].node] = &items[i]
+		}
+	}
+	plan, err := g.planPerms(view, true)
+	if err != nil {
+		moved.undo(g)
+		return err
+	}
+	permPendings, err := plan.preparePerms(reopeners)
+	if err != nil {
+		moved.undo(g)
+		return err
+	}
 	pendings := make([]Pending, len(items))
 	abort := func() {
 		for _, p := range pendings {
 			if p != nil {
 				p.Abort()
 			}
+		}
+		for _, p := range permPendings {
+			p.Abort()
 		}
 		moved.undo(g)
 	}
@@ -283,7 +308,8 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		}
 		p, err := r.PrepareReopen(&ReopenRequest{
 			Writable: it.state.writable(it.writers), Direct: it.state.direct, NoFlush: it.state.noFlush,
-			Options: driverOpts, Files: g.files, ForceShare: it.state.forceShare, Children: it.children,
+			Options: driverOpts, Files: g.files, Children: it.children,
+			Perm: plan.perm[it.node], Shared: plan.share[it.node],
 		})
 		if err != nil {
 			abort()
@@ -291,6 +317,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		}
 		pendings[i] = p
 	}
+	olds := make([]map[string]*Node, len(items))
 	for i, it := range items {
 		n := it.node
 		n.mu.Lock()
@@ -299,16 +326,30 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		}
 		n.state = it.state
 		n.opts, n.own = it.opts, it.own
-		old := n.children
+		olds[i] = n.children
 		n.children = it.children
 		n.mu.Unlock()
+	}
+	// Before any old child goes (closed, or reopened when its last writer
+	// leaves): each node holds what the plan says from here on.
+	for _, p := range permPendings {
+		p.Commit()
+	}
+	plan.record()
+	for i, it := range items {
+		n, old := it.node, olds[i]
 		for key, c := range it.children {
 			c.parents[n] = key
+			if old[key] != c {
+				g.seq++
+				c.attached[n] = g.seq
+			}
 		}
 		for key, c := range old {
 			if it.children[key] != c {
 				moved.release(g, n, c)
 				delete(c.parents, n)
+				delete(c.attached, n)
 				if c.implicit && len(c.parents) == 0 {
 					g.remove(c)
 				}

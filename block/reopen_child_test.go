@@ -195,8 +195,8 @@ func TestReopenQcow2Children(t *testing.T) {
 func TestReopenFileChildChecks(t *testing.T) {
 	g, _ := fixture(t)
 	p := image(t, 4096)
-	mustAdd(t, g, opts(t, `{"driver":"file","locking":"off","node-name":"f","filename":%q}`, p))
-	mustAdd(t, g, opts(t, `{"driver":"file","locking":"off","node-name":"fro","filename":%q,"read-only":true}`, p))
+	mustAdd(t, g, opts(t, `{"driver":"file","node-name":"f","filename":%q}`, p))
+	mustAdd(t, g, opts(t, `{"driver":"file","node-name":"fro","filename":%q,"read-only":true}`, p))
 	mustAdd(t, g, opts(t, `{"driver":"raw","node-name":"r","file":"f"}`))
 	mustAdd(t, g, opts(t, `{"driver":"writeback-test","node-name":"w","file":"f"}`))
 	for _, tc := range []struct{ opts, want string }{
@@ -286,8 +286,8 @@ func TestReopenFileChildWhileWritten(t *testing.T) {
 	g, _ := fixture(t)
 	p1, p2 := filled(t, 'A'), filled(t, 'B')
 	mustAdd(t, g, opts(t, `{"driver":"file","node-name":"f","filename":%q}`, p1))
-	mustAdd(t, g, opts(t, `{"driver":"file","locking":"off","node-name":"f2","filename":%q}`, p2))
-	mustAdd(t, g, opts(t, `{"driver":"file","locking":"off","node-name":"f3","filename":%q}`, p2))
+	mustAdd(t, g, opts(t, `{"driver":"file","node-name":"f2","filename":%q}`, p2))
+	mustAdd(t, g, opts(t, `{"driver":"file","node-name":"f3","filename":%q}`, p2))
 	r := mustAdd(t, g, opts(t, `{"driver":"raw","node-name":"r","file":"f"}`))
 	other := mustAdd(t, g, opts(t, `{"driver":"raw","node-name":"o","file":"f3"}`))
 	b, err := g.Attach("", r, block.Perm{Write: true})
@@ -320,11 +320,11 @@ func TestReopenFileChildWhileWritten(t *testing.T) {
 	if err := g.Reopen([]block.Options{opts(t, `{"driver":"file","node-name":"f","filename":%q,"read-only":true}`, p1)}); err != nil {
 		t.Fatalf("the old file child kept r's writer: %v", err)
 	}
-	if err := g.Reopen([]block.Options{opts(t, `{"driver":"file","locking":"off","node-name":"f2","filename":%q,"read-only":true}`, p2)}); err == nil {
+	if err := g.Reopen([]block.Options{opts(t, `{"driver":"file","node-name":"f2","filename":%q,"read-only":true}`, p2)}); err == nil {
 		t.Fatal("f2 made read-only while r writes through it")
 	}
 	g.Detach(b)
-	if err := g.Reopen([]block.Options{opts(t, `{"driver":"file","locking":"off","node-name":"f2","filename":%q,"read-only":true}`, p2)}); err != nil {
+	if err := g.Reopen([]block.Options{opts(t, `{"driver":"file","node-name":"f2","filename":%q,"read-only":true}`, p2)}); err != nil {
 		t.Fatalf("writer left, f2 still refuses read-only: %v", err)
 	}
 }

@@ -69,7 +69,7 @@ func open(o *block.OpenContext) (block.Image, error) {
 	}
 	img.fd, img.flags, img.align = fd, flags, align
 	mode, _ := o.Options.String("locking", "auto")
-	if err := img.lockOpen(mode, o.Writable, o.ForceShare); err != nil {
+	if err := img.lockOpen(mode); err != nil {
 		img.files.Close(fd)
 		return nil, err
 	}
@@ -314,8 +314,9 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 	if r.Direct {
 		want |= unix.O_DIRECT
 	}
+	next := lockSetOf(r.Perm, r.Shared)
 	if want == img.flags {
-		switch rl, err := img.prepareLocks(r.Writable, r.ForceShare, -1); {
+		switch rl, err := img.prepareLocks(next, -1); {
 		case err != nil:
 			return nil, err
 		case rl == nil:
@@ -328,7 +329,7 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 	if err != nil {
 		return nil, err
 	}
-	rl, err := img.prepareLocks(r.Writable, r.ForceShare, fd)
+	rl, err := img.prepareLocks(next, fd)
 	if err != nil {
 		img.files.Close(fd)
 		return nil, err

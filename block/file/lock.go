@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"minivmm/block"
 	"minivmm/qemuopen"
 )
 
@@ -48,23 +49,18 @@ type lockSet struct {
 	shared perm
 }
 
-// lockSetFor is what a file node locks, from what it knows: a node that
-// may write needs write and resize (it is the file of a format that grows
-// it, or a raw disk); every node needs consistent reads and lets no one
-// else write or resize under it, as QEMU's formats and guest devices do
-// — unless force-share=on, where it lets others do anything (qemu-img -U).
-// This is what QEMU 7.2 locks for a qcow2 image in qemu-io: writer bytes
-// 100, 101, 103, 201, 203; reader 100, 201, 203; -U reader 100.
-func lockSetFor(writable, forceShare bool) lockSet {
-	s := lockSet{perm: permConsistentRead, shared: permAll &^ (permWrite | permResize)}
-	if writable {
-		s.perm |= permWrite | permResize
-	}
-	if forceShare {
-		s.shared = permAll
-	}
-	return s
+// lockSetOf is what a node's parents and users need of it and share, as
+// the graph computes them (QEMU's cumulative permissions): a file node
+// nobody uses locks nothing; under a read-write qcow2 it needs consistent
+// read, write and resize and shares neither write nor resize, whether or
+// not anyone writes; with force-share=on it shares everything. QEMU 7.2's
+// and block's bits are the same.
+func lockSetOf(p, shared block.Perms) lockSet {
+	return lockSet{perm: perm(p) & permAll, shared: perm(shared) & permAll}
 }
+
+// unlocked is what a node holds before anyone uses it.
+var unlocked = lockSet{shared: permAll}
 
 // bytes lists the bytes s locks: its permissions', then those of what it
 // does not share.
@@ -292,29 +288,37 @@ type imageLocks struct {
 	held *qemuopen.ByteLocks // through the node's fd, when on
 }
 
-// lockOpen applies the locking option to img's fd, just opened.
-func (img *image) lockOpen(mode string, writable, forceShare bool) error {
+// lockOpen applies the locking option to img's fd, just opened: nothing
+// is locked until the node's parents and users say what they need.
+func (img *image) lockOpen(mode string) error {
 	on, err := locking(mode, img.fd)
 	if err != nil || !on {
 		return err
 	}
-	s := lockSetFor(writable, forceShare)
-	l, err := lockNew(img.files, img.fd, s, img.filename)
-	if err != nil {
-		return err
-	}
-	img.locks = imageLocks{on: true, set: s, held: l}
+	img.locks = imageLocks{on: true, set: unlocked, held: img.files.NewByteLocks(img.fd)}
 	return nil
 }
 
-// prepareLocks prepares the locks a reopen to writable/forceShare needs,
-// on newFd if the reopen swaps fds (else -1). nil: nothing to change.
-func (img *image) prepareLocks(writable, forceShare bool, newFd int) (*relock, error) {
-	next := lockSetFor(writable, forceShare)
+// prepareLocks prepares moving the node's locks to next, on newFd if the
+// reopen swaps fds (else -1). nil: nothing to change.
+func (img *image) prepareLocks(next lockSet, newFd int) (*relock, error) {
 	if !img.locks.on || next == img.locks.set && newFd < 0 {
 		return nil, nil
 	}
 	return prepareRelock(img.files, img.locks.held, img.locks.set, next, newFd, img.filename)
+}
+
+// PreparePerm is a change of what the node's parents and users need and
+// share: the locks are tested and taken now, trimmed at commit.
+func (img *image) PreparePerm(p, shared block.Perms) (block.Pending, error) {
+	switch rl, err := img.prepareLocks(lockSetOf(p, shared), -1); {
+	case err != nil:
+		return nil, err
+	case rl == nil:
+		return noChange{}, nil
+	default:
+		return relocked{img, rl}, nil
+	}
 }
 
 func (img *image) commitLocks(r *relock) {
@@ -332,8 +336,7 @@ func (img *image) unlock() {
 	}
 }
 
-// relocked is a reopen that keeps the fd but changes its locks
-// (force-share on or off).
+// relocked is a change of locks on the node's fd.
 type relocked struct {
 	img *image
 	r   *relock

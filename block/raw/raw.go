@@ -11,11 +11,26 @@ import (
 
 func init() {
 	block.Register(&block.Driver{
-		Name:    "raw",
-		Format:  true,
-		Options: map[string]block.OptType{"offset": block.OptSize, "size": block.OptSize},
-		Open:    open,
+		Name:      "raw",
+		Format:    true,
+		Options:   map[string]block.OptType{"offset": block.OptSize, "size": block.OptSize},
+		Open:      open,
+		ChildPerm: childPerm,
 	})
+}
+
+// childPerm is QEMU's raw_child_perm: raw passes its users' permissions
+// to its file (a window of it, given offset or size, is guest data that
+// others may not resize), and needs write and resize only when they do.
+func childPerm(role string, o block.Options, writable bool, perm, shared block.Perms) (block.Perms, block.Perms) {
+	offset, _ := o.Size("offset", 0)
+	_, sized := o["size"]
+	np, ns := perm, shared
+	if offset != 0 || sized {
+		np, ns = block.StoragePerms(false, true, writable, perm, shared)
+	}
+	const wr = block.PermWrite | block.PermResize
+	return np&^wr | perm&wr, ns
 }
 
 type image struct {

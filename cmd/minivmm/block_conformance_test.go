@@ -312,9 +312,9 @@ func TestBlockConformanceReopenTransaction(t *testing.T) {
 	t.Parallel()
 	img := bcImage(t)
 	node := func(name string, set int, ro bool) string {
-		// locking off: two lone nodes on one image lock nothing in QEMU
-		// (no user needs anything of them); minivmm locks by open mode.
-		return fmt.Sprintf(`{"driver": "file", "node-name": "%s", "filename": "/dev/fdset/%d", "read-only": %t, "locking": "off"}`, name, set, ro)
+		// Two lone nodes on one image: nobody needs anything of them, so
+		// they lock nothing, in QEMU as here.
+		return fmt.Sprintf(`{"driver": "file", "node-name": "%s", "filename": "/dev/fdset/%d", "read-only": %t}`, name, set, ro)
 	}
 	reopen := func(list ...string) string {
 		return bcCmd("blockdev-reopen", `{"options": [`+strings.Join(list, ", ")+`]}`)
@@ -460,9 +460,9 @@ func TestBlockConformanceNodes(t *testing.T) {
 	add := func(args string) string { return bcCmd("blockdev-add", args) }
 	reopen := func(list string) string { return bcCmd("blockdev-reopen", `{"options": [`+list+`]}`) }
 	del := func(name string) string { return bcCmd("blockdev-del", `{"node-name": "`+name+`"}`) }
-	// Every node on IMG without locking: QEMU locks nothing for nodes no
-	// user needs anything of; minivmm locks by open mode (README).
-	const fIMG = `{"driver": "file", "node-name": "f", "filename": "@IMG@", "locking": "off"}`
+	// Every node on IMG: raw nodes pass on what their users need (none
+	// here), so no node locks anything, in QEMU as here.
+	const fIMG = `{"driver": "file", "node-name": "f", "filename": "@IMG@"}`
 	steps := []confStep{
 		{name: "qmp_capabilities", send: bcCmd("qmp_capabilities", "")},
 		{name: "fd baseline", kind: confFdBaseline},
@@ -475,11 +475,11 @@ func TestBlockConformanceNodes(t *testing.T) {
 		{name: "add: null-co n with options", send: add(`{"driver": "null-co", "node-name": "n", "size": 1048576, "read-zeroes": true}`)},
 		{name: "add: null-co n0", send: add(`{"driver": "null-co", "node-name": "n0"}`)},
 		{name: "add: null-co z, size 0", send: add(`{"driver": "null-co", "node-name": "z", "size": 0}`)},
-		{name: "add: raw o with offset and size, inline child", send: add(`{"driver": "raw", "node-name": "o", "offset": 4096, "size": 8192, "file": {"driver": "file", "filename": "@IMG@", "locking": "off"}}`)},
-		{name: "add: raw k read-only, inline child with a node-name", send: add(`{"driver": "raw", "node-name": "k", "read-only": true, "file": {"driver": "file", "filename": "@IMG@", "node-name": "kf", "locking": "off"}}`)},
+		{name: "add: raw o with offset and size, inline child", send: add(`{"driver": "raw", "node-name": "o", "offset": 4096, "size": 8192, "file": {"driver": "file", "filename": "@IMG@"}}`)},
+		{name: "add: raw k read-only, inline child with a node-name", send: add(`{"driver": "raw", "node-name": "k", "read-only": true, "file": {"driver": "file", "filename": "@IMG@", "node-name": "kf"}}`)},
 		{name: "query-named-block-nodes: all", send: bcQueryNodes},
 		{name: "blockdev-del o (and its inline child)", send: del("o")},
-		{name: "add: raw r2 over an inline child", send: add(`{"driver": "raw", "node-name": "r2", "file": {"driver": "file", "filename": "@IMG@", "locking": "off"}}`)},
+		{name: "add: raw r2 over an inline child", send: add(`{"driver": "raw", "node-name": "r2", "file": {"driver": "file", "filename": "@IMG@"}}`)},
 		{name: "query-named-block-nodes: r2's child", send: bcQueryNodes, save: "implicit", saveWhat: bcGeneratedFileNode},
 
 		// blockdev-del.
@@ -495,11 +495,11 @@ func TestBlockConformanceNodes(t *testing.T) {
 		{name: "reopen: unknown node", send: reopen(`{"driver": "file", "node-name": "x", "filename": "@IMG@"}`)},
 		{name: "reopen: node-name missing", send: reopen(`{"driver": "file", "filename": "@IMG@"}`)},
 		{name: "reopen: a file node as raw", send: reopen(`{"driver": "raw", "node-name": "f", "filename": "@IMG@"}`)},
-		{name: "reopen: changing filename", send: reopen(`{"driver": "file", "node-name": "f", "filename": "@DIR@/other.raw", "locking": "off"}`)},
+		{name: "reopen: changing filename", send: reopen(`{"driver": "file", "node-name": "f", "filename": "@DIR@/other.raw"}`)},
 		{name: "reopen: filename missing", send: reopen(`{"driver": "file", "node-name": "f"}`)},
 		{name: "reopen: driver missing", send: reopen(`{"node-name": "f", "filename": "@IMG@"}`)},
 		{name: "reopen: changing locking", send: reopen(`{"driver": "file", "node-name": "f", "filename": "@IMG@", "locking": "on"}`)},
-		{name: "reopen: changing aio", send: reopen(`{"driver": "file", "node-name": "f", "filename": "@IMG@", "locking": "off", "aio": "threads"}`)},
+		{name: "reopen: changing aio", send: reopen(`{"driver": "file", "node-name": "f", "filename": "@IMG@", "aio": "threads"}`)},
 		{name: "reopen: unexpected key", send: reopen(`{"driver": "file", "node-name": "f", "filename": "@IMG@", "bogus": 1}`)},
 		{name: "reopen: read-only a string", send: reopen(`{"driver": "file", "node-name": "f", "filename": "@IMG@", "read-only": "no"}`)},
 		{name: "reopen: null-co size reset to default", send: reopen(`{"driver": "null-co", "node-name": "n"}`)},
@@ -521,9 +521,9 @@ func TestBlockConformanceNodes(t *testing.T) {
 		// An implicit child follows its parent on reopen.
 		{name: "reopen r2 read-only, child by its name", send: reopen(`{"driver": "raw", "node-name": "r2", "file": "$implicit", "read-only": true}`)},
 		{name: "query-named-block-nodes: r2 and its child ro", send: bcQueryNodes},
-		{name: "reopen r2, child given inline", send: reopen(`{"driver": "raw", "node-name": "r2", "file": {"driver": "file", "filename": "@IMG@", "locking": "off"}}`)},
+		{name: "reopen r2, child given inline", send: reopen(`{"driver": "raw", "node-name": "r2", "file": {"driver": "file", "filename": "@IMG@"}}`)},
 		{name: "query-named-block-nodes: r2 and its child rw", send: bcQueryNodes},
-		{name: "reopen r2, inline child naming itself", send: reopen(`{"driver": "raw", "node-name": "r2", "file": {"driver": "file", "node-name": "$implicit", "filename": "@IMG@", "locking": "off"}}`)},
+		{name: "reopen r2, inline child naming itself", send: reopen(`{"driver": "raw", "node-name": "r2", "file": {"driver": "file", "node-name": "$implicit", "filename": "@IMG@"}}`)},
 
 		// Deleting the parents takes the implicit children along.
 		{name: "del: r2", send: del("r2")},

@@ -185,8 +185,11 @@ func TestQEMULockRefusesMinivmm(t *testing.T) {
 			t.Errorf("img create -f %s changed an image in use (%v)", format, err)
 		}
 	}
-	// -U lets a reader in.
+	// -U lets a reader in, and a check (which reads the file as qcow2
+	// does: force-share reaches it too).
 	lockRuns(t, binary, "img", "info", "-U", path)
+	lockRuns(t, "qemu-img", "check", "-U", path)
+	lockRuns(t, binary, "img", "check", "-U", path)
 	// The VMM's command line, with the hint, as qemu-system-x86_64 says it.
 	blockdev := "driver=qcow2,node-name=d,file.driver=file,file.filename=" + path
 	want := fmt.Sprintf("-blockdev %s: Failed to get \"write\" lock\nIs another process using the image [%s]?\n", blockdev, path)
@@ -237,12 +240,9 @@ func TestQEMULockRefusesMinivmm(t *testing.T) {
 func TestVMMReopenOverFdsetLeavesNoStaleLocks(t *testing.T) {
 	needTools(t, "qemu-img", "qemu-io")
 	fdtest.Check(t)
-	// raw: reopening a qcow2 node without a backing file panics in
-	// reopenNodes today (a nil "backing" child; a separate defect).
-	path := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(path, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// qcow2: a format locks its file whether or not anyone writes to it
+	// (a raw node nobody uses locks nothing, in QEMU as here).
+	path := lockImage(t)
 	var files []*os.File
 	for _, mode := range []int{os.O_RDONLY, os.O_RDWR} {
 		f, err := os.OpenFile(path, mode, 0)
@@ -259,7 +259,7 @@ func TestVMMReopenOverFdsetLeavesNoStaleLocks(t *testing.T) {
 		return map[string]any{"driver": "file", "node-name": "f", "filename": "/dev/fdset/1", "read-only": ro}
 	}
 	node := func(ro bool) map[string]any {
-		return map[string]any{"driver": "raw", "node-name": "q", "read-only": ro, "file": "f"}
+		return map[string]any{"driver": "qcow2", "node-name": "q", "read-only": ro, "file": "f"}
 	}
 	ret(t, c.Execute("blockdev-add", file(true)))
 	ret(t, c.Execute("blockdev-add", node(true)))
@@ -267,8 +267,7 @@ func TestVMMReopenOverFdsetLeavesNoStaleLocks(t *testing.T) {
 		if reply := c.Execute("blockdev-reopen", map[string]any{"options": []any{file(ro), node(ro)}}); reply["error"] != nil {
 			t.Fatalf("step %d: reopen read-only=%t: %v", i, ro, reply["error"])
 		}
-		// Reader or writer, the node keeps qemu-io's writer out (raw
-		// shares everything else with QEMU's tools).
+		// Reader or writer, the node keeps qemu-io's writer out.
 		if got := lockFailing(t, "qemu-io", "-f", "raw", "-c", "write 0 512", path); !strings.Contains(got, `Failed to get "write" lock`) {
 			t.Errorf("step %d: qemu-io writer: %q", i, got)
 		}

@@ -25,11 +25,8 @@ func TestReopenChildrenLikeQEMU(t *testing.T) {
 	script := []string{
 		`{"execute":"qmp_capabilities"}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"f","filename":"@DIR@/plain.qcow2"}}`,
-		// Two nodes on one image: minivmm locks by how a file node is
-		// open, QEMU by what its users need (README, image locking), so
-		// this script, about children, leaves locks out on both sides.
-		`{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"f2","filename":"@DIR@/p2.qcow2","locking":"off"}}`,
-		`{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"f2ro","filename":"@DIR@/p2.qcow2","read-only":true,"locking":"off"}}`,
+		`{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"f2","filename":"@DIR@/p2.qcow2"}}`,
+		`{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"f2ro","filename":"@DIR@/p2.qcow2","read-only":true}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"qc0","file":"f"}}`,
 		`{"execute":"blockdev-reopen","arguments":{"options":[{"driver":"qcow2","node-name":"qc0","file":"f","read-only":true}]}}`,
 		`{"execute":"blockdev-reopen","arguments":{"options":[{"driver":"qcow2","node-name":"qc0","file":"f"}]}}`,

@@ -92,10 +92,9 @@ func runImgCheck(e *env, args []string) int {
 	if err != nil {
 		return fail("Could not open '%s': %s", filename, qtool.Message(err))
 	}
-	if fix != 0 {
-		if _, err := graph.Attach("", file, block.Perm{Write: true}); err != nil {
-			return fail("Could not open '%s': %s", filename, qtool.Message(err))
-		}
+	// The check reads the file as qcow2 reads it, and locks it so.
+	if _, err := graph.Attach("", file, block.Perm{Write: fix != 0, Image: true}); err != nil {
+		return fail("Could not open '%s': %s", filename, qtool.Message(err))
 	}
 	if format == "" {
 		if format, err = block.ProbeNode(file); err != nil {
