@@ -194,6 +194,79 @@ func TestMonitorStdio(t *testing.T) {
 	}
 }
 
+// TestQMPStdio: -qmp stdio is a QMP session on stdin and stdout, as in
+// QEMU; quit's reply and the SHUTDOWN event are out before the exit.
+func TestQMPStdio(t *testing.T) {
+	fdtest.Check(t)
+	out, errOut, code := runBinary(t, `{"execute": "qmp_capabilities"}`+"\n"+`{"execute": "query-name"}`+"\n"+`{"execute": "quit"}`+"\n", "-qmp", "stdio", "-name", "vm1")
+	stamp := regexp.MustCompile(`"seconds": \d+, "microseconds": \d+`)
+	out = stamp.ReplaceAllString(out, `"seconds": S, "microseconds": U`)
+	greeting, out, _ := strings.Cut(out, "\r\n")
+	if !strings.HasPrefix(greeting, `{"QMP": {"version": {"qemu": {`) || !strings.HasSuffix(greeting, `"capabilities": ["oob"]}}`) {
+		t.Errorf("greeting %q", greeting)
+	}
+	want := `{"return": {}}` + "\r\n" +
+		`{"return": {"name": "vm1"}}` + "\r\n" +
+		`{"timestamp": {"seconds": S, "microseconds": U}, "event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}}` + "\r\n" +
+		`{"return": {}}` + "\r\n"
+	if code != 0 || out != want || errOut != "" {
+		t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, out, want, errOut)
+	}
+}
+
+// TestMonitorOnNamedChardev: -monitor chardev:ID and -qmp chardev:ID use a
+// -chardev given anywhere on the command line; misuse is refused in
+// QEMU's words.
+func TestMonitorOnNamedChardev(t *testing.T) {
+	fdtest.Check(t)
+	dir := t.TempDir()
+	hmpSock, qmpSock := filepath.Join(dir, "h.sock"), filepath.Join(dir, "q.sock")
+	p := qmptest.StartArgs(t, binary, nil, "-monitor", "chardev:h", "-qmp", "chardev:q",
+		"-chardev", "socket,id=h,path="+hmpSock+",server=on,wait=off",
+		"-chardev", "socket,id=q,path="+qmpSock+",server=on,wait=off")
+	waitFor(t, "the sockets", func() bool {
+		_, e1 := os.Stat(hmpSock)
+		_, e2 := os.Stat(qmpSock)
+		return e1 == nil && e2 == nil
+	})
+	conn, err := net.Dial("unix", hmpSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "info name\n")
+	banner := "QEMU " + monitor.QEMUVersion() + " monitor - type 'help' for more information\r\n(qemu) "
+	got := make([]byte, len(banner))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(conn, got); err != nil || string(got) != banner {
+		t.Errorf("HMP on chardev:h: %q, %v", got, err)
+	}
+	c := qmptest.Dial(t, qmpSock)
+	c.Negotiate()
+	ret(t, c.Execute("quit", nil))
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+
+	sock := "socket,id=c0,path=" + filepath.Join(dir, "c0.sock") + ",server=on,wait=off"
+	for _, args := range [][]string{
+		{"-monitor", "chardev:nosuch"},
+		{"-qmp", "chardev:nosuch"},
+		{"-qmp", "chardev:"},
+		{"-monitor", "chardev:c0,x=1"},
+		{"-chardev", sock, "-monitor", "chardev:c0", "-mon", "chardev=c0"},
+		{"-chardev", sock, "-qmp", "chardev:c0", "-qmp", "chardev:c0"},
+		{"-monitor", "stdio", "-qmp", "stdio"},
+		{"-daemonize", "-qmp", "stdio"},
+	} {
+		_, errOut, code := runBinary(t, "", args...)
+		q := qemuStderr(t, args...)
+		if code != 1 || strings.TrimPrefix(errOut, "minivmm: ") != q {
+			t.Errorf("%v: exit %d, %q; QEMU says %q", args, code, errOut, q)
+		}
+	}
+}
+
 // TestHMPSocketMonitor: -mon mode=readline on a socket chardev, as a
 // person connects with socat or nc.
 func TestHMPSocketMonitor(t *testing.T) {
