@@ -87,6 +87,17 @@ func TestVersion(t *testing.T) {
 // its error text without the program name, or skips without QEMU.
 func qemuStderr(t *testing.T, args ...string) string {
 	t.Helper()
+	needQEMU(t)
+	cmd := exec.Command(qmptest.QEMUBinary, append([]string{"-machine", "none", "-nodefaults", "-display", "none"}, args...)...)
+	var e bytes.Buffer
+	cmd.Stderr = &e
+	cmd.Run()
+	return strings.ReplaceAll(e.String(), "qemu-system-x86_64: ", "")
+}
+
+// needQEMU skips without qemu-system-x86_64, or fails under CI=true.
+func needQEMU(t *testing.T) {
+	t.Helper()
 	if _, err := exec.LookPath(qmptest.QEMUBinary); err != nil {
 		msg := qmptest.QEMUBinary + " not installed; apt-get install qemu-system-x86"
 		if os.Getenv("CI") == "true" {
@@ -94,11 +105,6 @@ func qemuStderr(t *testing.T, args ...string) string {
 		}
 		t.Skip(msg)
 	}
-	cmd := exec.Command(qmptest.QEMUBinary, append([]string{"-machine", "none", "-nodefaults", "-display", "none"}, args...)...)
-	var e bytes.Buffer
-	cmd.Stderr = &e
-	cmd.Run()
-	return strings.ReplaceAll(e.String(), "qemu-system-x86_64: ", "")
 }
 
 func TestPidfileErrorsAsQEMU(t *testing.T) {
@@ -292,6 +298,31 @@ func TestHMPSocketMonitor(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("HMP socket left behind")
+	}
+}
+
+// TestPidfileBeforeMonitor: while a monitor waits for its first client
+// (server=on, wait=on), the pidfile is written already, in QEMU and in
+// minivmm: a manager that sees the socket may read the pid. (A daemon's
+// parent exits only after both: TestDaemonize.)
+func TestPidfileBeforeMonitor(t *testing.T) {
+	fdtest.Check(t)
+	needQEMU(t)
+	for _, bin := range []string{qmptest.QEMUBinary, binary} {
+		dir := t.TempDir()
+		sock, pid := filepath.Join(dir, "q.sock"), filepath.Join(dir, "vm.pid")
+		cmd := exec.Command(bin, "-machine", "none", "-nodefaults", "-display", "none",
+			"-pidfile", pid, "-qmp", "unix:"+sock+",server=on") // waits for a client
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, bin+"'s socket", func() bool { _, err := os.Stat(sock); return err == nil })
+		if b, err := os.ReadFile(pid); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(cmd.Process.Pid) {
+			t.Errorf("%s: the socket is there, the pidfile holds %q (%v)", bin, b, err)
+		}
+		// QEMU takes no signal while it waits for the client: kill both.
+		cmd.Process.Kill()
+		cmd.Wait()
 	}
 }
 
