@@ -51,7 +51,7 @@ func (s *Server) ServeStdio(r io.Reader, w io.Writer, pretty bool) (*Monitor, er
 		// been copied; Close waits for that (bounded), so that the reply
 		// to quit and the SHUTDOWN event reach stdout before exit.
 		defer s.stdio.Done()
-		io.Copy(w, theirs)
+		io.Copy(&lenientWriter{w: w}, theirs)
 		theirs.Close()
 	}()
 	go func() {
@@ -86,4 +86,21 @@ func (s *Server) waitStdio(d time.Duration) {
 	case <-done:
 	case <-time.After(d):
 	}
+}
+
+// lenientWriter is the stdout of a stdio monitor: once a write fails (the
+// reader went away), output is dropped and the session goes on taking
+// commands, as QEMU's does; quit still quits. One goroutine uses it.
+type lenientWriter struct {
+	w      io.Writer
+	failed bool
+}
+
+func (l *lenientWriter) Write(p []byte) (int, error) {
+	if !l.failed {
+		if _, err := l.w.Write(p); err != nil {
+			l.failed = true
+		}
+	}
+	return len(p), nil
 }

@@ -220,6 +220,59 @@ func TestQMPStdio(t *testing.T) {
 	}
 }
 
+// TestStdioReaderGone: a stdio monitor whose stdout reader has gone (a
+// pipe into head) still takes commands, and quit exits 0, as in QEMU;
+// Go's default would kill the process with SIGPIPE at the first write.
+func TestStdioReaderGone(t *testing.T) {
+	fdtest.Check(t)
+	needQEMU(t)
+	for _, tc := range []struct {
+		args []string
+		in   string
+	}{
+		{[]string{"-monitor", "stdio"}, "info status\nquit\n"},
+		{[]string{"-qmp", "stdio"}, `{"execute": "qmp_capabilities"}` + "\n" + `{"execute": "quit"}` + "\n"},
+	} {
+		for _, bin := range []string{qmptest.QEMUBinary, binary} {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			inR, inW, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, append([]string{"-machine", "none", "-nodefaults", "-display", "none"}, tc.args...)...)
+			cmd.Stdin, cmd.Stdout = inR, w
+			err = cmd.Start()
+			inR.Close()
+			w.Close()
+			if err != nil {
+				inW.Close()
+				t.Fatal(err)
+			}
+			// The greeting or banner fails to go out first; then the
+			// commands come.
+			time.Sleep(200 * time.Millisecond)
+			io.WriteString(inW, tc.in)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				err = <-done
+				t.Errorf("%s %v: did not quit", bin, tc.args)
+			}
+			inW.Close()
+			if code := cmd.ProcessState.ExitCode(); code != 0 {
+				t.Errorf("%s %v: %v (exit %d)", bin, tc.args, err, code)
+			}
+		}
+	}
+}
+
 // TestMonitorOnNamedChardev: -monitor chardev:ID and -qmp chardev:ID use a
 // -chardev given anywhere on the command line; misuse is refused in
 // QEMU's words.

@@ -262,6 +262,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// event, sockets removed), not Go's default exit.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// As QEMU: a reader of stdout or stderr that goes away (a stdio
+	// monitor piped into head) makes writes fail, it does not end the VM.
+	signal.Ignore(syscall.SIGPIPE)
 	defer signal.Stop(sigs)
 	go func() {
 		if sig, ok := <-sigs; ok {
