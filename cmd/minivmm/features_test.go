@@ -218,6 +218,27 @@ func TestQMPStdio(t *testing.T) {
 	if code != 0 || out != want || errOut != "" {
 		t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, out, want, errOut)
 	}
+	// On a stdio chardev with pretty=on, byte for byte as QEMU (past the
+	// greeting, which names each one's version; timestamps masked).
+	script := `{"execute": "qmp_capabilities"}` + "\n" + `{"execute": "nosuch", "id": [1, {}]}` + "\n" +
+		`{"execute": "query-fdsets"}` + "\n" + `{"execute": "quit"}` + "\n"
+	args := []string{"-chardev", "stdio,id=c", "-mon", "c,mode=control,pretty=on"}
+	out, errOut, code = runBinary(t, script, args...)
+	needQEMU(t)
+	qemu := exec.Command(qmptest.QEMUBinary, append([]string{"-machine", "none", "-nodefaults", "-display", "none"}, args...)...)
+	qemu.Stdin = strings.NewReader(script)
+	qout, err := qemu.Output()
+	if err != nil {
+		t.Fatalf("qemu: %v", err)
+	}
+	pastGreeting := func(s string) string {
+		_, rest, _ := strings.Cut(s, "\r\n}\r\n")
+		return stamp.ReplaceAllString(rest, "T")
+	}
+	stamp = regexp.MustCompile(`"seconds": \d+,\r\n *"microseconds": \d+`)
+	if code != 0 || pastGreeting(out) != pastGreeting(string(qout)) || errOut != "" {
+		t.Errorf("-mon mode=control,pretty=on on stdio: exit %d\nstdout %q\nqemu   %q\nstderr %q", code, pastGreeting(out), pastGreeting(string(qout)), errOut)
+	}
 }
 
 // TestStdioReaderGone: a stdio monitor whose stdout reader has gone (a
