@@ -11,8 +11,11 @@ import (
 // bound to Path or inherited as an already listening Fd (libvirt's way),
 // or the process's stdin and stdout ("stdio", for a human monitor).
 type Chardev struct {
-	ID      string
-	Backend string // "socket" or "stdio"
+	ID string
+	// Backend is "socket" or "stdio"; for -qmp and -monitor also "none"
+	// (no monitor) and "chardev", a reference (chardev:ID) to the -chardev
+	// named ID, nothing else set.
+	Backend string
 	Path    string // empty when Fd is used
 	Fd      int    // -1 unless fd= was given
 	Server  bool   // always true: client sockets are refused
@@ -34,13 +37,29 @@ var (
 )
 
 // ParseQmp parses the argument of -qmp: "unix:PATH,server=on[,wait=off]"
-// (or the legacy "unix:PATH,server,nowait"). ID is left empty: QEMU
-// names these chardevs compat_monitorN, counting across options, which
-// only the caller can do.
+// (or the legacy "unix:PATH,server,nowait"), "stdio" or "chardev:ID".
+// ID is left empty but for chardev:ID: QEMU names these chardevs
+// compat_monitorN, counting across options, which only the caller can do.
 func ParseQmp(value string) (Chardev, error) {
+	return parseMonitorDev(value, "-qmp takes unix:PATH,server=on, stdio or chardev:ID")
+}
+
+// parseMonitorDev parses the chardev of -qmp or -monitor given inline,
+// the forms QEMU's qemu_chr_parse_compat takes that minivmm has; what
+// names the forms minivmm has, for the error on others.
+func parseMonitorDev(value, what string) (Chardev, error) {
+	if id, ok := strings.CutPrefix(value, "chardev:"); ok {
+		if !wellFormedID(id) {
+			return Chardev{}, paramError("id", id, errors.New("expects an identifier"))
+		}
+		return Chardev{ID: id, Backend: "chardev", Fd: -1}, nil
+	}
+	if value == "stdio" {
+		return Chardev{Backend: "stdio", Fd: -1}, nil
+	}
 	rest, ok := strings.CutPrefix(value, "unix:")
 	if !ok {
-		return Chardev{}, fmt.Errorf("'%s' is not supported: minivmm's -qmp takes only unix:PATH,server=on", value)
+		return Chardev{}, fmt.Errorf("'%s' is not supported: minivmm's %s", value, what)
 	}
 	o, err := ParseOpts(rest, "path")
 	if err != nil {

@@ -27,8 +27,14 @@ func TestParseQmp(t *testing.T) {
 		{in: "unix:/x.sock,fd=3,server=on,wait=off", err: "None or one of 'path', 'fd' or 'host' option required."},
 		{in: "unix:,server=on", err: "socket chardev needs path= or fd="},
 		{in: "unix:/x,backend=null,server=on", err: "Invalid parameter 'backend'"},
-		{in: "tcp:localhost:4444,server=on,wait=off", err: "'tcp:localhost:4444,server=on,wait=off' is not supported: minivmm's -qmp takes only unix:PATH,server=on"},
-		{in: "stdio", err: "'stdio' is not supported: minivmm's -qmp takes only unix:PATH,server=on"},
+		{in: "tcp:localhost:4444,server=on,wait=off", err: "'tcp:localhost:4444,server=on,wait=off' is not supported: minivmm's -qmp takes unix:PATH,server=on, stdio or chardev:ID"},
+		{in: "none", err: "'none' is not supported: minivmm's -qmp takes unix:PATH,server=on, stdio or chardev:ID"},
+		{in: "stdio", want: Chardev{Backend: "stdio", Fd: -1}},
+		{in: "chardev:c0", want: Chardev{ID: "c0", Backend: "chardev", Fd: -1}},
+		// QEMU 7.2's texts: the rest of the string is the id, checked as one.
+		{in: "chardev:", err: "Parameter 'id' expects an identifier"},
+		{in: "chardev:c0,x=1", err: "Parameter 'id' expects an identifier"},
+		{in: "chardev:0c", err: "Parameter 'id' expects an identifier"},
 	} {
 		got, err := ParseQmp(tc.in)
 		if tc.err != "" || err != nil {

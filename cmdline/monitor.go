@@ -3,7 +3,6 @@ package cmdline
 import (
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // Mon is a -mon option: a monitor on a chardev.
@@ -45,19 +44,13 @@ func ParseMon(value string) (Mon, error) {
 }
 
 // ParseMonitor parses the argument of -monitor, a human monitor on a
-// chardev given inline: "stdio", "none" (Backend "none": no monitor), or
-// "unix:PATH,server=on[,wait=off]" as -qmp takes it.
+// chardev given inline: "stdio", "none" (Backend "none": no monitor),
+// "chardev:ID" or "unix:PATH,server=on[,wait=off]" as -qmp takes them.
 func ParseMonitor(value string) (Chardev, error) {
-	switch value {
-	case "stdio":
-		return Chardev{Backend: "stdio", Fd: -1}, nil
-	case "none":
+	if value == "none" {
 		return Chardev{Backend: "none", Fd: -1}, nil
 	}
-	if !strings.HasPrefix(value, "unix:") {
-		return Chardev{}, fmt.Errorf("'%s' is not supported: minivmm's -monitor takes stdio, none or unix:PATH,server=on", value)
-	}
-	return ParseQmp(value)
+	return parseMonitorDev(value, "-monitor takes stdio, none, unix:PATH,server=on or chardev:ID")
 }
 
 // Msg is the -msg option: how error messages are written.

@@ -47,8 +47,10 @@ func TestParseMonitor(t *testing.T) {
 		{in: "unix:/x.sock,server=on,wait=off", want: Chardev{Backend: "socket", Path: "/x.sock", Fd: -1, Server: true}},
 		{in: "unix:/x.sock,server", want: Chardev{Backend: "socket", Path: "/x.sock", Fd: -1, Server: true, Wait: true}},
 		{in: "unix:/x.sock,server=on,bogus=1", err: "Invalid parameter 'bogus'"},
-		{in: "vc", err: "'vc' is not supported: minivmm's -monitor takes stdio, none or unix:PATH,server=on"},
-		{in: "", err: "'' is not supported: minivmm's -monitor takes stdio, none or unix:PATH,server=on"},
+		{in: "chardev:mon0", want: Chardev{ID: "mon0", Backend: "chardev", Fd: -1}},
+		{in: "chardev:", err: "Parameter 'id' expects an identifier"},
+		{in: "vc", err: "'vc' is not supported: minivmm's -monitor takes stdio, none, unix:PATH,server=on or chardev:ID"},
+		{in: "", err: "'' is not supported: minivmm's -monitor takes stdio, none, unix:PATH,server=on or chardev:ID"},
 	} {
 		got, err := ParseMonitor(tc.in)
 		if tc.err != "" || err != nil {
@@ -91,12 +93,16 @@ func TestParseMsg(t *testing.T) {
 }
 
 func FuzzParseMonitorOptions(f *testing.F) {
-	for _, s := range []string{"stdio", "none", "unix:/x,server=on,wait=off", "chardev=c,mode=readline", "timestamp=on", "guest-name,,x", "id=a,,b"} {
+	for _, s := range []string{"stdio", "none", "unix:/x,server=on,wait=off", "chardev=c,mode=readline", "timestamp=on", "guest-name,,x", "id=a,,b", "chardev:c0", "chardev:"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if c, err := ParseMonitor(s); err == nil && c.Backend == "socket" && (c.Path == "" && c.Fd < 0 || !c.Server) {
-			t.Fatalf("ParseMonitor(%q) = %+v", s, c)
+		for _, parse := range []func(string) (Chardev, error){ParseMonitor, ParseQmp} {
+			c, err := parse(s)
+			if err == nil && (c.Backend == "socket" && (c.Path == "" && c.Fd < 0 || !c.Server) ||
+				c.Backend == "chardev" && !wellFormedID(c.ID) || c.Backend != "chardev" && c.ID != "") {
+				t.Fatalf("parse(%q) = %+v", s, c)
+			}
 		}
 		// An empty chardev name is QEMU's too ("-mon ,"): the lookup fails later.
 		if m, err := ParseMon(s); err == nil && m.Mode != "control" && m.Mode != "readline" {

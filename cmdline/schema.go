@@ -75,6 +75,7 @@ func Options() []OptionInfo {
 	return []OptionInfo{
 		{"add-fd", addFdOpts},
 		{"chardev", chardevOpts},
+		{"drive", driveOpts},
 		{"machine", machineOpts},
 		{"mon", monOpts},
 		{"msg", msgOpts},

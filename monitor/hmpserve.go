@@ -124,7 +124,7 @@ func (s *Server) ServeHMP(r io.Reader, w io.Writer, echo bool) *HMPMonitor {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		m.session(r, w, echo)
+		m.session(r, &lenientWriter{w: w}, echo)
 	}()
 	return m
 }

@@ -21,11 +21,14 @@ type Member struct {
 }
 
 // encode writes v as QEMU writes QMP: ", " and ": " separators, every
-// non-ASCII character escaped, one line unless pretty.
+// non-ASCII character escaped, one line unless pretty. Pretty is QEMU's
+// json-writer as its monitor sends it: a container's end on a line of its
+// own even when empty ("{\r\n    }"), every newline CRLF (the monitor
+// turns each \n into \r\n).
 func encode(b *strings.Builder, v any, pretty bool, indent int) {
 	newline := func(level int) {
 		if pretty {
-			b.WriteByte('\n')
+			b.WriteString("\r\n")
 			b.WriteString(strings.Repeat("    ", level))
 		}
 	}
@@ -63,9 +66,7 @@ func encode(b *strings.Builder, v any, pretty bool, indent int) {
 			b.WriteString(": ")
 			encode(b, m.Value, pretty, indent+1)
 		}
-		if len(v) > 0 {
-			newline(indent)
-		}
+		newline(indent)
 		b.WriteByte('}')
 	case map[string]any: // an "id" echoed back as the client sent it
 		keys := make([]string, 0, len(v))
@@ -84,9 +85,7 @@ func encode(b *strings.Builder, v any, pretty bool, indent int) {
 			sep(i == 0)
 			encode(b, e, pretty, indent+1)
 		}
-		if len(v) > 0 {
-			newline(indent)
-		}
+		newline(indent)
 		b.WriteByte(']')
 	case []Obj:
 		list := make([]any, len(v))

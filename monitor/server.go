@@ -58,6 +58,7 @@ type Server struct {
 	conns    map[*conn]struct{}
 	closed   bool
 	wg       sync.WaitGroup
+	stdio    sync.WaitGroup // -qmp stdio output still being copied out
 }
 
 // NewServer returns a server for vm whose add-fd and friends act on fds,
@@ -178,6 +179,9 @@ func (s *Server) serveFd(fd int, path string, pretty bool) (*Monitor, error) {
 
 // Addr names the socket, as QEMU does in its "waiting for connection" line.
 func (m *Monitor) Addr() string {
+	if m.ln == nil {
+		return "stdio"
+	}
 	if m.path != "" {
 		return "unix:" + m.path + ",server=on"
 	}
@@ -226,6 +230,9 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	for _, m := range monitors {
+		if m.ln == nil {
+			continue // stdio: nothing listens
+		}
 		m.ln.Close()
 		if m.path != "" {
 			os.Remove(m.path)
@@ -246,6 +253,7 @@ func (s *Server) Close() {
 		}
 		<-done
 	}
+	s.waitStdio(closeFlushTimeout)
 	for _, m := range monitors {
 		m.namedMu.Lock()
 		for name, fd := range m.named {

@@ -104,7 +104,7 @@ func (r *Registry) openFdset(path string, flags int) (int, error) {
 		}
 	}
 	if picked == nil {
-		msg := noMatchMessage(path, set, want)
+		msg := noMatchMessage(set, flags, want)
 		r.mu.Unlock()
 		return -1, &Error{Path: path, Errno: unix.EACCES, Msg: msg}
 	}
@@ -224,21 +224,27 @@ func missingSetMessage(path string, id int64, sets map[int64]*fdset) string {
 	return b.String()
 }
 
-func noMatchMessage(path string, set *fdset, want int) string {
+// noMatchMessage is QEMU 9.1's text for a set without an fd whose flags
+// match (monitor_fdset_dup_fd_add, which prints the flags qemu_open was
+// given; 7.2 said "Could not dup FD for PATH flags N: Permission denied"),
+// then what minivmm compared and what the set holds. O_CLOEXEC is left
+// out of the number: QEMU's callers do not pass it, minivmm's open adds it.
+func noMatchMessage(set *fdset, flags, want int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Could not open '%s': fdset %d has no fd with flags %s", path, set.id, FlagString(want))
+	fmt.Fprintf(&b, "Failed to find file descriptor with matching flags=0x%x (fdset %d has no fd with flags %s; ",
+		flags&^unix.O_CLOEXEC, set.id, FlagString(want))
 	if len(set.fds) == 0 {
-		b.WriteString(" (it holds no fds)")
-	} else {
-		b.WriteString(" (it holds")
-		for i, u := range set.fds {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, " fd %d %s", u.fd, FlagString(u.flags))
-		}
-		b.WriteByte(')')
+		b.WriteString("it holds no fds)")
+		return b.String()
 	}
+	b.WriteString("it holds")
+	for i, u := range set.fds {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " fd %d %s", u.fd, FlagString(u.flags))
+	}
+	b.WriteByte(')')
 	return b.String()
 }
 

@@ -147,7 +147,7 @@ func TestOpenMatchesAccessModeAndDirect(t *testing.T) {
 		{"read-only", "/dev/fdset/3", unix.O_RDONLY, unix.O_RDONLY, 0, ""},
 		{"read-write", "/dev/fdset/3", unix.O_RDWR, unix.O_RDWR, 0, ""},
 		{"extra flags ignored", "/dev/fdset/3", unix.O_RDWR | unix.O_NONBLOCK, unix.O_RDWR, 0, ""},
-		{"no write-only fd", "/dev/fdset/3", unix.O_WRONLY, 0, unix.EACCES, "fdset 3 has no fd with flags O_WRONLY"},
+		{"no write-only fd", "/dev/fdset/3", unix.O_WRONLY, 0, unix.EACCES, "Failed to find file descriptor with matching flags=0x1 (fdset 3 has no fd with flags O_WRONLY; it holds fd "},
 		{"unknown set", "/dev/fdset/4", unix.O_RDONLY, 0, unix.ENOENT, "Failed to find fdset /dev/fdset/4 (fdset 4 does not exist; "},
 		{"not a number", "/dev/fdset/abc", unix.O_RDONLY, 0, unix.EINVAL, "Could not parse fdset /dev/fdset/abc"},
 		{"sign", "/dev/fdset/+3", unix.O_RDONLY, 0, unix.EINVAL, "Could not parse fdset"},

@@ -87,6 +87,17 @@ func TestVersion(t *testing.T) {
 // its error text without the program name, or skips without QEMU.
 func qemuStderr(t *testing.T, args ...string) string {
 	t.Helper()
+	needQEMU(t)
+	cmd := exec.Command(qmptest.QEMUBinary, append([]string{"-machine", "none", "-nodefaults", "-display", "none"}, args...)...)
+	var e bytes.Buffer
+	cmd.Stderr = &e
+	cmd.Run()
+	return strings.ReplaceAll(e.String(), "qemu-system-x86_64: ", "")
+}
+
+// needQEMU skips without qemu-system-x86_64, or fails under CI=true.
+func needQEMU(t *testing.T) {
+	t.Helper()
 	if _, err := exec.LookPath(qmptest.QEMUBinary); err != nil {
 		msg := qmptest.QEMUBinary + " not installed; apt-get install qemu-system-x86"
 		if os.Getenv("CI") == "true" {
@@ -94,11 +105,6 @@ func qemuStderr(t *testing.T, args ...string) string {
 		}
 		t.Skip(msg)
 	}
-	cmd := exec.Command(qmptest.QEMUBinary, append([]string{"-machine", "none", "-nodefaults", "-display", "none"}, args...)...)
-	var e bytes.Buffer
-	cmd.Stderr = &e
-	cmd.Run()
-	return strings.ReplaceAll(e.String(), "qemu-system-x86_64: ", "")
 }
 
 func TestPidfileErrorsAsQEMU(t *testing.T) {
@@ -194,6 +200,153 @@ func TestMonitorStdio(t *testing.T) {
 	}
 }
 
+// TestQMPStdio: -qmp stdio is a QMP session on stdin and stdout, as in
+// QEMU; quit's reply and the SHUTDOWN event are out before the exit.
+func TestQMPStdio(t *testing.T) {
+	fdtest.Check(t)
+	out, errOut, code := runBinary(t, `{"execute": "qmp_capabilities"}`+"\n"+`{"execute": "query-name"}`+"\n"+`{"execute": "quit"}`+"\n", "-qmp", "stdio", "-name", "vm1")
+	stamp := regexp.MustCompile(`"seconds": \d+, "microseconds": \d+`)
+	out = stamp.ReplaceAllString(out, `"seconds": S, "microseconds": U`)
+	greeting, out, _ := strings.Cut(out, "\r\n")
+	if !strings.HasPrefix(greeting, `{"QMP": {"version": {"qemu": {`) || !strings.HasSuffix(greeting, `"capabilities": ["oob"]}}`) {
+		t.Errorf("greeting %q", greeting)
+	}
+	want := `{"return": {}}` + "\r\n" +
+		`{"return": {"name": "vm1"}}` + "\r\n" +
+		`{"timestamp": {"seconds": S, "microseconds": U}, "event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}}` + "\r\n" +
+		`{"return": {}}` + "\r\n"
+	if code != 0 || out != want || errOut != "" {
+		t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, out, want, errOut)
+	}
+	// On a stdio chardev with pretty=on, byte for byte as QEMU (past the
+	// greeting, which names each one's version; timestamps masked).
+	script := `{"execute": "qmp_capabilities"}` + "\n" + `{"execute": "nosuch", "id": [1, {}]}` + "\n" +
+		`{"execute": "query-fdsets"}` + "\n" + `{"execute": "quit"}` + "\n"
+	args := []string{"-chardev", "stdio,id=c", "-mon", "c,mode=control,pretty=on"}
+	out, errOut, code = runBinary(t, script, args...)
+	needQEMU(t)
+	qemu := exec.Command(qmptest.QEMUBinary, append([]string{"-machine", "none", "-nodefaults", "-display", "none"}, args...)...)
+	qemu.Stdin = strings.NewReader(script)
+	qout, err := qemu.Output()
+	if err != nil {
+		t.Fatalf("qemu: %v", err)
+	}
+	pastGreeting := func(s string) string {
+		_, rest, _ := strings.Cut(s, "\r\n}\r\n")
+		return stamp.ReplaceAllString(rest, "T")
+	}
+	stamp = regexp.MustCompile(`"seconds": \d+,\r\n *"microseconds": \d+`)
+	if code != 0 || pastGreeting(out) != pastGreeting(string(qout)) || errOut != "" {
+		t.Errorf("-mon mode=control,pretty=on on stdio: exit %d\nstdout %q\nqemu   %q\nstderr %q", code, pastGreeting(out), pastGreeting(string(qout)), errOut)
+	}
+}
+
+// TestStdioReaderGone: a stdio monitor whose stdout reader has gone (a
+// pipe into head) still takes commands, and quit exits 0, as in QEMU;
+// Go's default would kill the process with SIGPIPE at the first write.
+func TestStdioReaderGone(t *testing.T) {
+	fdtest.Check(t)
+	needQEMU(t)
+	for _, tc := range []struct {
+		args []string
+		in   string
+	}{
+		{[]string{"-monitor", "stdio"}, "info status\nquit\n"},
+		{[]string{"-qmp", "stdio"}, `{"execute": "qmp_capabilities"}` + "\n" + `{"execute": "quit"}` + "\n"},
+	} {
+		for _, bin := range []string{qmptest.QEMUBinary, binary} {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			inR, inW, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, append([]string{"-machine", "none", "-nodefaults", "-display", "none"}, tc.args...)...)
+			cmd.Stdin, cmd.Stdout = inR, w
+			err = cmd.Start()
+			inR.Close()
+			w.Close()
+			if err != nil {
+				inW.Close()
+				t.Fatal(err)
+			}
+			// The greeting or banner fails to go out first; then the
+			// commands come.
+			time.Sleep(200 * time.Millisecond)
+			io.WriteString(inW, tc.in)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				err = <-done
+				t.Errorf("%s %v: did not quit", bin, tc.args)
+			}
+			inW.Close()
+			if code := cmd.ProcessState.ExitCode(); code != 0 {
+				t.Errorf("%s %v: %v (exit %d)", bin, tc.args, err, code)
+			}
+		}
+	}
+}
+
+// TestMonitorOnNamedChardev: -monitor chardev:ID and -qmp chardev:ID use a
+// -chardev given anywhere on the command line; misuse is refused in
+// QEMU's words.
+func TestMonitorOnNamedChardev(t *testing.T) {
+	fdtest.Check(t)
+	dir := t.TempDir()
+	hmpSock, qmpSock := filepath.Join(dir, "h.sock"), filepath.Join(dir, "q.sock")
+	p := qmptest.StartArgs(t, binary, nil, "-monitor", "chardev:h", "-qmp", "chardev:q",
+		"-chardev", "socket,id=h,path="+hmpSock+",server=on,wait=off",
+		"-chardev", "socket,id=q,path="+qmpSock+",server=on,wait=off")
+	waitFor(t, "the sockets", func() bool {
+		_, e1 := os.Stat(hmpSock)
+		_, e2 := os.Stat(qmpSock)
+		return e1 == nil && e2 == nil
+	})
+	conn, err := net.Dial("unix", hmpSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "info name\n")
+	banner := "QEMU " + monitor.QEMUVersion() + " monitor - type 'help' for more information\r\n(qemu) "
+	got := make([]byte, len(banner))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(conn, got); err != nil || string(got) != banner {
+		t.Errorf("HMP on chardev:h: %q, %v", got, err)
+	}
+	c := qmptest.Dial(t, qmpSock)
+	c.Negotiate()
+	ret(t, c.Execute("quit", nil))
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+
+	sock := "socket,id=c0,path=" + filepath.Join(dir, "c0.sock") + ",server=on,wait=off"
+	for _, args := range [][]string{
+		{"-monitor", "chardev:nosuch"},
+		{"-qmp", "chardev:nosuch"},
+		{"-qmp", "chardev:"},
+		{"-monitor", "chardev:c0,x=1"},
+		{"-chardev", sock, "-monitor", "chardev:c0", "-mon", "chardev=c0"},
+		{"-chardev", sock, "-qmp", "chardev:c0", "-qmp", "chardev:c0"},
+		{"-monitor", "stdio", "-qmp", "stdio"},
+		{"-daemonize", "-qmp", "stdio"},
+	} {
+		_, errOut, code := runBinary(t, "", args...)
+		q := qemuStderr(t, args...)
+		if code != 1 || strings.TrimPrefix(errOut, "minivmm: ") != q {
+			t.Errorf("%v: exit %d, %q; QEMU says %q", args, code, errOut, q)
+		}
+	}
+}
+
 // TestHMPSocketMonitor: -mon mode=readline on a socket chardev, as a
 // person connects with socat or nc.
 func TestHMPSocketMonitor(t *testing.T) {
@@ -219,6 +372,31 @@ func TestHMPSocketMonitor(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("HMP socket left behind")
+	}
+}
+
+// TestPidfileBeforeMonitor: while a monitor waits for its first client
+// (server=on, wait=on), the pidfile is written already, in QEMU and in
+// minivmm: a manager that sees the socket may read the pid. (A daemon's
+// parent exits only after both: TestDaemonize.)
+func TestPidfileBeforeMonitor(t *testing.T) {
+	fdtest.Check(t)
+	needQEMU(t)
+	for _, bin := range []string{qmptest.QEMUBinary, binary} {
+		dir := t.TempDir()
+		sock, pid := filepath.Join(dir, "q.sock"), filepath.Join(dir, "vm.pid")
+		cmd := exec.Command(bin, "-machine", "none", "-nodefaults", "-display", "none",
+			"-pidfile", pid, "-qmp", "unix:"+sock+",server=on") // waits for a client
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, bin+"'s socket", func() bool { _, err := os.Stat(sock); return err == nil })
+		if b, err := os.ReadFile(pid); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(cmd.Process.Pid) {
+			t.Errorf("%s: the socket is there, the pidfile holds %q (%v)", bin, b, err)
+		}
+		// QEMU takes no signal while it waits for the client: kill both.
+		cmd.Process.Kill()
+		cmd.Wait()
 	}
 }
 

@@ -84,7 +84,7 @@ func TestIOAddFdInherited(t *testing.T) {
 	}
 	// Without -r it needs O_RDWR, which the set does not have.
 	out, errOut, code = ioBinary(t, files, "", "-f", "raw", "-add-fd", "fd=3,set=2", "-c", "read 0 1", "/dev/fdset/2")
-	wantErr := "minivmm io: can't open device /dev/fdset/2: Could not open '/dev/fdset/2': fdset 2 has no fd with flags O_RDWR (it holds fd "
+	wantErr := "minivmm io: can't open device /dev/fdset/2: Failed to find file descriptor with matching flags=0x2 (fdset 2 has no fd with flags O_RDWR; it holds fd "
 	if code != 1 || out != "" || !strings.HasPrefix(errOut, wantErr) || !strings.HasSuffix(errOut, " O_RDONLY)\n") {
 		t.Errorf("O_RDONLY fd without -r: exit %d, stdout %q, stderr %q, want %q...", code, out, errOut, wantErr)
 	}

@@ -64,8 +64,8 @@ func newOptions() *options {
 		{"drive", "file=f[,format=raw|qcow2][,id=id][,...]", "add a block backend and its nodes"},
 		{"chardev", "socket,id=id,path=path,server=on[,wait=off]", "define a character device for -mon; also socket,id=id,fd=n,server=on and stdio,id=id"},
 		{"mon", "[chardev=]name[,mode=readline|control][,pretty[=on|off]]", "run a monitor on a chardev (readline: HMP; control: QMP)"},
-		{"qmp", "unix:path,server=on[,wait=off]", "run a QMP monitor on a unix socket"},
-		{"monitor", "dev", "run a human (HMP) monitor on 'dev': stdio, unix:path,server=on[,wait=off] or none"},
+		{"qmp", "dev", "run a QMP monitor on 'dev': unix:path,server=on[,wait=off], stdio or chardev:id"},
+		{"monitor", "dev", "run a human (HMP) monitor on 'dev': stdio, unix:path,server=on[,wait=off], chardev:id or none"},
 		{"pidfile", "file", "write the process id to 'file', locked while minivmm runs"},
 		{"daemonize", "", "detach once the monitors listen and the pidfile is written"},
 		{"D", "logfile", "write minivmm's messages to 'logfile' once it has started (default stderr)"},
@@ -262,6 +262,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// event, sockets removed), not Go's default exit.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// As QEMU: a reader of stdout or stderr that goes away (a stdio
+	// monitor piped into head) makes writes fail, it does not end the VM.
+	signal.Ignore(syscall.SIGPIPE)
 	defer signal.Stop(sigs)
 	go func() {
 		if sig, ok := <-sigs; ok {
@@ -301,6 +304,9 @@ func usesStdio(oc cmdline.Occurrence) bool {
 	switch oc.Name {
 	case "monitor":
 		cd, err := cmdline.ParseMonitor(oc.Value)
+		return err == nil && cd.Backend == "stdio"
+	case "qmp":
+		cd, err := cmdline.ParseQmp(oc.Value)
 		return err == nil && cd.Backend == "stdio"
 	case "chardev":
 		cd, err := cmdline.ParseChardev(oc.Value)
@@ -350,14 +356,49 @@ func appendOnce(list []int, fd int) []int {
 }
 
 // startMonitors starts every -qmp, -monitor and -mon, in order; with
-// none, a QMP monitor on a default socket that it prints. It returns the
-// monitors that asked to wait for a first client (server=on without
-// wait=off).
+// none, a QMP monitor on a default socket that it prints. As in QEMU, all
+// -chardev are made before any monitor, so a monitor may name one given
+// after it, and a chardev serves one monitor. It returns the monitors
+// that asked to wait for a first client (server=on without wait=off).
 func (v *vmm) startMonitors(occ []cmdline.Occurrence) ([]waiter, error) {
 	chardevs := map[string]cmdline.Chardev{}
+	for _, oc := range occ {
+		if oc.Name != "chardev" {
+			continue
+		}
+		cd, err := cmdline.ParseChardev(oc.Value)
+		if _, dup := chardevs[cd.ID]; err == nil && dup {
+			err = fmt.Errorf("Duplicate ID '%s' for chardev", cd.ID)
+		}
+		if err != nil {
+			return nil, oc.Wrap(err)
+		}
+		chardevs[cd.ID] = cd
+	}
+	inUse := map[string]bool{}  // chardevs a monitor took
+	monIDs := map[string]bool{} // -mon id=, -qmp/-monitor chardev:ID
 	var waits []waiter
-	stdioUsed := false
+	stdioUsed, stdioMode, stdioPretty := false, "", false
+	// onChardev notes the id of a monitor on a -chardev (QEMU's -mon id=,
+	// or the ID of chardev:ID) and finds the chardev.
+	onChardev := func(id, chardev string) (cmdline.Chardev, error) {
+		if id != "" && monIDs[id] {
+			return cmdline.Chardev{}, fmt.Errorf("Duplicate ID '%s' for mon", id)
+		}
+		monIDs[id] = true
+		cd, ok := chardevs[chardev]
+		if !ok {
+			return cmdline.Chardev{}, fmt.Errorf("chardev \"%s\" not found", chardev)
+		}
+		return cd, nil
+	}
 	start := func(cd cmdline.Chardev, mode string, pretty bool) error {
+		if cd.ID != "" {
+			if inUse[cd.ID] {
+				return fmt.Errorf("Device '%s' is in use", cd.ID)
+			}
+			inUse[cd.ID] = true
+		}
 		var w waiter
 		var err error
 		switch {
@@ -365,11 +406,10 @@ func (v *vmm) startMonitors(occ []cmdline.Occurrence) ([]waiter, error) {
 			return nil
 		case cd.Backend == "stdio" && stdioUsed:
 			return errors.New("cannot use stdio by multiple character devices")
-		case cd.Backend == "stdio" && mode == "control":
-			return errors.New("QMP on stdio is not supported: minivmm's QMP monitors listen on unix sockets")
 		case cd.Backend == "stdio":
-			stdioUsed = true
-			v.hmps = append(v.hmps, v.srv.ServeHMP(os.Stdin, os.Stdout, !isTTY(os.Stdin)))
+			// Started once every monitor is: a bad option after it
+			// must fail before anything is written to stdout.
+			stdioUsed, stdioMode, stdioPretty = true, mode, pretty
 			return nil
 		case mode == "readline" && cd.Fd >= 0:
 			var m *monitor.HMPMonitor
@@ -400,22 +440,21 @@ func (v *vmm) startMonitors(occ []cmdline.Occurrence) ([]waiter, error) {
 	for _, oc := range occ {
 		var err error
 		switch oc.Name {
-		case "chardev":
-			var cd cmdline.Chardev
-			cd, err = cmdline.ParseChardev(oc.Value)
-			if _, dup := chardevs[cd.ID]; err == nil && dup {
-				err = fmt.Errorf("Duplicate ID '%s' for chardev", cd.ID)
-			}
-			chardevs[cd.ID] = cd
 		case "qmp":
 			var cd cmdline.Chardev
-			if cd, err = cmdline.ParseQmp(oc.Value); err == nil {
+			if cd, err = cmdline.ParseQmp(oc.Value); err == nil && cd.Backend == "chardev" {
+				cd, err = onChardev(cd.ID, cd.ID)
+			}
+			if err == nil {
 				err = start(cd, "control", false)
 			}
 			monitors++
 		case "monitor":
 			var cd cmdline.Chardev
-			if cd, err = cmdline.ParseMonitor(oc.Value); err == nil {
+			if cd, err = cmdline.ParseMonitor(oc.Value); err == nil && cd.Backend == "chardev" {
+				cd, err = onChardev(cd.ID, cd.ID)
+			}
+			if err == nil {
 				err = start(cd, "readline", false)
 			}
 			monitors++
@@ -424,18 +463,23 @@ func (v *vmm) startMonitors(occ []cmdline.Occurrence) ([]waiter, error) {
 			if mon, err = cmdline.ParseMon(oc.Value); err != nil {
 				break
 			}
-			cd, ok := chardevs[mon.Chardev]
-			if !ok {
-				err = fmt.Errorf("chardev \"%s\" not found", mon.Chardev)
-				break
+			var cd cmdline.Chardev
+			if cd, err = onChardev(mon.ID, mon.Chardev); err == nil {
+				err = start(cd, mon.Mode, mon.Pretty)
 			}
-			delete(chardevs, mon.Chardev) // one monitor per chardev
-			err = start(cd, mon.Mode, mon.Pretty)
 			monitors++
 		}
 		if err != nil {
 			return nil, oc.Wrap(err)
 		}
+	}
+	switch {
+	case stdioUsed && stdioMode == "control":
+		if _, err := v.srv.ServeStdio(os.Stdin, os.Stdout, stdioPretty); err != nil {
+			return nil, err
+		}
+	case stdioUsed:
+		v.hmps = append(v.hmps, v.srv.ServeHMP(os.Stdin, os.Stdout, !isTTY(os.Stdin)))
 	}
 	if monitors == 0 {
 		path := defaultSocket()
