@@ -18,6 +18,15 @@ import (
 func fixture(t testing.TB) *block.Graph {
 	t.Helper()
 	fdtest.Check(t)
+	return parallelFixture(t)
+}
+
+// parallelFixture is fixture for parallel subtests: the process's fd
+// count is shared by all that run at once, so their parent checks it
+// (with fdtest.Check before it starts them; its cleanup runs after they
+// have all ended).
+func parallelFixture(t testing.TB) *block.Graph {
+	t.Helper()
 	reg := qemuopen.New(qemuopen.Config{})
 	g := block.NewGraph(reg)
 	t.Cleanup(func() {

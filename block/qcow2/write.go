@@ -243,6 +243,13 @@ func (img *image) checkedWrite(p []byte, off int64, ign int) error {
 		img.markCorrupt(msg, off, int64(len(p)))
 		return corrupt("%s; image marked as corrupt", msg)
 	}
+	// A cluster may be allocated past the end of the file: QEMU allocates
+	// only the subclusters a write touches, so its file can end inside
+	// the last data cluster. Writing there is legal; the file node only
+	// takes writes inside its length.
+	if err := img.ensureFile(off + int64(len(p))); err != nil {
+		return err
+	}
 	_, err := img.file.WriteAt(p, off)
 	return err
 }
@@ -571,6 +578,9 @@ func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 		// With subclusters, the metadata stays unchanged only if every
 		// subcluster written is already allocated.
 		if m := img.scMask(in, in+n); img.extL2 && bm&m != m {
+			return false, nil
+		}
+		if host+in+n > img.file.Length() { // the file must grow first: exclusive
 			return false, nil
 		}
 		spans = append(spans, inPlaceSpan{host + in, q[:n]})
