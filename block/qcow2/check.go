@@ -133,51 +133,20 @@ func newChecker(file *block.Node, log io.Writer) (*checker, error) {
 // checkOpen reads the header and what it points to as the driver's open
 // does, with QEMU's checks and messages.
 func checkOpen(file *block.Node) (*header, *extensions, []snapshot, error) {
-	first := make([]byte, knownHeaderLen)
-	if err := readFile(file, first, 0); err != nil {
-		return nil, nil, nil, fmt.Errorf("Could not read qcow2 header: %w", err)
-	}
-	h, err := parseHeader(first)
+	c0, err := readCluster0(file)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := h.checkClusterBits(); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := h.checkLength(); err != nil {
-		return nil, nil, nil, err
-	}
-	cluster0 := make([]byte, h.clusterSize())
-	if err := readFile(file, cluster0, 0); err != nil {
-		return nil, nil, nil, fmt.Errorf("Could not read qcow2 header: %w", err)
-	}
-	if h.HeaderLength > compressionByte {
-		h.Tail = cluster0[compressionByte:h.HeaderLength]
-	}
-	if err := h.checkCompression(); err != nil {
-		return nil, nil, nil, err
-	}
-	var extArea []byte
-	if int64(h.HeaderLength) < h.extEnd() {
-		extArea = cluster0[h.HeaderLength:h.extEnd()]
-	}
-	if unknown := h.IncompatibleFeatures &^ incompatKnown; unknown != 0 {
-		x, _ := parseExtensions(h, extArea, true)
-		return nil, nil, nil, unsupportedFeatures(x.Features, unknown)
-	}
+	h := c0.h
 	if err := h.checkTables(); err != nil {
 		return nil, nil, nil, err
 	}
-	x, err := parseExtensions(h, extArea, false)
+	x, _, snaps, err := c0.finish(file)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	if h.IncompatibleFeatures&incompatDataFile != 0 || h.AutoclearFeatures&autoclearDataFileRaw != 0 {
 		return nil, nil, nil, errors.New("qcow2 images with an external data file cannot be checked by minivmm yet")
-	}
-	snaps, err := readSnapshots(newChunkReader(file), h)
-	if err != nil {
-		return nil, nil, nil, err
 	}
 	return h, x, snaps, nil
 }

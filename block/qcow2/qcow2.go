@@ -120,47 +120,11 @@ var openedHook func(*image)
 // QEMU's order, refusing what QEMU refuses before allocating anything
 // sized by the header.
 func (img *image) readHeader(o *block.OpenContext) error {
-	first := make([]byte, knownHeaderLen)
-	if err := readFile(img.file, first, 0); err != nil {
-		return fmt.Errorf("Could not read qcow2 header: %w", err)
-	}
-	h, err := parseHeader(first)
+	c0, err := readCluster0(img.file)
 	if err != nil {
 		return err
 	}
-	if err := h.checkClusterBits(); err != nil {
-		return err
-	}
-	if err := h.checkLength(); err != nil {
-		return err
-	}
-	// Cluster 0 holds the header, its extensions and the backing file
-	// name: at most 2 MiB, and only what the file has is read.
-	cluster0 := make([]byte, min(h.clusterSize(), max(img.file.Length(), knownHeaderLen)))
-	if err := readFile(img.file, cluster0, 0); err != nil {
-		return fmt.Errorf("Could not read qcow2 header: %w", err)
-	}
-	area := func(from, to int64) []byte { // zero-extended to cluster 0's end
-		if to <= from {
-			return nil
-		}
-		b := make([]byte, to-from)
-		if from < int64(len(cluster0)) {
-			copy(b, cluster0[from:min(to, int64(len(cluster0)))])
-		}
-		return b
-	}
-	if h.HeaderLength > compressionByte {
-		h.Tail = area(compressionByte, int64(h.HeaderLength))
-	}
-	if err := h.checkCompression(); err != nil {
-		return err
-	}
-	extArea := area(int64(h.HeaderLength), h.extEnd())
-	if unknown := h.IncompatibleFeatures &^ incompatKnown; unknown != 0 {
-		x, _ := parseExtensions(h, extArea, true)
-		return unsupportedFeatures(x.Features, unknown)
-	}
+	h := c0.h
 	if h.IncompatibleFeatures&incompatCorrupt != 0 && o.Writable {
 		return errors.New("qcow2: Image is corrupt; cannot be opened read/write")
 	}
@@ -174,7 +138,7 @@ func (img *image) readHeader(o *block.OpenContext) error {
 	if err := checkOtherOptions(o.Options, h); err != nil {
 		return err
 	}
-	x, err := parseExtensions(h, extArea, false)
+	x, backingName, snaps, err := c0.finish(img.file)
 	if err != nil {
 		return err
 	}
@@ -187,16 +151,7 @@ func (img *image) readHeader(o *block.OpenContext) error {
 	if h.AutoclearFeatures&autoclearDataFileRaw != 0 {
 		return errors.New("data-file-raw requires a data file")
 	}
-	if h.BackingFileOffset != 0 {
-		n := int64(h.BackingFileSize)
-		if n > min(maxBackingNameLen, h.clusterSize()-int64(h.BackingFileOffset)) {
-			return errors.New("Backing file name too long")
-		}
-		img.backingName = string(area(int64(h.BackingFileOffset), int64(h.BackingFileOffset)+n))
-	}
-	if img.snapshots, err = readSnapshots(newChunkReader(img.file), h); err != nil {
-		return err
-	}
+	img.backingName, img.snapshots = backingName, snaps
 	img.hdr, img.ext, img.length = h, x, int64(h.Size&^511)
 
 	// The L1 table: only what lies inside the file is read (and
