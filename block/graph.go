@@ -27,6 +27,8 @@ type Graph struct {
 	chain    []string // images opening their backing chains (OpenContext.EnterChain)
 
 	onCorruption atomic.Pointer[func(Corruption)]
+
+	drivers map[string]*Driver // this graph's own (AddDriver), under mu
 }
 
 // Corruption is what a format driver found wrong in an image it was about
@@ -82,7 +84,7 @@ func (g *Graph) Nodes() []*Node {
 func (g *Graph) Add(o Options) (*Node, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, err := checkOptions(o, ""); err != nil {
+	if _, err := g.checkOptions(o, ""); err != nil {
 		return nil, err
 	}
 	return g.add(o, nil, false)
@@ -93,7 +95,7 @@ func (g *Graph) Add(o Options) (*Node, error) {
 func (g *Graph) AddRoot(o Options) (*Node, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, err := checkOptions(o, ""); err != nil {
+	if _, err := g.checkOptions(o, ""); err != nil {
 		return nil, err
 	}
 	if _, named := o["node-name"]; !named {
@@ -133,7 +135,7 @@ func inherit(child, parent Options) Options {
 // schema of the driver it names, as QAPI does before a command runs:
 // driver, unknown keys, types, required members, enumerations. prefix
 // names o in messages ("options[0].", "file.").
-func checkOptions(o Options, prefix string) (*Driver, error) {
+func (g *Graph) checkOptions(o Options, prefix string) (*Driver, error) {
 	drvName, present := o["driver"]
 	if !present {
 		return nil, optionError("Parameter '%sdriver' is missing", prefix)
@@ -142,7 +144,7 @@ func checkOptions(o Options, prefix string) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	drv, ok := LookupDriver(name.(string))
+	drv, ok := g.lookupDriver(name.(string))
 	if !ok {
 		return nil, optionError("Parameter '%sdriver' does not accept value '%s'", prefix, name)
 	}
@@ -168,11 +170,11 @@ func checkOptions(o Options, prefix string) (*Driver, error) {
 	}
 	for _, key := range drv.children() {
 		if child, inline := o[key].(Options); inline {
-			if _, err := checkOptions(child, prefix+key+"."); err != nil {
+			if _, err := g.checkOptions(child, prefix+key+"."); err != nil {
 				return nil, err
 			}
 		} else if child, inline := o[key].(map[string]any); inline {
-			if _, err := checkOptions(Options(child), prefix+key+"."); err != nil {
+			if _, err := g.checkOptions(Options(child), prefix+key+"."); err != nil {
 				return nil, err
 			}
 		}
@@ -237,7 +239,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 	if parent != nil {
 		o = inherit(own, parent)
 	}
-	drv, err := checkOptions(o, "")
+	drv, err := g.checkOptions(o, "")
 	if err != nil {
 		return nil, err
 	}

@@ -28,7 +28,7 @@ func (g *Graph) Reopen(list []Options) error {
 	defer g.mu.Unlock()
 	// QAPI checks every entry before anything runs.
 	for i, o := range list {
-		if _, err := checkOptions(o, fmt.Sprintf("options[%d].", i)); err != nil {
+		if _, err := g.checkOptions(o, fmt.Sprintf("options[%d].", i)); err != nil {
 			return err
 		}
 	}
