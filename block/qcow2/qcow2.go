@@ -73,6 +73,7 @@ type image struct {
 	metaIdx   *metaIndex     // the overlap check's index, as of some metaGen
 	l2Dirty   map[int64]bool // L2 slices changed in memory only, by file offset
 	frees     []uint64       // entries removed in memory: references dropped at writeBack
+	flushErr  error          // the file child's first failed flush (syncFile), under wmu
 
 	// grown: ensureFile has grown the file (from lenBeforeGrowth), in
 	// steps whose unused tail trimFile cuts.
@@ -107,14 +108,8 @@ func open(o *block.OpenContext) (block.Image, error) {
 			return nil, err
 		}
 	}
-	if openedHook != nil {
-		openedHook(img)
-	}
 	return img, nil
 }
-
-// openedHook, if set (by tests), sees every image opened.
-var openedHook func(*image)
 
 // readHeader reads and checks cluster 0 and the tables it points to, in
 // QEMU's order, refusing what QEMU refuses before allocating anything

@@ -205,7 +205,7 @@ func (r *refcounts) newBlock(ti int64) error {
 	if err := r.img.writeMeta(e[:], r.tableOff+ti*8, olRefTable); err != nil {
 		return err
 	}
-	if err := r.img.file.Flush(); err != nil {
+	if err := r.img.syncFile(); err != nil {
 		return err
 	}
 	r.table[ti] = uint64(p * cs)
@@ -281,7 +281,7 @@ func (r *refcounts) growTable(need int64) error {
 	}
 	// The header no longer points to the old table on disk before its
 	// clusters are freed (and may be reused).
-	if err := r.img.file.Flush(); err != nil {
+	if err := r.img.syncFile(); err != nil {
 		return err
 	}
 	oldOff, oldClusters := r.tableOff, r.tableClust
@@ -370,7 +370,7 @@ func (r *refcounts) dropUnusedBlocks() error {
 		if err := r.img.writeMeta(z[:], r.tableOff+int64(ti)*8, olRefTable); err != nil {
 			return err
 		}
-		if err := r.img.file.Flush(); err != nil {
+		if err := r.img.syncFile(); err != nil {
 			return err
 		}
 		r.table[ti] = 0

@@ -97,7 +97,7 @@ func (img *image) startWriting() error {
 			img.rc = nil
 			return err
 		}
-		if err := img.file.Flush(); err != nil {
+		if err := img.syncFile(); err != nil {
 			img.rc = nil
 			return err
 		}
@@ -153,7 +153,7 @@ func (img *image) repair() error {
 	if err := img.patchHeader(72, b[:]); err != nil {
 		return err
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncFile(); err != nil {
 		return err
 	}
 	h.IncompatibleFeatures &^= incompatDirty
@@ -221,7 +221,7 @@ func (img *image) markCorrupt(msg string, offset, size int64) {
 		img.hdr.IncompatibleFeatures |= incompatCorrupt
 		binary.BigEndian.PutUint64(b[:], img.hdr.IncompatibleFeatures)
 		if img.patchHeader(72, b[:]) == nil {
-			img.file.Flush()
+			img.syncFile()
 		}
 	}
 }
@@ -435,7 +435,7 @@ func (img *image) writeBack() error {
 		if err := img.writeL2(); err != nil {
 			return err
 		}
-		if err := img.file.Flush(); err != nil {
+		if err := img.syncFile(); err != nil {
 			return err
 		}
 		rc.unsynced = false
@@ -454,7 +454,7 @@ func (img *image) writeBack() error {
 	if flushed {
 		return nil
 	}
-	return img.file.Flush()
+	return img.syncFile()
 }
 
 // syncRefcounts makes everything written so far durable, and before it
@@ -467,10 +467,27 @@ func (img *image) syncRefcounts() error {
 			return err
 		}
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncFile(); err != nil {
 		return err
 	}
 	img.rc.unsynced = false
+	return nil
+}
+
+// syncFile flushes the file child. A failed flush is not forgotten: the
+// kernel may have dropped the pages it could not write, and a later
+// fdatasync then succeeds without them (Linux), so what that flush was to
+// make durable can never be trusted to be. As QEMU's file driver does,
+// every later flush fails too, and the image is never marked clean. Held
+// under wmu.
+func (img *image) syncFile() error {
+	if img.flushErr != nil {
+		return fmt.Errorf("qcow2: an earlier flush failed: %w", img.flushErr)
+	}
+	if err := img.file.Flush(); err != nil {
+		img.flushErr = err
+		return err
+	}
 	return nil
 }
 
@@ -881,7 +898,7 @@ func (img *image) Flush() error {
 		return nil
 	}
 	if img.corrupted {
-		return img.file.Flush()
+		return img.syncFile()
 	}
 	return img.writeBack()
 }
@@ -927,7 +944,7 @@ func (img *image) setSize(size int64) error {
 	if err := img.patchHeader(24, b[:]); err != nil {
 		return err
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncFile(); err != nil {
 		return err
 	}
 	img.hdr.Size = uint64(size)
@@ -961,7 +978,7 @@ func (img *image) growL1(entries int64) error {
 	if err := img.patchHeader(36, hf[:]); err != nil {
 		return err
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncFile(); err != nil {
 		return err
 	}
 	oldOff, oldN := int64(img.hdr.L1TableOffset), (int64(img.hdr.L1Size)*8+cs-1)/cs
@@ -1046,7 +1063,7 @@ func (img *image) markDirty() error {
 	if err := img.patchHeader(72, b[:]); err != nil {
 		return fmt.Errorf("qcow2: could not mark the image dirty: %w", err)
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncFile(); err != nil {
 		return fmt.Errorf("qcow2: could not mark the image dirty: %w", err)
 	}
 	img.hdr.IncompatibleFeatures |= incompatDirty
@@ -1064,7 +1081,7 @@ func (img *image) markClean() error {
 		if err := rc.writeBack(); err != nil {
 			return err
 		}
-		if err := img.file.Flush(); err != nil {
+		if err := img.syncFile(); err != nil {
 			return err
 		}
 	}
@@ -1079,8 +1096,12 @@ func (img *image) markClean() error {
 	if err := img.patchHeader(72, b[:]); err != nil {
 		return fmt.Errorf("qcow2: could not mark the image clean: %w", err)
 	}
-	if err := img.file.Flush(); err != nil {
-		return err
+	if err := img.syncFile(); err != nil {
+		// The clean header may reach the disk some day, the rest may not:
+		// put the dirty bit back where the kernel holds it (best effort).
+		binary.BigEndian.PutUint64(b[:], img.hdr.IncompatibleFeatures)
+		img.patchHeader(72, b[:])
+		return fmt.Errorf("qcow2: could not mark the image clean: %w", err)
 	}
 	img.hdr.IncompatibleFeatures &^= incompatDirty
 	rc.deferred = false

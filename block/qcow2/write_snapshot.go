@@ -100,7 +100,7 @@ func (img *image) copyL2(l1i, old int64) (int64, error) {
 	if err := img.setL1(l1i, uint64(nw)|flagCopied); err != nil {
 		return 0, err
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncFile(); err != nil {
 		return 0, err
 	}
 	return nw, img.rc.add(old/cs, -1)
