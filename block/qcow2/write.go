@@ -325,15 +325,21 @@ func (img *image) ensureL2(l1i int64) (int64, error) {
 	}
 	zero := make([]byte, cs)
 	if err := img.checkedWrite(zero, off, 0); err != nil {
+		img.rc.release(off/cs, 1)
 		return 0, err
 	}
 	if err := img.syncRefcounts(); err != nil {
+		img.rc.release(off/cs, 1)
 		return 0, err
 	}
 	for s := int64(0); s < cs; s += img.sliceBytes {
 		img.cache.put(off+s, make([]byte, img.sliceBytes), false)
 	}
-	return off, img.setL1(l1i, uint64(off)|flagCopied)
+	if err := img.setL1(l1i, uint64(off)|flagCopied); err != nil {
+		img.rc.release(off/cs, 1)
+		return 0, err
+	}
+	return off, nil
 }
 
 // setL1 writes L1 entry i (the sector holding it) and updates memory.
@@ -442,8 +448,10 @@ func (img *image) writeBack() error {
 		flushed = true
 		frees := img.frees
 		img.frees = nil
-		for _, e := range frees {
+		for i, e := range frees {
 			if err := img.free(e); err != nil {
+				// Kept for the next round: dropped, they would leak.
+				img.frees = append(frees[i:], img.frees...)
 				return err
 			}
 		}
@@ -629,9 +637,18 @@ func (img *image) owned(e uint64) bool {
 	return e&flagCopied != 0 && e&flagCompressed == 0 && e&offsetMask != 0 && (img.extL2 || e&flagZero == 0)
 }
 
-func (img *image) writeLocked(p []byte, off int64) error {
+func (img *image) writeLocked(p []byte, off int64) (err error) {
 	cs := img.clusterSize
 	var allocs []pending
+	linked := 0 // allocs[:linked] are in the L2 tables
+	defer func() {
+		if err != nil {
+			// Nothing points to the clusters taken for the rest.
+			for _, a := range allocs[linked:] {
+				img.rc.release(a.host/cs, 1)
+			}
+		}
+	}()
 	for len(p) > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
@@ -675,8 +692,10 @@ func (img *image) writeLocked(p []byte, off int64) error {
 	var olds []uint64
 	for _, a := range allocs {
 		if err := img.setL2Entry(a.l2Off, a.c, uint64(a.host)|flagCopied, a.bm); err != nil {
+			img.freeAll(olds)
 			return err
 		}
+		linked++
 		if a.old != 0 {
 			olds = append(olds, a.old)
 		}
@@ -791,6 +810,9 @@ func (img *image) WriteZeroes(off, n int64, unmap bool) error {
 	defer img.wmu.Unlock()
 	cs := img.clusterSize
 	var olds []uint64
+	// Entries removed in memory drop their references at the next
+	// write-back, even if a later cluster fails.
+	defer func() { img.freeAll(olds) }()
 	for n > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
@@ -834,7 +856,7 @@ func (img *image) WriteZeroes(off, n int64, unmap bool) error {
 		}
 		off, n = off+k, n-k
 	}
-	return img.freeAll(olds)
+	return nil
 }
 
 // Discard frees whole clusters: unallocated, or with a backing file
@@ -848,6 +870,9 @@ func (img *image) Discard(off, n int64) error {
 	defer img.wmu.Unlock()
 	cs := img.clusterSize
 	var olds []uint64
+	// Entries removed in memory drop their references at the next
+	// write-back, even if a later cluster fails.
+	defer func() { img.freeAll(olds) }()
 	for n > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
@@ -885,7 +910,7 @@ func (img *image) Discard(off, n int64) error {
 			olds = append(olds, e)
 		}
 	}
-	return img.freeAll(olds)
+	return nil
 }
 
 // Flush makes completed writes durable, metadata written back. With lazy
@@ -967,15 +992,18 @@ func (img *image) growL1(entries int64) error {
 	}
 	img.l1mu.RUnlock()
 	if err := img.checkedWrite(raw, off, 0); err != nil {
+		img.rc.release(off/cs, n)
 		return err
 	}
 	if err := img.syncRefcounts(); err != nil {
+		img.rc.release(off/cs, n)
 		return err
 	}
 	var hf [12]byte
 	binary.BigEndian.PutUint32(hf[:], uint32(entries))
 	binary.BigEndian.PutUint64(hf[4:], uint64(off))
 	if err := img.patchHeader(36, hf[:]); err != nil {
+		img.rc.release(off/cs, n)
 		return err
 	}
 	if err := img.syncFile(); err != nil {
