@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"minivmm/block"
+	"minivmm/internal/fdtest"
 )
 
 // openRW opens path read-write (discard=unmap) with a writer attached.
@@ -151,6 +152,7 @@ func qemuLastCluster(tc writeCase) int64 { return tc.size/3&^(tc.cs-1) + 5*tc.cs
 
 func TestWriteInterop(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	cases := []writeCase{
 		{name: "512-v3-16", create: []string{"cluster_size=512"}, size: 2 << 20, cs: 512},
 		{name: "4k-v2", create: []string{"cluster_size=4096,compat=0.10"}, size: 8 << 20, cs: 4096},
@@ -189,6 +191,7 @@ func TestWriteInterop(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			img := filepath.Join(dir, "disk.qcow2")
 			shadow := make([]byte, tc.size)
@@ -214,7 +217,7 @@ func TestWriteInterop(t *testing.T) {
 			if tc.qemu {
 				shadow = qemuPrepare(t, dir, img, tc)
 			}
-			g := fixture(t)
+			g := parallelFixture(t)
 			n, b := openRW(t, g, img)
 			if tc.qemu {
 				// Before anything grows the file: into the cluster QEMU
