@@ -2,9 +2,10 @@
 // format, read through an L2 table cache, with compressed clusters
 // (deflate and zstd), extended L2 entries (subclusters) and backing files.
 //
-// Images are written by write.go (refcount.go: refcounts and allocation;
-// write_subcluster.go: extended L2; write_snapshot.go: images with
-// internal snapshots; shrink.go: shrinking). The on-disk format is QEMU's
+// Images are written by write.go and the files it lists (refcount.go:
+// refcounts and allocation; write_subcluster.go: extended L2;
+// write_snapshot.go: images with internal snapshots; shrink.go:
+// shrinking). The on-disk format is QEMU's
 // docs/interop/qcow2.txt; the checks made at open are QEMU's, with its
 // messages, so that a hostile header is refused before anything is
 // allocated for it.
