@@ -13,15 +13,11 @@ package faultdisk
 // A truncate is volatile too: on Linux a size change is inode metadata
 // that only fsync/fdatasync makes durable, and a crash before it may lose
 // it. In a crash state a truncate is whole or absent, never torn, and
-// writes are reordered only among themselves between truncates, since a
-// write cannot reach the platter before a truncate issued ahead of it has
-// been undone. A write kept past the end of the file extends it, as the
-// write itself would have.
-//
-// Why not SIGKILL: a killed process leaves its writes in the host's page
-// cache, which survives it, so a crash test by SIGKILL passes even with
-// every fdatasync removed. Only a model of what reached stable storage
-// sees a missing one.
+// writes are reordered only among themselves between truncates: a write
+// issued after a truncate went to the file as the truncate left it, so
+// moving it before the truncate would make states no crash can leave (a
+// shrink cutting off data written after it). A write kept past the end of
+// the file extends it, as the write itself would have.
 
 import (
 	"math/rand/v2"
@@ -64,6 +60,22 @@ func (d *Disk) logChange(c Change) {
 	}
 }
 
+// keepDurable separates the durable image from the contents before they
+// first change. d.mu is held.
+func (d *Disk) keepDurable() {
+	if d.durable == nil {
+		d.durable = slices.Clone(d.data)
+	}
+}
+
+// stable is the durable image. d.mu is held.
+func (d *Disk) stable() []byte {
+	if d.durable == nil {
+		return d.data
+	}
+	return d.durable
+}
+
 // persist makes every pending change durable (a flush completed). d.mu
 // is held.
 func (d *Disk) persist(seq int64) {
@@ -80,7 +92,7 @@ func (d *Disk) persist(seq int64) {
 func (d *Disk) Durable() []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return slices.Clone(d.durable)
+	return slices.Clone(d.stable())
 }
 
 // Pending returns the changes since the last completed flush, in order.
@@ -96,7 +108,7 @@ func (d *Disk) Pending() []Change {
 func (d *Disk) Crash(pieces []Piece) []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	cp := CrashPoint{Durable: d.durable, Pending: d.pending}
+	cp := CrashPoint{Durable: d.stable(), Pending: d.pending}
 	return cp.State(nil, pieces)
 }
 
@@ -106,10 +118,10 @@ func (d *Disk) Crash(pieces []Piece) []byte {
 func (d *Disk) PowerLoss(pieces []Piece) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	cp := CrashPoint{Durable: d.durable, Pending: d.pending}
+	cp := CrashPoint{Durable: d.stable(), Pending: d.pending}
 	state := cp.State(nil, pieces)
-	d.durable, d.pending = state, nil
-	d.data = slices.Clone(state)
+	d.durable, d.pending = nil, nil
+	d.data = state
 	d.alloc, d.used = make([]uint64, (blocks(int64(len(state)))+63)/64), 0
 	for b := int64(0); b < blocks(int64(len(state))); b++ {
 		if !allZero(state[b*blockSize : min((b+1)*blockSize, int64(len(state)))]) {
@@ -131,7 +143,7 @@ type Journal struct {
 func (d *Disk) Record() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.journal = &Journal{Base: slices.Clone(d.durable), Ops: slices.Clone(d.pending)}
+	d.journal = &Journal{Base: slices.Clone(d.stable()), Ops: slices.Clone(d.pending)}
 }
 
 // Journal returns what has been recorded since Record (nil without it).

@@ -60,7 +60,10 @@ type Rule struct {
 	// Times is how often the rule fires before it is spent; 0 is always.
 	Times int64
 	// Err is the error a fired rule returns; nil means EIO. Use
-	// unix.ENOSPC for a full file system.
+	// unix.ENOSPC for a full file system. A failed operation changes
+	// nothing; a failed flush persists nothing, and what it should have
+	// made durable stays pending for the next one (kinder than Linux,
+	// where a failed fsync may drop the pages it could not write).
 	Err error
 	// Drop makes a fired rule report success without doing anything: a
 	// write that is lost, or a flush that makes nothing durable (a
