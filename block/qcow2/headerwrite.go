@@ -13,8 +13,8 @@ import (
 // them), leaving everything else of cluster 0 (extensions, unknown ones
 // included) as it is.
 func (img *image) patchHeader(off int64, b []byte) error {
-	if beforeWrite != nil {
-		beforeWrite()
+	if img.beforeWrite != nil {
+		img.beforeWrite()
 	}
 	sec := make([]byte, 512)
 	if err := readFile(img.file, sec, 0); err != nil {

@@ -16,17 +16,13 @@ const (
 	olRefblocks
 )
 
-// beforeWrite, if set (by tests), runs before every write of the
-// exclusive write path: the file then is what a crash there leaves.
-var beforeWrite func()
-
 // checkedWrite writes file bytes after the overlap check.
 func (img *image) checkedWrite(p []byte, off int64, ign int) error {
 	if img.corrupted {
 		return errVersionCorrupt
 	}
-	if beforeWrite != nil {
-		beforeWrite()
+	if img.beforeWrite != nil {
+		img.beforeWrite()
 	}
 	if what := img.overlap(off, int64(len(p)), ign); what != "" {
 		msg := fmt.Sprintf("Preventing invalid write on metadata (overlaps with %s)", what)

@@ -84,6 +84,10 @@ type image struct {
 	preallocOnce sync.Once // metadataPreallocated, decided once
 	prealloc     bool
 	comp         compState // where compressed writes pack (compress_write.go), under wmu
+	// beforeWrite, if set (by a test, on the image it opened), runs
+	// before every write of the exclusive path, under wmu: the file then
+	// is what a crash there leaves.
+	beforeWrite func()
 	// reportCorruption tells the monitor (BLOCK_IMAGE_CORRUPTED).
 	reportCorruption func(msg string, offset, size int64, fatal bool)
 }

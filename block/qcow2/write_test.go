@@ -413,6 +413,7 @@ func TestWriteLazyRefcounts(t *testing.T) {
 // it.
 func TestWriteBackConsistent(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	for _, tc := range []struct {
 		name, opts string
 		cs         int64
@@ -424,6 +425,7 @@ func TestWriteBackConsistent(t *testing.T) {
 		{"lazy 512", "cluster_size=512,lazy_refcounts=on", 512, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			img := filepath.Join(dir, "wb.qcow2")
 			const size = 4 << 20
@@ -436,7 +438,7 @@ func TestWriteBackConsistent(t *testing.T) {
 					shadow[i] = 0x5a
 				}
 			}
-			g := fixture(t)
+			g := parallelFixture(t)
 			n, b := openRW(t, g, img)
 			defer g.Detach(b)
 			cp := filepath.Join(dir, "copy.qcow2")
@@ -444,7 +446,9 @@ func TestWriteBackConsistent(t *testing.T) {
 			// A crash before some of the writes the requests make.
 			r := rand.New(rand.NewPCG(3, 4))
 			hooked := true // not while the copy is checked (and repaired)
-			beforeWrite = func() {
+			q := n.Image().(*image)
+			defer func() { q.beforeWrite = nil }()
+			q.beforeWrite = func() {
 				if !hooked || r.IntN(8) != 0 {
 					return
 				}
@@ -458,7 +462,6 @@ func TestWriteBackConsistent(t *testing.T) {
 				}
 				qemuCheck(t, cp, true)
 			}
-			defer func() { beforeWrite = nil }()
 			for round := range 6 {
 				dr := discardRule{}
 				if strings.Contains(tc.opts, "extended_l2=on") {
