@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -94,7 +95,10 @@ func (img *image) openFd(writable, direct bool) (fd, flags, align int, err error
 	if direct {
 		flags |= unix.O_DIRECT
 	}
-	fd, err = img.files.Open(img.filename, flags)
+	// O_NONBLOCK: opening a FIFO without a writer would block forever
+	// (QEMU's does); whatever is not a file or a block device is refused
+	// below, and the flag cleared on what is.
+	fd, err = img.files.Open(img.filename, flags|unix.O_NONBLOCK)
 	if direct && errors.Is(err, unix.EINVAL) {
 		return -1, 0, 0, &qemuopen.Error{Path: img.filename, Errno: unix.EINVAL,
 			Msg: fmt.Sprintf("Could not open '%s': filesystem does not support O_DIRECT", img.filename)}
@@ -103,9 +107,12 @@ func (img *image) openFd(writable, direct bool) (fd, flags, align int, err error
 		return -1, 0, 0, err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+	if err := unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG && st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		img.files.Close(fd)
 		return -1, 0, 0, fmt.Errorf("'file' driver requires '%s' to be a regular file", img.filename)
+	}
+	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil && fl&unix.O_NONBLOCK != 0 && !strings.HasPrefix(img.filename, qemuopen.FdsetPrefix) {
+		unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
 	}
 	align = 1
 	if direct {

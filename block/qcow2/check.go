@@ -7,6 +7,7 @@ package qcow2
 // checks the OFLAG_COPIED flags, printing QEMU's messages to a log.
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -69,13 +70,18 @@ type checker struct {
 	reftable      []uint64
 	refblockBits  uint32 // log2 of refcount entries per refblock
 	refblockCache map[int64][]byte
+	l2buf         []byte // readL2's
 }
 
 // Check checks the qcow2 image in file (a protocol node), without
 // writing. An error means the check could not finish (qemu-img's exit
 // 1); a *CheckOpenError that the image could not be opened.
 func Check(file *block.Node, log io.Writer) (*CheckResult, error) {
-	c, err := newChecker(file, log)
+	// A hostile image can make millions of messages: one write each
+	// would cost more than the check.
+	bw := bufio.NewWriterSize(log, 64<<10)
+	defer bw.Flush()
+	c, err := newChecker(file, bw)
 	if err != nil {
 		if c == nil {
 			return nil, err
@@ -133,51 +139,20 @@ func newChecker(file *block.Node, log io.Writer) (*checker, error) {
 // checkOpen reads the header and what it points to as the driver's open
 // does, with QEMU's checks and messages.
 func checkOpen(file *block.Node) (*header, *extensions, []snapshot, error) {
-	first := make([]byte, knownHeaderLen)
-	if err := readFile(file, first, 0); err != nil {
-		return nil, nil, nil, fmt.Errorf("Could not read qcow2 header: %w", err)
-	}
-	h, err := parseHeader(first)
+	c0, err := readCluster0(file)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := h.checkClusterBits(); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := h.checkLength(); err != nil {
-		return nil, nil, nil, err
-	}
-	cluster0 := make([]byte, h.clusterSize())
-	if err := readFile(file, cluster0, 0); err != nil {
-		return nil, nil, nil, fmt.Errorf("Could not read qcow2 header: %w", err)
-	}
-	if h.HeaderLength > compressionByte {
-		h.Tail = cluster0[compressionByte:h.HeaderLength]
-	}
-	if err := h.checkCompression(); err != nil {
-		return nil, nil, nil, err
-	}
-	var extArea []byte
-	if int64(h.HeaderLength) < h.extEnd() {
-		extArea = cluster0[h.HeaderLength:h.extEnd()]
-	}
-	if unknown := h.IncompatibleFeatures &^ incompatKnown; unknown != 0 {
-		x, _ := parseExtensions(h, extArea, true)
-		return nil, nil, nil, unsupportedFeatures(x.Features, unknown)
-	}
+	h := c0.h
 	if err := h.checkTables(); err != nil {
 		return nil, nil, nil, err
 	}
-	x, err := parseExtensions(h, extArea, false)
+	x, _, snaps, err := c0.finish(file)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	if h.IncompatibleFeatures&incompatDataFile != 0 || h.AutoclearFeatures&autoclearDataFileRaw != 0 {
 		return nil, nil, nil, errors.New("qcow2 images with an external data file cannot be checked by minivmm yet")
-	}
-	snaps, err := readSnapshots(newChunkReader(file), h)
-	if err != nil {
-		return nil, nil, nil, err
 	}
 	return h, x, snaps, nil
 }
@@ -265,15 +240,14 @@ func (c *checker) checkL1(off, size int64, flags int) error {
 	if err := c.inc(off, size*8); err != nil {
 		return err
 	}
-	raw := make([]byte, size*8)
-	if err := readFile(c.file, raw, off); err != nil {
+	l1, err := readL1(c.file, off, size)
+	if err != nil {
 		c.printf("ERROR: I/O error in check_refcounts_l1\n")
 		c.res.CheckErrors++
 		return err
 	}
 	cs := c.hdr.clusterSize()
-	for i := int64(0); i < size; i++ {
-		e := binary.BigEndian.Uint64(raw[8*i:])
+	for _, e := range l1 {
 		if e == 0 {
 			continue
 		}
@@ -322,10 +296,14 @@ func (c *checker) clusterType(e uint64) clusterType {
 	return ctNormal
 }
 
-// readL2 reads a whole L2 table.
+// readL2 reads a whole L2 table into a buffer it reuses: each table is
+// done with before the next is read (a hostile L1 table may point to a
+// million).
 func (c *checker) readL2(off int64) ([]byte, error) {
-	b := make([]byte, c.hdr.clusterSize())
-	return b, readFile(c.file, b, off)
+	if c.l2buf == nil {
+		c.l2buf = make([]byte, c.hdr.clusterSize())
+	}
+	return c.l2buf, readFile(c.file, c.l2buf, off)
 }
 
 // checkL2 is check_refcounts_l2.
@@ -580,14 +558,33 @@ func (c *checker) compare() int64 {
 // file holds it.
 func (c *checker) checkCopied() error {
 	h := c.hdr
-	raw := make([]byte, int64(h.L1Size)*8)
-	if err := readFile(c.file, raw, int64(h.L1TableOffset)); err != nil {
+	l1, err := readL1(c.file, int64(h.L1TableOffset), int64(h.L1Size))
+	if err != nil {
 		c.res.CheckErrors++
 		return err
 	}
-	l1 := make([]uint64, h.L1Size)
-	for i := range l1 {
-		l1[i] = binary.BigEndian.Uint64(raw[8*i:])
-	}
 	return c.scanCopied(l1, c.refcount, nil)
+}
+
+// readL1 reads the n entries of an L1 table at off that lie inside the
+// file (those past its end read as zero, and need no memory: a header
+// may claim a 32 MiB table in a file of a few clusters), a chunk at a
+// time rather than through a copy of the whole table.
+func readL1(file *block.Node, off, n int64) ([]uint64, error) {
+	if avail := (file.Length() - off) / 8; avail < n {
+		n = max(0, avail)
+	}
+	l1 := make([]uint64, n)
+	buf := make([]byte, min(n*8, chunkSize))
+	for i := int64(0); i < n; {
+		k := min(n-i, int64(len(buf))/8)
+		if err := readFile(file, buf[:k*8], off+i*8); err != nil {
+			return nil, err
+		}
+		for j := range k {
+			l1[i+j] = binary.BigEndian.Uint64(buf[8*j:])
+		}
+		i += k
+	}
+	return l1, nil
 }

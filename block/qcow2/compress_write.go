@@ -118,16 +118,27 @@ func (img *image) WriteCompressed(p []byte, off int64) error {
 		return err
 	}
 	if start >= 1<<img.csizeShift {
+		for k := start / cs; k <= (start+int64(len(data))-1)/cs; k++ {
+			img.rc.release(k, 1)
+		}
 		return errors.New("qcow2: compressed data offset too large for the L2 entry")
 	}
 	nb := uint64((start+int64(len(data))-1)>>9 - start>>9)
 	desc := uint64(flagCompressed) | nb<<img.csizeShift | uint64(start)
-	if err := img.checkedWrite(data, start, 0); err != nil {
+	// Until the L2 entry points to them, a failure drops the references
+	// allocCompressed took.
+	abort := func(err error) error {
+		for k := start / cs; k <= (start+int64(len(data))-1)/cs; k++ {
+			img.rc.release(k, 1)
+		}
 		return err
+	}
+	if err := img.checkedWrite(data, start, 0); err != nil {
+		return abort(err)
 	}
 	img.dropCached(desc)
 	if err := img.setL2(l2Off, c, desc); err != nil {
-		return err
+		return abort(err)
 	}
 	st := &img.comp
 	st.freeByte = start + int64(len(data))

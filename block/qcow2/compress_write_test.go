@@ -18,7 +18,8 @@ func TestCompressWrite(t *testing.T) {
 	for _, ct := range []string{"zlib", "zstd"} {
 		for _, cs := range []int64{4096, 65536} {
 			t.Run(fmt.Sprintf("%s-%d", ct, cs), func(t *testing.T) {
-				g := fixture(t)
+				t.Parallel()
+				g := parallelFixture(t)
 				dir := t.TempDir()
 				path := filepath.Join(dir, "c.qcow2")
 				size := 16 * cs

@@ -247,7 +247,7 @@ func block_rw() block.Options { return block.Options{"read-only": false} }
 // writer leaving marks the image clean.
 func repairByWriting(t *testing.T, img string) {
 	t.Helper()
-	g := fixture(t)
+	g := parallelFixture(t) // the calling test checks fds
 	n, b := openRW(t, g, img)
 	sec := make([]byte, 512)
 	if _, err := n.ReadAt(sec, 0); err != nil {

@@ -15,6 +15,8 @@ import (
 	"io"
 
 	"golang.org/x/sys/unix"
+
+	"minivmm/qemuopen"
 )
 
 // CreateOptions are qcow2's creation options, as qemu-img create's -o.
@@ -145,10 +147,49 @@ func (o *CreateOptions) normalize() error {
 	if len(o.BackingFormat) > maxBackingFormatLen {
 		return fmt.Errorf("Backing format name too long: '%s'", o.BackingFormat)
 	}
+	if o.headerBytes() > uint64(cs) {
+		return &BackingError{Name: o.BackingFile, Format: o.BackingFormat, Err: unix.ENOSPC}
+	}
 	if l1, _ := o.geometry(); l1*8 > maxL1Bytes || o.Size > maxImageSize {
 		return errors.New("The image size is too large for file format 'qcow2' (try using a larger cluster size)")
 	}
 	return nil
+}
+
+// BackingError is a backing file name that cannot be recorded: with
+// ENOSPC, the header, its extensions and the name do not fit in the
+// first cluster.
+type BackingError struct {
+	Name, Format string
+	Err          unix.Errno
+}
+
+func (e *BackingError) Error() string {
+	return fmt.Sprintf("Could not assign backing file '%s' with format '%s': %s", e.Name, e.Format, qemuopen.Strerror(e.Err))
+}
+
+func (e *BackingError) Unwrap() error { return e.Err }
+
+// withFeatureTable: as QEMU, no feature name table with clusters of 4 KiB
+// or less, where its 392 bytes would leave (with 512-byte clusters)
+// almost no room for a backing file name.
+func (o *CreateOptions) withFeatureTable() bool { return o.Version == 3 && o.ClusterSize > 4096 }
+
+// headerBytes is what cluster 0 holds: the header, its extensions, their
+// end marker and the backing file name.
+func (o *CreateOptions) headerBytes() uint64 {
+	n := uint64(v2HeaderLen)
+	if o.Version == 3 {
+		n = knownHeaderLen
+	}
+	ext := func(size int) { n += 8 + (uint64(size)+7)&^7 }
+	if o.BackingFormat != "" {
+		ext(len(o.BackingFormat))
+	}
+	if o.withFeatureTable() {
+		ext(len(qemuFeatureTable()))
+	}
+	return n + 8 + uint64(len(o.BackingFile))
 }
 
 // geometry returns the L1 table's entries and the number of data clusters.
@@ -341,7 +382,7 @@ func Create(f CreateTarget, o CreateOptions) error {
 			return err
 		}
 	}
-	if o.Version == 3 {
+	if o.withFeatureTable() {
 		if err := putExt(extFeatureTable, qemuFeatureTable()); err != nil {
 			return err
 		}

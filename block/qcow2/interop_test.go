@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"minivmm/block"
+	"minivmm/internal/fdtest"
 )
 
 // needQemu skips a test without qemu-img and qemu-io, except in CI, where
@@ -200,7 +201,7 @@ func compareMaps(t *testing.T, n *block.Node, dir, img string) {
 // and (unless noMap) block status against QEMU's.
 func openAndCompare(t *testing.T, img string, extra block.Options, qemuName string, noMap bool) *block.Node {
 	t.Helper()
-	g := fixture(t)
+	g := parallelFixture(t) // the caller checks fds (fdtest.Check)
 	n, err := openQcow2(g, img, extra)
 	if err != nil {
 		t.Fatal(err)
@@ -237,6 +238,7 @@ func writes(size int64) []string {
 // byte for byte as QEMU reads them, with the same block status.
 func TestInteropMatrix(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	for _, tc := range []struct {
 		name string
 		opts string
@@ -257,6 +259,7 @@ func TestInteropMatrix(t *testing.T) {
 		{"lazy_refcounts", "lazy_refcounts=on", 4 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			img := filepath.Join(t.TempDir(), "img.qcow2")
 			run(t, "", "qemu-img", "create", "-q", "-f", "qcow2", "-o", tc.opts, img, fmt.Sprint(tc.size))
 			qemuIO(t, img, writes(tc.size)...)
@@ -293,6 +296,7 @@ func TestInteropSnapshots(t *testing.T) {
 // before closing) opens read-only, says so, and reads as QEMU reads it.
 func TestInteropDirty(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	img := filepath.Join(t.TempDir(), "dirty.qcow2")
 	run(t, "", "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", img, "4M")
 	cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x66 0 1M", "-c", "abort", img)
@@ -324,9 +328,11 @@ func compressible(n int, seed uint64) []byte {
 // and compressed clusters written by qemu-io over a backing file.
 func TestInteropCompressed(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	for _, ctype := range []string{"zlib", "zstd"} {
 		for _, cs := range []string{"512", "4k", "64k", "2M"} {
 			t.Run(ctype+" "+cs, func(t *testing.T) {
+				t.Parallel()
 				dir := t.TempDir()
 				src := filepath.Join(dir, "src.raw")
 				if err := os.WriteFile(src, compressible(4<<20+3*512, 1), 0o600); err != nil {
@@ -334,7 +340,7 @@ func TestInteropCompressed(t *testing.T) {
 				}
 				img := filepath.Join(dir, "c.qcow2")
 				run(t, dir, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+ctype+",cluster_size="+cs, src, img)
-				n, q, err := openCapture(fixture(t), img, nil)
+				n, q, err := openCapture(parallelFixture(t), img, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -346,7 +352,7 @@ func TestInteropCompressed(t *testing.T) {
 				// Overwrite part of it uncompressed, and write compressed
 				// clusters with qemu-io where it is unallocated.
 				qemuIO(t, img, "write -P 0x77 1000 5000", "write -c -P 0x78 2M 2M")
-				n, err = openQcow2(fixture(t), img, nil)
+				n, err = openQcow2(parallelFixture(t), img, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -362,6 +368,7 @@ func TestInteropCompressed(t *testing.T) {
 // with the backing given as a node, and without a backing format (probed).
 func TestInteropChain(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	dir := t.TempDir()
 	base, mid, top := filepath.Join(dir, "base.raw"), filepath.Join(dir, "mid.qcow2"), filepath.Join(dir, "top.qcow2")
 	run(t, dir, "qemu-img", "create", "-q", "-f", "raw", "base.raw", "1M")
@@ -372,6 +379,7 @@ func TestInteropChain(t *testing.T) {
 	qemuIO(t, top, "write -P 0xd1 120k 4k", "write -z 250k 64k", "write -P 0xd2 4M 64k", "write -z 710k 1k")
 
 	t.Run("chain", func(t *testing.T) {
+		t.Parallel()
 		n := openAndCompare(t, top, nil, "", false)
 		mid := n.Child("backing")
 		if mid == nil || mid.Driver() != "qcow2" || !mid.ReadOnly() || mid.Child("backing") == nil || mid.Child("backing").Driver() != "raw" {
@@ -382,11 +390,13 @@ func TestInteropChain(t *testing.T) {
 		}
 	})
 	t.Run("backing null", func(t *testing.T) {
+		t.Parallel()
 		openAndCompare(t, top, block.Options{"backing": nil},
 			fmt.Sprintf(`json:{"driver":"qcow2","file":{"driver":"file","filename":%q},"backing":null}`, top), true)
 	})
 	t.Run("backing node", func(t *testing.T) {
-		g := fixture(t)
+		t.Parallel()
+		g := parallelFixture(t)
 		if _, err := g.Add(block.Options{"driver": "raw", "node-name": "b", "read-only": true,
 			"file": block.Options{"driver": "file", "filename": base}}); err != nil {
 			t.Fatal(err)
@@ -400,6 +410,7 @@ func TestInteropChain(t *testing.T) {
 		compareReads(t, n, want)
 	})
 	t.Run("no backing format: not probed into qcow2", func(t *testing.T) {
+		t.Parallel()
 		b, err := os.ReadFile(top)
 		if err != nil {
 			t.Fatal(err)
@@ -413,7 +424,7 @@ func TestInteropChain(t *testing.T) {
 		if err := os.WriteFile(noFmt, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err = openQcow2(fixture(t), noFmt, nil)
+		_, err = openQcow2(parallelFixture(t), noFmt, nil)
 		if err == nil || !strings.Contains(err.Error(), "does not take a probed qcow2") {
 			t.Errorf("qcow2 backing without a recorded format: %v", err)
 		}
@@ -425,6 +436,7 @@ func TestInteropChain(t *testing.T) {
 // backing file.
 func TestInteropExtL2Backing(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	dir := t.TempDir()
 	run(t, dir, "qemu-img", "create", "-q", "-f", "raw", "base.raw", "3M")
 	run(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0xbb 0 3M", "base.raw")

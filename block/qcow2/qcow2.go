@@ -2,9 +2,10 @@
 // format, read through an L2 table cache, with compressed clusters
 // (deflate and zstd), extended L2 entries (subclusters) and backing files.
 //
-// Images are written by write.go (refcount.go: refcounts and allocation;
-// write_subcluster.go: extended L2; write_snapshot.go: images with
-// internal snapshots; shrink.go: shrinking). The on-disk format is QEMU's
+// Images are written by write.go and the files it lists (refcount.go:
+// refcounts and allocation; write_subcluster.go: extended L2;
+// write_snapshot.go: images with internal snapshots; shrink.go:
+// shrinking). The on-disk format is QEMU's
 // docs/interop/qcow2.txt; the checks made at open are QEMU's, with its
 // messages, so that a hostile header is refused before anything is
 // allocated for it.
@@ -73,6 +74,7 @@ type image struct {
 	metaIdx   *metaIndex     // the overlap check's index, as of some metaGen
 	l2Dirty   map[int64]bool // L2 slices changed in memory only, by file offset
 	frees     []uint64       // entries removed in memory: references dropped at writeBack
+	flushErr  error          // the file child's first failed flush (syncFile), under wmu
 
 	// grown: ensureFile has grown the file (from lenBeforeGrowth), in
 	// steps whose unused tail trimFile cuts.
@@ -82,6 +84,10 @@ type image struct {
 	preallocOnce sync.Once // metadataPreallocated, decided once
 	prealloc     bool
 	comp         compState // where compressed writes pack (compress_write.go), under wmu
+	// beforeWrite, if set (by a test, on the image it opened), runs
+	// before every write of the exclusive path, under wmu: the file then
+	// is what a crash there leaves.
+	beforeWrite func()
 	// reportCorruption tells the monitor (BLOCK_IMAGE_CORRUPTED).
 	reportCorruption func(msg string, offset, size int64, fatal bool)
 }
@@ -107,60 +113,18 @@ func open(o *block.OpenContext) (block.Image, error) {
 			return nil, err
 		}
 	}
-	if openedHook != nil {
-		openedHook(img)
-	}
 	return img, nil
 }
-
-// openedHook, if set (by tests), sees every image opened.
-var openedHook func(*image)
 
 // readHeader reads and checks cluster 0 and the tables it points to, in
 // QEMU's order, refusing what QEMU refuses before allocating anything
 // sized by the header.
 func (img *image) readHeader(o *block.OpenContext) error {
-	first := make([]byte, knownHeaderLen)
-	if err := readFile(img.file, first, 0); err != nil {
-		return fmt.Errorf("Could not read qcow2 header: %w", err)
-	}
-	h, err := parseHeader(first)
+	c0, err := readCluster0(img.file)
 	if err != nil {
 		return err
 	}
-	if err := h.checkClusterBits(); err != nil {
-		return err
-	}
-	if err := h.checkLength(); err != nil {
-		return err
-	}
-	// Cluster 0 holds the header, its extensions and the backing file
-	// name: at most 2 MiB, and only what the file has is read.
-	cluster0 := make([]byte, min(h.clusterSize(), max(img.file.Length(), knownHeaderLen)))
-	if err := readFile(img.file, cluster0, 0); err != nil {
-		return fmt.Errorf("Could not read qcow2 header: %w", err)
-	}
-	area := func(from, to int64) []byte { // zero-extended to cluster 0's end
-		if to <= from {
-			return nil
-		}
-		b := make([]byte, to-from)
-		if from < int64(len(cluster0)) {
-			copy(b, cluster0[from:min(to, int64(len(cluster0)))])
-		}
-		return b
-	}
-	if h.HeaderLength > compressionByte {
-		h.Tail = area(compressionByte, int64(h.HeaderLength))
-	}
-	if err := h.checkCompression(); err != nil {
-		return err
-	}
-	extArea := area(int64(h.HeaderLength), h.extEnd())
-	if unknown := h.IncompatibleFeatures &^ incompatKnown; unknown != 0 {
-		x, _ := parseExtensions(h, extArea, true)
-		return unsupportedFeatures(x.Features, unknown)
-	}
+	h := c0.h
 	if h.IncompatibleFeatures&incompatCorrupt != 0 && o.Writable {
 		return errors.New("qcow2: Image is corrupt; cannot be opened read/write")
 	}
@@ -174,7 +138,7 @@ func (img *image) readHeader(o *block.OpenContext) error {
 	if err := checkOtherOptions(o.Options, h); err != nil {
 		return err
 	}
-	x, err := parseExtensions(h, extArea, false)
+	x, backingName, snaps, err := c0.finish(img.file)
 	if err != nil {
 		return err
 	}
@@ -187,16 +151,7 @@ func (img *image) readHeader(o *block.OpenContext) error {
 	if h.AutoclearFeatures&autoclearDataFileRaw != 0 {
 		return errors.New("data-file-raw requires a data file")
 	}
-	if h.BackingFileOffset != 0 {
-		n := int64(h.BackingFileSize)
-		if n > min(maxBackingNameLen, h.clusterSize()-int64(h.BackingFileOffset)) {
-			return errors.New("Backing file name too long")
-		}
-		img.backingName = string(area(int64(h.BackingFileOffset), int64(h.BackingFileOffset)+n))
-	}
-	if img.snapshots, err = readSnapshots(newChunkReader(img.file), h); err != nil {
-		return err
-	}
+	img.backingName, img.snapshots = backingName, snaps
 	img.hdr, img.ext, img.length = h, x, int64(h.Size&^511)
 
 	// The L1 table: only what lies inside the file is read (and

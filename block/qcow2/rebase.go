@@ -113,7 +113,7 @@ func SetBacking(n *block.Node, name, format string) error {
 	if _, err := img.file.WriteAt(buf, 0); err != nil {
 		return err
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncFile(); err != nil {
 		return err
 	}
 

@@ -183,7 +183,8 @@ func (r *refcounts) newBlock(ti int64) error {
 	p := r.end
 	r.end++
 	b := make([]byte, cs)
-	if p>>r.blockBits == ti {
+	self := p>>r.blockBits == ti
+	if self {
 		setRefcountAt(b, r.order, p&(1<<r.blockBits-1), 1)
 	} else if err := r.set(p, 1); err != nil {
 		return err
@@ -191,21 +192,30 @@ func (r *refcounts) newBlock(ti int64) error {
 	if r.table[ti] != 0 { // the recursion covered it (cannot happen: p is past it)
 		return r.set(p, 0)
 	}
-	if err := r.img.ensureFile((p + 1) * cs); err != nil {
+	// Until the table points to it, a failure gives the block back.
+	abort := func(err error) error {
+		if !self {
+			r.release(p, 1)
+		} else if r.end == p+1 {
+			r.end = p
+		}
 		return err
+	}
+	if err := r.img.ensureFile((p + 1) * cs); err != nil {
+		return abort(err)
 	}
 	if err := r.img.writeMeta(b, p*cs, olRefblocks); err != nil {
-		return err
+		return abort(err)
 	}
 	if err := r.img.syncRefcounts(); err != nil {
-		return err
+		return abort(err)
 	}
 	var e [8]byte
 	binary.BigEndian.PutUint64(e[:], uint64(p*cs))
 	if err := r.img.writeMeta(e[:], r.tableOff+ti*8, olRefTable); err != nil {
-		return err
+		return abort(err)
 	}
-	if err := r.img.file.Flush(); err != nil {
+	if err := r.img.syncFile(); err != nil {
 		return err
 	}
 	r.table[ti] = uint64(p * cs)
@@ -250,17 +260,30 @@ func (r *refcounts) growTable(need int64) error {
 		}
 	}
 	r.end = next
+	set := 0
+	// Until the header points to the new table, a failure gives back
+	// what it took.
+	abort := func(err error) error {
+		for _, c := range oldSet[:set] {
+			r.release(c, 1)
+		}
+		if r.end == next {
+			r.end = tOff
+		}
+		return err
+	}
 	for _, c := range oldSet {
 		if err := r.set(c, 1); err != nil {
-			return err
+			return abort(err)
 		}
+		set++
 	}
 	if err := r.img.ensureFile(next * cs); err != nil {
-		return err
+		return abort(err)
 	}
 	for ti, b := range newBlocks {
 		if err := r.img.writeMeta(b, int64(table[ti]), olRefblocks|olRefTable); err != nil {
-			return err
+			return abort(err)
 		}
 	}
 	raw := make([]byte, clusters*cs)
@@ -268,20 +291,20 @@ func (r *refcounts) growTable(need int64) error {
 		binary.BigEndian.PutUint64(raw[8*i:], e)
 	}
 	if err := r.img.writeMeta(raw, tOff*cs, olRefblocks|olRefTable); err != nil {
-		return err
+		return abort(err)
 	}
 	if err := r.img.syncRefcounts(); err != nil {
-		return err
+		return abort(err)
 	}
 	var hf [12]byte
 	binary.BigEndian.PutUint64(hf[:], uint64(tOff*cs))
 	binary.BigEndian.PutUint32(hf[8:], uint32(clusters))
 	if err := r.img.patchHeader(48, hf[:]); err != nil {
-		return err
+		return abort(err)
 	}
 	// The header no longer points to the old table on disk before its
 	// clusters are freed (and may be reused).
-	if err := r.img.file.Flush(); err != nil {
+	if err := r.img.syncFile(); err != nil {
 		return err
 	}
 	oldOff, oldClusters := r.tableOff, r.tableClust
@@ -321,9 +344,31 @@ func (r *refcounts) alloc() (int64, error) {
 	}
 	cs := r.img.clusterSize
 	if err := r.img.ensureFile((k + 1) * cs); err != nil {
+		r.release(k, 1)
 		return 0, err
 	}
 	return k * cs, nil
+}
+
+// release gives back n clusters from k, allocated for a request that
+// failed before anything on disk pointed to them, as QEMU's
+// qcow2_alloc_cluster_abort: each refcount drops by the one reference
+// taken (a fresh cluster's to 0), so that a failed write (ENOSPC) leaks
+// nothing and the space is used again. Best effort: should this fail
+// too, the clusters merely leak.
+func (r *refcounts) release(k, n int64) {
+	for i := k; i < k+n; i++ {
+		if r.add(i, -1) != nil {
+			return
+		}
+	}
+	// Freed at the end: the end comes back (the file is cut there).
+	for r.end > k && r.end <= k+n {
+		if v, err := r.get(r.end - 1); err != nil || v != 0 {
+			break
+		}
+		r.end--
+	}
 }
 
 // allocContiguous allocates n clusters in a row at the end of the image.
@@ -332,11 +377,13 @@ func (r *refcounts) allocContiguous(n int64) (int64, error) {
 	r.end += n
 	for k := start; k < start+n; k++ {
 		if err := r.set(k, 1); err != nil {
+			r.release(start, k-start)
 			return 0, err
 		}
 	}
 	cs := r.img.clusterSize
 	if err := r.img.ensureFile((start + n) * cs); err != nil {
+		r.release(start, n)
 		return 0, err
 	}
 	return start * cs, nil
@@ -370,7 +417,7 @@ func (r *refcounts) dropUnusedBlocks() error {
 		if err := r.img.writeMeta(z[:], r.tableOff+int64(ti)*8, olRefTable); err != nil {
 			return err
 		}
-		if err := r.img.file.Flush(); err != nil {
+		if err := r.img.syncFile(); err != nil {
 			return err
 		}
 		r.table[ti] = 0

@@ -212,8 +212,8 @@ func (c *checker) scanCopied(l1 []uint64, refcount func(cluster int64) (uint64, 
 		verb = "Repairing"
 	}
 	l1Off := int64(h.L1TableOffset)
-	for i := 0; i < int(h.L1Size); i++ {
-		l1e := l1[i]
+	for i, l1e := range l1 { // entries past it (past the end of the file) are zero
+
 		l2 := int64(l1e & offsetMask)
 		if l2 == 0 {
 			continue

@@ -18,6 +18,15 @@ import (
 func fixture(t testing.TB) *block.Graph {
 	t.Helper()
 	fdtest.Check(t)
+	return parallelFixture(t)
+}
+
+// parallelFixture is fixture for parallel subtests: the process's fd
+// count is shared by all that run at once, so their parent checks it
+// (with fdtest.Check before it starts them; its cleanup runs after they
+// have all ended).
+func parallelFixture(t testing.TB) *block.Graph {
+	t.Helper()
 	reg := qemuopen.New(qemuopen.Config{})
 	g := block.NewGraph(reg)
 	t.Cleanup(func() {
@@ -203,9 +212,19 @@ func readAll(t testing.TB, n *block.Node) []byte {
 // openCapture opens path like openQcow2 and also returns the driver's
 // image, for white-box checks.
 func openCapture(g *block.Graph, path string, extra block.Options) (*block.Node, *image, error) {
-	var img *image
-	openedHook = func(i *image) { img = i }
-	defer func() { openedHook = nil }()
 	n, err := openQcow2(g, path, extra)
-	return n, img, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return n, n.Image().(*image), nil
+}
+
+// openCaptureOpts adds a qcow2 node with options o: the node and its
+// driver's image.
+func openCaptureOpts(g *block.Graph, o block.Options) (*block.Node, *image, error) {
+	n, err := g.Add(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return n, n.Image().(*image), nil
 }

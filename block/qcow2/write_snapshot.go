@@ -89,18 +89,21 @@ func (img *image) copyL2(l1i, old int64) (int64, error) {
 		return 0, err
 	}
 	if err := img.checkedWrite(t, nw, 0); err != nil {
+		img.rc.release(nw/cs, 1)
 		return 0, err
 	}
 	if err := img.syncRefcounts(); err != nil {
+		img.rc.release(nw/cs, 1)
 		return 0, err
 	}
 	for s := int64(0); s < cs; s += img.sliceBytes {
 		img.cache.put(nw+s, append([]byte(nil), t[s:s+img.sliceBytes]...), false)
 	}
 	if err := img.setL1(l1i, uint64(nw)|flagCopied); err != nil {
+		img.rc.release(nw/cs, 1)
 		return 0, err
 	}
-	if err := img.file.Flush(); err != nil {
+	if err := img.syncFile(); err != nil {
 		return 0, err
 	}
 	return nw, img.rc.add(old/cs, -1)

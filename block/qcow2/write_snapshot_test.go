@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"minivmm/internal/fdtest"
 )
 
 // snapshotContents reads every internal snapshot of img as QEMU does.
@@ -38,6 +40,7 @@ func snapshotList(t *testing.T, dir, img string) string {
 // was, also when QEMU reverts to it.
 func TestWriteSnapshots(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	for _, tc := range []struct {
 		name    string
 		opts    string
@@ -55,6 +58,7 @@ func TestWriteSnapshots(t *testing.T) {
 			dr: discardRule{grain: 2048}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			img := filepath.Join(dir, "snap.qcow2")
 			args := []string{"create", "-q", "-f", "qcow2", "-o", tc.opts}
@@ -75,7 +79,7 @@ func TestWriteSnapshots(t *testing.T) {
 			before, list := snapshotContents(t, dir, img, names), snapshotList(t, dir, img)
 			shadow := qemuRaw(t, dir, img)
 
-			g := fixture(t)
+			g := parallelFixture(t)
 			n, b := openRW(t, g, img)
 			workload(t, n, shadow, tc.cs, 300, uint64(len(tc.name)), tc.dr)
 			if got := readAll(t, n); !bytes.Equal(got, shadow) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"minivmm/block"
+	"minivmm/internal/fdtest"
 )
 
 // openRW opens path read-write (discard=unmap) with a writer attached.
@@ -120,10 +121,38 @@ type writeCase struct {
 	compress bool
 	backing  bool
 	extL2    bool
+	// qemu: qemu-io writes into the image first (writes(size)), ending
+	// with a write that allocates a fresh cluster at its start, so that
+	// with subclusters the file ends inside that cluster; snapshot: and
+	// qemu-img snapshot -c takes internal snapshots between them.
+	qemu     bool
+	snapshot bool
 }
+
+// qemuPrepare has QEMU write into img (tc.qemu, tc.snapshot) and returns
+// the guest's view after it, as QEMU reads it.
+func qemuPrepare(t *testing.T, dir, img string, tc writeCase) []byte {
+	t.Helper()
+	if tc.snapshot {
+		qemuIO(t, img, "write -P 0x5a 0 "+itoa(tc.size/2))
+		run(t, dir, "qemu-img", "snapshot", "-c", "before", img)
+	}
+	w := writes(tc.size)
+	if tc.snapshot {
+		run(t, dir, "qemu-img", "snapshot", "-c", "middle", img)
+		w = w[:len(w)/2]
+	}
+	qemuIO(t, img, append(w, "write -P 0x66 "+itoa(qemuLastCluster(tc))+" 512")...)
+	return qemuRaw(t, dir, img)
+}
+
+// qemuLastCluster is the guest offset of the cluster qemuPrepare
+// allocates last.
+func qemuLastCluster(tc writeCase) int64 { return tc.size/3&^(tc.cs-1) + 5*tc.cs }
 
 func TestWriteInterop(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	cases := []writeCase{
 		{name: "512-v3-16", create: []string{"cluster_size=512"}, size: 2 << 20, cs: 512},
 		{name: "4k-v2", create: []string{"cluster_size=4096,compat=0.10"}, size: 8 << 20, cs: 4096},
@@ -144,9 +173,25 @@ func TestWriteInterop(t *testing.T) {
 		{name: "lazy-4k-rc1", create: []string{"cluster_size=4096,refcount_bits=1,lazy_refcounts=on"}, size: 8 << 20, cs: 4096},
 		{name: "lazy-ext-64k-backing", create: []string{"cluster_size=65536,extended_l2=on,lazy_refcounts=on"}, size: 32 << 20, cs: 65536, backing: true, extL2: true},
 		{name: "lazy-compressed", create: []string{"cluster_size=65536,lazy_refcounts=on"}, size: 8 << 20, cs: 65536, compress: true},
+		// Images QEMU wrote before minivmm writes into them.
+		{name: "qemu-v3-64k", create: []string{"cluster_size=65536"}, size: 16 << 20, cs: 65536, qemu: true},
+		{name: "qemu-v2-4k", create: []string{"cluster_size=4096,compat=0.10"}, size: 8 << 20, cs: 4096, qemu: true},
+		{name: "qemu-512", create: []string{"cluster_size=512"}, size: 2 << 20, cs: 512, qemu: true},
+		{name: "qemu-2M", create: []string{"cluster_size=2M"}, size: 32 << 20, cs: 2 << 20, qemu: true},
+		{name: "qemu-ext-64k", create: []string{"cluster_size=65536,extended_l2=on"}, size: 16 << 20, cs: 65536, extL2: true, qemu: true},
+		{name: "qemu-ext-2M", create: []string{"cluster_size=2M,extended_l2=on"}, size: 32 << 20, cs: 2 << 20, extL2: true, qemu: true},
+		{name: "qemu-ext-16k-backing", create: []string{"cluster_size=16384,extended_l2=on"}, size: 8 << 20, cs: 16384, extL2: true, backing: true, qemu: true},
+		{name: "qemu-ext-lazy", create: []string{"cluster_size=65536,extended_l2=on,lazy_refcounts=on"}, size: 16 << 20, cs: 65536, extL2: true, qemu: true},
+		{name: "qemu-backing-v2", create: []string{"cluster_size=4096,compat=0.10"}, size: 8 << 20, cs: 4096, backing: true, qemu: true},
+		{name: "qemu-compressed", create: []string{"cluster_size=65536"}, size: 8 << 20, cs: 65536, compress: true, qemu: true},
+		{name: "qemu-ext-compressed", create: []string{"cluster_size=65536,extended_l2=on"}, size: 8 << 20, cs: 65536, compress: true, extL2: true, qemu: true},
+		{name: "qemu-snapshots", create: []string{"cluster_size=4096"}, size: 8 << 20, cs: 4096, qemu: true, snapshot: true},
+		{name: "qemu-snapshots-ext", create: []string{"cluster_size=65536,extended_l2=on"}, size: 16 << 20, cs: 65536, extL2: true, qemu: true, snapshot: true},
+		{name: "qemu-snapshots-v2", create: []string{"cluster_size=65536,compat=0.10"}, size: 16 << 20, cs: 65536, qemu: true, snapshot: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			img := filepath.Join(dir, "disk.qcow2")
 			shadow := make([]byte, tc.size)
@@ -169,15 +214,28 @@ func TestWriteInterop(t *testing.T) {
 			default:
 				run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", tc.create[0], img, itoa(tc.size))
 			}
-			g := fixture(t)
+			if tc.qemu {
+				shadow = qemuPrepare(t, dir, img, tc)
+			}
+			g := parallelFixture(t)
 			n, b := openRW(t, g, img)
+			if tc.qemu {
+				// Before anything grows the file: into the cluster QEMU
+				// allocated last, where (with subclusters) it ends.
+				p := bytes.Repeat([]byte{0x67}, int(min(4096, tc.cs/2)))
+				off := qemuLastCluster(tc) + tc.cs/2
+				if _, err := n.WriteAt(p, off); err != nil {
+					t.Fatalf("write %d+%d into QEMU's last cluster: %v", off, len(p), err)
+				}
+				copy(shadow[off:], p)
+			}
 			dr := discardRule{keep: tc.backing && strings.Contains(tc.create[0], "0.10")}
 			if tc.extL2 {
 				dr.grain = tc.cs / 32
 				dr.align = tc.compress
 			}
 			workload(t, n, shadow, tc.cs, 400, uint64(len(tc.name)), dr)
-			if !tc.backing {
+			if !tc.backing && !tc.snapshot {
 				// Shrink to a cluster boundary and grow back: the cut
 				// part reads as zeroes, and writing goes on.
 				cut := max(tc.cs, tc.size*2/3&^(tc.cs-1))
@@ -355,6 +413,7 @@ func TestWriteLazyRefcounts(t *testing.T) {
 // it.
 func TestWriteBackConsistent(t *testing.T) {
 	needQemu(t)
+	fdtest.Check(t)
 	for _, tc := range []struct {
 		name, opts string
 		cs         int64
@@ -366,6 +425,7 @@ func TestWriteBackConsistent(t *testing.T) {
 		{"lazy 512", "cluster_size=512,lazy_refcounts=on", 512, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			img := filepath.Join(dir, "wb.qcow2")
 			const size = 4 << 20
@@ -378,7 +438,7 @@ func TestWriteBackConsistent(t *testing.T) {
 					shadow[i] = 0x5a
 				}
 			}
-			g := fixture(t)
+			g := parallelFixture(t)
 			n, b := openRW(t, g, img)
 			defer g.Detach(b)
 			cp := filepath.Join(dir, "copy.qcow2")
@@ -386,7 +446,9 @@ func TestWriteBackConsistent(t *testing.T) {
 			// A crash before some of the writes the requests make.
 			r := rand.New(rand.NewPCG(3, 4))
 			hooked := true // not while the copy is checked (and repaired)
-			beforeWrite = func() {
+			q := n.Image().(*image)
+			defer func() { q.beforeWrite = nil }()
+			q.beforeWrite = func() {
 				if !hooked || r.IntN(8) != 0 {
 					return
 				}
@@ -400,7 +462,6 @@ func TestWriteBackConsistent(t *testing.T) {
 				}
 				qemuCheck(t, cp, true)
 			}
-			defer func() { beforeWrite = nil }()
 			for round := range 6 {
 				dr := discardRule{}
 				if strings.Contains(tc.opts, "extended_l2=on") {

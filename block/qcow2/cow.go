@@ -1,0 +1,190 @@
+package qcow2
+
+// Guest writes on the exclusive path: in place where the image owns the
+// cluster, else into newly allocated clusters (copy-on-write), with
+// extended L2 subclusters.
+
+import (
+	"math/bits"
+)
+
+// pending is a cluster of a write that needs a new host cluster: the
+// guest data p lands at byte in of it, and the bytes [lo, hi) of the
+// cluster are written (the rest of them filled from what the guest sees
+// there now).
+type pending struct {
+	c, l2Off, host int64
+	in, lo, hi     int64
+	p              []byte
+	old            uint64 // the entry replaced: one reference dropped once it is unreferenced
+	bm             uint64 // the new subcluster bitmap (extended L2)
+}
+
+// owned reports a normal cluster the image alone references (COPIED):
+// written in place.
+func (img *image) owned(e uint64) bool {
+	return e&flagCopied != 0 && e&flagCompressed == 0 && e&offsetMask != 0 && (img.extL2 || e&flagZero == 0)
+}
+
+func (img *image) writeLocked(p []byte, off int64) (err error) {
+	cs := img.clusterSize
+	var allocs []pending
+	linked := 0 // allocs[:linked] are in the L2 tables
+	defer func() {
+		if err != nil {
+			// Nothing points to the clusters taken for the rest.
+			for _, a := range allocs[linked:] {
+				img.rc.release(a.host/cs, 1)
+			}
+		}
+	}()
+	for len(p) > 0 {
+		c := off >> img.clusterBits
+		in := off & (cs - 1)
+		n := min(int64(len(p)), cs-in)
+		_, e, bm, _, err := img.l2Entry(c)
+		if err != nil {
+			return err
+		}
+		if img.owned(e) {
+			if err := img.writeOwned(c, e, bm, in, p[:n]); err != nil {
+				return err
+			}
+		} else {
+			a, err := img.planAlloc(c, e, bm, in, p[:n])
+			if err != nil {
+				return err
+			}
+			allocs = append(allocs, a)
+		}
+		p, off = p[n:], off+n
+	}
+	if len(allocs) == 0 {
+		return nil
+	}
+	var buf []byte
+	for _, a := range allocs {
+		b := a.p // the guest data covers all that is written: no copy
+		if a.in != a.lo || int64(len(a.p)) != a.hi-a.lo {
+			if buf == nil {
+				buf = make([]byte, cs)
+			}
+			b = buf[:a.hi-a.lo]
+			if err := img.fillAround(b, a.c*cs, a.lo, a.in, a.p); err != nil {
+				return err
+			}
+		}
+		if err := img.checkedWrite(b, a.host+a.lo, 0); err != nil {
+			return err
+		}
+	}
+	var olds []uint64
+	for _, a := range allocs {
+		if err := img.setL2Entry(a.l2Off, a.c, uint64(a.host)|flagCopied, a.bm); err != nil {
+			img.freeAll(olds)
+			return err
+		}
+		linked++
+		if a.old != 0 {
+			olds = append(olds, a.old)
+		}
+	}
+	return img.freeAll(olds)
+}
+
+// writeOwned writes p at byte in of guest cluster c, a cluster the image
+// owns (entry e, bitmap bm), in place. With subclusters, the partial
+// subclusters at the edges that were not allocated get what showed
+// through there, and the touched subclusters become allocated.
+func (img *image) writeOwned(c int64, e, bm uint64, in int64, p []byte) error {
+	cs := img.clusterSize
+	host := int64(e & offsetMask)
+	if e&l2StdReserved != 0 || host&(cs-1) != 0 {
+		return corrupt("L2 entry %#x is invalid", e)
+	}
+	if !img.extL2 {
+		return img.checkedWrite(p, host+in, 0)
+	}
+	hi := in + int64(len(p))
+	mask := img.scMask(in, hi)
+	if bm&mask == mask {
+		return img.checkedWrite(p, host+in, 0) // all allocated already: no metadata
+	}
+	lo, end := img.scRound(in, hi)
+	buf := make([]byte, end-lo)
+	if err := img.fillAround(buf, c*cs, lo, in, p); err != nil {
+		return err
+	}
+	if err := img.checkedWrite(buf, host+lo, 0); err != nil {
+		return err
+	}
+	nbm := (bm | mask) &^ (mask << subclusters)
+	if nbm == bm {
+		return nil
+	}
+	l2Off, err := img.ensureL2(c >> img.l2Bits)
+	if err != nil {
+		return err
+	}
+	return img.setL2Entry(l2Off, c, e, nbm)
+}
+
+// planAlloc allocates the host cluster (and L2 table) for a write of p at
+// byte in of guest cluster c, whose entry e (bitmap bm) is not owned.
+// Without subclusters the whole cluster is written. With them, a
+// compressed cluster becomes wholly allocated; otherwise only the
+// subclusters allocated before or touched now are, so that the backing
+// file still shows through the others.
+func (img *image) planAlloc(c int64, e, bm uint64, in int64, p []byte) (pending, error) {
+	cs := img.clusterSize
+	a := pending{c: c, in: in, p: p, lo: 0, hi: cs, old: e}
+	if img.extL2 && e&flagCompressed == 0 {
+		if e&offsetMask == 0 && bm&allocBitmapMask != 0 || bm&(bm>>subclusters)&allocBitmapMask != 0 {
+			return pending{}, corrupt("L2 entry %#x has an invalid subcluster bitmap %#x", e, bm)
+		}
+		alloc := bm&allocBitmapMask | img.scMask(in, in+int64(len(p)))
+		zero := (bm >> subclusters) &^ alloc
+		a.bm = alloc | zero<<subclusters
+		a.lo = int64(bits.TrailingZeros64(alloc)) << img.scBits
+		a.hi = int64(64-bits.LeadingZeros64(alloc)) << img.scBits
+	} else if img.extL2 {
+		a.bm = allocBitmapMask
+	}
+	if e&offsetMask == 0 && e&flagCompressed == 0 {
+		a.old = 0
+	}
+	var err error
+	if a.l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
+		return pending{}, err
+	}
+	if a.host, err = img.rc.alloc(); err != nil {
+		return pending{}, err
+	}
+	return a, nil
+}
+
+// fillAround fills b, the bytes of guest cluster start from byte lo of
+// it, with p at byte in and elsewhere what the guest sees there now
+// (zeroes past the end of the image).
+func (img *image) fillAround(b []byte, start, lo, in int64, p []byte) error {
+	pe := in + int64(len(p))
+	if err := img.readView(b[:in-lo], start+lo); err != nil {
+		return err
+	}
+	if err := img.readView(b[pe-lo:], start+pe); err != nil {
+		return err
+	}
+	copy(b[in-lo:], p)
+	return nil
+}
+
+// readView reads what the guest sees at off (zeroes past the end).
+func (img *image) readView(b []byte, off int64) error {
+	clear(b)
+	if n := min(int64(len(b)), img.length-off); n > 0 {
+		if _, err := img.ReadAt(b[:n], off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
