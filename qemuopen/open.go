@@ -227,12 +227,13 @@ func missingSetMessage(path string, id int64, sets map[int64]*fdset) string {
 // noMatchMessage is QEMU 9.1's text for a set without an fd whose flags
 // match (monitor_fdset_dup_fd_add, which prints the flags qemu_open was
 // given; 7.2 said "Could not dup FD for PATH flags N: Permission denied"),
-// then what minivmm compared and what the set holds. O_CLOEXEC is left
-// out of the number: QEMU's callers do not pass it, minivmm's open adds it.
+// then what minivmm compared and what the set holds. O_CLOEXEC and
+// O_NONBLOCK are left out of the number: QEMU's callers pass neither;
+// minivmm adds them (O_NONBLOCK so that a FIFO cannot block the open).
 func noMatchMessage(set *fdset, flags, want int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Failed to find file descriptor with matching flags=0x%x (fdset %d has no fd with flags %s; ",
-		flags&^unix.O_CLOEXEC, set.id, FlagString(want))
+		flags&^(unix.O_CLOEXEC|unix.O_NONBLOCK), set.id, FlagString(want))
 	if len(set.fds) == 0 {
 		b.WriteString("it holds no fds)")
 		return b.String()
