@@ -109,7 +109,7 @@ const argAnnotation = "minivmm-arg"
 
 // vmm is what one run of the binary holds, for orderly teardown.
 type vmm struct {
-	stderr  io.Writer // for the img commands that share addFds
+	stderr  io.Writer
 	rep     *reporter
 	fds     *qemuopen.Registry
 	graph   *block.Graph
@@ -227,7 +227,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logFile = f
 		defer f.Close()
 	}
-	if err := v.addFds(occ); err != nil {
+	if err := cmdline.AddFds(v.fds, occ); err != nil {
 		return fail(err)
 	}
 
@@ -313,46 +313,6 @@ func usesStdio(oc cmdline.Occurrence) bool {
 		return err == nil && cd.Backend == "stdio"
 	}
 	return false
-}
-
-// addFds handles every -add-fd in order: each fd is checked as QEMU checks
-// it and duplicated into its set; the originals are closed only after all
-// are parsed, so one fd may be named by several options.
-func (v *vmm) addFds(occ []cmdline.Occurrence) error {
-	var originals []int
-	defer func() {
-		for _, fd := range originals {
-			unix.Close(fd)
-		}
-	}()
-	for _, oc := range occ {
-		if oc.Name != "add-fd" {
-			continue
-		}
-		a, err := cmdline.ParseAddFd(oc.Value)
-		if err != nil {
-			return oc.Wrap(err)
-		}
-		dup, err := unix.FcntlInt(uintptr(a.Fd), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return oc.Wrap(fmt.Errorf("Failed to dup() fd %d: %w", a.Fd, err))
-		}
-		set := a.Set
-		if _, _, err := v.fds.AddFd(dup, qemuopen.AddRequest{SetID: &set, Opaque: a.Opaque, Owner: qemuopen.CommandLine}); err != nil {
-			return oc.Wrap(err)
-		}
-		originals = appendOnce(originals, a.Fd)
-	}
-	return nil
-}
-
-func appendOnce(list []int, fd int) []int {
-	for _, have := range list {
-		if have == fd {
-			return list
-		}
-	}
-	return append(list, fd)
 }
 
 // startMonitors starts every -qmp, -monitor and -mon, in order; with

@@ -124,7 +124,7 @@ func runImgCreate(e *env, args []string) int {
 
 	reg := qemuopen.New(qemuopen.Config{})
 	defer reg.CloseAll()
-	if err := qtool.AddFds(reg, a.addFds); err != nil {
+	if err := cmdline.AddFds(reg, a.addFds); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", e.prog, err)
 		return 1
 	}

@@ -20,7 +20,7 @@ type session struct {
 // newSession installs the -add-fd sets, or prints why not.
 func (e *env) newSession(addFds []cmdline.Occurrence) (*session, bool) {
 	s := &session{e: e, reg: qemuopen.New(qemuopen.Config{})}
-	if err := qtool.AddFds(s.reg, addFds); err != nil {
+	if err := cmdline.AddFds(s.reg, addFds); err != nil {
 		fmt.Fprintf(e.stderr, "%s: %v\n", e.prog, err)
 		s.reg.CloseAll()
 		return nil, false

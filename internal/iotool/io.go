@@ -154,7 +154,7 @@ func Run(p qtool.Program, args []string, stdin io.Reader, stdout, stderr io.Writ
 	}
 	reg := qemuopen.New(qemuopen.Config{})
 	defer reg.CloseAll()
-	if err := qtool.AddFds(reg, o.addFds); err != nil {
+	if err := cmdline.AddFds(reg, o.addFds); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", p.Name, err)
 		return 1
 	}

@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"io"
 
-	"golang.org/x/sys/unix"
-
 	"minivmm/block"
 	"minivmm/cmdline"
-	"minivmm/qemuopen"
 )
 
 // OpenFlags describe an image as the tools' command lines do: a filename
@@ -138,46 +135,4 @@ func Open(g *block.Graph, f *OpenFlags, policy block.ProbePolicy, warn io.Writer
 		return block.Opened{}, err
 	}
 	return op, nil
-}
-
-// AddFds installs every -add-fd in reg as minivmm's -add-fd does: each fd
-// is checked and duplicated into its set; the originals are closed only
-// after all are parsed, so one fd may be named by several options.
-func AddFds(reg *qemuopen.Registry, occ []cmdline.Occurrence) error {
-	var originals []int
-	defer func() {
-		for _, fd := range originals {
-			unix.Close(fd)
-		}
-	}()
-	for _, oc := range occ {
-		if oc.Name != "add-fd" {
-			continue
-		}
-		a, err := cmdline.ParseAddFd(oc.Value)
-		if err != nil {
-			return oc.Wrap(err)
-		}
-		dup, err := unix.FcntlInt(uintptr(a.Fd), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return oc.Wrap(fmt.Errorf("Failed to dup() fd %d: %w", a.Fd, err))
-		}
-		set := a.Set
-		if _, _, err := reg.AddFd(dup, qemuopen.AddRequest{SetID: &set, Opaque: a.Opaque, Owner: qemuopen.CommandLine}); err != nil {
-			return oc.Wrap(err)
-		}
-		if !contains(originals, a.Fd) {
-			originals = append(originals, a.Fd)
-		}
-	}
-	return nil
-}
-
-func contains(list []int, fd int) bool {
-	for _, have := range list {
-		if have == fd {
-			return true
-		}
-	}
-	return false
 }
