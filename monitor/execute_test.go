@@ -15,7 +15,7 @@ func bareConn(t testing.TB, negotiated bool) *conn {
 	reg := qemuopen.New(qemuopen.Config{})
 	t.Cleanup(reg.CloseAll)
 	srv := NewServer(reg, block.NewGraph(reg), NewVM(false))
-	m := &Monitor{srv: srv, named: map[string]int{}, connected: make(chan struct{})}
+	m := &Monitor{srv: srv, named: map[string]int{}, listener: newListener()}
 	c := &conn{mon: m, owner: reg.NewOwner()}
 	c.negotiated.Store(negotiated)
 	return c

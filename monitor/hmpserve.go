@@ -23,12 +23,8 @@ import (
 // discipline edits stdio lines), and a socket client's lines are echoed
 // back once, as QEMU's readline shows them.
 type HMPMonitor struct {
-	srv  *Server
-	ln   *net.UnixListener // nil for stdio
-	path string            // removed on close; empty unless we bound it
-
-	connected     chan struct{}
-	connectedOnce sync.Once
+	listener
+	srv *Server
 
 	mu     sync.Mutex
 	conns  map[io.Closer]struct{}
@@ -40,37 +36,15 @@ type HMPMonitor struct {
 const maxHMPLine = 4096
 
 func (s *Server) newHMP() *HMPMonitor {
-	return &HMPMonitor{srv: s, connected: make(chan struct{}), conns: map[io.Closer]struct{}{}}
+	return &HMPMonitor{listener: newListener(), srv: s, conns: map[io.Closer]struct{}{}}
 }
 
 // ListenHMP serves a human monitor on a new unix socket at path (mode
 // 0600; a stale socket is replaced, as Listen does).
 func (s *Server) ListenHMP(path string) (*HMPMonitor, error) {
-	if st, err := os.Lstat(path); err == nil {
-		if st.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("Failed to bind socket to %s: file exists and is not a socket", path)
-		}
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("Failed to bind socket to %s: Address already in use", path)
-		}
-		os.Remove(path)
-	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := bindUnix(path)
 	if err != nil {
-		return nil, fmt.Errorf("Failed to create socket: %s", errText(err))
-	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("Failed to bind socket to %s: %s", path, errText(err))
-	}
-	if err := os.Chmod(path, 0o600); err == nil { // before listen: no window open to others
-		err = unix.Listen(fd, 16)
-	}
-	if err != nil {
-		unix.Close(fd)
-		os.Remove(path)
-		return nil, fmt.Errorf("Failed to listen on %s: %s", path, errText(err))
+		return nil, err
 	}
 	m, err := s.serveHMPFd(fd)
 	if err != nil {
@@ -84,30 +58,17 @@ func (s *Server) ListenHMP(path string) (*HMPMonitor, error) {
 // ListenHMPFd serves a human monitor on an inherited listening socket. It
 // takes ownership of fd.
 func (s *Server) ListenHMPFd(fd int) (*HMPMonitor, error) {
-	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v == 0 {
-		unix.Close(fd)
-		if err == nil {
-			err = errors.New("not a listening socket")
-		}
-		return nil, fmt.Errorf("fd %d: %w", fd, err)
+	if err := adoptListeningFd(fd); err != nil {
+		return nil, err
 	}
-	unix.CloseOnExec(fd)
 	return s.serveHMPFd(fd)
 }
 
 func (s *Server) serveHMPFd(fd int) (*HMPMonitor, error) {
-	f := os.NewFile(uintptr(fd), "hmp-listener")
-	l, err := net.FileListener(f) // dups fd
-	f.Close()
+	ul, err := unixListener(fd)
 	if err != nil {
 		return nil, err
 	}
-	ul, ok := l.(*net.UnixListener)
-	if !ok {
-		l.Close()
-		return nil, fmt.Errorf("fd %d is not a unix socket", fd)
-	}
-	ul.SetUnlinkOnClose(false)
 	m := s.newHMP()
 	m.ln = ul
 	m.wg.Add(1)
@@ -120,7 +81,7 @@ func (s *Server) serveHMPFd(fd int) (*HMPMonitor, error) {
 // which echoes them itself.
 func (s *Server) ServeHMP(r io.Reader, w io.Writer, echo bool) *HMPMonitor {
 	m := s.newHMP()
-	m.connectedOnce.Do(func() { close(m.connected) })
+	m.markConnected()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -129,37 +90,14 @@ func (s *Server) ServeHMP(r io.Reader, w io.Writer, echo bool) *HMPMonitor {
 	return m
 }
 
-// Addr names the socket as QEMU's "waiting for connection" line does.
-func (m *HMPMonitor) Addr() string {
-	if m.ln == nil {
-		return "stdio"
-	}
-	if m.path != "" {
-		return "unix:" + m.path + ",server=on"
-	}
-	return m.ln.Addr().String()
-}
-
-// Connected is closed when the first client has connected.
-func (m *HMPMonitor) Connected() <-chan struct{} { return m.connected }
-
 func (m *HMPMonitor) accept() {
 	defer m.wg.Done()
-	for {
-		uc, err := m.ln.AcceptUnix()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(50 * time.Millisecond) // EMFILE and the like
-			continue
-		}
-		m.connectedOnce.Do(func() { close(m.connected) })
+	m.acceptLoop(func(uc *net.UnixConn) {
 		m.mu.Lock()
 		if m.closed {
 			m.mu.Unlock()
 			uc.Close()
-			continue
+			return
 		}
 		m.conns[uc] = struct{}{}
 		m.wg.Add(1)
@@ -172,7 +110,7 @@ func (m *HMPMonitor) accept() {
 			m.mu.Unlock()
 			uc.Close()
 		}()
-	}
+	})
 }
 
 // deadlineWriter drops a client that stops reading, as QMP's send does.

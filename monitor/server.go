@@ -5,7 +5,6 @@ package monitor
 
 import (
 	"errors"
-	"fmt"
 	"maps"
 	"net"
 	"os"
@@ -82,13 +81,9 @@ func NewServer(fds *qemuopen.Registry, graph *block.Graph, vm *VM) *Server {
 
 // Monitor is one QMP listening socket (QEMU's -mon / -qmp).
 type Monitor struct {
+	listener
 	srv    *Server
-	ln     *net.UnixListener
-	path   string // removed on close; empty for a socket we were handed
 	pretty bool
-
-	connected     chan struct{} // closed when the first client connects
-	connectedOnce sync.Once
 
 	// Named fds (getfd/closefd) belong to the monitor, not to one
 	// connection, as in QEMU: a client may reconnect and still use them.
@@ -100,33 +95,9 @@ type Monitor struct {
 // A stale socket file left by a dead process is replaced; any other file
 // at path is an error.
 func (s *Server) Listen(path string, pretty bool) (*Monitor, error) {
-	if st, err := os.Lstat(path); err == nil {
-		if st.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("Failed to bind socket to %s: file exists and is not a socket", path)
-		}
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("Failed to bind socket to %s: Address already in use", path)
-		}
-		os.Remove(path)
-	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := bindUnix(path)
 	if err != nil {
-		return nil, fmt.Errorf("Failed to create socket: %w", err)
-	}
-	// chmod before listen: until listen, nobody can connect, so there is
-	// no window in which the socket is open to others.
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("Failed to bind socket to %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err == nil {
-		err = unix.Listen(fd, listenBacklog())
-	}
-	if err != nil {
-		unix.Close(fd)
-		os.Remove(path)
-		return nil, fmt.Errorf("Failed to listen on %s: %w", path, err)
+		return nil, err
 	}
 	m, err := s.serveFd(fd, path, pretty)
 	if err != nil {
@@ -138,32 +109,19 @@ func (s *Server) Listen(path string, pretty bool) (*Monitor, error) {
 // ListenFd serves QMP on an inherited listening socket (libvirt's
 // -chardev socket,fd=N,server=on). It takes ownership of fd.
 func (s *Server) ListenFd(fd int, pretty bool) (*Monitor, error) {
-	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v == 0 {
-		unix.Close(fd)
-		if err == nil {
-			err = errors.New("not a listening socket")
-		}
-		return nil, fmt.Errorf("fd %d: %w", fd, err)
+	if err := adoptListeningFd(fd); err != nil {
+		return nil, err
 	}
-	unix.CloseOnExec(fd)
 	return s.serveFd(fd, "", pretty)
 }
 
 func (s *Server) serveFd(fd int, path string, pretty bool) (*Monitor, error) {
-	f := os.NewFile(uintptr(fd), "qmp-listener")
-	l, err := net.FileListener(f) // dups fd
-	f.Close()
+	ul, err := unixListener(fd)
 	if err != nil {
 		return nil, err
 	}
-	ul, ok := l.(*net.UnixListener)
-	if !ok {
-		l.Close()
-		return nil, fmt.Errorf("fd %d is not a unix socket", fd)
-	}
-	// We remove the file ourselves, after the last connection is gone.
-	ul.SetUnlinkOnClose(false)
-	m := &Monitor{srv: s, ln: ul, path: path, pretty: pretty, named: map[string]int{}, connected: make(chan struct{})}
+	m := &Monitor{listener: newListener(), srv: s, pretty: pretty, named: map[string]int{}}
+	m.ln, m.path = ul, path
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -177,40 +135,15 @@ func (s *Server) serveFd(fd int, path string, pretty bool) (*Monitor, error) {
 	return m, nil
 }
 
-// Addr names the socket, as QEMU does in its "waiting for connection" line.
-func (m *Monitor) Addr() string {
-	if m.ln == nil {
-		return "stdio"
-	}
-	if m.path != "" {
-		return "unix:" + m.path + ",server=on"
-	}
-	return m.ln.Addr().String()
-}
-
-// Connected is closed when the first client has connected.
-func (m *Monitor) Connected() <-chan struct{} { return m.connected }
-
 func (m *Monitor) accept() {
 	defer m.srv.wg.Done()
-	for {
-		uc, err := m.ln.AcceptUnix()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// EMFILE and the like: back off rather than spin.
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		m.connectedOnce.Do(func() { close(m.connected) })
-		c := m.srv.newConn(m, uc)
-		if c == nil {
+	m.acceptLoop(func(uc *net.UnixConn) {
+		if c := m.srv.newConn(m, uc); c != nil {
+			go c.serve()
+		} else {
 			uc.Close()
-			continue
 		}
-		go c.serve()
-	}
+	})
 }
 
 // Close stops every monitor: listeners closed, socket files removed,

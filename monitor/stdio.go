@@ -31,7 +31,7 @@ func (s *Server) ServeStdio(r io.Reader, w io.Writer, pretty bool) (*Monitor, er
 		ours.Close()
 		return nil, err
 	}
-	m := &Monitor{srv: s, pretty: pretty, named: map[string]int{}, connected: make(chan struct{})}
+	m := &Monitor{srv: s, pretty: pretty, named: map[string]int{}, listener: newListener()}
 	close(m.connected)
 	s.mu.Lock()
 	if !s.closed {
