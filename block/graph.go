@@ -499,7 +499,10 @@ func (g *Graph) remove(n *Node) error {
 	end := drainNodes(drainOrder([]*Node{n}))
 	n.gate.close()
 	n.mu.Lock()
-	if err := n.img.Close(); err != nil {
+	// A node whose write-back failed as its last writer left tries again
+	// here, without the write permission its file child gave back: that
+	// failure was already reported, and the image is as safe as then.
+	if err := n.img.Close(); err != nil && !n.writeBackFailed {
 		errs = append(errs, &Error{Node: n.name, Op: "close", Err: err})
 		g.reportWriteBack(WriteBackError{Node: n.name, Err: err})
 	}
@@ -677,6 +680,7 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 		}
 	}
 	n.writers.Add(1)
+	n.writeBackFailed = false
 	if share {
 		n.sharedWriters++
 	}
@@ -701,6 +705,7 @@ func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 		// writer that left hears of it.
 		if e := d.DropWriter(); e != nil {
 			err = &Error{Node: n.name, Op: "drop writer", Err: e}
+			n.writeBackFailed = true
 			g.reportWriteBack(WriteBackError{Device: device, Node: n.name, Err: e})
 		}
 	}
