@@ -70,7 +70,8 @@ type WriteBackError struct {
 }
 
 // OnWriteBackError sets who hears of write-back failures in any node (the
-// QMP monitor, which sends BLOCK_IO_ERROR).
+// QMP monitor, which sends BLOCK_IO_ERROR). f runs with the graph locked:
+// it must not call back into the graph.
 func (g *Graph) OnWriteBackError(f func(WriteBackError)) { g.onWriteBack.Store(&f) }
 
 func (g *Graph) reportWriteBack(e WriteBackError) {
