@@ -30,6 +30,7 @@ type Graph struct {
 	seq      uint64   // orders nodes and backends as users of a node
 
 	onCorruption atomic.Pointer[func(Corruption)]
+	onWriteBack  atomic.Pointer[func(WriteBackError)]
 
 	drivers map[string]*Driver // this graph's own (AddDriver), under mu
 }
@@ -53,6 +54,29 @@ func (g *Graph) OnCorruption(f func(Corruption)) { g.onCorruption.Store(&f) }
 func (g *Graph) ReportCorruption(c Corruption) {
 	if f := g.onCorruption.Load(); f != nil {
 		(*f)(c)
+	}
+}
+
+// WriteBackError is a node's failure to write back what it held in
+// memory (a qcow2 image's lazy refcounts, its L2 tables, the header that
+// clears its dirty bit) when its last writer left or it was closed. The
+// image is left as a crash would leave it, and the call goes on (QEMU's
+// blockdev-del succeeds all the same): the listener is how the monitor
+// hears of it (QEMU's BLOCK_IO_ERROR).
+type WriteBackError struct {
+	Device string // the backend whose leaving made the node write back; "" for a close
+	Node   string
+	Err    error
+}
+
+// OnWriteBackError sets who hears of write-back failures in any node (the
+// QMP monitor, which sends BLOCK_IO_ERROR). f runs with the graph locked:
+// it must not call back into the graph.
+func (g *Graph) OnWriteBackError(f func(WriteBackError)) { g.onWriteBack.Store(&f) }
+
+func (g *Graph) reportWriteBack(e WriteBackError) {
+	if f := g.onWriteBack.Load(); f != nil {
+		(*f)(e)
 	}
 }
 
@@ -435,7 +459,10 @@ func (g *Graph) generateName() string {
 }
 
 // Delete closes a node (blockdev-del) and the children that were created
-// with it; a node in use, or one created inline, is refused.
+// with it; a node in use, or one created inline, is refused. A failure to
+// write back at close does not fail it (QEMU's blockdev-del succeeds too):
+// the node is gone all the same, and the OnWriteBackError listener hears
+// of it.
 func (g *Graph) Delete(name string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -459,7 +486,7 @@ func (g *Graph) Delete(name string) error {
 	case len(n.parents) > 0:
 		return fmt.Errorf("Block device %s is in use", name)
 	}
-	g.remove(n)
+	g.remove(n) // its failures went to the OnWriteBackError listener
 	g.releasePerms()
 	return nil
 }
@@ -473,8 +500,12 @@ func (g *Graph) remove(n *Node) error {
 	end := drainNodes(drainOrder([]*Node{n}))
 	n.gate.close()
 	n.mu.Lock()
-	if err := n.img.Close(); err != nil {
+	// A node whose write-back failed as its last writer left tries again
+	// here, without the write permission its file child gave back: that
+	// failure was already reported, and the image is as safe as then.
+	if err := n.img.Close(); err != nil && !n.writeBackFailed {
 		errs = append(errs, &Error{Node: n.name, Op: "close", Err: err})
+		g.reportWriteBack(WriteBackError{Node: n.name, Err: err})
 	}
 	n.mu.Unlock()
 	end()
@@ -568,7 +599,7 @@ func (g *Graph) Attach(name string, node *Node, perm Perm) (*Backend, error) {
 	if err := g.refreshPerms(); err != nil {
 		node.users = slices.DeleteFunc(node.users, func(u *Backend) bool { return u == b })
 		if perm.Write {
-			g.dropWriter(node, perm.ShareWrite)
+			g.dropWriter(node, perm.ShareWrite, name)
 		}
 		return nil, err
 	}
@@ -602,7 +633,7 @@ func (g *Graph) detach(b *Backend) error {
 	}
 	var err error
 	if b.perm.Write {
-		err = g.dropWriter(n, b.perm.ShareWrite)
+		err = g.dropWriter(n, b.perm.ShareWrite, b.name)
 	}
 	g.releasePerms()
 	return err
@@ -644,12 +675,13 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 	if n.writers.Load() == 0 && !n.state.writable(0) {
 		if err := g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 1}}); err != nil {
 			if f := n.children["file"]; f != nil {
-				g.dropWriter(f, share)
+				g.dropWriter(f, share, "")
 			}
 			return err
 		}
 	}
 	n.writers.Add(1)
+	n.writeBackFailed = false
 	if share {
 		n.sharedWriters++
 	}
@@ -659,8 +691,9 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 // dropWriter undoes addWriter; the last writer leaving a node lets its
 // driver write back what it held in memory (before the file child loses
 // write permission), and reopens an auto-read-only node read-only
-// (flushed first).
-func (g *Graph) dropWriter(n *Node, share bool) error {
+// (flushed first). device is the leaving writer's backend name, for the
+// OnWriteBackError listener.
+func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 	if share {
 		n.sharedWriters--
 	}
@@ -673,6 +706,8 @@ func (g *Graph) dropWriter(n *Node, share bool) error {
 		// writer that left hears of it.
 		if e := d.DropWriter(); e != nil {
 			err = &Error{Node: n.name, Op: "drop writer", Err: e}
+			n.writeBackFailed = true
+			g.reportWriteBack(WriteBackError{Device: device, Node: n.name, Err: e})
 		}
 	}
 	if last && !n.state.writable(0) {
@@ -681,7 +716,7 @@ func (g *Graph) dropWriter(n *Node, share bool) error {
 		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 0, wasWritable: wasWritable}})
 	}
 	if f := n.children["file"]; f != nil {
-		err = errors.Join(err, g.dropWriter(f, share))
+		err = errors.Join(err, g.dropWriter(f, share, device))
 	}
 	return err
 }

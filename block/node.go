@@ -32,6 +32,10 @@ type Node struct {
 	writers atomic.Int32 // users holding write permission
 	// sharedWriters of them let others write too (under g.mu).
 	sharedWriters int32
+	// writeBackFailed: the last writer's leaving failed to write back
+	// what the image held, and no writer came since (under g.mu). The
+	// failure was reported then; closing the node is no news.
+	writeBackFailed bool
 
 	// writeGen counts completed writes; flushedGen is the writeGen the
 	// last successful flush covered. Equal: nothing to flush (QEMU's rule

@@ -400,7 +400,7 @@ func (g *Graph) moveWriters(items []reopenItem) (writerMoves, error) {
 
 func (m writerMove) undo(g *Graph) {
 	for i := int32(0); i < m.writers; i++ {
-		g.dropWriter(m.to, i < m.sharedWriters)
+		g.dropWriter(m.to, i < m.sharedWriters, "")
 	}
 }
 
@@ -416,7 +416,7 @@ func (ms writerMoves) release(g *Graph, n, old *Node) {
 	for _, m := range ms {
 		if m.node == n && m.from == old {
 			for i := int32(0); i < m.writers; i++ {
-				g.dropWriter(old, i < m.sharedWriters)
+				g.dropWriter(old, i < m.sharedWriters, "")
 			}
 		}
 	}

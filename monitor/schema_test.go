@@ -3,12 +3,15 @@ package monitor
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"minivmm/block"
 	_ "minivmm/block/drivers"
@@ -61,7 +64,7 @@ func TestSchemaCoversCommandsAndEvents(t *testing.T) {
 			t.Errorf("command %s: schema has %v", cmd.Name, e)
 		}
 	}
-	for _, ev := range []string{"STOP", "RESUME", "SHUTDOWN", "POWERDOWN", "RESET", "BLOCK_IMAGE_CORRUPTED"} {
+	for _, ev := range []string{"STOP", "RESUME", "SHUTDOWN", "POWERDOWN", "RESET", "BLOCK_IMAGE_CORRUPTED", "BLOCK_IO_ERROR"} {
 		if e := s[ev]; e == nil || e["meta-type"] != "event" {
 			t.Errorf("event %s: schema has %v", ev, e)
 		}
@@ -438,6 +441,9 @@ func TestEventsConformToSchema(t *testing.T) {
 		then()
 	}
 	vm.Shutdown("host-signal")
+	for _, err := range []error{unix.EIO, unix.ENOSPC, errors.New("no errno")} {
+		got = append(got, event{"BLOCK_IO_ERROR", writeBackErrorData(block.WriteBackError{Device: "d0", Node: "n0", Err: err})})
+	}
 	names := []string{}
 	for _, ev := range got {
 		names = append(names, ev.name)
@@ -458,7 +464,7 @@ func TestEventsConformToSchema(t *testing.T) {
 			t.Errorf("%v", err)
 		}
 	}
-	if want := []string{"STOP", "RESET", "POWERDOWN", "RESUME", "SHUTDOWN"}; !slices.Equal(names, want) {
+	if want := []string{"STOP", "RESET", "POWERDOWN", "RESUME", "SHUTDOWN", "BLOCK_IO_ERROR", "BLOCK_IO_ERROR", "BLOCK_IO_ERROR"}; !slices.Equal(names, want) {
 		t.Errorf("events %v, want %v", names, want)
 	}
 }

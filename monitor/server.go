@@ -76,6 +76,7 @@ func NewServer(fds *qemuopen.Registry, graph *block.Graph, vm *VM) *Server {
 		}
 		s.Emit("BLOCK_IMAGE_CORRUPTED", append(data, Member{"fatal", c.Fatal}))
 	})
+	graph.OnWriteBackError(func(e block.WriteBackError) { s.Emit("BLOCK_IO_ERROR", writeBackErrorData(e)) })
 	return s
 }
 

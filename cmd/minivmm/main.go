@@ -125,7 +125,7 @@ type waiter interface {
 	Connected() <-chan struct{}
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) (code int) {
 	if len(args) > 0 && args[0] == "io" {
 		return runIO(args[1:], os.Stdin, stdout, stderr)
 	}
@@ -232,7 +232,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	v.graph = block.NewGraph(v.fds)
-	defer v.graph.Close()
+	defer func() {
+		if closeGraph(v.graph, rep) != 0 {
+			code = 1
+		}
+	}()
 	if err := v.addBlockdevs(occ); err != nil {
 		return fail(err)
 	}

@@ -19,6 +19,7 @@ import (
 // commands share.
 type ioTool struct {
 	prog         string // the name messages start with
+	setup        func(*block.Graph) error
 	out          *stdoutWriter
 	stderr       io.Writer
 	g            *block.Graph

@@ -159,7 +159,7 @@ func Run(p qtool.Program, args []string, stdin io.Reader, stdout, stderr io.Writ
 		return 1
 	}
 	out := newStdoutWriter(stdout)
-	t := &ioTool{prog: p.Name, out: out, stderr: stderr, writethrough: o.writethrough}
+	t := &ioTool{prog: p.Name, setup: p.Setup, out: out, stderr: stderr, writethrough: o.writethrough}
 	code = t.run(o, reg, stdin)
 	out.flush()
 	if t.g != nil {
@@ -180,7 +180,14 @@ func Run(p qtool.Program, args []string, stdin io.Reader, stdout, stderr io.Writ
 func (t *ioTool) run(o *ioOptions, reg *qemuopen.Registry, stdin io.Reader) int {
 	if o.haveFile {
 		t.g = block.NewGraph(reg)
-		if err := t.open(&o.open); err != nil {
+		err := error(nil)
+		if t.setup != nil {
+			err = t.setup(t.g)
+		}
+		if err == nil {
+			err = t.open(&o.open)
+		}
+		if err != nil {
 			where := " device " + o.open.File
 			if o.open.ImageOpts {
 				where = ""

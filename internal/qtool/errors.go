@@ -66,10 +66,13 @@ func CloseMessages(err error) []string {
 	}
 	var msgs []string
 	for _, e := range flatten(err) {
+		// An errno beneath is what the user can act on (a full or
+		// failing disk), in the C library's words; the chain above it
+		// names internal nodes and offsets, which QEMU's tools do not show.
 		msg := Message(e)
 		var errno unix.Errno
-		if errors.As(e, &errno) && msg == errno.Error() {
-			msg = Strerror(e) // the C library's words, not Go's
+		if errors.As(e, &errno) {
+			msg = Strerror(e)
 		}
 		var be *block.Error
 		if errors.As(e, &be) && !strings.HasPrefix(be.Node, "#") {

@@ -3,6 +3,8 @@ package qtool
 import (
 	"fmt"
 	"io"
+
+	"minivmm/block"
 )
 
 // QEMUVersion is the version of qemu-img and qemu-io whose syntax, output
@@ -15,6 +17,10 @@ const QEMUVersion = "7.2.0"
 type Program struct {
 	Name    string
 	Version string
+	// Setup, if set, is called with the tool's graph before anything is
+	// opened in it: tests install their own drivers there (a
+	// fault-injecting disk), for the tool to run as it does for users.
+	Setup func(*block.Graph) error
 }
 
 // PrintVersion answers --version as QEMU's tools do ("qemu-img version
