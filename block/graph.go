@@ -537,7 +537,7 @@ type Perm struct {
 // the permissions its user needs.
 type Backend struct {
 	name string
-	node *Node
+	node atomic.Pointer[Node] // moved by a snapshot (under g.mu); read by IO
 	perm Perm
 	seq  uint64
 }
@@ -546,7 +546,7 @@ type Backend struct {
 func (b *Backend) Name() string { return b.name }
 
 // Node is the root node the backend uses.
-func (b *Backend) Node() *Node { return b.node }
+func (b *Backend) Node() *Node { return b.node.Load() }
 
 // Attach makes a backend on node. Write permission is refused by a
 // read-only node and by one another user writes without sharing; an
@@ -558,7 +558,8 @@ func (g *Graph) Attach(name string, node *Node, perm Perm) (*Backend, error) {
 		return nil, fmt.Errorf("Duplicate ID '%s' for drive", name)
 	}
 	g.seq++
-	b := &Backend{name: name, node: node, perm: perm, seq: g.seq}
+	b := &Backend{name: name, perm: perm, seq: g.seq}
+	b.node.Store(node)
 	if perm.Write {
 		if err := g.addWriter(node, perm.ShareWrite); err != nil {
 			return nil, err
@@ -588,7 +589,7 @@ func (g *Graph) Detach(b *Backend) error {
 }
 
 func (g *Graph) detach(b *Backend) error {
-	n := b.node
+	n := b.node.Load()
 	if !slices.Contains(n.users, b) {
 		return nil
 	}
