@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"minivmm/qemuopen"
 )
 
 // SnapshotAction is one blockdev-snapshot: Overlay, a node added with no
@@ -13,9 +15,29 @@ import (
 // name) in every parent and backend, and Node becomes its backing file.
 type SnapshotAction struct {
 	Node, Overlay string
+	// Sync, if set, makes this a blockdev-snapshot-sync: the overlay is
+	// an image file, made (or, existing, only opened) as the action is
+	// prepared. Node and Overlay are then unused.
+	Sync *SnapshotSync
 	// Fail, if set, makes this action refuse the transaction when its
 	// turn to be prepared comes (QMP's "abort" action).
 	Fail error
+}
+
+// SnapshotSync is what blockdev-snapshot-sync names: the old top by a
+// backend's name (Device) or a node's (NodeName), and the overlay's file,
+// format ("" is qcow2) and node name ("" generates one).
+type SnapshotSync struct {
+	Device, NodeName string
+	File, Format     string
+	OverlayName      string
+	// Existing: the file is there already, made by the management
+	// layer (mode=existing); otherwise Create makes it.
+	Existing bool
+	// Create writes a new image of format at path (a path or
+	// /dev/fdset/N, opened through files) whose backing file is backing,
+	// of backingFormat, size bytes long; its errors are the reply.
+	Create func(files *qemuopen.Registry, path, format, backing, backingFormat string, size int64) error
 }
 
 // snapshotMove is a prepared action: the nodes it joins.
@@ -34,11 +56,28 @@ func (g *Graph) Snapshot(actions []SnapshotAction) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var moves []snapshotMove
+	// Overlays opened by blockdev-snapshot-sync actions are closed again
+	// if the transaction fails; as in QEMU, files made for them stay.
+	var opened []*Node
+	defer func() {
+		if opened != nil {
+			for _, n := range slices.Backward(opened) {
+				g.remove(n)
+			}
+			g.releasePerms()
+		}
+	}()
 	for _, a := range actions {
 		if a.Fail != nil {
 			return a.Fail
 		}
-		m, err := g.prepareSnapshot(a)
+		var m snapshotMove
+		var err error
+		if a.Sync != nil {
+			m, err = g.prepareSnapshotSync(*a.Sync, &opened)
+		} else {
+			m, err = g.prepareSnapshot(a)
+		}
 		if err != nil {
 			return err
 		}
@@ -55,6 +94,7 @@ func (g *Graph) Snapshot(actions []SnapshotAction) error {
 	if err := g.switchToOverlays(moves); err != nil {
 		return err
 	}
+	opened = nil
 	for _, m := range moves {
 		g.reopenReadOnly(m.old)
 	}
@@ -87,6 +127,11 @@ func (g *Graph) prepareSnapshot(a SnapshotAction) (snapshotMove, error) {
 	if err != nil {
 		return snapshotMove{}, err
 	}
+	return g.checkOverlay(old, ov)
+}
+
+// checkOverlay is QEMU's checks of an overlay, common to both commands.
+func (g *Graph) checkOverlay(old, ov *Node) (snapshotMove, error) {
 	if len(ov.users) > 0 || len(ov.parents) > 0 {
 		return snapshotMove{}, fmt.Errorf("The overlay is already in use")
 	}
@@ -105,6 +150,54 @@ func (g *Graph) prepareSnapshot(a SnapshotAction) (snapshotMove, error) {
 		}
 	}
 	return snapshotMove{old: old, overlay: ov}, nil
+}
+
+// prepareSnapshotSync finds the old top, makes the overlay's file unless
+// it exists, and opens it with no backing file; the node opened is added
+// to *opened.
+func (g *Graph) prepareSnapshotSync(s SnapshotSync, opened *[]*Node) (snapshotMove, error) {
+	var old *Node
+	if b := g.backends[s.Device]; s.Device != "" && b != nil {
+		old = b.Node()
+	} else if n := g.nodes[s.NodeName]; s.NodeName != "" && n != nil {
+		old = n
+	} else {
+		return snapshotMove{}, fmt.Errorf("Cannot find device='%s' nor node-name='%s'", s.Device, s.NodeName)
+	}
+	if err := backingBusy(old); err != nil {
+		return snapshotMove{}, err
+	}
+	if s.NodeName != "" && s.OverlayName == "" {
+		return snapshotMove{}, fmt.Errorf("New overlay node-name missing")
+	}
+	if s.OverlayName != "" && (g.nodes[s.OverlayName] != nil || g.backends[s.OverlayName] != nil) {
+		return snapshotMove{}, fmt.Errorf("New overlay node-name already in use")
+	}
+	format := s.Format
+	if format == "" {
+		format = "qcow2"
+	}
+	if !s.Existing {
+		if err := s.Create(g.files, s.File, format, old.Filename(), old.drv.Name, old.Length()); err != nil {
+			return snapshotMove{}, err
+		}
+	}
+	o := Options{"driver": format, "file": Options{"driver": "file", "filename": s.File}}
+	if drv, ok := g.lookupDriver(format); ok && slices.Contains(drv.children(), "backing") {
+		o["backing"] = nil
+	}
+	if s.OverlayName != "" {
+		o["node-name"] = s.OverlayName
+	}
+	if _, err := g.checkOptions(o, ""); err != nil {
+		return snapshotMove{}, err
+	}
+	ov, err := g.add(o, nil, false)
+	if err != nil {
+		return snapshotMove{}, err
+	}
+	*opened = append(*opened, ov)
+	return g.checkOverlay(old, ov)
 }
 
 // backingBusy is QEMU's op blocker on a node that is another's backing

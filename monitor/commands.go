@@ -53,6 +53,7 @@ func init() {
 		"query-named-block-nodes": {params: []param{opt("flat", tBool)}, run: queryNamedBlockNodes, ret: arrayOf(tBlockDeviceInfo)},
 		"query-block":             {run: queryBlock, ret: arrayOf(tBlockInfo)},
 		"blockdev-snapshot":       {params: tBlockdevSnapshot.members, run: blockdevSnapshot},
+		"blockdev-snapshot-sync":  {params: tBlockdevSnapshotSync.members, run: blockdevSnapshotSync},
 		"transaction": {params: []param{req("actions", arrayOf(tTransactionAction)), opt("properties", tTransactionProperties)},
 			run: transaction},
 
