@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -154,6 +155,10 @@ func summarizeGraph(r map[string]any) string {
 	var parts []string
 	for _, e := range list {
 		m := e.(map[string]any)
+		if _, node := m["drv"]; !node && m["inserted"] == nil {
+			b, _ := json.Marshal(list) // neither nodes nor backends: whole
+			return string(b)
+		}
 		if in, ok := m["inserted"].(map[string]any); ok {
 			parts = append(parts, m["device"].(string)+"->"+in["node-name"].(string))
 			continue
