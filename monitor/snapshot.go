@@ -107,6 +107,16 @@ func createOverlay(files *qemuopen.Registry, path, format, backing, backingForma
 // order (the first refusal is the reply), and only if all are ready do
 // they take effect.
 func transaction(c *call, args Args) (any, error) {
+	list, err := transactionActions(args)
+	if err != nil {
+		return nil, err
+	}
+	return nil, c.mon.srv.graph.Snapshot(list)
+}
+
+// transactionActions turns checked transaction arguments into the block
+// layer's actions.
+func transactionActions(args Args) ([]block.SnapshotAction, error) {
 	actions, _ := args["actions"].([]map[string]any)
 	if props, ok := args["properties"].(map[string]any); ok && props["completion-mode"] == "grouped" {
 		for _, a := range actions {
@@ -127,5 +137,5 @@ func transaction(c *call, args Args) (any, error) {
 			list = append(list, snapshotSyncAction(data))
 		}
 	}
-	return nil, c.mon.srv.graph.Snapshot(list)
+	return list, nil
 }
