@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -66,6 +67,9 @@ func TestSnapshotData(t *testing.T) {
 	g, reg := fixture(t)
 	base, overlay, b := snapshotChain(t, g)
 
+	if held := heldModes(t, reg, base); !slices.Equal(held, []string{"O_RDWR"}) {
+		t.Fatalf("base held as %v before the snapshot", held)
+	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -96,6 +100,10 @@ func TestSnapshotData(t *testing.T) {
 	top, ov := mustNode(t, g, "top"), mustNode(t, g, "ov")
 	if b.Node() != ov || ov.Child("backing") != top || !top.ReadOnly() || ov.ReadOnly() {
 		t.Fatalf("after snapshot: backend on %s, ov backing %v, top ro %v", b.Node().Name(), ov.Child("backing"), top.ReadOnly())
+	}
+	// The old top is reopened read-only, as in QEMU: its fd too.
+	if held := heldModes(t, reg, base); !slices.Equal(held, []string{"O_RDONLY"}) {
+		t.Errorf("base held as %v after the snapshot, want O_RDONLY", held)
 	}
 	if _, err := top.WriteAt(make([]byte, 512), 0); err == nil {
 		t.Error("the old top took a write after the snapshot")
@@ -215,5 +223,39 @@ func TestSnapshotTransactionAllOrNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(newFile); err != nil {
 		t.Errorf("the sync action's file: %v (QEMU leaves it)", err)
+	}
+}
+
+// TestSnapshotFdsetAfterFailedTransaction: an overlay opened from an
+// fdset by a transaction that then failed leaves nothing behind on the
+// set's file (no fd, no lock), so the same set serves the next attempt.
+// QEMU 7.2 refuses that one with 'Failed to get "write" lock': the lock
+// its closed overlay took stays on the set's open file description.
+func TestSnapshotFdsetAfterFailedTransaction(t *testing.T) {
+	needQEMUTools(t)
+	g, reg := fixture(t)
+	base, _, b := snapshotChain(t, g)
+	ov := filepath.Join(t.TempDir(), "ov.qcow2")
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", ov)
+	addFds(t, reg, 2, ov, os.O_RDONLY, os.O_RDWR)
+	sync := block.SnapshotAction{Sync: &block.SnapshotSync{Device: "d0", File: "/dev/fdset/2", OverlayName: "s", Existing: true}}
+	before := fdtest.Count()
+	if err := g.Snapshot([]block.SnapshotAction{sync, {Fail: errors.New("aborted")}}); err == nil || err.Error() != "aborted" {
+		t.Fatalf("got %v", err)
+	}
+	if n := fdtest.Count(); n != before {
+		t.Fatalf("fds: %d after the failed transaction, %d before", n, before)
+	}
+	if held := heldModes(t, reg, ov); len(held) != 0 {
+		t.Fatalf("fds still held on the overlay: %v", held)
+	}
+	if err := g.Snapshot([]block.SnapshotAction{sync}); err != nil {
+		t.Fatal(err)
+	}
+	if b.Node().Name() != "s" || b.Node().Child("backing").Name() != "top" {
+		t.Fatalf("backend on %s", b.Node().Name())
+	}
+	if held := heldModes(t, reg, ov); len(held) != 1 || held[0] != "O_RDWR" {
+		t.Errorf("the overlay's node holds %v, want one O_RDWR fd", held)
 	}
 }
