@@ -178,6 +178,9 @@ func (g *Graph) prepareSnapshotSync(s SnapshotSync, opened *[]*Node) (snapshotMo
 		format = "qcow2"
 	}
 	if !s.Existing {
+		if s.Create == nil {
+			return snapshotMove{}, fmt.Errorf("Could not create '%s': no image creator", s.File)
+		}
 		if err := s.Create(g.files, s.File, format, old.Filename(), old.drv.Name, old.Length()); err != nil {
 			return snapshotMove{}, err
 		}

@@ -259,3 +259,34 @@ func TestSnapshotFdsetAfterFailedTransaction(t *testing.T) {
 		t.Errorf("the overlay's node holds %v, want one O_RDWR fd", held)
 	}
 }
+
+// TestSnapshotSyncLoneNode: a blockdev-snapshot-sync of a node that no
+// backend or parent uses keeps its overlay as a node the monitor owns
+// (QEMU drops it at once); blockdev-del removes it again, and the old top
+// stays read-only.
+func TestSnapshotSyncLoneNode(t *testing.T) {
+	needQEMUTools(t)
+	g, _ := fixture(t)
+	base := filepath.Join(t.TempDir(), "lone.qcow2")
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+	mustAdd(t, g, opts(t, `{"driver":"qcow2","node-name":"lone","file":{"driver":"file","filename":%q}}`, base))
+	ov := filepath.Join(t.TempDir(), "lone-ov.qcow2")
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", ov)
+	err := g.Snapshot([]block.SnapshotAction{{Sync: &block.SnapshotSync{NodeName: "lone", File: ov, OverlayName: "lov", Existing: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := mustNode(t, g, "lov"); n.Child("backing") != mustNode(t, g, "lone") || !mustNode(t, g, "lone").ReadOnly() {
+		t.Fatalf("lov's backing %v", n.Child("backing"))
+	}
+	if err := g.Delete("lone"); err == nil || err.Error() != "Node 'lone' is busy: node is used as backing hd of 'lov'" {
+		t.Fatalf("deleting the old top: %v", err)
+	}
+	if err := g.Delete("lov"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Delete("lone"); err != nil {
+		t.Fatal(err)
+	}
+	qemuTool(t, "qemu-img", "check", "-q", ov)
+}
