@@ -29,6 +29,12 @@ func TestSnapshotLikeQEMU(t *testing.T) {
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"ov2","backing":null,"file":{"driver":"file","filename":"@DIR@/ov2.qcow2"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"haveb","file":{"driver":"file","filename":"@DIR@/haveb.qcow2"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r","file":{"driver":"file","filename":"@DIR@/r.raw"}}}`,
+		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"ovro","read-only":true,"backing":null,"file":{"driver":"file","filename":"@DIR@/ovro.qcow2"}}}`,
+		`{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"xf","filename":"@DIR@/base2.qcow2"}}`,
+		`{"execute":"blockdev-snapshot","arguments":{"node":"d0","overlay":"r"}}`,
+		`{"execute":"blockdev-snapshot","arguments":{"node":"d0","overlay":"xf"}}`,
+		`{"execute":"blockdev-snapshot","arguments":{"node":"d2","overlay":"ovro"}}`,
+		`{"execute":"query-block"}`,
 		`{"execute":"blockdev-snapshot","arguments":{"node":"nope","overlay":"ov"}}`,
 		`{"execute":"blockdev-snapshot","arguments":{"node":"d0","overlay":"nope"}}`,
 		`{"execute":"blockdev-snapshot","arguments":{"node":"d0"}}`,
@@ -85,7 +91,7 @@ func TestSnapshotLikeQEMU(t *testing.T) {
 	play := func(start func(dir string) string) []string {
 		dir := t.TempDir()
 		for _, img := range [][]string{
-			{"base.qcow2"}, {"base1.qcow2"}, {"ov.qcow2"}, {"ov2.qcow2"}, {"ex.qcow2"}, {"haveb.qcow2", "-b", "base2.qcow2", "-F", "qcow2"},
+			{"base.qcow2"}, {"base1.qcow2"}, {"base3.qcow2"}, {"ovro.qcow2"}, {"ov.qcow2"}, {"ov2.qcow2"}, {"ex.qcow2"}, {"haveb.qcow2", "-b", "base2.qcow2", "-F", "qcow2"},
 		} {
 			if img[0] == "haveb.qcow2" {
 				mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(dir, "base2.qcow2"), "1M")
@@ -129,6 +135,7 @@ func TestSnapshotLikeQEMU(t *testing.T) {
 		return []string{
 			"-drive", "if=none,id=d0,node-name=drive0,format=qcow2,file=" + filepath.Join(dir, "base.qcow2"),
 			"-drive", "if=none,id=d1,node-name=drive1,format=qcow2,file=" + filepath.Join(dir, "base1.qcow2"),
+			"-drive", "if=none,id=d2,node-name=drive2,format=qcow2,file=" + filepath.Join(dir, "base3.qcow2"),
 		}
 	}
 	qemu := play(func(dir string) string { s, _ := qmptest.StartQEMU(t, drives(dir)...); return s })
@@ -160,7 +167,7 @@ func summarizeGraph(r map[string]any) string {
 			return string(b)
 		}
 		if in, ok := m["inserted"].(map[string]any); ok {
-			parts = append(parts, m["device"].(string)+"->"+in["node-name"].(string))
+			parts = append(parts, m["device"].(string)+"->"+in["node-name"].(string)+" ro "+jsonString(in["ro"]))
 			continue
 		}
 		name, _ := m["node-name"].(string)
