@@ -537,7 +537,8 @@ type Perm struct {
 // the permissions its user needs.
 type Backend struct {
 	name string
-	node atomic.Pointer[Node] // moved by a snapshot (under g.mu); read by IO
+	node atomic.Pointer[Node] // moved by a snapshot (under g.mu and io); read by IO
+	io   sync.RWMutex         // held shared by the backend's requests (backend_io.go)
 	perm Perm
 	seq  uint64
 }

@@ -222,6 +222,12 @@ func (g *Graph) switchToOverlays(moves []snapshotMove) (err error) {
 	var olds []*Node
 	for _, m := range moves {
 		olds = append(olds, m.old)
+		// The backends' requests in flight end, and new ones wait for
+		// the overlay (backend_io.go).
+		for _, b := range m.old.users {
+			b.io.Lock()
+			defer b.io.Unlock()
+		}
 	}
 	end := drainNodes(drainOrder(olds))
 	defer end()
