@@ -568,7 +568,8 @@ type Perm struct {
 // the permissions its user needs.
 type Backend struct {
 	name string
-	node *Node
+	node atomic.Pointer[Node] // moved by a snapshot (under g.mu and io); read by IO
+	io   sync.RWMutex         // held shared by the backend's requests (backend_io.go)
 	perm Perm
 	seq  uint64
 }
@@ -577,7 +578,7 @@ type Backend struct {
 func (b *Backend) Name() string { return b.name }
 
 // Node is the root node the backend uses.
-func (b *Backend) Node() *Node { return b.node }
+func (b *Backend) Node() *Node { return b.node.Load() }
 
 // Attach makes a backend on node. Write permission is refused by a
 // read-only node and by one another user writes without sharing; an
@@ -589,7 +590,8 @@ func (g *Graph) Attach(name string, node *Node, perm Perm) (*Backend, error) {
 		return nil, fmt.Errorf("Duplicate ID '%s' for drive", name)
 	}
 	g.seq++
-	b := &Backend{name: name, node: node, perm: perm, seq: g.seq}
+	b := &Backend{name: name, perm: perm, seq: g.seq}
+	b.node.Store(node)
 	if perm.Write {
 		if err := g.addWriter(node, perm.ShareWrite); err != nil {
 			return nil, err
@@ -619,7 +621,7 @@ func (g *Graph) Detach(b *Backend) error {
 }
 
 func (g *Graph) detach(b *Backend) error {
-	n := b.node
+	n := b.node.Load()
 	if !slices.Contains(n.users, b) {
 		return nil
 	}

@@ -158,6 +158,9 @@ func convertArg(t *qtype, v any, name string) (any, error) {
 		if t.blockOptions {
 			return m, nil
 		}
+		if t.tag != "" {
+			return checkUnion(t, m, name)
+		}
 		return checkNested(t.members, m, name)
 	}
 	return nil, bad

@@ -52,6 +52,10 @@ func init() {
 		"blockdev-reopen":         {params: []param{req("options", arrayOf(tBlockdevOptions))}, run: blockdevReopen},
 		"query-named-block-nodes": {params: []param{opt("flat", tBool)}, run: queryNamedBlockNodes, ret: arrayOf(tBlockDeviceInfo)},
 		"query-block":             {run: queryBlock, ret: arrayOf(tBlockInfo)},
+		"blockdev-snapshot":       {params: tBlockdevSnapshot.members, run: blockdevSnapshot},
+		"blockdev-snapshot-sync":  {params: tBlockdevSnapshotSync.members, run: blockdevSnapshotSync},
+		"transaction": {params: []param{req("actions", arrayOf(tTransactionAction)), opt("properties", tTransactionProperties)},
+			run: transaction},
 
 		"query-qmp-schema":           {run: queryQMPSchema, ret: arrayOf(tSchemaInfo)},
 		"query-name":                 {run: queryName, ret: tNameInfo},
