@@ -246,7 +246,7 @@ func (g *Graph) switchToOverlays(moves []snapshotMove) (err error) {
 			}
 			u.b.node.Store(u.from)
 			if u.wrote {
-				g.dropWriter(u.to, u.b.perm.ShareWrite)
+				g.dropWriter(u.to, u.b.perm.ShareWrite, u.b.name)
 			}
 		}
 	}
@@ -286,7 +286,7 @@ func (g *Graph) switchToOverlays(moves []snapshotMove) (err error) {
 		if u.wrote {
 			// The old top keeps no writer of its own: its backend's
 			// write permission now lives on the overlay.
-			g.dropWriter(u.from, u.b.perm.ShareWrite)
+			g.dropWriter(u.from, u.b.perm.ShareWrite, u.b.name)
 		}
 	}
 	return nil
