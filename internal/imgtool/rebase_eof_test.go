@@ -17,7 +17,6 @@ import (
 func TestImgRebasePastOldBackingEOF(t *testing.T) {
 	crNeedQemu(t)
 	fdtest.Check(t)
-	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// setup runs in dir; the overlay is ov.qcow2, 320k.
