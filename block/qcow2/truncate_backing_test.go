@@ -95,4 +95,3 @@ func TestTruncateGrowOverBacking(t *testing.T) {
 		})
 	}
 }
-
