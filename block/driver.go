@@ -62,6 +62,15 @@ type Truncater interface {
 	Truncate(size int64) error
 }
 
+// ZeroingTruncater is a Truncater that can also make the area a grow
+// adds read as zeroes whatever its backing file holds there (QEMU's
+// truncate with BDRV_REQ_ZERO_WRITE). The graph asks for it where the
+// backing file is longer than the node: left unallocated, the new area
+// would show the backing file's data.
+type ZeroingTruncater interface {
+	TruncateZeroed(size int64) error
+}
+
 // Reopener changes a driver's open state in a transaction: Prepare does
 // everything that can fail (opening new fds) without changing what is
 // observable; the returned Pending then commits or aborts. A format

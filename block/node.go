@@ -366,13 +366,28 @@ func (n *Node) Truncate(size int64) error {
 	}
 	defer n.gate.leave()
 	defer n.writeDone()
+	// Only formats with backing files look for one: protocol nodes are
+	// truncated with the graph's lock held (a qcow2 image trimming its
+	// file on close), which Child takes.
+	zt, zeroing := n.img.(ZeroingTruncater)
+	var backing *Node
+	if zeroing {
+		backing = n.Child("backing")
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	t, ok := n.img.(Truncater)
 	if !ok {
 		return n.fail("truncate", size, 0, ErrNotSupported)
 	}
-	if err := t.Truncate(size); err != nil {
+	// As QEMU's bdrv_co_truncate: where the backing file is longer than
+	// the node, growing must zero the new area, or the backing file's
+	// data would show through.
+	if old := n.length.Load(); size > old && backing != nil && backing.Length() > old {
+		if err := zt.TruncateZeroed(size); err != nil {
+			return n.fail("truncate", size, 0, err)
+		}
+	} else if err := t.Truncate(size); err != nil {
 		return n.fail("truncate", size, 0, err)
 	}
 	n.length.Store(roundToSector(size))

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"math"
 
 	"minivmm/block"
 )
@@ -41,7 +42,12 @@ func Rebase(ctx context.Context, img, oldBacking, newBacking, prefix *block.Node
 		if n = l; alloc {
 			continue
 		}
-		if prefix != nil {
+		// Past the end of a layer above prefix, the old chain reads
+		// zeroes whatever prefix holds, so "nothing above prefix
+		// allocates it" does not mean "reads as prefix": compare there
+		// (qemu-img's "stop when reaching EOF of old backing file" fix).
+		if end := shortestAbove(oldBacking, prefix); prefix != nil && off < end {
+			n = min(n, end-off)
 			alloc, l, err := block.AllocatedAbove(oldBacking, prefix, off, n)
 			if err != nil {
 				return fail(OpStatus, off, err)
@@ -58,6 +64,9 @@ func Rebase(ctx context.Context, img, oldBacking, newBacking, prefix *block.Node
 		if err := o.wait(ctx, n); err != nil {
 			return err
 		}
+		// Past the old backing file's end (or without one) the old chain
+		// reads zeroes: write zeroes, not zeroed data, as qemu-img does.
+		oldZero := oldBacking == nil || off >= oldBacking.Length()
 		if err := readChain(oldBacking, a[:n], off); err != nil {
 			return err
 		}
@@ -70,7 +79,13 @@ func Rebase(ctx context.Context, img, oldBacking, newBacking, prefix *block.Node
 				j = min(j+512, n)
 			}
 			if j > i {
-				if _, err := img.WriteAt(a[i:j], off+i); err != nil {
+				var err error
+				if oldZero {
+					err = img.WriteZeroes(off+i, j-i, false)
+				} else {
+					_, err = img.WriteAt(a[i:j], off+i)
+				}
+				if err != nil {
 					return fail(OpWrite, off+i, err)
 				}
 				i = j
@@ -93,4 +108,14 @@ func readChain(n *block.Node, p []byte, off int64) error {
 	}
 	_, err := n.ReadAt(p[:min(int64(len(p)), n.Length()-off)], off)
 	return fail(OpRead, off, err)
+}
+
+// shortestAbove is the length of the shortest layer from top down to,
+// not including, base.
+func shortestAbove(top, base *block.Node) int64 {
+	end := int64(math.MaxInt64)
+	for l := top; l != nil && l != base; l = l.Child("backing") {
+		end = min(end, l.Length())
+	}
+	return end
 }

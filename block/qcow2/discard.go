@@ -10,6 +10,12 @@ func (img *image) WriteZeroes(off, n int64, unmap bool) error {
 		return err
 	}
 	defer img.wmu.Unlock()
+	return img.writeZeroesLocked(off, n, unmap)
+}
+
+// writeZeroesLocked is WriteZeroes with img.wmu held and the image ready
+// for writes.
+func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 	cs := img.clusterSize
 	var olds []uint64
 	// Entries removed in memory drop their references at the next

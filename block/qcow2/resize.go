@@ -10,8 +10,21 @@ import (
 )
 
 // Truncate resizes the image: growing moves the L1 table if it must
-// grow; shrinking is shrink's.
-func (img *image) Truncate(size int64) error {
+// grow; shrinking is shrink's. The area a grow adds is left unallocated:
+// it reads as the backing file there, if any (the graph asks for
+// TruncateZeroed where that would show data).
+func (img *image) Truncate(size int64) error { return img.truncate(size, false) }
+
+// TruncateZeroed is Truncate, but the area a grow adds reads as zeroes
+// whatever the backing file holds there, as QEMU's qcow2_co_truncate
+// makes it when asked to (BDRV_REQ_ZERO_WRITE): from the first subcluster
+// boundary at or past the old end, zero clusters; before it, zeroes
+// written out, over whatever an earlier shrink left in that cluster.
+// Version 2 images have no zero clusters: as QEMU, that is refused
+// (before anything changes, unlike QEMU) unless only the head is grown.
+func (img *image) TruncateZeroed(size int64) error { return img.truncate(size, true) }
+
+func (img *image) truncate(size int64, zero bool) error {
 	if err := img.begin(); err != nil {
 		return err
 	}
@@ -35,12 +48,47 @@ func (img *image) Truncate(size int64) error {
 	if need > maxL1Bytes/8 {
 		return errors.New("qcow2: image too large: the L1 table would exceed its maximum size")
 	}
+	old := img.length
+	scs := int64(1) << img.scBits
+	zeroStart := (old + scs - 1) / scs * scs
+	if zero && img.hdr.Version < 3 && size > zeroStart {
+		return notSupported("Failed to zero out new clusters: Operation not supported")
+	}
 	if need > int64(img.hdr.L1Size) {
 		if err := img.growL1(need); err != nil {
 			return err
 		}
 	}
-	return img.setSize(size)
+	if zero {
+		// The new area is written before the header says it exists,
+		// as QEMU orders it: a crash in between leaves the old size.
+		img.length = size
+		if err := img.zeroGrown(old, zeroStart); err != nil {
+			img.length = old
+			return err
+		}
+	}
+	if err := img.setSize(size); err != nil {
+		img.length = old
+		return err
+	}
+	return nil
+}
+
+// zeroGrown makes [old, img.length) read as zeroes: zero clusters from
+// zeroStart (old rounded up to a subcluster) on, zeroes written before it.
+func (img *image) zeroGrown(old, zeroStart int64) error {
+	if zeroStart < img.length {
+		if err := img.writeZeroesLocked(zeroStart, img.length-zeroStart, false); err != nil {
+			return fmt.Errorf("Failed to zero out new clusters: %w", err)
+		}
+	}
+	if head := min(zeroStart, img.length) - old; head > 0 {
+		if err := img.writeLocked(make([]byte, head), old); err != nil {
+			return fmt.Errorf("Failed to zero out the new area: %w", err)
+		}
+	}
+	return nil
 }
 
 // setSize writes the header's virtual size, durably, then adopts it.
