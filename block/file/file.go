@@ -323,14 +323,7 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 	}
 	next := lockSetOf(r.Perm, r.Shared)
 	if want == img.flags {
-		switch rl, err := img.prepareLocks(next, -1); {
-		case err != nil:
-			return nil, err
-		case rl == nil:
-			return noChange{}, nil
-		default:
-			return relocked{img, rl}, nil
-		}
+		return img.PreparePerm(r.Perm, r.Shared)
 	}
 	fd, flags, align, err := img.openFd(r.Writable, r.Direct)
 	if err != nil {
