@@ -29,3 +29,11 @@ func (g *Graph) lookupDriver(name string) (*Driver, bool) {
 	}
 	return LookupDriver(name)
 }
+
+// LookupDriver finds a driver this graph can open: its own (AddDriver),
+// or one registered process-wide.
+func (g *Graph) LookupDriver(name string) (*Driver, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lookupDriver(name)
+}

@@ -115,7 +115,7 @@ func (o Opened) ProbedRaw() bool { return o.Probed && o.Format == "raw" }
 func (g *Graph) Open(o Options, policy ProbePolicy) (Opened, error) {
 	if _, hasDriver := o["driver"]; hasDriver {
 		if name, err := o.String("driver", ""); err == nil {
-			if _, known := LookupDriver(name); !known {
+			if _, known := g.LookupDriver(name); !known {
 				return Opened{}, fmt.Errorf("Unknown driver '%s'", name)
 			}
 		}

@@ -84,7 +84,7 @@ func runImgCheck(e *env, args []string) int {
 	graph := s.g
 
 	if format != "" {
-		if _, ok := block.LookupDriver(format); !ok {
+		if _, ok := graph.LookupDriver(format); !ok {
 			return fail("Could not open '%s': Unknown driver '%s'", filename, format)
 		}
 	}

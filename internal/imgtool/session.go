@@ -26,6 +26,14 @@ func (e *env) newSession(addFds []cmdline.Occurrence) (*session, bool) {
 		return nil, false
 	}
 	s.g = block.NewGraph(s.reg)
+	if e.Setup != nil {
+		if err := e.Setup(s.g); err != nil {
+			fmt.Fprintf(e.stderr, "%s: %v\n", e.prog, err)
+			s.g.Close()
+			s.reg.CloseAll()
+			return nil, false
+		}
+	}
 	return s, true
 }
 

@@ -2,43 +2,22 @@ package iotool
 
 import (
 	"strings"
-	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/faultdisk"
 	"minivmm/internal/qtool"
 )
-
-// failingCloser is a format over its file child whose write-back at
-// close fails with EIO (as qcow2's lazy refcount write-back can).
-type failingCloser struct{ file *block.Node }
-
-func (f *failingCloser) ReadAt(p []byte, off int64) (int, error)  { return f.file.ReadAt(p, off) }
-func (f *failingCloser) WriteAt(p []byte, off int64) (int, error) { return f.file.WriteAt(p, off) }
-func (f *failingCloser) Flush() error                             { return f.file.Flush() }
-func (f *failingCloser) Length() (int64, error)                   { return f.file.Length(), nil }
-func (f *failingCloser) Close() error                             { return unix.EIO }
-
-var closeFailOnce sync.Once
-
-func registerCloseFail() {
-	closeFailOnce.Do(func() {
-		block.Register(&block.Driver{
-			Name: "iotestclosefail", Format: true,
-			Open: func(o *block.OpenContext) (block.Image, error) {
-				return &failingCloser{file: o.Child("file")}, nil
-			},
-		})
-	})
-}
 
 // TestIOCloseError: what fails at close reaches the exit status, with a
 // message, where qemu-io would print it and exit 0.
 func TestIOCloseError(t *testing.T) {
 	t.Parallel()
-	registerCloseFail()
+	prog := qtool.Program{Name: "qemu-io", Version: "test", Setup: func(g *block.Graph) error {
+		return g.AddDriver(faultdisk.CloseFailing("iotestclosefail", unix.EIO))
+	}}
 	img := testImage(t, 1<<20, nil)
 	for _, tc := range []struct {
 		args []string
@@ -49,7 +28,9 @@ func TestIOCloseError(t *testing.T) {
 		{[]string{"-r", "-f", "iotestclosefail", "-c", "read 0 512", img},
 			"qemu-io: Failed to close the image: Input/output error\n"},
 	} {
-		out, errOut, code := ioRun(tc.args, "")
+		var outb, errb strings.Builder
+		code := Run(prog, tc.args, strings.NewReader(""), &outb, &errb)
+		out, errOut := outb.String(), errb.String()
 		if code != 1 || errOut != tc.want || !strings.Contains(out, "512/512 bytes") {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q, want %q", tc.args, code, out, errOut, tc.want)
 		}

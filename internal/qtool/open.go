@@ -47,8 +47,9 @@ func (f *OpenFlags) SetCacheMode(mode string) (writethrough, ok bool) {
 // ErrForceShareConflict is -U with image options that say force-share=off.
 var ErrForceShareConflict = errors.New("-U conflicts with image options")
 
-// Options builds the node options f describes.
-func (f *OpenFlags) Options() (block.Options, error) {
+// Options builds the node options f describes, for graph g (whose drivers
+// -f may name).
+func (f *OpenFlags) Options(g *block.Graph) (block.Options, error) {
 	var opts block.Options
 	if f.ImageOpts {
 		m, err := cmdline.ParseKeyval(f.File, "")
@@ -59,7 +60,7 @@ func (f *OpenFlags) Options() (block.Options, error) {
 	} else {
 		opts = block.Options{}
 		if f.Format != "" {
-			drv, ok := block.LookupDriver(f.Format)
+			drv, ok := g.LookupDriver(f.Format)
 			if !ok {
 				return nil, fmt.Errorf("Unknown driver '%s'", f.Format)
 			}
@@ -118,7 +119,7 @@ func ProbedRawWarning(w io.Writer, filename string) {
 // permission unless f.ReadOnly, as qemu-io's openfile and qemu-img's
 // img_open do.
 func Open(g *block.Graph, f *OpenFlags, policy block.ProbePolicy, warn io.Writer) (block.Opened, error) {
-	opts, err := f.Options()
+	opts, err := f.Options(g)
 	if err != nil {
 		return block.Opened{}, err
 	}

@@ -94,7 +94,7 @@ func TestCloseMessages(t *testing.T) {
 func TestOptionsFromFlags(t *testing.T) {
 	t.Parallel()
 	f := &OpenFlags{File: "x", Format: "raw", ReadOnly: true, NoCache: true, Unmap: true, ForceShare: true}
-	o, err := f.Options()
+	o, err := f.Options(block.NewGraph(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestOptionsFromFlags(t *testing.T) {
 		t.Errorf("got %v, want %v", o, want)
 	}
 	f = &OpenFlags{File: "driver=raw,force-share=off,file.driver=file,file.filename=x", ImageOpts: true, ForceShare: true}
-	if _, err := f.Options(); !errors.Is(err, ErrForceShareConflict) {
+	if _, err := f.Options(block.NewGraph(nil)); !errors.Is(err, ErrForceShareConflict) {
 		t.Errorf("-U with force-share=off: %v", err)
 	}
 	for mode, want := range map[string][3]bool{"none": {true, false, false}, "directsync": {true, false, true},
