@@ -47,57 +47,45 @@ func newOptions() *options {
 	fs := cmdline.NewFlagSet("minivmm")
 	fs.PFlags().SortFlags = false // -h lists them in this order
 	o := &options{set: fs}
-	for _, opt := range []struct{ name, arg, help string }{
-		{"h", "", "display this help and exit"},
-		{"help", "", "display this help and exit"},
-		{"version", "", "display version information and exit"},
-		{"name", "string1[,process=string2][,debug-threads=on|off]", "set the guest's name (query-name, info name)"},
-		{"machine", "[type=]none", "select the machine: minivmm has one, 'none'"},
-		{"M", "none", "same as -machine"},
-		{"display", "none", "select the display: minivmm has none"},
-		{"nodefaults", "", "accepted for libvirt; minivmm creates no default devices"},
-		{"S", "", "start paused (prelaunch); 'cont' runs"},
-		{"add-fd", "fd=fd,set=set[,opaque=opaque]", "put a duplicate of inherited file descriptor 'fd' into fd set 'set'"},
-		{"fdset-only", "", "refuse to open any path but /dev/fdset/N"},
-		{"fdset-autoclose", "on|off", "on (default): close a departed client's unused fds; off: QEMU 9.1's rule"},
-		{"blockdev", "driver=d,node-name=n[,...]", "add a block node (raw, qcow2, file, null-co); JSON works too"},
-		{"drive", "file=f[,format=raw|qcow2][,id=id][,...]", "add a block backend and its nodes"},
-		{"chardev", "socket,id=id,path=path,server=on[,wait=off]", "define a character device for -mon; also socket,id=id,fd=n,server=on and stdio,id=id"},
-		{"mon", "[chardev=]name[,mode=readline|control][,pretty[=on|off]]", "run a monitor on a chardev (readline: HMP; control: QMP)"},
-		{"qmp", "dev", "run a QMP monitor on 'dev': unix:path,server=on[,wait=off], stdio or chardev:id"},
-		{"monitor", "dev", "run a human (HMP) monitor on 'dev': stdio, unix:path,server=on[,wait=off], chardev:id or none"},
-		{"pidfile", "file", "write the process id to 'file', locked while minivmm runs"},
-		{"daemonize", "", "detach once the monitors listen and the pidfile is written"},
-		{"D", "logfile", "write minivmm's messages to 'logfile' once it has started (default stderr)"},
-		{"msg", "[timestamp[=on|off]][,guest-name=[on|off]]", "control the message format (timestamp=on: prefix the UTC time)"},
+	for _, opt := range []struct {
+		name, arg, help string
+		flag            **bool     // where an option without an argument is read, if here
+		values          **[]string // where the values of one with an argument are, if here
+	}{
+		{"h", "", "display this help and exit", &o.help, nil},
+		{"help", "", "display this help and exit", &o.helpLong, nil},
+		{"version", "", "display version information and exit", &o.version, nil},
+		{"name", "string1[,process=string2][,debug-threads=on|off]", "set the guest's name (query-name, info name)", nil, nil},
+		{"machine", "[type=]none", "select the machine: minivmm has one, 'none'", nil, nil},
+		{"M", "none", "same as -machine", nil, nil},
+		{"display", "none", "select the display: minivmm has none", nil, nil},
+		{"nodefaults", "", "accepted for libvirt; minivmm creates no default devices", nil, nil},
+		{"S", "", "start paused (prelaunch); 'cont' runs", &o.paused, nil},
+		{"add-fd", "fd=fd,set=set[,opaque=opaque]", "put a duplicate of inherited file descriptor 'fd' into fd set 'set'", nil, nil},
+		{"fdset-only", "", "refuse to open any path but /dev/fdset/N", &o.fdsetOnly, nil},
+		{"fdset-autoclose", "on|off", "on (default): close a departed client's unused fds; off: QEMU 9.1's rule", nil, &o.autoclose},
+		{"blockdev", "driver=d,node-name=n[,...]", "add a block node (raw, qcow2, file, null-co); JSON works too", nil, nil},
+		{"drive", "file=f[,format=raw|qcow2][,id=id][,...]", "add a block backend and its nodes", nil, nil},
+		{"chardev", "socket,id=id,path=path,server=on[,wait=off]", "define a character device for -mon; also socket,id=id,fd=n,server=on and stdio,id=id", nil, nil},
+		{"mon", "[chardev=]name[,mode=readline|control][,pretty[=on|off]]", "run a monitor on a chardev (readline: HMP; control: QMP)", nil, nil},
+		{"qmp", "dev", "run a QMP monitor on 'dev': unix:path,server=on[,wait=off], stdio or chardev:id", nil, nil},
+		{"monitor", "dev", "run a human (HMP) monitor on 'dev': stdio, unix:path,server=on[,wait=off], chardev:id or none", nil, nil},
+		{"pidfile", "file", "write the process id to 'file', locked while minivmm runs", nil, &o.pidfile},
+		{"daemonize", "", "detach once the monitors listen and the pidfile is written", &o.daemonize, nil},
+		{"D", "logfile", "write minivmm's messages to 'logfile' once it has started (default stderr)", nil, &o.logfile},
+		{"msg", "[timestamp[=on|off]][,guest-name=[on|off]]", "control the message format (timestamp=on: prefix the UTC time)", nil, nil},
 	} {
 		if opt.arg == "" {
 			b := fs.Bool(opt.name, opt.help)
-			switch opt.name {
-			case "h":
-				o.help = b
-			case "help":
-				o.helpLong = b
-			case "version":
-				o.version = b
-			case "S":
-				o.paused = b
-			case "fdset-only":
-				o.fdsetOnly = b
-			case "daemonize":
-				o.daemonize = b
+			if opt.flag != nil {
+				*opt.flag = b
 			}
 			continue
 		}
 		values := fs.StringArray(opt.name, opt.help)
 		fs.PFlags().SetAnnotation(opt.name, argAnnotation, []string{opt.arg})
-		switch opt.name {
-		case "pidfile":
-			o.pidfile = values
-		case "D":
-			o.logfile = values
-		case "fdset-autoclose":
-			o.autoclose = values
+		if opt.values != nil {
+			*opt.values = values
 		}
 	}
 	return o
