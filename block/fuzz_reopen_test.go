@@ -89,19 +89,8 @@ func FuzzBlockdevReopen(f *testing.F) {
 		default:
 			return
 		}
-		reg := qemuopen.New(qemuopen.Config{FdsetOnly: true})
+		reg := fdsetsOf(t, paths)
 		defer reg.CloseAll()
-		for set, p := range paths {
-			for _, mode := range []int{unix.O_RDWR, unix.O_RDONLY} {
-				fd, err := unix.Open(p, mode|unix.O_CLOEXEC, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, _, err := reg.AddFd(fd, qemuopen.AddRequest{SetID: &set}); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
 		g := block.NewGraph(reg)
 		defer g.Close()
 		for _, o := range []string{
@@ -159,4 +148,26 @@ func snapshot(g *block.Graph) map[string]string {
 		out[n.Name()] = s
 	}
 	return out
+}
+
+// fdsetsOf makes a confined registry (only /dev/fdset/N opens) holding,
+// for each set, an O_RDWR and an O_RDONLY fd of its image, as a
+// management layer would pass them.
+func fdsetsOf(t *testing.T, paths map[int64]string) *qemuopen.Registry {
+	reg := qemuopen.New(qemuopen.Config{FdsetOnly: true})
+	for set, p := range paths {
+		for _, mode := range []int{unix.O_RDWR, unix.O_RDONLY} {
+			fd, err := unix.Open(p, mode|unix.O_CLOEXEC, 0)
+			if err != nil {
+				reg.CloseAll()
+				t.Fatal(err)
+			}
+			if _, _, err := reg.AddFd(fd, qemuopen.AddRequest{SetID: &set}); err != nil {
+				unix.Close(fd)
+				reg.CloseAll()
+				t.Fatal(err)
+			}
+		}
+	}
+	return reg
 }

@@ -82,19 +82,8 @@ func FuzzSnapshotTransaction(f *testing.F) {
 				actions = append(actions, block.SnapshotAction{Sync: &block.SnapshotSync{Device: a, File: "/dev/fdset/4", Format: "raw", Existing: true}})
 			}
 		}
-		reg := qemuopen.New(qemuopen.Config{FdsetOnly: true})
+		reg := fdsetsOf(t, paths)
 		defer reg.CloseAll()
-		for set, p := range paths {
-			for _, mode := range []int{unix.O_RDWR, unix.O_RDONLY} {
-				fd, err := unix.Open(p, mode|unix.O_CLOEXEC, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, _, err := reg.AddFd(fd, qemuopen.AddRequest{SetID: &set}); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
 		g := block.NewGraph(reg)
 		defer g.Close()
 		for _, o := range []string{
