@@ -97,7 +97,7 @@ func (m *Manager) Start(s Spec, d Driver) (*Job, error) {
 		return nil, fmt.Errorf("Invalid job ID '%s'", s.ID)
 	}
 	if s.Speed < 0 {
-		return nil, fmt.Errorf("Invalid parameter 'speed'")
+		return nil, fmt.Errorf("Parameter 'speed' expects a non-negative value")
 	}
 	if s.OnError == "" {
 		s.OnError = "report"
@@ -119,6 +119,18 @@ func (m *Manager) Start(s Spec, d Driver) (*Job, error) {
 	}
 	m.jobs = append(m.jobs, j)
 	j.transitionLocked(Created)
+	m.mu.Unlock()
+	if st, ok := d.(Starter); ok {
+		if err := st.Setup(j); err != nil {
+			m.mu.Lock()
+			j.dismissLocked()
+			close(j.exited)
+			m.mu.Unlock()
+			cancel()
+			return nil, err
+		}
+	}
+	m.mu.Lock()
 	j.transitionLocked(Running)
 	j.busy = true
 	m.wg.Add(1)
