@@ -14,6 +14,9 @@ func blockdevAdd(c *call, args Args) (any, error) {
 
 func blockdevDel(c *call, args Args) (any, error) {
 	name, _ := args.Str("node-name")
+	if err := c.mon.srv.jobBusy(name); err != nil {
+		return nil, err
+	}
 	return nil, c.mon.srv.graph.Delete(name)
 }
 
