@@ -89,3 +89,19 @@ func (n *Node) Parent(key string) (*Node, bool) {
 
 // Writers is how many users hold write permission on n.
 func (n *Node) Writers() int { return int(n.writers.Load()) }
+
+// IsRoot says whether no node uses n as a child (QEMU's
+// bdrv_is_root_node, as block jobs' device lookup asks it).
+func (n *Node) IsRoot() bool {
+	n.g.mu.Lock()
+	defer n.g.mu.Unlock()
+	return len(n.parents) == 0
+}
+
+// BackingName is the backing file name n's image header records ("" for
+// none, or a format without one).
+func (n *Node) BackingName() string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return headerBacking(n)
+}

@@ -45,6 +45,15 @@ func (j *Job) engineOptions(progress func(done, total int64)) engine.Options {
 func relink(g *block.Graph, overlay, backing *block.Node, name string) error {
 	end := overlay.Drain()
 	defer end()
+	// The header is written through the overlay's file, which needs a
+	// writer: the guest's, or the job's own for the while.
+	if overlay.Writers() == 0 {
+		hold, err := g.Attach("", overlay, block.Perm{Write: true})
+		if err != nil {
+			return err
+		}
+		defer g.Detach(hold)
+	}
 	format := ""
 	if backing != nil {
 		if name == "" {

@@ -56,6 +56,7 @@ func (c *Commit) Setup(j *Job) error {
 
 // Run copies.
 func (c *Commit) Run(ctx context.Context, j *Job) error {
+	j.Progress(0, c.Top.Length()) // QEMU's len is known from the start
 	return engine.Commit(ctx, c.Top, c.Base, j.engineOptions(c.OnProgress))
 }
 

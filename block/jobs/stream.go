@@ -44,6 +44,7 @@ func (s *Stream) Setup(j *Job) error {
 
 // Run copies.
 func (s *Stream) Run(ctx context.Context, j *Job) error {
+	j.Progress(0, s.Top.Length())
 	return engine.Stream(ctx, s.Top, s.Base, j.engineOptions(nil))
 }
 
