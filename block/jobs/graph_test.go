@@ -394,3 +394,42 @@ func TestStream(t *testing.T) {
 		})
 	}
 }
+
+// TestCancelAtRandomPoints cancels commits and streams after random
+// delays, from before the first copy to after the end: whatever the
+// point, the chain left is valid (the old one, or the new one if the job
+// had finished), reads the same, and the base is read-only again with
+// its O_RDWR dup closed.
+func TestCancelAtRandomPoints(t *testing.T) {
+	fdtest.Check(t)
+	rng := rand.New(rand.NewSource(7))
+	for i := 0; i < 12; i++ {
+		c := newChain(t, "")
+		want := readAll(t, c.top)
+		m := NewManager(nil)
+		var d Driver = &Commit{Graph: c.g, Top: c.mid, Base: c.base}
+		if i%2 == 1 {
+			d = &Stream{Graph: c.g, Top: c.top, Base: c.base}
+		}
+		j, err := m.Start(Spec{ID: "j", Type: "x", Speed: int64(rng.Intn(3)) * 16 * mib, AutoFinalize: true, AutoDismiss: true}, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.Intn(40)) * time.Millisecond)
+		j.Cancel(rng.Intn(2) == 0) // refused once the job has ended
+		waitJob(t, j)
+		if got := readAll(t, c.top); !bytes.Equal(got, want) {
+			t.Fatalf("%d: content changed", i)
+		}
+		if b := c.top.Child("backing"); b != c.mid && b != c.base {
+			t.Fatalf("%d: top's backing is %s", i, nodeName(b))
+		}
+		if !c.base.ReadOnly() {
+			t.Fatalf("%d: base left read-write", i)
+		}
+		if mo := fdModes(t, filepath.Join(c.dir, "base.qcow2")); mo["rw"] != 1 {
+			t.Fatalf("%d: base fds %v", i, mo)
+		}
+		c.g.Detach(c.w)
+	}
+}
