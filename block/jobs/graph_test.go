@@ -470,3 +470,37 @@ func checkImages(t *testing.T, c *chainGraph, want []byte) {
 		t.Errorf("qemu-img compare: %v\n%s", err, out)
 	}
 }
+
+// TestCommitUnderReadOnlyOverlay: committing base <- mid into base where
+// mid's overlay is itself a read-only backing image (top, under an
+// active layer): the overlay is read-write only while its header is
+// rewritten, and read-only again after, its fds with it.
+func TestCommitUnderReadOnlyOverlay(t *testing.T) {
+	fdtest.Check(t)
+	c := newChain(t, "")
+	c.g.Detach(c.w)
+	if err := c.g.SetReadOnly(c.top, true); err != nil {
+		t.Fatal(err)
+	}
+	want := readAll(t, c.top)
+	m := NewManager(nil)
+	j, err := m.Start(Spec{ID: "c", Type: "commit", AutoFinalize: true, AutoDismiss: true}, &Commit{Graph: c.g, Top: c.mid, Base: c.base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, j)
+	if err := j.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if c.top.Child("backing") != c.base || !c.top.ReadOnly() || !c.base.ReadOnly() {
+		t.Error("chain or read-only flags wrong")
+	}
+	if mo := fdModes(t, filepath.Join(c.dir, "top.qcow2")); mo["rw"] != 1 {
+		t.Errorf("top fds %v", mo)
+	}
+	if !bytes.Equal(readAll(t, c.top), want) {
+		t.Error("content changed")
+	}
+	c.w, _ = c.g.Attach("", c.top, block.Perm{})
+	checkImages(t, c, want)
+}
