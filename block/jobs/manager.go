@@ -61,12 +61,14 @@ func (m *Manager) Jobs() []*Job {
 	return out
 }
 
-// Busy says which job, if any, holds node (Spec.Nodes).
+// Busy says which job, if any, holds node (Spec.Nodes). A concluded job
+// holds nothing any more (QEMU drops its blockers at the end), even
+// while it waits to be dismissed.
 func (m *Manager) Busy(node string) (*Job, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, j := range m.jobs {
-		if slices.Contains(j.spec.Nodes, node) {
+		if j.status != Concluded && slices.Contains(j.spec.Nodes, node) {
 			return j, true
 		}
 	}
