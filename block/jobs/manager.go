@@ -61,14 +61,13 @@ func (m *Manager) Jobs() []*Job {
 	return out
 }
 
-// Busy says which job, if any, holds node (Spec.Nodes). A concluded job
-// holds nothing any more (QEMU drops its blockers at the end), even
-// while it waits to be dismissed.
+// Busy says which job, if any, holds node (Spec.Nodes): until it is
+// dismissed, as QEMU's op blockers stay on a concluded job's nodes.
 func (m *Manager) Busy(node string) (*Job, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, j := range m.jobs {
-		if j.status != Concluded && slices.Contains(j.spec.Nodes, node) {
+		if slices.Contains(j.spec.Nodes, node) {
 			return j, true
 		}
 	}
