@@ -45,7 +45,8 @@ type Node struct {
 	flushedGen atomic.Uint64
 	flushMu    sync.Mutex
 
-	gate gate // requests in flight, drained sections, closed
+	gate   gate       // requests in flight, drained sections, closed
+	serial serialiser // writes held against a job's copies (serialise.go)
 
 	// children changes under g.mu and n.mu (so that IO and queries may read
 	// it under n.mu alone); parents and users under g.mu.
@@ -237,6 +238,7 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	if err := n.checkWrite("write-zeroes", off, length); err != nil {
 		return err
 	}
+	defer n.serial.writeBegin(off, length)()
 	if err := n.gate.enter(); err != nil {
 		return n.fail("write-zeroes", off, length, err)
 	}
@@ -282,6 +284,7 @@ func (n *Node) Discard(off, length int64) error {
 	if err := n.checkWrite("discard", off, length); err != nil {
 		return err
 	}
+	defer n.serial.writeBegin(off, length)()
 	if err := n.gate.enter(); err != nil {
 		return n.fail("discard", off, length, err)
 	}
