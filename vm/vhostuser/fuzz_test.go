@@ -1,0 +1,119 @@
+package vhostuser
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"minivmm/internal/fdtest"
+)
+
+// FuzzSession feeds a session arbitrary messages: the input is a series
+// of chunks, each [u16 length][u8 fd mask][bytes], sent with one sendmsg
+// carrying a memfd (mask bit 0) and eventfds (bits 1 and 2). Whatever
+// arrives, the session must not panic or hang, and once it ends every fd
+// it received must be closed.
+func FuzzSession(f *testing.F) {
+	chunk := func(mask byte, m *Message) []byte {
+		b := m.encode()
+		return append(binary.LittleEndian.AppendUint16([]byte(nil), uint16(len(b))), append([]byte{mask}, b...)...)
+	}
+	msg := func(r Request, p []byte) *Message { return &Message{Request: r, Flags: flagVersion, Payload: p} }
+	var good []byte
+	for _, c := range [][]byte{
+		chunk(0, msg(GetFeatures, nil)),
+		chunk(0, msg(SetProtocolFeatures, u64Payload(protocolFeatures))),
+		chunk(0, msg(SetFeatures, u64Payload(1<<32|1<<FeatureProtocolFeatures))),
+		chunk(1, msg(SetMemTable, encodeMemTable([]MemRegion{{0, 1 << 16, userBase, 0}}))),
+		chunk(0, msg(SetVringNum, VringState{0, 16}.encode())),
+		chunk(0, msg(SetVringAddr, VringAddr{Desc: userBase, Avail: userBase + 0x1000, Used: userBase + 0x2000}.encode())),
+		chunk(2, msg(SetVringKick, u64Payload(0))),
+		chunk(4, msg(SetVringCall, u64Payload(0))),
+		chunk(0, msg(SetVringEnable, VringState{0, 1}.encode())),
+		chunk(0, msg(GetConfig, ConfigSpace{Data: make([]byte, 16)}.encode())),
+		chunk(0, msg(GetVringBase, VringState{0, 0}.encode())),
+		chunk(1, msg(SetMemTable, encodeMemTable([]MemRegion{{0, 1 << 16, userBase, 0}}))),
+		chunk(0, msg(ResetOwner, nil)),
+	} {
+		good = append(good, c...)
+	}
+	f.Add(good)
+	f.Add(chunk(7, msg(SetOwner, nil)))
+	f.Add([]byte{3, 0, 6, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		before := fdtest.Count()
+		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sf := os.NewFile(uintptr(sp[0]), "server")
+		fc, err := net.FileConn(sf)
+		sf.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := fc.(*net.UnixConn)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			newSession(srv, &fakeDevice{}).serve()
+			srv.Close()
+		}()
+		cl := sp[1]
+		// Replies are drained so that the session never blocks on them.
+		drained := make(chan struct{})
+		r := os.NewFile(uintptr(mustDup(t, cl)), "client-reader")
+		go func() {
+			defer close(drained)
+			io.Copy(io.Discard, r)
+			r.Close()
+		}()
+		for len(data) >= 3 {
+			n := int(binary.LittleEndian.Uint16(data))
+			mask := data[2]
+			data = data[3:]
+			n = min(n, len(data))
+			var fds []int
+			if mask&1 != 0 {
+				fds = append(fds, memfd(t, 1<<16))
+			}
+			for _, bit := range []byte{2, 4} {
+				if mask&bit != 0 {
+					fds = append(fds, eventfd(t))
+				}
+			}
+			var oob []byte
+			if len(fds) > 0 {
+				oob = unix.UnixRights(fds...)
+			}
+			if n > 0 {
+				err = unix.Sendmsg(cl, data[:n], oob, nil, 0)
+			}
+			closeFds(fds)
+			data = data[n:]
+			if err != nil {
+				break // the session hung up
+			}
+		}
+		unix.Shutdown(cl, unix.SHUT_WR)
+		<-done
+		unix.Close(cl)
+		<-drained
+		if n := fdtest.Count(); n != before {
+			t.Fatalf("%d fds open after the session, %d before", n, before)
+		}
+	})
+}
+
+func mustDup(t *testing.T, fd int) int {
+	d, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.CloseOnExec(d)
+	return d
+}
