@@ -69,7 +69,7 @@ func TestGuestOnQSD(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	writes := []Pattern{{0, 1 << 20, 0xa5}, {4 << 20, 2 << 20, 0x3c}}
+	writes := []Pattern{{Offset: 0, Len: 1 << 20, Byte: 0xa5}, {Offset: 4 << 20, Len: 2 << 20, Byte: 0x3c}}
 	r, err := k.Run(context.Background(), dir, WriteScript(writes, nil), Boot{Socket: sock})
 	if err != nil {
 		t.Fatal(err)

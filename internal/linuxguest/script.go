@@ -78,3 +78,22 @@ func CheckSums(r *Result, writes []Pattern) []string {
 	}
 	return bad
 }
+
+// ReadLine is a guest script line that reads [off, off+n) with O_DIRECT
+// and prints "tag md5"; Value finds the md5.
+func ReadLine(tag string, off, n int64) string {
+	return fmt.Sprintf("echo %s $(dd if=/dev/vda bs=%d skip=%d count=%d iflag=direct 2>/dev/null | md5sum)\n",
+		tag, ddBlock, off/ddBlock, n/ddBlock)
+}
+
+// Value is the first word after tag on the script's output line starting
+// with tag, or "".
+func (r *Result) Value(tag string) string {
+	for _, l := range r.Lines {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == tag {
+			return f[1]
+		}
+	}
+	return ""
+}

@@ -43,7 +43,7 @@ func (d *fakeDevice) SetConfig(off uint32, data []byte) error {
 	copy(d.config[off:], data)
 	return nil
 }
-func (d *fakeDevice) Reset() {}
+func (d *fakeDevice) Reset()             {}
 func (d *fakeDevice) Ack(f uint64) error { d.mu.Lock(); d.acked = f; d.mu.Unlock(); return nil }
 func (d *fakeDevice) StartQueue(c QueueConfig) (Queue, error) {
 	d.mu.Lock()

@@ -71,8 +71,12 @@ func TestLinuxGuest(t *testing.T) {
 			qemuTool(t, "qemu-img", "create", "-q", "-f", format, img, "64M")
 			host := linuxguest.Pattern{Offset: 8 << 20, Len: 1 << 20, Byte: 0x11}
 			qemuTool(t, "qemu-io", "-f", format, "-c", fmt.Sprintf("write -P 0x11 %d %d", host.Offset, host.Len), img)
-			writes := []linuxguest.Pattern{{0, 1 << 20, 0xa5}, {4 << 20, 2 << 20, 0x3c}, {12 << 20, 1 << 20, 0x77}}
-			discards := []linuxguest.Pattern{{12 << 20, 1 << 20, 0}}
+			writes := []linuxguest.Pattern{
+				{Offset: 0, Len: 1 << 20, Byte: 0xa5},
+				{Offset: 4 << 20, Len: 2 << 20, Byte: 0x3c},
+				{Offset: 12 << 20, Len: 1 << 20, Byte: 0x77},
+			}
+			discards := []linuxguest.Pattern{{Offset: 12 << 20, Len: 1 << 20}}
 
 			g := fdsetGraph(t, format, img)
 			x := vhostuser.NewExports(g, t.Logf)
