@@ -56,6 +56,9 @@ func init() {
 		"blockdev-snapshot-sync":  {params: tBlockdevSnapshotSync.members, run: blockdevSnapshotSync},
 		"transaction": {params: []param{req("actions", arrayOf(tTransactionAction)), opt("properties", tTransactionProperties)},
 			run: transaction},
+		"block-export-add":    {params: blockExportAddParams, run: blockExportAdd},
+		"block-export-del":    {params: []param{req("id", tStr), opt("mode", tBlockExportRemoveMode)}, run: blockExportDel},
+		"query-block-exports": {run: queryBlockExports, ret: arrayOf(tBlockExportInfo)},
 
 		"query-qmp-schema":           {run: queryQMPSchema, ret: arrayOf(tSchemaInfo)},
 		"query-name":                 {run: queryName, ret: tNameInfo},

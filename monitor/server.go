@@ -18,6 +18,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/qemuopen"
+	"minivmm/vm/vhostuser"
 )
 
 // MinivmmVersion is minivmm's own version: query-version's package, and
@@ -51,6 +52,8 @@ type Server struct {
 	fds   *qemuopen.Registry
 	graph *block.Graph
 	vm    *VM
+
+	exports *vhostuser.Exports // block-export-add and friends; nil until SetExports
 
 	mu       sync.Mutex
 	monitors []*Monitor

@@ -9,6 +9,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,6 +189,8 @@ type Boot struct {
 	// Started, if set, is called with the QEMU process once it runs (a
 	// test that kills the front end mid-request uses it).
 	Started func(*os.Process)
+	// Console, if set, gets the serial console as it comes.
+	Console io.Writer
 }
 
 // Result is what the guest printed.
@@ -233,8 +236,12 @@ func (k *Kit) Run(ctx context.Context, dir, script string, b Boot) (*Result, err
 		"-append", "console=ttyS0 quiet panic=-1",
 		"-serial", "stdio", "-nodefaults", "-display", "none", "-no-reboot")
 	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
+	var w io.Writer = &out
+	if b.Console != nil {
+		w = io.MultiWriter(&out, b.Console)
+	}
+	cmd.Stdout = w
+	cmd.Stderr = w
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	if err := cmd.Start(); err != nil {

@@ -22,8 +22,8 @@ type ExportOptions struct {
 	// Writethrough makes every write reach the disk before it completes
 	// (the write cache the guest sees starts off).
 	Writethrough     bool
-	NumQueues        int    // 0: 1
-	LogicalBlockSize uint64 // 0: 512
+	NumQueues        int    // QEMU's default is 1
+	LogicalBlockSize uint64 // QEMU's default is 512
 }
 
 // ExportInfo is an export as query-block-exports lists it.
@@ -84,23 +84,20 @@ func (x *Exports) Add(o ExportOptions) error {
 		return errors.New("Cannot export read-only node as writable")
 	}
 	lbs := o.LogicalBlockSize
-	if lbs == 0 {
-		lbs = 512
-	}
-	if lbs&(lbs-1) != 0 {
+	if lbs == 0 || lbs&(lbs-1) != 0 {
 		return fmt.Errorf("Property %s.logical-block-size doesn't take value '%d', it's not a power of 2", o.ID, lbs)
 	}
 	if lbs < 512 || lbs > 2<<20 {
 		return fmt.Errorf("Property %s.logical-block-size doesn't take value %d (minimum: 512, maximum: 2097152)", o.ID, lbs)
 	}
 	nq := o.NumQueues
-	if nq == 0 {
-		nq = 1
-	}
-	if nq < 0 || nq > 1024 {
-		// QEMU's limit is a uint16 and num-queues 0 is refused below;
-		// virtio-pci offers at most 1024 queues.
-		return fmt.Errorf("num-queues must be greater than 0 and at most 1024")
+	switch {
+	case nq <= 0:
+		return errors.New("num-queues must be greater than 0")
+	case nq > 1024:
+		// QEMU takes any uint16 here, but virtio-pci has at most 1024
+		// queues: the front end would fail later, less clearly.
+		return fmt.Errorf("num-queues %d is more than a virtio device has (1024)", nq)
 	}
 	// A user of the node as a device is: it reads, writes when writable,
 	// and lets others do anything (blk_new(ctx, perm, BLK_PERM_ALL)).

@@ -81,7 +81,7 @@ func TestLinuxGuest(t *testing.T) {
 			g := fdsetGraph(t, format, img)
 			x := vhostuser.NewExports(g, t.Logf)
 			sock := filepath.Join(dir, "vu.sock")
-			if err := x.Add(vhostuser.ExportOptions{ID: "e", NodeName: "d", Path: sock, Writable: true}); err != nil {
+			if err := x.Add(vhostuser.ExportOptions{ID: "e", NodeName: "d", Path: sock, Writable: true, NumQueues: 1, LogicalBlockSize: 512}); err != nil {
 				t.Fatal(err)
 			}
 			script := linuxguest.ReadLine("HOST", host.Offset, host.Len) + linuxguest.WriteScript(writes, discards)
