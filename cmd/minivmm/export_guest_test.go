@@ -252,3 +252,66 @@ func TestExportFrontEndKilled(t *testing.T) {
 	mustRun(t, "qemu-io", "-f", "qcow2", "-c", "read -P 0x5e 1M 1M", img)
 	mustRun(t, "qemu-img", "check", "-q", img)
 }
+
+// TestExportReconnect: QEMU with -chardev ...,reconnect=1 reconnects to
+// an export that went away under a running guest (block-export-del
+// mode=hard, then block-export-add on the same socket), sets the rings up
+// again where they stood, and the guest's IO carries on.
+func TestExportReconnect(t *testing.T) {
+	kit := linuxguest.Need(t)
+	needTools(t, "qemu-img", "qemu-io")
+	dir := t.TempDir()
+	img, sock := filepath.Join(dir, "disk.qcow2"), filepath.Join(dir, "vu.sock")
+	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "64M")
+	p := exportVMM(t, "qcow2", img, sock)
+	c := qmptest.Dial(t, p.Sock)
+	defer c.Close()
+	c.Negotiate()
+	idle, err := fdtest.CountOf(p.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	first := []linuxguest.Pattern{{Offset: 0, Len: 1 << 20, Byte: 0x21}}
+	second := []linuxguest.Pattern{{Offset: 2 << 20, Len: 1 << 20, Byte: 0x42}}
+	script := linuxguest.WriteScript(first, nil) + "echo PHASE1\nsleep 5\n" +
+		strings.Replace(linuxguest.WriteScript(second, nil), "SUM 0", "SUM 1", -1)
+	watch := &consoleWatch{word: "PHASE1", seen: make(chan struct{})}
+	swapped := make(chan error, 1)
+	go func() {
+		select {
+		case <-watch.seen:
+		case <-time.After(60 * time.Second):
+			swapped <- fmt.Errorf("the guest never reached PHASE1")
+			return
+		}
+		if r := c.Execute("block-export-del", map[string]any{"id": "e", "mode": "hard"}); r["error"] != nil {
+			swapped <- fmt.Errorf("block-export-del: %v", r)
+			return
+		}
+		c.Event("BLOCK_EXPORT_DELETED", 5*time.Second)
+		r := c.Execute("block-export-add", map[string]any{"type": "vhost-user-blk", "id": "e", "node-name": "d",
+			"writable": true, "addr": map[string]any{"type": "unix", "path": sock}})
+		if r["error"] != nil {
+			swapped <- fmt.Errorf("block-export-add: %v", r)
+			return
+		}
+		swapped <- nil
+	}()
+	r := runGuest(t, kit, sock, script, linuxguest.Boot{Reconnect: true, Console: watch, Timeout: 90 * time.Second})
+	if err := <-swapped; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest ran in %v", r.Elapsed)
+	// CheckSums numbers patterns from 0; the second phase's are 1.
+	for _, m := range linuxguest.CheckSums(r, append(first, second...)) {
+		t.Error(m)
+	}
+	waitFds(t, p.Pid, idle, "after the front end exited")
+	c.Execute("quit", nil)
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("minivmm exit %d: %s", code, p.Output())
+	}
+	mustRun(t, "qemu-io", "-f", "qcow2", "-c", "read -P 0x21 0 1M", "-c", "read -P 0x42 2M 1M", img)
+	mustRun(t, "qemu-img", "check", "-q", img)
+}
