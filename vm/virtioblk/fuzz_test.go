@@ -1,8 +1,8 @@
 package virtioblk
 
 import (
-	"encoding/binary"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"testing"
