@@ -325,3 +325,51 @@ func TestExportReconnect(t *testing.T) {
 	mustRun(t, "qemu-io", "-f", "qcow2", "-c", "read -P 0x21 0 1M", "-c", "read -P 0x42 2M 1M", img)
 	mustRun(t, "qemu-img", "check", "-q", img)
 }
+
+// TestExportMultiqueue: with num-queues=2 on both sides and two vCPUs the
+// guest's block layer has two hardware queues, and writes issued from
+// each vCPU at once land and read back.
+func TestExportMultiqueue(t *testing.T) {
+	kit := linuxguest.Need(t)
+	needTools(t, "qemu-img", "qemu-io")
+	dir := t.TempDir()
+	img, sock := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "vu.sock")
+	mustRun(t, "qemu-img", "create", "-q", "-f", "raw", img, "64M")
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p := startVMM(t, []*os.File{f}, "-add-fd", "fd=3,set=1",
+		"-blockdev", "driver=file,node-name=d,filename=/dev/fdset/1",
+		"-export", "type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path="+sock+",writable=on,num-queues=2")
+	writes := []linuxguest.Pattern{{Offset: 0, Len: 2 << 20, Byte: 0x61}, {Offset: 8 << 20, Len: 2 << 20, Byte: 0x62}}
+	var s strings.Builder
+	s.WriteString("echo HWQ $(ls /sys/block/vda/mq | wc -l)\n")
+	for i, w := range writes {
+		fmt.Fprintf(&s, "dd if=/dev/zero bs=65536 count=%d 2>/dev/null | tr '\\000' '\\%03o' > /tmp/p%d\n", w.Len/65536, w.Byte, i)
+	}
+	for i, w := range writes {
+		fmt.Fprintf(&s, "taskset -c %d dd if=/tmp/p%d of=/dev/vda bs=4096 seek=%d oflag=direct conv=fsync 2>/dev/null &\n", i, i, w.Offset/4096)
+	}
+	s.WriteString("wait\n")
+	for i, w := range writes {
+		fmt.Fprintf(&s, "echo SUM %d direct $(taskset -c %d dd if=/dev/vda bs=65536 skip=%d count=%d iflag=direct 2>/dev/null | md5sum)\n",
+			i, 1-i, w.Offset/65536, w.Len/65536)
+		fmt.Fprintf(&s, "echo SUM %d cached $(dd if=/dev/vda bs=65536 skip=%d count=%d 2>/dev/null | md5sum)\n",
+			i, w.Offset/65536, w.Len/65536)
+	}
+	r := runGuest(t, kit, sock, s.String(), linuxguest.Boot{NumQueues: 2, CPUs: 2})
+	t.Logf("guest ran in %v", r.Elapsed)
+	if got := r.Value("HWQ"); got != "2" {
+		t.Errorf("the guest's disk has %s hardware queues, want 2", got)
+	}
+	for _, m := range linuxguest.CheckSums(r, writes) {
+		t.Error(m)
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
+	for _, w := range writes {
+		mustRun(t, "qemu-io", "-f", "raw", "-c", fmt.Sprintf("read -P %d %d %d", w.Byte, w.Offset, w.Len), img)
+	}
+}

@@ -184,6 +184,7 @@ type Boot struct {
 	Socket    string        // vhost-user-blk backend's unix socket
 	NumQueues int           // vhost-user-blk-pci num-queues; 1 when 0
 	MemMiB    int           // guest memory; 256 when 0
+	CPUs      int           // vCPUs; 1 when 0 (virtio-blk uses a queue per vCPU at most)
 	Timeout   time.Duration // whole run; 60 s when 0
 	Reconnect bool          // -chardev ...,reconnect=1
 	// Started, if set, is called with the QEMU process once it runs (a
@@ -227,7 +228,10 @@ func (k *Kit) Run(ctx context.Context, dir, script string, b Boot) (*Result, err
 	if b.Reconnect {
 		chardev += ",reconnect=1"
 	}
-	cmd := exec.CommandContext(ctx, k.QEMU, "-accel", "tcg", "-m", fmt.Sprint(b.MemMiB),
+	if b.CPUs == 0 {
+		b.CPUs = 1
+	}
+	cmd := exec.CommandContext(ctx, k.QEMU, "-accel", "tcg", "-m", fmt.Sprint(b.MemMiB), "-smp", fmt.Sprint(b.CPUs),
 		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", b.MemMiB),
 		"-machine", "memory-backend=mem",
 		"-chardev", chardev,
