@@ -7,6 +7,8 @@ import (
 	"net"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"minivmm/vm/guestmem"
 )
 
@@ -287,6 +289,12 @@ func (s *session) setMemTable(m *Message) error {
 	for i, r := range regs {
 		specs[i] = guestmem.RegionSpec{Fd: take(m, i), GPA: r.GPA, Size: r.Size, UserAddr: r.UserAddr, MmapOffset: r.MmapOffset}
 	}
+	if err := checkRegionFiles(specs); err != nil {
+		for _, sp := range specs {
+			closeFd(sp.Fd)
+		}
+		return err
+	}
 	mem, err := guestmem.Map(specs) // owns the fds from here, on error too
 	if err != nil {
 		return fmt.Errorf("SET_MEM_TABLE: %w", err)
@@ -338,4 +346,32 @@ func (s *session) start(v *vring) error {
 	// without waiting for another kick.
 	q.Kick()
 	return nil
+}
+
+// checkRegionFiles refuses regions that reach past the end of their file:
+// the mapping would succeed, and the first access past the end would
+// kill the process with SIGBUS (found by FuzzSession). A front end that
+// shrinks its file afterwards can still do that; QEMU seals its memfds
+// against shrinking (memory-backend-memfd's seal=on, the default).
+func checkRegionFiles(specs []guestmem.RegionSpec) error {
+	for i, sp := range specs {
+		var st unix.Stat_t
+		if err := unix.Fstat(sp.Fd, &st); err != nil {
+			return protoErr("SET_MEM_TABLE: region %d: fstat: %v", i, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			continue // a device's memory has no size to check
+		}
+		if end := sp.MmapOffset + sp.Size; end < sp.Size || end > uint64(st.Size) {
+			return protoErr("SET_MEM_TABLE: region %d (offset 0x%x, size 0x%x) reaches past the end of its file (0x%x bytes)",
+				i, sp.MmapOffset, sp.Size, st.Size)
+		}
+	}
+	return nil
+}
+
+func closeFd(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
 }

@@ -259,6 +259,10 @@ func TestBadMessages(t *testing.T) {
 			p := encodeMemTable([]MemRegion{{0, 4096, 0, 0}})
 			return append(header(SetMemTable, 1, uint32(len(p))), p...), []int{pipeFd(t)}
 		}},
+		{"mem table, past the file's end", func(t *testing.T) ([]byte, []int) {
+			p := encodeMemTable([]MemRegion{{0, 1 << 20, 0, 0}})
+			return append(header(SetMemTable, 1, uint32(len(p))), p...), []int{memfd(t, 4096)}
+		}},
 		{"mem table, overlap", func(t *testing.T) ([]byte, []int) {
 			p := encodeMemTable([]MemRegion{{0, 8192, 0, 0}, {4096, 4096, 1 << 20, 0}})
 			return append(header(SetMemTable, 1, uint32(len(p))), p...), []int{memfd(t, 8192), memfd(t, 8192)}
