@@ -25,7 +25,13 @@ func ParseExport(s string) (vhostuser.ExportOptions, error) {
 	if err != nil {
 		return o, err
 	}
-	if typ != "vhost-user-blk" {
+	switch typ {
+	case "vhost-user-blk":
+	case "nbd":
+		return o, errors.New("NBD server not running")
+	case "fuse", "vduse-blk":
+		return o, fmt.Errorf("minivmm has no %s exports", typ)
+	default:
 		return o, fmt.Errorf("Parameter 'type' does not accept value '%s'", typ)
 	}
 	if o.ID, err = v.str("id", true); err != nil {

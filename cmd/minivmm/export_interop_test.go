@@ -53,6 +53,7 @@ func TestExportOptionErrorsLikeQSD(t *testing.T) {
 		"type=vhost-user-blk,id=e@,node-name=d,addr.type=unix,addr.path=" + sock,
 		"type=vhost-user-blk,node-name=d,addr.type=unix,addr.path=" + sock,
 		"type=foo,id=e",
+		"type=nbd,id=e,node-name=d",
 	} {
 		message := func(name string, args ...string) string {
 			out, err := exec.Command(name, args...).CombinedOutput()
@@ -118,6 +119,9 @@ func TestBlockExportQMPLikeQSD(t *testing.T) {
 			add(map[string]any{"id": "e4", "node-name": "nope"}),
 			add(map[string]any{"id": "4e"}),
 			add(map[string]any{"id": "e4", "addr": map[string]any{"type": "inet", "host": "127.0.0.1", "port": "0"}}),
+			{"block-export-add", map[string]any{"type": "nbd", "id": "e4", "node-name": "d"}},
+			{"block-export-add", map[string]any{"type": "bogus", "id": "e4", "node-name": "d"}},
+			{"block-export-add", map[string]any{"id": "e4", "node-name": "d"}},
 			{"query-block-exports", nil},
 			{"blockdev-del", map[string]any{"node-name": "d"}},
 			{"block-export-del", map[string]any{"id": "nope"}},
