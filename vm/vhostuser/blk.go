@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"minivmm/vm/virtioblk"
 	"minivmm/vm/virtq"
 )
@@ -80,5 +82,10 @@ func (q *blkQueue) Stop() uint16 {
 	return q.q.NextAvail()
 }
 
-// eventfdSignal is the 8-byte value written to an eventfd to signal it.
-var eventfdSignal = binary.LittleEndian.AppendUint64(nil, 1)
+// signal adds one to an eventfd's counter. EAGAIN means the counter is
+// saturated: the other side has been told already.
+func signal(fd int) {
+	var one [8]byte
+	binary.LittleEndian.PutUint64(one[:], 1)
+	unix.Write(fd, one[:])
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -72,5 +73,37 @@ func TestExportDeleteModes(t *testing.T) {
 	}
 	if err := g.Delete("d"); err != nil {
 		t.Errorf("blockdev-del after the export went: %v", err)
+	}
+}
+
+// TestExportSocketPath: a stale socket at the path is replaced, as QEMU
+// does; anything else there is left alone (QEMU would unlink it).
+func TestExportSocketPath(t *testing.T) {
+	g := nullGraph(t)
+	x := vhostuser.NewExports(g, t.Logf)
+	defer x.CloseAll()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "image")
+	if err := os.WriteFile(file, []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := vhostuser.ExportOptions{ID: "e", NodeName: "d", Path: file, NumQueues: 1, LogicalBlockSize: 512}
+	err := x.Add(o)
+	if want := "Failed to bind socket to " + file + ": Address already in use"; err == nil || err.Error() != want {
+		t.Errorf("export over a file: %v, want %q", err, want)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "data" {
+		t.Error("the file at the socket path was touched")
+	}
+	stale := filepath.Join(dir, "stale.sock")
+	l, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	o.Path = stale
+	if err := x.Add(o); err != nil {
+		t.Fatalf("export over a stale socket: %v", err)
 	}
 }

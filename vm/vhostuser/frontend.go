@@ -305,7 +305,7 @@ func (f *Frontend) startQueue(i int, q *feQueue) error {
 // Kick notifies the device that queue q has new buffers.
 func (f *Frontend) Kick(q int) {
 	if fq := f.queues[q]; fq != nil && fq.kick >= 0 {
-		unix.Write(fq.kick, eventfdSignal)
+		signal(fq.kick)
 	}
 }
 

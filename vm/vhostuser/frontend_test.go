@@ -63,17 +63,16 @@ func (d *ringDriver) do(typ uint32, sector uint64, data []byte, n int) ([]byte, 
 	if typ == 0 { // IN: the device writes the data
 		dataFlags |= write
 	}
-	chain := 0
-	put(0, hdrGPA, 16, next, 1)
+	// header -> [data ->] status, at descriptors 0, 1, 2.
 	if n > 0 {
+		put(0, hdrGPA, 16, next, 1)
 		put(1, dataGPA, uint32(n), dataFlags, 2)
-		put(2, statusGPA, 1, write, 0)
 	} else {
 		put(0, hdrGPA, 16, next, 2)
-		put(2, statusGPA, 1, write, 0)
 	}
+	put(2, statusGPA, 1, write, 0)
 	avail := d.slice(availGPA, 4+2*uint64(d.size))
-	le.PutUint16(avail[4+2*int(d.next%d.size):], uint16(chain))
+	le.PutUint16(avail[4+2*int(d.next%d.size):], 0) // the chain starts at descriptor 0
 	d.next++
 	le.PutUint16(avail[2:], d.next)
 	d.fe.Kick(0)

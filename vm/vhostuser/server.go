@@ -30,8 +30,15 @@ type Server struct {
 // and starts serving dev. logf, if not nil, is told why sessions ended
 // on an error.
 func Listen(path string, dev Device, logf func(format string, args ...any)) (*Server, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	// QEMU unlinks whatever is at path; only a socket is taken away
+	// here, so that a typo cannot delete an image.
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, &net.OpError{Op: "listen", Net: "unix", Err: syscall.EADDRINUSE}
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {

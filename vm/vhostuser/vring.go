@@ -36,9 +36,7 @@ func (v *vring) notify() {
 	v.callMu.Lock()
 	defer v.callMu.Unlock()
 	if v.call >= 0 {
-		// EAGAIN means the counter is saturated: the driver has been
-		// told already.
-		unix.Write(v.call, eventfdSignal)
+		signal(v.call)
 	}
 }
 
@@ -47,7 +45,7 @@ func (v *vring) fail() {
 	v.callMu.Lock()
 	defer v.callMu.Unlock()
 	if v.errFd >= 0 {
-		unix.Write(v.errFd, eventfdSignal)
+		signal(v.errFd)
 	}
 }
 
