@@ -133,3 +133,36 @@ func TestLinuxGuest(t *testing.T) {
 // TestMain checks that the tests, some of which run in parallel, leave no
 // fd open: those the front ends sent included.
 func TestMain(m *testing.M) { os.Exit(fdtest.Main(m)) }
+
+// TestLinuxGuestReadOnly: an export without writable=on is a read-only
+// disk to the guest (VIRTIO_BLK_F_RO): the kernel marks it so, refuses
+// writes, and reads what the image holds; the image is unchanged.
+func TestLinuxGuestReadOnly(t *testing.T) {
+	kit := linuxguest.Need(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.qcow2")
+	qemuTool(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
+	host := linuxguest.Pattern{Offset: 1 << 20, Len: 1 << 20, Byte: 0x99}
+	qemuTool(t, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0x99 %d %d", host.Offset, host.Len), img)
+	g := fdsetGraph(t, "qcow2", img)
+	x := vhostuser.NewExports(g, t.Logf)
+	defer x.CloseAll()
+	sock := filepath.Join(dir, "vu.sock")
+	if err := x.Add(vhostuser.ExportOptions{ID: "e", NodeName: "d", Path: sock, NumQueues: 1, LogicalBlockSize: 512}); err != nil {
+		t.Fatal(err)
+	}
+	script := "echo RO $(cat /sys/block/vda/ro)\n" +
+		"if dd if=/dev/zero of=/dev/vda bs=4096 count=1 seek=256 oflag=direct 2>/dev/null; then echo WRITE ok; else echo WRITE refused; fi\n" +
+		linuxguest.ReadLine("HOST", host.Offset, host.Len)
+	r, err := kit.Run(context.Background(), dir, script, linuxguest.Boot{Socket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Value("RO") != "1" || r.Value("WRITE") != "refused" || r.Value("HOST") != host.Sum() {
+		t.Errorf("read-only export: ro %q, write %q, read %q (want 1, refused, %s)\n%s",
+			r.Value("RO"), r.Value("WRITE"), r.Value("HOST"), host.Sum(), r.Console)
+	}
+	x.CloseAll()
+	g.Close()
+	qemuTool(t, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("read -P 0x99 %d %d", host.Offset, host.Len), img)
+}
