@@ -20,7 +20,6 @@ type session struct {
 
 	features      uint64 // acked with SET_FEATURES
 	protoFeatures uint64 // acked with SET_PROTOCOL_FEATURES
-	owned         bool
 	mem           *guestmem.Memory
 	vrings        []*vring
 }
@@ -137,7 +136,7 @@ func (s *session) handle(m *Message) (*Message, error) {
 		s.protoFeatures = f
 		return nil, nil
 	case SetOwner:
-		s.owned = true
+		// One front end per connection: ownership is the connection.
 		return nil, nil
 	case ResetOwner, ResetDevice:
 		s.resetVrings()
