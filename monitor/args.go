@@ -181,11 +181,11 @@ func checkNested(params []param, raw map[string]any, outer string) (map[string]a
 		v, present := raw[p.name]
 		if !present {
 			if !p.optional {
-				return nil, genericError("Parameter '%s.%s' is missing", outer, p.name)
+				return nil, genericError("Parameter '%s' is missing", memberName(outer, p.name))
 			}
 			continue
 		}
-		c, err := convertArg(p.typ, v, outer+"."+p.name)
+		c, err := convertArg(p.typ, v, memberName(outer, p.name))
 		if err != nil {
 			return nil, err
 		}
@@ -193,8 +193,17 @@ func checkNested(params []param, raw map[string]any, outer string) (map[string]a
 	}
 	for _, name := range slices.Sorted(maps.Keys(raw)) {
 		if !declared(params, name) {
-			return nil, genericError("Parameter '%s.%s' is unexpected", outer, name)
+			return nil, genericError("Parameter '%s' is unexpected", memberName(outer, name))
 		}
 	}
 	return out, nil
+}
+
+// memberName is "outer.name", or name for a command's own arguments
+// (outer empty: a command whose arguments are a union).
+func memberName(outer, name string) string {
+	if outer == "" {
+		return name
+	}
+	return outer + "." + name
 }

@@ -17,7 +17,11 @@ type command struct {
 	// raw: the arguments are BlockdevOptions, checked by the block layer
 	// rather than against params.
 	raw bool
-	ret *qtype // the reply's type; nil for an empty object
+	// union: the arguments are this union (QAPI's boxed arguments,
+	// block-export-add's BlockExportOptions), checked and described as
+	// one type instead of params.
+	union *qtype
+	ret   *qtype // the reply's type; nil for an empty object
 	// allowOOB: the command may run out of band (exec-oob). QEMU 7.2
 	// allows it for migrate-recover, migrate-pause and x-oob-test only,
 	// none of which minivmm has.
@@ -57,6 +61,9 @@ func init() {
 		"blockdev-snapshot-sync":  {params: tBlockdevSnapshotSync.members, run: blockdevSnapshotSync},
 		"transaction": {params: []param{req("actions", arrayOf(tTransactionAction)), opt("properties", tTransactionProperties)},
 			run: transaction},
+		"block-export-add":    {union: tBlockExportOptions, run: blockExportAdd},
+		"block-export-del":    {params: []param{req("id", tStr), opt("mode", tBlockExportRemoveMode)}, run: blockExportDel},
+		"query-block-exports": {run: queryBlockExports, ret: arrayOf(tBlockExportInfo)},
 
 		"query-qmp-schema":           {run: queryQMPSchema, ret: arrayOf(tSchemaInfo)},
 		"query-name":                 {run: queryName, ret: tNameInfo},

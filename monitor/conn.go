@@ -306,7 +306,12 @@ func (c *conn) dispatch(call *call, msg map[string]any, oob bool) Obj {
 		return errorReply(genericError("The command %s does not support OOB", name), idp)
 	}
 	args := Args(rawArgs)
-	if !cmd.raw {
+	if cmd.union != nil {
+		var err error
+		if args, err = checkUnion(cmd.union, rawArgs, ""); err != nil {
+			return errorReply(err, idp)
+		}
+	} else if !cmd.raw {
 		var err error
 		if args, err = checkArgs(cmd.params, rawArgs); err != nil {
 			return errorReply(err, idp)

@@ -36,6 +36,9 @@ func buildSchema() []any {
 		if cmd.raw {
 			arg = tBlockdevOptions
 		}
+		if cmd.union != nil {
+			arg = cmd.union
+		}
 		ret := cmd.ret
 		if ret == nil {
 			ret = tEmpty

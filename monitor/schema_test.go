@@ -138,7 +138,26 @@ func sample(s map[string]map[string]any, name string) any {
 	case "alternate":
 		return sample(s, e["members"].([]any)[0].(map[string]any)["type"].(string))
 	}
-	return map[string]any{}
+	// An object: its required members, and a union's first variant's.
+	obj := map[string]any{}
+	fill := func(e map[string]any) {
+		members, _ := e["members"].([]any)
+		for _, m := range members {
+			m := m.(map[string]any)
+			if _, optional := m["default"]; !optional {
+				obj[m["name"].(string)] = sample(s, m["type"].(string))
+			}
+		}
+	}
+	fill(e)
+	if tag, ok := e["tag"].(string); ok {
+		for _, v := range e["variants"].([]any) {
+			if v := v.(map[string]any); v["case"] == obj[tag] {
+				fill(s[v["type"].(string)])
+			}
+		}
+	}
+	return obj
 }
 
 // wrongFor is a value of the wrong JSON type for schema type name and

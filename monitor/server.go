@@ -19,6 +19,7 @@ import (
 	"minivmm/block"
 	"minivmm/block/jobs"
 	"minivmm/qemuopen"
+	"minivmm/vm/vhostuser"
 )
 
 // MinivmmVersion is minivmm's own version: query-version's package, and
@@ -53,6 +54,8 @@ type Server struct {
 	graph *block.Graph
 	vm    *VM
 	jobs  *jobs.Manager // block jobs (jobs.go)
+
+	exports *vhostuser.Exports // block-export-add and friends; nil until SetExports
 
 	mu       sync.Mutex
 	monitors []*Monitor

@@ -97,6 +97,7 @@ var events = map[string]*qtype{
 	"BLOCK_IMAGE_CORRUPTED": object("q_obj_BLOCK_IMAGE_CORRUPTED-arg",
 		req("device", tStr), opt("node-name", tStr), req("msg", tStr),
 		opt("offset", tInt), opt("size", tInt), req("fatal", tBool)),
+	"BLOCK_EXPORT_DELETED": tBlockExportDeleted,
 	"BLOCK_IO_ERROR": object("q_obj_BLOCK_IO_ERROR-arg",
 		req("device", tStr), opt("node-name", tStr),
 		req("operation", enum("IoOperationType", "read", "write")),

@@ -66,6 +66,7 @@ func newOptions() *options {
 		{"fdset-autoclose", "on|off", "on (default): close a departed client's unused fds; off: QEMU 9.1's rule", nil, &o.autoclose},
 		{"blockdev", "driver=d,node-name=n[,...]", "add a block node (raw, qcow2, file, null-co); JSON works too", nil, nil},
 		{"drive", "file=f[,format=raw|qcow2][,id=id][,...]", "add a block backend and its nodes", nil, nil},
+		{"export", "[type=]vhost-user-blk,id=id,node-name=n,addr.type=unix,addr.path=p[,writable=on][,num-queues=n][,logical-block-size=s]", "serve a block node to vhost-user-blk front ends (as qemu-storage-daemon --export)", nil, nil},
 		{"chardev", "socket,id=id,path=path,server=on[,wait=off]", "define a character device for -mon; also socket,id=id,fd=n,server=on and stdio,id=id", nil, nil},
 		{"mon", "[chardev=]name[,mode=readline|control][,pretty[=on|off]]", "run a monitor on a chardev (readline: HMP; control: QMP)", nil, nil},
 		{"qmp", "dev", "run a QMP monitor on 'dev': unix:path,server=on[,wait=off], stdio or chardev:id", nil, nil},
@@ -228,6 +229,11 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if err := v.addBlockdevs(occ); err != nil {
 		return fail(err)
 	}
+	exports, err := addExports(v.graph, occ, rep)
+	if err != nil {
+		return fail(err)
+	}
+	defer exports.CloseAll() // before the graph closes: the exports use its nodes
 
 	// The pidfile is written before any monitor socket exists, as QEMU
 	// does: a manager that sees the socket may rely on the pidfile.
@@ -243,6 +249,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	v.vm = monitor.NewVM(*o.paused)
 	v.vm.SetName(guestName)
 	v.srv = monitor.NewServer(v.fds, v.graph, v.vm)
+	v.srv.SetExports(exports)
 	defer v.srv.Close()
 	defer func() {
 		for _, m := range v.hmps {
