@@ -47,6 +47,10 @@ type Node struct {
 
 	gate gate // requests in flight, drained sections, closed
 
+	// dirty is the bitmaps completed writes mark (dirty.go); nil: none.
+	dirty   atomic.Pointer[dirtySet]
+	dirtyMu sync.Mutex // serializes changes to dirty
+
 	// children changes under g.mu and n.mu (so that IO and queries may read
 	// it under n.mu alone); parents and users under g.mu.
 	children map[string]*Node
@@ -242,6 +246,7 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	}
 	defer n.gate.leave()
 	defer n.writeDone()
+	defer n.markDirty(off, length)
 	n.mu.RLock()
 	err := n.writeZeroesLocked(off, length, unmap && n.state.discard == "unmap")
 	n.mu.RUnlock()
@@ -287,6 +292,7 @@ func (n *Node) Discard(off, length int64) error {
 	}
 	defer n.gate.leave()
 	defer n.writeDone()
+	defer n.markDirty(off, length)
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	d, ok := n.img.(Discarder)
