@@ -1,0 +1,290 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var errCanceled error = unix.ECANCELED
+
+// kickLocked wakes the job from a rate-limit sleep or a pause; m.mu held.
+func (j *Job) kickLocked() {
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+	j.m.cond.Broadcast()
+}
+
+// sleep is the job's rate-limit sleep (QEMU's job_sleep_ns): the job is
+// not busy meanwhile, and a pause, cancel or new speed ends it early.
+func (j *Job) sleep(ctx context.Context, d time.Duration) error {
+	j.setBusy(false)
+	defer j.setBusy(true)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-j.kick:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (j *Job) setBusy(b bool) {
+	j.m.mu.Lock()
+	j.busy = b
+	j.m.mu.Unlock()
+}
+
+// PausePoint is the driver's yield point (QEMU's job_pause_point): while
+// the job is paused (by the user or an error stop) it waits there in
+// status paused (standby if it was ready). It returns ctx's error once
+// the job is cancelled.
+func (j *Job) PausePoint(ctx context.Context) error {
+	m := j.m
+	m.mu.Lock()
+	s0 := j.status
+	for j.pauseCount > 0 && !(j.cancelRequested && j.forceCancel) && ctx.Err() == nil {
+		if !j.inPause {
+			if s0 == Ready {
+				j.transitionLocked(Standby)
+			} else {
+				j.transitionLocked(Paused)
+			}
+			j.inPause, j.busy = true, false
+		}
+		m.cond.Wait()
+	}
+	if j.inPause {
+		j.inPause, j.busy = false, true
+		j.transitionLocked(s0)
+	}
+	m.mu.Unlock()
+	return ctx.Err()
+}
+
+// Limit holds the job to its speed: it returns once n more bytes may be
+// copied (QEMU's ratelimit in 100 ms slices), or with ctx's error.
+func (j *Job) Limit(ctx context.Context, n int64) error {
+	return j.rate.Wait(ctx, n)
+}
+
+// Wait is the engines' Limiter: the rate limit, then a pause point.
+func (j *Job) Wait(ctx context.Context, n int64) error {
+	if err := j.Limit(ctx, n); err != nil {
+		return err
+	}
+	return j.PausePoint(ctx)
+}
+
+// Progress records how much of the work is done, out of total (both
+// bytes): query-jobs' current-progress and total-progress.
+func (j *Job) Progress(done, total int64) {
+	j.m.mu.Lock()
+	j.done, j.total = done, total
+	j.m.mu.Unlock()
+}
+
+// Ready moves a running job to ready, announcing BLOCK_JOB_READY (mirror
+// and active commit, once source and target are in sync).
+func (j *Job) Ready() {
+	m := j.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if j.status != Running {
+		return
+	}
+	j.transitionLocked(Ready)
+	m.emitLocked("BLOCK_JOB_READY", Field{"type", j.spec.Type}, Field{"device", j.spec.ID},
+		Field{"len", j.total}, Field{"offset", j.done}, Field{"speed", j.speed})
+}
+
+// Error applies the job's on-error policy to a failed read or write (op
+// "read" or "write"), as QEMU's block_job_error_action: it announces
+// BLOCK_JOB_ERROR and says what the driver does: "report" (fail the job
+// with err), "ignore" (go on) or "stop" (the job is paused; call
+// PausePoint, then retry).
+func (j *Job) Error(op string, err error) (action string) {
+	nospace := errors.Is(err, unix.ENOSPC)
+	switch j.spec.OnError {
+	case "stop":
+		action = "stop"
+	case "ignore":
+		action = "ignore"
+	case "enospc", "auto":
+		action = "report"
+		if nospace {
+			action = "stop"
+		}
+	default:
+		action = "report"
+	}
+	m := j.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.emitLocked("BLOCK_JOB_ERROR", Field{"device", j.spec.ID}, Field{"operation", op}, Field{"action", action})
+	if action == "stop" {
+		if !j.userPaused {
+			j.pauseCount++
+			j.userPaused = true
+		}
+		j.ioStatus = "failed"
+		if nospace {
+			j.ioStatus = "nospace"
+		}
+	}
+	return action
+}
+
+// Cancel is QMP's job-cancel/block-job-cancel.
+func (j *Job) Cancel(force bool) error {
+	j.m.mu.Lock()
+	err := j.verbLocked(VerbCancel)
+	j.m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	j.doCancel(force)
+	return nil
+}
+
+// doCancel is QEMU's job_cancel.
+func (j *Job) doCancel(force bool) {
+	if c, ok := j.driver.(Canceller); ok {
+		force = c.Cancel(j, force)
+	} else {
+		force = true
+	}
+	m := j.m
+	m.mu.Lock()
+	if j.userPaused {
+		j.userPaused = false
+		j.pauseCount--
+	}
+	j.cancelRequested = true
+	j.forceCancel = j.forceCancel || force
+	if j.forceCancel {
+		j.cancel()
+	}
+	j.kickLocked()
+	abortNow := j.finished && j.status == Pending && !j.finalizing
+	if abortNow {
+		j.finalizing = true
+		j.updateRCLocked(nil)
+	}
+	m.mu.Unlock()
+	if abortNow {
+		j.finalizeSingle()
+	}
+}
+
+// Pause is QMP's job-pause/block-job-pause: the job stops at its next
+// pause point.
+func (j *Job) Pause() error {
+	m := j.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := j.verbLocked(VerbPause); err != nil {
+		return err
+	}
+	if j.userPaused {
+		return errors.New("Job is already paused")
+	}
+	j.userPaused = true
+	j.pauseCount++
+	j.kickLocked()
+	return nil
+}
+
+// Resume is QMP's job-resume/block-job-resume.
+func (j *Job) Resume() error {
+	m := j.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !j.userPaused || j.pauseCount <= 0 {
+		return errors.New("Can't resume a job that was not paused")
+	}
+	if err := j.verbLocked(VerbResume); err != nil {
+		return err
+	}
+	j.userPaused = false
+	j.ioStatus = "ok"
+	j.pauseCount--
+	j.kickLocked()
+	return nil
+}
+
+// SetSpeed is QMP's block-job-set-speed: a new rate, 0 for none.
+func (j *Job) SetSpeed(speed int64) error {
+	m := j.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := j.verbLocked(VerbSetSpeed); err != nil {
+		return err
+	}
+	if speed < 0 {
+		return errors.New("Invalid parameter 'speed'")
+	}
+	if speed == j.speed {
+		return nil
+	}
+	j.speed = speed
+	j.rate.SetSpeed(speed)
+	j.kickLocked()
+	return nil
+}
+
+// Complete is QMP's job-complete/block-job-complete: a ready job's
+// driver ends it (mirror's pivot).
+func (j *Job) Complete() error {
+	m := j.m
+	m.mu.Lock()
+	if err := j.verbLocked(VerbComplete); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	c, ok := j.driver.(Completer)
+	if j.pauseCount > 0 || j.cancelRequested || !ok {
+		m.mu.Unlock()
+		return fmt.Errorf("The active block job '%s' cannot be completed", j.spec.ID)
+	}
+	m.mu.Unlock()
+	return c.Complete(j)
+}
+
+// Finalize is QMP's job-finalize: a pending job (auto-finalize off) makes
+// its graph changes and concludes.
+func (j *Job) Finalize() error {
+	m := j.m
+	m.mu.Lock()
+	if err := j.verbLocked(VerbFinalize); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	if j.finalizing {
+		m.mu.Unlock()
+		return &VerbError{ID: j.spec.ID, Status: Concluded, Verb: VerbFinalize}
+	}
+	j.finalizing = true
+	m.mu.Unlock()
+	j.doFinalize()
+	return nil
+}
+
+// Dismiss is QMP's job-dismiss: a concluded job (auto-dismiss off) goes.
+func (j *Job) Dismiss() error {
+	m := j.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := j.verbLocked(VerbDismiss); err != nil {
+		return err
+	}
+	j.dismissLocked()
+	return nil
+}
