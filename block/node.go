@@ -45,7 +45,8 @@ type Node struct {
 	flushedGen atomic.Uint64
 	flushMu    sync.Mutex
 
-	gate gate // requests in flight, drained sections, closed
+	gate   gate       // requests in flight, drained sections, closed
+	serial serialiser // writes held against a job's copies (serialise.go)
 
 	// dirty is the bitmaps completed writes mark (dirty.go); nil: none.
 	dirty   atomic.Pointer[dirtySet]
@@ -241,6 +242,7 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	if err := n.checkWrite("write-zeroes", off, length); err != nil {
 		return err
 	}
+	defer n.serial.writeBegin(off, length)()
 	if err := n.gate.enter(); err != nil {
 		return n.fail("write-zeroes", off, length, err)
 	}
@@ -287,6 +289,7 @@ func (n *Node) Discard(off, length int64) error {
 	if err := n.checkWrite("discard", off, length); err != nil {
 		return err
 	}
+	defer n.serial.writeBegin(off, length)()
 	if err := n.gate.enter(); err != nil {
 		return n.fail("discard", off, length, err)
 	}

@@ -87,6 +87,10 @@ func (n *Node) write(p []byte, bufs [][]byte, off int64, flags WriteFlags) (int,
 	if err := n.checkWrite("write", off, length); err != nil {
 		return 0, err
 	}
+	if flags&Serialised == 0 {
+		defer n.serial.writeBegin(off, length)()
+	}
+	flags &^= Serialised
 	if err := n.gate.enter(); err != nil {
 		return 0, n.fail("write", off, length, err)
 	}

@@ -14,6 +14,9 @@ func blockdevAdd(c *call, args Args) (any, error) {
 
 func blockdevDel(c *call, args Args) (any, error) {
 	name, _ := args.Str("node-name")
+	if err := c.mon.srv.jobBusy(name); err != nil {
+		return nil, err
+	}
 	return nil, c.mon.srv.graph.Delete(name)
 }
 
@@ -27,16 +30,12 @@ func blockdevReopen(c *call, args Args) (any, error) {
 }
 
 // deviceInfo is a node as query-named-block-nodes and query-block's
-// "inserted" show it, members in QEMU's order.
-func deviceInfo(n *block.Node) Obj {
+// "inserted" show it, members in QEMU's order; flat leaves the backing
+// chain out (blockinfo.go).
+func deviceInfo(n *block.Node, flat bool) Obj {
 	info := n.Info()
-	image := Obj{{"virtual-size", info.Length}, {"filename", info.Filename}, {"format", info.Driver}}
-	if info.ActualSize >= 0 {
-		image = append(image, Member{"actual-size", info.ActualSize})
-	}
-	if info.DirtyFlag != nil {
-		image = append(image, Member{"dirty-flag", *info.DirtyFlag})
-	}
+	image, depth := imageInfo(n, flat)
+	info.BackingDepth = depth
 	return Obj{
 		{"iops_rd", 0}, {"detect_zeroes", info.DetectZeroes}, {"image", image},
 		{"iops_wr", 0}, {"ro", info.ReadOnly}, {"node-name", info.Name}, {"backing_file_depth", info.BackingDepth},
@@ -49,9 +48,10 @@ func deviceInfo(n *block.Node) Obj {
 
 func queryNamedBlockNodes(c *call, args Args) (any, error) {
 	nodes := c.mon.srv.graph.Nodes()
+	flat, _ := args["flat"].(bool)
 	out := make([]any, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, deviceInfo(n))
+		out = append(out, deviceInfo(n, flat))
 	}
 	return out, nil
 }
@@ -62,7 +62,7 @@ func queryBlock(c *call, _ Args) (any, error) {
 	for _, b := range backends {
 		out = append(out, Obj{
 			{"device", b.Name()}, {"locked", false}, {"removable", true},
-			{"inserted", deviceInfo(b.Node())}, {"type", "unknown"},
+			{"inserted", deviceInfo(b.Node(), false)}, {"type", "unknown"},
 		})
 	}
 	return out, nil

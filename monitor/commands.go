@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"maps"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -64,6 +65,7 @@ func init() {
 		"query-command-line-options": {params: []param{opt("option", tStr)}, run: queryCommandLineOptions, ret: arrayOf(tCommandLineOptionInfo)},
 		"human-monitor-command":      {params: []param{req("command-line", tStr), opt("cpu-index", tInt)}, run: humanMonitorCommand, ret: tStr},
 	}
+	maps.Copy(commands, jobCommands())
 }
 
 func queryCommands(*call, Args) (any, error) {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/jobs"
 	"minivmm/qemuopen"
 )
 
@@ -51,6 +52,7 @@ type Server struct {
 	fds   *qemuopen.Registry
 	graph *block.Graph
 	vm    *VM
+	jobs  *jobs.Manager // block jobs (jobs.go)
 
 	mu       sync.Mutex
 	monitors []*Monitor
@@ -64,6 +66,7 @@ type Server struct {
 // and whose block commands act on graph.
 func NewServer(fds *qemuopen.Registry, graph *block.Graph, vm *VM) *Server {
 	s := &Server{fds: fds, graph: graph, vm: vm, conns: map[*conn]struct{}{}}
+	s.jobs = jobs.NewManager(s.emitJobEvent)
 	vm.OnStop(graph.Quiesce)
 	vm.emit = s.Emit
 	graph.OnCorruption(func(c block.Corruption) {
@@ -151,6 +154,10 @@ func (m *Monitor) accept() {
 // connections closed (their fds handled by the closing rules), named fds
 // closed. It waits for the connection goroutines to finish.
 func (s *Server) Close() {
+	// Jobs end before anything else goes (QEMU's job_cancel_sync_all at
+	// exit): their graph changes are undone and their events reach the
+	// clients still connected.
+	s.jobs.CancelAll()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

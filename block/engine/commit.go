@@ -41,6 +41,9 @@ func Commit(ctx context.Context, top, base *block.Node, o Options) error {
 				err = fail(OpWrite, off, err)
 			}
 			if err != nil {
+				if o.retry(err) {
+					continue
+				}
 				return err
 			}
 		}

@@ -26,6 +26,17 @@ type Progress func(done, total int64)
 type Options struct {
 	Progress Progress // nil: none
 	Limiter  Limiter  // nil: no limit
+	// Retry, if set, is asked about a failed read or write (a job's
+	// on-error policy): true copies the range again (QEMU's commit and
+	// stream do so for "stop" once resumed, and for "ignore"), false
+	// fails the copy with the error.
+	Retry func(err *Error) bool
+}
+
+// retry tells whether a failed step is tried again.
+func (o *Options) retry(err error) bool {
+	e, ok := err.(*Error)
+	return ok && o.Retry != nil && o.Retry(e)
 }
 
 func (o *Options) progress(done, total int64) {

@@ -229,7 +229,7 @@ func (j *Job) SetSpeed(speed int64) error {
 		return err
 	}
 	if speed < 0 {
-		return errors.New("Invalid parameter 'speed'")
+		return errors.New("Parameter 'speed' expects a non-negative value")
 	}
 	if speed == j.speed {
 		return nil

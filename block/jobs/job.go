@@ -40,6 +40,14 @@ type Driver interface {
 	Run(ctx context.Context, j *Job) error
 }
 
+// Starter is a driver with work to do once the job exists (status
+// created) and before it runs, such as commit reopening its base
+// read-write. An error is Start's: the job goes to null without running
+// (QEMU's job_early_fail), and nothing it would have changed has.
+type Starter interface {
+	Setup(j *Job) error
+}
+
 // Completer is a driver that block-job-complete can end (mirror, active
 // commit): Complete is called in status ready.
 type Completer interface {

@@ -42,11 +42,12 @@ func TestTransitions(t *testing.T) {
 
 func TestVerbTable(t *testing.T) {
 	live := []Status{Created, Running, Paused, Ready, Standby, Waiting, Pending}
+	busy := []Status{Created, Running, Paused, Ready, Standby}
 	tests := []struct {
 		verb Verb
 		ok   []Status
 	}{
-		{VerbCancel, live}, {VerbPause, live}, {VerbResume, live}, {VerbSetSpeed, live},
+		{VerbCancel, live}, {VerbPause, busy}, {VerbResume, busy}, {VerbSetSpeed, busy},
 		{VerbComplete, []Status{Ready}}, {VerbFinalize, []Status{Pending}}, {VerbDismiss, []Status{Concluded}},
 	}
 	for _, tt := range tests {
@@ -358,7 +359,7 @@ func TestStartErrors(t *testing.T) {
 	}{
 		{Spec{ID: "a"}, "Job ID 'a' already in use"},
 		{Spec{ID: "1x"}, "Invalid job ID '1x'"},
-		{Spec{ID: "b", Speed: -1}, "Invalid parameter 'speed'"},
+		{Spec{ID: "b", Speed: -1}, "Parameter 'speed' expects a non-negative value"},
 	} {
 		if _, err := m.Start(tt.spec, d); err == nil || err.Error() != tt.want {
 			t.Errorf("Start(%+v) = %v, want %q", tt.spec, err, tt.want)
@@ -373,7 +374,7 @@ func TestStartErrors(t *testing.T) {
 		{j.Finalize, "Job 'a' in state 'running' cannot accept command verb 'finalize'"},
 		{j.Dismiss, "Job 'a' in state 'running' cannot accept command verb 'dismiss'"},
 		{j.Resume, "Can't resume a job that was not paused"},
-		{func() error { return j.SetSpeed(-5) }, "Invalid parameter 'speed'"},
+		{func() error { return j.SetSpeed(-5) }, "Parameter 'speed' expects a non-negative value"},
 	} {
 		if err := tt.f(); err == nil || err.Error() != tt.want {
 			t.Errorf("got %v, want %q", err, tt.want)

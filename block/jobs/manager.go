@@ -96,9 +96,6 @@ func (m *Manager) Start(s Spec, d Driver) (*Job, error) {
 	if !ValidID(s.ID) {
 		return nil, fmt.Errorf("Invalid job ID '%s'", s.ID)
 	}
-	if s.Speed < 0 {
-		return nil, fmt.Errorf("Invalid parameter 'speed'")
-	}
 	if s.OnError == "" {
 		s.OnError = "report"
 	}
@@ -119,6 +116,25 @@ func (m *Manager) Start(s Spec, d Driver) (*Job, error) {
 	}
 	m.jobs = append(m.jobs, j)
 	j.transitionLocked(Created)
+	m.mu.Unlock()
+	// As QEMU's block_job_create then the driver's start: the speed is
+	// set on the created job, then the driver sets up; either failing
+	// takes the job to null (job_early_fail).
+	var err error
+	if s.Speed < 0 {
+		err = fmt.Errorf("Parameter 'speed' expects a non-negative value")
+	} else if st, ok := d.(Starter); ok {
+		err = st.Setup(j)
+	}
+	if err != nil {
+		m.mu.Lock()
+		j.dismissLocked()
+		close(j.exited)
+		m.mu.Unlock()
+		cancel()
+		return nil, err
+	}
+	m.mu.Lock()
 	j.transitionLocked(Running)
 	j.busy = true
 	m.wg.Add(1)

@@ -62,9 +62,9 @@ const (
 // verbs is QEMU 7.2's JobVerbTable: in which statuses each verb is accepted.
 var verbs = map[Verb][]Status{
 	VerbCancel:   {Created, Running, Paused, Ready, Standby, Waiting, Pending},
-	VerbPause:    {Created, Running, Paused, Ready, Standby, Waiting, Pending},
-	VerbResume:   {Created, Running, Paused, Ready, Standby, Waiting, Pending},
-	VerbSetSpeed: {Created, Running, Paused, Ready, Standby, Waiting, Pending},
+	VerbPause:    {Created, Running, Paused, Ready, Standby},
+	VerbResume:   {Created, Running, Paused, Ready, Standby},
+	VerbSetSpeed: {Created, Running, Paused, Ready, Standby},
 	VerbComplete: {Ready},
 	VerbFinalize: {Pending},
 	VerbDismiss:  {Concluded},
