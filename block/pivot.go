@@ -36,11 +36,26 @@ func (g *Graph) Hold(n *Node) (release func()) {
 	})
 }
 
+// AttachOwning is Attach for a backend that owns node (QEMU's -drive,
+// whose nodes only its BlockBackend references): when a mirror's switch
+// moves the backend away, node is closed, as QEMU frees it then.
+func (g *Graph) AttachOwning(name string, node *Node, perm Perm) (*Backend, error) {
+	b, err := g.Attach(name, node, perm)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	b.owns = node
+	g.mu.Unlock()
+	return b, nil
+}
+
 // Replace moves every backend and parent of from onto to: a backend's
 // write permission is taken on to first (a refusal changes nothing),
 // the parents take to as their child in one reopen. from must be held
 // (Hold) by the caller, which releases it after. from itself stays in
-// the graph as it was; it is no longer used by anything that used it.
+// the graph as it was, no longer used by anything that used it, unless
+// a backend that owned it moved (AttachOwning): then it is closed.
 //
 // handover, if set, is a backend on to holding write permission (the
 // job's, for its copy): the first writing backend of from takes its
@@ -128,6 +143,17 @@ func (g *Graph) Replace(from, to *Node, handover *Backend) error {
 			// permission now lives on to.
 			g.dropWriter(from, b.perm.ShareWrite, b.name)
 		}
+	}
+	// A node only the backends that moved kept open goes, with the
+	// children it made, as QEMU frees it when its last reference drops.
+	owned := false
+	for _, b := range users {
+		if b.owns == from {
+			b.owns, owned = nil, true
+		}
+	}
+	if owned && len(from.users) == 0 && len(from.parents) == 0 {
+		g.remove(from)
 	}
 	g.releasePerms()
 	return nil

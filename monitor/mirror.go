@@ -29,7 +29,9 @@ func blockdevMirror(c *call, a Args) (any, error) {
 	if !found {
 		return nil, genericError("Cannot find device='%s' nor node-name='%s'", device, device)
 	}
-	if !bs.IsRoot() {
+	// A job's nodes are its children in QEMU (block_job_add_bdrv): not
+	// roots any more.
+	if _, busy := srv.jobs.Busy(bs.Name()); busy || !bs.IsRoot() {
 		return nil, genericError("Need a root block node")
 	}
 	targetName, _ := a.Str("target")
@@ -41,11 +43,8 @@ func blockdevMirror(c *call, a Args) (any, error) {
 			return nil, genericError("Cannot find device='%s' nor node-name='%s'", targetName, targetName)
 		}
 	}
-	if err := srv.mirrorBusy(bs, target); err != nil {
+	if err := srv.mirrorBusy(target); err != nil {
 		return nil, err
-	}
-	if target.InUse() {
-		return nil, genericError("Cannot mirror to an attached block device")
 	}
 	syncName, _ := a.Str("sync")
 	if syncName == "top" && bs.Child("backing") == nil {
@@ -79,7 +78,8 @@ func blockdevMirror(c *call, a Args) (any, error) {
 		return nil, genericError("Can't mirror node into itself")
 	}
 	d := &jobs.Mirror{Graph: g, Source: bs, Target: target, Sync: sync,
-		Granularity: mirrorGranularity(target, granularity), BufSize: bufSize}
+		Granularity: mirrorGranularity(target, granularity), BufSize: bufSize,
+		TargetUser: targetUser(g, target)}
 	d.OnSourceError, _ = a.Str("on-source-error")
 	d.OnTargetError, _ = a.Str("on-target-error")
 	spec := jobSpec(a, "mirror", devName)
@@ -101,6 +101,20 @@ func mirrorGranularity(target *block.Node, given int64) int64 {
 		return min(max(cs.ClusterSize(), 4<<10), 64<<10)
 	}
 	return 64 << 10
+}
+
+// targetUser names a backend that uses the target, as QEMU's permission
+// conflict does ("" for none).
+func targetUser(g *block.Graph, target *block.Node) string {
+	for _, b := range g.Backends() {
+		if b.Node() == target {
+			return b.Name()
+		}
+	}
+	if target.InUse() {
+		return "?"
+	}
+	return ""
 }
 
 // mirrorBusy refuses a source or target a job already holds, in QEMU's

@@ -225,8 +225,7 @@ func (m *Mirror) hold() func() {
 }
 
 // initialDirty marks what the sync mode copies: the ranges the layers
-// above the base allocate, and for a full copy also the ranges where the
-// source reads zeroes but the target does not.
+// above the base allocate; everything when there is no base.
 func (m *Mirror) initialDirty(ctx context.Context) error {
 	base := m.o.Base
 	switch m.o.Sync {
@@ -234,6 +233,15 @@ func (m *Mirror) initialDirty(ctx context.Context) error {
 		return nil
 	case SyncTop:
 		base = m.src.Child("backing")
+	}
+	if base == nil {
+		// As QEMU: with nothing below to stop at, the bottom layer
+		// counts as allocating all it reads (zeroes too), so all of the
+		// source is to go; ranges reading as zeroes on both sides cost
+		// no write.
+		m.bm.SetAll()
+		m.progress()
+		return nil
 	}
 	length := m.src.Length()
 	for off := int64(0); off < length; {
@@ -246,29 +254,10 @@ func (m *Mirror) initialDirty(ctx context.Context) error {
 		}
 		if alloc {
 			m.bm.Set(off, n)
-		} else if base == nil {
-			// Only zeroes here: copy them where the target shows other.
-			if err := m.markNonZeroTarget(off, n); err != nil {
-				return err
-			}
 		}
 		off += n
 	}
 	m.progress()
-	return nil
-}
-
-func (m *Mirror) markNonZeroTarget(off, n int64) error {
-	for end := off + n; off < end; {
-		st, l, err := block.StatusAbove(m.dst, nil, off, end-off)
-		if err != nil {
-			return fail(OpStatus, off, err)
-		}
-		if !st.Zero {
-			m.bm.Set(off, l)
-		}
-		off += l
-	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -35,6 +36,10 @@ type Mirror struct {
 	// caller, before it started); it goes back to read-only unless the
 	// job ends with the switch.
 	BaseWasRO bool
+	// TargetUser names a backend reading Target ("?" for an unnamed
+	// one): the job cannot start, as in QEMU, whose mirror target
+	// does not share consistent reads.
+	TargetUser string
 
 	mu       sync.Mutex
 	eng      *engine.Mirror
@@ -46,6 +51,14 @@ type Mirror struct {
 
 // Setup takes write permission on Target for the copy.
 func (d *Mirror) Setup(j *Job) error {
+	if d.TargetUser != "" {
+		user := "an unnamed block device"
+		if d.TargetUser != "?" {
+			user = "block device '" + d.TargetUser + "'"
+		}
+		n := d.Target.Name()
+		return fmt.Errorf("Permission conflict on node '%s': permissions 'consistent read' are both required by %s (uses node '%s' as 'root' child) and unshared by an unnamed block device (uses node '%s' as 'root' child).", n, user, n, n)
+	}
 	hold, err := d.Graph.Attach("", d.Target, block.Perm{Write: true, ShareWrite: true})
 	if err != nil {
 		return err
