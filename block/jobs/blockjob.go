@@ -46,7 +46,15 @@ func relink(g *block.Graph, overlay, backing *block.Node, name string) error {
 	end := overlay.Drain()
 	defer end()
 	// The header is written through the overlay's file, which needs a
-	// writer: the guest's, or the job's own for the while.
+	// writer: the guest's, or the job's own for the while; a read-only
+	// overlay (an intermediate image) is read-write just for that. (QEMU
+	// 7.2 tries the same over an fdset and aborts on its own image lock.)
+	if overlay.ReadOnly() {
+		if err := g.SetReadOnly(overlay, false); err != nil {
+			return err
+		}
+		defer g.SetReadOnly(overlay, true)
+	}
 	if overlay.Writers() == 0 {
 		hold, err := g.Attach("", overlay, block.Perm{Write: true})
 		if err != nil {

@@ -160,15 +160,27 @@ func (j *Job) Cancel(force bool) error {
 	return nil
 }
 
-// doCancel is QEMU's job_cancel.
+// doCancel is QEMU's job_cancel. A job already finalizing (its graph
+// changes under way) is past cancelling: QEMU, single-threaded, cannot
+// be asked in between; here the request is too late and changes nothing.
 func (j *Job) doCancel(force bool) {
+	m := j.m
+	m.mu.Lock()
+	late := j.finalizing
+	m.mu.Unlock()
+	if late {
+		return
+	}
 	if c, ok := j.driver.(Canceller); ok {
 		force = c.Cancel(j, force)
 	} else {
 		force = true
 	}
-	m := j.m
 	m.mu.Lock()
+	if j.finalizing {
+		m.mu.Unlock()
+		return
+	}
 	if j.userPaused {
 		j.userPaused = false
 		j.pauseCount--
@@ -179,7 +191,7 @@ func (j *Job) doCancel(force bool) {
 		j.cancel()
 	}
 	j.kickLocked()
-	abortNow := j.finished && j.status == Pending && !j.finalizing
+	abortNow := j.finished && j.status == Pending
 	if abortNow {
 		j.finalizing = true
 		j.updateRCLocked(nil)

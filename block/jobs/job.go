@@ -151,10 +151,11 @@ func (j *Job) Info() Info {
 	return in
 }
 
-// ErrorText is how QEMU words a job's failure: strerror for a bare errno.
+// ErrorText is how QEMU words a job's failure: a failed request is its
+// errno's strerror (QEMU's job_update_rc), anything else its own text.
 func ErrorText(err error) string {
 	var en unix.Errno
-	if errors.As(err, &en) && err == error(en) {
+	if errors.As(err, &en) {
 		return strerrorText(en)
 	}
 	return err.Error()

@@ -469,3 +469,36 @@ func TestSpeed(t *testing.T) {
 		t.Errorf("limited %v, free %v", limited, free)
 	}
 }
+
+type failingSetup struct{ fakeDriver }
+
+func (*failingSetup) Setup(*Job) error { return errors.New("no fd") }
+
+// TestEarlyFail: a job whose speed or setup is refused goes created ->
+// null, is not listed, and its id is free again (QEMU's job_early_fail).
+func TestEarlyFail(t *testing.T) {
+	for _, tt := range []struct {
+		spec Spec
+		drv  Driver
+		want string
+	}{
+		{Spec{ID: "j", Speed: -1}, &fakeDriver{failAt: -1}, "Parameter 'speed' expects a non-negative value"},
+		{Spec{ID: "j"}, &failingSetup{}, "no fd"},
+	} {
+		r := newRecorder()
+		m := NewManager(r.emit)
+		if _, err := m.Start(tt.spec, tt.drv); err == nil || err.Error() != tt.want {
+			t.Errorf("Start: %v, want %q", err, tt.want)
+		}
+		if got := strings.Join(r.list(), ","); got != "JOB_STATUS_CHANGE created,JOB_STATUS_CHANGE null" {
+			t.Errorf("events %s", got)
+		}
+		if len(m.Jobs()) != 0 {
+			t.Error("failed job listed")
+		}
+		if _, err := m.Start(Spec{ID: "j", AutoFinalize: true, AutoDismiss: true}, &fakeDriver{total: 512, chunk: 512, failAt: -1}); err != nil {
+			t.Errorf("id not free again: %v", err)
+		}
+		m.CancelAll()
+	}
+}

@@ -11,13 +11,13 @@ package imgtool
 // through.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 
 	"minivmm/block"
 	"minivmm/block/engine"
+	"minivmm/block/jobs"
 	"minivmm/cmdline"
 	"minivmm/internal/qtool"
 )
@@ -178,12 +178,15 @@ func (e *env) commitChain(chain []chainLink, addFds []cmdline.Occurrence, prog *
 		nodes = append([]*block.Node{n}, nodes...)
 	}
 	top, baseNode := nodes[0], nodes[last]
-	if _, err := s.g.Attach("", baseNode, block.Perm{Write: true}); err != nil {
+	// One engine, one job: the commit job of a live VMM, on a graph with
+	// no guest; it takes the base's write permission itself.
+	j, err := jobs.NewManager(nil).Start(jobs.Spec{ID: "commit", Type: "commit", AutoFinalize: true, AutoDismiss: true},
+		&jobs.Commit{Graph: s.g, Top: top, Base: baseNode, KeepChain: true, OnProgress: prog.print})
+	if err != nil {
 		return err
 	}
-	err := engine.Commit(context.Background(), top, baseNode, engine.Options{
-		Progress: func(done, total int64) { prog.print(done, total) },
-	})
+	<-j.Done()
+	err = j.Err()
 	var ee *engine.Error
 	if errors.As(err, &ee) && ee.Op == engine.OpResize {
 		return fmt.Errorf("Top image %s is larger than base image %s, and resize of base image failed: %s",

@@ -42,6 +42,7 @@ func All() []Case {
 		{"first-write", "IO path: first-write allocation", FirstWrite},
 		{"compressed", "IO path: compressed reads (zlib, zstd)", Compressed},
 		{"memory", "Memory: a VMM holding 1, 10 and 100 qcow2 nodes", Memory},
+		{"jobs", "Block jobs: commit and stream throughput (speed 0)", Jobs},
 	}
 }
 
