@@ -87,7 +87,7 @@ func writer(t *testing.T, b *block.Backend, s *shadow, stop <-chan struct{}, see
 }
 
 // newTarget adds an empty qcow2 node of size bytes, written by a backend.
-func newTarget(t *testing.T, g *block.Graph, dir, name string, size int64) *block.Node {
+func newTarget(t testing.TB, g *block.Graph, dir, name string, size int64) *block.Node {
 	t.Helper()
 	f, err := os.Create(filepath.Join(dir, name+".qcow2"))
 	if err != nil {
