@@ -154,3 +154,19 @@ func (s *Server) jobBusy(name string) error {
 	}
 	return genericError("Node %s is in use", name)
 }
+
+// The job events, declared for query-qmp-schema.
+func init() {
+	progress := func(name string, more ...param) *qtype {
+		return object(name, append([]param{req("type", tJobType), req("device", tStr), req("len", tInt),
+			req("offset", tInt), req("speed", tInt)}, more...)...)
+	}
+	events["JOB_STATUS_CHANGE"] = object("q_obj_JOB_STATUS_CHANGE-arg", req("id", tStr), req("status", tJobStatus))
+	events["BLOCK_JOB_COMPLETED"] = progress("q_obj_BLOCK_JOB_COMPLETED-arg", opt("error", tStr))
+	events["BLOCK_JOB_CANCELLED"] = progress("q_obj_BLOCK_JOB_CANCELLED-arg")
+	events["BLOCK_JOB_READY"] = progress("q_obj_BLOCK_JOB_READY-arg")
+	events["BLOCK_JOB_PENDING"] = object("q_obj_BLOCK_JOB_PENDING-arg", req("type", tJobType), req("id", tStr))
+	events["BLOCK_JOB_ERROR"] = object("q_obj_BLOCK_JOB_ERROR-arg", req("device", tStr),
+		req("operation", enum("IoOperationType", "read", "write")),
+		req("action", enum("BlockErrorAction", "ignore", "report", "stop")))
+}

@@ -61,7 +61,8 @@ func (m *Manager) Jobs() []*Job {
 	return out
 }
 
-// Busy says which job, if any, holds node (Spec.Nodes).
+// Busy says which job, if any, holds node (Spec.Nodes): until it is
+// dismissed, as QEMU's op blockers stay on a concluded job's nodes.
 func (m *Manager) Busy(node string) (*Job, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

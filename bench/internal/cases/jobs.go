@@ -2,12 +2,15 @@ package cases
 
 import (
 	"fmt"
+	"math/rand"
 	"os"
+	"slices"
 	"time"
 
 	"minivmm/bench/internal/harness"
 	"minivmm/bench/internal/report"
 	"minivmm/block"
+	"minivmm/block/jobs"
 	"minivmm/block/qcow2"
 )
 
@@ -99,7 +102,111 @@ func Jobs(e *harness.Env, s *report.Section) error {
 		point(s, "jobs-throughput", kind, "minivmm", rate(m))
 		t.Add(kind, dur(m), qd, num(rate(m)), qr, r)
 	}
+	return writerLatency(e, s, ref)
+}
+
+// writerLatency times 4 KiB writes to the top of the chain, in process,
+// with no job, during a commit of mid into base, and during a stream into
+// the top (whose copies hold ranges of the top against writes); each
+// round reports the median and the 99th percentile of its writes.
+func writerLatency(e *harness.Env, s *report.Section, ref string) error {
+	modes := []string{"no job", "commit", "stream"}
+	med50, p99 := map[string][]float64{}, map[string][]float64{}
+	for rep := range e.Reps {
+		for _, mode := range modes {
+			dir := e.Path(fmt.Sprintf("jobs-lat-%d", rep))
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			for _, img := range []string{"base", "mid", "top"} {
+				if _, err := harness.Exec("cp", ref+"/"+img+".qcow2", dir); err != nil {
+					return err
+				}
+			}
+			lat, err := latencyRun(dir, mode)
+			os.RemoveAll(dir)
+			if err != nil {
+				return err
+			}
+			slices.Sort(lat)
+			med50[mode] = append(med50[mode], lat[len(lat)/2])
+			p99[mode] = append(p99[mode], lat[len(lat)*99/100])
+		}
+	}
+	t := s.Table("4 KiB writes to the top while a job runs (in process, minivmm)", "job", "median", "p99", "median / no job")
+	for _, mode := range modes {
+		t.Add(mode, dur(med50[mode]), dur(p99[mode]), ratio(ratiosOf(med50[mode], med50["no job"])))
+	}
+	s.Note("Writer latency: one goroutine writing 4 KiB at random 4 KiB-aligned offsets of the top, " +
+		"back to back, from the job's start to its end (2000 writes with no job); %d rounds.", e.Reps)
 	return nil
+}
+
+// latencyRun opens the chain in dir, starts the job mode names and
+// times 4 KiB writes to the top until it ends.
+func latencyRun(dir, mode string) ([]float64, error) {
+	g := newGraph()
+	defer g.close()
+	open := func(name, backing string, write bool) (*block.Node, error) {
+		o := block.Options{"driver": "qcow2", "node-name": name, "read-only": !write,
+			"file": block.Options{"driver": "file", "filename": dir + "/" + name + ".qcow2"}}
+		if backing != "" {
+			o["backing"] = backing
+		}
+		return g.open(o, write)
+	}
+	base, err := open("base", "", false)
+	if err != nil {
+		return nil, err
+	}
+	mid, err := open("mid", "base", false)
+	if err != nil {
+		return nil, err
+	}
+	top, err := open("top", "mid", true)
+	if err != nil {
+		return nil, err
+	}
+	m := jobs.NewManager(nil)
+	var done <-chan struct{} = make(chan struct{})
+	switch mode {
+	case "commit":
+		j, err := m.Start(jobs.Spec{ID: "j", Type: "commit", AutoFinalize: true, AutoDismiss: true},
+			&jobs.Commit{Graph: g.g, Top: mid, Base: base})
+		if err != nil {
+			return nil, err
+		}
+		done = j.Done()
+	case "stream":
+		j, err := m.Start(jobs.Spec{ID: "j", Type: "stream", AutoFinalize: true, AutoDismiss: true},
+			&jobs.Stream{Graph: g.g, Top: top, Base: base})
+		if err != nil {
+			return nil, err
+		}
+		done = j.Done()
+	}
+	buf := make([]byte, 4096)
+	rng := rand.New(rand.NewSource(1))
+	var lat []float64
+	for i := 0; ; i++ {
+		if mode == "no job" && i == 2000 {
+			break
+		}
+		select {
+		case <-done:
+			if mode != "no job" {
+				return lat, nil
+			}
+		default:
+		}
+		off := rng.Int63n(top.Length()/4096) * 4096
+		start := time.Now()
+		if _, err := top.WriteAt(buf, off); err != nil {
+			return nil, err
+		}
+		lat = append(lat, time.Since(start).Seconds())
+	}
+	return lat, nil
 }
 
 // ratiosOf is a[i]/b[i] for each pair of one round.
