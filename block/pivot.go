@@ -170,3 +170,21 @@ func (g *Graph) retagWriter(n *Node, wasShared, shared bool) {
 		}
 	}
 }
+
+// CheckNewNodeName is QEMU's bdrv_assign_node_name's refusals of a name
+// for a node about to be made (a job's filter-node-name): invalid, taken
+// by a node, or a backend's name.
+func (g *Graph) CheckNewNodeName(name string) error {
+	if err := checkNodeName(name); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.backends[name] != nil {
+		return fmt.Errorf("node-name=%s is conflicting with a device id", name)
+	}
+	if g.nodes[name] != nil {
+		return fmt.Errorf("Duplicate nodes with node-name='%s'", name)
+	}
+	return nil
+}

@@ -22,6 +22,9 @@ func startActiveCommit(c *call, a Args, devName string, bs, base *block.Node) (a
 	if err := srv.mirrorBusy(bs, base); err != nil {
 		return nil, err
 	}
+	if err := checkFilterName(g, a); err != nil {
+		return nil, err
+	}
 	baseWasRO := base.ReadOnly()
 	if err := g.SetReadOnly(base, false); err != nil {
 		return nil, err

@@ -9,7 +9,8 @@ import (
 // blockdev-mirror, with QEMU 7.2's arguments, checks in its order and
 // its texts. The job (block/jobs/mirror.go) tracks writes with a dirty
 // bitmap on the source node itself: no mirror_top filter node is
-// inserted, so filter-node-name names nothing minivmm shows.
+// inserted, so filter-node-name is checked as QEMU would name the filter
+// and then names nothing minivmm shows.
 
 var (
 	tMirrorSyncMode = enum("MirrorSyncMode", "top", "full", "none", "incremental", "bitmap")
@@ -77,6 +78,9 @@ func blockdevMirror(c *call, a Args) (any, error) {
 	if bs == target {
 		return nil, genericError("Can't mirror node into itself")
 	}
+	if err := checkFilterName(g, a); err != nil {
+		return nil, err
+	}
 	d := &jobs.Mirror{Graph: g, Source: bs, Target: target, Sync: sync,
 		Granularity: mirrorGranularity(target, granularity), BufSize: bufSize,
 		TargetUser: targetUser(g, target)}
@@ -87,6 +91,17 @@ func blockdevMirror(c *call, a Args) (any, error) {
 	spec.Nodes = []string{bs.Name(), target.Name()}
 	_, err := srv.jobs.Start(spec, d)
 	return nil, err
+}
+
+// checkFilterName refuses a filter-node-name QEMU could not give the
+// filter node it makes (minivmm makes none: the name is only checked).
+func checkFilterName(g *block.Graph, a Args) error {
+	if name, ok := a.Str("filter-node-name"); ok {
+		if err := g.CheckNewNodeName(name); err != nil {
+			return genericError("%s", err)
+		}
+	}
+	return nil
 }
 
 // mirrorGranularity is the dirty bitmap's granularity: as given, or as

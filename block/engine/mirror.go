@@ -135,14 +135,6 @@ func (m *Mirror) Kick() {
 	}
 }
 
-// Dirty is how many bytes are left to copy (query-block-jobs' remaining
-// work).
-func (m *Mirror) Dirty() int64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.bm.Count() + m.inBytes
-}
-
 // Run copies until the source converges and Stop says to end, and then
 // returns with the source held (release it after switching, or to let
 // it go on without a switch). On error or cancellation it returns with
