@@ -13,6 +13,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/engine"
+	"minivmm/block/faultdisk"
 	"minivmm/block/qcow2"
 	"minivmm/internal/fdtest"
 )
@@ -366,5 +367,67 @@ func TestMirrorSizeMismatch(t *testing.T) {
 	waitJob(t, j)
 	if in := j.Info(); in.Error != "Source and target image have different sizes" {
 		t.Errorf("error %q", in.Error)
+	}
+}
+
+// TestMirrorTargetErrors: a write to the target that fails once is
+// reported as QEMU's BLOCK_JOB_ERROR (operation write) and then, per
+// on-target-error, fails the job (report), is copied again (ignore), or
+// pauses the job until it is resumed (stop); the target ends up holding
+// what the source does.
+func TestMirrorTargetErrors(t *testing.T) {
+	fdtest.Check(t)
+	for _, policy := range []string{"report", "ignore", "stop"} {
+		t.Run(policy, func(t *testing.T) {
+			c := newChain(t, "")
+			disk := faultdisk.New(c.top.Length())
+			rule := disk.AddRule(&faultdisk.Rule{Kinds: faultdisk.Write, Off: 2 * mib, Len: 4096, Times: 1})
+			if err := disk.Install(c.g, "fault"); err != nil {
+				t.Fatal(err)
+			}
+			target, err := c.g.AddRoot(block.Options{"driver": "raw", "node-name": "target", "file": block.Options{"driver": "fault"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := readAll(t, c.top)
+			r := newRecorder()
+			m := NewManager(r.emit)
+			j, err := m.Start(Spec{ID: "m", Type: "mirror", AutoFinalize: true, AutoDismiss: true},
+				&Mirror{Graph: c.g, Source: c.top, Target: target, Sync: engine.SyncFull, OnTargetError: policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch policy {
+			case "report":
+				waitJob(t, j)
+				if !strings.Contains(strings.Join(r.list(), ","), "BLOCK_JOB_ERROR,JOB_STATUS_CHANGE aborting") || j.Info().Error == "" {
+					t.Fatalf("events %v, error %q", r.list(), j.Info().Error)
+				}
+				if c.w.Node() != c.top {
+					t.Fatal("a failed mirror moved the backend")
+				}
+				return
+			case "stop":
+				r.waitFor(t, "JOB_STATUS_CHANGE paused")
+				if in := j.Info(); in.IOStatus != "failed" {
+					t.Errorf("io-status %q while stopped", in.IOStatus)
+				}
+				if err := j.Resume(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.waitFor(t, "BLOCK_JOB_READY")
+			if err := j.Complete(); err != nil {
+				t.Fatal(err)
+			}
+			waitJob(t, j)
+			if rule.Fired() != 1 || !strings.Contains(strings.Join(r.list(), ","), "BLOCK_JOB_ERROR") {
+				t.Fatalf("the fault fired %d times; events %v", rule.Fired(), r.list())
+			}
+			if c.w.Node() != target || !bytes.Equal(readAll(t, target), want) {
+				t.Fatal("after the retried copy, the target is not the source")
+			}
+			c.g.Detach(c.w)
+		})
 	}
 }
