@@ -28,8 +28,9 @@ type Spec struct {
 	// ignore, enospc, auto.
 	OnError string
 
-	// Nodes are the nodes the job holds: blockdev-del of any of them
-	// fails while the job exists (Manager.Busy).
+	// Nodes are the nodes the job holds, its device's first:
+	// blockdev-del of any of them fails until the job is dismissed
+	// (Manager.Busy).
 	Nodes []string
 }
 

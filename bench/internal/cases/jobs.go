@@ -137,7 +137,7 @@ func writerLatency(e *harness.Env, s *report.Section, ref string) error {
 	for _, mode := range modes {
 		t.Add(mode, dur(med50[mode]), dur(p99[mode]), ratio(ratiosOf(med50[mode], med50["no job"])))
 	}
-	s.Note("Writer latency: one goroutine writing 4 KiB at random 4 KiB-aligned offsets of the top, " +
+	s.Note("Writer latency: one goroutine writing 4 KiB at random 4 KiB-aligned offsets of the top, "+
 		"back to back, from the job's start to its end (2000 writes with no job); %d rounds.", e.Reps)
 	return nil
 }
