@@ -14,6 +14,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/qcow2"
+	"minivmm/internal/fdtest"
 )
 
 // shadow is what the guest must see: the writer records each write as
@@ -114,6 +115,7 @@ func newTarget(t testing.TB, g *block.Graph, dir, name string, size int64) *bloc
 // held and the target holding exactly what the guest sees; after the
 // release the source still reads as the shadow.
 func TestMirrorWithWriter(t *testing.T) {
+	fdtest.Check(t)
 	for _, tc := range []struct {
 		name   string
 		sync   MirrorSync
@@ -200,6 +202,7 @@ func TestMirrorWithWriter(t *testing.T) {
 // TestMirrorCancel: cancelling at any moment ends Run with no copy left
 // running, the source not held, and the source's content untouched.
 func TestMirrorCancel(t *testing.T) {
+	fdtest.Check(t)
 	for i := range 5 {
 		g, top, _, dir := chain(t)
 		length := top.Length()
@@ -237,6 +240,7 @@ func TestMirrorCancel(t *testing.T) {
 // TestMirrorTargetTooShort: a target shorter than the source is refused
 // before anything is attached.
 func TestMirrorTargetTooShort(t *testing.T) {
+	fdtest.Check(t)
 	g, top, _, dir := chain(t)
 	dst := newTarget(t, g, dir, "small", mib)
 	if _, err := NewMirror(top, dst, MirrorOptions{}); err == nil {
