@@ -142,3 +142,29 @@ func (s *Server) mirrorBusy(nodes ...*block.Node) error {
 	}
 	return nil
 }
+
+// snapshot runs snapshot actions unless one names a node a job holds:
+// QEMU's op blocker refuses it (a mirror would go on copying the old top
+// while the guest writes the overlay).
+func (s *Server) snapshot(actions []block.SnapshotAction) error {
+	for _, a := range actions {
+		name := a.Node
+		if a.Sync != nil {
+			name = a.Sync.Device
+			if name == "" {
+				name = a.Sync.NodeName
+			}
+		}
+		n, found := s.graph.Node(name)
+		if b, ok := s.graph.Backend(name); ok {
+			n, found = b.Node(), true
+		}
+		if !found {
+			continue
+		}
+		if j, busy := s.jobs.Busy(n.Name()); busy {
+			return genericError("Node '%s' is busy: block device is in use by block job: %s", name, j.Type())
+		}
+	}
+	return s.graph.Snapshot(actions)
+}

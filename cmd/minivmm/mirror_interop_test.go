@@ -45,6 +45,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		`add-fd 6 tgt O_RDONLY`, `add-fd 6 tgt O_RDWR`,
 		`add-fd 7 tgt2 O_RDONLY`, `add-fd 7 tgt2 O_RDWR`,
 		`add-fd 8 small O_RDONLY`, `add-fd 8 small O_RDWR`,
+		`add-fd 9 ov O_RDONLY`, `add-fd 9 ov O_RDWR`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"base","read-only":true,"file":{"driver":"file","node-name":"basef","filename":"/dev/fdset/0"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"mid","read-only":true,"backing":"base","file":{"driver":"file","node-name":"midf","filename":"/dev/fdset/1"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"top","backing":"mid","file":{"driver":"file","node-name":"topf","filename":"/dev/fdset/2"}}}`,
@@ -54,6 +55,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"tgt","file":{"driver":"file","node-name":"tgtf","filename":"/dev/fdset/6"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"tgt2","file":{"driver":"file","node-name":"tgt2f","filename":"/dev/fdset/7"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"small","file":{"driver":"file","node-name":"smallf","filename":"/dev/fdset/8"}}}`,
+		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"ov","backing":null,"file":{"driver":"file","node-name":"ovf","filename":"/dev/fdset/9"}}}`,
 		`fds`, `nodes`,
 
 		// Refusals, in QEMU's order of checks.
@@ -84,6 +86,10 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		`fds`,
 		`{"execute":"blockdev-mirror","arguments":{"job-id":"m2","device":"d0","target":"tgt2","sync":"full"}}`,
 		`{"execute":"blockdev-del","arguments":{"node-name":"tgt"}}`,
+		`{"execute":"blockdev-snapshot","arguments":{"node":"d0","overlay":"ov"}}`,
+		`{"execute":"blockdev-snapshot","arguments":{"node":"drive0","overlay":"ov"}}`,
+		`{"execute":"blockdev-snapshot","arguments":{"node":"tgt","overlay":"ov"}}`,
+		`{"execute":"blockdev-snapshot-sync","arguments":{"device":"d0","snapshot-file":"/dev/fdset/9","mode":"existing"}}`,
 		`{"execute":"query-block-jobs"}`,
 		`{"execute":"query-jobs"}`,
 		`{"execute":"block-job-complete","arguments":{"device":"m"}}`,
@@ -135,7 +141,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		`fds`, `nodes`,
 	}
 	modes := map[string]int{"O_RDONLY": os.O_RDONLY, "O_RDWR": os.O_RDWR}
-	images := []string{"disk", "base", "mid", "top", "base2", "mid2", "top2", "tgt", "tgt2", "small"}
+	images := []string{"disk", "base", "mid", "top", "base2", "mid2", "top2", "tgt", "tgt2", "small", "ov"}
 	play := func(dir string, p *qmptest.Process) []string {
 		c := qmptest.Dial(t, p.Sock)
 		defer c.Close()
@@ -196,7 +202,12 @@ func TestMirrorLikeQEMU(t *testing.T) {
 					pend = append(pend, mirrorEvent(e))
 				}
 				i := slices.IndexFunc(pend, match)
-				got = append(got, strings.Join(pend[:i+1], "; "))
+				// QEMU pauses a job for each drained section (a refused
+				// snapshot drains too): standby and back to ready, which
+				// minivmm, whose jobs a drain does not stop, never shows.
+				seq := strings.ReplaceAll(strings.Join(pend[:i+1], "; ")+"; ",
+					"JOB_STATUS_CHANGE standby; JOB_STATUS_CHANGE ready; ", "")
+				got = append(got, strings.TrimSuffix(seq, "; "))
 				pend = pend[i+1:]
 			default:
 				c.Send(cmd)
@@ -213,7 +224,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 	}
 	ref := t.TempDir()
 	jobChain(t, ref)
-	for _, img := range []struct{ name, size string }{{"disk", "4M"}, {"tgt", "4M"}, {"tgt2", "4M"}, {"small", "1M"}} {
+	for _, img := range []struct{ name, size string }{{"disk", "4M"}, {"tgt", "4M"}, {"tgt2", "4M"}, {"small", "1M"}, {"ov", "4M"}} {
 		mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(ref, img.name+".qcow2"), img.size)
 	}
 	mustRun(t, "qemu-io", "-c", "write -P 7 0 1M", "-c", "write -z 1M 1M", "-c", "write -P 9 3M 64k", filepath.Join(ref, "disk.qcow2"))
