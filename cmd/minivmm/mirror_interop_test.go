@@ -46,6 +46,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		`add-fd 7 tgt2 O_RDONLY`, `add-fd 7 tgt2 O_RDWR`,
 		`add-fd 8 small O_RDONLY`, `add-fd 8 small O_RDWR`,
 		`add-fd 9 ov O_RDONLY`, `add-fd 9 ov O_RDWR`,
+		`add-fd 10 tgt3 O_RDONLY`, `add-fd 10 tgt3 O_RDWR`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"base","read-only":true,"file":{"driver":"file","node-name":"basef","filename":"/dev/fdset/0"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"mid","read-only":true,"backing":"base","file":{"driver":"file","node-name":"midf","filename":"/dev/fdset/1"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"top","backing":"mid","file":{"driver":"file","node-name":"topf","filename":"/dev/fdset/2"}}}`,
@@ -56,6 +57,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"tgt2","file":{"driver":"file","node-name":"tgt2f","filename":"/dev/fdset/7"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"small","file":{"driver":"file","node-name":"smallf","filename":"/dev/fdset/8"}}}`,
 		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"ov","backing":null,"file":{"driver":"file","node-name":"ovf","filename":"/dev/fdset/9"}}}`,
+		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"tgt3","backing":"mid","file":{"driver":"file","node-name":"tgt3f","filename":"/dev/fdset/10"}}}`,
 		`fds`, `nodes`,
 
 		// Refusals, in QEMU's order of checks.
@@ -114,6 +116,14 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		`wait JOB_STATUS_CHANGE null`,
 		`block`, `fds`,
 
+		// sync=top of the chain's top onto a target over the same
+		// backing: only top's own data goes.
+		`{"execute":"blockdev-mirror","arguments":{"job-id":"t","device":"top","target":"tgt3","sync":"top","buf-size":262144}}`,
+		`wait BLOCK_JOB_READY`,
+		`{"execute":"block-job-cancel","arguments":{"device":"t"}}`,
+		`wait JOB_STATUS_CHANGE null`,
+		`nodes`,
+
 		// Active commit of top into base: cancelled once ready, then
 		// completed; the old top goes with blockdev-del.
 		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top"}}`,
@@ -141,7 +151,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		`fds`, `nodes`,
 	}
 	modes := map[string]int{"O_RDONLY": os.O_RDONLY, "O_RDWR": os.O_RDWR}
-	images := []string{"disk", "base", "mid", "top", "base2", "mid2", "top2", "tgt", "tgt2", "small", "ov"}
+	images := []string{"disk", "base", "mid", "top", "base2", "mid2", "top2", "tgt", "tgt2", "small", "ov", "tgt3"}
 	play := func(dir string, p *qmptest.Process) []string {
 		c := qmptest.Dial(t, p.Sock)
 		defer c.Close()
@@ -224,7 +234,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 	}
 	ref := t.TempDir()
 	jobChain(t, ref)
-	for _, img := range []struct{ name, size string }{{"disk", "4M"}, {"tgt", "4M"}, {"tgt2", "4M"}, {"small", "1M"}, {"ov", "4M"}} {
+	for _, img := range []struct{ name, size string }{{"disk", "4M"}, {"tgt", "4M"}, {"tgt2", "4M"}, {"small", "1M"}, {"ov", "4M"}, {"tgt3", "4M"}} {
 		mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(ref, img.name+".qcow2"), img.size)
 	}
 	mustRun(t, "qemu-io", "-c", "write -P 7 0 1M", "-c", "write -z 1M 1M", "-c", "write -P 9 3M 64k", filepath.Join(ref, "disk.qcow2"))
@@ -268,7 +278,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 	// what their sources showed.
 	for _, dir := range []string{qdir, vdir} {
 		for _, img := range images {
-			if img == "top" || img == "mid" || img == "top2" || img == "mid2" {
+			if img == "top" || img == "mid" || img == "top2" || img == "mid2" || img == "tgt3" {
 				continue // their headers name /dev/fdset/N
 			}
 			if out, err := exec.Command("qemu-img", "check", filepath.Join(dir, img+".qcow2")).CombinedOutput(); err != nil {
@@ -277,7 +287,8 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		}
 		for _, cmp := range [][2]string{{filepath.Join(ref, "disk.qcow2"), filepath.Join(dir, "tgt.qcow2")},
 			{filepath.Join(ref, "disk.qcow2"), filepath.Join(dir, "tgt2.qcow2")},
-			{filepath.Join(ref, "top.qcow2"), filepath.Join(dir, "base.qcow2")}} {
+			{filepath.Join(ref, "top.qcow2"), filepath.Join(dir, "base.qcow2")},
+			{filepath.Join(ref, "top.qcow2"), jsonChain(dir, "tgt3", "mid", "base")}} {
 			if out, err := exec.Command("qemu-img", "compare", cmp[0], cmp[1]).CombinedOutput(); err != nil {
 				t.Errorf("qemu-img compare %s %s: %v\n%s", cmp[0], cmp[1], err, out)
 			}
@@ -291,3 +302,19 @@ var generatedName = regexp.MustCompile(`#block\d+`)
 // mirrorEvent is jobEvent with the BLOCK_JOB_READY and completion
 // progress of a mirror kept (they are exact: everything copied).
 func mirrorEvent(e map[string]any) string { return jobEvent(e) }
+
+// jsonChain is a json: filename opening images of dir as a chain, top
+// first, each the backing of the one before.
+func jsonChain(dir string, images ...string) string {
+	var spec func(i int) string
+	spec = func(i int) string {
+		s := `{"driver":"qcow2","file":{"driver":"file","filename":"` + filepath.Join(dir, images[i]+".qcow2") + `"}`
+		if i+1 < len(images) {
+			s += `,"backing":` + spec(i+1)
+		} else {
+			s += `,"backing":null`
+		}
+		return s + "}"
+	}
+	return "json:" + spec(0)
+}
