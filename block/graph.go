@@ -572,6 +572,7 @@ type Backend struct {
 	io   sync.RWMutex         // held shared by the backend's requests (backend_io.go)
 	perm Perm
 	seq  uint64
+	owns *Node // the node it was made with, which only it keeps open (a -drive's; pivot.go)
 }
 
 // Name is the backend's name (the -drive id), empty for anonymous ones.

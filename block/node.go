@@ -48,6 +48,10 @@ type Node struct {
 	gate   gate       // requests in flight, drained sections, closed
 	serial serialiser // writes held against a job's copies (serialise.go)
 
+	// dirty is the bitmaps completed writes mark (dirty.go); nil: none.
+	dirty   atomic.Pointer[dirtySet]
+	dirtyMu sync.Mutex // serializes changes to dirty
+
 	// children changes under g.mu and n.mu (so that IO and queries may read
 	// it under n.mu alone); parents and users under g.mu.
 	children map[string]*Node
@@ -244,6 +248,7 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	}
 	defer n.gate.leave()
 	defer n.writeDone()
+	defer n.markDirty(off, length)
 	n.mu.RLock()
 	err := n.writeZeroesLocked(off, length, unmap && n.state.discard == "unmap")
 	n.mu.RUnlock()
@@ -290,6 +295,7 @@ func (n *Node) Discard(off, length int64) error {
 	}
 	defer n.gate.leave()
 	defer n.writeDone()
+	defer n.markDirty(off, length)
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	d, ok := n.img.(Discarder)

@@ -96,6 +96,7 @@ func (n *Node) write(p []byte, bufs [][]byte, off int64, flags WriteFlags) (int,
 	}
 	defer n.gate.leave()
 	defer n.writeDone()
+	defer n.markDirty(off, length)
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	detect, unmap := n.state.detectZeroes, n.state.discard == "unmap" && n.state.detectZeroes == "unmap"

@@ -73,6 +73,7 @@ func init() {
 		"human-monitor-command":      {params: []param{req("command-line", tStr), opt("cpu-index", tInt)}, run: humanMonitorCommand, ret: tStr},
 	}
 	maps.Copy(commands, jobCommands())
+	commands["blockdev-mirror"] = command{params: tBlockdevMirror.members, run: blockdevMirror}
 }
 
 func queryCommands(*call, Args) (any, error) {

@@ -43,7 +43,7 @@ var (
 )
 
 func blockdevSnapshot(c *call, args Args) (any, error) {
-	return nil, c.mon.srv.graph.Snapshot([]block.SnapshotAction{snapshotAction(args)})
+	return nil, c.mon.srv.snapshot([]block.SnapshotAction{snapshotAction(args)})
 }
 
 func snapshotAction(args map[string]any) block.SnapshotAction {
@@ -53,7 +53,7 @@ func snapshotAction(args map[string]any) block.SnapshotAction {
 }
 
 func blockdevSnapshotSync(c *call, args Args) (any, error) {
-	return nil, c.mon.srv.graph.Snapshot([]block.SnapshotAction{snapshotSyncAction(args)})
+	return nil, c.mon.srv.snapshot([]block.SnapshotAction{snapshotSyncAction(args)})
 }
 
 func snapshotSyncAction(args map[string]any) block.SnapshotAction {
@@ -111,7 +111,7 @@ func transaction(c *call, args Args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nil, c.mon.srv.graph.Snapshot(list)
+	return nil, c.mon.srv.snapshot(list)
 }
 
 // transactionActions turns checked transaction arguments into the block

@@ -21,7 +21,7 @@ const mib = 1 << 20
 // chain makes base.qcow2 <- top.qcow2 (8 MiB each) in a fresh graph,
 // with base holding 0x11 in its first 4 MiB and top 0x22 in [1M, 2M) and
 // [5M, 6M); it returns top, opened read-only over base, and base.
-func chain(t *testing.T) (g *block.Graph, top, base *block.Node, dir string) {
+func chain(t testing.TB) (g *block.Graph, top, base *block.Node, dir string) {
 	t.Helper()
 	dir = t.TempDir()
 	mk := func(name, backing string) {

@@ -111,8 +111,14 @@ func (j *Job) Ready() {
 // with err), "ignore" (go on) or "stop" (the job is paused; call
 // PausePoint, then retry).
 func (j *Job) Error(op string, err error) (action string) {
+	return j.ErrorWith(j.spec.OnError, op, err)
+}
+
+// ErrorWith is Error under another policy than the job's on-error (a
+// mirror's on-source-error and on-target-error).
+func (j *Job) ErrorWith(policy, op string, err error) (action string) {
 	nospace := errors.Is(err, unix.ENOSPC)
-	switch j.spec.OnError {
+	switch policy {
 	case "stop":
 		action = "stop"
 	case "ignore":

@@ -88,7 +88,7 @@ func (v *vmm) addDrive(value string) error {
 	}
 	// No guest device exists to write through the drive yet: it holds no
 	// write permission, as a device-less QEMU -drive does.
-	if _, err := v.graph.Attach(id, n, block.Perm{}); err != nil {
+	if _, err := v.graph.AttachOwning(id, n, block.Perm{}); err != nil {
 		v.graph.Delete(n.Name())
 		return err
 	}

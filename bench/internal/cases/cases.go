@@ -43,6 +43,7 @@ func All() []Case {
 		{"compressed", "IO path: compressed reads (zlib, zstd)", Compressed},
 		{"memory", "Memory: a VMM holding 1, 10 and 100 qcow2 nodes", Memory},
 		{"jobs", "Block jobs: commit and stream throughput (speed 0)", Jobs},
+		{"mirror", "Block jobs: mirror and active commit, copy and switch (speed 0)", Mirror},
 	}
 }
 

@@ -1,0 +1,190 @@
+package block
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// The end of a mirror (blockdev-mirror, active block-commit): the
+// source is held still while the job makes sure nothing is left to
+// copy, and then every user of the source moves onto the target (QEMU's
+// bdrv_replace_node), before anything else may reach either.
+
+// Hold holds n still for a switch: the requests its backends have in
+// flight end and new ones wait (their io locks, as a snapshot's switch
+// takes them), then n and every node above it is drained. Nothing
+// reaches n until release is called; n's children still serve the
+// holder (a mirror flushing its target, which may be below n).
+func (g *Graph) Hold(n *Node) (release func()) {
+	g.mu.Lock()
+	users := slices.Clone(n.users)
+	nodes := drainOrder([]*Node{n})
+	g.mu.Unlock()
+	for _, b := range users {
+		b.io.Lock()
+	}
+	end := drainNodes(nodes)
+	return sync.OnceFunc(func() {
+		end()
+		for _, b := range slices.Backward(users) {
+			b.io.Unlock()
+		}
+	})
+}
+
+// AttachOwning is Attach for a backend that owns node (QEMU's -drive,
+// whose nodes only its BlockBackend references): when a mirror's switch
+// moves the backend away, node is closed, as QEMU frees it then.
+func (g *Graph) AttachOwning(name string, node *Node, perm Perm) (*Backend, error) {
+	b, err := g.Attach(name, node, perm)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	b.owns = node
+	g.mu.Unlock()
+	return b, nil
+}
+
+// Replace moves every backend and parent of from onto to: a backend's
+// write permission is taken on to first (a refusal changes nothing),
+// the parents take to as their child in one reopen. from must be held
+// (Hold) by the caller, which releases it after. from itself stays in
+// the graph as it was, no longer used by anything that used it, unless
+// a backend that owned it moved (AttachOwning): then it is closed.
+//
+// handover, if set, is a backend on to holding write permission (the
+// job's, for its copy): the first writing backend of from takes its
+// permission over instead of taking a new one, so that to's writer
+// count never drops to zero and its files stay open read-write through
+// the switch; handover is gone from to afterwards.
+func (g *Graph) Replace(from, to *Node, handover *Backend) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if from == to {
+		return fmt.Errorf("Can't replace node '%s' with itself", from.name)
+	}
+	var parents []*Node
+	for _, p := range slices.SortedFunc(maps.Keys(from.parents), func(a, b *Node) int { return strings.Compare(a.name, b.name) }) {
+		// A parent in to's own chain (active commit: to is below from)
+		// keeps from: giving it to would make a cycle.
+		if !to.hasDescendant(p) {
+			parents = append(parents, p)
+		}
+	}
+	for _, p := range parents {
+		if _, ok := p.img.(Reopener); !ok {
+			return fmt.Errorf("Cannot change the option '%s' of node '%s'", from.parents[p], p.name)
+		}
+	}
+	if handover != nil && (handover.node.Load() != to || !handover.perm.Write || !slices.Contains(to.users, handover)) {
+		handover = nil
+	}
+
+	users := slices.Clone(from.users)
+	var took *Backend    // took handover's permission
+	var wrote []*Backend // took a new write permission on to
+	undo := func() {
+		for _, b := range slices.Backward(wrote) {
+			g.dropWriter(to, b.perm.ShareWrite, b.name)
+		}
+		if took != nil {
+			g.retagWriter(to, took.perm.ShareWrite, handover.perm.ShareWrite)
+		}
+	}
+	for _, b := range users {
+		if !b.perm.Write {
+			continue
+		}
+		if handover != nil && took == nil {
+			others, shared := to.writers.Load()-1, to.sharedWriters
+			if handover.perm.ShareWrite {
+				shared--
+			}
+			if others > 0 && !(b.perm.ShareWrite && shared == others) {
+				undo()
+				return fmt.Errorf("Conflicts with another writer of node '%s', which does not share 'write'", to.name)
+			}
+			g.retagWriter(to, handover.perm.ShareWrite, b.perm.ShareWrite)
+			took = b
+			continue
+		}
+		if err := g.addWriter(to, b.perm.ShareWrite); err != nil {
+			undo()
+			return err
+		}
+		wrote = append(wrote, b)
+	}
+	var items []reopenItem
+	for _, p := range parents {
+		items = append(items, withChild(p, from.parents[p], to))
+	}
+	if len(items) > 0 {
+		if err := g.reopenNodes(items); err != nil {
+			undo()
+			return err
+		}
+	}
+	if took != nil {
+		to.users = slices.DeleteFunc(to.users, func(b *Backend) bool { return b == handover })
+	}
+	// The users keep their order of arrival on to.
+	from.users = slices.DeleteFunc(from.users, func(b *Backend) bool { return slices.Contains(users, b) })
+	to.users = append(to.users, users...)
+	slices.SortFunc(to.users, func(a, b *Backend) int { return cmp.Compare(a.seq, b.seq) })
+	for _, b := range users {
+		b.node.Store(to)
+		if b.perm.Write {
+			// from keeps no writer of its own: the backend's write
+			// permission now lives on to.
+			g.dropWriter(from, b.perm.ShareWrite, b.name)
+		}
+	}
+	// A node only the backends that moved kept open goes, with the
+	// children it made, as QEMU frees it when its last reference drops.
+	owned := false
+	for _, b := range users {
+		if b.owns == from {
+			b.owns, owned = nil, true
+		}
+	}
+	if owned && len(from.users) == 0 && len(from.parents) == 0 {
+		g.remove(from)
+	}
+	g.releasePerms()
+	return nil
+}
+
+// retagWriter changes whether one of n's writers (and so of its file
+// children) shares write access, keeping the count.
+func (g *Graph) retagWriter(n *Node, wasShared, shared bool) {
+	for ; n != nil && wasShared != shared; n = n.children["file"] {
+		if shared {
+			n.sharedWriters++
+		} else {
+			n.sharedWriters--
+		}
+	}
+}
+
+// CheckNewNodeName is QEMU's bdrv_assign_node_name's refusals of a name
+// for a node about to be made (a job's filter-node-name): invalid, taken
+// by a node, or a backend's name.
+func (g *Graph) CheckNewNodeName(name string) error {
+	if err := checkNodeName(name); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.backends[name] != nil {
+		return fmt.Errorf("node-name=%s is conflicting with a device id", name)
+	}
+	if g.nodes[name] != nil {
+		return fmt.Errorf("Duplicate nodes with node-name='%s'", name)
+	}
+	return nil
+}
