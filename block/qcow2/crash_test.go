@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/internal/fdtest"
 )
 
 const (
@@ -100,8 +101,12 @@ func TestWriteCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
+	// The kinds run at once: a run mostly waits for the moment to kill
+	// its child. The fd count is checked here, around all of them.
+	fdtest.Check(t)
 	for _, k := range crashKinds {
 		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			img := filepath.Join(dir, "crash.qcow2")
 			run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", k.opts, img, "24M")
@@ -152,7 +157,7 @@ func crashRuns(t *testing.T, img string, runs int) {
 		}
 		qemuCheck(t, img, true)
 
-		g := fixture(t)
+		g := parallelFixture(t)
 		n, err := openQcow2(g, img, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -171,7 +176,7 @@ func crashRuns(t *testing.T, img string, runs int) {
 		t.Logf("run %d: %d slots flushed", i, last)
 	}
 	// A final read-write open cleans nothing up but must still work.
-	g := fixture(t)
+	g := parallelFixture(t)
 	n, b := openRW(t, g, img)
 	if _, err := n.WriteAt(make([]byte, 512), 0); err != nil {
 		t.Fatal(err)
