@@ -25,8 +25,9 @@ type Options struct {
 	Progress      func(Progress)
 	ProgressEvery time.Duration
 	// Gate, if set, is called by a job before each request: it blocks
-	// while the guest's vCPUs are stopped.
-	Gate func()
+	// while the guest's vCPUs are stopped, and says false if the run
+	// was cancelled meanwhile.
+	Gate func() bool
 	// Timeout is how long a request may stay in flight before the run
 	// gives up on it (default 30s): a lost completion is an error, not
 	// a hang.
@@ -290,9 +291,13 @@ func (j *job) next(s *slot, cancel <-chan struct{}) bool {
 	return true
 }
 
-func (j *job) submit(s *slot, gate func()) error {
-	if gate != nil {
-		gate()
+// errCancelled is a request not submitted because the run ended while
+// the vCPUs were stopped; it is not an IO error.
+var errCancelled = errors.New("workload: cancelled")
+
+func (j *job) submit(s *slot, gate func() bool) error {
+	if gate != nil && !gate() {
+		return errCancelled
 	}
 	s.start = time.Now()
 	return j.q.Submit(&s.req)
@@ -300,7 +305,7 @@ func (j *job) submit(s *slot, gate func()) error {
 
 // run keeps iodepth requests in flight until the job's work is done or
 // it is cancelled, then waits for the ones in flight.
-func (j *job) run(cancel <-chan struct{}, gate func(), timeout time.Duration) {
+func (j *job) run(cancel <-chan struct{}, gate func() bool, timeout time.Duration) {
 	inflight := 0
 	for _, s := range j.slots {
 		if !j.next(s, cancel) {
@@ -347,6 +352,9 @@ func (j *job) abort(s *slot, err error) {
 		j.t.Shadow.EndWrite(s.off/blkdriver.SectorSize, sectors, false)
 	} else {
 		j.t.Shadow.EndRead(s.off/blkdriver.SectorSize, sectors)
+	}
+	if err == errCancelled {
+		return
 	}
 	j.ioErrors++
 	if j.firstIOError == "" {

@@ -96,34 +96,36 @@ func (m Mismatch) String() string {
 }
 
 // check compares the sector sec, read at off, with the generations that
-// may be there (expect[0] is what is committed, 0: unknown; expect[1], if
-// not 0, a write in flight when the read started). ok is false with a
-// mismatch; verified says whether there was anything to compare with.
+// may be there: committed, the last write to complete (0: unknown, never
+// written by a workload), and pending, a write in flight when the read
+// started (0: none). ok is false with a mismatch; verified says whether
+// there was anything to compare with.
 func check(sec []byte, off int64, committed, pending uint32) (m Mismatch, ok, verified bool) {
 	f := readStamp(sec)
-	var expect []uint32
-	if committed != 0 {
-		expect = append(expect, committed)
-	}
+	m = Mismatch{Offset: off, FoundGen: f.gen, FoundOff: f.off}
 	if pending != 0 {
-		expect = append(expect, pending)
+		m.Expected = append(m.Expected, pending)
 	}
-	if len(expect) == 0 {
-		// Nothing known of this sector: only a stamp can be checked
-		// against itself.
-		if !f.stamped {
+	if committed == 0 {
+		// The old contents are unknown: only a stamp can be checked
+		// against itself, and where nothing is expected either, the
+		// generation it holds is as good as any.
+		switch {
+		case !f.stamped:
 			return Mismatch{}, true, false
+		case !f.intact:
+			m.Kind = "corrupt"
+		case f.off != off:
+			m.Kind = "misplaced"
+		default:
+			return Mismatch{}, true, true
 		}
-		if !f.intact || f.off != off {
-			m := Mismatch{Offset: off, Kind: "corrupt", Expected: []uint32{f.gen}, FoundGen: f.gen, FoundOff: f.off}
-			if f.intact {
-				m.Kind = "misplaced"
-			}
-			return m, false, true
+		if len(m.Expected) == 0 {
+			m.Expected = []uint32{f.gen}
 		}
-		return Mismatch{}, true, true
+		return m, false, true
 	}
-	m = Mismatch{Offset: off, Expected: expect, FoundGen: f.gen, FoundOff: f.off}
+	m.Expected = append([]uint32{committed}, m.Expected...)
 	switch {
 	case !f.stamped:
 		m.Kind = "unstamped"

@@ -37,6 +37,9 @@ func TestCheck(t *testing.T) {
 		{"unknown, stamped here", old, 0, 0, "", true},
 		{"unknown, stamped elsewhere", other, 0, 0, "misplaced", true},
 		{"unknown, flipped", mutate(func(b []byte) { b[30] ^= 0x80 }), 0, 0, "corrupt", true},
+		{"unknown, write in flight, old zeroes", make([]byte, 1024), 0, 5, "", false},
+		{"unknown, write in flight, new", good, 0, 5, "", true},
+		{"unknown, write in flight, misplaced", other, 0, 5, "misplaced", true},
 	} {
 		var kinds []string
 		for s := 0; s < len(c.b); s += stampSize {
