@@ -26,7 +26,7 @@ func TestParse(t *testing.T) {
 		}},
 		{in: "device=a,,b", err: "device ids"},
 		{in: "device=vd0:", err: "device ids"},
-		{in: "io_size=1g,randseed=7", want: func(s *Spec) { s.IOSize, s.Seed = 1 << 30, 7 }},
+		{in: "io_size=1g,randseed=7", want: func(s *Spec) { s.IOSize, s.Seed = 1<<30, 7 }},
 		{in: "rw=trim", err: "parameter 'rw'"},
 		{in: "bs=1000", err: "multiple of 512"},
 		{in: "bs=0", err: "multiple of 512"},
