@@ -18,6 +18,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/qemuopen"
+	"minivmm/vm/machine"
 )
 
 // MinivmmVersion is minivmm's own version: query-version's package, and
@@ -51,6 +52,8 @@ type Server struct {
 	fds   *qemuopen.Registry
 	graph *block.Graph
 	vm    *VM
+	// machine, if set (SetMachine), holds the devices (device.go).
+	machine *machine.Machine
 
 	mu       sync.Mutex
 	monitors []*Monitor

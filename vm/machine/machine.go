@@ -230,36 +230,38 @@ func (e *ErrUnplugging) Error() string {
 // driver lets it go once the requests it made complete (after cont, if
 // the machine is stopped), and only then does the device leave its drive
 // and deleted run (the caller's DEVICE_DELETED). The device is listed
-// until then.
-func (m *Machine) DelDevice(id string, deleted func(*Device, error)) error {
+// until then. The unplug begins when the caller calls start (once the
+// command's reply is out, so that the event follows it, as in QEMU).
+func (m *Machine) DelDevice(id string, deleted func(*Device, error)) (start func(), err error) {
 	m.mu.Lock()
 	d := m.findLocked(id)
 	if d == nil {
 		m.mu.Unlock()
-		return &ErrDeviceNotFound{ID: id}
+		return nil, &ErrDeviceNotFound{ID: id}
 	}
 	if d.unplugging {
 		m.mu.Unlock()
-		return &ErrUnplugging{ID: id}
+		return nil, &ErrUnplugging{ID: id}
 	}
 	d.unplugging = true
 	d.unplugged = make(chan struct{})
 	waits := m.cancelRunsLocked(d)
 	m.mu.Unlock()
-	go func() {
-		for _, r := range waits {
-			<-r.done
-		}
-		err := m.unplug(d)
-		m.mu.Lock()
-		m.devices = slices.DeleteFunc(m.devices, func(o *Device) bool { return o == d })
-		m.mu.Unlock()
-		close(d.unplugged)
-		if deleted != nil {
-			deleted(d, err)
-		}
-	}()
-	return nil
+	return func() { go m.finishUnplug(d, waits, deleted) }, nil
+}
+
+func (m *Machine) finishUnplug(d *Device, waits []*run, deleted func(*Device, error)) {
+	for _, r := range waits {
+		<-r.done
+	}
+	err := m.unplug(d)
+	m.mu.Lock()
+	m.devices = slices.DeleteFunc(m.devices, func(o *Device) bool { return o == d })
+	m.mu.Unlock()
+	close(d.unplugged)
+	if deleted != nil {
+		deleted(d, err)
+	}
 }
 
 // cancelRunsLocked stops the workloads running on d (every one, if d is
