@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"time"
 )
 
 // Config is the device's configuration space (5.2.4), as far as the
@@ -204,22 +205,37 @@ func (d *Disk) ID() (string, error) {
 	return string(id), nil
 }
 
+// Broken is a transport that can tell that its device needs a reset
+// (it will complete nothing more); the driver asks for it by type
+// assertion.
+type Broken interface {
+	Err() error
+}
+
 // Close waits for the requests in flight, resets the device and gives
 // the rings back to guest memory. Requests submitted after it starts
-// fail with ErrClosed.
+// fail with ErrClosed. A device that needs a reset completes nothing
+// more: its requests in flight are failed (status 0xff, "not completed")
+// once it is reset, as a driver fails them after a reset.
 func (d *Disk) Close() error {
+	broken := func() bool {
+		b, ok := d.t.(Broken)
+		return ok && b.Err() != nil
+	}
 	for _, q := range d.queues {
 		q.close()
-		q.mu.Lock()
-		for q.numFree < int(q.size) && q.err == nil {
-			q.idle.Wait()
+		for q.InFlight() > 0 && q.Err() == nil && !broken() {
+			// Rare and short (an unplug): polling keeps the wait
+			// simple where the device may never answer.
+			time.Sleep(time.Millisecond)
 		}
-		q.mu.Unlock()
 	}
 	err := d.t.Reset()
 	for _, q := range d.queues {
 		close(q.stop)
 		<-q.stopped
+		q.reap() // what completed before the reset
+		q.failInFlight()
 	}
 	d.freeQueues()
 	return err

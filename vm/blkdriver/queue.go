@@ -72,7 +72,6 @@ type Queue struct {
 	lastUsed uint16
 	closed   bool
 	err      error // the device broke the protocol
-	idle     sync.Cond
 	stop     chan struct{}
 	stopped  chan struct{}
 }
@@ -112,7 +111,6 @@ func newQueue(index int, t Transport, mem *Memory, size uint16, eventIdx bool, i
 	}
 	q.numFree = n
 	q.space.L = &q.mu
-	q.idle.L = &q.mu
 	return q, nil
 }
 
@@ -197,7 +195,7 @@ func (q *Queue) addLocked(r *Request) error {
 	binary.LittleEndian.PutUint32(hdr.B[0:], r.Type)
 	binary.LittleEndian.PutUint32(hdr.B[4:], 0)
 	binary.LittleEndian.PutUint64(hdr.B[8:], r.Sector)
-	hdr.B[16] = 0xff // no status yet: a device that does not write one is caught
+	hdr.B[16] = StatusNotCompleted // a device that does not write a status is caught
 	dataFlags := uint16(0)
 	if writable(r.Type) {
 		dataFlags = descWrite
@@ -322,9 +320,6 @@ func (q *Queue) reap() {
 	}
 	if len(done) > 0 {
 		q.space.Broadcast()
-		if q.numFree == int(q.size) {
-			q.idle.Broadcast()
-		}
 	}
 	q.mu.Unlock()
 	for _, r := range done {
@@ -387,11 +382,36 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	name := map[byte]string{StatusIOErr: "IOERR", StatusUnsupp: "UNSUPP"}[e.Status]
+	name := map[byte]string{StatusIOErr: "IOERR", StatusUnsupp: "UNSUPP", StatusNotCompleted: "not completed"}[e.Status]
 	if name == "" {
 		name = fmt.Sprintf("status %#x", e.Status)
 	}
 	return fmt.Sprintf("virtio-blk request type %d at sector %d: %s", e.Type, e.Sector, name)
+}
+
+// StatusNotCompleted is the status of a request the device never
+// completed (it was reset first): the status byte the driver primes.
+const StatusNotCompleted = 0xff
+
+// failInFlight completes the requests the device will never complete.
+func (q *Queue) failInFlight() {
+	var failed []*Request
+	q.mu.Lock()
+	for head, r := range q.inflight {
+		if r != nil {
+			q.inflight[head] = nil
+			r.Status, r.Len = StatusNotCompleted, 0
+			q.freeChainLocked(uint16(head))
+			failed = append(failed, r)
+		}
+	}
+	q.space.Broadcast()
+	q.mu.Unlock()
+	for _, r := range failed {
+		if r.Done != nil {
+			r.Done(r)
+		}
+	}
 }
 
 // close refuses new requests and wakes submitters waiting for room.

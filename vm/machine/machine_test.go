@@ -258,7 +258,6 @@ func TestStopContMidWorkload(t *testing.T) {
 		}
 		done <- res
 	}()
-	var ios []int64
 	for i := 0; i < 4; i++ {
 		time.Sleep(150 * time.Millisecond)
 		m.Pause()
@@ -273,7 +272,6 @@ func TestStopContMidWorkload(t *testing.T) {
 		if after := dev.model.InFlight(); after != before {
 			t.Errorf("requests started while stopped")
 		}
-		ios = append(ios, int64(node.InFlight()))
 		m.Resume()
 	}
 	res := <-done
@@ -313,5 +311,52 @@ func TestStartPaused(t *testing.T) {
 	m.Resume()
 	if res := <-done; res == nil || !res.OK() || res.Write.IOs != 16 {
 		t.Fatalf("after cont: %v", res)
+	}
+}
+
+// TestUnplugBrokenDevice: a guest that sends a descriptor outside its
+// memory breaks the device (needs reset); unplugging it still completes,
+// the request is failed, and the drive is free again.
+func TestUnplugBrokenDevice(t *testing.T) {
+	checkFds(t)
+	g := newGraph(t)
+	addImage(t, g, "disk0", "raw", image(t, "raw", 1<<20))
+	m := newMachine(t, g, false)
+	dev, err := m.AddDevice(DeviceConfig{Driver: "virtio-blk-pci", ID: "vd0", Drive: "disk0", NumQueues: 1, QueueSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan byte, 1)
+	bad := &blkdriver.Request{Type: blkdriver.TypeIn, Data: []blkdriver.Region{{GPA: 1 << 40, B: make([]byte, 512)}},
+		Done: func(r *blkdriver.Request) { done <- r.Status }}
+	if err := dev.Disk().Queues()[0].Submit(bad); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return dev.Err() != nil })
+	deleted := make(chan error, 1)
+	start, err := m.DelDevice("vd0", func(_ *Device, err error) { deleted <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	start()
+	select {
+	case <-deleted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("unplug of a broken device hangs")
+	}
+	if st := <-done; st != blkdriver.StatusNotCompleted {
+		t.Errorf("request on the broken device: status %#x", st)
+	}
+	if _, err := m.AddDevice(DeviceConfig{Driver: "virtio-blk-pci", ID: "vd1", Drive: "disk0", NumQueues: 1, QueueSize: 16}); err != nil {
+		t.Fatalf("drive not free after the unplug: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
 	}
 }
