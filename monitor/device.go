@@ -39,9 +39,11 @@ func init() {
 	commands["device_add"] = command{params: tDeviceAddArgs, run: deviceAdd, raw: true}
 	commands["device_del"] = command{params: []param{req("id", tStr)}, run: deviceDel}
 	commands["qom-list"] = command{params: []param{req("path", tStr)}, run: qomList, ret: arrayOf(tObjectPropertyInfo)}
-	commands["x-workload"] = command{params: []param{req("spec", tStr)}, run: xWorkload, ret: tWorkloadResult}
+	commands["x-workload"] = command{params: []param{req("spec", tStr), opt("progress", tBool)}, run: xWorkload, ret: tWorkloadResult}
 	events["DEVICE_DELETED"] = object("q_obj_DEVICE_DELETED-arg", opt("device", tStr), req("path", tStr))
 	events["X_WORKLOAD_COMPLETED"] = object("q_obj_X_WORKLOAD_COMPLETED-arg", req("result", tWorkloadResult))
+	events["X_WORKLOAD_PROGRESS"] = object("q_obj_X_WORKLOAD_PROGRESS-arg", req("line", tStr), req("percent", tNumber),
+		req("read-iops", tNumber), req("write-iops", tNumber), req("eta-ns", tInt))
 }
 
 // SetMachine gives the monitor the machine whose devices it manages.
@@ -166,7 +168,15 @@ func xWorkload(c *call, args Args) (any, error) {
 	if err != nil {
 		return nil, genericError("%s", err.Error())
 	}
-	res, err := m.RunWorkload(spec, workload.Options{})
+	var opts workload.Options
+	if on, _ := args["progress"].(bool); on {
+		srv := c.mon.srv
+		opts.Progress = func(p workload.Progress) {
+			srv.Emit("X_WORKLOAD_PROGRESS", Obj{{"line", p.String()}, {"percent", p.Percent},
+				{"read-iops", p.ReadIOPS}, {"write-iops", p.WriteIOPS}, {"eta-ns", int64(p.ETA)}})
+		}
+	}
+	res, err := m.RunWorkload(spec, opts)
 	if err != nil {
 		var nf *machine.ErrDeviceNotFound
 		if errors.As(err, &nf) {

@@ -127,6 +127,9 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if len(args) > 0 && args[0] == "img" {
 		return runImg(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "run" {
+		return runRun(args[1:], stdout, stderr)
+	}
 	rep := &reporter{w: stderr, now: time.Now}
 	fail := func(err error) int {
 		rep.Printf("%v", err)
