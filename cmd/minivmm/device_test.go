@@ -163,3 +163,27 @@ func TestDeviceOptionErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestQuitDuringWorkload: quit from one client while another runs a long
+// x-workload: the workload is cut short, its client gets its result, and
+// the VMM exits promptly.
+func TestQuitDuringWorkload(t *testing.T) {
+	t.Parallel()
+	path, _ := rawImage(t, 4<<20)
+	p := startVMM(t, nil, "-drive", "file="+path+",format=raw,if=none,id=drive0", "-device", "virtio-blk-pci,drive=drive0,id=vd0")
+	runner := qmptest.Dial(t, p.Sock)
+	runner.Negotiate()
+	ctl := qmptest.Dial(t, p.Sock)
+	ctl.Negotiate()
+	runner.Send(`{"execute":"x-workload","arguments":{"spec":"rw=randrw,iodepth=8,runtime=600,verify=on"}}` + "\n")
+	time.Sleep(300 * time.Millisecond)
+	began := time.Now()
+	ret(t, ctl.Execute("quit", nil))
+	workloadOK(t, runner.Reply())
+	if code := p.Wait(20 * time.Second); code != 0 {
+		t.Errorf("exit status %d", code)
+	}
+	if d := time.Since(began); d > 10*time.Second {
+		t.Errorf("exit took %v", d)
+	}
+}

@@ -68,6 +68,12 @@ func (v *vmm) connectMachine() {
 		return v.graph.Quiesce()
 	})
 	v.vm.OnCont(m.Resume)
+	// A workload a client runs (x-workload) ends when the VMM exits, so
+	// that its connection, and the exit, do not wait for it.
+	go func() {
+		<-v.vm.ExitRequested()
+		m.CancelWorkloads()
+	}()
 }
 
 // runWorkloads runs the -workload options one after the other, printing

@@ -53,8 +53,9 @@ type Device struct {
 	shadow  *workload.Shadow
 	// unplugging: device_del was asked; unplugged is closed once the
 	// device is gone.
-	unplugging bool
-	unplugged  chan struct{}
+	unplugging  bool
+	unplugged   chan struct{}
+	startUnplug func() // runs the unplug once
 }
 
 // ID is the device's id; empty for an anonymous one.
@@ -246,8 +247,9 @@ func (m *Machine) DelDevice(id string, deleted func(*Device, error)) (start func
 	d.unplugging = true
 	d.unplugged = make(chan struct{})
 	waits := m.cancelRunsLocked(d)
+	d.startUnplug = sync.OnceFunc(func() { go m.finishUnplug(d, waits, deleted) })
 	m.mu.Unlock()
-	return func() { go m.finishUnplug(d, waits, deleted) }, nil
+	return d.startUnplug, nil
 }
 
 func (m *Machine) finishUnplug(d *Device, waits []*run, deleted func(*Device, error)) {
@@ -328,6 +330,7 @@ func (m *Machine) Close() error {
 		d.unplugging = true
 		m.mu.Unlock()
 		if pending {
+			d.startUnplug() // in case its caller never did
 			<-d.unplugged
 			continue
 		}
@@ -338,6 +341,14 @@ func (m *Machine) Close() error {
 	m.mu.Unlock()
 	errs = append(errs, m.mem.Close())
 	return errors.Join(errs...)
+}
+
+// CancelWorkloads ends the workloads running (the VMM is exiting); they
+// return their results so far.
+func (m *Machine) CancelWorkloads() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cancelRunsLocked(nil)
 }
 
 // cpuGate holds the vCPUs while the machine is stopped.

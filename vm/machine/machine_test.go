@@ -121,13 +121,24 @@ func requestTypes(t *testing.T, d *blkdriver.Disk, node *block.Node) {
 // plausible.
 func TestWorkloadMultiqueue(t *testing.T) {
 	checkFds(t)
-	for _, format := range []string{"raw", "qcow2"} {
-		t.Run(format, func(t *testing.T) {
+	for _, variant := range []string{"raw", "qcow2", "raw without INDIRECT and EVENT_IDX"} {
+		t.Run(variant, func(t *testing.T) {
+			format, _, plain := strings.Cut(variant, " ")
 			g := newGraph(t)
 			addImage(t, g, "disk0", format, image(t, format, 16<<20))
 			m := newMachine(t, g, false)
-			if _, err := m.AddDevice(DeviceConfig{Driver: "virtio-blk-pci", ID: "vd0", Drive: "disk0", NumQueues: 4, QueueSize: 128}); err != nil {
+			dev, err := m.AddDevice(DeviceConfig{Driver: "virtio-blk-pci", ID: "vd0", Drive: "disk0", NumQueues: 4, QueueSize: 128})
+			if err != nil {
 				t.Fatal(err)
+			}
+			if plain {
+				if err := dev.disk.Close(); err != nil {
+					t.Fatal(err)
+				}
+				refuse := blkdriver.Bit(blkdriver.FeatIndirect) | blkdriver.Bit(blkdriver.FeatEventIdx)
+				if dev.disk, err = blkdriver.Open(dev.tr, m.gmem, blkdriver.Options{Refuse: refuse, QueueSize: 128}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			for _, s := range []string{
 				"rw=randwrite,bs=4k,iodepth=32,numjobs=4,size=4m,io_size=1m,verify=on",
