@@ -441,4 +441,3 @@ func countFds(pid int) (int, error) {
 	}
 	return len(entries), nil
 }
-
