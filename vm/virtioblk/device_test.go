@@ -22,8 +22,10 @@ func TestRequests(t *testing.T) {
 		for _, indirect := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/indirect=%v", format, indirect), func(t *testing.T) {
 				checkFds(t)
+				needQemu(t)
 				path := image(t, format, diskSize)
-				r := newRig(t, open(t, format, path, false), virtioblk.Config{Serial: "minivmm-serial-0123456789"}, 0)
+				disk, closeDisk := openClose(t, format, path, false)
+				r := newRig(t, disk, virtioblk.Config{Serial: "minivmm-serial-0123456789"}, 0)
 				data := pattern(64<<10, 0x5a)
 				type step struct {
 					name   string
@@ -77,6 +79,17 @@ func TestRequests(t *testing.T) {
 				}
 				if r.dev.Err() != nil {
 					t.Fatal(r.dev.Err())
+				}
+				// What QEMU reads from the image is what the requests
+				// that succeeded wrote.
+				model := make([]byte, diskSize)
+				copy(model[2048*512:], data)
+				clear(model[2056*512 : 2080*512])
+				copy(model[last*512:], data[:4096])
+				closeDisk()
+				qemuCheck(t, format, path)
+				if got := qemuRaw(t, format, path); !bytes.Equal(got, model) {
+					t.Fatalf("image content differs from what the requests wrote (first difference at byte %d)", firstDiff(got, model))
 				}
 			})
 		}
@@ -199,14 +212,16 @@ func TestMultiqueue(t *testing.T) {
 	for _, format := range []string{"raw", "qcow2"} {
 		t.Run(format, func(t *testing.T) {
 			checkFds(t)
+			needQemu(t)
 			path := image(t, format, diskSize)
 			const nq, depth, bs = 4, 64, 4096
-			r := newRig(t, open(t, format, path, false), virtioblk.Config{NumQueues: nq, QueueSize: 512, WriteCache: true}, 0)
+			disk, closeDisk := openClose(t, format, path, false)
+			r := newRig(t, disk, virtioblk.Config{NumQueues: nq, QueueSize: 512, WriteCache: true}, 0)
 			reqs := make([][]req, nq)
 			for qi := range nq {
 				for i := range depth {
 					sector := uint64((qi*depth + i) * bs / 512)
-					reqs[qi] = append(reqs[qi], req{typ: virtioblk.TypeOut, sector: sector, out: pattern(bs, byte(qi*depth+i)), split: 1024})
+					reqs[qi] = append(reqs[qi], req{typ: virtioblk.TypeOut, sector: sector, out: bytes.Repeat([]byte{fill(qi, i)}, bs), split: 1024})
 				}
 				for i := range reqs[qi] {
 					r.add(qi, &reqs[qi][i], qi%2 == 1)
@@ -255,11 +270,31 @@ func TestMultiqueue(t *testing.T) {
 			for qi := range nq {
 				r.used(qi)
 				for i := range rd[qi] {
-					if !bytes.Equal(r.data(qi, &rd[qi][i]), pattern(bs, byte(qi*depth+i))) {
+					if !bytes.Equal(r.data(qi, &rd[qi][i]), bytes.Repeat([]byte{fill(qi, i)}, bs)) {
 						t.Fatalf("queue %d request %d read other data", qi, i)
 					}
 				}
 			}
+			closeDisk()
+			qemuCheck(t, format, path)
+			var ranges [][3]int64
+			for qi := range nq {
+				for i := range depth {
+					ranges = append(ranges, [3]int64{int64((qi*depth + i) * bs), bs, int64(fill(qi, i))})
+				}
+			}
+			qemuRead(t, format, path, ranges)
 		})
 	}
+}
+
+func fill(qi, i int) byte { return byte(qi*64 + i + 1) }
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"minivmm/block"
@@ -65,13 +66,29 @@ func image(t testing.TB, format string, size int64) string {
 // open opens path through a block graph as the VMM would, attached for
 // writing unless readOnly; everything is closed when the test ends.
 func open(t testing.TB, format, path string, readOnly bool) *block.Backend {
+	b, _ := openClose(t, format, path, readOnly)
+	return b
+}
+
+// openClose is open with a function that closes it all early (to hand
+// the image to qemu-img), which the test may call or leave to its end.
+func openClose(t testing.TB, format, path string, readOnly bool) (*block.Backend, func()) {
 	t.Helper()
 	reg := qemuopen.New(qemuopen.Config{})
 	g := block.NewGraph(reg)
-	t.Cleanup(func() {
-		g.Close()
+	var b *block.Backend
+	closeAll := sync.OnceFunc(func() {
+		if b != nil {
+			if err := g.Detach(b); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := g.Close(); err != nil {
+			t.Error(err)
+		}
 		reg.CloseAll()
 	})
+	t.Cleanup(closeAll)
 	d := json.NewDecoder(strings.NewReader(fmt.Sprintf(`{"driver":%q,"node-name":"disk0","read-only":%v,"discard":"unmap","file":{"driver":"file","filename":%q}}`, format, readOnly, path)))
 	d.UseNumber()
 	var o map[string]any
@@ -82,11 +99,41 @@ func open(t testing.TB, format, path string, readOnly bool) *block.Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := g.Attach("", n, block.Perm{Write: !readOnly})
+	b, err = g.Attach("", n, block.Perm{Write: !readOnly})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { g.Detach(b) })
+	return b, closeAll
+}
+
+// qemuCheck runs qemu-img check on a qcow2 image (raw has nothing to check).
+func qemuCheck(t testing.TB, format, path string) {
+	t.Helper()
+	if format == "qcow2" {
+		run(t, "qemu-img", "check", "-f", format, path)
+	}
+}
+
+// qemuRead checks with qemu-io that each range holds its byte.
+func qemuRead(t testing.TB, format, path string, ranges [][3]int64) {
+	t.Helper()
+	needQemu(t)
+	args := []string{"-f", format}
+	for _, r := range ranges {
+		args = append(args, "-c", fmt.Sprintf("read -P 0x%x %d %d", r[2], r[0], r[1]))
+	}
+	run(t, "qemu-io", append(args, path)...)
+}
+
+// qemuRaw is the image's guest-visible content, as qemu-img reads it.
+func qemuRaw(t testing.TB, format, path string) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "content.raw")
+	run(t, "qemu-img", "convert", "-f", format, "-O", "raw", path, out)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return b
 }
 

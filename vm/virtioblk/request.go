@@ -76,6 +76,9 @@ func parseRequest(c *virtq.Chain) (request, error) {
 	}
 	r.inLen = uint32(total)
 	last := c.In[len(c.In)-1]
+	if len(last) == 0 {
+		return r, fmt.Errorf("%w: status buffer is empty", ErrBadRequest)
+	}
 	r.status = &last[len(last)-1]
 	r.in = c.In
 	if len(last) == 1 {

@@ -1,0 +1,96 @@
+package virtioblk_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"minivmm/block"
+	"minivmm/vm/virtioblk"
+)
+
+// gatedDisk holds every request until released, counting how many are
+// inside at once.
+type gatedDisk struct {
+	virtioblk.Disk
+	mu      sync.Mutex
+	inside  int
+	reached chan struct{} // closed when want requests are inside at once
+	want    int
+	release chan struct{}
+}
+
+func (g *gatedDisk) enter() {
+	g.mu.Lock()
+	g.inside++
+	if g.inside == g.want {
+		close(g.reached)
+	}
+	g.mu.Unlock()
+	<-g.release
+}
+
+func (g *gatedDisk) ReadV(bufs [][]byte, off int64) (int, error) {
+	g.enter()
+	return g.Disk.ReadV(bufs, off)
+}
+
+func (g *gatedDisk) WriteV(bufs [][]byte, off int64, f block.WriteFlags) (int, error) {
+	g.enter()
+	return g.Disk.WriteV(bufs, off, f)
+}
+
+// TestInFlightAtOnce: requests from every queue are in the block layer
+// at the same time (none waits for another to finish), and Drain waits
+// for them all.
+func TestInFlightAtOnce(t *testing.T) {
+	checkFds(t)
+	const nq, per = 4, 8
+	g := &gatedDisk{Disk: open(t, "raw", image(t, "raw", diskSize), false), want: nq * per,
+		reached: make(chan struct{}), release: make(chan struct{})}
+	r := newRig(t, g, virtioblk.Config{NumQueues: nq}, 0)
+	for qi := range nq {
+		for i := range per {
+			q := req{typ: virtioblk.TypeIn, sector: uint64(i * 8), in: 4096}
+			if i%2 == 1 {
+				q = req{typ: virtioblk.TypeOut, sector: uint64(1024 + qi*per + i), out: make([]byte, 512)}
+			}
+			r.add(qi, &q, false)
+		}
+	}
+	var wg sync.WaitGroup
+	for qi := range nq {
+		wg.Go(func() {
+			if err := r.dev.Serve(r.q[qi], nil); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	// Serve returns with the requests still in flight.
+	wg.Wait()
+	select {
+	case <-g.reached:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("only %d of %d requests in flight at once", g.inside, nq*per)
+	}
+	drained := make(chan struct{})
+	go func() {
+		r.dev.Drain()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+		t.Fatal("Drain returned with requests in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if n := r.dev.InFlight(); n != nq*per {
+		t.Fatalf("InFlight %d, want %d", n, nq*per)
+	}
+	close(g.release)
+	<-drained
+	for qi := range nq {
+		if u := r.used(qi); len(u) != per {
+			t.Fatalf("queue %d: %d used after Drain, want %d", qi, len(u), per)
+		}
+	}
+}
