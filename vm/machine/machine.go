@@ -379,6 +379,13 @@ func (g *cpuGate) wait(cancel <-chan struct{}) bool {
 	return true
 }
 
+// stopped tells whether the vCPUs are stopped.
+func (g *cpuGate) stopped() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.paused
+}
+
 // wake makes waiters look at their cancel channel.
 func (g *cpuGate) wake() {
 	g.mu.Lock()

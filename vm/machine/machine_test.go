@@ -371,3 +371,29 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestLongStopIsNoTimeout: requests the guest made just before a stop
+// wait in the ring for cont; a stop longer than the workload's request
+// timeout does not make them time out.
+func TestLongStopIsNoTimeout(t *testing.T) {
+	checkFds(t)
+	g := newGraph(t)
+	addImage(t, g, "disk0", "raw", image(t, "raw", 4<<20))
+	m := newMachine(t, g, false)
+	if _, err := m.AddDevice(DeviceConfig{Driver: "virtio-blk-pci", ID: "vd0", Drive: "disk0", NumQueues: 1, QueueSize: 64}); err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := workload.Parse("rw=randrw,bs=4k,iodepth=16,size=4m,runtime=600ms,verify=on")
+	done := make(chan *workload.Result)
+	go func() {
+		res, _ := m.RunWorkload(spec, workload.Options{Timeout: 250 * time.Millisecond})
+		done <- res
+	}()
+	time.Sleep(100 * time.Millisecond)
+	m.Pause()
+	time.Sleep(time.Second) // four timeouts
+	m.Resume()
+	if res := <-done; res == nil || !res.OK() {
+		t.Fatalf("after a long stop: %v", res)
+	}
+}

@@ -74,6 +74,7 @@ func (m *Machine) RunWorkload(spec workload.Spec, o workload.Options) (*workload
 	}
 	o.Cancel = cancel
 	o.Gate = func() bool { return m.cpus.wait(cancel) }
+	o.Stopped = m.cpus.stopped
 	targets := make([]workload.Target, len(devs))
 	for i, d := range devs {
 		name := d.cfg.ID

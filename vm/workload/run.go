@@ -32,6 +32,9 @@ type Options struct {
 	// gives up on it (default 30s): a lost completion is an error, not
 	// a hang.
 	Timeout time.Duration
+	// Stopped, if set, says whether the machine is stopped: the
+	// timeout does not run out while it is (requests wait for cont).
+	Stopped func() bool
 	// Cancel, when closed, ends the run early; the requests in flight
 	// complete first.
 	Cancel <-chan struct{}
@@ -107,7 +110,7 @@ func Run(spec Spec, targets []Target, o Options) (*Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			j.run(cancel, o.Gate, o.Timeout)
+			j.run(cancel, o.Gate, o.Stopped, o.Timeout)
 		}()
 	}
 	finished := make(chan struct{})
@@ -305,7 +308,7 @@ func (j *job) submit(s *slot, gate func() bool) error {
 
 // run keeps iodepth requests in flight until the job's work is done or
 // it is cancelled, then waits for the ones in flight.
-func (j *job) run(cancel <-chan struct{}, gate func() bool, timeout time.Duration) {
+func (j *job) run(cancel <-chan struct{}, gate func() bool, stopped func() bool, timeout time.Duration) {
 	inflight := 0
 	for _, s := range j.slots {
 		if !j.next(s, cancel) {
@@ -333,6 +336,9 @@ func (j *job) run(cancel <-chan struct{}, gate func() bool, timeout time.Duratio
 				inflight++
 			}
 		case <-tm.C:
+			if stopped != nil && stopped() {
+				continue // a stopped machine completes nothing until cont
+			}
 			// The requests still in flight hold their buffers and
 			// shadow claims: the job cannot reuse them, so it stops.
 			j.timedOut = true
