@@ -187,3 +187,22 @@ func TestQuitDuringWorkload(t *testing.T) {
 		t.Errorf("exit took %v", d)
 	}
 }
+
+// TestDriveIfVirtio: -drive if=virtio makes a backend virtio0 and an
+// anonymous virtio-blk-pci on it, as QEMU's; the workload runs on it.
+func TestDriveIfVirtio(t *testing.T) {
+	t.Parallel()
+	path, _ := rawImage(t, 4<<20)
+	p := startVMM(t, nil, "-drive", "file="+path+",format=raw,if=virtio")
+	c := qmptest.Dial(t, p.Sock)
+	c.Negotiate()
+	list := ret(t, c.Execute("qom-list", map[string]any{"path": "/machine/peripheral-anon"})).([]any)
+	if len(list) != 2 || list[1].(map[string]any)["name"] != "device[0]" {
+		t.Errorf("qom-list: %v", list)
+	}
+	blocks := ret(t, c.Execute("query-block", nil)).([]any)
+	if len(blocks) != 1 || blocks[0].(map[string]any)["device"] != "virtio0" {
+		t.Errorf("query-block: %v", blocks)
+	}
+	workloadOK(t, c.Execute("x-workload", map[string]any{"spec": "rw=write,bs=64k,size=1m,verify=on"}))
+}

@@ -42,6 +42,17 @@ func (v *vmm) startMachine(occ []cmdline.Occurrence, paused bool) ([]workload.Sp
 		return nil, fmt.Errorf("cannot set up guest RAM: %w", err)
 	}
 	v.machine = m
+	// -drive if=virtio: an anonymous virtio-blk-pci on the drive, as
+	// QEMU's, before the -device ones.
+	for _, id := range v.virtioDrives {
+		cfg, err := machine.ParseDeviceConfig(map[string]any{"driver": "virtio-blk-pci", "drive": id})
+		if err == nil {
+			_, err = m.AddDevice(cfg)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	for _, oc := range occ {
 		if oc.Name != "device" {
 			continue

@@ -108,10 +108,12 @@ type vmm struct {
 	fds     *qemuopen.Registry
 	graph   *block.Graph
 	machine *machine.Machine
-	vm      *monitor.VM
-	srv     *monitor.Server
-	hmps    []*monitor.HMPMonitor
-	pidfile *pidfile
+	// virtioDrives are the -drive if=virtio backends, each to get a device.
+	virtioDrives []string
+	vm           *monitor.VM
+	srv          *monitor.Server
+	hmps         []*monitor.HMPMonitor
+	pidfile      *pidfile
 }
 
 // waiter is a monitor that may be asked to wait for its first client.
