@@ -68,8 +68,9 @@ type Queue struct {
 	next     []uint16   // the driver's own chain links: never read back from guest memory
 	chainLen []uint16   // descriptors each head's chain holds
 	inflight []*Request // by head
-	availIdx uint16
-	lastUsed uint16
+	availIdx  uint16 // next avail entry to fill
+	published uint16 // avail index the device can see
+	lastUsed  uint16
 	closed   bool
 	err      error // the device broke the protocol
 	stop     chan struct{}
@@ -151,25 +152,30 @@ func (q *Queue) Submit(reqs ...*Request) error {
 		q.mu.Unlock()
 		return ErrClosed
 	}
-	old := q.availIdx
+	var err error
 	for _, r := range reqs {
-		if err := q.addLocked(r); err != nil {
-			q.publishLocked()
-			kick := q.needKickLocked(old)
-			q.mu.Unlock()
-			if kick {
-				q.t.Kick(q.index)
-			}
-			return err
+		if err = q.addLocked(r); err != nil {
+			break
 		}
 	}
-	q.publishLocked()
-	kick := q.needKickLocked(old)
+	kick := q.flushLocked()
 	q.mu.Unlock()
 	if kick {
 		q.t.Kick(q.index)
 	}
-	return nil
+	return err
+}
+
+// flushLocked publishes the entries added since the last flush and says
+// whether the device wants to hear of them.
+func (q *Queue) flushLocked() (kick bool) {
+	if q.published == q.availIdx {
+		return false
+	}
+	old := q.published
+	q.publishLocked()
+	q.published = q.availIdx
+	return q.needKickLocked(old)
 }
 
 // addLocked builds r's chain (header, data, status) and puts its head in
@@ -185,6 +191,16 @@ func (q *Queue) addLocked(r *Request) error {
 		return fmt.Errorf("blkdriver: request of %d segments does not fit a queue of %d", len(r.Data), q.size)
 	}
 	for q.numFree < need && !q.closed {
+		if q.published != q.availIdx {
+			// The device must see what this batch filled the queue
+			// with, or no descriptor will ever come back.
+			if q.flushLocked() {
+				q.mu.Unlock()
+				q.t.Kick(q.index)
+				q.mu.Lock()
+			}
+			continue
+		}
 		q.space.Wait()
 	}
 	if q.closed {

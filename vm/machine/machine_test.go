@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -395,5 +396,43 @@ func TestLongStopIsNoTimeout(t *testing.T) {
 	m.Resume()
 	if res := <-done; res == nil || !res.OK() {
 		t.Fatalf("after a long stop: %v", res)
+	}
+}
+
+// TestBatchLargerThanQueue submits more requests in one call than the
+// queue has descriptors for: the driver publishes what it has before it
+// waits for room, so all complete.
+func TestBatchLargerThanQueue(t *testing.T) {
+	checkFds(t)
+	g := newGraph(t)
+	addImage(t, g, "disk0", "raw", image(t, "raw", 1<<20))
+	m := newMachine(t, g, false)
+	dev, err := m.AddDevice(DeviceConfig{Driver: "virtio-blk-pci", ID: "vd0", Drive: "disk0", NumQueues: 1, QueueSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, refuse := range []uint64{0, blkdriver.Bit(blkdriver.FeatIndirect) | blkdriver.Bit(blkdriver.FeatEventIdx)} {
+		dev.disk.Close()
+		if dev.disk, err = blkdriver.Open(dev.tr, m.gmem, blkdriver.Options{Refuse: refuse}); err != nil {
+			t.Fatal(err)
+		}
+		buf, _ := m.gmem.Alloc(40*1024, 4096)
+		var wg sync.WaitGroup
+		var reqs []*blkdriver.Request
+		for i := 0; i < 40; i++ {
+			wg.Add(1)
+			reqs = append(reqs, &blkdriver.Request{Type: blkdriver.TypeOut, Sector: uint64(2 * i),
+				Data: []blkdriver.Region{buf.Sub(1024*i, 512), buf.Sub(1024*i+512, 512)}, Done: func(*blkdriver.Request) { wg.Done() }})
+		}
+		if err := dev.disk.Queues()[0].Submit(reqs...); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		for _, r := range reqs {
+			if r.Status != blkdriver.StatusOK {
+				t.Fatalf("request at %d: status %d", r.Sector, r.Status)
+			}
+		}
+		m.gmem.Free(buf)
 	}
 }
