@@ -11,8 +11,8 @@ import (
 
 // TestRunCommand runs `minivmm run` on its defaults: it makes a qcow2
 // over a raw base, runs a verifying workload through a second minivmm
-// confined to fdsets, and exits 0 with every check held; qemu-img finds
-// the image it wrote clean.
+// confined to fdsets, takes a live snapshot under it, and exits 0 with
+// every check held; qemu-img finds the images it wrote clean.
 func TestRunCommand(t *testing.T) {
 	t.Parallel()
 	cmd := exec.Command(binary, "run", "--runtime", "1s", "--keep")
@@ -20,9 +20,11 @@ func TestRunCommand(t *testing.T) {
 	if m := regexp.MustCompile(`keeping (\S+)`).FindSubmatch(out); m != nil {
 		t.Cleanup(func() { os.RemoveAll(string(m[1])) })
 		if _, lookErr := exec.LookPath("qemu-img"); lookErr == nil {
-			check, cerr := exec.Command("qemu-img", "check", filepath.Join(string(m[1]), "overlay.qcow2")).CombinedOutput()
-			if cerr != nil || !strings.Contains(string(check), "No errors were found") {
-				t.Errorf("qemu-img check: %v\n%s", cerr, check)
+			for _, img := range []string{"overlay.qcow2", "snapshot.qcow2"} {
+				check, cerr := exec.Command("qemu-img", "check", filepath.Join(string(m[1]), img)).CombinedOutput()
+				if cerr != nil || !strings.Contains(string(check), "No errors were found") {
+					t.Errorf("qemu-img check %s: %v\n%s", img, cerr, check)
+				}
 			}
 		}
 	}
@@ -30,7 +32,7 @@ func TestRunCommand(t *testing.T) {
 		t.Fatalf("minivmm run: %v\n%s", err, out)
 	}
 	for _, want := range []string{"read:  IOPS=", "write: IOPS=", "0 mismatches", "Jobs: 2:",
-		"checks: workload ok, fds ok, VMM exit ok, image check ok"} {
+		"live snapshot onto snapshot.qcow2", "checks: workload ok, fds ok, VMM exit ok, live snapshot ok, image check ok"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

@@ -89,6 +89,10 @@ type runner struct {
 	files  []*os.File
 	images []*image
 	sets   int
+	// snap is the overlay a live snapshot puts over the image run made,
+	// while the workload runs (nil for a user's images).
+	snap    *image
+	snapped bool // the snapshot was taken: its nodes are to be deleted
 }
 
 func (r *runner) printf(format string, a ...any) { fmt.Fprintf(r.cfg.Stdout, format, a...) }
@@ -138,6 +142,11 @@ func (r *runner) run(paths []string, write bool, specText string, runtime time.D
 			return false, err
 		}
 	}
+	if r.snap != nil {
+		if err := r.openPair(r.snap); err != nil {
+			return false, err
+		}
+	}
 
 	vmm, c, err := r.startVMM(dir, made)
 	if err != nil {
@@ -180,6 +189,12 @@ func (r *runner) run(paths []string, write bool, specText string, runtime time.D
 			fmt.Fprintln(r.cfg.Stderr, line)
 		}
 	}
+	snapDone := make(chan error, 1)
+	if r.snap != nil {
+		go func() { snapDone <- r.liveSnapshot(sock(dir), spec.Runtime/2) }()
+	} else {
+		snapDone <- nil
+	}
 	res, err := c.Execute("x-workload", map[string]any{"spec": spec.String(), "progress": true})
 	if r.cfg.TTY {
 		fmt.Fprintln(r.cfg.Stderr)
@@ -189,6 +204,10 @@ func (r *runner) run(paths []string, write bool, specText string, runtime time.D
 	}
 	result, _ := res.(map[string]any)
 	workloadOK := r.report(result)
+	snapErr := <-snapDone
+	if snapErr != nil {
+		r.printf("live snapshot: %v\n", snapErr)
+	}
 
 	for _, id := range devices {
 		if _, err := c.Execute("device_del", map[string]any{"id": id}); err != nil {
@@ -205,6 +224,9 @@ func (r *runner) run(paths []string, write bool, specText string, runtime time.D
 		}
 	}
 	for _, img := range r.blockdevOrder() {
+		if img == r.snap && !r.snapped {
+			continue
+		}
 		for _, n := range []string{img.node, img.node + "-file"} {
 			if _, err := c.Execute("blockdev-del", map[string]any{"node-name": n}); err != nil {
 				return false, fmt.Errorf("blockdev-del %s: %w", n, err)
@@ -239,8 +261,11 @@ func (r *runner) run(paths []string, write bool, specText string, runtime time.D
 	checkOK := true
 	if made {
 		checkOK = r.checkImage(r.images[0].path)
+		if r.snap != nil {
+			checkOK = r.checkImage(r.snap.path) && checkOK
+		}
 	}
-	ok = workloadOK && fdsOK && vmmOK && checkOK
+	ok = workloadOK && fdsOK && vmmOK && checkOK && snapErr == nil
 	verdict := func(b bool) string {
 		if b {
 			return "ok"
@@ -248,6 +273,9 @@ func (r *runner) run(paths []string, write bool, specText string, runtime time.D
 		return "FAILED"
 	}
 	r.printf("checks: workload %s, fds %s, VMM exit %s", verdict(workloadOK), verdict(fdsOK), verdict(vmmOK))
+	if r.snap != nil {
+		r.printf(", live snapshot %s", verdict(snapErr == nil))
+	}
 	if made {
 		r.printf(", image check %s", verdict(checkOK))
 	}
@@ -270,9 +298,15 @@ func (r *runner) makeImages(dir string) error {
 	if err != nil {
 		return fmt.Errorf("img create: %v: %s", err, out)
 	}
-	r.printf("made %s over %s in %s\n", filepath.Base(overlay), filepath.Base(base), dir)
+	snap := filepath.Join(dir, "snapshot.qcow2")
+	out, err = exec.Command(r.cfg.Self, "img", "create", "-q", "-f", "qcow2", "-b", overlay, "-F", "qcow2", snap).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("img create: %v: %s", err, out)
+	}
+	r.printf("made %s over %s in %s (and %s for a live snapshot)\n", filepath.Base(overlay), filepath.Base(base), dir, filepath.Base(snap))
 	b := &image{path: base, format: "raw"}
 	r.images = []*image{{path: overlay, format: "qcow2", backing: b}}
+	r.snap = &image{path: snap, format: "qcow2"}
 	return nil
 }
 
@@ -314,8 +348,10 @@ func (r *runner) openPair(img *image) error {
 // startVMM starts the second minivmm with every fd as -add-fd; confined
 // (-fdset-only) when it runs on images this tool made, whose chain it
 // wires by node names.
+func sock(dir string) string { return filepath.Join(dir, "qmp.sock") }
+
 func (r *runner) startVMM(dir string, confined bool) (*exec.Cmd, *qmpclient.Client, error) {
-	sock := filepath.Join(dir, "qmp.sock")
+	sock := sock(dir)
 	args := []string{"-machine", "none", "-nodefaults", "-display", "none", "-m", "256",
 		"-qmp", "unix:" + sock + ",server=on,wait=off"}
 	if confined {
@@ -355,6 +391,9 @@ func (r *runner) allImages() []*image {
 	for _, i := range r.images {
 		add(i)
 	}
+	if r.snap != nil {
+		out = append(out, r.snap)
+	}
 	return out
 }
 
@@ -393,6 +432,40 @@ func (r *runner) blockdevAdd(c *qmpclient.Client, img *image, write bool) error 
 	if _, err := c.Execute("blockdev-add", format); err != nil {
 		return fmt.Errorf("blockdev-add %s: %w", img.path, err)
 	}
+	return nil
+}
+
+// liveSnapshot waits, then puts the snapshot overlay over the running
+// image as libvirt does (blockdev-add of the overlay over its fdset, then
+// blockdev-snapshot), on a connection of its own, and prints the time
+// the switch took.
+func (r *runner) liveSnapshot(sock string, after time.Duration) error {
+	time.Sleep(after)
+	c, err := qmpclient.Dial(sock, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	top := r.images[0]
+	began := time.Now()
+	if _, err := c.Execute("blockdev-add", map[string]any{"driver": "file", "node-name": r.snap.node + "-file",
+		"filename": fmt.Sprintf("/dev/fdset/%d", r.snap.set), "auto-read-only": true, "discard": "unmap"}); err != nil {
+		return fmt.Errorf("blockdev-add: %w", err)
+	}
+	if _, err := c.Execute("blockdev-add", map[string]any{"driver": "qcow2", "node-name": r.snap.node,
+		"file": r.snap.node + "-file", "backing": nil}); err != nil {
+		c.Execute("blockdev-del", map[string]any{"node-name": r.snap.node + "-file"})
+		return fmt.Errorf("blockdev-add: %w", err)
+	}
+	added := time.Since(began)
+	if _, err := c.Execute("blockdev-snapshot", map[string]any{"node": top.node, "overlay": r.snap.node}); err != nil {
+		c.Execute("blockdev-del", map[string]any{"node-name": r.snap.node})
+		c.Execute("blockdev-del", map[string]any{"node-name": r.snap.node + "-file"})
+		return fmt.Errorf("blockdev-snapshot: %w", err)
+	}
+	r.snapped = true
+	fmt.Fprintf(r.cfg.Stderr, "\rlive snapshot onto %s: overlay opened in %v, switch in %v, under the running workload\n",
+		filepath.Base(r.snap.path), added.Round(time.Microsecond), (time.Since(began) - added).Round(time.Microsecond))
 	return nil
 }
 
