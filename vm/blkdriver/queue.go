@@ -61,20 +61,20 @@ type Queue struct {
 	indirect Region // indirectMax descriptors per head; empty without INDIRECT
 	indMax   int
 
-	mu       sync.Mutex
-	space    sync.Cond // a chain was freed, or the queue closed
-	freeHead uint16
-	numFree  int
-	next     []uint16   // the driver's own chain links: never read back from guest memory
-	chainLen []uint16   // descriptors each head's chain holds
-	inflight []*Request // by head
-	availIdx  uint16 // next avail entry to fill
-	published uint16 // avail index the device can see
+	mu        sync.Mutex
+	space     sync.Cond // a chain was freed, or the queue closed
+	freeHead  uint16
+	numFree   int
+	next      []uint16   // the driver's own chain links: never read back from guest memory
+	chainLen  []uint16   // descriptors each head's chain holds
+	inflight  []*Request // by head
+	availIdx  uint16     // next avail entry to fill
+	published uint16     // avail index the device can see
 	lastUsed  uint16
-	closed   bool
-	err      error // the device broke the protocol
-	stop     chan struct{}
-	stopped  chan struct{}
+	closed    bool
+	err       error // the device broke the protocol
+	stop      chan struct{}
+	stopped   chan struct{}
 }
 
 func newQueue(index int, t Transport, mem *Memory, size uint16, eventIdx bool, indMax int) (q *Queue, err error) {
