@@ -41,10 +41,12 @@ func (f *inflight) count() int {
 }
 
 // Drain waits until every request in flight has completed (pushed to its
-// used ring and notified): for stop, reset, a front end's disconnect.
-// The caller stops calling Serve first, or requests started meanwhile are
-// waited for too.
+// used ring and notified) and every goroutine Serve started has ended,
+// so that nothing touches guest memory any more: for stop, reset, a
+// front end's disconnect (before it unmaps the memory). The caller stops
+// calling Serve first, or requests started meanwhile are waited for too.
 func (d *Device) Drain() { d.inflight.wait() }
 
-// InFlight is the number of requests being served now.
+// InFlight is the number of requests being served now, and of the
+// goroutines serving them.
 func (d *Device) InFlight() int { return d.inflight.count() }

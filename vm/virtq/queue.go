@@ -178,6 +178,14 @@ func (q *Queue) UsedIdx() uint16 {
 	return q.usedIdx
 }
 
+// Pending says whether entries are available now (a hint: the driver
+// adds entries concurrently).
+func (q *Queue) Pending() bool {
+	q.popMu.Lock()
+	defer q.popMu.Unlock()
+	return q.err == nil && q.availIdx() != q.lastAvail
+}
+
 // Err is what broke the queue, or nil.
 func (q *Queue) Err() error {
 	q.popMu.Lock()
@@ -201,7 +209,17 @@ func (q *Queue) PopInto(c *Chain) (ok bool, err error) {
 	}
 	idx := q.availIdx()
 	if idx == q.lastAvail {
-		return false, nil
+		if q.notifyOff {
+			return false, nil
+		}
+		// The driver may have added an entry and read avail_event (or
+		// the flags) before the device's last store to them was
+		// visible, and not kicked: look again after a barrier (the
+		// device's half of the store-load pairing).
+		q.fence()
+		if idx = q.availIdx(); idx == q.lastAvail {
+			return false, nil
+		}
 	}
 	if pending := idx - q.lastAvail; pending > q.size {
 		return false, q.broken(&Error{Head: -1, Reason: fmt.Sprintf("available index moved from %d to %d, more than the queue's %d entries", q.lastAvail, idx, q.size)})
