@@ -16,7 +16,7 @@ func (nullDisk) WriteZeroes(off, length int64, unmap bool) error                
 func (nullDisk) Length() int64                                                    { return benchImage }
 
 func BenchmarkNullDevice(b *testing.B) {
-	db := newDeviceBench(b, nullDisk{}, false, 32)
+	db := newDeviceBench(b, nullDisk{}, false, 1)
 	defer db.close()
 	offs := offsets(b.N)
 	b.ResetTimer()

@@ -54,8 +54,9 @@ type request struct {
 
 // reset drops every reference into guest memory, keeping the lists.
 func (r *request) reset() *request {
-	clear(r.chain.Out[:cap(r.chain.Out)])
-	clear(r.chain.In[:cap(r.chain.In)])
+	// Only the lengths were used (PopInto truncates before it appends).
+	clear(r.chain.Out)
+	clear(r.chain.In)
 	*r = request{chain: virtq.Chain{Out: r.chain.Out[:0], In: r.chain.In[:0]}}
 	return r
 }

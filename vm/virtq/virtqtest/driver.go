@@ -34,10 +34,11 @@ type Driver struct {
 	DescGPA, AvailGPA, UsedGPA uint64
 	Features                   uint64
 
-	free     []uint16            // free descriptor indices
-	chains   map[uint16][]uint16 // head -> descriptors it holds
+	free     []uint16   // free descriptor indices
+	chains   [][]uint16 // by head: the descriptors its chain holds
 	availIdx uint16
 	lastUsed uint16
+	pending  int
 	next     uint64 // bump allocator for buffers and indirect tables
 	end      uint64
 	barrier  atomic.Uint32
@@ -47,7 +48,7 @@ type Driver struct {
 // and allocates buffers from the memory after it up to end.
 func New(mem *guestmem.Memory, size uint16, base, end uint64, features uint64) *Driver {
 	n := uint64(size)
-	d := &Driver{Mem: mem, Size: size, Features: features, chains: map[uint16][]uint16{}}
+	d := &Driver{Mem: mem, Size: size, Features: features, chains: make([][]uint16, size)}
 	d.DescGPA = base
 	d.AvailGPA = align(d.DescGPA+16*n, 4096)
 	d.UsedGPA = align(d.AvailGPA+6+2*n, 4096)
@@ -139,7 +140,8 @@ func (d *Driver) Add(bufs []Buf, indirect bool) (uint16, bool) {
 	ids := d.free[len(d.free)-need:]
 	d.free = d.free[:len(d.free)-need]
 	head := ids[0]
-	d.chains[head] = append([]uint16(nil), ids...)
+	d.chains[head] = append(d.chains[head][:0], ids...)
+	d.pending++
 	if indirect {
 		table := d.Alloc(16 * uint64(len(bufs)))
 		d.writeChain(table, seq(len(bufs)), bufs)
@@ -183,8 +185,11 @@ func (d *Driver) Used() (head uint16, written uint32, ok bool) {
 	d.lastUsed++
 	id := binary.LittleEndian.Uint32(e)
 	head = uint16(id)
-	d.free = append(d.free, d.chains[head]...)
-	delete(d.chains, head)
+	if int(head) < len(d.chains) && len(d.chains[head]) > 0 {
+		d.free = append(d.free, d.chains[head]...)
+		d.chains[head] = d.chains[head][:0]
+		d.pending--
+	}
 	return head, binary.LittleEndian.Uint32(e[4:]), true
 }
 
@@ -208,7 +213,7 @@ func (d *Driver) AvailEvent() uint16 {
 func (d *Driver) UsedFlags() uint16 { return binary.LittleEndian.Uint16(d.must(d.UsedGPA, 2)) }
 
 // Pending is the number of chains made available and not yet used.
-func (d *Driver) Pending() int { return len(d.chains) }
+func (d *Driver) Pending() int { return d.pending }
 
 // ArmInterrupt asks for an interrupt at the next used element (with
 // EVENT_IDX: used_event = the next index to read, as Linux's
