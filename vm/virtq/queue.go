@@ -41,6 +41,11 @@ const (
 	descSize         = 16
 	// MaxSize is the largest split queue (virtio 1.x, 2.7).
 	MaxSize = 32768
+	// MaxIndirect bounds an indirect table on a queue smaller than it
+	// (QEMU's VIRTQUEUE_MAX_SIZE): a driver may chain more buffers
+	// through one than its queue has entries (Linux sizes them by
+	// seg_max), but not without limit.
+	MaxIndirect = 1024
 )
 
 // ErrNeedsReset: the driver broke the queue; the device needs a reset.
@@ -284,6 +289,8 @@ func (q *Queue) readChain(c *Chain) error {
 				return bad("indirect descriptor %d has NEXT set", i)
 			case length == 0 || length%descSize != 0:
 				return bad("indirect table of %d bytes is not a whole number of descriptors", length)
+			case length/descSize > max(uint32(q.size), MaxIndirect):
+				return bad("indirect table of %d descriptors, more than %d", length/descSize, max(uint32(q.size), MaxIndirect))
 			}
 			t, err := q.mem.Slice(addr, uint64(length))
 			if err != nil {
