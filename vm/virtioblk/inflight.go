@@ -5,8 +5,7 @@ import (
 	"sync/atomic"
 )
 
-// inflight counts requests (and serving goroutines) started and not
-// ended; Drain waits for none. The count is atomic, the lock only for
+// inflight counts requests started and not completed; Drain waits for none. The count is atomic, the lock only for
 // waiters. (A WaitGroup may not be added to while someone waits on it
 // at zero, which Serve on another queue may well do during a Drain.)
 type inflight struct {
@@ -40,12 +39,11 @@ func (f *inflight) wait() {
 }
 
 // Drain waits until every request in flight has completed (pushed to its
-// used ring and notified) and every goroutine Serve started has ended,
-// so that nothing touches guest memory any more: for stop, reset, a
-// front end's disconnect (before it unmaps the memory). The caller stops
-// calling Serve first, or requests started meanwhile are waited for too.
+// used ring and notified), so that nothing touches guest memory any
+// more: for stop, reset, a front end's disconnect (before it unmaps the
+// memory). The caller stops calling Serve first, or requests started
+// meanwhile are waited for too.
 func (d *Device) Drain() { d.inflight.wait() }
 
-// InFlight is the number of requests being served now, and of the
-// goroutines serving them.
+// InFlight is the number of requests being served now.
 func (d *Device) InFlight() int { return int(d.inflight.n.Load()) }

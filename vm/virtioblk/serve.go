@@ -6,45 +6,57 @@ import (
 	"minivmm/vm/virtq"
 )
 
-// Serve serves every request available on q. While more wait behind the
-// one it takes, it hands that one to a goroutine of its own, which then
-// goes on taking requests as it finishes them (and starts another when it
-// leaves some waiting); the last one, with nothing behind it, Serve
-// serves itself. So every request available is in flight at once (the
-// block layer serves them in parallel, from every queue), and a request
-// costs a hand-off between goroutines only where parallelism grows: a
-// lone request (depth 1) is served on the caller's goroutine. Each
-// completed request is pushed to q's used ring, and notify is called
-// when the driver wants an interrupt.
+// Serve takes every request available on q and serves them all at once:
+// each but the last on a goroutine of its own (the block layer serves
+// them in parallel, from every queue), the last on the caller's
+// goroutine, so that a lone request (depth 1) costs no hand-off between
+// goroutines. Each completed request is pushed to q's used ring, and
+// notify is called when the driver wants an interrupt.
 //
-// Serve returns when it finds q empty (it blocks for a request's time:
-// call it from the queue's kick handler); the goroutines it started may
-// still be serving: Drain waits for them. Notifications stay enabled
-// (EVENT_IDX's avail_event follows every pop, as libvhost-user's): the
-// driver kicks whenever it adds to a queue the device has emptied.
+// Serve returns once q is empty and its own request is served (it blocks
+// for a request's time: call it from the queue's kick handler); requests
+// on other goroutines may still be in flight: Drain waits for them. Only
+// Serve takes requests from q, so a transport that stops calling it
+// (stop, reset, GET_VRING_BASE) stops the device: nothing is popped
+// behind its back, and Drain is bounded by the requests in flight.
+// While Serve takes requests the driver is asked not to kick; after,
+// notifications are on (with EVENT_IDX, avail_event is the next entry):
+// a request added while Serve serves its own brings a kick, and with it
+// the next Serve.
 //
 // An error wraps virtq.ErrNeedsReset (and ErrBadRequest for a chain that
 // is no request): the device needs a reset, and Serve refuses to run
-// until Reset. Config.OnNeedsReset hears of it too, also where a
-// goroutine Serve started met it.
+// until Reset; the requests taken before the bad one are served all the
+// same. Config.OnNeedsReset hears of it too.
 func (d *Device) Serve(q *virtq.Queue, notify func()) error {
 	if err := d.Err(); err != nil {
 		return err
 	}
+	var last *request
+	defer func() {
+		if last != nil {
+			d.complete(q, last, notify)
+		}
+	}()
 	for {
-		r, err := d.pop(q)
-		if r == nil {
-			return err
+		q.DisableNotify()
+		for {
+			r, err := d.pop(q)
+			if err != nil {
+				q.EnableNotify()
+				return err
+			}
+			if r == nil {
+				break
+			}
+			if last != nil {
+				go d.complete(q, last, notify)
+			}
+			last = r
 		}
-		if !q.Pending() {
-			// The last one: served here, with no hand-off.
-			d.complete(q, r, notify)
-			continue
+		if !q.EnableNotify() {
+			return nil
 		}
-		// More wait: r goes to a goroutine of its own, which then
-		// takes requests too, and this one goes on dispatching.
-		d.inflight.add()
-		go d.helper(q, r, notify)
 	}
 }
 
@@ -67,25 +79,6 @@ func (d *Device) pop(q *virtq.Queue) (*request, error) {
 	}
 	d.inflight.add()
 	return r, nil
-}
-
-// helper serves r, then takes and serves requests while there are any,
-// starting another helper when it leaves some waiting. It counts as in
-// flight itself: Drain must not return (and guest memory be unmapped)
-// while it may still pop.
-func (d *Device) helper(q *virtq.Queue, r *request, notify func()) {
-	defer d.inflight.done()
-	if r == nil {
-		r, _ = d.pop(q)
-	}
-	for r != nil {
-		d.complete(q, r, notify)
-		r, _ = d.pop(q)
-		if r != nil && q.Pending() {
-			d.inflight.add()
-			go d.helper(q, nil, notify)
-		}
-	}
 }
 
 // complete runs a request and returns it to the driver.
