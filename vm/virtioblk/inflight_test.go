@@ -130,3 +130,40 @@ func TestDrainThenUnmap(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlyServePops: once Serve has returned and Drain has, nothing
+// takes requests from the ring (a stopped transport stops the device)
+// however many the driver adds, and Drain does not wait for them.
+func TestOnlyServePops(t *testing.T) {
+	checkFds(t)
+	r := newRig(t, nullDisk{}, virtioblk.Config{}, 0)
+	d := r.drv[0]
+	add := func(n int) {
+		for range n {
+			d.Add([]virtqtest.Buf{{GPA: d.Alloc(16), Len: 16}, {GPA: d.Alloc(512), Len: 512, Write: true}, {GPA: d.Alloc(1), Len: 1, Write: true}}, false)
+		}
+	}
+	add(32)
+	if err := r.dev.Serve(r.q[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	r.dev.Drain()
+	if got := len(r.used(0)); got != 32 {
+		t.Fatalf("%d used, want 32", got)
+	}
+	taken := r.q[0].NextAvail()
+	add(32)
+	time.Sleep(20 * time.Millisecond)
+	r.dev.Drain()
+	if r.q[0].NextAvail() != taken || r.dev.InFlight() != 0 || len(r.used(0)) != 0 {
+		t.Fatalf("requests taken with no Serve running: next avail %d -> %d", taken, r.q[0].NextAvail())
+	}
+	// The next kick takes them.
+	if err := r.dev.Serve(r.q[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	r.dev.Drain()
+	if got := len(r.used(0)); got != 32 {
+		t.Fatalf("%d used after the next Serve, want 32", got)
+	}
+}
