@@ -3,7 +3,6 @@ package machine
 import (
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"minivmm/vm/blkdriver"
 	"minivmm/vm/guestmem"
@@ -13,11 +12,9 @@ import (
 
 // transport connects the built-in guest's driver to a device model in
 // the same process, as a virtio-pci transport would connect a guest to
-// QEMU's device: Kick is the doorbell, handled on the vCPU that rings it
-// (QEMU's notify without an ioeventfd: no hand-off to another thread
-// before the device pops the requests, which it then serves on their own
-// goroutines), and the device's notifications arrive on a channel per
-// queue (an irqfd).
+// QEMU's device: Kick is the doorbell (an ioeventfd), each queue has an
+// IO goroutine that serves it (QEMU's IOThread), and the device's
+// notifications arrive on a channel per queue (an irqfd).
 type transport struct {
 	model     *virtioblk.Device
 	mem       *guestmem.Memory
@@ -30,17 +27,11 @@ type transport struct {
 	mu       sync.Mutex
 	features uint64
 	queues   []*virtq.Queue
-	serving  []queueServer
+	kicks    []chan struct{}
 	irqs     []chan struct{}
-	started  bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
 	err      error // what broke the device
-}
-
-// queueServer makes one vCPU at a time serve a queue: a kick that finds
-// another serving leaves it a note to look again.
-type queueServer struct {
-	mu      sync.Mutex
-	pending atomic.Bool
 }
 
 var _ blkdriver.Transport = (*transport)(nil)
@@ -48,9 +39,10 @@ var _ blkdriver.Transport = (*transport)(nil)
 func newTransport(model *virtioblk.Device, mem *guestmem.Memory, numQueues, queueSize int, io *sync.RWMutex) *transport {
 	t := &transport{model: model, mem: mem, numQueues: numQueues, queueSize: queueSize, io: io}
 	t.irqs = make([]chan struct{}, numQueues)
-	t.serving = make([]queueServer, numQueues)
+	t.kicks = make([]chan struct{}, numQueues)
 	for i := range t.irqs {
 		t.irqs[i] = make(chan struct{}, 1)
+		t.kicks[i] = make(chan struct{}, 1)
 	}
 	t.queues = make([]*virtq.Queue, numQueues)
 	return t
@@ -91,34 +83,23 @@ func (t *transport) SetupQueue(q int, r blkdriver.RingAddr) error {
 	return nil
 }
 
-// Start lets kicks reach the device.
+// Start starts an IO goroutine for each queue set up.
 func (t *transport) Start() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.started = true
+	t.stop = make(chan struct{})
+	for i, q := range t.queues {
+		if q == nil {
+			continue
+		}
+		t.wg.Add(1)
+		go t.serve(i, q, t.stop)
+	}
 	return nil
 }
 
-// Kick serves queue q on the calling vCPU; if another vCPU is serving it,
-// that one looks again before it stops.
-func (t *transport) Kick(q int) {
-	s := &t.serving[q]
-	s.pending.Store(true)
-	for s.pending.Load() && s.mu.TryLock() {
-		s.pending.Store(false)
-		t.serve(q)
-		s.mu.Unlock()
-	}
-}
-
-func (t *transport) serve(i int) {
-	t.mu.Lock()
-	q := t.queues[i]
-	started := t.started
-	t.mu.Unlock()
-	if q == nil || !started {
-		return
-	}
+func (t *transport) serve(i int, q *virtq.Queue, stop chan struct{}) {
+	defer t.wg.Done()
 	irq := t.irqs[i]
 	notify := func() {
 		select {
@@ -126,31 +107,44 @@ func (t *transport) serve(i int) {
 		default: // one is pending already: the driver reaps all there is
 		}
 	}
-	// A stopped machine holds io: the vCPU waits here, as its MMIO
-	// exit would wait for the device.
-	t.io.RLock()
-	err := t.model.Serve(q, notify)
-	t.io.RUnlock()
-	if err != nil {
-		t.mu.Lock()
-		if t.err == nil {
-			t.err = err
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.kicks[i]:
 		}
-		t.mu.Unlock()
+		t.io.RLock()
+		err := t.model.Serve(q, notify)
+		t.io.RUnlock()
+		if err != nil {
+			t.mu.Lock()
+			if t.err == nil {
+				t.err = err
+			}
+			t.mu.Unlock()
+		}
+	}
+}
+
+func (t *transport) Kick(q int) {
+	select {
+	case t.kicks[q] <- struct{}{}:
+	default: // the IO goroutine has one to take already
 	}
 }
 
 func (t *transport) Interrupt(q int) <-chan struct{} { return t.irqs[q] }
 
-// Reset stops the device taking requests and waits for those in flight.
+// Reset stops the IO goroutines and waits for the requests in flight.
 func (t *transport) Reset() error {
 	t.mu.Lock()
-	t.started = false
+	stop := t.stop
+	t.stop = nil
 	t.mu.Unlock()
-	for i := range t.serving {
-		t.serving[i].mu.Lock() // a vCPU serving the queue is done with it
-		t.serving[i].mu.Unlock()
+	if stop != nil {
+		close(stop)
 	}
+	t.wg.Wait()
 	t.model.Reset()
 	t.mu.Lock()
 	clear(t.queues)
