@@ -74,3 +74,17 @@ func FuzzParseDevice(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseMem: any -m argument is a page-aligned positive size or an
+// error.
+func FuzzParseMem(f *testing.F) {
+	for _, s := range []string{"256", "size=1G,slots=2,maxmem=4G", "0", "1.5g", "foo", "0x10M"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		n, err := ParseMem(in)
+		if err == nil && (n <= 0 || n%4096 != 0) {
+			t.Fatalf("ParseMem(%q) = %d", in, n)
+		}
+	})
+}
