@@ -19,7 +19,7 @@ func (e *hintError) Error() string { return e.err.Error() }
 func (e *hintError) Unwrap() error { return e.err }
 func (e *hintError) Hint() string  { return e.hint }
 
-var memParams = map[string]Kind{"size": OptSize, "slots": OptNumber, "maxmem": OptSize}
+var memParams = memoryOpts.kinds()
 
 // ParseMem parses the argument of -m, "[size=]SIZE[,slots=N,maxmem=SIZE]",
 // into bytes: a number without a suffix is in MiB, as in QEMU; 0 is the
