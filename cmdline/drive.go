@@ -103,8 +103,8 @@ func ParseDrive(value string) (Drive, error) {
 		}
 	}
 	var ok bool
-	if d.If, ok = o.Get("if"); !ok || d.If != "none" {
-		return Drive{}, errors.New("minivmm has no guest devices: use if=none and attach the drive by its id")
+	if d.If, ok = o.Get("if"); !ok || d.If != "none" && d.If != "virtio" {
+		return Drive{}, errors.New("minivmm has only virtio-blk devices: use if=virtio, or if=none and attach the drive by its id (-device)")
 	}
 	if d.File, ok = o.Get("file"); !ok {
 		return Drive{}, errors.New("Parameter 'file' is missing")

@@ -39,8 +39,8 @@ func TestParseDrive(t *testing.T) {
 		{in: "/a.img,if=none", err: "Invalid parameter '/a.img'"}, // no implied key, as in QEMU
 		{in: "if=none,file=/a.img,bogus=1", err: "Invalid parameter 'bogus'"},
 		{in: "if=none,file=/a.img,id=1", err: "Parameter 'id' expects an identifier"},
-		{in: "file=/a.img", err: "minivmm has no guest devices: use if=none and attach the drive by its id"},
-		{in: "if=virtio,file=/a.img", err: "minivmm has no guest devices: use if=none and attach the drive by its id"},
+		{in: "file=/a.img", err: "minivmm has only virtio-blk devices: use if=virtio, or if=none and attach the drive by its id (-device)"},
+		{in: "if=ide,file=/a.img", err: "minivmm has only virtio-blk devices: use if=virtio, or if=none and attach the drive by its id (-device)"},
 		{in: "if=none", err: "Parameter 'file' is missing"},
 	} {
 		got, err := ParseDrive(tc.in)

@@ -61,6 +61,9 @@ var (
 		{"guest-name", OptBool, "Prepends guest name for error messages but only if -name guest is set otherwise option is ignored\n"},
 	}
 	machineOpts = Params{{"type", OptString, "emulated machine"}}
+	// -m; -device's parameters are the device's properties, which QEMU
+	// does not list.
+	memoryOpts = Params{{"size", OptSize, ""}, {"slots", OptNumber, ""}, {"maxmem", OptSize, ""}}
 	chardevOpts = Params{
 		{"backend", OptString, ""},
 		{"path", OptString, ""},
@@ -75,8 +78,10 @@ func Options() []OptionInfo {
 	return []OptionInfo{
 		{"add-fd", addFdOpts},
 		{"chardev", chardevOpts},
+		{"device", nil},
 		{"drive", driveOpts},
 		{"machine", machineOpts},
+		{"memory", memoryOpts},
 		{"mon", monOpts},
 		{"msg", msgOpts},
 		{"name", nameOpts},

@@ -20,6 +20,8 @@ func (e *Error) Error() string { return e.Desc }
 const (
 	GenericError    = "GenericError"
 	CommandNotFound = "CommandNotFound"
+	DeviceNotActive = "DeviceNotActive" // a missing block job
+	DeviceNotFound  = "DeviceNotFound"  // a missing device, node or QOM path
 )
 
 func genericError(format string, a ...any) *Error {

@@ -9,13 +9,6 @@ import (
 // answer DeviceNotActive when there is none; the job-* ones by "id",
 // with a GenericError.
 
-// DeviceNotActive and DeviceNotFound are QEMU's error classes for a
-// missing block job and a missing device.
-const (
-	DeviceNotActive = "DeviceNotActive"
-	DeviceNotFound  = "DeviceNotFound"
-)
-
 var (
 	tBlockdevOnError = enum("BlockdevOnError", "report", "ignore", "enospc", "stop", "auto")
 	tJobType         = enum("JobType", "commit", "stream", "mirror", "backup", "create", "amend", "snapshot-load", "snapshot-save", "snapshot-delete")

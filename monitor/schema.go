@@ -33,7 +33,7 @@ func buildSchema() []any {
 		if len(cmd.params) == 0 {
 			arg = tEmpty
 		}
-		if cmd.raw {
+		if cmd.raw && len(cmd.params) == 0 {
 			arg = tBlockdevOptions
 		}
 		if cmd.union != nil {

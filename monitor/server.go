@@ -19,6 +19,7 @@ import (
 	"minivmm/block"
 	"minivmm/block/jobs"
 	"minivmm/qemuopen"
+	"minivmm/vm/machine"
 	"minivmm/vm/vhostuser"
 )
 
@@ -56,6 +57,8 @@ type Server struct {
 	jobs  *jobs.Manager // block jobs (jobs.go)
 
 	exports *vhostuser.Exports // block-export-add and friends; nil until SetExports
+	// machine, if set (SetMachine), holds the devices (device.go).
+	machine *machine.Machine
 
 	mu       sync.Mutex
 	monitors []*Monitor

@@ -26,6 +26,15 @@ type VM struct {
 	// quiesce, if set, runs when the VM stops: the block layer finishes
 	// the requests in flight and flushes (QEMU's vm_stop).
 	quiesce func() error
+	// resume, if set, runs when the VM runs again (the devices' queues).
+	resume func()
+}
+
+// OnCont sets what continuing the VM does (the devices resume).
+func (vm *VM) OnCont(resume func()) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.resume = resume
 }
 
 // OnStop sets what stopping the VM does to its block layer.
@@ -76,6 +85,9 @@ func (vm *VM) Cont() (then func()) {
 	defer vm.mu.Unlock()
 	if vm.state == StatePaused || vm.state == StatePrelaunch {
 		vm.state = StateRunning
+		if vm.resume != nil {
+			vm.resume()
+		}
 		vm.emit("RESUME", nil)
 		if vm.powerdownPending {
 			vm.powerdownPending = false

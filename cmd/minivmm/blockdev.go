@@ -81,10 +81,13 @@ func (v *vmm) addDrive(value string) error {
 	}
 	id := d.ID
 	for i := 0; id == ""; i++ {
-		// QEMU's name for an anonymous if=none drive.
-		if _, taken := v.graph.Backend(fmt.Sprintf("none%d", i)); !taken {
-			id = fmt.Sprintf("none%d", i)
+		// QEMU's name for an anonymous drive: none0, virtio0, ...
+		if _, taken := v.graph.Backend(fmt.Sprintf("%s%d", d.If, i)); !taken {
+			id = fmt.Sprintf("%s%d", d.If, i)
 		}
+	}
+	if d.If == "virtio" {
+		v.virtioDrives = append(v.virtioDrives, id) // gets a device (guest.go)
 	}
 	// No guest device exists to write through the drive yet: it holds no
 	// write permission, as a device-less QEMU -drive does.

@@ -116,7 +116,7 @@ func TestBlockOptionErrors(t *testing.T) {
 		{[]string{"-blockdev", "driver=file,node-name=a,filename=/nonexistent"}, "Could not open '/nonexistent': No such file or directory"},
 		{[]string{"-blockdev", "driver=file,node-name=a,read-only=maybe,filename=" + path}, "Parameter 'read-only' expects 'on' or 'off'"},
 		{[]string{"-fdset-only", "-blockdev", "driver=file,node-name=a,filename=" + path}, "only /dev/fdset/N paths may be opened"},
-		{[]string{"-drive", "file=" + path + ",format=raw,if=virtio"}, "use if=none"},
+		{[]string{"-drive", "file=" + path + ",format=raw,if=ide"}, "use if=virtio, or if=none"},
 		{[]string{"-drive", "file=" + path + ",format=raw,if=none,readonly=on,read-only=on"}, "'read-only' and its alias 'readonly' can't be used at the same time"},
 		{[]string{"-drive", "file=" + path + ",format=raw,if=none,discard=x"}, "minivmm: -drive file=" + path + ",format=raw,if=none,discard=x: Invalid discard option"},
 		{[]string{"-blockdev", `{"driver":"file","node-name":"a","filename":1}`}, "Invalid parameter type for 'filename', expected: string"},

@@ -20,6 +20,7 @@ import (
 	"minivmm/cmdline"
 	"minivmm/monitor"
 	"minivmm/qemuopen"
+	"minivmm/vm/machine"
 )
 
 func main() {
@@ -40,6 +41,8 @@ type options struct {
 	autoclose  *[]string
 	pidfile    *[]string
 	logfile    *[]string
+	mem        *[]string
+	workloads  *[]string
 	defaultQMP bool
 }
 
@@ -67,6 +70,9 @@ func newOptions() *options {
 		{"blockdev", "driver=d,node-name=n[,...]", "add a block node (raw, qcow2, file, null-co); JSON works too", nil, nil},
 		{"drive", "file=f[,format=raw|qcow2][,id=id][,...]", "add a block backend and its nodes", nil, nil},
 		{"export", "[type=]vhost-user-blk,id=id,node-name=n,addr.type=unix,addr.path=p[,writable=on][,num-queues=n][,logical-block-size=s]", "serve a block node to vhost-user-blk front ends (as qemu-storage-daemon --export)", nil, nil},
+		{"m", "[size=]megs", "set the guest memory size (a memfd; MiB without a suffix; default 128M)", nil, &o.mem},
+		{"device", "virtio-blk-pci,drive=id[,id=id][,num-queues=n][,queue-size=n][,serial=s]", "add a virtio-blk device on a -drive or -blockdev, driven by the built-in guest", nil, nil},
+		{"workload", "rw=rw[,bs=b][,iodepth=n][,numjobs=n][,size=s][,runtime=t][,rwmixread=p][,verify=on]", "run the built-in guest's fio-like workload on the devices once started; results on stdout and as X_WORKLOAD_COMPLETED", nil, &o.workloads},
 		{"chardev", "socket,id=id,path=path,server=on[,wait=off]", "define a character device for -mon; also socket,id=id,fd=n,server=on and stdio,id=id", nil, nil},
 		{"mon", "[chardev=]name[,mode=readline|control][,pretty[=on|off]]", "run a monitor on a chardev (readline: HMP; control: QMP)", nil, nil},
 		{"qmp", "dev", "run a QMP monitor on 'dev': unix:path,server=on[,wait=off], stdio or chardev:id", nil, nil},
@@ -102,10 +108,13 @@ type vmm struct {
 	rep     *reporter
 	fds     *qemuopen.Registry
 	graph   *block.Graph
-	vm      *monitor.VM
-	srv     *monitor.Server
-	hmps    []*monitor.HMPMonitor
-	pidfile *pidfile
+	machine *machine.Machine
+	// virtioDrives are the -drive if=virtio backends, each to get a device.
+	virtioDrives []string
+	vm           *monitor.VM
+	srv          *monitor.Server
+	hmps         []*monitor.HMPMonitor
+	pidfile      *pidfile
 }
 
 // waiter is a monitor that may be asked to wait for its first client.
@@ -120,6 +129,9 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	if len(args) > 0 && args[0] == "img" {
 		return runImg(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "run" {
+		return runRun(args[1:], stdout, stderr)
 	}
 	rep := &reporter{w: stderr, now: time.Now}
 	fail := func(err error) int {
@@ -234,6 +246,13 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		return fail(err)
 	}
 	defer exports.CloseAll() // before the graph closes: the exports use its nodes
+	specs, err := v.startMachine(occ, *o.paused)
+	if err != nil {
+		return fail(err)
+	}
+	if v.machine != nil {
+		defer v.machine.Close() // before the graph closes: the devices let their drives go
+	}
 
 	// The pidfile is written before any monitor socket exists, as QEMU
 	// does: a manager that sees the socket may rely on the pidfile.
@@ -251,6 +270,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	v.srv = monitor.NewServer(v.fds, v.graph, v.vm)
 	v.srv.SetExports(exports)
 	defer v.srv.Close()
+	v.connectMachine()
 	defer func() {
 		for _, m := range v.hmps {
 			m.Close()
@@ -294,6 +314,8 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 			return fail(fmt.Errorf("cannot daemonize: %w", err))
 		}
 	}
+	workloadsDone := v.runWorkloads(specs, stdout, !stdioTaken(occ))
+	defer func() { <-workloadsDone }()
 	<-v.vm.ExitRequested()
 	return 0
 }

@@ -64,13 +64,20 @@ func NewMemfd(name string, size int64) (*Memory, error) {
 	if size <= 0 || size > maxRegionSize {
 		return nil, fmt.Errorf("guest memory size %d: %w", size, ErrBadRegion)
 	}
-	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("memfd_create %q: %w", name, err)
 	}
 	if err := unix.Ftruncate(fd, size); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("memfd %q: resize to %d: %w", name, size, err)
+	}
+	// Sealed at its size, as QEMU's memory-backend-memfd (seal=on): a
+	// process it is passed to cannot shrink it under our mapping (an
+	// access past the end would be a SIGBUS here).
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("memfd %q: seal: %w", name, err)
 	}
 	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
@@ -111,6 +118,15 @@ func Map(specs []RegionSpec) (*Memory, error) {
 	for i, s := range specs {
 		if err := checkSpec(s); err != nil {
 			return fail(fmt.Errorf("region %d: %w", i, err))
+		}
+		// A mapping past the file's end would fault (SIGBUS) when
+		// the device touches it.
+		var st unix.Stat_t
+		if err := unix.Fstat(s.Fd, &st); err != nil {
+			return fail(fmt.Errorf("region %d: fd %d: %w (%w)", i, s.Fd, err, ErrBadRegion))
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) < s.MmapOffset+s.Size {
+			return fail(fmt.Errorf("region %d: fd %d holds %d bytes, the region reaches %d: %w", i, s.Fd, st.Size, s.MmapOffset+s.Size, ErrBadRegion))
 		}
 		// Mapped from the fd's start, as libvhost-user does, so that
 		// an offset need not be page-aligned.

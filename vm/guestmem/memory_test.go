@@ -127,6 +127,12 @@ func TestMapBadSpecs(t *testing.T) {
 			fd := memfd(t, 8192)
 			return []guestmem.RegionSpec{{Fd: fd, Size: 4096}, {Fd: fd, GPA: 1 << 20, Size: 4096, MmapOffset: 4096}}
 		}},
+		{"past the file's end", func(t *testing.T) []guestmem.RegionSpec {
+			return []guestmem.RegionSpec{{Fd: memfd(t, 4096), Size: 8192}}
+		}},
+		{"offset past the file's end", func(t *testing.T) []guestmem.RegionSpec {
+			return []guestmem.RegionSpec{{Fd: memfd(t, 8192), Size: 4096, MmapOffset: 4097}}
+		}},
 		{"negative fd", func(t *testing.T) []guestmem.RegionSpec {
 			return []guestmem.RegionSpec{{Fd: memfd(t, 4096), Size: 4096}, {Fd: -1, GPA: 1 << 20, Size: 4096}}
 		}},
@@ -146,6 +152,20 @@ func pipe() (int, int, error) {
 	var p [2]int
 	err := unix.Pipe2(p[:], unix.O_CLOEXEC)
 	return p[0], p[1], err
+}
+
+// TestMemfdSealed: memory minivmm makes cannot be shrunk (or grown) by
+// whoever it is passed to.
+func TestMemfdSealed(t *testing.T) {
+	fdtest.Check(t)
+	m, err := guestmem.NewMemfd("sealed", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := unix.Ftruncate(m.Fd(0), 4096); err == nil {
+		t.Fatal("a guest memory fd could be shrunk")
+	}
 }
 
 // TestMapOffsets: a region at an fd offset (QEMU's RAM above 4 GiB is

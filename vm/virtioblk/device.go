@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"minivmm/block"
@@ -79,6 +80,11 @@ type Config struct {
 	// OnIOError, if set, hears of each request that failed in the block
 	// layer (the request gets IOERR all the same).
 	OnIOError func(error)
+	// OnNeedsReset, if set, hears once that the driver broke a queue
+	// (the error wraps virtq.ErrNeedsReset): the transport sets
+	// DEVICE_NEEDS_RESET. Serve returns the error too, where its own
+	// goroutine met it.
+	OnNeedsReset func(error)
 }
 
 // Device is a virtio-blk device over a Disk.
@@ -90,6 +96,7 @@ type Device struct {
 	wce      atomic.Bool
 	broken   atomic.Pointer[error]
 	inflight inflight
+	reqs     sync.Pool // *request, with their lists
 }
 
 // New makes a device serving disk.
@@ -117,6 +124,7 @@ func New(disk Disk, cfg Config) (*Device, error) {
 		d.offered |= FeatureRO
 	}
 	d.inflight.cond.L = &d.inflight.mu
+	d.reqs.New = newRequest
 	return d, nil
 }
 
@@ -203,6 +211,8 @@ func (d *Device) Reset() {
 }
 
 func (d *Device) fail(err error) error {
-	d.broken.CompareAndSwap(nil, &err)
+	if d.broken.CompareAndSwap(nil, &err) && d.cfg.OnNeedsReset != nil {
+		d.cfg.OnNeedsReset(err)
+	}
 	return d.Err()
 }

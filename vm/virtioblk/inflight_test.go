@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"minivmm/block"
+	"minivmm/vm/guestmem"
 	"minivmm/vm/virtioblk"
+	"minivmm/vm/virtq/virtqtest"
 )
 
 // gatedDisk holds every request until released, counting how many are
@@ -41,14 +43,17 @@ func (g *gatedDisk) WriteV(bufs [][]byte, off int64, f block.WriteFlags) (int, e
 }
 
 // TestInFlightAtOnce: requests from every queue are in the block layer
-// at the same time (none waits for another to finish), and Drain waits
-// for them all.
+// at the same time (none waits for another to finish; Serve itself waits
+// for the one it serves), and Drain waits for them all.
 func TestInFlightAtOnce(t *testing.T) {
 	checkFds(t)
 	const nq, per = 4, 8
 	g := &gatedDisk{Disk: open(t, "raw", image(t, "raw", diskSize), false), want: nq * per,
 		reached: make(chan struct{}), release: make(chan struct{})}
 	r := newRig(t, g, virtioblk.Config{NumQueues: nq}, 0)
+	// On failure too, the requests are let go before the rig drains.
+	release := sync.OnceFunc(func() { close(g.release) })
+	t.Cleanup(release)
 	for qi := range nq {
 		for i := range per {
 			q := req{typ: virtioblk.TypeIn, sector: uint64(i * 8), in: 4096}
@@ -66,8 +71,6 @@ func TestInFlightAtOnce(t *testing.T) {
 			}
 		})
 	}
-	// Serve returns with the requests still in flight.
-	wg.Wait()
 	select {
 	case <-g.reached:
 	case <-time.After(30 * time.Second):
@@ -86,11 +89,81 @@ func TestInFlightAtOnce(t *testing.T) {
 	if n := r.dev.InFlight(); n != nq*per {
 		t.Fatalf("InFlight %d, want %d", n, nq*per)
 	}
-	close(g.release)
+	release()
 	<-drained
+	wg.Wait()
 	for qi := range nq {
 		if u := r.used(qi); len(u) != per {
 			t.Fatalf("queue %d: %d used after Drain, want %d", qi, len(u), per)
 		}
+	}
+}
+
+// TestDrainThenUnmap: after Drain nothing of the device touches guest
+// memory any more, so that a front end's memory can be unmapped (a
+// goroutine still popping would fault on it).
+func TestDrainThenUnmap(t *testing.T) {
+	checkFds(t)
+	for range 100 {
+		dev, err := virtioblk.New(nullDisk{}, virtioblk.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem, err := guestmem.NewMemfd("unmap", 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := virtqtest.New(mem, 64, 0, 1<<20, dev.Features())
+		q, err := d.Queue()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 64 {
+			d.Add([]virtqtest.Buf{{GPA: d.Alloc(16), Len: 16}, {GPA: d.Alloc(512), Len: 512, Write: true}, {GPA: d.Alloc(1), Len: 1, Write: true}}, false)
+		}
+		if err := dev.Serve(q, nil); err != nil {
+			t.Fatal(err)
+		}
+		dev.Drain()
+		if err := mem.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestOnlyServePops: once Serve has returned and Drain has, nothing
+// takes requests from the ring (a stopped transport stops the device)
+// however many the driver adds, and Drain does not wait for them.
+func TestOnlyServePops(t *testing.T) {
+	checkFds(t)
+	r := newRig(t, nullDisk{}, virtioblk.Config{}, 0)
+	d := r.drv[0]
+	add := func(n int) {
+		for range n {
+			d.Add([]virtqtest.Buf{{GPA: d.Alloc(16), Len: 16}, {GPA: d.Alloc(512), Len: 512, Write: true}, {GPA: d.Alloc(1), Len: 1, Write: true}}, false)
+		}
+	}
+	add(32)
+	if err := r.dev.Serve(r.q[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	r.dev.Drain()
+	if got := len(r.used(0)); got != 32 {
+		t.Fatalf("%d used, want 32", got)
+	}
+	taken := r.q[0].NextAvail()
+	add(32)
+	time.Sleep(20 * time.Millisecond)
+	r.dev.Drain()
+	if r.q[0].NextAvail() != taken || r.dev.InFlight() != 0 || len(r.used(0)) != 0 {
+		t.Fatalf("requests taken with no Serve running: next avail %d -> %d", taken, r.q[0].NextAvail())
+	}
+	// The next kick takes them.
+	if err := r.dev.Serve(r.q[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	r.dev.Drain()
+	if got := len(r.used(0)); got != 32 {
+		t.Fatalf("%d used after the next Serve, want 32", got)
 	}
 }

@@ -40,9 +40,9 @@ const (
 // no status byte): the device needs a reset (QEMU's virtio_error).
 var ErrBadRequest = errors.New("virtio-blk: malformed request")
 
-// request is a parsed chain.
+// request is a chain and what parse found in it.
 type request struct {
-	head   uint16
+	chain  virtq.Chain
 	typ    uint32
 	sector uint64
 	// out: the device-readable bytes after the header; in: the
@@ -52,17 +52,34 @@ type request struct {
 	inLen   uint32 // what the used element reports: every writable byte
 }
 
-// parseRequest splits a chain into header, payload and status byte. It
-// reuses the chain's lists.
+// reset drops every reference into guest memory, keeping the lists.
+func (r *request) reset() *request {
+	// Only the lengths were used (PopInto truncates before it appends).
+	clear(r.chain.Out)
+	clear(r.chain.In)
+	*r = request{chain: virtq.Chain{Out: r.chain.Out[:0], In: r.chain.In[:0]}}
+	return r
+}
+
+// parseRequest parses a chain (its lists are reused).
 func parseRequest(c *virtq.Chain) (request, error) {
-	r := request{head: c.Head}
+	r := request{chain: *c}
+	err := r.parse()
+	*c = r.chain
+	return r, err
+}
+
+// parse splits the chain into header, payload and status byte, as QEMU's
+// virtio_blk_handle_request: a chain without both is malformed.
+func (r *request) parse() error {
+	c := &r.chain
 	if len(c.Out) == 0 || len(c.In) == 0 {
-		return r, fmt.Errorf("%w: missing headers (%d readable, %d writable buffers)", ErrBadRequest, len(c.Out), len(c.In))
+		return fmt.Errorf("%w: missing headers (%d readable, %d writable buffers)", ErrBadRequest, len(c.Out), len(c.In))
 	}
 	var hdr [headerSize]byte
 	out, n := consume(c.Out, hdr[:])
 	if n < headerSize {
-		return r, fmt.Errorf("%w: request header of %d bytes, want %d", ErrBadRequest, n, headerSize)
+		return fmt.Errorf("%w: request header of %d bytes, want %d", ErrBadRequest, n, headerSize)
 	}
 	r.typ = binary.LittleEndian.Uint32(hdr[0:])
 	r.sector = binary.LittleEndian.Uint64(hdr[8:])
@@ -72,13 +89,13 @@ func parseRequest(c *virtq.Chain) (request, error) {
 		total += len(b)
 	}
 	if total > 1<<32-1 {
-		return r, fmt.Errorf("%w: %d writable bytes", ErrBadRequest, total)
+		return fmt.Errorf("%w: %d writable bytes", ErrBadRequest, total)
 	}
-	r.inLen = uint32(total)
 	last := c.In[len(c.In)-1]
 	if len(last) == 0 {
-		return r, fmt.Errorf("%w: status buffer is empty", ErrBadRequest)
+		return fmt.Errorf("%w: status buffer is empty", ErrBadRequest)
 	}
+	r.inLen = uint32(total)
 	r.status = &last[len(last)-1]
 	r.in = c.In
 	if len(last) == 1 {
@@ -86,7 +103,7 @@ func parseRequest(c *virtq.Chain) (request, error) {
 	} else {
 		r.in[len(r.in)-1] = last[:len(last)-1]
 	}
-	return r, nil
+	return nil
 }
 
 // consume copies the front of bufs into p and returns what is left after

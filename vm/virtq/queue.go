@@ -41,6 +41,11 @@ const (
 	descSize         = 16
 	// MaxSize is the largest split queue (virtio 1.x, 2.7).
 	MaxSize = 32768
+	// MaxIndirect bounds an indirect table on a queue smaller than it
+	// (QEMU's VIRTQUEUE_MAX_SIZE): a driver may chain more buffers
+	// through one than its queue has entries (Linux sizes them by
+	// seg_max), but not without limit.
+	MaxIndirect = 1024
 )
 
 // ErrNeedsReset: the driver broke the queue; the device needs a reset.
@@ -178,6 +183,14 @@ func (q *Queue) UsedIdx() uint16 {
 	return q.usedIdx
 }
 
+// Pending says whether entries are available now (a hint: the driver
+// adds entries concurrently).
+func (q *Queue) Pending() bool {
+	q.popMu.Lock()
+	defer q.popMu.Unlock()
+	return q.err == nil && q.availIdx() != q.lastAvail
+}
+
 // Err is what broke the queue, or nil.
 func (q *Queue) Err() error {
 	q.popMu.Lock()
@@ -201,7 +214,17 @@ func (q *Queue) PopInto(c *Chain) (ok bool, err error) {
 	}
 	idx := q.availIdx()
 	if idx == q.lastAvail {
-		return false, nil
+		if q.notifyOff {
+			return false, nil
+		}
+		// The driver may have added an entry and read avail_event (or
+		// the flags) before the device's last store to them was
+		// visible, and not kicked: look again after a barrier (the
+		// device's half of the store-load pairing).
+		q.fence()
+		if idx = q.availIdx(); idx == q.lastAvail {
+			return false, nil
+		}
 	}
 	if pending := idx - q.lastAvail; pending > q.size {
 		return false, q.broken(&Error{Head: -1, Reason: fmt.Sprintf("available index moved from %d to %d, more than the queue's %d entries", q.lastAvail, idx, q.size)})
@@ -266,6 +289,8 @@ func (q *Queue) readChain(c *Chain) error {
 				return bad("indirect descriptor %d has NEXT set", i)
 			case length == 0 || length%descSize != 0:
 				return bad("indirect table of %d bytes is not a whole number of descriptors", length)
+			case length/descSize > max(uint32(q.size), MaxIndirect):
+				return bad("indirect table of %d descriptors, more than %d", length/descSize, max(uint32(q.size), MaxIndirect))
 			}
 			t, err := q.mem.Slice(addr, uint64(length))
 			if err != nil {

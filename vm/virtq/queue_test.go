@@ -357,6 +357,15 @@ func TestBadChains(t *testing.T) {
 			d.WriteDesc(d.DescGPA, 0, d.Alloc(16), 0, virtqtest.DescIndirect, 0)
 			d.Publish(0)
 		}, false},
+		{"indirect table longer than allowed", ind, func(d *virtqtest.Driver) {
+			t := d.Alloc(16 * 1025)
+			b := d.Alloc(16)
+			for i := uint16(0); i < 1025; i++ {
+				d.WriteDesc(t, i, b, 16, virtqtest.DescNext, i+1)
+			}
+			d.WriteDesc(d.DescGPA, 0, t, 16*1025, virtqtest.DescIndirect, 0)
+			d.Publish(0)
+		}, false},
 		{"indirect table outside guest memory", ind, func(d *virtqtest.Driver) {
 			d.WriteDesc(d.DescGPA, 0, memSize-16, 32, virtqtest.DescIndirect, 0)
 			d.Publish(0)

@@ -7,6 +7,7 @@ package virtqtest
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 
 	"minivmm/vm/guestmem"
 	"minivmm/vm/virtq"
@@ -33,19 +34,21 @@ type Driver struct {
 	DescGPA, AvailGPA, UsedGPA uint64
 	Features                   uint64
 
-	free     []uint16            // free descriptor indices
-	chains   map[uint16][]uint16 // head -> descriptors it holds
+	free     []uint16   // free descriptor indices
+	chains   [][]uint16 // by head: the descriptors its chain holds
 	availIdx uint16
 	lastUsed uint16
+	pending  int
 	next     uint64 // bump allocator for buffers and indirect tables
 	end      uint64
+	barrier  atomic.Uint32
 }
 
 // New lays a queue of size entries out at GPA base (rings page-aligned)
 // and allocates buffers from the memory after it up to end.
 func New(mem *guestmem.Memory, size uint16, base, end uint64, features uint64) *Driver {
 	n := uint64(size)
-	d := &Driver{Mem: mem, Size: size, Features: features, chains: map[uint16][]uint16{}}
+	d := &Driver{Mem: mem, Size: size, Features: features, chains: make([][]uint16, size)}
 	d.DescGPA = base
 	d.AvailGPA = align(d.DescGPA+16*n, 4096)
 	d.UsedGPA = align(d.AvailGPA+6+2*n, 4096)
@@ -77,8 +80,12 @@ func (d *Driver) Queue() (*virtq.Queue, error) {
 }
 
 // Alloc reserves n bytes of buffer memory (16-aligned) and returns its GPA.
-func (d *Driver) Alloc(n uint64) uint64 {
-	a := align(d.next, 16)
+func (d *Driver) Alloc(n uint64) uint64 { return d.AllocAligned(n, 16) }
+
+// AllocAligned is Alloc at a multiple of a (a power of 2): a guest's
+// data buffers are page-aligned, and copies into them cost half as much.
+func (d *Driver) AllocAligned(n, a uint64) uint64 {
+	a = align(d.next, a)
 	if a+n > d.end {
 		panic("virtqtest: out of buffer memory")
 	}
@@ -133,7 +140,8 @@ func (d *Driver) Add(bufs []Buf, indirect bool) (uint16, bool) {
 	ids := d.free[len(d.free)-need:]
 	d.free = d.free[:len(d.free)-need]
 	head := ids[0]
-	d.chains[head] = append([]uint16(nil), ids...)
+	d.chains[head] = append(d.chains[head][:0], ids...)
+	d.pending++
 	if indirect {
 		table := d.Alloc(16 * uint64(len(bufs)))
 		d.writeChain(table, seq(len(bufs)), bufs)
@@ -177,8 +185,11 @@ func (d *Driver) Used() (head uint16, written uint32, ok bool) {
 	d.lastUsed++
 	id := binary.LittleEndian.Uint32(e)
 	head = uint16(id)
-	d.free = append(d.free, d.chains[head]...)
-	delete(d.chains, head)
+	if int(head) < len(d.chains) && len(d.chains[head]) > 0 {
+		d.free = append(d.free, d.chains[head]...)
+		d.chains[head] = d.chains[head][:0]
+		d.pending--
+	}
 	return head, binary.LittleEndian.Uint32(e[4:]), true
 }
 
@@ -202,4 +213,15 @@ func (d *Driver) AvailEvent() uint16 {
 func (d *Driver) UsedFlags() uint16 { return binary.LittleEndian.Uint16(d.must(d.UsedGPA, 2)) }
 
 // Pending is the number of chains made available and not yet used.
-func (d *Driver) Pending() int { return len(d.chains) }
+func (d *Driver) Pending() int { return d.pending }
+
+// ArmInterrupt asks for an interrupt at the next used element (with
+// EVENT_IDX: used_event = the next index to read, as Linux's
+// virtqueue_enable_cb) and says whether elements are used already, which
+// the caller takes instead of waiting: no interrupt may come for them.
+func (d *Driver) ArmInterrupt() (pending bool) {
+	d.SetUsedEvent(d.lastUsed)
+	d.SetAvailFlags(0)
+	d.barrier.Add(1) // used_event is visible before the index is read
+	return binary.LittleEndian.Uint16(d.must(d.UsedGPA+2, 2)) != d.lastUsed
+}
