@@ -32,6 +32,8 @@ func (d *Device) Serve(q *virtq.Queue, notify func()) error {
 	if err := d.Err(); err != nil {
 		return err
 	}
+	d.inflight.enter()
+	defer d.inflight.leave()
 	var last *request
 	defer func() {
 		if last != nil {
@@ -54,15 +56,18 @@ func (d *Device) Serve(q *virtq.Queue, notify func()) error {
 			}
 			last = r
 		}
-		if !q.EnableNotify() {
+		if !q.EnableNotify() || d.stopped.Load() {
 			return nil
 		}
 	}
 }
 
 // pop takes the next request of q and counts it in flight; nil when q is
-// empty or broken (then with the error).
+// empty or broken (then with the error), or the device stopped.
 func (d *Device) pop(q *virtq.Queue) (*request, error) {
+	if d.stopped.Load() {
+		return nil, nil
+	}
 	r := d.reqs.Get().(*request)
 	ok, err := q.PopInto(&r.chain)
 	if err == nil && ok {
