@@ -18,7 +18,8 @@ import (
 // on other goroutines may still be in flight: Drain waits for them. Only
 // Serve takes requests from q, so a transport that stops calling it
 // (stop, reset, GET_VRING_BASE) stops the device: nothing is popped
-// behind its back, and Drain is bounded by the requests in flight.
+// behind its back, and Drain is bounded by the requests in flight and
+// the Serve running (which Stop ends, however busy the driver keeps it).
 // While Serve takes requests the driver is asked not to kick; after,
 // notifications are on (with EVENT_IDX, avail_event is the next entry):
 // a request added while Serve serves its own brings a kick, and with it
