@@ -96,7 +96,8 @@ type Device struct {
 	wce      atomic.Bool
 	broken   atomic.Pointer[error]
 	inflight inflight
-	reqs     sync.Pool // *request, with their lists
+	reqs     sync.Pool   // *request, with their lists
+	stopped  atomic.Bool // Stop: Serve takes nothing
 }
 
 // New makes a device serving disk.

@@ -18,7 +18,8 @@ import (
 // on other goroutines may still be in flight: Drain waits for them. Only
 // Serve takes requests from q, so a transport that stops calling it
 // (stop, reset, GET_VRING_BASE) stops the device: nothing is popped
-// behind its back, and Drain is bounded by the requests in flight.
+// behind its back, and Drain is bounded by the requests in flight and
+// the Serve running (which Stop ends, however busy the driver keeps it).
 // While Serve takes requests the driver is asked not to kick; after,
 // notifications are on (with EVENT_IDX, avail_event is the next entry):
 // a request added while Serve serves its own brings a kick, and with it
@@ -32,6 +33,8 @@ func (d *Device) Serve(q *virtq.Queue, notify func()) error {
 	if err := d.Err(); err != nil {
 		return err
 	}
+	d.inflight.enter()
+	defer d.inflight.leave()
 	var last *request
 	defer func() {
 		if last != nil {
@@ -54,15 +57,18 @@ func (d *Device) Serve(q *virtq.Queue, notify func()) error {
 			}
 			last = r
 		}
-		if !q.EnableNotify() {
+		if !q.EnableNotify() || d.stopped.Load() {
 			return nil
 		}
 	}
 }
 
 // pop takes the next request of q and counts it in flight; nil when q is
-// empty or broken (then with the error).
+// empty or broken (then with the error), or the device stopped.
 func (d *Device) pop(q *virtq.Queue) (*request, error) {
+	if d.stopped.Load() {
+		return nil, nil
+	}
 	r := d.reqs.Get().(*request)
 	ok, err := q.PopInto(&r.chain)
 	if err == nil && ok {

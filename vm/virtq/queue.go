@@ -183,14 +183,6 @@ func (q *Queue) UsedIdx() uint16 {
 	return q.usedIdx
 }
 
-// Pending says whether entries are available now (a hint: the driver
-// adds entries concurrently).
-func (q *Queue) Pending() bool {
-	q.popMu.Lock()
-	defer q.popMu.Unlock()
-	return q.err == nil && q.availIdx() != q.lastAvail
-}
-
 // Err is what broke the queue, or nil.
 func (q *Queue) Err() error {
 	q.popMu.Lock()
