@@ -9,9 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"minivmm/block"
 	"minivmm/internal/qmpclient"
-	"minivmm/qemuopen"
 )
 
 // image is one file the VMM gets: its format, and a backing image wired
@@ -86,18 +84,25 @@ func (r *runner) makeOverlay(path string, over *image) (*image, error) {
 	return &image{path: path, format: "qcow2"}, nil
 }
 
-// probeImages names each user image's format, reading only; with
-// commit, each gets a temporary overlay in dir for the live snapshot,
-// committed back into it.
+// probeImages names each user image's format, as a management layer
+// does, with img info (reading only); with commit, each gets a
+// temporary overlay in dir for the live snapshot, committed back into
+// it.
 func (r *runner) probeImages(paths []string, dir string, commit bool) error {
-	reg := qemuopen.New(qemuopen.Config{})
-	defer reg.CloseAll()
 	for i, p := range paths {
-		format, err := block.ProbeFile(reg, p)
+		out, err := exec.Command(r.cfg.Self, "img", "info", "--output=json", p).Output()
 		if err != nil {
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				return fmt.Errorf("%s", strings.TrimSpace(string(exit.Stderr)))
+			}
 			return err
 		}
-		ch := &chain{top: &image{path: p, format: format}}
+		var info struct{ Format string }
+		if err := json.Unmarshal(out, &info); err != nil || info.Format == "" {
+			return fmt.Errorf("img info %s: no format in %q", p, out)
+		}
+		ch := &chain{top: &image{path: p, format: info.Format}}
 		if commit {
 			if ch.snap, err = r.makeOverlay(filepath.Join(dir, fmt.Sprintf("snapshot%d.qcow2", i)), ch.top); err != nil {
 				return err

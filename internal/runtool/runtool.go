@@ -115,6 +115,15 @@ func (r *runner) printf(format string, a ...any) {
 	fmt.Fprintf(r.cfg.Stdout, format, a...)
 }
 
+// lockedWriter is the VMM's stderr: its lines go out between the tool's.
+type lockedWriter struct{ r *runner }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.r.mu.Lock()
+	defer w.r.mu.Unlock()
+	return w.r.cfg.Stderr.Write(p)
+}
+
 func verdict(b bool) string {
 	if b {
 		return "ok"
@@ -366,7 +375,7 @@ func (r *runner) startVMM(dir string, confined bool) (*exec.Cmd, *qmpclient.Clie
 	}
 	cmd := exec.Command(r.cfg.Self, args...)
 	cmd.ExtraFiles = r.files
-	cmd.Stderr = r.cfg.Stderr
+	cmd.Stderr = lockedWriter{r}
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
