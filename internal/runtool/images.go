@@ -94,7 +94,7 @@ func (r *runner) probeImages(paths []string, dir string, commit bool) error {
 		if err != nil {
 			var exit *exec.ExitError
 			if errors.As(err, &exit) {
-				return fmt.Errorf("%s", strings.TrimSpace(string(exit.Stderr)))
+				return errors.New(strings.TrimPrefix(strings.TrimSpace(string(exit.Stderr)), "minivmm img: "))
 			}
 			return err
 		}

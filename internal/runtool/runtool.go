@@ -249,7 +249,9 @@ func (r *runner) run(paths []string, o options) (ok bool, err error) {
 	res, err := c.Execute("x-workload", map[string]any{"spec": spec.String(), "progress": true})
 	running.Store(false)
 	if r.cfg.TTY {
+		r.mu.Lock()
 		fmt.Fprintln(r.cfg.Stderr)
+		r.mu.Unlock()
 	}
 	liveErr := <-liveDone
 	if err != nil {
