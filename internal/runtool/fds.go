@@ -67,12 +67,17 @@ func readFds(pid int, imgs []*image, members map[int]bool) (fdTable, error) {
 
 // fdMode is RO or RW from the fd's flags in /proc/PID/fdinfo.
 func fdMode(pid, fd int) (string, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return parseFdinfoMode(string(b))
+}
+
+// parseFdinfoMode reads the access mode from the "flags:" line (octal)
+// of an fdinfo file: RO, RW or WO.
+func parseFdinfoMode(fdinfo string) (string, error) {
+	sc := bufio.NewScanner(strings.NewReader(fdinfo))
 	for sc.Scan() {
 		v, ok := strings.CutPrefix(sc.Text(), "flags:")
 		if !ok {
@@ -80,7 +85,7 @@ func fdMode(pid, fd int) (string, error) {
 		}
 		flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("fdinfo flags %q: %w", strings.TrimSpace(v), err)
 		}
 		switch flags & uint64(os.O_RDONLY|os.O_WRONLY|os.O_RDWR) {
 		case uint64(os.O_RDONLY):
@@ -91,7 +96,7 @@ func fdMode(pid, fd int) (string, error) {
 			return "WO", nil
 		}
 	}
-	return "", fmt.Errorf("/proc/%d/fdinfo/%d: no flags", pid, fd)
+	return "", fmt.Errorf("fdinfo without flags")
 }
 
 // modes renders what the table holds on img: "-" for nothing, else the

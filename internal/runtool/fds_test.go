@@ -69,3 +69,29 @@ func TestPhaseFds(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFdinfoMode(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"pos:\t0\nflags:\t0100000\nmnt_id:\t27\n", "RO"},
+		{"pos:\t0\nflags:\t02100002\nmnt_id:\t27\n", "RW"},
+		{"flags:\t01\n", "WO"},
+		{"pos:\t0\n", ""},
+		{"flags:\t9\n", ""},
+	} {
+		got, err := parseFdinfoMode(tc.in)
+		if got != tc.want || (err != nil) != (tc.want == "") {
+			t.Errorf("%q: %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseFdinfoMode(f *testing.F) {
+	f.Add("pos:\t0\nflags:\t02100002\nmnt_id:\t27\n")
+	f.Add("flags:\t0100000\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		mode, err := parseFdinfoMode(in)
+		if err == nil && mode != "RO" && mode != "RW" && mode != "WO" {
+			t.Fatalf("%q: mode %q", in, mode)
+		}
+	})
+}
