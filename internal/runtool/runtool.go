@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -378,6 +379,9 @@ func (r *runner) startVMM(dir string, confined bool) (*exec.Cmd, *qmpclient.Clie
 	cmd := exec.Command(r.cfg.Self, args...)
 	cmd.ExtraFiles = r.files
 	cmd.Stderr = lockedWriter{r}
+	// The VMM goes with the tool, however the tool ends (a closed pipe
+	// on its output, ^C), as libvirt's children do not outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
