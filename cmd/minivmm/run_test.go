@@ -9,10 +9,11 @@ import (
 	"testing"
 )
 
-// TestRunCommand runs `minivmm run` on its defaults: it makes a qcow2
-// over a raw base, runs a verifying workload through a second minivmm
-// confined to fdsets, takes a live snapshot under it, and exits 0 with
-// every check held; qemu-img finds the images it wrote clean.
+// TestRunCommand runs `minivmm run` on its defaults, as a process: it
+// makes a qcow2 over a raw base, runs a verifying workload through a
+// second minivmm confined to fdsets, snapshots and commits live under
+// it, and exits 0 with every check held; qemu-img finds the images it
+// wrote clean. (internal/runtool's tests cover user images and failures.)
 func TestRunCommand(t *testing.T) {
 	t.Parallel()
 	cmd := exec.Command(binary, "run", "--runtime", "1s", "--keep")
@@ -32,7 +33,8 @@ func TestRunCommand(t *testing.T) {
 		t.Fatalf("minivmm run: %v\n%s", err, out)
 	}
 	for _, want := range []string{"read:  IOPS=", "write: IOPS=", "0 mismatches", "Jobs: 2:",
-		"live snapshot onto snapshot.qcow2", "checks: workload ok, fds ok, VMM exit ok, live snapshot ok, image check ok"} {
+		"live snapshot: snapshot.qcow2 over overlay.qcow2", "pivot onto base.raw",
+		"checks: workload ok, live snapshot and commits ok, read back ok, fds ok, VMM exit ok, images ok"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

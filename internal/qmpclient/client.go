@@ -15,10 +15,23 @@ import (
 type Client struct {
 	conn net.Conn
 	dec  *json.Decoder
-	// OnEvent, if set, gets every event that arrives while a command
-	// waits for its reply, or while Event waits.
-	OnEvent func(name string, data map[string]any)
-	pending []map[string]any // events read and not yet asked for
+	// OnEvent, if set, gets every event as it arrives (while a command
+	// waits for its reply, or while Event waits).
+	OnEvent func(Event)
+	pending []Event // events read and not yet asked for
+}
+
+// Event is a QMP event: its name, data, and the VMM's timestamp.
+type Event struct {
+	Name string
+	Data map[string]any
+	Time time.Time
+}
+
+// Str is the string member key of the event's data ("" if absent).
+func (e Event) Str(key string) string {
+	s, _ := e.Data[key].(string)
+	return s
 }
 
 // Error is a QMP error reply.
@@ -78,7 +91,10 @@ func (c *Client) Execute(cmd string, args map[string]any) (any, error) {
 			return nil, err
 		}
 		if _, ev := m["event"]; ev {
-			c.event(m)
+			c.pending = append(c.pending, c.event(m))
+			if len(c.pending) > 256 {
+				c.pending = c.pending[1:]
+			}
 			continue
 		}
 		if e, ok := m["error"].(map[string]any); ok {
@@ -90,13 +106,20 @@ func (c *Client) Execute(cmd string, args map[string]any) (any, error) {
 	}
 }
 
-// Event waits up to timeout for the event name and returns its data.
-func (c *Client) Event(name string, timeout time.Duration) (map[string]any, error) {
-	for i, m := range c.pending {
-		if m["event"] == name {
-			c.pending = append(c.pending[:i:i], c.pending[i+1:]...)
-			data, _ := m["data"].(map[string]any)
-			return data, nil
+// Event waits up to timeout for the event name and returns it.
+func (c *Client) Event(name string, timeout time.Duration) (Event, error) {
+	return c.EventFunc(timeout, func(e Event) bool { return e.Name == name })
+}
+
+// EventFunc waits up to timeout for the first event match accepts, among
+// those that arrived while commands ran and then those that arrive;
+// the events it passes over are dropped.
+func (c *Client) EventFunc(timeout time.Duration, match func(Event) bool) (Event, error) {
+	for len(c.pending) > 0 {
+		e := c.pending[0]
+		c.pending = c.pending[1:]
+		if match(e) {
+			return e, nil
 		}
 	}
 	c.conn.SetReadDeadline(time.Now().Add(timeout))
@@ -104,32 +127,32 @@ func (c *Client) Event(name string, timeout time.Duration) (map[string]any, erro
 	for {
 		m, err := c.read()
 		if err != nil {
-			return nil, fmt.Errorf("waiting for %s: %w", name, err)
+			return Event{}, fmt.Errorf("waiting for an event: %w", err)
 		}
-		if m["event"] == name {
-			if c.OnEvent != nil {
-				data, _ := m["data"].(map[string]any)
-				c.OnEvent(name, data)
-			}
-			data, _ := m["data"].(map[string]any)
-			return data, nil
+		if _, ev := m["event"]; !ev {
+			continue
 		}
-		if _, ev := m["event"]; ev {
-			c.event(m)
+		if e := c.event(m); match(e) {
+			return e, nil
 		}
 	}
 }
 
-func (c *Client) event(m map[string]any) {
-	name, _ := m["event"].(string)
-	data, _ := m["data"].(map[string]any)
+func (c *Client) event(m map[string]any) Event {
+	e := Event{}
+	e.Name, _ = m["event"].(string)
+	e.Data, _ = m["data"].(map[string]any)
+	if ts, ok := m["timestamp"].(map[string]any); ok {
+		sec, _ := ts["seconds"].(json.Number)
+		usec, _ := ts["microseconds"].(json.Number)
+		s, _ := sec.Int64()
+		us, _ := usec.Int64()
+		e.Time = time.Unix(s, us*1000)
+	}
 	if c.OnEvent != nil {
-		c.OnEvent(name, data)
+		c.OnEvent(e)
 	}
-	c.pending = append(c.pending, m)
-	if len(c.pending) > 64 {
-		c.pending = c.pending[1:]
-	}
+	return e
 }
 
 func (c *Client) read() (map[string]any, error) {

@@ -2,27 +2,29 @@
 // defaults. It acts as a management layer would: it makes (or takes)
 // images, opens each as an O_RDONLY/O_RDWR pair, starts a second minivmm
 // with them as -add-fd, attaches them over QMP as virtio-blk devices,
-// runs the built-in guest's verifying workload with a progress line, and
-// reports IOPS, latency and the fds the VMM held before and after. It
-// exits 0 only if every check held.
+// runs the built-in guest's verifying workload with a progress line and,
+// while it runs, takes a live snapshot and commits it back (an
+// intermediate commit, then an active commit that pivots the device),
+// printing each reopen with its time and the fds the VMM holds after
+// each step; then it reads everything back with verify on, unplugs,
+// and checks the images. It exits 0 only if every check held.
 package runtool
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"minivmm/block"
 	"minivmm/internal/qmpclient"
-	"minivmm/qemuopen"
 	"minivmm/vm/workload"
 )
 
@@ -34,36 +36,36 @@ type Config struct {
 	Stderr io.Writer
 	// Progress: a terminal gets its progress line rewritten in place.
 	TTY bool
+	// BeforeReadBack, if set, is called with each device's active
+	// image once the workload and the live operations are done and
+	// before verify reads everything back (tests break an image here
+	// to see the run fail).
+	BeforeReadBack func(path string) error
 }
 
 // Defaults for the workload: a mixed verifying workload on the images
-// the tool makes, a read-only verifying pass on a user's images.
+// the tool makes, a read-only verifying pass on a user's images; and the
+// read-back after it, over every device whole.
 const (
 	defaultWrite = "rw=randrw,bs=4k,iodepth=32,numjobs=2,rwmixread=50,verify=on"
 	defaultRead  = "rw=randread,bs=4k,iodepth=32,numjobs=2,verify=on"
+	readBack     = "rw=read,bs=64k,iodepth=16,numjobs=1,verify=on"
 )
-
-// image is one disk the VMM gets: a file, its format, and a backing
-// image wired explicitly (so the VMM opens nothing by path).
-type image struct {
-	path    string
-	format  string
-	backing *image
-	set     int // fdset of its O_RDONLY/O_RDWR pair
-	node    string
-}
 
 // Run is the command: it returns the exit status.
 func Run(args []string, cfg Config) int {
 	fs := pflag.NewFlagSet("minivmm run", pflag.ContinueOnError)
 	fs.SetOutput(cfg.Stderr)
-	write := fs.Bool("write", false, "let the workload write to the images given (default: a read-only verify pass)")
-	spec := fs.String("workload", "", "the workload, in -workload's syntax (default: "+defaultWrite+" on the images run makes)")
-	runtime := fs.Duration("runtime", 5*time.Second, "how long the workload runs")
-	keep := fs.Bool("keep", false, "keep the temporary directory")
+	var o options
+	fs.BoolVar(&o.write, "write", false, "let the workload write to the images given (default: a read-only verify pass)")
+	fs.BoolVar(&o.commit, "commit", false, "with --write: also snapshot each image given live and commit the snapshot back into it (its chain ends as it was)")
+	fs.StringVar(&o.spec, "workload", "", "the workload, in -workload's syntax (default: "+defaultWrite+" on the images run makes)")
+	fs.DurationVar(&o.runtime, "runtime", 5*time.Second, "how long the workload runs")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	fs.Usage = func() {
-		fmt.Fprintf(cfg.Stderr, "usage: minivmm run [--write] [--workload SPEC] [--runtime D] [IMAGE...]\n\n"+
-			"Without IMAGE, makes a qcow2 image over a raw base in a temporary directory.\n\n")
+		fmt.Fprintf(cfg.Stderr, "usage: minivmm run [--write [--commit]] [--workload SPEC] [--runtime D] [IMAGE...]\n\n"+
+			"Without IMAGE, makes a qcow2 image over a raw base in a temporary directory,\n"+
+			"snapshots it live and commits the snapshot back while the workload runs.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -72,8 +74,9 @@ func Run(args []string, cfg Config) int {
 		}
 		return 1
 	}
-	r := &runner{cfg: cfg}
-	ok, err := r.run(fs.Args(), *write, *spec, *runtime, *keep)
+	r := &runner{cfg: cfg, membersHeld: -1}
+	r.fdsOK.Store(true)
+	ok, err := r.run(fs.Args(), o)
 	if err != nil {
 		fmt.Fprintf(cfg.Stderr, "minivmm run: %v\n", err)
 		return 1
@@ -84,25 +87,57 @@ func Run(args []string, cfg Config) int {
 	return 0
 }
 
-type runner struct {
-	cfg    Config
-	files  []*os.File
-	images []*image
-	sets   int
-	// snap is the overlay a live snapshot puts over the image run made,
-	// while the workload runs (nil for a user's images).
-	snap    *image
-	snapped bool // the snapshot was taken: its nodes are to be deleted
+type options struct {
+	write, commit, keep bool
+	spec                string
+	runtime             time.Duration
 }
 
-func (r *runner) printf(format string, a ...any) { fmt.Fprintf(r.cfg.Stdout, format, a...) }
+type runner struct {
+	cfg    Config
+	mu     sync.Mutex // orders output lines from the live operations and the rest
+	files  []*os.File
+	chains []*chain
+	sets   int
 
-func (r *runner) run(paths []string, write bool, specText string, runtime time.Duration, keep bool) (ok bool, err error) {
+	pid         int
+	t0          time.Time
+	members     map[int]bool // the fdset members, as query-fdsets names them
+	membersHeld int          // how many of them the VMM should hold (-1: not known yet)
+	fdsOK       atomic.Bool
+}
+
+func (r *runner) printf(format string, a ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cfg.TTY {
+		fmt.Fprint(r.cfg.Stderr, "\r\033[K")
+	}
+	fmt.Fprintf(r.cfg.Stdout, format, a...)
+}
+
+// lockedWriter is the VMM's stderr: its lines go out between the tool's.
+type lockedWriter struct{ r *runner }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.r.mu.Lock()
+	defer w.r.mu.Unlock()
+	return w.r.cfg.Stderr.Write(p)
+}
+
+func verdict(b bool) string {
+	if b {
+		return "ok"
+	}
+	return "FAILED"
+}
+
+func (r *runner) run(paths []string, o options) (ok bool, err error) {
 	dir, err := os.MkdirTemp("", "minivmm-run-")
 	if err != nil {
 		return false, err
 	}
-	if keep {
+	if o.keep {
 		r.printf("keeping %s\n", dir)
 	} else {
 		defer os.RemoveAll(dir)
@@ -113,37 +148,36 @@ func (r *runner) run(paths []string, write bool, specText string, runtime time.D
 		}
 	}()
 	made := len(paths) == 0
-	if made {
-		if err := r.makeImages(dir); err != nil {
-			return false, err
-		}
-		write = true
-	} else if err := r.probeImages(paths); err != nil {
+	switch {
+	case o.commit && !o.write && !made:
+		return false, errors.New("--commit writes to your images: give --write too")
+	case made:
+		o.write = true
+		err = r.makeImages(dir)
+	default:
+		err = r.probeImages(paths, dir, o.commit)
+	}
+	if err != nil {
 		return false, err
 	}
-	if specText == "" {
-		specText = defaultRead
-		if write {
-			specText = defaultWrite
+	if o.spec == "" {
+		o.spec = defaultRead
+		if o.write {
+			o.spec = defaultWrite
 		}
 	}
-	spec, err := workload.Parse(specText)
+	spec, err := workload.Parse(o.spec)
 	if err != nil {
 		return false, err
 	}
 	if spec.Runtime == 0 {
-		spec.Runtime = runtime
+		spec.Runtime = o.runtime
 	}
-	if spec.Writes() && !write {
+	if spec.Writes() && !o.write {
 		return false, errors.New("the workload writes: give --write to let it write to your images")
 	}
-	for _, img := range r.images {
+	for _, img := range r.allImages() {
 		if err := r.openPair(img); err != nil {
-			return false, err
-		}
-	}
-	if r.snap != nil {
-		if err := r.openPair(r.snap); err != nil {
 			return false, err
 		}
 	}
@@ -153,96 +187,132 @@ func (r *runner) run(paths []string, write bool, specText string, runtime time.D
 		return false, err
 	}
 	defer func() {
-		if vmm.Process != nil && vmm.ProcessState == nil {
+		if vmm.ProcessState == nil {
 			vmm.Process.Kill()
 			vmm.Wait()
 		}
 	}()
 	defer c.Close()
-	pid := vmm.Process.Pid
-	before, _ := countFds(pid)
-	r.printf("VMM pid %d holds %d fds (%d passed as -add-fd in %d fdsets)\n", pid, before, len(r.files), r.sets)
+	r.pid = vmm.Process.Pid
+	if r.members, err = fdsetMembers(c); err != nil {
+		return false, err
+	}
+	r.membersHeld = len(r.files)
+	r.printf("VMM pid %d: %d fds passed as -add-fd, an O_RDONLY and an O_RDWR one per image in %d fdsets\n", r.pid, len(r.files), r.sets)
+	r.printf("%8s  %s\n", "time", "step, and the fds the VMM opened on the images (from /proc/PID/fdinfo), besides the fdsets")
+	r.phase("VMM started")
 
 	var devices []string
-	for _, img := range r.images {
-		if err := r.blockdevAdd(c, img, write); err != nil {
+	var size int64
+	for _, ch := range r.chains {
+		if err := r.blockdevAdd(c, ch.top, o.write, !o.write); err != nil {
 			return false, err
 		}
-		id := fmt.Sprintf("vd%d", len(devices))
-		if _, err := c.Execute("device_add", map[string]any{"driver": "virtio-blk-pci", "id": id, "drive": img.node, "num-queues": 2}); err != nil {
-			return false, fmt.Errorf("device_add %s: %w", id, err)
+		n, err := virtualSize(c, ch.top.node)
+		if err != nil {
+			return false, err
 		}
-		devices = append(devices, id)
-		r.printf("attached %s (%s) as virtio-blk device %s\n", img.path, img.format, id)
+		size += n
+		ch.device = fmt.Sprintf("vd%d", len(devices))
+		if _, err := c.Execute("device_add", map[string]any{"driver": "virtio-blk-pci", "id": ch.device, "drive": ch.top.node, "num-queues": 2}); err != nil {
+			return false, fmt.Errorf("device_add %s: %w", ch.device, err)
+		}
+		devices = append(devices, ch.device)
+		mode := "read-only"
+		if o.write {
+			mode = "read-write"
+		}
+		r.phase(fmt.Sprintf("attached %s (%s, %s) as virtio-blk %s", ch.top.name(), ch.top.format, mode, ch.device))
 	}
-	attached, _ := countFds(pid)
 	r.printf("workload: %s\n", spec)
 
-	c.OnEvent = func(name string, data map[string]any) {
-		if name != "X_WORKLOAD_PROGRESS" {
+	c.OnEvent = func(e qmpclient.Event) {
+		if e.Name != "X_WORKLOAD_PROGRESS" {
 			return
 		}
-		line, _ := data["line"].(string)
+		r.mu.Lock()
+		defer r.mu.Unlock()
 		if r.cfg.TTY {
-			fmt.Fprintf(r.cfg.Stderr, "\r%s ", line)
+			fmt.Fprintf(r.cfg.Stderr, "\r\033[K%s", e.Str("line"))
 		} else {
-			fmt.Fprintln(r.cfg.Stderr, line)
+			fmt.Fprintln(r.cfg.Stderr, e.Str("line"))
 		}
 	}
-	snapDone := make(chan error, 1)
-	if r.snap != nil {
-		go func() { snapDone <- r.liveSnapshot(sock(dir), spec.Runtime/2) }()
+	var running atomic.Bool
+	running.Store(true)
+	liveDone := make(chan error, 1)
+	live := o.write && r.chains[0].snap != nil
+	if live {
+		go func() { liveDone <- r.live(sock(dir), spec.Runtime/10, running.Load) }()
 	} else {
-		snapDone <- nil
+		liveDone <- nil
 	}
 	res, err := c.Execute("x-workload", map[string]any{"spec": spec.String(), "progress": true})
+	running.Store(false)
 	if r.cfg.TTY {
+		r.mu.Lock()
 		fmt.Fprintln(r.cfg.Stderr)
+		r.mu.Unlock()
 	}
+	liveErr := <-liveDone
 	if err != nil {
 		return false, fmt.Errorf("x-workload: %w", err)
 	}
 	result, _ := res.(map[string]any)
 	workloadOK := r.report(result)
-	snapErr := <-snapDone
-	if snapErr != nil {
-		r.printf("live snapshot: %v\n", snapErr)
+	if liveErr != nil {
+		r.printf("live operations: %v\n", liveErr)
+	}
+
+	readBackOK := true
+	if o.write {
+		if r.cfg.BeforeReadBack != nil {
+			for _, ch := range r.chains {
+				if err := r.cfg.BeforeReadBack(ch.active().path); err != nil {
+					return false, err
+				}
+			}
+		}
+		r.printf("read back: %s\n", readBack)
+		res, err := c.Execute("x-workload", map[string]any{"spec": readBack})
+		if err != nil {
+			return false, fmt.Errorf("x-workload: %w", err)
+		}
+		result, _ := res.(map[string]any)
+		readBackOK = r.report(result)
+		read, _ := result["read"].(map[string]any)
+		if got := num(read["bytes"]); got != size {
+			r.printf("  read back %d bytes of %d: FAILED\n", got, size)
+			readBackOK = false
+		}
 	}
 
 	for _, id := range devices {
 		if _, err := c.Execute("device_del", map[string]any{"id": id}); err != nil {
 			return false, fmt.Errorf("device_del %s: %w", id, err)
 		}
-		for {
-			data, err := c.Event("DEVICE_DELETED", 30*time.Second)
-			if err != nil {
+		if _, err := c.EventFunc(30*time.Second, func(e qmpclient.Event) bool {
+			return e.Name == "DEVICE_DELETED" && e.Str("device") == id
+		}); err != nil {
+			return false, err
+		}
+	}
+	all := r.allImages()
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].open {
+			if err := blockdevDel(c, all[i]); err != nil {
 				return false, err
 			}
-			if data["device"] == id {
-				break
-			}
 		}
 	}
-	for _, img := range r.blockdevOrder() {
-		if img == r.snap && !r.snapped {
-			continue
-		}
-		for _, n := range []string{img.node, img.node + "-file"} {
-			if _, err := c.Execute("blockdev-del", map[string]any{"node-name": n}); err != nil {
-				return false, fmt.Errorf("blockdev-del %s: %w", n, err)
-			}
-		}
-	}
-	detached, _ := countFds(pid)
+	r.phase("device_del, blockdev-del")
 	for set := 1; set <= r.sets; set++ {
 		if _, err := c.Execute("remove-fd", map[string]any{"fdset-id": set}); err != nil {
 			return false, fmt.Errorf("remove-fd %d: %w", set, err)
 		}
 	}
-	released, _ := countFds(pid)
-	r.printf("fds held by the VMM: %d before attaching, %d attached, %d after detaching, %d after remove-fd\n",
-		before, attached, detached, released)
-	fdsOK := detached == before && released == before-len(r.files)
+	r.membersHeld = 0
+	r.phase("remove-fd")
 	if _, err := c.Execute("quit", nil); err != nil {
 		return false, err
 	}
@@ -259,97 +329,39 @@ func (r *runner) run(paths []string, write bool, specText string, runtime time.D
 		r.printf("VMM did not exit after quit\n")
 	}
 	checkOK := true
-	if made {
-		checkOK = r.checkImage(r.images[0].path)
-		if r.snap != nil {
-			checkOK = r.checkImage(r.snap.path) && checkOK
-		}
+	for _, img := range all {
+		checkOK = r.checkImage(img) && checkOK
 	}
-	ok = workloadOK && fdsOK && vmmOK && checkOK && snapErr == nil
-	verdict := func(b bool) string {
-		if b {
-			return "ok"
-		}
-		return "FAILED"
+	fdsOK := r.fdsOK.Load()
+	ok = workloadOK && readBackOK && liveErr == nil && fdsOK && vmmOK && checkOK
+	r.printf("checks: workload %s", verdict(workloadOK))
+	if live {
+		r.printf(", live snapshot and commits %s", verdict(liveErr == nil))
 	}
-	r.printf("checks: workload %s, fds %s, VMM exit %s", verdict(workloadOK), verdict(fdsOK), verdict(vmmOK))
-	if r.snap != nil {
-		r.printf(", live snapshot %s", verdict(snapErr == nil))
+	if o.write {
+		r.printf(", read back %s", verdict(readBackOK))
 	}
-	if made {
-		r.printf(", image check %s", verdict(checkOK))
-	}
-	r.printf("\n")
+	r.printf(", fds %s, VMM exit %s, images %s\n", verdict(fdsOK), verdict(vmmOK), verdict(checkOK))
 	return ok, nil
 }
 
-// makeImages makes a raw base and a qcow2 overlay over it, with minivmm
-// img as a user would.
-func (r *runner) makeImages(dir string) error {
-	base := filepath.Join(dir, "base.raw")
-	overlay := filepath.Join(dir, "overlay.qcow2")
-	if err := os.WriteFile(base, nil, 0o600); err != nil {
-		return err
+// active is the image the device writes to now: the bottom of its chain
+// once an active commit pivoted it there.
+func (ch *chain) active() *image {
+	if ch.snap != nil && !ch.snap.open && ch.bottom().open {
+		return ch.bottom()
 	}
-	if err := os.Truncate(base, 64<<20); err != nil {
-		return err
+	if ch.snap != nil && ch.snap.open {
+		return ch.snap
 	}
-	out, err := exec.Command(r.cfg.Self, "img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", overlay).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("img create: %v: %s", err, out)
-	}
-	snap := filepath.Join(dir, "snapshot.qcow2")
-	out, err = exec.Command(r.cfg.Self, "img", "create", "-q", "-f", "qcow2", "-b", overlay, "-F", "qcow2", snap).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("img create: %v: %s", err, out)
-	}
-	r.printf("made %s over %s in %s (and %s for a live snapshot)\n", filepath.Base(overlay), filepath.Base(base), dir, filepath.Base(snap))
-	b := &image{path: base, format: "raw"}
-	r.images = []*image{{path: overlay, format: "qcow2", backing: b}}
-	r.snap = &image{path: snap, format: "qcow2"}
-	return nil
+	return ch.top
 }
 
-// probeImages names each user image's format, reading only.
-func (r *runner) probeImages(paths []string) error {
-	reg := qemuopen.New(qemuopen.Config{})
-	defer reg.CloseAll()
-	for _, p := range paths {
-		format, err := block.ProbeFile(reg, p)
-		if err != nil {
-			return err
-		}
-		r.images = append(r.images, &image{path: p, format: format})
-	}
-	return nil
-}
-
-// openPair opens img (and its backing image) read-only and read-write,
-// for one fdset each.
-func (r *runner) openPair(img *image) error {
-	if img.backing != nil {
-		if err := r.openPair(img.backing); err != nil {
-			return err
-		}
-	}
-	r.sets++
-	img.set = r.sets
-	img.node = fmt.Sprintf("disk%d", img.set)
-	for _, mode := range []int{os.O_RDONLY, os.O_RDWR} {
-		f, err := os.OpenFile(img.path, mode, 0)
-		if err != nil {
-			return err
-		}
-		r.files = append(r.files, f)
-	}
-	return nil
-}
+func sock(dir string) string { return filepath.Join(dir, "qmp.sock") }
 
 // startVMM starts the second minivmm with every fd as -add-fd; confined
 // (-fdset-only) when it runs on images this tool made, whose chain it
 // wires by node names.
-func sock(dir string) string { return filepath.Join(dir, "qmp.sock") }
-
 func (r *runner) startVMM(dir string, confined bool) (*exec.Cmd, *qmpclient.Client, error) {
 	sock := sock(dir)
 	args := []string{"-machine", "none", "-nodefaults", "-display", "none", "-m", "256",
@@ -360,16 +372,20 @@ func (r *runner) startVMM(dir string, confined bool) (*exec.Cmd, *qmpclient.Clie
 	fd := 3
 	for _, img := range r.allImages() {
 		for range 2 {
-			args = append(args, "-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=%s", fd, img.set, filepath.Base(img.path)))
+			args = append(args, "-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=%s", fd, img.set, img.name()))
 			fd++
 		}
 	}
 	cmd := exec.Command(r.cfg.Self, args...)
 	cmd.ExtraFiles = r.files
-	cmd.Stderr = r.cfg.Stderr
+	cmd.Stderr = lockedWriter{r}
+	// The VMM goes with the tool, however the tool ends (a closed pipe
+	// on its output, ^C), as libvirt's children do not outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
+	r.t0 = time.Now()
 	c, err := qmpclient.Dial(sock, 10*time.Second)
 	if err != nil {
 		cmd.Process.Kill()
@@ -377,140 +393,4 @@ func (r *runner) startVMM(dir string, confined bool) (*exec.Cmd, *qmpclient.Clie
 		return nil, nil, fmt.Errorf("connecting to the VMM: %w", err)
 	}
 	return cmd, c, nil
-}
-
-func (r *runner) allImages() []*image {
-	var out []*image
-	var add func(*image)
-	add = func(i *image) {
-		if i.backing != nil {
-			add(i.backing)
-		}
-		out = append(out, i)
-	}
-	for _, i := range r.images {
-		add(i)
-	}
-	if r.snap != nil {
-		out = append(out, r.snap)
-	}
-	return out
-}
-
-// blockdevOrder lists the images top first, the order blockdev-del takes.
-func (r *runner) blockdevOrder() []*image {
-	all := r.allImages()
-	out := make([]*image, len(all))
-	for i, img := range all {
-		out[len(all)-1-i] = img
-	}
-	return out
-}
-
-// blockdevAdd adds img's nodes over its fdset, as libvirt does.
-func (r *runner) blockdevAdd(c *qmpclient.Client, img *image, write bool) error {
-	if img.backing != nil {
-		if err := r.blockdevAdd(c, img.backing, false); err != nil {
-			return err
-		}
-	}
-	file := map[string]any{"driver": "file", "node-name": img.node + "-file",
-		"filename": fmt.Sprintf("/dev/fdset/%d", img.set), "auto-read-only": true, "discard": "unmap"}
-	if !write {
-		file["read-only"] = true
-	}
-	if _, err := c.Execute("blockdev-add", file); err != nil {
-		return fmt.Errorf("blockdev-add %s: %w", img.path, err)
-	}
-	format := map[string]any{"driver": img.format, "node-name": img.node, "file": img.node + "-file"}
-	if !write {
-		format["read-only"] = true
-	}
-	if img.backing != nil {
-		format["backing"] = img.backing.node
-	}
-	if _, err := c.Execute("blockdev-add", format); err != nil {
-		return fmt.Errorf("blockdev-add %s: %w", img.path, err)
-	}
-	return nil
-}
-
-// liveSnapshot waits, then puts the snapshot overlay over the running
-// image as libvirt does (blockdev-add of the overlay over its fdset, then
-// blockdev-snapshot), on a connection of its own, and prints the time
-// the switch took.
-func (r *runner) liveSnapshot(sock string, after time.Duration) error {
-	time.Sleep(after)
-	c, err := qmpclient.Dial(sock, 10*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	top := r.images[0]
-	began := time.Now()
-	if _, err := c.Execute("blockdev-add", map[string]any{"driver": "file", "node-name": r.snap.node + "-file",
-		"filename": fmt.Sprintf("/dev/fdset/%d", r.snap.set), "auto-read-only": true, "discard": "unmap"}); err != nil {
-		return fmt.Errorf("blockdev-add: %w", err)
-	}
-	if _, err := c.Execute("blockdev-add", map[string]any{"driver": "qcow2", "node-name": r.snap.node,
-		"file": r.snap.node + "-file", "backing": nil}); err != nil {
-		c.Execute("blockdev-del", map[string]any{"node-name": r.snap.node + "-file"})
-		return fmt.Errorf("blockdev-add: %w", err)
-	}
-	added := time.Since(began)
-	if _, err := c.Execute("blockdev-snapshot", map[string]any{"node": top.node, "overlay": r.snap.node}); err != nil {
-		c.Execute("blockdev-del", map[string]any{"node-name": r.snap.node})
-		c.Execute("blockdev-del", map[string]any{"node-name": r.snap.node + "-file"})
-		return fmt.Errorf("blockdev-snapshot: %w", err)
-	}
-	r.snapped = true
-	fmt.Fprintf(r.cfg.Stderr, "\rlive snapshot onto %s: overlay opened in %v, switch in %v, under the running workload\n",
-		filepath.Base(r.snap.path), added.Round(time.Microsecond), (time.Since(began) - added).Round(time.Microsecond))
-	return nil
-}
-
-// report prints the workload's result, and says whether it is clean.
-func (r *runner) report(res map[string]any) bool {
-	f := func(v any) float64 {
-		n, _ := v.(json.Number).Float64()
-		return n
-	}
-	elapsed := time.Duration(f(res["elapsed-ns"]))
-	for _, dir := range []string{"read", "write", "verify"} {
-		d, _ := res[dir].(map[string]any)
-		if d == nil || f(d["ios"]) == 0 {
-			continue
-		}
-		lat := d["lat-ns"].(map[string]any)
-		us := func(k string) string { return fmt.Sprintf("%.1f", f(lat[k])/1e3) }
-		r.printf("  %-6s IOPS=%.0f, BW=%.1fMiB/s, %d requests in %v\n", dir+":", f(d["iops"]), f(d["bw"])/(1<<20), int64(f(d["ios"])), elapsed.Round(time.Millisecond))
-		r.printf("         lat (usec): p50=%s, p90=%s, p99=%s, p99.9=%s, max=%s\n", us("p50"), us("p90"), us("p99"), us("p99.9"), us("max"))
-	}
-	r.printf("  verify: %d sectors checked, %d not known, %d mismatches\n",
-		int64(f(res["checked-sectors"])), int64(f(res["unverified-sectors"])), int64(f(res["mismatch-count"])))
-	if mm, _ := res["mismatches"].([]any); len(mm) > 0 {
-		for _, m := range mm {
-			r.printf("    %s\n", m.(map[string]any)["message"])
-		}
-	}
-	if e, _ := res["first-io-error"].(string); e != "" {
-		r.printf("  errors: %d (first: %s)\n", int64(f(res["io-errors"])), e)
-	}
-	return res["ok"] == true
-}
-
-// checkImage runs minivmm img check on the image the workload wrote.
-func (r *runner) checkImage(path string) bool {
-	out, err := exec.Command(r.cfg.Self, "img", "check", path).CombinedOutput()
-	r.printf("img check %s: %s\n", filepath.Base(path), strings.Join(strings.Fields(strings.ReplaceAll(string(out), "\n", "; ")), " "))
-	return err == nil
-}
-
-// countFds is how many fds process pid holds.
-func countFds(pid int) (int, error) {
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return 0, err
-	}
-	return len(entries), nil
 }
