@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -82,12 +81,6 @@ const benchSize, benchData = 128 << 20, 96 << 20
 // BenchmarkStream streams mid into top (base-node base), as the bench
 // case's block-stream does; bytes are mid's data.
 func BenchmarkStream(b *testing.B) {
-	for _, n := range []int{1, streamInFlight} {
-		b.Run(fmt.Sprintf("inflight=%d", n), func(b *testing.B) { benchStream(b, n) })
-	}
-}
-
-func benchStream(b *testing.B, inFlight int) {
 	b.SetBytes(benchData)
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -98,7 +91,7 @@ func benchStream(b *testing.B, inFlight int) {
 		}
 		end := top.Serialise()
 		b.StartTimer()
-		if err := stream(context.Background(), top, base, Options{}, inFlight); err != nil {
+		if err := Stream(context.Background(), top, base, Options{}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

@@ -86,6 +86,7 @@ type Mirror struct {
 	inflight []span // ranges being copied
 	inBytes  int64
 	done     int64 // bytes copied
+	writes   int64 // copies that ended (each may have written the target)
 	errs     []opError
 	opDone   chan struct{} // signalled when an op ends
 }
@@ -150,6 +151,7 @@ func (m *Mirror) Run(ctx context.Context) (release func(), err error) {
 	}
 	ready := false
 	var cursor int64
+	flushed := int64(-1) // m.writes at the last flush of the target
 	for {
 		if err := m.takeError(); err != nil {
 			return nil, err
@@ -178,12 +180,17 @@ func (m *Mirror) Run(ctx context.Context) (release func(), err error) {
 			m.waitOne(ctx)
 			continue
 		}
-		// Converged: nothing dirty, nothing in flight.
-		if err := m.dst.Flush(); err != nil {
-			if err := m.failed(false, fail(OpFlush, 0, err)); err != nil {
-				return nil, err
+		// Converged: nothing dirty, nothing in flight. The target is
+		// flushed unless no copy has ended since it last was: an idle
+		// ready mirror, and block-job-complete after it, pay no flush.
+		if w := m.copiesEnded(); w != flushed {
+			if err := m.dst.Flush(); err != nil {
+				if err := m.failed(false, fail(OpFlush, 0, err)); err != nil {
+					return nil, err
+				}
+				continue
 			}
-			continue
+			flushed = w
 		}
 		if !ready {
 			ready = true
@@ -316,6 +323,7 @@ func (m *Mirror) finishOp(s span, copied int64, err error) {
 		}
 	}
 	m.inBytes -= s.n
+	m.writes++
 	if err == nil {
 		m.done += copied
 	}
@@ -362,6 +370,12 @@ func (m *Mirror) copy(off, n int64) (source bool, err error) {
 		off += l
 	}
 	return false, nil
+}
+
+func (m *Mirror) copiesEnded() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.writes
 }
 
 func (m *Mirror) busy() bool {

@@ -60,13 +60,11 @@ func TestStreamKeepsRacingWrite(t *testing.T) {
 
 	var top *block.Node
 	written := make(chan error, 1)
-	var at int64 // where the guest wrote: the stream copies a few chunks at once, in any order
 	guest := bytes.Repeat([]byte{0x99}, 4096)
 	hook := &hookFormat{once: &sync.Once{}, onRead: func(off int64) {
 		// The guest writes where the step copies; with the hold, that
 		// write waits for the step, so it is not waited for long here.
-		at = off + 8192
-		go func() { _, err := top.WriteAt(guest, at); written <- err }()
+		go func() { _, err := top.WriteAt(guest, off+8192); written <- err }()
 		select {
 		case err := <-written:
 			written <- err
@@ -106,7 +104,7 @@ func TestStreamKeepsRacingWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := bytes.Repeat([]byte{0x22}, 2*mib)
-	copy(want[at:], guest)
+	copy(want[8192:], guest)
 	if got := readAll(t, top); !bytes.Equal(got, want) {
 		i := 0
 		for i < len(got) && got[i] == want[i] {
