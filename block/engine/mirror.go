@@ -81,6 +81,7 @@ type Mirror struct {
 	chunk    int64
 
 	kick chan struct{} // wakes an idle loop (Kick)
+	bufs sync.Pool     // *[]byte of chunk bytes: a copy's buffer, reused
 
 	mu       sync.Mutex
 	inflight []span // ranges being copied
@@ -339,7 +340,12 @@ func (m *Mirror) finishOp(s span, copied int64, err error) {
 // or nothing where the target reads zeroes already. source says which
 // side failed.
 func (m *Mirror) copy(off, n int64) (source bool, err error) {
-	var buf []byte
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			m.bufs.Put(bp)
+		}
+	}()
 	for end := off + n; off < end; {
 		st, l, err := block.StatusAbove(m.src, nil, off, end-off)
 		if err != nil {
@@ -358,9 +364,15 @@ func (m *Mirror) copy(off, n int64) (source bool, err error) {
 			off += dl
 			continue
 		}
-		if buf == nil {
-			buf = make([]byte, n)
+		if bp == nil {
+			// A fresh megabyte per copy cost as much clearing and
+			// collecting as the copy's own memmove.
+			if bp, _ = m.bufs.Get().(*[]byte); bp == nil {
+				b := make([]byte, m.chunk)
+				bp = &b
+			}
 		}
+		buf := *bp
 		if _, err := m.src.ReadAt(buf[:l], off); err != nil {
 			return true, fail(OpRead, off, err)
 		}

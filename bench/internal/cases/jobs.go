@@ -125,9 +125,9 @@ func Jobs(e *harness.Env, s *report.Section) error {
 			t.Add(kind, until.name, dur(m), qd, num(rate(m)), qr, r)
 		}
 	}
-	s.Note("QEMU 7.2's stream signals BLOCK_JOB_COMPLETED before the top is flushed (strace: its fdatasync of the top "+
-		"comes when the image is closed, and a power loss right after the event can lose copied data under a header that "+
-		"no longer names the backing file); minivmm's stream flushes first, and both VMMs' commits flush the base before "+
+	s.Note("QEMU 7.2's stream signals BLOCK_JOB_COMPLETED before the top is flushed (strace: its fdatasync of the top " +
+		"comes when the image is closed, and a power loss right after the event can lose copied data under a header that " +
+		"no longer names the backing file); minivmm's stream flushes first, and both VMMs' commits flush the base before " +
 		"the event. The second row of each job is timed to the VMM's exit after `quit`, by which both have flushed.")
 	return writerLatency(e, s, ref, size)
 }
