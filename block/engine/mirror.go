@@ -81,11 +81,13 @@ type Mirror struct {
 	chunk    int64
 
 	kick chan struct{} // wakes an idle loop (Kick)
+	bufs sync.Pool     // *[]byte of chunk bytes: a copy's buffer, reused
 
 	mu       sync.Mutex
 	inflight []span // ranges being copied
 	inBytes  int64
 	done     int64 // bytes copied
+	writes   int64 // copies that ended (each may have written the target)
 	errs     []opError
 	opDone   chan struct{} // signalled when an op ends
 }
@@ -150,6 +152,7 @@ func (m *Mirror) Run(ctx context.Context) (release func(), err error) {
 	}
 	ready := false
 	var cursor int64
+	flushed := int64(-1) // m.writes at the last flush of the target
 	for {
 		if err := m.takeError(); err != nil {
 			return nil, err
@@ -178,12 +181,17 @@ func (m *Mirror) Run(ctx context.Context) (release func(), err error) {
 			m.waitOne(ctx)
 			continue
 		}
-		// Converged: nothing dirty, nothing in flight.
-		if err := m.dst.Flush(); err != nil {
-			if err := m.failed(false, fail(OpFlush, 0, err)); err != nil {
-				return nil, err
+		// Converged: nothing dirty, nothing in flight. The target is
+		// flushed unless no copy has ended since it last was: an idle
+		// ready mirror, and block-job-complete after it, pay no flush.
+		if w := m.copiesEnded(); w != flushed {
+			if err := m.dst.Flush(); err != nil {
+				if err := m.failed(false, fail(OpFlush, 0, err)); err != nil {
+					return nil, err
+				}
+				continue
 			}
-			continue
+			flushed = w
 		}
 		if !ready {
 			ready = true
@@ -316,6 +324,7 @@ func (m *Mirror) finishOp(s span, copied int64, err error) {
 		}
 	}
 	m.inBytes -= s.n
+	m.writes++
 	if err == nil {
 		m.done += copied
 	}
@@ -331,7 +340,12 @@ func (m *Mirror) finishOp(s span, copied int64, err error) {
 // or nothing where the target reads zeroes already. source says which
 // side failed.
 func (m *Mirror) copy(off, n int64) (source bool, err error) {
-	var buf []byte
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			m.bufs.Put(bp)
+		}
+	}()
 	for end := off + n; off < end; {
 		st, l, err := block.StatusAbove(m.src, nil, off, end-off)
 		if err != nil {
@@ -350,9 +364,15 @@ func (m *Mirror) copy(off, n int64) (source bool, err error) {
 			off += dl
 			continue
 		}
-		if buf == nil {
-			buf = make([]byte, n)
+		if bp == nil {
+			// A fresh megabyte per copy cost as much clearing and
+			// collecting as the copy's own memmove.
+			if bp, _ = m.bufs.Get().(*[]byte); bp == nil {
+				b := make([]byte, m.chunk)
+				bp = &b
+			}
 		}
+		buf := *bp
 		if _, err := m.src.ReadAt(buf[:l], off); err != nil {
 			return true, fail(OpRead, off, err)
 		}
@@ -362,6 +382,12 @@ func (m *Mirror) copy(off, n int64) (source bool, err error) {
 		off += l
 	}
 	return false, nil
+}
+
+func (m *Mirror) copiesEnded() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.writes
 }
 
 func (m *Mirror) busy() bool {

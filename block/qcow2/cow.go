@@ -63,7 +63,8 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 		return nil
 	}
 	var buf []byte
-	for _, a := range allocs {
+	for i := 0; i < len(allocs); {
+		a := allocs[i]
 		b := a.p // the guest data covers all that is written: no copy
 		if a.in != a.lo || int64(len(a.p)) != a.hi-a.lo {
 			if buf == nil {
@@ -73,6 +74,17 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 			if err := img.fillAround(b, a.c*cs, a.lo, a.in, a.p); err != nil {
 				return err
 			}
+			i++
+		} else {
+			// Clusters allocated one after the other for consecutive
+			// guest clusters take one write, as QEMU's do: a.p runs on
+			// in p's backing array into the next ones' data.
+			j := i + 1
+			for j < len(allocs) && contiguous(allocs[j-1], allocs[j], cs) {
+				j++
+			}
+			b = a.p[:allocs[j-1].hi-a.lo+(allocs[j-1].host-a.host)]
+			i = j
 		}
 		if err := img.checkedWrite(b, a.host+a.lo, 0); err != nil {
 			return err
@@ -90,6 +102,15 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 		}
 	}
 	return img.freeAll(olds)
+}
+
+// contiguous reports that b, the allocation after a, continues a's
+// write: both take their guest data as it is, a's up to the end of its
+// cluster and b's from the start of the next guest cluster, in the next
+// host cluster.
+func contiguous(a, b pending, cs int64) bool {
+	direct := func(x pending) bool { return x.in == x.lo && int64(len(x.p)) == x.hi-x.lo }
+	return direct(b) && a.hi == cs && b.lo == 0 && b.c == a.c+1 && b.host == a.host+cs
 }
 
 // writeOwned writes p at byte in of guest cluster c, a cluster the image

@@ -20,6 +20,14 @@ func chartMeta(id string) (title, ylabel string, log bool) {
 		return "Open and reopen latency (log scale; lower is better)", "seconds per operation", true
 	case id == "chain-open":
 		return "Opening a qcow2 chain, by depth (log scale)", "seconds", true
+	case id == "jobs-latency-p99":
+		return "4 KiB write latency (p99) through a vhost-user-blk export during block jobs (log scale; lower is better)", "seconds", true
+	case id == "jobs-throughput":
+		return "Block job throughput, speed 0 (higher is better)", "MiB/s", false
+	case id == "mirror-copy":
+		return "Mirror and active commit: copy to READY (lower is better)", "seconds", false
+	case id == "mirror-switch":
+		return "Mirror and active commit: block-job-complete to BLOCK_JOB_COMPLETED (log scale; lower is better)", "seconds", true
 	case id == "memory":
 		return "VMM resident size (VmRSS) by qcow2 nodes", "MiB", false
 	case strings.HasPrefix(id, "iops-"):

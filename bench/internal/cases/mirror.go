@@ -2,16 +2,11 @@ package cases
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"sort"
 	"time"
 
 	"minivmm/bench/internal/harness"
 	"minivmm/bench/internal/report"
-	"minivmm/block"
-	"minivmm/block/engine"
-	"minivmm/block/jobs"
 	"minivmm/block/qcow2"
 )
 
@@ -19,13 +14,10 @@ import (
 // image) and active block-commit (of top into base) at speed 0, minivmm
 // against QEMU, on the jobs case's chain: the copy (command to
 // BLOCK_JOB_READY) and the switch (block-job-complete to
-// BLOCK_JOB_COMPLETED); and, in process, a guest's 4 KiB write latency
-// during an active commit against the same writes with no job.
+// BLOCK_JOB_COMPLETED). The writer's latency during a mirror is the
+// jobs case's.
 func Mirror(e *harness.Env, s *report.Section) error {
-	size, data := int64(256<<20), int64(192<<20)
-	if e.Quick {
-		size, data = 64<<20, 48<<20
-	}
+	size, data := chainSizes(e)
 	ref := e.Path("mirror-ref")
 	if err := os.MkdirAll(ref, 0o700); err != nil {
 		return err
@@ -89,137 +81,38 @@ func Mirror(e *harness.Env, s *report.Section) error {
 	if err != nil {
 		return err
 	}
-	idle, during, err := commitWriteLatency(e, ref, size)
-	if err != nil {
-		return err
-	}
 	s.Text = fmt.Sprintf("The jobs case's chain (%d MiB qcow2 images, mid holding %d MiB): `blockdev-mirror` sync=full of top "+
 		"into a new qcow2 image, and active `block-commit` of top into base, speed 0, one VMM per run "+
 		"(`-machine none -nodefaults`), on fresh copies; copy = command to BLOCK_JOB_READY, "+
-		"switch = `block-job-complete` to BLOCK_JOB_COMPLETED; %d rounds, the VMMs alternating. "+
-		"Then, in process (QEMU cannot be driven to write without a guest here), a writer's 4 KiB random writes to the "+
-		"active layer during an active commit against the same writes with no job, in the same run.", size>>20, data>>20, e.Reps)
+		"switch = `block-job-complete` to BLOCK_JOB_COMPLETED; %d rounds, the VMMs alternating; ratios within each round. "+
+		"Copy throughput is mid's and top's data (%d MiB; mirror reads the rest as zeroes) over the copy's time. "+
+		"A writer's latency during a mirror is in the jobs case's table.", size>>20, data>>20, e.Reps, (data+4<<20)>>20)
 	s.Commands = []string{reportCmd(e, "mirror")}
-	t := s.Table("", "job", "phase", "minivmm", "QEMU", "QEMU time / minivmm time")
+	t := s.Table("", "job", "phase", "minivmm", "QEMU", "minivmm MiB/s", "QEMU MiB/s", "QEMU time / minivmm time")
 	for _, kind := range kinds {
 		for _, ph := range []struct {
 			name string
 			secs map[key][]float64
 		}{{"copy", copySecs}, {"switch", pivotSecs}} {
 			m, q := ph.secs[key{"minivmm", kind}], ph.secs[key{"QEMU", kind}]
-			qd, r := qemuSysNote(e), "–"
+			rate := func(xs []float64) string {
+				if ph.name != "copy" {
+					return "–"
+				}
+				out := make([]float64, len(xs))
+				for i, x := range xs {
+					out[i] = float64((data+4<<20)>>20) / x
+				}
+				return num(out)
+			}
+			qd, qr, r := qemuSysNote(e), qemuSysNote(e), "–"
 			if e.QemuSys != "" {
-				qd, r = dur(q), ratio(ratiosOf(q, m))
+				qd, qr, r = dur(q), rate(q), ratio(ratiosOf(q, m))
 				point(s, "mirror-"+ph.name, kind, "QEMU", q)
 			}
 			point(s, "mirror-"+ph.name, kind, "minivmm", m)
-			t.Add(kind, ph.name, dur(m), qd, r)
+			t.Add(kind, ph.name, dur(m), qd, rate(m), qr, r)
 		}
 	}
-	lt := s.Table("Writer latency (minivmm, in process)", "writes", "median", "p99", "during / idle (median)")
-	lt.Add("no job", fmt.Sprint(percentile(idle, 50)), fmt.Sprint(percentile(idle, 99)), "1")
-	lt.Add("during active commit", fmt.Sprint(percentile(during, 50)), fmt.Sprint(percentile(during, 99)),
-		fmt.Sprintf("%.2f", float64(percentile(during, 50))/float64(percentile(idle, 50))))
 	return nil
-}
-
-func percentile(xs []time.Duration, p int) time.Duration {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), xs...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[min(len(s)-1, len(s)*p/100)]
-}
-
-// commitWriteLatency opens a copy of the chain in process and times
-// 4 KiB writes through the active layer's backend: first with no job,
-// then while an active commit runs (until it is ready).
-func commitWriteLatency(e *harness.Env, ref string, size int64) (idle, during []time.Duration, err error) {
-	dir := e.Path("mirror-latency")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, err
-	}
-	defer os.RemoveAll(dir)
-	for _, img := range []string{"base", "mid", "top"} {
-		if _, err := harness.Exec("cp", ref+"/"+img+".qcow2", dir); err != nil {
-			return nil, nil, err
-		}
-	}
-	g := newGraph()
-	defer g.close()
-	var base, top *block.Node
-	for _, n := range []struct{ name, backing string }{{"base", ""}, {"mid", "base"}, {"top", "mid"}} {
-		o := block.Options{"driver": "qcow2", "node-name": n.name,
-			"file": block.Options{"driver": "file", "filename": dir + "/" + n.name + ".qcow2"}}
-		if n.backing != "" {
-			o["backing"] = n.backing
-		}
-		o["read-only"] = n.name != "top"
-		node, err := g.g.Add(o)
-		if err != nil {
-			return nil, nil, err
-		}
-		if n.name == "base" {
-			base = node
-		}
-		top = node
-	}
-	b, err := g.g.Attach("guest", top, block.Perm{Write: true})
-	if err != nil {
-		return nil, nil, err
-	}
-	// The same 1024 offsets throughout, written once first: both phases
-	// rewrite allocated clusters, so neither pays for allocation.
-	rng := rand.New(rand.NewPCG(1, 2))
-	offs := make([]int64, 1024)
-	for i := range offs {
-		offs[i] = rng.Int64N(size/4096) * 4096
-	}
-	buf := make([]byte, 4096)
-	next := 0
-	write := func() (time.Duration, error) {
-		off := offs[next%len(offs)]
-		next++
-		start := time.Now()
-		_, err := b.WriteAt(buf, off)
-		return time.Since(start), err
-	}
-	for range offs {
-		if _, err := write(); err != nil {
-			return nil, nil, err
-		}
-	}
-	for range 4096 {
-		d, err := write()
-		if err != nil {
-			return nil, nil, err
-		}
-		idle = append(idle, d)
-	}
-	if err := g.g.SetReadOnly(base, false); err != nil {
-		return nil, nil, err
-	}
-	m := jobs.NewManager(nil)
-	j, err := m.Start(jobs.Spec{ID: "c", Type: "commit", AutoFinalize: true, AutoDismiss: true},
-		&jobs.Mirror{Graph: g.g, Source: top, Target: base, Base: base, Sync: engine.SyncFull, BaseWasRO: true})
-	if err != nil {
-		return nil, nil, err
-	}
-	for j.Status() != jobs.Ready && j.Status() != jobs.Concluded && len(during) < 200000 {
-		d, err := write()
-		if err != nil {
-			return nil, nil, err
-		}
-		during = append(during, d)
-	}
-	if err := j.Cancel(true); err != nil {
-		return nil, nil, err
-	}
-	select {
-	case <-j.Done():
-	case <-time.After(time.Minute):
-		return nil, nil, fmt.Errorf("active commit did not end")
-	}
-	return idle, during, nil
 }

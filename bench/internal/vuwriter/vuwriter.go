@@ -1,0 +1,101 @@
+// Package vuwriter is a benchmark's guest: the Go virtio-blk driver
+// (vm/blkdriver) over the Go vhost-user front end (vm/vhostuser), so that
+// one client writes through minivmm's vhost-user-blk export and
+// qemu-storage-daemon's alike, the device path a VM's requests take.
+package vuwriter
+
+import (
+	"fmt"
+	"time"
+
+	"minivmm/vm/blkdriver"
+	"minivmm/vm/guestmem"
+	"minivmm/vm/vhostuser"
+)
+
+// transport is blkdriver's view of a vhost-user front end.
+type transport struct{ *vhostuser.Frontend }
+
+func (t transport) SetupQueue(q int, r blkdriver.RingAddr) error {
+	return t.Frontend.SetupQueue(q, r.Size, r.Desc, r.Avail, r.Used)
+}
+
+// memBytes is the guest memory: rings and one request's buffer.
+const memBytes = 1 << 20
+
+// Writer writes blocks through one queue at depth 1.
+type Writer struct {
+	mem  *guestmem.Memory
+	fe   *vhostuser.Frontend
+	disk *blkdriver.Disk
+	buf  blkdriver.Region
+}
+
+// Dial connects to the vhost-user-blk socket at path and sets the device
+// up with one queue.
+func Dial(path string) (w *Writer, err error) {
+	mem, err := guestmem.NewMemfd("vuwriter", memBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			mem.Close()
+		}
+	}()
+	b, err := mem.Slice(0, memBytes)
+	if err != nil {
+		return nil, err
+	}
+	fe, err := vhostuser.Dial(path, mem)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			fe.Close()
+		}
+	}()
+	bm := blkdriver.NewMemory(b, 0)
+	disk, err := blkdriver.Open(transport{fe}, bm, blkdriver.Options{Queues: 1, QueueSize: 16})
+	if err != nil {
+		return nil, err
+	}
+	buf, err := bm.Alloc(64<<10, 4096)
+	if err != nil {
+		disk.Close()
+		return nil, err
+	}
+	for i := range buf.B {
+		buf.B[i] = byte(i*7 + 1)
+	}
+	return &Writer{mem: mem, fe: fe, disk: disk, buf: buf}, nil
+}
+
+// Capacity is the device's size in bytes.
+func (w *Writer) Capacity() int64 { return w.disk.Capacity() }
+
+// Write writes n bytes (at most 64 KiB, a multiple of 512) at off and
+// says how long the request took, from its submission to its completion.
+func (w *Writer) Write(off int64, n int) (time.Duration, error) {
+	if n > len(w.buf.B) || n%blkdriver.SectorSize != 0 || off%blkdriver.SectorSize != 0 {
+		return 0, fmt.Errorf("vuwriter: write of %d bytes at %d", n, off)
+	}
+	r := &blkdriver.Request{Type: blkdriver.TypeOut, Sector: uint64(off / blkdriver.SectorSize),
+		Data: []blkdriver.Region{w.buf.Sub(0, n)}}
+	start := time.Now()
+	err := w.disk.Queues()[0].Do(r)
+	return time.Since(start), err
+}
+
+// Close resets the device and disconnects.
+func (w *Writer) Close() error {
+	err := w.disk.Close()
+	if e := w.fe.Close(); err == nil {
+		err = e
+	}
+	if e := w.mem.Close(); err == nil {
+		err = e
+	}
+	return err
+}
