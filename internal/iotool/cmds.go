@@ -26,7 +26,8 @@ type ioTool struct {
 	node         *block.Node // nil: no file open
 	writable     bool        // write permission taken
 	writethrough bool        // flush after each write (cache=writethrough, directsync)
-	probedRaw    bool        // raw by probing, opened for writing: block 0 guarded
+	probedRaw    bool        // raw by probing: block 0 guarded
+	copyOnRead   bool        // -C: reads copy what they read from below into the node
 	quit         bool
 }
 
@@ -339,7 +340,7 @@ func (t *ioTool) read(argv []string) error {
 		err = unix.EIO
 	default:
 		buf = make([]byte, count)
-		_, err = t.node.ReadAt(buf, off)
+		err = t.readAt(buf, off)
 	}
 	elapsed := time.Since(start)
 	if err != nil {
