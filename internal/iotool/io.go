@@ -7,7 +7,6 @@ package iotool
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -54,26 +53,26 @@ See 'minivmm io -c help' for information on available commands.
 
 // ioOptions is what the command line asked for.
 type ioOptions struct {
-	cmds         []string
-	open         openOptions
-	writethrough bool // flush after every write (qemu-io's default)
-	addFds       []cmdline.Occurrence
-	haveFile     bool
-	version      bool
+	cmds     []string
+	open     openOptions
+	addFds   []cmdline.Occurrence
+	haveFile bool
+	version  bool
 }
 
 // openOptions is how to open an image: from the command line or the
 // open command.
 type openOptions struct {
-	flags      qtool.OpenFlags
-	aio        string // -i/-k: checked against the cache mode at open
-	snapshot   bool   // -s: writes go to a temporary overlay
-	copyOnRead bool   // -C
+	flags        qtool.OpenFlags
+	writethrough bool   // flush after every write (qemu-io's default)
+	aio          string // -i/-k: checked against the cache mode at open
+	snapshot     bool   // -s: writes go to a temporary overlay
+	copyOnRead   bool   // -C
 }
 
 // parseIOArgs reads the command line; done means exit with code.
 func parseIOArgs(prog string, args []string, stdout, stderr io.Writer) (o *ioOptions, code int, done bool) {
-	o = &ioOptions{writethrough: true, open: openOptions{flags: qtool.OpenFlags{Unmap: true}}}
+	o = &ioOptions{open: openOptions{writethrough: true, flags: qtool.OpenFlags{Unmap: true}}}
 	g := &qtool.Getopt{
 		Prog: prog, Args: args, Short: "hVc:d:f:rsnCmkt:T:Ui:", Stderr: stderr,
 		Long: []qtool.LongOption{
@@ -123,14 +122,14 @@ func parseIOArgs(prog string, args []string, stdout, stderr io.Writer) (o *ioOpt
 		case 'r':
 			o.open.flags.ReadOnly = true
 		case 'n':
-			o.open.flags.NoCache, o.writethrough = true, false
+			o.open.flags.NoCache, o.open.writethrough = true, false
 		case 't':
 			// bdrv_parse_cache_mode: replaces what -n or an earlier -t set.
 			wt, ok := o.open.flags.SetCacheMode(arg)
 			if !ok {
 				return fail("Invalid cache option: %s", arg)
 			}
-			o.writethrough = wt
+			o.open.writethrough = wt
 		case 'd':
 			switch arg {
 			case "off", "ignore":
@@ -189,42 +188,22 @@ func Run(p qtool.Program, args []string, stdin io.Reader, stdout, stderr io.Writ
 		return 1
 	}
 	out := newStdoutWriter(stdout)
-	t := &ioTool{prog: p.Name, setup: p.Setup, out: out, stderr: stderr, writethrough: o.writethrough}
-	code = t.run(o, reg, stdin)
+	t := &ioTool{prog: p.Name, setup: p.Setup, out: out, stderr: stderr, reg: reg, imageOpts: o.open.flags.ImageOpts}
+	code = t.run(o, stdin)
+	t.waitAIO()
 	out.flush()
-	if t.g != nil {
-		// What a format holds back (qcow2's lazy refcounts) is written
-		// at close: a failure there fails the run, where qemu-io only
-		// prints it.
-		if msgs := qtool.CloseMessages(t.g.Close()); len(msgs) > 0 {
-			for _, m := range msgs {
-				fmt.Fprintf(stderr, "%s: %s\n", p.Name, m)
-			}
-			code = 1
-		}
+	// What a format holds back (qcow2's lazy refcounts) is written at
+	// close: a failure there fails the run, where qemu-io only prints it.
+	if t.closeImage() != nil {
+		code = 1
 	}
 	return code
 }
 
 // run opens the image, if one was named, and runs the commands.
-func (t *ioTool) run(o *ioOptions, reg *qemuopen.Registry, stdin io.Reader) int {
-	if o.haveFile {
-		t.g = block.NewGraph(reg)
-		err := error(nil)
-		if t.setup != nil {
-			err = t.setup(t.g)
-		}
-		if err == nil {
-			err = t.open(&o.open)
-		}
-		if err != nil {
-			where := " device " + o.open.flags.File
-			if o.open.flags.ImageOpts {
-				where = ""
-			}
-			fmt.Fprintf(t.stderr, "%s: can't open%s: %s\n", t.prog, where, qtool.Message(err))
-			return 1
-		}
+func (t *ioTool) run(o *ioOptions, stdin io.Reader) int {
+	if o.haveFile && t.openFile(&o.open) != nil {
+		return 1
 	}
 	failed := false
 	if len(o.cmds) > 0 {
@@ -280,37 +259,6 @@ func readLine(br *bufio.Reader, max int) (string, error) {
 		}
 	}
 	return b.String(), nil
-}
-
-// open opens the image as qemu-io's openfile: any probed format is
-// taken, writable unless -r (a probed raw gets QEMU's warning and its
-// guard on block 0, see guardProbed); -s puts a temporary overlay on it.
-func (t *ioTool) open(o *openOptions) error {
-	f := &o.flags
-	if err := checkAIO(o.aio, f); err != nil {
-		return err
-	}
-	if o.copyOnRead && f.ReadOnly {
-		return errors.New("Can't use copy-on-read on read-only device")
-	}
-	base := *f
-	if o.snapshot {
-		base.ReadOnly = true
-	}
-	op, err := qtool.Open(t.g, &base, block.ProbeAny, t.stderr)
-	if err != nil {
-		return err
-	}
-	t.node, t.writable, t.probedRaw = op.Node, !f.ReadOnly, op.ProbedRaw()
-	t.copyOnRead = o.copyOnRead
-	if o.snapshot {
-		top, err := t.snapshotOverlay(op.Node)
-		if err != nil {
-			return err
-		}
-		t.node, t.writable, t.probedRaw = top, true, false
-	}
-	return nil
 }
 
 // guardProbed refuses a write to a probed raw image that would make its

@@ -60,14 +60,14 @@ func checkObject(def string) error {
 // snapshotOverlay puts a temporary qcow2 over base, as qemu-io -s does
 // (bdrv_append_temp_snapshot): writes go to it and vanish at exit. The
 // file is unlinked once open.
-func (t *ioTool) snapshotOverlay(base *block.Node) (*block.Node, error) {
+func (t *ioTool) snapshotOverlay(base *block.Node) (*block.Node, *block.Backend, error) {
 	dir := os.Getenv("TMPDIR")
 	if dir == "" {
 		dir = "/var/tmp"
 	}
 	f, err := os.CreateTemp(dir, "vl.")
 	if err != nil {
-		return nil, fmt.Errorf("Could not get temporary filename: %w", err)
+		return nil, nil, fmt.Errorf("Could not get temporary filename: %w", err)
 	}
 	name := f.Name()
 	defer os.Remove(name)
@@ -76,7 +76,7 @@ func (t *ioTool) snapshotOverlay(base *block.Node) (*block.Node, error) {
 		err = cerr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("Could not create temporary overlay '%s': %w", name, err)
+		return nil, nil, fmt.Errorf("Could not create temporary overlay '%s': %w", name, err)
 	}
 	op, err := t.g.Open(block.Options{
 		"driver":  "qcow2",
@@ -84,12 +84,13 @@ func (t *ioTool) snapshotOverlay(base *block.Node) (*block.Node, error) {
 		"backing": base.Name(),
 	}, block.ProbeAny)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if _, err := t.g.Attach("", op.Node, block.Perm{Write: true}); err != nil {
-		return nil, err
+	b, err := t.g.Attach("", op.Node, block.Perm{Write: true})
+	if err != nil {
+		return nil, nil, err
 	}
-	return op.Node, nil
+	return op.Node, b, nil
 }
 
 type osTarget struct{ *os.File }
