@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/qcow2"
 	"minivmm/internal/qtool"
 	"minivmm/qemuopen"
 )
@@ -513,7 +514,7 @@ func (t *ioTool) write(argv []string) error {
 	case zeroes:
 		err = t.node.WriteZeroes(off, count, unmap)
 	case compressed:
-		err = unix.ENOTSUP // no driver here compresses
+		err = t.writeCompressed(buf, off)
 	default:
 		if err = t.guardProbed(buf, off, count); err == nil {
 			_, err = t.node.WriteAt(buf, off)
@@ -622,6 +623,10 @@ func (t *ioTool) info([]string) error {
 	if drv, ok := block.LookupDriver(name); ok && !drv.Format {
 		t.printf("format name: %s\n", name) // a protocol's protocol_name, the same
 	}
+	if fs, ok := t.node.Image().(interface{ FormatSpecific() qcow2.FormatInfo }); ok {
+		t.qcow2Info(fs.FormatSpecific())
+		return nil
+	}
 	if !infoDrivers[name] {
 		return errCommand
 	}
@@ -701,4 +706,25 @@ func (t *ioTool) help(argv []string) error {
 	oneline(argv[1], ct)
 	t.printf("%s", ct.help)
 	return nil
+}
+
+// qcow2Info is info's answer for a qcow2 image (qcow2_get_info and
+// qcow2_get_specific_info): the VM state lives past the last L1 entry
+// the disk needs.
+func (t *ioTool) qcow2Info(fi qcow2.FormatInfo) {
+	l2Entries := fi.ClusterSize / 8
+	if fi.ExtendedL2 {
+		l2Entries = fi.ClusterSize / 16
+	}
+	perL1 := fi.ClusterSize * l2Entries
+	vmState := (t.node.Length() + perL1 - 1) / perL1 * perL1
+	t.printf("cluster size: %s\n", cvtstr(float64(fi.ClusterSize)))
+	t.printf("vm state offset: %s\n", cvtstr(float64(vmState)))
+	t.printf("Format specific information:\n")
+	if fi.Version < 3 {
+		t.printf("    compat: 0.10\n    compression type: %s\n    refcount bits: %d\n", fi.Compression, fi.RefcountBits)
+		return
+	}
+	t.printf("    compat: 1.1\n    compression type: %s\n    lazy refcounts: %t\n    refcount bits: %d\n    corrupt: %t\n    extended l2: %t\n",
+		fi.Compression, fi.LazyRefcounts, fi.RefcountBits, fi.Corrupt, fi.ExtendedL2)
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,7 +51,16 @@ func testImage(t *testing.T, size int64, content []byte) string {
 
 // TestMain checks, once every test has ended, that none left a
 // descriptor open: the parallel tests cannot check their own.
-func TestMain(m *testing.M) { os.Exit(fdtest.Main(m)) }
+// With ioChildEnv set, the test binary is minivmm io itself (named
+// qemu-io), for the commands that end the process (abort, sigraise).
+func TestMain(m *testing.M) {
+	if os.Getenv(ioChildEnv) == "1" {
+		os.Exit(runIO(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(fdtest.Main(m))
+}
+
+const ioChildEnv = "MINIVMM_IOTOOL_CHILD"
 
 // runIO runs minivmm io in-process, named as qemu-io so that its
 // messages compare with the real one's.
@@ -455,11 +465,21 @@ func runQemuIO(t *testing.T, bin string, stdin string, args ...string) (stdout, 
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &errb, strings.NewReader(stdin)
 	err := cmd.Run()
+	return out.String(), errb.String(), exitCode(t, cmd, err)
+}
+
+// exitCode is a process's exit status as a shell shows it: 128+signal
+// when a signal ended it.
+func exitCode(t *testing.T, cmd *exec.Cmd, err error) int {
+	t.Helper()
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {
 		t.Fatal(err)
 	}
-	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode()
 }
 
 // TestIOInteropQemu: what minivmm io writes, qemu-io reads back, and the

@@ -125,6 +125,11 @@ func (t *ioTool) readAt(p []byte, off int64) error {
 			}
 			if allZero(buf) {
 				err = t.node.WriteZeroes(pos, n, false)
+				// A format may leave zeroes it already reads unallocated;
+				// QEMU's copy-on-read allocates them all the same.
+				if st, _, serr := t.node.BlockStatus(pos, n); err == nil && serr == nil && !st.Allocated {
+					_, err = t.node.WriteAt(buf, pos)
+				}
 			} else {
 				_, err = t.node.WriteAt(buf, pos)
 			}
