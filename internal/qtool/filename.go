@@ -92,6 +92,9 @@ func mergeJSON(dst block.Options, m map[string]any) error {
 		if obj, ok := v.(map[string]any); ok {
 			sub, ok := d[leaf].(block.Options)
 			if !ok {
+				if _, taken := d[leaf]; taken {
+					return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
+				}
 				sub = block.Options{}
 				d[leaf] = sub
 			}
@@ -99,6 +102,9 @@ func mergeJSON(dst block.Options, m map[string]any) error {
 				return err
 			}
 			continue
+		}
+		if _, taken := d[leaf]; taken {
+			return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
 		}
 		d[leaf] = v
 	}
