@@ -168,6 +168,9 @@ func (t *ioTool) openCmd(argv []string) error {
 	}
 	switch len(g.Operands) {
 	case 0:
+		if o.flags.Extra == nil {
+			o.flags.Extra = block.Options{} // no file at all, not an empty name
+		}
 	case 1:
 		if t.imageOpts {
 			if err := t.addKeyval(&o.flags.Extra, g.Operands[0]); err != nil {

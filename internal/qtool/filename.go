@@ -136,7 +136,7 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 	}
 	var opts block.Options
 	switch {
-	case f.File == "":
+	case f.File == "" && f.Extra != nil: // qemu-io's open -o without a path
 		opts = block.Options{}
 	default:
 		proto, isJSON, err := ParseFilename(f.File)
