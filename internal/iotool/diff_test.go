@@ -68,7 +68,7 @@ var diffCases = []diffCase{
 	{fmt: "qcow2", args: cmds("open -r", "open -o driver=raw", `open ""`)},
 	{fmt: "qcow2", args: []string{"--image-opts", "-c", "open driver=qcow2,file.filename=IMG", "-c", "length", "-c", "close",
 		"-c", "open -o driver=raw IMG", "-c", "open file.filename=IMG", "-c", "info"}},
-	{fmt: "qcow2", args: []string{"-t", "writeback", "-c", "aio_write -q -P 1 0 64k", "-c", "aio_write -q -P 2 128k 64k", "-c", "aio_read -q -P 1 0 64k", "-c", "aio_flush", "-c", "map", "-c", "read -P 2 128k 64k", "IMG"}},
+	{fmt: "qcow2", args: []string{"-t", "writeback", "-c", "aio_write -q -P 1 0 64k", "-c", "aio_write -q -P 2 128k 64k", "-c", "aio_flush", "-c", "map", "-c", "read -P 2 128k 64k", "IMG"}},
 }
 
 // TestIODifferential runs diffCases through both tools and compares
