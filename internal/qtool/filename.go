@@ -150,6 +150,10 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 			}
 			break
 		}
+		if name, _ := proto.String("driver", ""); !hasDriver(g, name) {
+			// A protocol QEMU has that this build has not (blkdebug).
+			return nil, fmt.Errorf("Unknown protocol '%s'", name)
+		}
 		drv, known := (*block.Driver)(nil), false
 		if format != "" {
 			if drv, known = g.LookupDriver(format); !known {
@@ -226,4 +230,9 @@ func checkLegacy(g *block.Graph, opts block.Options) error {
 		return fmt.Errorf("Block protocol '%s' doesn't support the option '%s'", name, k)
 	}
 	return nil
+}
+
+func hasDriver(g *block.Graph, name string) bool {
+	_, ok := g.LookupDriver(name)
+	return ok
 }
