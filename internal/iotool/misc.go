@@ -3,6 +3,7 @@ package iotool
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 	"unsafe"
@@ -145,6 +146,8 @@ func (t *ioTool) sigraise(argv []string) error {
 // otherwise turn some into a stack dump and exit status 2) and, should
 // the signal stop rather than end the process, returns once continued.
 func dieFromSignal(sig unix.Signal) {
+	runtime.LockOSThread() // the mask and the signal are this thread's
+	defer runtime.UnlockOSThread()
 	if sig != unix.SIGKILL && sig != unix.SIGSTOP {
 		// struct kernel_sigaction with SIG_DFL.
 		var act [4]uint64
