@@ -95,7 +95,9 @@ func (img *image) WriteCompressed(p []byte, off int64) error {
 		return err
 	}
 	defer img.wmu.Unlock()
-	if off+cs > img.length {
+	// The image's last cluster may end past its end: the caller pads it
+	// (with zeroes), as QEMU pads it.
+	if off >= img.length {
 		return fmt.Errorf("qcow2: compressed write past the end of the image: %w", ErrCompressedTarget)
 	}
 	c := off >> img.clusterBits
@@ -107,7 +109,7 @@ func (img *image) WriteCompressed(p []byte, off int64) error {
 		return ErrCompressedTarget
 	}
 	if int64(len(data)) >= cs {
-		return img.writeLocked(p, off)
+		return img.writeLocked(p[:min(cs, img.length-off)], off)
 	}
 	l2Off, err := img.ensureL2(c >> img.l2Bits)
 	if err != nil {

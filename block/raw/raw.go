@@ -37,6 +37,7 @@ type image struct {
 	file   *block.Node
 	offset int64
 	size   int64
+	fixed  bool // size given as an option: truncate refuses
 }
 
 func open(o *block.OpenContext) (block.Image, error) {
@@ -59,7 +60,8 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if size+offset > fileLen || size+offset < 0 {
 		return nil, fmt.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", offset, size, fileLen)
 	}
-	return &image{file: file, offset: offset, size: size}, nil
+	_, fixed := o.Options["size"]
+	return &image{file: file, offset: offset, size: size, fixed: fixed}, nil
 }
 
 func (r *image) ReadAt(p []byte, off int64) (int, error)  { return r.file.ReadAt(p, off+r.offset) }

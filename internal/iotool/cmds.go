@@ -7,12 +7,15 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/qcow2"
 	"minivmm/internal/qtool"
+	"minivmm/qemuopen"
 )
 
 // ioTool is one run of minivmm io: the open image and the state its
@@ -23,10 +26,17 @@ type ioTool struct {
 	out          *stdoutWriter
 	stderr       io.Writer
 	g            *block.Graph
-	node         *block.Node // nil: no file open
-	writable     bool        // write permission taken
-	writethrough bool        // flush after each write (cache=writethrough, directsync)
-	probedRaw    bool        // raw by probing, opened for writing: block 0 guarded
+	node         *block.Node    // nil: no file open
+	writer       *block.Backend // holds write permission; nil: not taken
+	forceShare   bool
+	reg          *qemuopen.Registry
+	imageOpts    bool           // --image-opts: open's path is an option string
+	opts         block.Options  // the node's options, for reopen
+	probed       bool           // the format was probed: the file is a node of its own
+	writethrough bool           // flush after each write (cache=writethrough, directsync)
+	probedRaw    bool           // raw by probing: block 0 guarded
+	copyOnRead   bool           // -C: reads copy what they read from below into the node
+	aio          sync.WaitGroup // aio_read and aio_write in flight
 	quit         bool
 }
 
@@ -56,6 +66,17 @@ var ioCommands []*ioCommand
 
 func init() {
 	ioCommands = []*ioCommand{
+		{name: "abort", noArgs: true, oneline: "simulate a program crash using abort(3)", global: true, run: (*ioTool).abort},
+		{name: "aio_flush", noArgs: true, oneline: "completes all outstanding aio requests", run: (*ioTool).aioFlush},
+		{name: "aio_read", argmin: 2, argmax: -1, args: "[-Ciqv] [-P pattern] off len [len..]",
+			oneline: "asynchronously reads a number of bytes", help: aioReadHelp, run: (*ioTool).aioRead},
+		{name: "aio_write", argmin: 2, argmax: -1, args: "[-Cfiquz] [-P pattern] off len [len..]",
+			oneline: "asynchronously writes a number of bytes", help: aioWriteHelp, write: true, run: (*ioTool).aioWrite},
+		{name: "alloc", alt: "a", argmin: 1, argmax: 2, args: "offset [count]",
+			oneline: "checks if offset is allocated in the file", run: (*ioTool).alloc},
+		{name: "break", argmin: 2, argmax: 2, args: "event tag",
+			oneline: "sets a breakpoint on event and tags the stopped request as tag", run: (*ioTool).breakCmd},
+		{name: "close", alt: "c", noArgs: true, oneline: "close the current open file", run: (*ioTool).closeCmd},
 		{name: "discard", alt: "d", argmin: 2, argmax: -1, args: "[-Cq] off len",
 			oneline: "discards a number of bytes at a specified offset", help: discardHelp, write: true, run: (*ioTool).discard},
 		{name: "flush", alt: "f", noArgs: true, oneline: "flush all in-core file state to disk", run: (*ioTool).flush},
@@ -64,12 +85,32 @@ func init() {
 		{name: "info", alt: "i", noArgs: true, oneline: "prints information about the current file", run: (*ioTool).info},
 		{name: "length", alt: "l", noArgs: true, oneline: "gets the length of the current file", run: (*ioTool).length},
 		{name: "map", oneline: "prints the allocated areas of a file", run: (*ioTool).mapCmd},
+		{name: "open", alt: "o", argmin: 1, argmax: -1, args: "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
+			oneline: "open the file specified by path", help: openHelp, global: true, run: (*ioTool).openCmd},
 		{name: "quit", alt: "q", argmin: -1, argmax: -1, noArgs: true, oneline: "exit the program", global: true,
 			run: func(t *ioTool, _ []string) error { t.quit = true; return nil }},
 		{name: "read", alt: "r", argmin: 2, argmax: -1, args: "[-abCqv] [-P pattern [-s off] [-l len]] off len",
 			oneline: "reads a number of bytes at a specified offset", help: readHelp, run: (*ioTool).read},
+		{name: "readv", argmin: 2, argmax: -1, args: "[-Cqv] [-P pattern] off len [len..]",
+			oneline: "reads a number of bytes at a specified offset", help: readvHelp, run: (*ioTool).readv},
+		{name: "remove_break", argmin: 1, argmax: 1, args: "tag",
+			oneline: "remove a breakpoint by tag", run: (*ioTool).removeBreak},
+		{name: "reopen", argmin: 0, argmax: -1, args: "[(-r|-w)] [-c cache] [-o options]",
+			oneline: "reopens an image with new options", help: reopenHelp, run: (*ioTool).reopen},
+		{name: "resume", argmin: 1, argmax: 1, args: "tag",
+			oneline: "resumes the request tagged as tag", run: (*ioTool).resume},
+		{name: "sigraise", argmin: 1, argmax: 1, args: "signal",
+			oneline: "raises a signal", help: sigraiseHelp, global: true, run: (*ioTool).sigraise},
+		{name: "sleep", argmin: 1, argmax: 1, noArgs: true,
+			oneline: "waits for the given value in milliseconds", global: true, run: (*ioTool).sleep},
+		{name: "truncate", alt: "t", argmin: 1, argmax: 3, args: "[-m prealloc_mode] off",
+			oneline: "truncates the current file at the given offset", write: true, run: (*ioTool).truncate},
+		{name: "wait_break", argmin: 1, argmax: 1, args: "tag",
+			oneline: "waits for the suspension of a request", run: (*ioTool).waitBreak},
 		{name: "write", alt: "w", argmin: 2, argmax: -1, args: "[-bcCfnquz] [-P pattern | -s source_file] off len",
 			oneline: "writes a number of bytes at a specified offset", help: writeHelp, write: true, run: (*ioTool).write},
+		{name: "writev", argmin: 2, argmax: -1, args: "[-Cfq] [-P pattern] off len [len..]",
+			oneline: "writes a number of bytes at a specified offset", help: writevHelp, write: true, run: (*ioTool).writev},
 	}
 }
 
@@ -176,12 +217,13 @@ func (t *ioTool) command(line string) error {
 	}
 	// Like qemu-io, take write permission when a command first needs it
 	// (with -r the node is read-only and refuses).
-	if ct.write && !t.writable {
-		if _, err := t.g.Attach("", t.node, block.Perm{Write: true}); err != nil {
+	if ct.write && t.writer == nil {
+		b, err := t.g.Attach("", t.node, block.Perm{Write: true, ShareWrite: t.forceShare})
+		if err != nil {
 			fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, qtool.Message(err))
 			return errCommand
 		}
-		t.writable = true
+		t.writer = b
 	}
 	return ct.run(t, argv)
 }
@@ -339,7 +381,7 @@ func (t *ioTool) read(argv []string) error {
 		err = unix.EIO
 	default:
 		buf = make([]byte, count)
-		_, err = t.node.ReadAt(buf, off)
+		err = t.readAt(buf, off)
 	}
 	elapsed := time.Since(start)
 	if err != nil {
@@ -472,7 +514,7 @@ func (t *ioTool) write(argv []string) error {
 	case zeroes:
 		err = t.node.WriteZeroes(off, count, unmap)
 	case compressed:
-		err = unix.ENOTSUP // no driver here compresses
+		err = t.writeCompressed(buf, off)
 	default:
 		if err = t.guardProbed(buf, off, count); err == nil {
 			_, err = t.node.WriteAt(buf, off)
@@ -581,6 +623,10 @@ func (t *ioTool) info([]string) error {
 	if drv, ok := block.LookupDriver(name); ok && !drv.Format {
 		t.printf("format name: %s\n", name) // a protocol's protocol_name, the same
 	}
+	if fs, ok := t.node.Image().(interface{ FormatSpecific() qcow2.FormatInfo }); ok {
+		t.qcow2Info(fs.FormatSpecific())
+		return nil
+	}
 	if !infoDrivers[name] {
 		return errCommand
 	}
@@ -660,4 +706,25 @@ func (t *ioTool) help(argv []string) error {
 	oneline(argv[1], ct)
 	t.printf("%s", ct.help)
 	return nil
+}
+
+// qcow2Info is info's answer for a qcow2 image (qcow2_get_info and
+// qcow2_get_specific_info): the VM state lives past the last L1 entry
+// the disk needs.
+func (t *ioTool) qcow2Info(fi qcow2.FormatInfo) {
+	l2Entries := fi.ClusterSize / 8
+	if fi.ExtendedL2 {
+		l2Entries = fi.ClusterSize / 16
+	}
+	perL1 := fi.ClusterSize * l2Entries
+	vmState := (t.node.Length() + perL1 - 1) / perL1 * perL1
+	t.printf("cluster size: %s\n", cvtstr(float64(fi.ClusterSize)))
+	t.printf("vm state offset: %s\n", cvtstr(float64(vmState)))
+	t.printf("Format specific information:\n")
+	if fi.Version < 3 {
+		t.printf("    compat: 0.10\n    compression type: %s\n    refcount bits: %d\n", fi.Compression, fi.RefcountBits)
+		return
+	}
+	t.printf("    compat: 1.1\n    compression type: %s\n    lazy refcounts: %t\n    refcount bits: %d\n    corrupt: %t\n    extended l2: %t\n",
+		fi.Compression, fi.LazyRefcounts, fi.RefcountBits, fi.Corrupt, fi.ExtendedL2)
 }

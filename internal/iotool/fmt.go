@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -80,6 +81,20 @@ func timestr(d time.Duration, verbose bool) string {
 // report prints the statistics of a read, write or discard as qemu-io's
 // print_report does; machine (-C) gives the comma-separated form.
 func (t *ioTool) report(op string, d time.Duration, off, count, total int64, ops int, machine bool) {
+	report(t.out, op, d, off, count, total, ops, machine)
+}
+
+// printer is where output goes: standard output, or a buffer that an
+// asynchronous request's completion fills before printing it at once.
+type printer interface {
+	printf(format string, a ...any)
+}
+
+type bufPrinter struct{ strings.Builder }
+
+func (b *bufPrinter) printf(format string, a ...any) { fmt.Fprintf(&b.Builder, format, a...) }
+
+func report(t printer, op string, d time.Duration, off, count, total int64, ops int, machine bool) {
 	secs := d.Seconds()
 	if machine {
 		t.printf("%d,%d,%s,%s,%s\n", total, ops, timestr(d, true),
@@ -93,7 +108,9 @@ func (t *ioTool) report(op string, d time.Duration, off, count, total int64, ops
 
 // hexdump is read -v's output: 16 bytes a line, then those bytes with
 // everything but ASCII letters and digits shown as '.'.
-func (t *ioTool) hexdump(p []byte, off int64) {
+func (t *ioTool) hexdump(p []byte, off int64) { hexdump(t.out, p, off) }
+
+func hexdump(t printer, p []byte, off int64) {
 	var b strings.Builder
 	for i := 0; i < len(p); i += 16 {
 		line := p[i:min(i+16, len(p))]
@@ -118,6 +135,7 @@ func (t *ioTool) hexdump(p []byte, off int64) {
 // qemu-io: by line on a terminal, in blocks otherwise (so that, with both
 // streams on one pipe, error messages come out where qemu-io's do).
 type stdoutWriter struct {
+	mu       sync.Mutex // asynchronous requests print as they complete
 	w        *bufio.Writer
 	lineMode bool
 }
@@ -137,13 +155,19 @@ func newStdoutWriter(w io.Writer) *stdoutWriter {
 
 func (s *stdoutWriter) printf(format string, a ...any) {
 	text := fmt.Sprintf(format, a...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.w.WriteString(text)
 	if s.lineMode && strings.Contains(text, "\n") {
 		s.w.Flush()
 	}
 }
 
-func (s *stdoutWriter) flush() { s.w.Flush() }
+func (s *stdoutWriter) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.w.Flush()
+}
 
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)

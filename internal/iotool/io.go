@@ -31,7 +31,17 @@ QEMU Disk exerciser, on minivmm's block layer
   -n, --nocache        disable host cache, short for -t none
   -t, --cache=MODE     use the given cache mode for the image
   -d, --discard=MODE   use the given discard mode for the image
+  -s, --snapshot       use snapshot file
+  -C, --copy-on-read   enable copy-on-read
+  -m, --misalign       misalign allocations for O_DIRECT
+  -k, --native-aio     use kernel AIO implementation
+                       (Linux only, prefer use of -i)
+  -i, --aio=MODE       use AIO mode (threads, native or io_uring)
+  -T, --trace [[enable=]<pattern>][,events=<file>][,file=<file>]
+                       accepted; minivmm traces nothing
   -U, --force-share    force shared permissions
+  --object OBJECTDEF   define an object such as 'secret' for
+                       passwords and/or encryption keys
   -add-fd fd=N,set=M[,opaque=S]
                        put inherited fd N into fd set M (as minivmm's
                        -add-fd); file may then be /dev/fdset/M
@@ -43,23 +53,26 @@ See 'minivmm io -c help' for information on available commands.
 
 // ioOptions is what the command line asked for.
 type ioOptions struct {
-	cmds         []string
-	open         qtool.OpenFlags
-	writethrough bool // flush after every write (qemu-io's default)
-	addFds       []cmdline.Occurrence
-	haveFile     bool
-	version      bool
+	cmds     []string
+	open     openOptions
+	addFds   []cmdline.Occurrence
+	haveFile bool
+	version  bool
 }
 
-// unsupportedIOOptions are qemu-io options minivmm io does not have;
-// they are refused by name rather than called invalid.
-var unsupportedIOOptions = map[rune]string{
-	's': "-s", 'C': "-C", 'm': "-m", 'k': "-k", 'i': "-i", 'T': "-T", 'o': "--object",
+// openOptions is how to open an image: from the command line or the
+// open command.
+type openOptions struct {
+	flags        qtool.OpenFlags
+	writethrough bool   // flush after every write (qemu-io's default)
+	aio          string // -i/-k: checked against the cache mode at open
+	snapshot     bool   // -s: writes go to a temporary overlay
+	copyOnRead   bool   // -C
 }
 
 // parseIOArgs reads the command line; done means exit with code.
 func parseIOArgs(prog string, args []string, stdout, stderr io.Writer) (o *ioOptions, code int, done bool) {
-	o = &ioOptions{writethrough: true, open: qtool.OpenFlags{Unmap: true}}
+	o = &ioOptions{open: openOptions{writethrough: true, flags: qtool.OpenFlags{Unmap: true}}}
 	g := &qtool.Getopt{
 		Prog: prog, Args: args, Short: "hVc:d:f:rsnCmkt:T:Ui:", Stderr: stderr,
 		Long: []qtool.LongOption{
@@ -83,12 +96,12 @@ func parseIOArgs(prog string, args []string, stdout, stderr io.Writer) (o *ioOpt
 			switch len(g.Operands) {
 			case 0:
 			case 1:
-				o.open.File, o.haveFile = g.Operands[0], true
+				o.open.flags.File, o.haveFile = g.Operands[0], true
 			default:
 				io.WriteString(stdout, ioUsage)
 				return nil, 1, true
 			}
-			if o.open.ImageOpts && o.open.Format != "" {
+			if o.open.flags.ImageOpts && o.open.flags.Format != "" {
 				return fail("--image-opts and -f are mutually exclusive")
 			}
 			return o, 0, false
@@ -105,35 +118,51 @@ func parseIOArgs(prog string, args []string, stdout, stderr io.Writer) (o *ioOpt
 			o.version = true
 			return o, 0, false
 		case 'f':
-			o.open.Format = arg
+			o.open.flags.Format = arg
 		case 'r':
-			o.open.ReadOnly = true
+			o.open.flags.ReadOnly = true
 		case 'n':
-			o.open.NoCache, o.writethrough = true, false
+			o.open.flags.NoCache, o.open.writethrough = true, false
 		case 't':
 			// bdrv_parse_cache_mode: replaces what -n or an earlier -t set.
-			wt, ok := o.open.SetCacheMode(arg)
+			wt, ok := o.open.flags.SetCacheMode(arg)
 			if !ok {
 				return fail("Invalid cache option: %s", arg)
 			}
-			o.writethrough = wt
+			o.open.writethrough = wt
 		case 'd':
 			switch arg {
 			case "off", "ignore":
-				o.open.Unmap = false
+				o.open.flags.Unmap = false
 			case "on", "unmap":
-				o.open.Unmap = true
+				o.open.flags.Unmap = true
 			default:
 				return fail("Invalid discard option: %s", arg)
 			}
 		case 'U':
-			o.open.ForceShare = true
+			o.open.flags.ForceShare = true
 		case 'I':
-			o.open.ImageOpts = true
+			o.open.flags.ImageOpts = true
 		case 'A':
 			o.addFds = append(o.addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
-		default:
-			return fail("option %s is not supported by minivmm io", unsupportedIOOptions[c])
+		case 'i':
+			if !validAIO(arg) {
+				return fail("Invalid aio option: %s", arg)
+			}
+			o.open.aio = arg
+		case 'k':
+			o.open.aio = "native"
+		case 's':
+			o.open.snapshot = true
+		case 'C':
+			o.open.copyOnRead = true
+		case 'm', 'T':
+			// -m only moves qemu-io's buffers in memory; -T enables
+			// tracepoints minivmm does not have.
+		case 'o':
+			if err := checkObject(arg); err != nil {
+				return fail("%s", err)
+			}
 		}
 	}
 }
@@ -159,42 +188,22 @@ func Run(p qtool.Program, args []string, stdin io.Reader, stdout, stderr io.Writ
 		return 1
 	}
 	out := newStdoutWriter(stdout)
-	t := &ioTool{prog: p.Name, setup: p.Setup, out: out, stderr: stderr, writethrough: o.writethrough}
-	code = t.run(o, reg, stdin)
+	t := &ioTool{prog: p.Name, setup: p.Setup, out: out, stderr: stderr, reg: reg, imageOpts: o.open.flags.ImageOpts}
+	code = t.run(o, stdin)
+	t.waitAIO()
 	out.flush()
-	if t.g != nil {
-		// What a format holds back (qcow2's lazy refcounts) is written
-		// at close: a failure there fails the run, where qemu-io only
-		// prints it.
-		if msgs := qtool.CloseMessages(t.g.Close()); len(msgs) > 0 {
-			for _, m := range msgs {
-				fmt.Fprintf(stderr, "%s: %s\n", p.Name, m)
-			}
-			code = 1
-		}
+	// What a format holds back (qcow2's lazy refcounts) is written at
+	// close: a failure there fails the run, where qemu-io only prints it.
+	if t.closeImage() != nil {
+		code = 1
 	}
 	return code
 }
 
 // run opens the image, if one was named, and runs the commands.
-func (t *ioTool) run(o *ioOptions, reg *qemuopen.Registry, stdin io.Reader) int {
-	if o.haveFile {
-		t.g = block.NewGraph(reg)
-		err := error(nil)
-		if t.setup != nil {
-			err = t.setup(t.g)
-		}
-		if err == nil {
-			err = t.open(&o.open)
-		}
-		if err != nil {
-			where := " device " + o.open.File
-			if o.open.ImageOpts {
-				where = ""
-			}
-			fmt.Fprintf(t.stderr, "%s: can't open%s: %s\n", t.prog, where, qtool.Message(err))
-			return 1
-		}
+func (t *ioTool) run(o *ioOptions, stdin io.Reader) int {
+	if o.haveFile && t.openFile(&o.open) != nil {
+		return 1
 	}
 	failed := false
 	if len(o.cmds) > 0 {
@@ -250,25 +259,6 @@ func readLine(br *bufio.Reader, max int) (string, error) {
 		}
 	}
 	return b.String(), nil
-}
-
-// open opens the image and attaches it with write permission unless -r,
-// as qemu-io's openfile. A probed format is taken only for reading (-r);
-// for writing, only raw is: with QEMU's warning, and with writes that
-// would make its first sector look like another format refused (see
-// guardProbed), so that a writable image is never taken for a format the
-// user did not name nor turned into one.
-func (t *ioTool) open(f *qtool.OpenFlags) error {
-	policy := block.ProbeRawOnly
-	if f.ReadOnly {
-		policy = block.ProbeAny
-	}
-	op, err := qtool.Open(t.g, f, policy, t.stderr)
-	if err != nil {
-		return err
-	}
-	t.node, t.writable, t.probedRaw = op.Node, !f.ReadOnly, op.ProbedRaw() && !f.ReadOnly
-	return nil
 }
 
 // guardProbed refuses a write to a probed raw image that would make its

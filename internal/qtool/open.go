@@ -21,6 +21,10 @@ type OpenFlags struct {
 	NoFlush    bool // BDRV_O_NO_FLUSH: cache.no-flush
 	Unmap      bool // BDRV_O_UNMAP: discard=unmap
 	ForceShare bool // -U: force-share=on
+	// Extra are options given beside the filename (qemu-io's open -o):
+	// merged over what File and Format make; its driver is taken as
+	// Format when none is given.
+	Extra block.Options
 }
 
 // SetCacheMode sets the cache flags for a -t/-T mode
@@ -58,20 +62,9 @@ func (f *OpenFlags) Options(g *block.Graph) (block.Options, error) {
 		}
 		opts = block.FromKeyval(m)
 	} else {
-		opts = block.Options{}
-		if f.Format != "" {
-			drv, ok := g.LookupDriver(f.Format)
-			if !ok {
-				return nil, fmt.Errorf("Unknown driver '%s'", f.Format)
-			}
-			opts["driver"] = f.Format
-			if drv.Format {
-				opts["file"] = block.Options{"driver": "file", "filename": f.File}
-			} else {
-				opts["filename"] = f.File
-			}
-		} else {
-			opts["file"] = block.Options{"driver": "file", "filename": f.File}
+		var err error
+		if opts, err = f.fileOptions(g); err != nil {
+			return nil, err
 		}
 	}
 	// The flags fill in what the options leave out: options given

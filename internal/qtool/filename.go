@@ -1,0 +1,238 @@
+package qtool
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"minivmm/block"
+)
+
+// protocolPrefixes are the "proto:" filename prefixes QEMU's protocol
+// drivers claim (bdrv_find_protocol), with the driver each names and
+// whether the prefix stays in the filename the driver parses.
+var protocolPrefixes = []struct {
+	prefix, driver string
+	keep           bool
+}{
+	{"file:", "file", false},
+	{"null-co://", "null-co", true},
+	{"blkdebug:", "blkdebug", true},
+}
+
+// ParseFilename turns a filename as QEMU's tools take it into node
+// options: "json:{...}" is a whole tree of options (QEMU's
+// bdrv_parse_json, dotted keys nested); a protocol prefix ("file:",
+// "null-co://", "blkdebug:") names the protocol driver; anything else is
+// a file. The result is the protocol's options when format is false
+// (what a format's "file" child is), or, for json:, the options as given.
+// isJSON says which.
+func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
+	if rest, ok := strings.CutPrefix(name, "json:"); ok {
+		opts, err := ParseJSONOptions(rest)
+		return opts, true, err
+	}
+	for _, p := range protocolPrefixes {
+		if strings.HasPrefix(name, p.prefix) {
+			filename := name
+			if !p.keep {
+				filename = name[len(p.prefix):]
+			}
+			if p.driver == "null-co" {
+				// null-co takes no filename: the prefix is all there is.
+				return block.Options{"driver": p.driver}, false, nil
+			}
+			return block.Options{"driver": p.driver, "filename": filename}, false, nil
+		}
+	}
+	return block.Options{"driver": "file", "filename": name}, false, nil
+}
+
+// ErrJSONFilename is a json: filename that is not a JSON object.
+var ErrJSONFilename = errors.New("Could not parse the JSON options")
+
+// ParseJSONOptions reads the object of a json: filename: numbers stay
+// json.Number (as QMP's), nested objects and dotted keys become nested
+// Options.
+func ParseJSONOptions(s string) (block.Options, error) {
+	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil || m == nil {
+		return nil, ErrJSONFilename
+	}
+	if dec.More() {
+		return nil, ErrJSONFilename
+	}
+	out := block.Options{}
+	if err := mergeJSON(out, m); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func mergeJSON(dst block.Options, m map[string]any) error {
+	for k, v := range m {
+		path := strings.Split(k, ".")
+		d := dst
+		for _, p := range path[:len(path)-1] {
+			sub, ok := d[p].(block.Options)
+			if !ok {
+				if _, taken := d[p]; taken {
+					return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
+				}
+				sub = block.Options{}
+				d[p] = sub
+			}
+			d = sub
+		}
+		leaf := path[len(path)-1]
+		if obj, ok := v.(map[string]any); ok {
+			sub, ok := d[leaf].(block.Options)
+			if !ok {
+				if _, taken := d[leaf]; taken {
+					return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
+				}
+				sub = block.Options{}
+				d[leaf] = sub
+			}
+			if err := mergeJSON(sub, obj); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, taken := d[leaf]; taken {
+			return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
+		}
+		d[leaf] = v
+	}
+	return nil
+}
+
+// MergeOptions puts src over dst, nested options merged key by key (what
+// qemu-io's "open -o" does to the options a filename makes).
+func MergeOptions(dst, src block.Options) {
+	for k, v := range src {
+		if s, ok := v.(block.Options); ok {
+			if d, ok := dst[k].(block.Options); ok {
+				MergeOptions(d, s)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+}
+
+// fileOptions are the options File, Format and Extra describe: the
+// filename parsed (ParseFilename) and, unless it names a format or a
+// json: tree, put under a format node's "file" (a probe then picks the
+// format when none is named).
+func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
+	format := f.Format
+	if d, err := f.Extra.String("driver", ""); err == nil && format == "" {
+		format = d
+	}
+	var opts block.Options
+	switch {
+	case f.File == "" && f.Extra != nil: // qemu-io's open -o without a path
+		opts = block.Options{}
+	default:
+		proto, isJSON, err := ParseFilename(f.File)
+		if err != nil {
+			return nil, err
+		}
+		if isJSON {
+			opts = proto
+			if format != "" {
+				setDefault(opts, "driver", format)
+			}
+			break
+		}
+		if name, _ := proto.String("driver", ""); !hasDriver(g, name) {
+			// A protocol QEMU has that this build has not (blkdebug).
+			return nil, fmt.Errorf("Unknown protocol '%s'", name)
+		}
+		drv, known := (*block.Driver)(nil), false
+		if format != "" {
+			if drv, known = g.LookupDriver(format); !known {
+				return nil, fmt.Errorf("Unknown driver '%s'", format)
+			}
+		}
+		switch {
+		case format == "":
+			opts = block.Options{"file": proto}
+		case drv.Format:
+			opts = block.Options{"driver": format, "file": proto}
+		case format == proto["driver"]:
+			opts = proto
+		default:
+			// A protocol named with -f takes the whole filename.
+			opts = block.Options{"driver": format, "filename": f.File}
+		}
+	}
+	if f.Extra != nil {
+		MergeOptions(opts, f.Extra.Clone())
+	}
+	check := opts
+	if _, named := opts["driver"]; !named && len(opts) > 1 {
+		// Options beside the file are checked against the format the
+		// open will probe.
+		file, _ := opts.Object("file")
+		if fn, _ := file.String("filename", ""); fn != "" && file["driver"] == "file" {
+			if probed, err := block.ProbeFile(g.Files(), fn); err == nil {
+				check = opts.Clone()
+				check["driver"] = probed
+			}
+		}
+	}
+	if err := checkLegacy(g, check); err != nil {
+		return nil, err
+	}
+	return opts, nil
+}
+
+// checkLegacy applies what QEMU's bdrv_open, which the tools use, checks
+// before the options reach a driver, in its words: a format needs a
+// "file", a child given by filename alone finds its protocol from it, and
+// an option the driver does not have is named with the driver.
+func checkLegacy(g *block.Graph, opts block.Options) error {
+	name, _ := opts.String("driver", "")
+	drv, known := g.LookupDriver(name)
+	if file, ok := opts["file"].(block.Options); ok {
+		if _, hasDriver := file["driver"]; !hasDriver {
+			if fn, err := file.String("filename", ""); err == nil && fn != "" {
+				proto, _, _ := ParseFilename(fn)
+				for k, v := range proto {
+					file[k] = v
+				}
+			}
+		}
+		if err := checkLegacy(g, file); err != nil {
+			return err
+		}
+	}
+	if !known {
+		return nil
+	}
+	if _, hasFile := opts["file"]; drv.Format && !hasFile {
+		return errors.New(`A block device must be specified for "file"`)
+	}
+	schema, _ := drv.Schema()
+	for k := range opts {
+		if _, ok := schema[k]; ok {
+			continue
+		}
+		if drv.Format {
+			return fmt.Errorf("Block format '%s' does not support the option '%s'", name, k)
+		}
+		return fmt.Errorf("Block protocol '%s' doesn't support the option '%s'", name, k)
+	}
+	return nil
+}
+
+func hasDriver(g *block.Graph, name string) bool {
+	_, ok := g.LookupDriver(name)
+	return ok
+}

@@ -1,0 +1,63 @@
+package qtool
+
+import (
+	"reflect"
+	"testing"
+
+	"minivmm/block"
+)
+
+func TestParseFilename(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		want   block.Options
+		isJSON bool
+		bad    bool
+	}{
+		{name: "disk.img", want: block.Options{"driver": "file", "filename": "disk.img"}},
+		{name: "file:disk.img", want: block.Options{"driver": "file", "filename": "disk.img"}},
+		{name: "file:", want: block.Options{"driver": "file", "filename": ""}},
+		{name: "null-co://", want: block.Options{"driver": "null-co"}},
+		{name: "blkdebug:conf:img", want: block.Options{"driver": "blkdebug", "filename": "blkdebug:conf:img"}},
+		{name: "./json:x", want: block.Options{"driver": "file", "filename": "./json:x"}},
+		{name: `json:{"driver":"qcow2","file.filename":"a","file":{"driver":"file"}}`, isJSON: true,
+			want: block.Options{"driver": "qcow2", "file": block.Options{"driver": "file", "filename": "a"}}},
+		{name: `json:{"a.b.c":true}`, isJSON: true, want: block.Options{"a": block.Options{"b": block.Options{"c": true}}}},
+		{name: `json:{"a":1,"a.b":2}`, isJSON: true, bad: true},
+		{name: `json:[1]`, isJSON: true, bad: true},
+		{name: `json:{} {}`, isJSON: true, bad: true},
+		{name: `json:null`, isJSON: true, bad: true},
+	} {
+		got, isJSON, err := ParseFilename(tc.name)
+		if isJSON != tc.isJSON || (err != nil) != tc.bad || !tc.bad && !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseFilename(%q) = %v, %v, %v; want %v, %v, bad %v", tc.name, got, isJSON, err, tc.want, tc.isJSON, tc.bad)
+		}
+	}
+}
+
+// FuzzParseFilename: any filename gives options or an error, and
+// options whose every nested object is Options (what the block layer
+// walks).
+func FuzzParseFilename(f *testing.F) {
+	for _, s := range []string{"a", "file:x", "null-co://", `json:{"driver":"raw","file.filename":"x"}`, `json:{"a":{"b.c":1}}`, "json:{", `json:{"a.":1}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		opts, _, err := ParseFilename(s)
+		if err != nil {
+			return
+		}
+		var walk func(block.Options)
+		walk = func(o block.Options) {
+			for k, v := range o {
+				switch v := v.(type) {
+				case block.Options:
+					walk(v)
+				case map[string]any:
+					t.Fatalf("%q: key %q holds a plain map", s, k)
+				}
+			}
+		}
+		walk(opts)
+	})
+}
