@@ -31,6 +31,9 @@ func (b *blkDevice) SetConfig(off uint32, data []byte) error {
 // state, the write-cache mode it chose (all queues are stopped).
 func (b *blkDevice) Reset() { b.dev.Reset() }
 
+func (b *blkDevice) Stop()  { b.dev.Stop() }
+func (b *blkDevice) Start() { b.dev.Start() }
+
 func (b *blkDevice) StartQueue(c QueueConfig) (Queue, error) {
 	q, err := virtq.New(c.Mem, c.Size, c.Desc, c.Avail, c.Used, c.Features)
 	if err != nil {

@@ -16,6 +16,11 @@ type Device interface {
 	Ack(features uint64) error
 	// StartQueue starts serving one virtqueue.
 	StartQueue(QueueConfig) (Queue, error)
+	// Stop makes the device take no more requests on any queue (a
+	// queue's Kick running returns soon, whatever the driver does), and
+	// waits for those in flight; Start undoes it.
+	Stop()
+	Start()
 	// Reset returns the device to its initial state once a front end
 	// reset it or went away (every queue is stopped).
 	Reset()

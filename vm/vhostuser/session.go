@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -74,11 +75,34 @@ func isEOF(err error) bool {
 
 // resetVrings stops every queue, closes their fds and resets the device.
 func (s *session) resetVrings() {
+	s.halt(s.vrings...)
 	for i, v := range s.vrings {
 		v.release()
 		s.vrings[i] = newVring(i)
 	}
 	s.dev.Reset()
+}
+
+// halt stops the queues of vs that run, keeping their kick fds and next
+// available indexes. The device stops first: a queue's kick handler may
+// be serving a driver that never lets it finish (a ring its own requests
+// keep refilling), and only the device's Stop ends that; the queues not
+// in vs then resume, each with a kick, since what they left in the ring
+// brings none of its own.
+func (s *session) halt(vs ...*vring) {
+	if !slices.ContainsFunc(vs, func(v *vring) bool { return v.q != nil }) {
+		return
+	}
+	s.dev.Stop()
+	for _, v := range vs {
+		v.stop()
+	}
+	s.dev.Start()
+	for _, v := range s.vrings {
+		if v.q != nil {
+			v.selfKick()
+		}
+	}
 }
 
 // release stops every queue and closes everything the front end sent.
@@ -202,6 +226,7 @@ func (s *session) handle(m *Message) (*Message, error) {
 		// The ring stops here, its requests in flight completed, and
 		// it forgets its eventfds (libvhost-user does the same); a
 		// restart sends them again.
+		s.halt(v)
 		v.dropKick()
 		v.setCall(-1)
 		return replyTo(m, VringState{st.Index, uint32(v.base)}.encode()), nil
@@ -216,6 +241,9 @@ func (s *session) handle(m *Message) (*Message, error) {
 		}
 		if fd >= 0 {
 			fd = take(m, 0)
+		}
+		if m.Request == SetVringKick {
+			s.halt(v) // the kick fd is the queue's: it is replaced stopped
 		}
 		switch m.Request {
 		case SetVringCall:
@@ -251,7 +279,7 @@ func (s *session) handle(m *Message) (*Message, error) {
 		v.enabled = st.Num == 1
 		if !v.enabled {
 			// Keep the kick fd: enabling again resumes.
-			v.stop()
+			s.halt(v)
 			return nil, nil
 		}
 		return nil, s.start(v)
@@ -301,10 +329,10 @@ func (s *session) setMemTable(m *Message) error {
 	var running []*vring
 	for _, v := range s.vrings {
 		if v.q != nil {
-			v.stop()
 			running = append(running, v)
 		}
 	}
+	s.halt(running...)
 	if s.mem != nil {
 		s.mem.Close()
 	}
@@ -342,8 +370,9 @@ func (s *session) start(v *vring) error {
 	v.kickDone = make(chan struct{})
 	go readKicks(v.kick, q, v.kickDone)
 	// Requests made available before the kick fd arrived are served
-	// without waiting for another kick.
-	q.Kick()
+	// without waiting for another kick; by the kick reader, not here,
+	// where a driver that keeps the queue busy would hold the session.
+	v.selfKick()
 	return nil
 }
 
