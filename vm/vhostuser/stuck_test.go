@@ -40,7 +40,9 @@ func (d *stuckDevice) Start() {
 	}
 }
 
-func (d *stuckDevice) StartQueue(c QueueConfig) (Queue, error) { return &stuckQueue{d: d, base: c.Base}, nil }
+func (d *stuckDevice) StartQueue(c QueueConfig) (Queue, error) {
+	return &stuckQueue{d: d, base: c.Base}, nil
+}
 
 type stuckQueue struct {
 	d    *stuckDevice
