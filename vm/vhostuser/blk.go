@@ -40,6 +40,15 @@ func (b *blkDevice) StartQueue(c QueueConfig) (Queue, error) {
 		return nil, err
 	}
 	q.SetNextAvail(c.Base)
+	if c.Inflight != nil {
+		n, err := q.TrackInflight(c.Inflight)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			b.logf("vhost-user-blk queue %d: %d requests a previous back end left in flight are resubmitted", c.Index, n)
+		}
+	}
 	return &blkQueue{b: b, q: q, index: c.Index, notify: c.Notify, fail: c.Fail}, nil
 }
 

@@ -42,6 +42,11 @@ type QueueConfig struct {
 	// Fail signals the front end that the queue broke (the error
 	// eventfd).
 	Fail func()
+	// Inflight, if not nil, is the queue's region of the inflight file
+	// (INFLIGHT_SHMFD): the queue records in it what it takes and
+	// returns, and first takes again what a previous back end left
+	// there (Base is then the used index plus their number).
+	Inflight []byte
 }
 
 // Queue is a running virtqueue.

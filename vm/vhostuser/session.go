@@ -23,10 +23,11 @@ type session struct {
 	protoFeatures uint64 // acked with SET_PROTOCOL_FEATURES
 	mem           *guestmem.Memory
 	vrings        []*vring
+	inflight      *inflightMap // SET_INFLIGHT_FD's, or nil
 }
 
 // protocolFeatures are the protocol features the back end offers.
-const protocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfig | 1<<ProtocolResetDevice
+const protocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfig | 1<<ProtocolResetDevice | 1<<ProtocolInflightShmfd
 
 func newSession(c *net.UnixConn, dev Device) *session {
 	s := &session{conn: c, dev: dev}
@@ -53,6 +54,7 @@ func (s *session) serve() error {
 		closeFds(m.Fds) // the fds no handler took
 		if herr == nil && reply != nil {
 			herr = writeMessage(s.conn, reply)
+			closeFds(reply.Fds)
 		} else if m.Flags&flagNeedReply != 0 && s.protoFeatures&(1<<ProtocolReplyAck) != 0 {
 			ack := uint64(0)
 			if herr != nil {
@@ -112,6 +114,8 @@ func (s *session) release() {
 		s.mem.Close()
 		s.mem = nil
 	}
+	s.inflight.unmap()
+	s.inflight = nil
 }
 
 func replyTo(m *Message, payload []byte) *Message {
@@ -295,6 +299,10 @@ func (s *session) handle(m *Message) (*Message, error) {
 		}
 		c.Data = append([]byte(nil), cfg[c.Offset:int(c.Offset)+len(c.Data)]...)
 		return replyTo(m, c.encode()), nil
+	case GetInflightFd:
+		return s.getInflightFd(m)
+	case SetInflightFd:
+		return nil, s.setInflightFd(m)
 	case SetConfig:
 		c, err := m.config()
 		if err != nil {
@@ -359,9 +367,13 @@ func (s *session) start(v *vring) error {
 		}
 		gpa[i] = g
 	}
+	infl := s.inflight.region(v.index)
+	if infl != nil && uint32(s.inflight.queueSize) != v.num {
+		return protoErr("queue %d: size %d, the inflight region's is %d", v.index, v.num, s.inflight.queueSize)
+	}
 	q, err := s.dev.StartQueue(QueueConfig{
 		Index: v.index, Mem: s.mem, Size: uint16(v.num), Desc: gpa[0], Avail: gpa[1], Used: gpa[2],
-		Base: v.base, Features: s.features, Notify: v.notify, Fail: v.fail,
+		Base: v.base, Features: s.features, Notify: v.notify, Fail: v.fail, Inflight: infl,
 	})
 	if err != nil {
 		return fmt.Errorf("queue %d: %w", v.index, err)
