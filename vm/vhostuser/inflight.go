@@ -16,10 +16,12 @@ type Inflight struct {
 	NumQueues, QueueSize uint16
 }
 
-const inflightPayload = 20 // packed: two u64 and two u16
+// inflightPayload is sizeof(VhostUserInflight): two u64 and two u16,
+// padded to 8 bytes (QEMU refuses a reply of any other size).
+const inflightPayload = 24
 
 func (m *Message) inflight() (Inflight, error) {
-	if len(m.Payload) < inflightPayload {
+	if len(m.Payload) < inflightPayload-4 { // the padding may be left off
 		return Inflight{}, protoErr("%v: payload of %d bytes, want %d", m.Request, len(m.Payload), inflightPayload)
 	}
 	le := binary.LittleEndian
@@ -32,7 +34,8 @@ func (f Inflight) encode() []byte {
 	b := le.AppendUint64(nil, f.MmapSize)
 	b = le.AppendUint64(b, f.MmapOffset)
 	b = le.AppendUint16(b, f.NumQueues)
-	return le.AppendUint16(b, f.QueueSize)
+	b = le.AppendUint16(b, f.QueueSize)
+	return append(b, 0, 0, 0, 0)
 }
 
 // inflightMap is the inflight file the front end handed over, mapped

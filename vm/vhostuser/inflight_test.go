@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,24 +38,64 @@ func TestHelperBackend(t *testing.T) {
 	if os.Getenv("VU_HANG") != "" {
 		o = block.Options{"driver": "null-co", "node-name": "d", "size": int64(1 << 20), "latency-ns": int64(time.Hour)}
 	}
+	if at := os.Getenv("VU_STALL"); at != "" {
+		// Writes over byte offset $VU_STALL never complete.
+		off, err := strconv.ParseInt(at, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.AddDriver(&block.Driver{Name: "stall", Format: true, Open: func(o *block.OpenContext) (block.Image, error) {
+			return &stallWrites{file: o.Child("file"), at: off}, nil
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		o["driver"] = "stall"
+	}
 	if _, err := g.AddRoot(o); err != nil {
 		t.Fatal(err)
 	}
-	x := vhostuser.NewExports(g, t.Logf)
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	x := vhostuser.NewExports(g, logf)
 	if err := x.Add(vhostuser.ExportOptions{ID: "e", NodeName: "d", Path: sock, Writable: true, NumQueues: 1, LogicalBlockSize: 512}); err != nil {
 		t.Fatal(err)
 	}
 	select {}
 }
 
-func startHelper(t *testing.T, sock, img string, hang bool) *exec.Cmd {
+// stallWrites passes everything to its file child but writes over one
+// offset, which it holds for ever (until the process is killed), saying
+// so on stderr.
+type stallWrites struct {
+	file *block.Node
+	at   int64
+	once sync.Once
+}
+
+func (w *stallWrites) ReadAt(p []byte, off int64) (int, error) { return w.file.ReadAt(p, off) }
+func (w *stallWrites) WriteAt(p []byte, off int64) (int, error) {
+	if off <= w.at && w.at < off+int64(len(p)) {
+		w.once.Do(func() { fmt.Fprintln(os.Stderr, "STALLED") })
+		select {}
+	}
+	return w.file.WriteAt(p, off)
+}
+func (w *stallWrites) Flush() error              { return w.file.Flush() }
+func (w *stallWrites) Length() (int64, error)    { return w.file.Length(), nil }
+func (w *stallWrites) Close() error              { return nil }
+func (w *stallWrites) Truncate(size int64) error { return w.file.Truncate(size) }
+
+func startHelper(t *testing.T, sock, img string, hang bool, env ...string) *exec.Cmd {
+	return startHelperTo(t, os.Stderr, sock, img, hang, env...)
+}
+
+func startHelperTo(t *testing.T, stderr io.Writer, sock, img string, hang bool, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperBackend$", "-test.timeout=10m")
-	cmd.Env = append(os.Environ(), "VU_SOCK="+sock, "VU_IMG="+img)
+	cmd.Env = append(append(os.Environ(), "VU_SOCK="+sock, "VU_IMG="+img), env...)
 	if hang {
 		cmd.Env = append(cmd.Env, "VU_HANG=1")
 	}
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = stderr
 	os.Remove(sock)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
