@@ -115,3 +115,46 @@ func TestInflightRegionRefused(t *testing.T) {
 		t.Fatal("region for another queue size accepted")
 	}
 }
+
+// FuzzInflight: whatever a front end left in the inflight region (it is
+// shared memory it can write), recovery and the pops after it neither
+// panic nor take a chain outside the queue.
+func FuzzInflight(f *testing.F) {
+	const size = 16
+	good := make([]byte, virtq.InflightRegionSize(size))
+	binary.LittleEndian.PutUint16(good[8:], 1)
+	binary.LittleEndian.PutUint16(good[10:], size)
+	good[16] = 1
+	f.Add(good, uint16(0))
+	f.Add(make([]byte, 8), uint16(3))
+	f.Fuzz(func(t *testing.T, region []byte, used uint16) {
+		d, q := setup(t, size, 0)
+		for range 3 {
+			if _, ok := d.Add([]virtqtest.Buf{{GPA: d.Alloc(16), Len: 16}, {GPA: d.Alloc(1), Len: 1, Write: true}}, false); !ok {
+				t.Fatal("queue full")
+			}
+		}
+		d.SetUsedIdx(used)
+		q, err := d.Queue()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := q.TrackInflight(region)
+		if err != nil {
+			return
+		}
+		if n > size {
+			t.Fatalf("%d chains to resubmit on a queue of %d", n, size)
+		}
+		for range 2 * size {
+			c, ok, err := q.Pop()
+			if err != nil || !ok {
+				return
+			}
+			if c.Head >= size {
+				t.Fatalf("head %d", c.Head)
+			}
+			q.Push(c.Head, 0)
+		}
+	})
+}
