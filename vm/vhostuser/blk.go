@@ -31,12 +31,24 @@ func (b *blkDevice) SetConfig(off uint32, data []byte) error {
 // state, the write-cache mode it chose (all queues are stopped).
 func (b *blkDevice) Reset() { b.dev.Reset() }
 
+func (b *blkDevice) Stop()  { b.dev.Stop() }
+func (b *blkDevice) Start() { b.dev.Start() }
+
 func (b *blkDevice) StartQueue(c QueueConfig) (Queue, error) {
 	q, err := virtq.New(c.Mem, c.Size, c.Desc, c.Avail, c.Used, c.Features)
 	if err != nil {
 		return nil, err
 	}
 	q.SetNextAvail(c.Base)
+	if c.Inflight != nil {
+		n, err := q.TrackInflight(c.Inflight)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			b.logf("vhost-user-blk queue %d: %d requests a previous back end left in flight are resubmitted", c.Index, n)
+		}
+	}
 	return &blkQueue{b: b, q: q, index: c.Index, notify: c.Notify, fail: c.Fail}, nil
 }
 

@@ -16,6 +16,11 @@ type Device interface {
 	Ack(features uint64) error
 	// StartQueue starts serving one virtqueue.
 	StartQueue(QueueConfig) (Queue, error)
+	// Stop makes the device take no more requests on any queue (a
+	// queue's Kick running returns soon, whatever the driver does), and
+	// waits for those in flight; Start undoes it.
+	Stop()
+	Start()
 	// Reset returns the device to its initial state once a front end
 	// reset it or went away (every queue is stopped).
 	Reset()
@@ -37,6 +42,11 @@ type QueueConfig struct {
 	// Fail signals the front end that the queue broke (the error
 	// eventfd).
 	Fail func()
+	// Inflight, if not nil, is the queue's region of the inflight file
+	// (INFLIGHT_SHMFD): the queue records in it what it takes and
+	// returns, and first takes again what a previous back end left
+	// there (Base is then the used index plus their number).
+	Inflight []byte
 }
 
 // Queue is a running virtqueue.

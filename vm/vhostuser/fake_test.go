@@ -44,6 +44,8 @@ func (d *fakeDevice) SetConfig(off uint32, data []byte) error {
 	return nil
 }
 func (d *fakeDevice) Reset()             {}
+func (d *fakeDevice) Stop()              {}
+func (d *fakeDevice) Start()             {}
 func (d *fakeDevice) Ack(f uint64) error { d.mu.Lock(); d.acked = f; d.mu.Unlock(); return nil }
 func (d *fakeDevice) StartQueue(c QueueConfig) (Queue, error) {
 	d.mu.Lock()

@@ -27,6 +27,9 @@ type Frontend struct {
 
 	mu     sync.Mutex // one request and its reply at a time
 	queues []*feQueue
+
+	wantInflight bool
+	inflightFd   int // the back end's inflight file (INFLIGHT_SHMFD), -1: none
 }
 
 type feQueue struct {
@@ -43,12 +46,35 @@ const frontendProtocol = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfig
 
 // Dial connects to a back end's socket and negotiates the protocol.
 func Dial(path string, mem *guestmem.Memory) (*Frontend, error) {
+	return dialFrontend(path, mem, false, -1)
+}
+
+// DialInflight is Dial with inflight tracking (INFLIGHT_SHMFD) from Start
+// on: the back end records in a file the front end keeps which requests
+// it took and has not completed. inflightFd, if not -1, is such a file
+// from a previous connection (InflightFd's; dup'ed here): a back end
+// started in place of a dead one resubmits what that one left in flight,
+// as with QEMU's vhost-user-blk on reconnecting.
+func DialInflight(path string, mem *guestmem.Memory, inflightFd int) (*Frontend, error) {
+	return dialFrontend(path, mem, true, inflightFd)
+}
+
+func dialFrontend(path string, mem *guestmem.Memory, inflight bool, inflightFd int) (*Frontend, error) {
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, err
 	}
-	f := &Frontend{conn: c, mem: mem}
+	f := &Frontend{conn: c, mem: mem, inflightFd: -1, wantInflight: inflight}
+	if inflightFd >= 0 {
+		d, err := unix.FcntlInt(uintptr(inflightFd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		f.inflightFd = d
+	}
 	if err := f.handshake(); err != nil {
+		closeFd(f.inflightFd)
 		c.Close()
 		return nil, fmt.Errorf("vhost-user %s: %w", path, err)
 	}
@@ -70,7 +96,14 @@ func (f *Frontend) handshake() error {
 	if pf&(1<<ProtocolConfig) == 0 {
 		return errors.New("back end does not offer its config space (VHOST_USER_PROTOCOL_F_CONFIG)")
 	}
-	f.protoFeatures = pf & frontendProtocol
+	want := uint64(frontendProtocol)
+	if f.wantInflight {
+		if pf&(1<<ProtocolInflightShmfd) == 0 {
+			return errors.New("back end does not offer VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD")
+		}
+		want |= 1 << ProtocolInflightShmfd
+	}
+	f.protoFeatures = pf & want
 	if err := f.send(SetProtocolFeatures, u64Payload(f.protoFeatures)); err != nil {
 		return err
 	}
@@ -236,9 +269,97 @@ func (f *Frontend) userAddr(gpa uint64) (uint64, error) {
 	return 0, &guestmem.AddrError{GPA: gpa, Len: 1}
 }
 
+// InflightFd is the inflight file Start got or was given (owned by f until
+// Close); -1 without inflight tracking.
+func (f *Frontend) InflightFd() int { return f.inflightFd }
+
+// setupInflight gets the back end's inflight file once, and hands it
+// over (again) before the queues start.
+func (f *Frontend) setupInflight() error {
+	n, size := 0, uint16(0)
+	for i, q := range f.queues {
+		if q != nil {
+			n, size = i+1, q.size
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	info := Inflight{NumQueues: uint16(n), QueueSize: size}
+	if f.inflightFd < 0 {
+		p, fds, err := f.callFds(GetInflightFd, info.encode())
+		if err != nil {
+			return err
+		}
+		if len(fds) != 1 {
+			closeFds(fds)
+			return fmt.Errorf("GET_INFLIGHT_FD: %d fds in the reply", len(fds))
+		}
+		f.inflightFd = fds[0]
+		got, err := (&Message{Request: GetInflightFd, Payload: p}).inflight()
+		if err != nil {
+			return err
+		}
+		info = got
+	} else {
+		var st unix.Stat_t
+		if err := unix.Fstat(f.inflightFd, &st); err != nil {
+			return err
+		}
+		info.MmapSize = uint64(st.Size)
+	}
+	return f.send(SetInflightFd, info.encode(), f.inflightFd)
+}
+
+// callFds is call for a reply that carries fds.
+func (f *Frontend) callFds(req Request, payload []byte) ([]byte, []int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := writeMessage(f.conn, &Message{Request: req, Flags: flagVersion, Payload: payload}); err != nil {
+		return nil, nil, err
+	}
+	f.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	defer f.conn.SetReadDeadline(time.Time{})
+	var hdr [headerSize]byte
+	oob := make([]byte, unix.CmsgSpace(4*maxFds))
+	n, oobn, _, _, err := f.conn.ReadMsgUnix(hdr[:], oob)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%v: reading the reply: %w", req, err)
+	}
+	var fds []int
+	if cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, c := range cmsgs {
+			if rights, err := unix.ParseUnixRights(&c); err == nil {
+				fds = append(fds, rights...)
+			}
+		}
+	}
+	if _, err := readFullConn(f.conn, hdr[n:]); err != nil {
+		closeFds(fds)
+		return nil, nil, fmt.Errorf("%v: reading the reply: %w", req, err)
+	}
+	le := binary.LittleEndian
+	size := le.Uint32(hdr[8:])
+	if Request(le.Uint32(hdr[:])) != req || le.Uint32(hdr[4:])&flagReply == 0 || size > maxPayload {
+		closeFds(fds)
+		return nil, nil, fmt.Errorf("%v: the back end answered %v", req, Request(le.Uint32(hdr[:])))
+	}
+	p := make([]byte, size)
+	if _, err := readFullConn(f.conn, p); err != nil {
+		closeFds(fds)
+		return nil, nil, fmt.Errorf("%v: reading the reply: %w", req, err)
+	}
+	return p, fds, nil
+}
+
 // Start hands the back end every queue set up, with its eventfds, and
 // enables them: the device serves them from now on.
 func (f *Frontend) Start() error {
+	if f.wantInflight {
+		if err := f.setupInflight(); err != nil {
+			return fmt.Errorf("inflight tracking: %w", err)
+		}
+	}
 	for i, q := range f.queues {
 		if q == nil {
 			continue
@@ -354,6 +475,10 @@ func (f *Frontend) Close() error {
 	err := f.Reset()
 	if cerr := f.conn.Close(); err == nil {
 		err = cerr
+	}
+	if f.inflightFd >= 0 {
+		unix.Close(f.inflightFd)
+		f.inflightFd = -1
 	}
 	return err
 }

@@ -31,6 +31,8 @@ func FuzzSession(f *testing.F) {
 		chunk(0, msg(GetFeatures, nil)),
 		chunk(0, msg(SetProtocolFeatures, u64Payload(protocolFeatures))),
 		chunk(0, msg(SetFeatures, u64Payload(1<<32|1<<FeatureProtocolFeatures))),
+		chunk(0, msg(GetInflightFd, Inflight{NumQueues: 1, QueueSize: 16}.encode())),
+		chunk(1, msg(SetInflightFd, Inflight{MmapSize: 4096, NumQueues: 1, QueueSize: 16}.encode())),
 		chunk(1, msg(SetMemTable, encodeMemTable([]MemRegion{{0, 1 << 16, userBase, 0}}))),
 		chunk(0, msg(SetVringNum, VringState{0, 16}.encode())),
 		chunk(0, msg(SetVringAddr, VringAddr{Desc: userBase, Avail: userBase + 0x1000, Used: userBase + 0x2000}.encode())),

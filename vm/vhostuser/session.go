@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -22,10 +23,11 @@ type session struct {
 	protoFeatures uint64 // acked with SET_PROTOCOL_FEATURES
 	mem           *guestmem.Memory
 	vrings        []*vring
+	inflight      *inflightMap // SET_INFLIGHT_FD's, or nil
 }
 
 // protocolFeatures are the protocol features the back end offers.
-const protocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfig | 1<<ProtocolResetDevice
+const protocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfig | 1<<ProtocolResetDevice | 1<<ProtocolInflightShmfd
 
 func newSession(c *net.UnixConn, dev Device) *session {
 	s := &session{conn: c, dev: dev}
@@ -52,6 +54,7 @@ func (s *session) serve() error {
 		closeFds(m.Fds) // the fds no handler took
 		if herr == nil && reply != nil {
 			herr = writeMessage(s.conn, reply)
+			closeFds(reply.Fds)
 		} else if m.Flags&flagNeedReply != 0 && s.protoFeatures&(1<<ProtocolReplyAck) != 0 {
 			ack := uint64(0)
 			if herr != nil {
@@ -74,11 +77,34 @@ func isEOF(err error) bool {
 
 // resetVrings stops every queue, closes their fds and resets the device.
 func (s *session) resetVrings() {
+	s.halt(s.vrings...)
 	for i, v := range s.vrings {
 		v.release()
 		s.vrings[i] = newVring(i)
 	}
 	s.dev.Reset()
+}
+
+// halt stops the queues of vs that run, keeping their kick fds and next
+// available indexes. The device stops first: a queue's kick handler may
+// be serving a driver that never lets it finish (a ring its own requests
+// keep refilling), and only the device's Stop ends that; the queues not
+// in vs then resume, each with a kick, since what they left in the ring
+// brings none of its own.
+func (s *session) halt(vs ...*vring) {
+	if !slices.ContainsFunc(vs, func(v *vring) bool { return v.q != nil }) {
+		return
+	}
+	s.dev.Stop()
+	for _, v := range vs {
+		v.stop()
+	}
+	s.dev.Start()
+	for _, v := range s.vrings {
+		if v.q != nil {
+			v.selfKick()
+		}
+	}
 }
 
 // release stops every queue and closes everything the front end sent.
@@ -88,6 +114,8 @@ func (s *session) release() {
 		s.mem.Close()
 		s.mem = nil
 	}
+	s.inflight.unmap()
+	s.inflight = nil
 }
 
 func replyTo(m *Message, payload []byte) *Message {
@@ -202,6 +230,7 @@ func (s *session) handle(m *Message) (*Message, error) {
 		// The ring stops here, its requests in flight completed, and
 		// it forgets its eventfds (libvhost-user does the same); a
 		// restart sends them again.
+		s.halt(v)
 		v.dropKick()
 		v.setCall(-1)
 		return replyTo(m, VringState{st.Index, uint32(v.base)}.encode()), nil
@@ -216,6 +245,9 @@ func (s *session) handle(m *Message) (*Message, error) {
 		}
 		if fd >= 0 {
 			fd = take(m, 0)
+		}
+		if m.Request == SetVringKick {
+			s.halt(v) // the kick fd is the queue's: it is replaced stopped
 		}
 		switch m.Request {
 		case SetVringCall:
@@ -251,7 +283,7 @@ func (s *session) handle(m *Message) (*Message, error) {
 		v.enabled = st.Num == 1
 		if !v.enabled {
 			// Keep the kick fd: enabling again resumes.
-			v.stop()
+			s.halt(v)
 			return nil, nil
 		}
 		return nil, s.start(v)
@@ -267,6 +299,10 @@ func (s *session) handle(m *Message) (*Message, error) {
 		}
 		c.Data = append([]byte(nil), cfg[c.Offset:int(c.Offset)+len(c.Data)]...)
 		return replyTo(m, c.encode()), nil
+	case GetInflightFd:
+		return s.getInflightFd(m)
+	case SetInflightFd:
+		return nil, s.setInflightFd(m)
 	case SetConfig:
 		c, err := m.config()
 		if err != nil {
@@ -301,10 +337,10 @@ func (s *session) setMemTable(m *Message) error {
 	var running []*vring
 	for _, v := range s.vrings {
 		if v.q != nil {
-			v.stop()
 			running = append(running, v)
 		}
 	}
+	s.halt(running...)
 	if s.mem != nil {
 		s.mem.Close()
 	}
@@ -331,9 +367,13 @@ func (s *session) start(v *vring) error {
 		}
 		gpa[i] = g
 	}
+	infl := s.inflight.region(v.index)
+	if infl != nil && uint32(s.inflight.queueSize) != v.num {
+		return protoErr("queue %d: size %d, the inflight region's is %d", v.index, v.num, s.inflight.queueSize)
+	}
 	q, err := s.dev.StartQueue(QueueConfig{
 		Index: v.index, Mem: s.mem, Size: uint16(v.num), Desc: gpa[0], Avail: gpa[1], Used: gpa[2],
-		Base: v.base, Features: s.features, Notify: v.notify, Fail: v.fail,
+		Base: v.base, Features: s.features, Notify: v.notify, Fail: v.fail, Inflight: infl,
 	})
 	if err != nil {
 		return fmt.Errorf("queue %d: %w", v.index, err)
@@ -342,8 +382,9 @@ func (s *session) start(v *vring) error {
 	v.kickDone = make(chan struct{})
 	go readKicks(v.kick, q, v.kickDone)
 	// Requests made available before the kick fd arrived are served
-	// without waiting for another kick.
-	q.Kick()
+	// without waiting for another kick; by the kick reader, not here,
+	// where a driver that keeps the queue busy would hold the session.
+	v.selfKick()
 	return nil
 }
 

@@ -109,8 +109,16 @@ func readKicks(f *os.File, q Queue, done chan struct{}) {
 	}
 }
 
+// selfKick kicks the queue through its kick eventfd, as the front end
+// would: the kick reader serves it, and a stopped reader does not.
+func (v *vring) selfKick() {
+	var one [8]byte
+	one[0] = 1
+	v.kick.Write(one[:])
+}
+
 // stop stops the queue if it runs and keeps its next available index and
-// its kick fd.
+// its kick fd. The session stops the device first (session.halt).
 func (v *vring) stop() {
 	if v.kickDone != nil {
 		// Stop the reader first so that no kick reaches a stopped queue.

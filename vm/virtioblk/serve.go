@@ -2,28 +2,33 @@ package virtioblk
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"minivmm/vm/virtq"
 )
 
-// Serve takes every request available on q and serves them all at once:
-// each but the last on a goroutine of its own (the block layer serves
-// them in parallel, from every queue), the last on the caller's
-// goroutine, so that a lone request (depth 1) costs no hand-off between
-// goroutines. Each completed request is pushed to q's used ring, and
-// notify is called when the driver wants an interrupt.
+// Serve takes every request available on q and serves them all at once.
+// The requests one pass over the ring takes are a batch: the caller's
+// goroutine serves them one after the other, and whoever takes a request
+// from the batch first starts a helper goroutine if some are left, which
+// does the same. Requests the block layer serves at once (the page
+// cache) are thus served by one or two goroutines with no hand-off each;
+// a request that blocks leaves a helper behind it to take the next, so
+// that requests which block are all in flight together, as many as the
+// driver made available. Each completed request is pushed to q's used
+// ring, and notify is called when the driver wants an interrupt.
 //
-// Serve returns once q is empty and its own request is served (it blocks
-// for a request's time: call it from the queue's kick handler); requests
-// on other goroutines may still be in flight: Drain waits for them. Only
-// Serve takes requests from q, so a transport that stops calling it
-// (stop, reset, GET_VRING_BASE) stops the device: nothing is popped
-// behind its back, and Drain is bounded by the requests in flight and
-// the Serve running (which Stop ends, however busy the driver keeps it).
-// While Serve takes requests the driver is asked not to kick; after,
-// notifications are on (with EVENT_IDX, avail_event is the next entry):
-// a request added while Serve serves its own brings a kick, and with it
-// the next Serve.
+// Serve returns once q is empty and its own requests are served (it
+// blocks for a request's time at least: call it from the queue's kick
+// handler); requests on helpers may still be in flight: Drain waits for
+// them. Only Serve takes requests from q, so a transport that stops
+// calling it (stop, reset, GET_VRING_BASE) stops the device: nothing is
+// popped behind its back, and Drain is bounded by the requests in flight
+// and the Serve running (which Stop ends, however busy the driver keeps
+// it). While Serve takes requests the driver is asked not to kick;
+// after, notifications are on (with EVENT_IDX, avail_event is the next
+// entry): a request added while Serve serves its own brings a kick, and
+// with it the next Serve.
 //
 // An error wraps virtq.ErrNeedsReset (and ErrBadRequest for a chain that
 // is no request): the device needs a reset, and Serve refuses to run
@@ -35,32 +40,63 @@ func (d *Device) Serve(q *virtq.Queue, notify func()) error {
 	}
 	d.inflight.enter()
 	defer d.inflight.leave()
-	var last *request
-	defer func() {
-		if last != nil {
-			d.complete(q, last, notify)
-		}
-	}()
 	for {
 		q.DisableNotify()
+		b := &batch{d: d, q: q, notify: notify}
+		var err error
 		for {
-			r, err := d.pop(q)
-			if err != nil {
-				q.EnableNotify()
-				return err
-			}
-			if r == nil {
+			var r *request
+			r, err = d.pop(q)
+			if err != nil || r == nil {
 				break
 			}
-			if last != nil {
-				go d.complete(q, last, notify)
-			}
-			last = r
+			b.reqs = append(b.reqs, r)
+		}
+		if err != nil {
+			q.EnableNotify()
+			b.work()
+			return err
+		}
+		if len(b.reqs) > 0 {
+			b.work()
+			continue // what the driver added meanwhile
 		}
 		if !q.EnableNotify() || d.stopped.Load() {
 			return nil
 		}
 	}
+}
+
+// batch is the requests one pass over a ring took, served by the Serve
+// that took them and the helpers it (or they) started.
+type batch struct {
+	d      *Device
+	q      *virtq.Queue
+	notify func()
+	reqs   []*request // fixed before work starts
+	next   atomic.Int32
+	// spare: a helper was started and has not taken a request yet, so
+	// no other need start.
+	spare atomic.Bool
+}
+
+// work serves requests of the batch until none is left to take.
+func (b *batch) work() {
+	for {
+		i := int(b.next.Add(1)) - 1
+		if i >= len(b.reqs) {
+			return
+		}
+		if i+1 < len(b.reqs) && b.spare.CompareAndSwap(false, true) {
+			go b.help()
+		}
+		b.d.complete(b.q, b.reqs[i], b.notify)
+	}
+}
+
+func (b *batch) help() {
+	b.spare.Store(false)
+	b.work()
 }
 
 // pop takes the next request of q and counts it in flight; nil when q is

@@ -108,9 +108,11 @@ type Queue struct {
 	used     []byte // 6 + 8*size
 
 	popMu     sync.Mutex
-	lastAvail uint16 // next avail ring entry to take
-	notifyOff bool   // DisableNotify in force
-	err       error  // the queue is broken
+	lastAvail uint16    // next avail ring entry to take
+	notifyOff bool      // DisableNotify in force
+	err       error     // the queue is broken
+	resubmit  []uint16  // heads to take before the ring's, oldest first (TrackInflight)
+	inflight  *inflight // TrackInflight's record, or nil
 
 	pushMu         sync.Mutex
 	usedIdx        uint16
@@ -204,6 +206,18 @@ func (q *Queue) PopInto(c *Chain) (ok bool, err error) {
 	if q.err != nil {
 		return false, q.err
 	}
+	if len(q.resubmit) > 0 {
+		// A chain the previous device took and did not return: it
+		// stays recorded as taken, with its place in the order.
+		c.Head = q.resubmit[0]
+		c.In, c.Out = c.In[:0], c.Out[:0]
+		if err := q.readChain(c); err != nil {
+			c.In, c.Out = c.In[:0], c.Out[:0]
+			return false, q.broken(err)
+		}
+		q.resubmit = q.resubmit[1:]
+		return true, nil
+	}
 	idx := q.availIdx()
 	if idx == q.lastAvail {
 		if q.notifyOff {
@@ -234,6 +248,9 @@ func (q *Queue) PopInto(c *Chain) (ok bool, err error) {
 	if err := q.readChain(c); err != nil {
 		c.In, c.Out = c.In[:0], c.Out[:0]
 		return false, q.broken(err)
+	}
+	if q.inflight != nil {
+		q.inflight.took(q, head)
 	}
 	q.lastAvail++
 	if q.eventIdx() && !q.notifyOff {
@@ -366,6 +383,10 @@ func (q *Queue) Push(head uint16, written uint32) (notify bool) {
 	}
 	q.pushMu.Lock()
 	defer q.pushMu.Unlock()
+	if q.inflight != nil {
+		q.inflight.returning(q, head)
+		defer q.inflight.returned(q, head)
+	}
 	slot := q.used[4+8*int(q.usedIdx&(q.size-1)):]
 	binary.LittleEndian.PutUint32(slot, uint32(head))
 	binary.LittleEndian.PutUint32(slot[4:], written)

@@ -44,6 +44,7 @@ func All() []Case {
 		{"memory", "Memory: a VMM holding 1, 10 and 100 qcow2 nodes", Memory},
 		{"jobs", "Block jobs: commit and stream throughput (speed 0)", Jobs},
 		{"mirror", "Block jobs: mirror and active commit, copy and switch (speed 0)", Mirror},
+		{"vhost-user", "Guest IO path: vhost-user-blk export vs qemu-storage-daemon, and the device model's cost", VhostUser},
 	}
 }
 
