@@ -1,7 +1,7 @@
-// Package vuwriter is a benchmark's guest: the Go virtio-blk driver
-// (vm/blkdriver) over the Go vhost-user front end (vm/vhostuser), so that
-// one client writes through minivmm's vhost-user-blk export and
-// qemu-storage-daemon's alike, the device path a VM's requests take.
+// Package vuwriter is a benchmark's guest: the Go virtio-blk driver over
+// a vhost-user front end (vm/vutransport), so that one client writes
+// through minivmm's vhost-user-blk export and qemu-storage-daemon's
+// alike, the device path a VM's requests take, and times each request.
 package vuwriter
 
 import (
@@ -9,59 +9,26 @@ import (
 	"time"
 
 	"minivmm/vm/blkdriver"
-	"minivmm/vm/guestmem"
-	"minivmm/vm/vhostuser"
+	"minivmm/vm/vutransport"
 )
-
-// transport is blkdriver's view of a vhost-user front end.
-type transport struct{ *vhostuser.Frontend }
-
-func (t transport) SetupQueue(q int, r blkdriver.RingAddr) error {
-	return t.Frontend.SetupQueue(q, r.Size, r.Desc, r.Avail, r.Used)
-}
 
 // memBytes is the guest memory: rings and one request's buffer.
 const memBytes = 1 << 20
 
 // Writer writes blocks through one queue at depth 1.
 type Writer struct {
-	mem  *guestmem.Memory
-	fe   *vhostuser.Frontend
-	disk *blkdriver.Disk
+	disk *vutransport.Disk
 	buf  blkdriver.Region
 }
 
 // Dial connects to the vhost-user-blk socket at path and sets the device
 // up with one queue.
-func Dial(path string) (w *Writer, err error) {
-	mem, err := guestmem.NewMemfd("vuwriter", memBytes)
+func Dial(path string) (*Writer, error) {
+	disk, err := vutransport.Open(path, memBytes, blkdriver.Options{Queues: 1, QueueSize: 16})
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			mem.Close()
-		}
-	}()
-	b, err := mem.Slice(0, memBytes)
-	if err != nil {
-		return nil, err
-	}
-	fe, err := vhostuser.Dial(path, mem)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			fe.Close()
-		}
-	}()
-	bm := blkdriver.NewMemory(b, 0)
-	disk, err := blkdriver.Open(transport{fe}, bm, blkdriver.Options{Queues: 1, QueueSize: 16})
-	if err != nil {
-		return nil, err
-	}
-	buf, err := bm.Alloc(64<<10, 4096)
+	buf, err := disk.Memory().Alloc(64<<10, 4096)
 	if err != nil {
 		disk.Close()
 		return nil, err
@@ -69,7 +36,7 @@ func Dial(path string) (w *Writer, err error) {
 	for i := range buf.B {
 		buf.B[i] = byte(i*7 + 1)
 	}
-	return &Writer{mem: mem, fe: fe, disk: disk, buf: buf}, nil
+	return &Writer{disk: disk, buf: buf}, nil
 }
 
 // Capacity is the device's size in bytes.
@@ -88,14 +55,5 @@ func (w *Writer) Write(off int64, n int) (time.Duration, error) {
 	return time.Since(start), err
 }
 
-// Close resets the device and disconnects.
-func (w *Writer) Close() error {
-	err := w.disk.Close()
-	if e := w.fe.Close(); err == nil {
-		err = e
-	}
-	if e := w.mem.Close(); err == nil {
-		err = e
-	}
-	return err
-}
+// Close resets the device, disconnects and frees the guest memory.
+func (w *Writer) Close() error { return w.disk.Close() }
