@@ -72,7 +72,9 @@ func blockCommit(c *call, a Args) (any, error) {
 		// libvirt probes for the command with this class: it comes first.
 		return nil, &Error{Class: DeviceNotFound, Desc: "Device '" + device + "' not found"}
 	}
-	if !bs.IsRoot() {
+	// A node a job holds is that job's child in QEMU (block_job_add_bdrv,
+	// or the job's filter above it): not a root any more.
+	if _, busy := srv.jobs.Busy(bs.Name()); busy || !bs.IsRoot() {
 		return nil, genericError("Need a root block node")
 	}
 	top := bs

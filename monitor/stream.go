@@ -58,6 +58,12 @@ func blockStream(c *call, a Args) (any, error) {
 		}
 		base = n.Child("backing")
 	}
+	// QEMU's op blockers over the chain streamed, base excluded.
+	for n := bs; n != nil && n != base; n = n.Child("backing") {
+		if err := srv.mirrorBusy(n); err != nil {
+			return nil, err
+		}
+	}
 	backingFile, hasBackingFile := a.Str("backing-file")
 	if base == nil && hasBackingFile {
 		return nil, genericError("backing file specified, but streaming the entire chain")

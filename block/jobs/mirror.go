@@ -81,9 +81,11 @@ func (d *Mirror) Run(ctx context.Context, j *Job) error {
 	o := engine.MirrorOptions{
 		Options: engine.Options{Limiter: j, Progress: j.Progress},
 		Sync:    d.Sync, Base: d.Base, Granularity: d.Granularity, BufSize: d.BufSize,
-		Ready:      j.Ready,
-		Stop:       func() bool { return d.complete.Load() || j.CancelRequested() },
-		Hold:       func() func() { return d.Graph.Hold(d.Source) },
+		Ready: j.Ready,
+		Stop:  func() bool { return d.complete.Load() || j.CancelRequested() },
+		Hold: func() func() {
+			return j.SelfDrain(func() func() { return d.Graph.Hold(d.Source) })
+		},
 		PausePoint: j.PausePoint,
 		OnError: func(source bool, err error) error {
 			policy, op := d.OnTargetError, "write"

@@ -92,6 +92,10 @@ func TestBlockJobsLikeQEMU(t *testing.T) {
 		// A commit held at a crawl, then controlled.
 		`{"execute":"block-commit","arguments":{"job-id":"j","device":"top","top-node":"mid","base-node":"base","speed":1,"auto-finalize":false,"auto-dismiss":false}}`,
 		`fds`, `nodes`,
+		// The job's nodes are its children: not roots, and busy.
+		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top","top-node":"mid"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s","device":"top"}}`,
 		`{"execute":"block-commit","arguments":{"job-id":"j","device":"top2","top-node":"mid2"}}`,
 		`{"execute":"query-block-jobs"}`,
 		`{"execute":"query-jobs"}`,
