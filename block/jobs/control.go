@@ -87,11 +87,11 @@ func (j *Job) unpauseStatusLocked() {
 }
 
 // unpausedLocked is called when a pause ends (a resume, a drained
-// section's end): a job paused outside its pause point (by a drain) goes
-// back to its status when no pause is left; one parked in PausePoint does
-// so itself. m.mu held.
+// section's end): with no pause left the job goes back to its status at
+// once, as QEMU's job_resume re-enters the job before returning, and one
+// parked in PausePoint wakes. m.mu held.
 func (j *Job) unpausedLocked() {
-	if j.pauseCount == 0 && !j.inPause {
+	if j.pauseCount == 0 {
 		j.unpauseStatusLocked()
 	}
 	j.kickLocked()
