@@ -15,9 +15,11 @@ import (
 // command brings: a refused snapshot of the job's node drains twice
 // (QEMU's transaction drains everything, then the node), so the job goes
 // paused and back twice before the refusal; a snapshot of an unrelated
-// node drains everything once; a job the user paused shows nothing for a
-// drain. The chain is large enough that the chunk a QEMU job copies each
-// time a drain wakes it (at speed 1) never finishes it.
+// node drains everything once, and so does stop (after its STOP); a
+// blockdev-add and blockdev-del of another node do not reach the job; a
+// job the user paused shows nothing for a drain. The chain is large
+// enough that the chunk a QEMU job copies each time a drain wakes it (at
+// speed 1) never finishes it.
 func TestJobDrainLikeQEMU(t *testing.T) {
 	fdtest.Check(t)
 	needTools(t, "qemu-img", "qemu-io", "qemu-system-x86_64")
@@ -32,6 +34,10 @@ func TestJobDrainLikeQEMU(t *testing.T) {
 		`{"execute":"blockdev-snapshot-sync","arguments":{"node-name":"top","snapshot-file":"DIR/ov.qcow2","mode":"existing"}}`,
 		`{"execute":"blockdev-snapshot-sync","arguments":{"node-name":"other","snapshot-file":"DIR/ov.qcow2","snapshot-node-name":"ov","mode":"existing"}}`,
 		`{"execute":"blockdev-del","arguments":{"node-name":"mid"}}`,
+		`{"execute":"stop"}`,
+		`{"execute":"cont"}`,
+		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"other2","file":{"driver":"file","node-name":"other2f","filename":"DIR/other.qcow2","locking":"off"},"read-only":true}}`,
+		`{"execute":"blockdev-del","arguments":{"node-name":"other2"}}`,
 		`{"execute":"block-job-pause","arguments":{"device":"j"}}`,
 		`wait paused`,
 		`{"execute":"blockdev-snapshot-sync","arguments":{"node-name":"mid","snapshot-file":"DIR/ov.qcow2","mode":"existing"}}`,
