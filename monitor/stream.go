@@ -68,12 +68,19 @@ func blockStream(c *call, a Args) (any, error) {
 	if base == nil && hasBackingFile {
 		return nil, genericError("backing file specified, but streaming the entire chain")
 	}
+	if err := checkFilterName(g, a); err != nil {
+		return nil, err
+	}
 	spec := jobSpec(a, "stream", devName)
 	spec.Device = device
 	spec.Nodes = chainNames(bs, base)
 	if base != nil {
 		spec.Nodes = spec.Nodes[:len(spec.Nodes)-1] // base is only read
 	}
-	_, err := srv.jobs.Start(spec, &jobs.Stream{Graph: g, Top: bs, Base: base, BackingFile: backingFile})
+	// QEMU's copy-on-read filter sits above the top while the job runs:
+	// the top's users move onto it.
+	filterName, _ := a.Str("filter-node-name")
+	_, err := srv.jobs.Start(spec, &jobs.Stream{Graph: g, Top: bs, Base: base, BackingFile: backingFile,
+		Filter: true, FilterName: filterName})
 	return nil, err
 }

@@ -310,13 +310,9 @@ func jobNodes(r map[string]any) string {
 	var parts []string
 	for _, e := range list {
 		m := e.(map[string]any)
-		if strings.HasPrefix(m["node-name"].(string), "#") {
-			// QEMU's implicit filter above a running job's top
-			// (commit_top, copy-on-read); minivmm inserts none.
-			continue
-		}
 		img, _ := m["image"].(map[string]any)
-		p := m["node-name"].(string) + " ro=" + jsonString(m["ro"]) + " depth=" + jsonString(m["backing_file_depth"]) +
+		// The name of an implicit filter (commit_top) is made up.
+		p := generatedName.ReplaceAllString(m["node-name"].(string), "#block") + " drv=" + jsonString(m["drv"]) + " ro=" + jsonString(m["ro"]) + " depth=" + jsonString(m["backing_file_depth"]) +
 			" backing=" + jsonString(img["backing-filename"]) + " full=" + jsonString(img["full-backing-filename"])
 		for b, ok := img["backing-image"].(map[string]any); ok; b, ok = b["backing-image"].(map[string]any) {
 			f := jsonString(b["filename"])

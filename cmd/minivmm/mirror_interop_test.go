@@ -268,7 +268,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 				t.Errorf("after a cancelled active commit, base's fds: qemu %s, minivmm %s", qemu[i], vmm[i])
 			}
 		case "differs nodes":
-			if !strings.Contains(vmm[i], "base ro=true") || !strings.Contains(qemu[i], "base ro=false") {
+			if !strings.Contains(vmm[i], "base drv=qcow2 ro=true") || !strings.Contains(qemu[i], "base drv=qcow2 ro=false") {
 				t.Errorf("after a cancelled active commit, base: qemu %s, minivmm %s", qemu[i], vmm[i])
 			}
 		}
