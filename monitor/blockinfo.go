@@ -40,7 +40,11 @@ func imageInfo(n *block.Node, flat bool) (image Obj, depth int) {
 			image = append(image, Member{"full-backing-filename", full})
 		}
 	}
-	if b := n.Child("backing"); b != nil && !flat {
+	b := n.Child("backing")
+	if b == nil && n.IsFilter() {
+		b = n.Child("file") // the filtered child, as QEMU's bdrv_filter_or_cow_child
+	}
+	if b != nil && !flat {
 		sub, d := imageInfo(b, false)
 		image = append(image, Member{"backing-image", sub})
 		depth = d + 1

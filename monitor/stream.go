@@ -69,7 +69,8 @@ func blockStream(c *call, a Args) (any, error) {
 		return nil, genericError("backing file specified, but streaming the entire chain")
 	}
 	if err := checkFilterName(g, a); err != nil {
-		return nil, err
+		// QEMU's stream_start words it through bdrv_insert_node.
+		return nil, genericError("Could not create node: %s", err.(*Error).Desc)
 	}
 	spec := jobSpec(a, "stream", devName)
 	spec.Device = device

@@ -70,3 +70,11 @@ func (j *Job) SelfDrain(drain func() (end func())) (end func()) {
 		j.m.mu.Unlock()
 	}
 }
+
+// AddNode adds a node the job holds from now on (Spec.Nodes): a filter
+// node its driver made at Setup.
+func (j *Job) AddNode(name string) {
+	j.m.mu.Lock()
+	defer j.m.mu.Unlock()
+	j.spec.Nodes = append(slices.Clip(j.spec.Nodes), name)
+}

@@ -53,6 +53,8 @@ func (s *Stream) Setup(j *Job) error {
 			return err
 		}
 		s.filter = f
+		// The job's own node in QEMU (its block_job_create's bs): busy.
+		j.AddNode(f.Name())
 	}
 	return nil
 }

@@ -70,7 +70,10 @@ func TestJobDrainLikeQEMU(t *testing.T) {
 		events := func() (out string) {
 			ev, _ := c.Drain()
 			for _, e := range ev {
-				out += " " + jobEvent(e) + ";"
+				// QEMU's RESUME at start-up may come late: not compared.
+				if e["event"] != "RESUME" {
+					out += " " + jobEvent(e) + ";"
+				}
 			}
 			return out
 		}

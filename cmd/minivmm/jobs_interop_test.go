@@ -144,6 +144,22 @@ func TestBlockJobsLikeQEMU(t *testing.T) {
 		`wait JOB_STATUS_CHANGE null`,
 		`fds`, `nodes`, `tree`,
 		`{"execute":"job-cancel","arguments":{"id":"s"}}`,
+
+		// A named filter: its name is taken, and it is a node like any.
+		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top","top-node":"mid","filter-node-name":"base"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top","top-node":"mid","filter-node-name":"1x"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s","device":"top","filter-node-name":"base"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s","device":"top","filter-node-name":"1x"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s","device":"top","speed":1,"filter-node-name":"sf"}}`,
+		`nodes`,
+		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"sf","file":"midf"}}`,
+		`{"execute":"blockdev-del","arguments":{"node-name":"sf"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s2","device":"sf"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c2","device":"sf"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c2","device":"top"}}`,
+		`{"execute":"block-job-cancel","arguments":{"device":"s"}}`,
+		`wait JOB_STATUS_CHANGE null`,
+		`nodes`,
 	}
 	modes := map[string]int{"O_RDONLY": os.O_RDONLY, "O_RDWR": os.O_RDWR}
 	images := []string{"base", "mid", "top", "base2", "mid2", "top2"}
