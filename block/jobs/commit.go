@@ -32,7 +32,7 @@ type Commit struct {
 	Filter     bool
 	FilterName string
 
-	filter    *block.Node
+	filter *block.Node
 
 	baseWasRO bool
 	hold      *block.Backend
