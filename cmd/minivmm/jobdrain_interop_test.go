@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,9 @@ import (
 // blockdev-add and blockdev-del of another node do not reach the job; a
 // job the user paused shows nothing for a drain. The chain is large
 // enough that the chunk a QEMU job copies each time a drain wakes it (at
-// speed 1) never finishes it.
+// speed 1) never finishes it. Then a stream of a -drive: its implicit
+// copy-on-read filter is listed among the nodes, query-block shows the
+// device's node and chain through it.
 func TestJobDrainLikeQEMU(t *testing.T) {
 	fdtest.Check(t)
 	needTools(t, "qemu-img", "qemu-io", "qemu-system-x86_64")
@@ -45,6 +48,14 @@ func TestJobDrainLikeQEMU(t *testing.T) {
 		`wait running`,
 		`{"execute":"block-job-cancel","arguments":{"device":"j"}}`,
 		`wait null`,
+
+		// A stream of a -drive: its implicit copy-on-read filter is in
+		// the graph, and query-block looks through it.
+		`{"execute":"block-stream","arguments":{"job-id":"s","device":"d0","speed":1}}`,
+		`block`, `nodes`,
+		`{"execute":"block-job-cancel","arguments":{"device":"s"}}`,
+		`wait null`,
+		`block`, `nodes`,
 	}
 	ref := t.TempDir()
 	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(ref, "base.qcow2"), "64M")
@@ -52,14 +63,17 @@ func TestJobDrainLikeQEMU(t *testing.T) {
 	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", filepath.Join(ref, "top.qcow2"))
 	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(ref, "other.qcow2"), "1M")
 	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(ref, "ov.qcow2"), "1M")
+	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(ref, "dbase.qcow2"), "64M")
+	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "dbase.qcow2", "-F", "qcow2", filepath.Join(ref, "dtop.qcow2"))
+	mustRun(t, "qemu-io", "-c", "write -P 3 0 16M", filepath.Join(ref, "dbase.qcow2"))
 	mustRun(t, "qemu-io", "-c", "write -P 1 0 8M", filepath.Join(ref, "base.qcow2"))
 	mustRun(t, "qemu-io", "-c", "write -P 2 4M 32M", filepath.Join(ref, "mid.qcow2"))
 	play := func(bin string) []string {
 		dir := t.TempDir()
-		for _, img := range []string{"base", "mid", "top", "other", "ov"} {
+		for _, img := range []string{"base", "mid", "top", "other", "ov", "dbase", "dtop"} {
 			mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
 		}
-		p := qmptest.Start(t, bin, nil)
+		p := qmptest.Start(t, bin, nil, "-drive", "if=none,id=d0,node-name=drive0,format=qcow2,file="+filepath.Join(dir, "dtop.qcow2"))
 		c := qmptest.Dial(t, p.Sock)
 		defer c.Close()
 		// Each command's entry: its reply, then the events that came
@@ -78,6 +92,36 @@ func TestJobDrainLikeQEMU(t *testing.T) {
 			return out
 		}
 		for _, cmd := range script {
+			switch cmd {
+			case "block":
+				// Each device's node, chain depth and the images of its chain.
+				var parts []string
+				for _, e := range c.Execute("query-block", nil)["return"].([]any) {
+					in := e.(map[string]any)["inserted"].(map[string]any)
+					p := jsonString(in["node-name"]) + " depth=" + jsonString(in["backing_file_depth"])
+					for img, ok := in["image"].(map[string]any); ok; img, ok = img["backing-image"].(map[string]any) {
+						p += " " + filepath.Base(jsonString(img["filename"]))
+					}
+					parts = append(parts, p)
+				}
+				got = append(got, strings.Join(parts, ", ")+" |"+events())
+				continue
+			case "nodes":
+				var parts []string
+				for _, e := range c.Execute("query-named-block-nodes", map[string]any{"flat": true})["return"].([]any) {
+					m := e.(map[string]any)
+					// The format nodes only, and not ov: QEMU frees the
+					// overlay of a snapshot of a node nothing uses (and
+					// its file), which minivmm's snapshot keeps open.
+					if m["drv"] == "file" || m["node-name"] == "ov" {
+						continue
+					}
+					parts = append(parts, generatedName.ReplaceAllString(m["node-name"].(string), "#block")+":"+jsonString(m["drv"]))
+				}
+				slices.Sort(parts)
+				got = append(got, strings.Join(parts, " ")+" |"+events())
+				continue
+			}
 			if status, ok := strings.CutPrefix(cmd, "wait "); ok {
 				last := len(got) - 1
 				for !strings.Contains(got[last], "JOB_STATUS_CHANGE "+status) {
