@@ -74,6 +74,18 @@ func (g *Graph) RemoveFilter(f *Node) error {
 	}
 	g.moveUsers(f, child)
 	g.remove(f)
+	// A mirror's switch (Replace of the filter) moved a -drive's backend
+	// away from the node only it kept open: that node goes now, as
+	// Replace closes it without a filter in between.
+	if len(child.users) == 0 && len(child.parents) == 0 {
+		for _, b := range g.backends {
+			if b.owns == child {
+				b.owns = nil
+				g.remove(child)
+				break
+			}
+		}
+	}
 	g.releasePerms()
 	return nil
 }

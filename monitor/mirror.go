@@ -7,10 +7,9 @@ import (
 )
 
 // blockdev-mirror, with QEMU 7.2's arguments, checks in its order and
-// its texts. The job (block/jobs/mirror.go) tracks writes with a dirty
-// bitmap on the source node itself: no mirror_top filter node is
-// inserted, so filter-node-name is checked as QEMU would name the filter
-// and then names nothing minivmm shows.
+// its texts. The job (block/jobs/mirror.go) puts QEMU's mirror_top
+// filter node above the source (named filter-node-name, or #blockNNN)
+// and tracks the writes that reach the source with a dirty bitmap.
 
 var (
 	tMirrorSyncMode = enum("MirrorSyncMode", "top", "full", "none", "incremental", "bitmap")
@@ -83,7 +82,8 @@ func blockdevMirror(c *call, a Args) (any, error) {
 	}
 	d := &jobs.Mirror{Graph: g, Source: bs, Target: target, Sync: sync,
 		Granularity: mirrorGranularity(target, granularity), BufSize: bufSize,
-		TargetUser: targetUser(g, target)}
+		TargetUser: targetUser(g, target), Filter: true}
+	d.FilterName, _ = a.Str("filter-node-name")
 	d.OnSourceError, _ = a.Str("on-source-error")
 	d.OnTargetError, _ = a.Str("on-target-error")
 	spec := jobSpec(a, "mirror", devName)
@@ -94,7 +94,7 @@ func blockdevMirror(c *call, a Args) (any, error) {
 }
 
 // checkFilterName refuses a filter-node-name QEMU could not give the
-// filter node it makes (minivmm makes none: the name is only checked).
+// filter node a job makes, before the job exists.
 func checkFilterName(g *block.Graph, a Args) error {
 	if name, ok := a.Str("filter-node-name"); ok {
 		if err := g.CheckNewNodeName(name); err != nil {

@@ -19,24 +19,28 @@ const (
 )
 
 func init() {
-	for _, name := range []string{CommitTop, MirrorTop} {
+	block.Register(&block.Driver{
+		Name:      CommitTop,
+		Options:   map[string]block.OptType{"backing": block.OptChild},
+		Required:  []string{"backing"},
+		Open:      open,
+		ChildPerm: childPerm,
+	})
+	// The filters that backends move onto have their child as "file",
+	// the link the graph counts a writer down (QEMU's mirror_top names
+	// it "backing"; only the graph's own bookkeeping sees the key).
+	for _, name := range []string{MirrorTop, CopyOnRead} {
 		block.Register(&block.Driver{
 			Name:      name,
-			Options:   map[string]block.OptType{"backing": block.OptChild},
-			Required:  []string{"backing"},
+			Format:    true,
 			Open:      open,
-			ChildPerm: childPerm,
+			ChildPerm: passPerm,
 		})
 	}
-	block.Register(&block.Driver{
-		Name:      CopyOnRead,
-		Format:    true,
-		Open:      open,
-		ChildPerm: passPerm,
-	})
 }
 
-// passPerm: copy-on-read needs of its child what its own users need.
+// passPerm: mirror_top and copy-on-read need of their child what their
+// own users need (QEMU's bdrv_default_perms for a filtered child).
 func passPerm(_ string, _ block.Options, _ bool, perm, shared block.Perms) (block.Perms, block.Perms) {
 	return perm, shared
 }

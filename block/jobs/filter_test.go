@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"minivmm/block"
+	"minivmm/block/engine"
 	"minivmm/internal/fdtest"
 )
 
@@ -23,7 +24,8 @@ func TestJobFilters(t *testing.T) {
 	for _, tc := range []struct {
 		job, name string
 		cancel    bool
-	}{{"stream", "", false}, {"stream", "cor", true}, {"commit", "", false}, {"commit", "ct", true}} {
+	}{{"stream", "", false}, {"stream", "cor", true}, {"commit", "", false}, {"commit", "ct", true},
+		{"active", "", false}, {"active", "mt", true}} {
 		t.Run(tc.job+"/"+tc.name+map[bool]string{true: "/cancel"}[tc.cancel], func(t *testing.T) {
 			c := newChain(t, "")
 			m := NewManager(nil)
@@ -37,13 +39,20 @@ func TestJobFilters(t *testing.T) {
 			case "commit":
 				cm := &Commit{Graph: c.g, Top: c.mid, Base: c.base, Filter: true, FilterName: tc.name}
 				d, filterOf = cm, func() *block.Node { return c.top.Child("backing") }
+			case "active":
+				if err := c.g.SetReadOnly(c.base, false); err != nil {
+					t.Fatal(err)
+				}
+				d = &Mirror{Graph: c.g, Source: c.top, Target: c.base, Base: c.base, Sync: engine.SyncFull,
+					BaseWasRO: true, Filter: true, FilterName: tc.name}
+				filterOf = func() *block.Node { return c.w.Node() }
 			}
 			j, err := m.Start(Spec{ID: "j", Type: tc.job, Speed: mib / 2, AutoFinalize: true, AutoDismiss: true}, d)
 			if err != nil {
 				t.Fatal(err)
 			}
 			f := filterOf()
-			wantDrv := map[string]string{"stream": "copy-on-read", "commit": "commit_top"}[tc.job]
+			wantDrv := map[string]string{"stream": "copy-on-read", "commit": "commit_top", "active": "mirror_top"}[tc.job]
 			if f == nil || f.Driver() != wantDrv || !f.IsFilter() {
 				t.Fatalf("no %s filter where QEMU has it: %v", wantDrv, nodeName(f))
 			}
@@ -57,9 +66,16 @@ func TestJobFilters(t *testing.T) {
 				t.Error("blockdev-del of a running job's filter succeeded")
 			}
 			time.Sleep(100 * time.Millisecond)
-			if tc.cancel {
+			switch {
+			case tc.cancel:
 				j.Cancel(true)
-			} else {
+			case tc.job == "active":
+				j.SetSpeed(0)
+				waitStatus(t, j, Ready)
+				if err := j.Complete(); err != nil {
+					t.Fatal(err)
+				}
+			default:
 				j.SetSpeed(0)
 			}
 			waitJob(t, j)
@@ -71,18 +87,22 @@ func TestJobFilters(t *testing.T) {
 			if _, ok := c.g.Node(f.Name()); ok {
 				t.Errorf("filter %s still in the graph", f.Name())
 			}
-			if c.w.Node() != c.top {
-				t.Errorf("the backend is on %s, want top", nodeName(c.w.Node()))
+			wantNode := c.top
+			if tc.job == "active" && !tc.cancel {
+				wantNode = c.base // switched
+			}
+			if c.w.Node() != wantNode {
+				t.Errorf("the backend is on %s, want %s", nodeName(c.w.Node()), nodeName(wantNode))
 			}
 			wantBacking := c.base
-			if tc.cancel || tc.job == "stream" && tc.cancel {
+			if tc.cancel || tc.job == "active" {
 				wantBacking = c.mid
 			}
 			if b := c.top.Child("backing"); b != wantBacking {
 				t.Errorf("top's backing is %s, want %s", nodeName(b), nodeName(wantBacking))
 			}
-			if !bytes.Equal(readAll(t, c.top), want) {
-				t.Error("top reads differently from the guest's view")
+			if !bytes.Equal(readAll(t, wantNode), want) {
+				t.Errorf("%s reads differently from the guest's view", wantNode.Name())
 			}
 			c.g.Detach(c.w)
 		})

@@ -85,7 +85,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		// A full mirror of d0, ready, then completed: d0 uses tgt.
 		`{"execute":"blockdev-mirror","arguments":{"job-id":"m","device":"d0","target":"tgt","sync":"full"}}`,
 		`wait BLOCK_JOB_READY`,
-		`fds`,
+		`fds`, `block`, `nodes`,
 		`{"execute":"blockdev-mirror","arguments":{"job-id":"m2","device":"d0","target":"tgt2","sync":"full"}}`,
 		`{"execute":"blockdev-del","arguments":{"node-name":"tgt"}}`,
 		`{"execute":"blockdev-snapshot","arguments":{"node":"d0","overlay":"ov"}}`,
@@ -128,9 +128,12 @@ func TestMirrorLikeQEMU(t *testing.T) {
 
 		// Active commit of top into base: cancelled once ready, then
 		// completed; the old top goes with blockdev-del.
-		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top","filter-node-name":"cf"}}`,
 		`wait BLOCK_JOB_READY`,
-		`fds`,
+		`fds`, `nodes`,
+		`{"execute":"blockdev-del","arguments":{"node-name":"cf"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c2","device":"cf"}}`,
+		`{"execute":"blockdev-mirror","arguments":{"job-id":"c2","device":"cf","target":"tgt3","sync":"full"}}`,
 		`{"execute":"query-block-jobs"}`,
 		`{"execute":"block-job-cancel","arguments":{"device":"c"}}`,
 		`wait JOB_STATUS_CHANGE null`,
