@@ -78,15 +78,16 @@ func (f *image) Discard(off, n int64) error { return f.child.Discard(off, n) }
 
 // BlockStatus: a filter whose child is its "backing" allocates nothing,
 // so a chain walk goes on to the child, one layer down, as through
-// QEMU's filters; copy-on-read, over its "file", shows its child's
-// status as its own, as raw does.
+// QEMU's filters. One over its "file" (mirror_top, copy-on-read) ends a
+// walk that follows backing links, so it answers for its child's whole
+// chain: allocated where a layer of it is, zeroes where none is.
 func (f *image) BlockStatus(off, n int64) (block.Status, int64, error) {
-	st, l, err := f.child.BlockStatus(off, n)
-	st.Offset = -1
 	if f.backing {
-		st = block.Status{Data: st.Data, Zero: st.Zero, Offset: -1}
+		st, l, err := f.child.BlockStatus(off, n)
+		return block.Status{Data: st.Data, Zero: st.Zero, Offset: -1}, l, err
 	}
-	return st, l, err
+	cs, l, err := block.StatusAbove(f.child, nil, off, n)
+	return block.Status{Allocated: cs.Present, Data: cs.Data, Zero: cs.Zero, Depth: cs.Depth, Offset: -1}, l, err
 }
 
 // Filename is the child's, as QEMU's bdrv_refresh_filename gives a
