@@ -159,6 +159,7 @@ func drainOrder(nodes []*Node) []*Node {
 }
 
 func drainNodes(nodes []*Node) (end func()) {
+	observed := observeDrain(nodes)
 	for _, n := range nodes {
 		n.gate.begin()
 	}
@@ -166,6 +167,7 @@ func drainNodes(nodes []*Node) (end func()) {
 		for _, n := range slices.Backward(nodes) {
 			n.gate.end()
 		}
+		observed()
 	})
 }
 

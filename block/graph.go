@@ -31,6 +31,7 @@ type Graph struct {
 
 	onCorruption atomic.Pointer[func(Corruption)]
 	onWriteBack  atomic.Pointer[func(WriteBackError)]
+	onDrain      atomic.Pointer[DrainObserver] // drainobserver.go
 
 	drivers map[string]*Driver // this graph's own (AddDriver), under mu
 }

@@ -64,6 +64,7 @@ type Node struct {
 	// QEMU lists them (newest first) in a conflict.
 	perm, shared Perms
 	attached     map[*Node]uint64
+	filter       bool // a job's filter node (filter.go)
 }
 
 // nodeState is the generic options in force on a node.

@@ -30,7 +30,8 @@ func startActiveCommit(c *call, a Args, devName string, bs, base *block.Node) (a
 		return nil, err
 	}
 	d := &jobs.Mirror{Graph: g, Source: bs, Target: base, Sync: engine.SyncFull, Base: base,
-		Granularity: mirrorGranularity(base, 0), BaseWasRO: baseWasRO}
+		Granularity: mirrorGranularity(base, 0), BaseWasRO: baseWasRO, Filter: true}
+	d.FilterName, _ = a.Str("filter-node-name")
 	d.OnSourceError, _ = a.Str("on-error")
 	d.OnTargetError = d.OnSourceError
 	spec := jobSpec(a, "commit", devName)

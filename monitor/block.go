@@ -30,11 +30,11 @@ func blockdevReopen(c *call, args Args) (any, error) {
 }
 
 // deviceInfo is a node as query-named-block-nodes and query-block's
-// "inserted" show it, members in QEMU's order; flat leaves the backing
-// chain out (blockinfo.go).
-func deviceInfo(n *block.Node, flat bool) Obj {
+// "inserted" (blk) show it, members in QEMU's order; flat leaves the
+// backing chain out (blockinfo.go).
+func deviceInfo(n *block.Node, flat, blk bool) Obj {
 	info := n.Info()
-	image, depth := imageInfo(n, flat)
+	image, depth := imageInfo(n, flat, blk)
 	info.BackingDepth = depth
 	return Obj{
 		{"iops_rd", 0}, {"detect_zeroes", info.DetectZeroes}, {"image", image},
@@ -51,7 +51,7 @@ func queryNamedBlockNodes(c *call, args Args) (any, error) {
 	flat, _ := args["flat"].(bool)
 	out := make([]any, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, deviceInfo(n, flat))
+		out = append(out, deviceInfo(n, flat, false))
 	}
 	return out, nil
 }
@@ -62,7 +62,7 @@ func queryBlock(c *call, _ Args) (any, error) {
 	for _, b := range backends {
 		out = append(out, Obj{
 			{"device", b.Name()}, {"locked", false}, {"removable", true},
-			{"inserted", deviceInfo(b.Node(), false)}, {"type", "unknown"},
+			{"inserted", deviceInfo(skipImplicitFilters(b.Node()), false, true)}, {"type", "unknown"},
 		})
 	}
 	return out, nil

@@ -20,8 +20,10 @@ func init() {
 }
 
 // imageInfo is the ImageInfo of n, with its backing chain unless flat;
-// depth is how many levels it nested.
-func imageInfo(n *block.Node, flat bool) (image Obj, depth int) {
+// depth is how many levels it nested. For query-block (blk) the chain
+// skips the filter nodes a job made without a name, which the user does
+// not know of, as QEMU's bdrv_block_device_info does.
+func imageInfo(n *block.Node, flat, blk bool) (image Obj, depth int) {
 	info := n.Info()
 	image = Obj{{"virtual-size", info.Length}, {"filename", info.Filename}, {"format", info.Driver}}
 	if info.ActualSize >= 0 {
@@ -40,8 +42,15 @@ func imageInfo(n *block.Node, flat bool) (image Obj, depth int) {
 			image = append(image, Member{"full-backing-filename", full})
 		}
 	}
-	if b := n.Child("backing"); b != nil && !flat {
-		sub, d := imageInfo(b, false)
+	b := n.Child("backing")
+	if b == nil && n.IsFilter() {
+		b = n.Child("file") // the filtered child, as QEMU's bdrv_filter_or_cow_child
+	}
+	if b != nil && !flat {
+		if blk {
+			b = skipImplicitFilters(b)
+		}
+		sub, d := imageInfo(b, false, blk)
 		image = append(image, Member{"backing-image", sub})
 		depth = d + 1
 	}
@@ -59,4 +68,18 @@ func fullBackingName(overlay, name string) (string, bool) {
 		return "", false
 	}
 	return path.Join(path.Dir(overlay), name), true
+}
+
+// skipImplicitFilters is QEMU's bdrv_skip_implicit_filters: below the
+// filter nodes a job made without a name (#blockNNN), down to the first
+// node the user knows.
+func skipImplicitFilters(n *block.Node) *block.Node {
+	for n != nil && n.IsFilter() && strings.HasPrefix(n.Name(), "#") {
+		c := n.Child("backing")
+		if c == nil {
+			c = n.Child("file")
+		}
+		n = c
+	}
+	return n
 }

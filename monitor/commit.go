@@ -72,7 +72,9 @@ func blockCommit(c *call, a Args) (any, error) {
 		// libvirt probes for the command with this class: it comes first.
 		return nil, &Error{Class: DeviceNotFound, Desc: "Device '" + device + "' not found"}
 	}
-	if !bs.IsRoot() {
+	// A node a job holds is that job's child in QEMU (block_job_add_bdrv,
+	// or the job's filter above it): not a root any more.
+	if _, busy := srv.jobs.Busy(bs.Name()); busy || !bs.IsRoot() {
 		return nil, genericError("Need a root block node")
 	}
 	top := bs
@@ -128,9 +130,16 @@ func blockCommit(c *call, a Args) (any, error) {
 		}
 		return startActiveCommit(c, a, devName, bs, base)
 	}
+	if err := checkFilterName(g, a); err != nil {
+		return nil, err
+	}
 	spec := jobSpec(a, "commit", devName)
 	spec.Device = device
 	spec.Nodes = append([]string{bs.Name()}, chainNames(top, base)...)
-	_, err := srv.jobs.Start(spec, &jobs.Commit{Graph: g, Top: top, Base: base, BackingFile: backingFile})
+	// QEMU's commit_top filter sits above top while the job runs: the
+	// overlay's backing link goes through it.
+	filterName, _ := a.Str("filter-node-name")
+	_, err := srv.jobs.Start(spec, &jobs.Commit{Graph: g, Top: top, Base: base, BackingFile: backingFile,
+		Filter: true, FilterName: filterName})
 	return nil, err
 }

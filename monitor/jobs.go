@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"minivmm/block/filter"
 	"minivmm/block/jobs"
 )
 
@@ -142,7 +143,10 @@ func (s *Server) jobBusy(name string) error {
 	if n, ok := s.graph.Node(name); ok && n.InUse() {
 		return nil // the graph's own "in use" comes first
 	}
-	if nodes := j.Spec().Nodes; len(nodes) > 0 && nodes[0] == name {
+	// The job's device, and a mirror's filter (QEMU's op blockers on
+	// them), are busy; its other nodes are in use by the job's backends.
+	n, _ := s.graph.Node(name)
+	if nodes := j.Spec().Nodes; len(nodes) > 0 && nodes[0] == name || n != nil && n.IsFilter() && n.Driver() == filter.MirrorTop {
 		return genericError("Node '%s' is busy: block device is in use by block job: %s", name, j.Type())
 	}
 	return genericError("Node %s is in use", name)

@@ -7,10 +7,9 @@ import (
 )
 
 // blockdev-mirror, with QEMU 7.2's arguments, checks in its order and
-// its texts. The job (block/jobs/mirror.go) tracks writes with a dirty
-// bitmap on the source node itself: no mirror_top filter node is
-// inserted, so filter-node-name is checked as QEMU would name the filter
-// and then names nothing minivmm shows.
+// its texts. The job (block/jobs/mirror.go) puts QEMU's mirror_top
+// filter node above the source (named filter-node-name, or #blockNNN)
+// and tracks the writes that reach the source with a dirty bitmap.
 
 var (
 	tMirrorSyncMode = enum("MirrorSyncMode", "top", "full", "none", "incremental", "bitmap")
@@ -83,7 +82,8 @@ func blockdevMirror(c *call, a Args) (any, error) {
 	}
 	d := &jobs.Mirror{Graph: g, Source: bs, Target: target, Sync: sync,
 		Granularity: mirrorGranularity(target, granularity), BufSize: bufSize,
-		TargetUser: targetUser(g, target)}
+		TargetUser: targetUser(g, target), Filter: true}
+	d.FilterName, _ = a.Str("filter-node-name")
 	d.OnSourceError, _ = a.Str("on-source-error")
 	d.OnTargetError, _ = a.Str("on-target-error")
 	spec := jobSpec(a, "mirror", devName)
@@ -94,7 +94,7 @@ func blockdevMirror(c *call, a Args) (any, error) {
 }
 
 // checkFilterName refuses a filter-node-name QEMU could not give the
-// filter node it makes (minivmm makes none: the name is only checked).
+// filter node a job makes, before the job exists.
 func checkFilterName(g *block.Graph, a Args) error {
 	if name, ok := a.Str("filter-node-name"); ok {
 		if err := g.CheckNewNodeName(name); err != nil {
@@ -137,16 +137,32 @@ func targetUser(g *block.Graph, target *block.Node) string {
 func (s *Server) mirrorBusy(nodes ...*block.Node) error {
 	for _, n := range nodes {
 		if j, ok := s.jobs.Busy(n.Name()); ok {
-			return genericError("Node '%s' is busy: block device is in use by block job: %s", n.Name(), j.Type())
+			return genericError("Node '%s' is busy: block device is in use by block job: %s", deviceOrNodeName(s.graph, n), j.Type())
 		}
 	}
 	return nil
 }
 
+// deviceOrNodeName is QEMU's bdrv_get_device_or_node_name: the name of
+// the backend n serves, or else n's node name.
+func deviceOrNodeName(g *block.Graph, n *block.Node) string {
+	for _, b := range g.Backends() {
+		if b.Node() == n && b.Name() != "" {
+			return b.Name()
+		}
+	}
+	return n.Name()
+}
+
 // snapshot runs snapshot actions unless one names a node a job holds:
 // QEMU's op blocker refuses it (a mirror would go on copying the old top
-// while the guest writes the overlay).
+// while the guest writes the overlay). As QEMU's transaction, it first
+// drains everything once (bdrv_drain_all), and refuses a busy node from
+// inside a drained section over it (the action's prepare): a job on the
+// node pauses twice (JOB_STATUS_CHANGE paused/standby and back) before
+// the refusal.
 func (s *Server) snapshot(actions []block.SnapshotAction) error {
+	s.graph.Drain()()
 	for _, a := range actions {
 		name := a.Node
 		if a.Sync != nil {
@@ -163,6 +179,7 @@ func (s *Server) snapshot(actions []block.SnapshotAction) error {
 			continue
 		}
 		if j, busy := s.jobs.Busy(n.Name()); busy {
+			n.Drain()()
 			return genericError("Node '%s' is busy: block device is in use by block job: %s", name, j.Type())
 		}
 	}

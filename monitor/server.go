@@ -73,6 +73,7 @@ type Server struct {
 func NewServer(fds *qemuopen.Registry, graph *block.Graph, vm *VM) *Server {
 	s := &Server{fds: fds, graph: graph, vm: vm, conns: map[*conn]struct{}{}}
 	s.jobs = jobs.NewManager(s.emitJobEvent)
+	graph.ObserveDrains(s.jobs.DrainObserver())
 	vm.OnStop(graph.Quiesce)
 	vm.emit = s.Emit
 	graph.OnCorruption(func(c block.Corruption) {

@@ -58,9 +58,19 @@ func blockStream(c *call, a Args) (any, error) {
 		}
 		base = n.Child("backing")
 	}
+	// QEMU's op blockers over the chain streamed, base excluded.
+	for n := bs; n != nil && n != base; n = n.Child("backing") {
+		if err := srv.mirrorBusy(n); err != nil {
+			return nil, err
+		}
+	}
 	backingFile, hasBackingFile := a.Str("backing-file")
 	if base == nil && hasBackingFile {
 		return nil, genericError("backing file specified, but streaming the entire chain")
+	}
+	if err := checkFilterName(g, a); err != nil {
+		// QEMU's stream_start words it through bdrv_insert_node.
+		return nil, genericError("Could not create node: %s", err.(*Error).Desc)
 	}
 	spec := jobSpec(a, "stream", devName)
 	spec.Device = device
@@ -68,6 +78,10 @@ func blockStream(c *call, a Args) (any, error) {
 	if base != nil {
 		spec.Nodes = spec.Nodes[:len(spec.Nodes)-1] // base is only read
 	}
-	_, err := srv.jobs.Start(spec, &jobs.Stream{Graph: g, Top: bs, Base: base, BackingFile: backingFile})
+	// QEMU's copy-on-read filter sits above the top while the job runs:
+	// the top's users move onto it.
+	filterName, _ := a.Str("filter-node-name")
+	_, err := srv.jobs.Start(spec, &jobs.Stream{Graph: g, Top: bs, Base: base, BackingFile: backingFile,
+		Filter: true, FilterName: filterName})
 	return nil, err
 }

@@ -67,12 +67,14 @@ func (vm *VM) Stop() {
 	defer vm.mu.Unlock()
 	if vm.state == StateRunning {
 		vm.state = StatePaused
+		// STOP goes out before the block layer drains, as QEMU's
+		// do_vm_stop sends it (the jobs the drain pauses follow it).
+		vm.emit("STOP", nil)
 		if vm.quiesce != nil {
 			// A flush error is not stop's to report; QEMU's vm_stop
 			// carries on too.
 			vm.quiesce()
 		}
-		vm.emit("STOP", nil)
 	}
 }
 

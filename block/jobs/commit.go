@@ -6,6 +6,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/engine"
+	"minivmm/block/filter"
 )
 
 // Commit is block-commit with an intermediate top (QEMU's commit job):
@@ -26,6 +27,12 @@ type Commit struct {
 	KeepChain bool
 	// OnProgress, if set, also gets the engine's progress.
 	OnProgress func(done, total int64)
+	// Filter: put QEMU's commit_top filter node above Top while the job
+	// runs (block-commit), named FilterName ("": a generated name).
+	Filter     bool
+	FilterName string
+
+	filter *block.Node
 
 	baseWasRO bool
 	hold      *block.Backend
@@ -51,8 +58,19 @@ func (c *Commit) Setup(j *Job) error {
 		return err
 	}
 	c.hold = hold
+	if c.Filter {
+		f, err := c.Graph.InsertFilter(c.Top, filter.CommitTop, c.FilterName)
+		if err != nil {
+			c.Clean(j)
+			return err
+		}
+		c.filter = f
+	}
 	return nil
 }
+
+// FilterNode is the job's filter node while it has one.
+func (c *Commit) FilterNode() *block.Node { return c.filter }
 
 // Run copies.
 func (c *Commit) Run(ctx context.Context, j *Job) error {
@@ -73,6 +91,13 @@ func (c *Commit) Abort(*Job)  {}
 
 // Clean gives up write access to Base and reopens it read-only if it was.
 func (c *Commit) Clean(*Job) {
+	if c.filter != nil {
+		// After Prepare the overlay's backing link goes past the
+		// filter: nothing uses it any more. After a failure or cancel,
+		// the overlay takes Top back.
+		c.Graph.RemoveFilter(c.filter)
+		c.filter = nil
+	}
 	if c.hold != nil {
 		c.Graph.Detach(c.hold)
 		c.hold = nil

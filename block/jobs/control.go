@@ -43,30 +43,67 @@ func (j *Job) setBusy(b bool) {
 }
 
 // PausePoint is the driver's yield point (QEMU's job_pause_point): while
-// the job is paused (by the user or an error stop) it waits there in
-// status paused (standby if it was ready). It returns ctx's error once
-// the job is cancelled.
+// the job is paused (by the user, an error stop or a drained section over
+// its nodes) it waits there in status paused (standby if it was ready).
+// It returns ctx's error once the job is cancelled.
 func (j *Job) PausePoint(ctx context.Context) error {
 	m := j.m
 	m.mu.Lock()
-	s0 := j.status
 	for j.pauseCount > 0 && !(j.cancelRequested && j.forceCancel) && ctx.Err() == nil {
-		if !j.inPause {
-			if s0 == Ready {
-				j.transitionLocked(Standby)
-			} else {
-				j.transitionLocked(Paused)
-			}
-			j.inPause, j.busy = true, false
-		}
+		j.pauseStatusLocked()
+		j.inPause, j.busy = true, false
 		m.cond.Wait()
 	}
 	if j.inPause {
 		j.inPause, j.busy = false, true
-		j.transitionLocked(s0)
 	}
+	j.unpauseStatusLocked()
 	m.mu.Unlock()
 	return ctx.Err()
+}
+
+// pauseStatusLocked moves a running or ready job to paused or standby,
+// remembering where it goes back to; m.mu held.
+func (j *Job) pauseStatusLocked() {
+	if j.paused || (j.status != Running && j.status != Ready) {
+		return
+	}
+	j.resumeTo = j.status
+	if j.status == Ready {
+		j.transitionLocked(Standby)
+	} else {
+		j.transitionLocked(Paused)
+	}
+	j.paused = true
+}
+
+// unpauseStatusLocked moves a paused job back to where it was; m.mu held.
+func (j *Job) unpauseStatusLocked() {
+	if !j.paused {
+		return
+	}
+	j.paused = false
+	j.transitionLocked(j.resumeTo)
+}
+
+// unpausedLocked is called when a pause ends (a resume, a drained
+// section's end): with no pause left the job goes back to its status at
+// once, as QEMU's job_resume re-enters the job before returning, and one
+// parked in PausePoint wakes. m.mu held.
+func (j *Job) unpausedLocked() {
+	if j.pauseCount == 0 {
+		j.unpauseStatusLocked()
+	}
+	j.kickLocked()
+}
+
+// waitUnpausedLocked holds the job's own status changes (ready, its
+// completion) while a drained section keeps it paused, as a QEMU job
+// cannot leave its pause point meanwhile; m.mu held.
+func (j *Job) waitUnpausedLocked() {
+	for j.paused && !j.inPause {
+		j.m.cond.Wait()
+	}
 }
 
 // Limit holds the job to its speed: it returns once n more bytes may be
@@ -97,6 +134,7 @@ func (j *Job) Ready() {
 	m := j.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	j.waitUnpausedLocked()
 	if j.status != Running {
 		return
 	}
@@ -184,6 +222,7 @@ func (j *Job) doCancel(force bool) {
 	if j.userPaused {
 		j.userPaused = false
 		j.pauseCount--
+		j.unpausedLocked()
 	}
 	j.cancelRequested = true
 	j.forceCancel = j.forceCancel || force
@@ -234,7 +273,7 @@ func (j *Job) Resume() error {
 	j.userPaused = false
 	j.ioStatus = "ok"
 	j.pauseCount--
-	j.kickLocked()
+	j.unpausedLocked()
 	return nil
 }
 

@@ -408,9 +408,12 @@ func TestCancelAtRandomPoints(t *testing.T) {
 		c := newChain(t, "")
 		want := readAll(t, c.top)
 		m := NewManager(nil)
-		var d Driver = &Commit{Graph: c.g, Top: c.mid, Base: c.base}
+		// Half of them with their QEMU filter node, which goes whatever
+		// the point.
+		filter := i%4 >= 2
+		var d Driver = &Commit{Graph: c.g, Top: c.mid, Base: c.base, Filter: filter}
 		if i%2 == 1 {
-			d = &Stream{Graph: c.g, Top: c.top, Base: c.base}
+			d = &Stream{Graph: c.g, Top: c.top, Base: c.base, Filter: filter}
 		}
 		j, err := m.Start(Spec{ID: "j", Type: "x", Speed: int64(rng.Intn(3)) * 16 * mib, AutoFinalize: true, AutoDismiss: true}, d)
 		if err != nil {
@@ -427,6 +430,14 @@ func TestCancelAtRandomPoints(t *testing.T) {
 		}
 		if !c.base.ReadOnly() {
 			t.Fatalf("%d: base left read-write", i)
+		}
+		for _, n := range c.g.Nodes() {
+			if n.IsFilter() {
+				t.Fatalf("%d: filter %s left in the graph", i, n.Name())
+			}
+		}
+		if c.w.Node() != c.top {
+			t.Fatalf("%d: the backend is on %s", i, nodeName(c.w.Node()))
 		}
 		if mo := fdModes(t, filepath.Join(c.dir, "base.qcow2")); mo["rw"] != 1 {
 			t.Fatalf("%d: base fds %v", i, mo)

@@ -88,6 +88,10 @@ type Job struct {
 	pauseCount      int // user pause and error stops
 	userPaused      bool
 	inPause         bool // parked in PausePoint
+	paused          bool // in paused or standby, going back to resumeTo
+	resumeTo        Status
+	drains          int // drained sections over the job's nodes
+	selfDrains      int // drained sections the job opened itself
 	busy            bool
 	cancelRequested bool
 	forceCancel     bool

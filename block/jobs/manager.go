@@ -163,6 +163,7 @@ func (j *Job) run() {
 func (j *Job) completed(err error) {
 	m := j.m
 	m.mu.Lock()
+	j.waitUnpausedLocked()
 	j.updateRCLocked(err)
 	if j.err != nil {
 		m.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/engine"
+	"minivmm/block/filter"
 )
 
 // Mirror is blockdev-mirror and active block-commit (QEMU's mirror job,
@@ -40,6 +41,13 @@ type Mirror struct {
 	// one): the job cannot start, as in QEMU, whose mirror target
 	// does not share consistent reads.
 	TargetUser string
+	// Filter: put QEMU's mirror_top filter node above Source while the
+	// job runs, named FilterName ("": a generated name); Source's
+	// backends and parents use it, and the switch moves them from it.
+	Filter     bool
+	FilterName string
+
+	filter *block.Node
 
 	mu       sync.Mutex
 	eng      *engine.Mirror
@@ -64,7 +72,25 @@ func (d *Mirror) Setup(j *Job) error {
 		return err
 	}
 	d.hold = hold
+	if d.Filter {
+		f, err := d.Graph.InsertFilter(d.Source, filter.MirrorTop, d.FilterName)
+		if err != nil {
+			d.Graph.Detach(hold)
+			d.hold = nil
+			return err
+		}
+		d.filter = f
+		j.AddNode(f.Name()) // the job's own node in QEMU: busy
+	}
 	return nil
+}
+
+// top is what the guest uses: the filter, or Source without one.
+func (d *Mirror) top() *block.Node {
+	if d.filter != nil {
+		return d.filter
+	}
+	return d.Source
 }
 
 // Run copies until converged and, once complete (or a soft cancel) is
@@ -81,9 +107,11 @@ func (d *Mirror) Run(ctx context.Context, j *Job) error {
 	o := engine.MirrorOptions{
 		Options: engine.Options{Limiter: j, Progress: j.Progress},
 		Sync:    d.Sync, Base: d.Base, Granularity: d.Granularity, BufSize: d.BufSize,
-		Ready:      j.Ready,
-		Stop:       func() bool { return d.complete.Load() || j.CancelRequested() },
-		Hold:       func() func() { return d.Graph.Hold(d.Source) },
+		Ready: j.Ready,
+		Stop:  func() bool { return d.complete.Load() || j.CancelRequested() },
+		Hold: func() func() {
+			return j.SelfDrain(func() func() { return d.Graph.Hold(d.top()) })
+		},
 		PausePoint: j.PausePoint,
 		OnError: func(source bool, err error) error {
 			policy, op := d.OnTargetError, "write"
@@ -155,7 +183,7 @@ func (d *Mirror) Prepare(j *Job) error {
 	}
 	// The guest's backend takes the job's write permission on Target
 	// over, so that Target's files stay open read-write throughout.
-	if err := d.Graph.Replace(d.Source, d.Target, d.hold); err != nil {
+	if err := d.Graph.Replace(d.top(), d.Target, d.hold); err != nil {
 		return err
 	}
 	d.pivoted = true
@@ -175,6 +203,12 @@ func (d *Mirror) Clean(*Job) {
 	d.mu.Unlock()
 	if release != nil {
 		release()
+	}
+	if d.filter != nil {
+		// Its users went to Target with the switch; otherwise they go
+		// back to Source.
+		d.Graph.RemoveFilter(d.filter)
+		d.filter = nil
 	}
 	if eng != nil {
 		eng.Close()

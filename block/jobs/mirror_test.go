@@ -320,7 +320,7 @@ func TestMirrorCancelAtRandom(t *testing.T) {
 			target, targetPath = newMirrorTarget(t, c)
 			var err error
 			j, err = m.Start(Spec{ID: "m", Type: "mirror", Speed: 16 * mib, AutoFinalize: true, AutoDismiss: true},
-				&Mirror{Graph: c.g, Source: c.top, Target: target, Sync: engine.SyncFull})
+				&Mirror{Graph: c.g, Source: c.top, Target: target, Sync: engine.SyncFull, Filter: i%4 == 1})
 			if err != nil {
 				t.Fatal(err)
 			}

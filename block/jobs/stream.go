@@ -5,6 +5,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/engine"
+	"minivmm/block/filter"
 )
 
 // Stream is block-stream (QEMU's stream job): what the images between
@@ -18,7 +19,13 @@ type Stream struct {
 	// BackingFile is the name written in Top's header for Base ("":
 	// Base's filename).
 	BackingFile string
+	// Filter: put QEMU's copy-on-read filter node above Top while the
+	// job runs (block-stream), named FilterName ("": a generated name).
+	// It passes requests through: the job copies everything anyway.
+	Filter     bool
+	FilterName string
 
+	filter    *block.Node
 	topWasRO  bool
 	hold      *block.Backend
 	endSerial func()
@@ -39,6 +46,16 @@ func (s *Stream) Setup(j *Job) error {
 		s.hold = hold
 	}
 	s.endSerial = s.Top.Serialise()
+	if s.Filter {
+		f, err := s.Graph.InsertFilter(s.Top, filter.CopyOnRead, s.FilterName)
+		if err != nil {
+			s.Clean(j)
+			return err
+		}
+		s.filter = f
+		// The job's own node in QEMU (its block_job_create's bs): busy.
+		j.AddNode(f.Name())
+	}
 	return nil
 }
 
@@ -58,6 +75,10 @@ func (s *Stream) Abort(*Job)  {}
 
 // Clean ends the serialising and the job's write access.
 func (s *Stream) Clean(*Job) {
+	if s.filter != nil {
+		s.Graph.RemoveFilter(s.filter)
+		s.filter = nil
+	}
 	if s.endSerial != nil {
 		s.endSerial()
 		s.endSerial = nil

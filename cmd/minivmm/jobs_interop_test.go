@@ -92,6 +92,10 @@ func TestBlockJobsLikeQEMU(t *testing.T) {
 		// A commit held at a crawl, then controlled.
 		`{"execute":"block-commit","arguments":{"job-id":"j","device":"top","top-node":"mid","base-node":"base","speed":1,"auto-finalize":false,"auto-dismiss":false}}`,
 		`fds`, `nodes`,
+		// The job's nodes are its children: not roots, and busy.
+		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top","top-node":"mid"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s","device":"top"}}`,
 		`{"execute":"block-commit","arguments":{"job-id":"j","device":"top2","top-node":"mid2"}}`,
 		`{"execute":"query-block-jobs"}`,
 		`{"execute":"query-jobs"}`,
@@ -140,6 +144,22 @@ func TestBlockJobsLikeQEMU(t *testing.T) {
 		`wait JOB_STATUS_CHANGE null`,
 		`fds`, `nodes`, `tree`,
 		`{"execute":"job-cancel","arguments":{"id":"s"}}`,
+
+		// A named filter: its name is taken, and it is a node like any.
+		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top","top-node":"mid","filter-node-name":"base"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c","device":"top","top-node":"mid","filter-node-name":"1x"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s","device":"top","filter-node-name":"base"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s","device":"top","filter-node-name":"1x"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s","device":"top","speed":1,"filter-node-name":"sf"}}`,
+		`nodes`,
+		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"sf","file":"midf"}}`,
+		`{"execute":"blockdev-del","arguments":{"node-name":"sf"}}`,
+		`{"execute":"block-stream","arguments":{"job-id":"s2","device":"sf"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c2","device":"sf"}}`,
+		`{"execute":"block-commit","arguments":{"job-id":"c2","device":"top"}}`,
+		`{"execute":"block-job-cancel","arguments":{"device":"s"}}`,
+		`wait JOB_STATUS_CHANGE null`,
+		`nodes`,
 	}
 	modes := map[string]int{"O_RDONLY": os.O_RDONLY, "O_RDWR": os.O_RDWR}
 	images := []string{"base", "mid", "top", "base2", "mid2", "top2"}
@@ -306,13 +326,9 @@ func jobNodes(r map[string]any) string {
 	var parts []string
 	for _, e := range list {
 		m := e.(map[string]any)
-		if strings.HasPrefix(m["node-name"].(string), "#") {
-			// QEMU's implicit filter above a running job's top
-			// (commit_top, copy-on-read); minivmm inserts none.
-			continue
-		}
 		img, _ := m["image"].(map[string]any)
-		p := m["node-name"].(string) + " ro=" + jsonString(m["ro"]) + " depth=" + jsonString(m["backing_file_depth"]) +
+		// The name of an implicit filter (commit_top) is made up.
+		p := generatedName.ReplaceAllString(m["node-name"].(string), "#block") + " drv=" + jsonString(m["drv"]) + " ro=" + jsonString(m["ro"]) + " depth=" + jsonString(m["backing_file_depth"]) +
 			" backing=" + jsonString(img["backing-filename"]) + " full=" + jsonString(img["full-backing-filename"])
 		for b, ok := img["backing-image"].(map[string]any); ok; b, ok = b["backing-image"].(map[string]any) {
 			f := jsonString(b["filename"])

@@ -1,0 +1,95 @@
+// Package filter is the block jobs' filter drivers: QEMU's commit_top
+// (and, by the same shape, mirror_top), a node a job puts above the
+// top of the chain it works on while it runs. A filter passes every
+// request to its one child, "backing", and holds nothing itself: it is
+// in the graph so that the graph reads as QEMU's does (query-named-
+// block-nodes lists it, the overlay's backing link goes through it, its
+// name is taken) and so that the job's end can take it out again.
+package filter
+
+import (
+	"minivmm/block"
+)
+
+// Drivers QEMU 7.2 names its job filters with.
+const (
+	CommitTop  = "commit_top"
+	MirrorTop  = "mirror_top"
+	CopyOnRead = "copy-on-read" // block-stream's; its child is "file"
+)
+
+func init() {
+	block.Register(&block.Driver{
+		Name:      CommitTop,
+		Options:   map[string]block.OptType{"backing": block.OptChild},
+		Required:  []string{"backing"},
+		Open:      open,
+		ChildPerm: childPerm,
+	})
+	// The filters that backends move onto have their child as "file",
+	// the link the graph counts a writer down (QEMU's mirror_top names
+	// it "backing"; only the graph's own bookkeeping sees the key).
+	for _, name := range []string{MirrorTop, CopyOnRead} {
+		block.Register(&block.Driver{
+			Name:      name,
+			Format:    true,
+			Open:      open,
+			ChildPerm: passPerm,
+		})
+	}
+}
+
+// passPerm: mirror_top and copy-on-read need of their child what their
+// own users need (QEMU's bdrv_default_perms for a filtered child).
+func passPerm(_ string, _ block.Options, _ bool, perm, shared block.Perms) (block.Perms, block.Perms) {
+	return perm, shared
+}
+
+// childPerm is QEMU's bdrv_commit_top_child_perm: the filter needs
+// nothing of its child and lets others do everything (the job takes
+// what it needs itself).
+func childPerm(string, block.Options, bool, block.Perms, block.Perms) (block.Perms, block.Perms) {
+	return 0, block.PermAll
+}
+
+type image struct {
+	child   *block.Node
+	backing bool // the child is "backing" (commit_top, mirror_top)
+}
+
+func open(o *block.OpenContext) (block.Image, error) {
+	if child := o.Child("backing"); child != nil {
+		return &image{child: child, backing: true}, nil
+	}
+	return &image{child: o.Child("file")}, nil
+}
+
+func (f *image) ReadAt(p []byte, off int64) (int, error)  { return f.child.ReadAt(p, off) }
+func (f *image) WriteAt(p []byte, off int64) (int, error) { return f.child.WriteAt(p, off) }
+func (f *image) Flush() error                             { return f.child.Flush() }
+func (f *image) Length() (int64, error)                   { return f.child.Length(), nil }
+func (f *image) Close() error                             { return nil }
+
+func (f *image) WriteZeroes(off, n int64, unmap bool) error {
+	return f.child.WriteZeroes(off, n, unmap)
+}
+
+func (f *image) Discard(off, n int64) error { return f.child.Discard(off, n) }
+
+// BlockStatus: a filter whose child is its "backing" allocates nothing,
+// so a chain walk goes on to the child, one layer down, as through
+// QEMU's filters. One over its "file" (mirror_top, copy-on-read) ends a
+// walk that follows backing links, so it answers for its child's whole
+// chain: allocated where a layer of it is, zeroes where none is.
+func (f *image) BlockStatus(off, n int64) (block.Status, int64, error) {
+	if f.backing {
+		st, l, err := f.child.BlockStatus(off, n)
+		return block.Status{Data: st.Data, Zero: st.Zero, Offset: -1}, l, err
+	}
+	cs, l, err := block.StatusAbove(f.child, nil, off, n)
+	return block.Status{Allocated: cs.Present, Data: cs.Data, Zero: cs.Zero, Depth: cs.Depth, Offset: -1}, l, err
+}
+
+// Filename is the child's, as QEMU's bdrv_refresh_filename gives a
+// filter.
+func (f *image) Filename() string { return f.child.Filename() }
