@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -63,6 +64,13 @@ type MirrorOptions struct {
 	// until release is called; the engine calls it for the final check.
 	// nil: the source is drained (Node.Drain).
 	Hold func() (release func())
+	// CopyUnderHold says Hold leaves the source itself readable (it
+	// stops the source's users — through a filter above it — not the
+	// source): what was written between the last check and the hold is
+	// then copied while held, so a guest that never pauses cannot keep
+	// block-job-complete waiting (QEMU's background mode retries until
+	// it finds a quiet moment, which a busy guest may never give).
+	CopyUnderHold bool
 	// PausePoint, if set, is called between steps (a paused job waits
 	// there); its error ends the mirror.
 	PausePoint func(ctx context.Context) error
@@ -171,7 +179,7 @@ func (m *Mirror) Run(ctx context.Context) (release func(), err error) {
 			start, n = m.bm.NextDirty(0, m.chunk)
 		}
 		if n > 0 {
-			if err := m.startOp(ctx, start, n); err != nil {
+			if err := m.startOp(ctx, start, n, true); err != nil {
 				return nil, err
 			}
 			cursor = start + n
@@ -206,6 +214,24 @@ func (m *Mirror) Run(ctx context.Context) (release func(), err error) {
 				// source, durably.
 				return release, nil
 			}
+			if m.o.CopyUnderHold {
+				err := m.copyHeld(ctx)
+				if err == nil {
+					return release, nil
+				}
+				release()
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				// A failed copy is in m.errs for the loop's error policy; a
+				// failed flush goes to it here.
+				if !errors.Is(err, errCopyFailed) {
+					if err := m.failed(false, err); err != nil {
+						return nil, err
+					}
+				}
+				continue
+			}
 			release()
 			continue
 		}
@@ -215,6 +241,49 @@ func (m *Mirror) Run(ctx context.Context) (release func(), err error) {
 		case <-time.After(mirrorIdlePoll):
 		}
 	}
+}
+
+func (m *Mirror) wait(ctx context.Context, n int64, limit bool) error {
+	if limit {
+		return m.o.wait(ctx, n)
+	}
+	return ctx.Err()
+}
+
+// errCopyFailed says a copy under the hold failed (its error is in
+// m.errs, for the loop's takeError) or the source changed meanwhile.
+var errCopyFailed = errors.New("mirror: a copy under the hold failed")
+
+// copyHeld copies every dirty range while the source's users are held,
+// then flushes the target: afterwards the target is the source, durably.
+func (m *Mirror) copyHeld(ctx context.Context) error {
+	for {
+		start, n := m.bm.NextDirty(0, m.chunk)
+		if n == 0 {
+			if !m.busy() {
+				break
+			}
+			if err := m.waitOne(ctx); err != nil {
+				m.waitAll()
+				return err
+			}
+			continue
+		}
+		if err := m.startOp(ctx, start, n, false); err != nil {
+			m.waitAll()
+			return err
+		}
+	}
+	m.mu.Lock()
+	failed := len(m.errs) > 0
+	m.mu.Unlock()
+	if failed || m.bm.Count() > 0 {
+		return errCopyFailed
+	}
+	if err := m.dst.Flush(); err != nil {
+		return fail(OpFlush, 0, err)
+	}
+	return nil
 }
 
 func (m *Mirror) hold() func() {
@@ -270,7 +339,9 @@ func (m *Mirror) progress() {
 
 // startOp copies [off, off+n) in the background, once no copy in flight
 // overlaps it and the buffer has room; its bits are cleared first.
-func (m *Mirror) startOp(ctx context.Context, off, n int64) error {
+// limit: wait for the rate limiter first (not under a hold, where the
+// guest waits too).
+func (m *Mirror) startOp(ctx context.Context, off, n int64, limit bool) error {
 	for {
 		m.mu.Lock()
 		overlap := false
@@ -297,7 +368,7 @@ func (m *Mirror) startOp(ctx context.Context, off, n int64) error {
 			return nil
 		}
 	}
-	if err := m.o.wait(ctx, n); err != nil {
+	if err := m.wait(ctx, n, limit); err != nil {
 		m.finishOp(span{off, n}, 0, nil)
 		m.bm.Set(off, n)
 		return err

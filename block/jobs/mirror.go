@@ -112,7 +112,9 @@ func (d *Mirror) Run(ctx context.Context, j *Job) error {
 		Hold: func() func() {
 			return j.SelfDrain(func() func() { return d.Graph.Hold(d.top()) })
 		},
-		PausePoint: j.PausePoint,
+		// Holding the filter leaves the source below it readable.
+		CopyUnderHold: d.filter != nil,
+		PausePoint:    j.PausePoint,
 		OnError: func(source bool, err error) error {
 			policy, op := d.OnTargetError, "write"
 			if source {
