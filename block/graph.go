@@ -334,7 +334,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 		return nil, err
 	}
 	img, err := drv.Open(&OpenContext{
-		NodeName: nodeName, Options: driverOpts, Writable: state.writable(0),
+		NodeName: nodeName, Options: driverOpts, Writable: state.writableFor(0),
 		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, children: children,
 		g: g, parentOpts: o, created: &created,
 	})
@@ -351,6 +351,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 		return nil, fmt.Errorf("Could not refresh total sector count: %s", strerror(err))
 	}
 	nn.img = img
+	nn.rw = state.writableFor(0)
 	nn.length.Store(length)
 	// Children the driver opened itself (a backing file) count now.
 	if err := g.refreshPerms(); err != nil {
@@ -583,7 +584,8 @@ func (b *Backend) Node() *Node { return b.node.Load() }
 
 // Attach makes a backend on node. Write permission is refused by a
 // read-only node and by one another user writes without sharing; an
-// auto-read-only node answers it by reopening read-write.
+// auto-read-only node answers it by reopening read-write (refreshPerms),
+// which fails the attach if its file cannot be opened so.
 func (g *Graph) Attach(name string, node *Node, perm Perm) (*Backend, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -661,8 +663,10 @@ func (g *Graph) Backends() []*Backend {
 	return out
 }
 
-// addWriter gives n (and, through it, its "file" child) one more writer,
-// reopening auto-read-only nodes read-write where this is the first.
+// addWriter gives n (and, through it, its "file" child) one more writer.
+// The writer count decides who may write a node and when a format writes
+// back what it holds; whether a node's fds are read-write follows its
+// permissions instead (refreshPerms, after the user is attached).
 func (g *Graph) addWriter(n *Node, share bool) error {
 	if n.state.readOnly {
 		return ErrReadOnly
@@ -675,14 +679,6 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 			return err
 		}
 	}
-	if n.writers.Load() == 0 && !n.state.writable(0) {
-		if err := g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 1}}); err != nil {
-			if f := n.children["file"]; f != nil {
-				g.dropWriter(f, share, "")
-			}
-			return err
-		}
-	}
 	n.writers.Add(1)
 	n.writeBackFailed = false
 	if share {
@@ -692,15 +688,14 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 }
 
 // dropWriter undoes addWriter; the last writer leaving a node lets its
-// driver write back what it held in memory (before the file child loses
-// write permission), and reopens an auto-read-only node read-only
-// (flushed first). device is the leaving writer's backend name, for the
-// OnWriteBackError listener.
+// driver write back what it held in memory, while its file child still
+// holds write access (the caller's releasePerms then reopens read-only
+// what no longer needs to write). device is the leaving writer's backend
+// name, for the OnWriteBackError listener.
 func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 	if share {
 		n.sharedWriters--
 	}
-	wasWritable := n.state.writable(n.writers.Load())
 	last := n.writers.Add(-1) == 0
 	var err error
 	if d, ok := n.img.(WriterDropper); ok && last {
@@ -712,11 +707,6 @@ func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 			n.writeBackFailed = true
 			g.reportWriteBack(WriteBackError{Device: device, Node: n.name, Err: e})
 		}
-	}
-	if last && !n.state.writable(0) {
-		// Going back to read-only cannot fail for want of an fd; if the
-		// flush fails the node stays read-write, which is safe.
-		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 0, wasWritable: wasWritable}})
 	}
 	if f := n.children["file"]; f != nil {
 		err = errors.Join(err, g.dropWriter(f, share, device))

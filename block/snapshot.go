@@ -299,9 +299,7 @@ func withChild(n *Node, key string, child *Node) reopenItem {
 	children[key] = child
 	opts, own := n.opts.Clone(), n.own.Clone()
 	opts[key], own[key] = child.name, child.name
-	writers := n.writers.Load()
-	return reopenItem{node: n, state: n.state, opts: opts, own: own, children: children,
-		writers: writers, wasWritable: n.state.writable(writers)}
+	return reopenItem{node: n, state: n.state, opts: opts, own: own, children: children}
 }
 
 // reopenReadOnly makes the old top read-only, with the children it
