@@ -33,6 +33,11 @@ type Graph struct {
 	onWriteBack  atomic.Pointer[func(WriteBackError)]
 
 	drivers map[string]*Driver // this graph's own (AddDriver), under mu
+
+	// holds counts the Holds not yet released; holdDone (on mu) is
+	// signalled at each release (pivot.go).
+	holds    int
+	holdDone sync.Cond
 }
 
 // Corruption is what a format driver found wrong in an image it was about
@@ -82,7 +87,9 @@ func (g *Graph) reportWriteBack(e WriteBackError) {
 
 // NewGraph returns an empty graph whose nodes open files through files.
 func NewGraph(files *qemuopen.Registry) *Graph {
-	return &Graph{files: files, nodes: map[string]*Node{}, backends: map[string]*Backend{}}
+	g := &Graph{files: files, nodes: map[string]*Node{}, backends: map[string]*Backend{}}
+	g.holdDone.L = &g.mu
+	return g
 }
 
 // Files is the registry the graph opens files with.
@@ -302,6 +309,9 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 			if child = g.nodes[ref]; child == nil {
 				return nil, fmt.Errorf("Cannot find device='%s' nor node-name='%s'", ref, ref)
 			}
+			if child.held {
+				return nil, errHeld(ref)
+			}
 		case Options:
 			if child, err = g.add(ref, o, true); err != nil {
 				return nil, err
@@ -476,6 +486,9 @@ func (g *Graph) Delete(name string) error {
 	if len(n.users) > 0 {
 		return fmt.Errorf("Node %s is in use", name)
 	}
+	if n.held {
+		return errHeld(name)
+	}
 	for _, p := range slices.SortedFunc(maps.Keys(n.parents), func(a, b *Node) int { return strings.Compare(a.name, b.name) }) {
 		if n.parents[p] == "backing" {
 			return fmt.Errorf("Node '%s' is busy: node is used as backing hd of '%s'", name, p.name)
@@ -574,6 +587,7 @@ type Backend struct {
 	perm Perm
 	seq  uint64
 	owns *Node // the node it was made with, which only it keeps open (a -drive's; pivot.go)
+	held bool  // a Hold has its io lock (under g.mu; pivot.go)
 }
 
 // Name is the backend's name (the -drive id), empty for anonymous ones.
@@ -591,6 +605,9 @@ func (g *Graph) Attach(name string, node *Node, perm Perm) (*Backend, error) {
 	defer g.mu.Unlock()
 	if name != "" && g.backends[name] != nil {
 		return nil, fmt.Errorf("Duplicate ID '%s' for drive", name)
+	}
+	if node.held {
+		return nil, errHeld(node.name)
 	}
 	g.seq++
 	b := &Backend{name: name, perm: perm, seq: g.seq}

@@ -27,6 +27,8 @@ type Node struct {
 	mu    sync.RWMutex
 	img   Image
 	state nodeState
+	// held: a Hold keeps the node drained (under g.mu; pivot.go).
+	held bool
 	// rw: the driver holds write access now (it was opened or last
 	// reopened writable); changes under g.mu and mu.
 	rw bool

@@ -57,6 +57,13 @@ func (g *Graph) Reopen(list []Options) error {
 	if err := checkNewChildren(items); err != nil {
 		return err
 	}
+	for _, it := range items {
+		for key, c := range it.children {
+			if c != it.node.children[key] && c.held {
+				return errHeld(c.name) // a new parent of a held node (pivot.go)
+			}
+		}
+	}
 	return g.reopenNodes(items)
 }
 

@@ -221,6 +221,13 @@ func backingBusy(n *Node) error {
 func (g *Graph) switchToOverlays(moves []snapshotMove) (err error) {
 	var olds []*Node
 	for _, m := range moves {
+		// A Hold keeps these still until its holder's switch, which needs
+		// g.mu: waiting for it here would deadlock (pivot.go).
+		if m.old.held || m.overlay.held || slices.ContainsFunc(m.old.users, func(b *Backend) bool { return b.held }) {
+			return errHeld(m.old.name)
+		}
+	}
+	for _, m := range moves {
 		olds = append(olds, m.old)
 		// The backends' requests in flight end, and new ones wait for
 		// the overlay (backend_io.go).
