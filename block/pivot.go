@@ -46,6 +46,14 @@ import (
 //     g.mu go while it waits), holding nothing.
 // release takes g.mu: it must not be called with g.mu held (no graph
 // method calls it; block jobs call it from their own goroutines).
+//
+// For block jobs (and their filter nodes): call graph methods only from
+// the job's goroutine with none of the job's copies in flight (a request
+// waiting on a copy in serialise.go sits inside a drained node's count,
+// and the graph method may drain that node under g.mu); insert or remove
+// a filter above a node before Hold or after release, never between (a
+// held node takes no new parent); and release every Hold before the
+// job's last graph change (Detach of its backend, SetReadOnly).
 
 // Hold holds n still for a switch: the requests its backends have in
 // flight end and new ones wait (their io locks, as a snapshot's switch
