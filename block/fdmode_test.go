@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -72,4 +73,31 @@ func TestAutoReadOnlyFollowsPermissions(t *testing.T) {
 	if out := qemuTool(t, "qemu-img", "check", path); !containsLine(out, "No errors were found on the image.") {
 		t.Fatalf("qemu-img check: %s", out)
 	}
+}
+
+// TestFailingFlushDoesNotStickTheGraph: an auto-read-only node whose
+// flush fails as its writer leaves stays read-write (safe), and later
+// permission changes elsewhere in the graph still go through, instead of
+// failing on the same flush each time.
+func TestFailingFlushDoesNotStickTheGraph(t *testing.T) {
+	name := "failflush-sticky-" + t.Name()
+	block.Register(&block.Driver{Name: name, Format: true, Open: func(o *block.OpenContext) (block.Image, error) {
+		return failingFlush{&probeImage{file: o.Child("file"), flushes: new(atomic.Int32)}}, nil
+	}})
+	g, _ := fixture(t)
+	n := mustAdd(t, g, opts(t, `{"driver":%q,"node-name":"x","auto-read-only":true,"file":{"driver":"file","filename":%q}}`, name, image(t, 4096)))
+	b, err := g.Attach("", n, block.Perm{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.WriteAt(make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
+	}
+	g.Detach(b)
+	other := mustAdd(t, g, opts(t, `{"driver":"file","node-name":"o","filename":%q}`, image(t, 4096)))
+	r, err := g.Attach("", other, block.Perm{Write: true})
+	if err != nil {
+		t.Fatalf("an unrelated attach after a failed flush: %v", err)
+	}
+	g.Detach(r)
 }

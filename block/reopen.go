@@ -267,6 +267,7 @@ func (g *Graph) transact(items []reopenItem, checked bool) error {
 		return err
 	}
 	listed := view().items
+	explicit := len(items)
 	for _, n := range plan.order {
 		if listed[n] != nil || n.img == nil { // (n.img: not yet open, being added)
 			continue
@@ -292,10 +293,18 @@ func (g *Graph) transact(items []reopenItem, checked bool) error {
 	// Nodes losing write access are flushed while they still have it,
 	// parents before children, as QEMU's bdrv_reopen_multiple does
 	// before preparing any.
-	for _, it := range items {
+	for i := 0; i < len(items); i++ {
+		it := items[i]
 		if it.node.rw && !writable(it) {
 			if err := it.node.flush(); err != nil {
-				return reopenFlushError{err}
+				if i < explicit {
+					return reopenFlushError{err}
+				}
+				// A node that only follows its permissions and cannot
+				// flush stays read-write, which is safe; the change that
+				// took its write permission away still goes through.
+				items = slices.Delete(items, i, i+1)
+				i--
 			}
 		}
 	}
