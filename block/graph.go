@@ -34,6 +34,11 @@ type Graph struct {
 	onDrain      atomic.Pointer[DrainObserver] // drainobserver.go
 
 	drivers map[string]*Driver // this graph's own (AddDriver), under mu
+
+	// holds counts the Holds not yet released; holdDone (on mu) is
+	// signalled at each release (pivot.go).
+	holds    int
+	holdDone sync.Cond
 }
 
 // Corruption is what a format driver found wrong in an image it was about
@@ -83,7 +88,9 @@ func (g *Graph) reportWriteBack(e WriteBackError) {
 
 // NewGraph returns an empty graph whose nodes open files through files.
 func NewGraph(files *qemuopen.Registry) *Graph {
-	return &Graph{files: files, nodes: map[string]*Node{}, backends: map[string]*Backend{}}
+	g := &Graph{files: files, nodes: map[string]*Node{}, backends: map[string]*Backend{}}
+	g.holdDone.L = &g.mu
+	return g
 }
 
 // Files is the registry the graph opens files with.
@@ -303,6 +310,9 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 			if child = g.nodes[ref]; child == nil {
 				return nil, fmt.Errorf("Cannot find device='%s' nor node-name='%s'", ref, ref)
 			}
+			if child.held {
+				return nil, errHeld(ref)
+			}
 		case Options:
 			if child, err = g.add(ref, o, true); err != nil {
 				return nil, err
@@ -335,7 +345,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 		return nil, err
 	}
 	img, err := drv.Open(&OpenContext{
-		NodeName: nodeName, Options: driverOpts, Writable: state.writable(0),
+		NodeName: nodeName, Options: driverOpts, Writable: state.writableFor(0),
 		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, children: children,
 		g: g, parentOpts: o, created: &created,
 	})
@@ -352,6 +362,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 		return nil, fmt.Errorf("Could not refresh total sector count: %s", strerror(err))
 	}
 	nn.img = img
+	nn.rw = state.writableFor(0)
 	nn.length.Store(length)
 	// Children the driver opened itself (a backing file) count now.
 	if err := g.refreshPerms(); err != nil {
@@ -476,6 +487,9 @@ func (g *Graph) Delete(name string) error {
 	if len(n.users) > 0 {
 		return fmt.Errorf("Node %s is in use", name)
 	}
+	if n.held {
+		return errHeld(name)
+	}
 	for _, p := range slices.SortedFunc(maps.Keys(n.parents), func(a, b *Node) int { return strings.Compare(a.name, b.name) }) {
 		if n.parents[p] == "backing" {
 			return fmt.Errorf("Node '%s' is busy: node is used as backing hd of '%s'", name, p.name)
@@ -574,6 +588,7 @@ type Backend struct {
 	perm Perm
 	seq  uint64
 	owns *Node // the node it was made with, which only it keeps open (a -drive's; pivot.go)
+	held bool  // a Hold has its io lock (under g.mu; pivot.go)
 }
 
 // Name is the backend's name (the -drive id), empty for anonymous ones.
@@ -584,12 +599,16 @@ func (b *Backend) Node() *Node { return b.node.Load() }
 
 // Attach makes a backend on node. Write permission is refused by a
 // read-only node and by one another user writes without sharing; an
-// auto-read-only node answers it by reopening read-write.
+// auto-read-only node answers it by reopening read-write (refreshPerms),
+// which fails the attach if its file cannot be opened so.
 func (g *Graph) Attach(name string, node *Node, perm Perm) (*Backend, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if name != "" && g.backends[name] != nil {
 		return nil, fmt.Errorf("Duplicate ID '%s' for drive", name)
+	}
+	if node.held {
+		return nil, errHeld(node.name)
 	}
 	g.seq++
 	b := &Backend{name: name, perm: perm, seq: g.seq}
@@ -662,8 +681,10 @@ func (g *Graph) Backends() []*Backend {
 	return out
 }
 
-// addWriter gives n (and, through it, its "file" child) one more writer,
-// reopening auto-read-only nodes read-write where this is the first.
+// addWriter gives n (and, through it, its "file" child) one more writer.
+// The writer count decides who may write a node and when a format writes
+// back what it holds; whether a node's fds are read-write follows its
+// permissions instead (refreshPerms, after the user is attached).
 func (g *Graph) addWriter(n *Node, share bool) error {
 	if n.state.readOnly {
 		return ErrReadOnly
@@ -676,14 +697,6 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 			return err
 		}
 	}
-	if n.writers.Load() == 0 && !n.state.writable(0) {
-		if err := g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 1}}); err != nil {
-			if f := n.children["file"]; f != nil {
-				g.dropWriter(f, share, "")
-			}
-			return err
-		}
-	}
 	n.writers.Add(1)
 	n.writeBackFailed = false
 	if share {
@@ -693,15 +706,14 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 }
 
 // dropWriter undoes addWriter; the last writer leaving a node lets its
-// driver write back what it held in memory (before the file child loses
-// write permission), and reopens an auto-read-only node read-only
-// (flushed first). device is the leaving writer's backend name, for the
-// OnWriteBackError listener.
+// driver write back what it held in memory, while its file child still
+// holds write access (the caller's releasePerms then reopens read-only
+// what no longer needs to write). device is the leaving writer's backend
+// name, for the OnWriteBackError listener.
 func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 	if share {
 		n.sharedWriters--
 	}
-	wasWritable := n.state.writable(n.writers.Load())
 	last := n.writers.Add(-1) == 0
 	var err error
 	if d, ok := n.img.(WriterDropper); ok && last {
@@ -713,11 +725,6 @@ func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 			n.writeBackFailed = true
 			g.reportWriteBack(WriteBackError{Device: device, Node: n.name, Err: e})
 		}
-	}
-	if last && !n.state.writable(0) {
-		// Going back to read-only cannot fail for want of an fd; if the
-		// flush fails the node stays read-write, which is safe.
-		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 0, wasWritable: wasWritable}})
 	}
 	if f := n.children["file"]; f != nil {
 		err = errors.Join(err, g.dropWriter(f, share, device))

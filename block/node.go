@@ -27,6 +27,11 @@ type Node struct {
 	mu    sync.RWMutex
 	img   Image
 	state nodeState
+	// held: a Hold keeps the node drained (under g.mu; pivot.go).
+	held bool
+	// rw: the driver holds write access now (it was opened or last
+	// reopened writable); changes under g.mu and mu.
+	rw bool
 
 	length  atomic.Int64
 	writers atomic.Int32 // users holding write permission
@@ -78,10 +83,16 @@ type nodeState struct {
 	detectZeroes string // "off" | "on" | "unmap"
 }
 
-// writable is whether the driver should hold write access: read-write
-// nodes always, auto-read-only ones only while someone writes.
-func (s nodeState) writable(writers int32) bool {
-	return !s.readOnly && (!s.autoReadOnly || writers > 0)
+// writableFor is whether the driver should hold write access when its
+// parents and users need perm of it: read-write nodes always,
+// auto-read-only ones only while something takes a permission that
+// writes (QEMU's file-posix with dynamic auto-read-only: raw_parse_flags
+// reopens read-write when write, write-unchanged or resize is taken).
+// A read-write format takes write on its file child whether or not
+// anyone writes through it (StoragePerms), so its file is held O_RDWR
+// from the moment the format is added, as in QEMU.
+func (s nodeState) writableFor(perm Perms) bool {
+	return !s.readOnly && (!s.autoReadOnly || perm&(PermWrite|PermWriteUnchanged|PermResize) != 0)
 }
 
 // OpenContext is what a driver's Open gets.

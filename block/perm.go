@@ -315,30 +315,37 @@ func (plan *permPlan) record() {
 	}
 }
 
-// refreshPerms gives every node what its parents and users need now; on
-// error nothing changed. g.mu must be held.
-func (g *Graph) refreshPerms() error { return g.applyPerms(true) }
-
-func (g *Graph) applyPerms(checked bool) error {
-	plan, err := g.planPerms(permView{}, checked)
-	if err != nil {
-		return err
-	}
-	pendings, err := plan.preparePerms(nil)
-	if err != nil {
-		return err
-	}
-	for _, p := range pendings {
-		p.Commit()
-	}
-	plan.record()
-	return nil
-}
+// refreshPerms gives every node what its parents and users need now,
+// reopening the auto-read-only nodes whose write access that changes
+// (through the one reopen transaction); on error nothing changed. g.mu
+// must be held.
+func (g *Graph) refreshPerms() error { return g.transact(nil, true) }
 
 // releasePerms is refreshPerms after something was taken away (a node, a
 // parent, a user): it only gives up permissions, which cannot conflict.
+// An auto-read-only node that cannot go back to read-only (its flush
+// failed) stays read-write, which is safe: the permissions go all the
+// same.
 func (g *Graph) releasePerms() {
-	g.applyPerms(false)
+	if g.transact(nil, false) == nil {
+		return
+	}
+	plan, _ := g.planPerms(permView{}, false)
+	skip := map[*Node]*reopenItem{}
+	for _, n := range plan.order {
+		if n.img != nil && n.state.writableFor(plan.perm[n]) != n.rw {
+			skip[n] = &reopenItem{} // keeps the locks it holds, as its fds
+		}
+	}
+	pendings, _ := plan.preparePerms(skip)
+	for _, p := range pendings {
+		p.Commit()
+	}
+	for _, n := range plan.order {
+		if skip[n] == nil {
+			n.perm, n.shared = plan.perm[n], plan.share[n]
+		}
+	}
 }
 
 // Perms is what a node holds: what its parents and users need of it,

@@ -13,27 +13,91 @@ import (
 // source is held still while the job makes sure nothing is left to
 // copy, and then every user of the source moves onto the target (QEMU's
 // bdrv_replace_node), before anything else may reach either.
+//
+// Lock order. Every goroutine takes these in this order, outermost first,
+// and never one above a lock it holds:
+//
+//  1. the graph lock, g.mu;
+//  2. a backend's io lock, b.io, for writing (a snapshot's switch, a
+//     Hold): only with g.mu held;
+//  3. node drains (gate.begin, drainNodes): begun with g.mu held, in
+//     drainOrder (parents before children); a drain is shared, not
+//     exclusive, so draining a node already drained only waits for
+//     requests in flight, of which there are none;
+//  4. a node's own lock, n.mu (a reopen's commit; IO holds it shared).
+//
+// Requests take b.io shared, then the gates of the nodes they pass, then
+// n.mu shared, and never g.mu; so a drain or an io lock taken under g.mu
+// waits only for requests, which wait for nothing g.mu guards.
+//
+// Hold is the one exception: it keeps the io locks and drains it took
+// under g.mu after letting g.mu go, until release, and in between its
+// holder takes g.mu again (Replace). To keep that from deadlocking,
+// nothing done under g.mu may wait for what a Hold keeps:
+//   - a held backend's io lock (Backend.held): a snapshot of its node is
+//     refused (errHeld) rather than waiting for it;
+//   - a request waiting at a held node's gate while counted in another
+//     node's in-flight count, which a drain under g.mu would wait for:
+//     only a parent or user added after the Hold could do that (the Hold
+//     drained every ancestor it had), so a held node takes no new parent
+//     (Add, Reopen, Snapshot) and no new user (Attach), and is not
+//     deleted, until release;
+//   - a second Hold waits for the first's release (holdDone, which lets
+//     g.mu go while it waits), holding nothing.
+// release takes g.mu: it must not be called with g.mu held (no graph
+// method calls it; block jobs call it from their own goroutines).
+//
+// For block jobs (and their filter nodes): call graph methods only from
+// the job's goroutine with none of the job's copies in flight (a request
+// waiting on a copy in serialise.go sits inside a drained node's count,
+// and the graph method may drain that node under g.mu); insert or remove
+// a filter above a node before Hold or after release, never between (a
+// held node takes no new parent); and release every Hold before the
+// job's last graph change (Detach of its backend, SetReadOnly).
 
 // Hold holds n still for a switch: the requests its backends have in
 // flight end and new ones wait (their io locks, as a snapshot's switch
 // takes them), then n and every node above it is drained. Nothing
 // reaches n until release is called; n's children still serve the
-// holder (a mirror flushing its target, which may be below n).
+// holder (a mirror flushing its target, which may be below n). See the
+// lock order above for what the graph refuses meanwhile.
 func (g *Graph) Hold(n *Node) (release func()) {
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	for g.holds > 0 {
+		g.holdDone.Wait()
+	}
 	users := slices.Clone(n.users)
 	nodes := drainOrder([]*Node{n})
-	g.mu.Unlock()
 	for _, b := range users {
 		b.io.Lock()
+		b.held = true
 	}
 	end := drainNodes(nodes)
+	for _, m := range nodes {
+		m.held = true
+	}
+	g.holds++
 	return sync.OnceFunc(func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		for _, m := range nodes {
+			m.held = false
+		}
 		end()
 		for _, b := range slices.Backward(users) {
+			b.held = false
 			b.io.Unlock()
 		}
+		g.holds--
+		g.holdDone.Broadcast()
 	})
+}
+
+// errHeld refuses what would wait for a Hold (see the lock order): the
+// node is being switched by a block job.
+func errHeld(name string) error {
+	return fmt.Errorf("Node '%s' is busy: block device is in use by block job: mirror", name)
 }
 
 // AttachOwning is Attach for a backend that owns node (QEMU's -drive,

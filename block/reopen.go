@@ -14,11 +14,6 @@ type reopenItem struct {
 	opts     Options // in force after the reopen
 	own      Options // as given (before inheriting)
 	children map[string]*Node
-	writers  int32 // the writer count the new state is for
-	// wasWritable: the driver held write access before the change (taken
-	// before any writer count moved), so that a node losing it is
-	// flushed first.
-	wasWritable bool
 }
 
 // Reopen reopens a list of nodes as one transaction (blockdev-reopen):
@@ -61,6 +56,13 @@ func (g *Graph) Reopen(list []Options) error {
 	}
 	if err := checkNewChildren(items); err != nil {
 		return err
+	}
+	for _, it := range items {
+		for key, c := range it.children {
+			if c != it.node.children[key] && c.held {
+				return errHeld(c.name) // a new parent of a held node (pivot.go)
+			}
+		}
 	}
 	return g.reopenNodes(items)
 }
@@ -231,25 +233,78 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 	if writers > 0 && state.readOnly {
 		return nil, fmt.Errorf("Cannot make node '%s' read-only: it is in use for writing", n.name)
 	}
-	self := reopenItem{node: n, state: state, opts: opts, own: own, children: children, writers: writers,
-		wasWritable: n.state.writable(writers)}
+	self := reopenItem{node: n, state: state, opts: opts, own: own, children: children}
 	return append([]reopenItem{self}, below...), nil
 }
 
 // reopenNodes prepares every item, then commits all or aborts all. This
-// is the one path for blockdev-reopen and for internal reopens (a writer
-// arriving at an auto-read-only node). g.mu must be held. The nodes are
-// drained throughout: no request runs between the flush of a node losing
-// write access and the commit, nor sees half a transaction.
-func (g *Graph) reopenNodes(items []reopenItem) error {
+// is the one path for blockdev-reopen and for internal reopens, and the
+// only thing that changes a node's fds: a node whose write access
+// follows its permissions (auto-read-only) and would now hold it, or
+// lose it, is reopened in the same transaction, its options unchanged.
+// g.mu must be held. The nodes are drained throughout: no request runs
+// between the flush of a node losing write access and the commit, nor
+// sees half a transaction.
+func (g *Graph) reopenNodes(items []reopenItem) error { return g.transact(items, true) }
+
+// transact is reopenNodes; unchecked, it only gives permissions up
+// (releasePerms), which cannot conflict.
+func (g *Graph) transact(items []reopenItem, checked bool) error {
+	items = slices.Clone(items)
+	view := func() permView {
+		v := permView{items: map[*Node]*reopenItem{}}
+		for i := range items {
+			v.items[items[i].node] = &items[i]
+		}
+		return v
+	}
+	// What every node needs after the transaction, checked as QEMU's
+	// bdrv_reopen_multiple does before anything commits: reopened drivers
+	// get theirs in the request, the other nodes whose parents change
+	// theirs prepared here.
+	plan, err := g.planPerms(view(), checked)
+	if err != nil {
+		return err
+	}
+	listed := view().items
+	explicit := len(items)
+	for _, n := range plan.order {
+		if listed[n] != nil || n.img == nil { // (n.img: not yet open, being added)
+			continue
+		}
+		if n.state.writableFor(plan.perm[n]) != n.rw {
+			items = append(items, reopenItem{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children})
+		}
+	}
+	if len(items) == 0 {
+		pendings, err := plan.preparePerms(nil)
+		if err != nil {
+			return err
+		}
+		for _, p := range pendings {
+			p.Commit()
+		}
+		plan.record()
+		return nil
+	}
 	end := drainNodes(drainOrder(reopenTops(items)))
 	defer end()
+	writable := func(it reopenItem) bool { return it.state.writableFor(plan.perm[it.node]) }
 	// Nodes losing write access are flushed while they still have it,
-	// as QEMU's bdrv_reopen_multiple does before preparing any.
-	for _, it := range items {
-		if it.wasWritable && !it.state.writable(it.writers) {
+	// parents before children, as QEMU's bdrv_reopen_multiple does
+	// before preparing any.
+	for i := 0; i < len(items); i++ {
+		it := items[i]
+		if it.node.rw && !writable(it) {
 			if err := it.node.flush(); err != nil {
-				return reopenFlushError{err}
+				if i < explicit {
+					return reopenFlushError{err}
+				}
+				// A node that only follows its permissions and cannot
+				// flush stays read-write, which is safe; the change that
+				// took its write permission away still goes through.
+				items = slices.Delete(items, i, i+1)
+				i--
 			}
 		}
 	}
@@ -261,22 +316,11 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 	if err != nil {
 		return err
 	}
-	// What every node needs after the transaction, checked as QEMU's
-	// bdrv_reopen_multiple does before anything commits: reopened drivers
-	// get theirs in the request, the other nodes whose parents change
-	// theirs prepared here.
-	view := permView{items: map[*Node]*reopenItem{}}
 	reopeners := map[*Node]*reopenItem{}
 	for i := range items {
-		view.items[items[i].node] = &items[i]
 		if _, ok := items[i].node.img.(Reopener); ok {
 			reopeners[items[i].node] = &items[i]
 		}
-	}
-	plan, err := g.planPerms(view, true)
-	if err != nil {
-		moved.undo(g)
-		return err
 	}
 	permPendings, err := plan.preparePerms(reopeners)
 	if err != nil {
@@ -307,7 +351,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 			}
 		}
 		p, err := r.PrepareReopen(&ReopenRequest{
-			Writable: it.state.writable(it.writers), Direct: it.state.direct, NoFlush: it.state.noFlush,
+			Writable: writable(it), Direct: it.state.direct, NoFlush: it.state.noFlush,
 			Options: driverOpts, Files: g.files, Children: it.children,
 			Perm: plan.perm[it.node], Shared: plan.share[it.node],
 		})
@@ -324,6 +368,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		if pendings[i] != nil {
 			pendings[i].Commit()
 		}
+		n.rw = writable(it)
 		n.state = it.state
 		n.opts, n.own = it.opts, it.own
 		olds[i] = n.children
@@ -336,6 +381,7 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 		p.Commit()
 	}
 	plan.record()
+	var dropped bool
 	for i, it := range items {
 		n, old := it.node, olds[i]
 		for key, c := range it.children {
@@ -350,11 +396,17 @@ func (g *Graph) reopenNodes(items []reopenItem) error {
 				moved.release(g, n, c)
 				delete(c.parents, n)
 				delete(c.attached, n)
+				dropped = true
 				if c.implicit && len(c.parents) == 0 {
 					g.remove(c)
 				}
 			}
 		}
+	}
+	if dropped {
+		// An old child kept by another parent may need less now (an
+		// auto-read-only file going back to read-only).
+		g.releasePerms()
 	}
 	return nil
 }

@@ -221,6 +221,13 @@ func backingBusy(n *Node) error {
 func (g *Graph) switchToOverlays(moves []snapshotMove) (err error) {
 	var olds []*Node
 	for _, m := range moves {
+		// A Hold keeps these still until its holder's switch, which needs
+		// g.mu: waiting for it here would deadlock (pivot.go).
+		if m.old.held || m.overlay.held || slices.ContainsFunc(m.old.users, func(b *Backend) bool { return b.held }) {
+			return errHeld(m.old.name)
+		}
+	}
+	for _, m := range moves {
 		olds = append(olds, m.old)
 		// The backends' requests in flight end, and new ones wait for
 		// the overlay (backend_io.go).
@@ -299,9 +306,7 @@ func withChild(n *Node, key string, child *Node) reopenItem {
 	children[key] = child
 	opts, own := n.opts.Clone(), n.own.Clone()
 	opts[key], own[key] = child.name, child.name
-	writers := n.writers.Load()
-	return reopenItem{node: n, state: n.state, opts: opts, own: own, children: children,
-		writers: writers, wasWritable: n.state.writable(writers)}
+	return reopenItem{node: n, state: n.state, opts: opts, own: own, children: children}
 }
 
 // reopenReadOnly makes the old top read-only, with the children it
