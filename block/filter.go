@@ -22,8 +22,32 @@ import (
 // stays counted on n, which its writes still reach. On error nothing
 // has changed.
 func (g *Graph) InsertFilter(n *Node, drv, name string) (*Node, error) {
+	// The filter is opened before the hold (a held node takes no new
+	// parent: see the lock order in pivot.go); with nothing using it
+	// yet, it is idle until its parents and backends move onto it.
+	f, err := g.addFilter(n, drv, name)
+	if err != nil {
+		return nil, err
+	}
 	release := g.Hold(n)
 	defer release()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.nodes[f.name] != f {
+		return nil, fmt.Errorf("Cannot find device='%s' nor node-name='%s'", f.name, f.name)
+	}
+	if err := g.moveParents(n, f); err != nil {
+		g.remove(f)
+		g.releasePerms()
+		return nil, err
+	}
+	g.moveUsers(n, f)
+	g.releasePerms()
+	return f, nil
+}
+
+// addFilter opens InsertFilter's node over n, used by nothing yet.
+func (g *Graph) addFilter(n *Node, drv, name string) (*Node, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	key := "backing"
@@ -42,13 +66,6 @@ func (g *Graph) InsertFilter(n *Node, drv, name string) (*Node, error) {
 		return nil, err
 	}
 	f.filter = true
-	if err := g.moveParents(n, f); err != nil {
-		g.remove(f)
-		g.releasePerms()
-		return nil, err
-	}
-	g.moveUsers(n, f)
-	g.releasePerms()
 	return f, nil
 }
 
