@@ -13,15 +13,15 @@ const (
 	flagFixedNewstyle = 1 << 0
 	flagNoZeroes      = 1 << 1
 
-	optExportName       = 1
-	optAbort            = 2
-	optList             = 3
-	optStartTLS         = 5
-	optInfo             = 6
-	optGo               = 7
-	optStructuredReply  = 8
-	optListMetaContext  = 9
-	optSetMetaContext   = 10
+	optExportName      = 1
+	optAbort           = 2
+	optList            = 3
+	optStartTLS        = 5
+	optInfo            = 6
+	optGo              = 7
+	optStructuredReply = 8
+	optListMetaContext = 9
+	optSetMetaContext  = 10
 
 	repAck         = 1
 	repServer      = 2
