@@ -202,11 +202,11 @@ func (c *client) request(typ, flags uint16, handle, off uint64, length uint32, p
 
 // chunk is one reply to a request, simple or a structured chunk.
 type chunk struct {
-	simple      bool
-	flags, typ  uint16
-	handle      uint64
-	errno       uint32 // simple replies'
-	data        []byte // structured chunks'
+	simple     bool
+	flags, typ uint16
+	handle     uint64
+	errno      uint32 // simple replies'
+	data       []byte // structured chunks'
 }
 
 func (c *client) chunk() chunk {

@@ -26,7 +26,6 @@ func feed(t *testing.T, svc *Service, in []byte) {
 	}
 }
 
-
 // handshakeSeed is a valid negotiation up to transmission.
 func handshakeSeed() []byte {
 	p := binary.BigEndian.AppendUint32(nil, flagFixedNewstyle|flagNoZeroes)

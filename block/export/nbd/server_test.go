@@ -71,12 +71,12 @@ func TestTransmission(t *testing.T) {
 	}
 	// Errors: each request answered, the connection going on.
 	for _, tt := range []struct {
-		name        string
-		typ, flags  uint16
-		off         uint64
-		length      uint32
-		payload     []byte
-		errno       uint32
+		name       string
+		typ, flags uint16
+		off        uint64
+		length     uint32
+		payload    []byte
+		errno      uint32
 	}{
 		{"read past EOF", cmdRead, 0, 1 << 20, 1, nil, errInval},
 		{"read too long", cmdRead, 0, 0, maxPayload + 1, nil, errInval},
