@@ -335,9 +335,21 @@ func parseSocketAddr(a *kvVisitor) (network, address string, err error) {
 		if err != nil {
 			return "", "", err
 		}
-		return "tcp", net.JoinHostPort(host, port), a.done()
+		network := "tcp"
+		if _, err := a.boolean("numeric"); err != nil {
+			return "", "", err
+		}
+		for _, k := range []string{"ipv4", "ipv6"} {
+			if b, err := a.boolean(k); err != nil {
+				return "", "", err
+			} else if b {
+				network = "tcp" + k[3:]
+			}
+		}
+		return network, net.JoinHostPort(host, port), a.done()
 	case "vsock", "fd":
 		return "", "", fmt.Errorf("minivmm's NBD server listens on unix or inet sockets, not %s", typ)
 	}
-	return "", "", fmt.Errorf("Parameter '%s' does not accept value '%s'", a.name("type"), typ)
+	// QEMU names the discriminator without its prefix here.
+	return "", "", fmt.Errorf("Parameter 'type' does not accept value '%s'", typ)
 }

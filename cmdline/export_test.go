@@ -103,7 +103,7 @@ func TestParseNBDServer(t *testing.T) {
 		{in: "addr.type=unix", err: "Parameter 'addr.path' is missing"},
 		{in: "max-connections=1", err: "Parameter 'addr' is missing"},
 		{in: "addr.type=inet,addr.host=h", err: "Parameter 'addr.port' is missing"},
-		{in: "addr.type=udp,addr.path=/s", err: "Parameter 'addr.type' does not accept value 'udp'"},
+		{in: "addr.type=udp,addr.path=/s", err: "Parameter 'type' does not accept value 'udp'"},
 		{in: "addr.type=unix,addr.path=/s,bogus=1", err: "Parameter 'bogus' is unexpected"},
 	}
 	for _, tt := range tests {

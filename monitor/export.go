@@ -263,7 +263,8 @@ func nbdServerStop(c *call, _ Args) (any, error) {
 }
 
 // nbdServerAdd is the deprecated nbd-server-add: a block-export-add of
-// type nbd whose id is the export name.
+// type nbd whose id is the export name. nbd-server-remove, its other
+// half, removes NBD exports whether or not the server runs, as QEMU's.
 func nbdServerAdd(c *call, args Args) (any, error) {
 	x, err := c.mon.srv.exportTable()
 	if err != nil {
@@ -288,6 +289,11 @@ func nbdServerAdd(c *call, args Args) (any, error) {
 	if b, ok := args.Str("bitmap"); ok {
 		o.Bitmaps = []string{b}
 	}
+	// The legacy command exports a read-only node read-only, whatever
+	// writable says (qmp_nbd_server_add).
+	if node, ok := c.mon.srv.graph.Node(o.NodeName); ok && node.ReadOnly() {
+		o.Writable = false
+	}
 	if err := x.Add(o); err != nil {
 		return nil, genericError("%s", err.Error())
 	}
@@ -298,13 +304,6 @@ func nbdServerRemove(c *call, args Args) (any, error) {
 	x, err := c.mon.srv.exportTable()
 	if err != nil {
 		return nil, err
-	}
-	n, err := c.mon.srv.nbdService()
-	if err != nil {
-		return nil, err
-	}
-	if !n.Running() {
-		return nil, genericError("NBD server not running")
 	}
 	name, _ := args.Str("name")
 	mode, _ := args.Str("mode")

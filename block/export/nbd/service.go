@@ -38,7 +38,8 @@ func (o ExportOptions) Common() export.Common {
 
 // ServerOptions are -nbd-server's and nbd-server-start's.
 type ServerOptions struct {
-	// Network is "unix" or "tcp"; Address a socket path or host:port.
+	// Network is "unix" or "tcp" ("tcp4", "tcp6": ipv4=on, ipv6=on);
+	// Address a socket path or host:port.
 	Network, Address string
 	// MaxConnections is how many clients are served at once (0: no
 	// limit); 1 also withdraws the multi-conn flag, as in QEMU.
@@ -102,6 +103,15 @@ func (s *Service) Start(o ServerOptions) error {
 }
 
 func listenError(o ServerOptions, err error) error {
+	host, port, _ := net.SplitHostPort(o.Address)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return fmt.Errorf("address resolution failed for %s:%s: Name or service not known", host, port)
+	}
+	var addrErr *net.AddrError
+	if errors.As(err, &addrErr) && addrErr.Err == "no suitable address found" {
+		return fmt.Errorf("address resolution failed for %s:%s: Address family for hostname not supported", host, port)
+	}
 	var errno syscall.Errno
 	text := err.Error()
 	if errors.As(err, &errno) {
@@ -110,7 +120,6 @@ func listenError(o ServerOptions, err error) error {
 	if o.Network == "unix" {
 		return fmt.Errorf("Failed to bind socket to %s: %s", o.Address, text)
 	}
-	host, port, _ := net.SplitHostPort(o.Address)
 	return fmt.Errorf("Failed to bind socket: %s (%s:%s)", text, host, port)
 }
 
