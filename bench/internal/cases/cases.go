@@ -44,6 +44,7 @@ func All() []Case {
 		{"memory", "Memory: a VMM holding 1, 10 and 100 qcow2 nodes", Memory},
 		{"jobs", "Block jobs: commit and stream throughput (speed 0)", Jobs},
 		{"mirror", "Block jobs: mirror and active commit, copy and switch (speed 0)", Mirror},
+		{"nbd", "NBD: minivmm's export vs qemu-storage-daemon's (qemu-img bench, nbdcopy)", NBD},
 	}
 }
 

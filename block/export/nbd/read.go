@@ -15,7 +15,9 @@ func (c *conn) read(rq *request) {
 		c.replyOK(rq)
 		return
 	}
-	if !c.structured || rq.flags&cmdFlagDF != 0 {
+	// A small read is sent whole: asking the chain where its holes are
+	// costs more than the zeroes would on the wire.
+	if !c.structured || rq.flags&cmdFlagDF != 0 || rq.length < sparseReadMin {
 		buf := c.svc.bufs.get(int(rq.length))
 		defer c.svc.bufs.put(buf)
 		if _, err := c.exp.backend.ReadV([][]byte{buf}, int64(rq.off)); err != nil {
@@ -68,6 +70,9 @@ func (c *conn) read(rq *request) {
 	}
 	c.send(out...)
 }
+
+// sparseReadMin is the smallest read sent as data and hole chunks.
+const sparseReadMin = 64 << 10
 
 // blockStatus answers NBD_CMD_BLOCK_STATUS: one chunk of extents per
 // meta context the client selected.

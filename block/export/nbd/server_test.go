@@ -31,13 +31,13 @@ func TestTransmission(t *testing.T) {
 	}
 	// A read over data and a hole: a data chunk, then a hole chunk, the
 	// last one done.
-	c.request(cmdRead, 0, 2, 4096, 16384, nil)
+	c.request(cmdRead, 0, 2, 4096, 8192+sparseReadMin, nil)
 	r := c.chunk()
 	if r.typ != chunkOffsetData || binary.BigEndian.Uint64(r.data) != 4096 || !bytes.Equal(r.data[8:], data) || r.flags&replyFlagDone != 0 {
 		t.Fatalf("read's first chunk: typ %d flags %d len %d", r.typ, r.flags, len(r.data))
 	}
 	r = c.chunk()
-	if r.typ != chunkOffsetHole || binary.BigEndian.Uint64(r.data) != 12288 || binary.BigEndian.Uint32(r.data[8:]) != 8192 || r.flags&replyFlagDone == 0 {
+	if r.typ != chunkOffsetHole || binary.BigEndian.Uint64(r.data) != 12288 || binary.BigEndian.Uint32(r.data[8:]) != sparseReadMin || r.flags&replyFlagDone == 0 {
 		t.Fatalf("read's second chunk: %+v", r)
 	}
 	// With DF, one data chunk whatever the data.
