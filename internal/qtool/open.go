@@ -66,12 +66,12 @@ func (f *OpenFlags) Options(g *block.Graph) (block.Options, error) {
 			}
 			opts["driver"] = f.Format
 			if drv.Format {
-				opts["file"] = block.Options{"driver": "file", "filename": f.File}
+				opts["file"] = protocol(f.File)
 			} else {
 				opts["filename"] = f.File
 			}
 		} else {
-			opts["file"] = block.Options{"driver": "file", "filename": f.File}
+			opts["file"] = protocol(f.File)
 		}
 	}
 	// The flags fill in what the options leave out: options given
@@ -97,6 +97,12 @@ func (f *OpenFlags) Options(g *block.Graph) (block.Options, error) {
 		opts["force-share"] = true
 	}
 	return opts, nil
+}
+
+// protocol is the protocol node a filename names: a file, or another
+// protocol's URL (nbd+unix://...).
+func protocol(filename string) block.Options {
+	return block.Options{"driver": block.ProtocolFor(filename), "filename": filename}
 }
 
 func setDefault(o block.Options, key string, v any) {
