@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -122,6 +123,10 @@ type Driver struct {
 	// driver's locking): given with a filename alone, the filename still
 	// describes the node.
 	Weak []string
+	// Prefixes are the filename prefixes ("nbd://") that name this
+	// protocol driver (QEMU's protocol_name): such a filename opens with
+	// it rather than as a file.
+	Prefixes []string
 	// Open opens a node. On error it must leave nothing open.
 	Open func(o *OpenContext) (Image, error)
 	// ChildPerm is what a format needs of its children; nil:
@@ -147,6 +152,21 @@ func Register(d *Driver) {
 		panic("block: Register called twice for driver " + d.Name)
 	}
 	drivers[d.Name] = d
+}
+
+// ProtocolFor names the protocol driver a filename opens with: the one
+// whose prefix it has (bdrv_find_protocol), else "file".
+func ProtocolFor(filename string) string {
+	driversMu.RLock()
+	defer driversMu.RUnlock()
+	for _, d := range drivers {
+		for _, p := range d.Prefixes {
+			if strings.HasPrefix(filename, p) {
+				return d.Name
+			}
+		}
+	}
+	return "file"
 }
 
 // LookupDriver finds a driver by name.

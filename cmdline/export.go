@@ -5,71 +5,110 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"slices"
 
+	"minivmm/block/export"
+	"minivmm/block/export/nbd"
 	"minivmm/vm/vhostuser"
 )
 
 // ParseExport parses the argument of -export, qemu-storage-daemon's
 // --export: keyval with the implied key "type", checked as QEMU's keyval
 // visitor checks BlockExportOptions (members in the schema's order, then
-// unexpected ones), with its messages. Only type=vhost-user-blk exists.
-func ParseExport(s string) (vhostuser.ExportOptions, error) {
-	var o vhostuser.ExportOptions
+// unexpected ones), with its messages. The types are vhost-user-blk and
+// nbd.
+func ParseExport(s string) (export.Options, error) {
 	m, err := ParseKeyval(s, "type")
 	if err != nil {
-		return o, err
+		return nil, err
 	}
 	v := &kvVisitor{m: m}
 	typ, err := v.str("type", true)
 	if err != nil {
-		return o, err
+		return nil, err
 	}
 	switch typ {
 	case "vhost-user-blk":
+		return parseVhostUserExport(v, m)
 	case "nbd":
-		return o, errors.New("NBD server not running")
+		return parseNBDExport(v)
 	case "fuse", "vduse-blk":
-		return o, fmt.Errorf("minivmm has no %s exports", typ)
+		return nil, fmt.Errorf("minivmm has no %s exports", typ)
 	default:
-		return o, fmt.Errorf("Parameter 'type' does not accept value '%s'", typ)
+		return nil, fmt.Errorf("Parameter 'type' does not accept value '%s'", typ)
 	}
-	if o.ID, err = v.str("id", true); err != nil {
-		return o, err
+}
+
+// parseCommon takes BlockExportOptions' base members.
+func parseCommon(v *kvVisitor) (c export.Common, err error) {
+	if c.ID, err = v.str("id", true); err != nil {
+		return c, err
 	}
 	if _, err = v.boolean("fixed-iothread"); err != nil {
-		return o, err
+		return c, err
 	}
 	if io, err := v.str("iothread", false); err != nil {
-		return o, err
+		return c, err
 	} else if io != "" {
-		return o, fmt.Errorf("iothread \"%s\" not found", io)
+		return c, fmt.Errorf("iothread \"%s\" not found", io)
 	}
-	if o.NodeName, err = v.str("node-name", true); err != nil {
-		return o, err
+	if c.NodeName, err = v.str("node-name", true); err != nil {
+		return c, err
 	}
-	if o.Writable, err = v.boolean("writable"); err != nil {
-		return o, err
+	if c.Writable, err = v.boolean("writable"); err != nil {
+		return c, err
 	}
-	if o.Writethrough, err = v.boolean("writethrough"); err != nil {
-		return o, err
+	if c.Writethrough, err = v.boolean("writethrough"); err != nil {
+		return c, err
 	}
+	return c, nil
+}
+
+func parseNBDExport(v *kvVisitor) (export.Options, error) {
+	c, err := parseCommon(v)
+	if err != nil {
+		return nil, err
+	}
+	o := nbd.ExportOptions{ID: c.ID, NodeName: c.NodeName, Writable: c.Writable, Writethrough: c.Writethrough}
+	if o.Name, err = v.str("name", false); err != nil {
+		return nil, err
+	}
+	if o.Description, err = v.str("description", false); err != nil {
+		return nil, err
+	}
+	if o.Bitmaps, err = v.strList("bitmaps"); err != nil {
+		return nil, err
+	}
+	if o.AllocationDepth, err = v.boolean("allocation-depth"); err != nil {
+		return nil, err
+	}
+	return o, v.done()
+}
+
+func parseVhostUserExport(v *kvVisitor, m map[string]any) (export.Options, error) {
+	var o vhostuser.ExportOptions
+	c, err := parseCommon(v)
+	if err != nil {
+		return nil, err
+	}
+	o.ID, o.NodeName, o.Writable, o.Writethrough = c.ID, c.NodeName, c.Writable, c.Writethrough
 	addr, err := v.object("addr")
 	if err != nil {
-		return o, err
+		return nil, err
 	}
 	if o.Path, err = parseUnixAddr(addr); err != nil {
-		return o, err
+		return nil, err
 	}
 	if o.LogicalBlockSize, err = v.size("logical-block-size"); err != nil {
-		return o, err
+		return nil, err
 	}
 	if _, given := m["logical-block-size"]; !given {
 		o.LogicalBlockSize = 512
 	}
 	nq, err := v.uint("num-queues", math.MaxUint16, "uint16_t")
 	if err != nil {
-		return o, err
+		return nil, err
 	}
 	o.NumQueues = int(nq)
 	if _, given := m["num-queues"]; !given {
@@ -186,6 +225,27 @@ func (v *kvVisitor) uint(k string, max uint64, typeName string) (uint64, error) 
 	return n, nil
 }
 
+// strList takes a list of strings (k.0=a,k.1=b); absent is empty.
+func (v *kvVisitor) strList(k string) ([]string, error) {
+	x, ok, err := v.take(k, false)
+	if err != nil || !ok {
+		return nil, err
+	}
+	l, isList := x.([]any)
+	if !isList {
+		return nil, fmt.Errorf("Invalid parameter type for '%s', expected: array", v.name(k))
+	}
+	out := make([]string, 0, len(l))
+	for i, e := range l {
+		s, isStr := e.(string)
+		if !isStr {
+			return nil, fmt.Errorf("Invalid parameter type for '%s.%d', expected: string", v.name(k), i)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
 func (v *kvVisitor) object(k string) (*kvVisitor, error) {
 	x, _, err := v.take(k, true)
 	if err != nil {
@@ -205,4 +265,91 @@ func (v *kvVisitor) done() error {
 		}
 	}
 	return nil
+}
+
+// ParseNBDServer parses the argument of -nbd-server,
+// qemu-storage-daemon's --nbd-server: NbdServerOptions as keyval.
+func ParseNBDServer(s string) (nbd.ServerOptions, error) {
+	var o nbd.ServerOptions
+	m, err := ParseKeyval(s, "")
+	if err != nil {
+		return o, err
+	}
+	v := &kvVisitor{m: m}
+	addr, err := v.object("addr")
+	if err != nil {
+		return o, err
+	}
+	if o.Network, o.Address, err = parseSocketAddr(addr); err != nil {
+		return o, err
+	}
+	creds, err := v.str("tls-creds", false)
+	if err != nil {
+		return o, err
+	}
+	if _, err := v.str("tls-authz", false); err != nil {
+		return o, err
+	}
+	mc, err := v.uint("max-connections", math.MaxUint32, "uint32_t")
+	if err != nil {
+		return o, err
+	}
+	o.MaxConnections = uint32(mc)
+	if err := v.done(); err != nil {
+		return o, err
+	}
+	if creds != "" {
+		// minivmm has no -object tls-creds-x509: no id names one.
+		return o, fmt.Errorf("No TLS credentials with id '%s'", creds)
+	}
+	return o, nil
+}
+
+// parseSocketAddr takes a SocketAddress a server listens on: unix or
+// inet, as Go's net package names them.
+func parseSocketAddr(a *kvVisitor) (network, address string, err error) {
+	typ, err := a.str("type", true)
+	if err != nil {
+		return "", "", err
+	}
+	switch typ {
+	case "unix":
+		path, err := a.str("path", true)
+		if err != nil {
+			return "", "", err
+		}
+		for _, k := range []string{"abstract", "tight"} {
+			if b, err := a.boolean(k); err != nil {
+				return "", "", err
+			} else if b && k == "abstract" {
+				return "", "", errors.New("minivmm does not listen on abstract unix sockets")
+			}
+		}
+		return "unix", path, a.done()
+	case "inet":
+		host, err := a.str("host", true)
+		if err != nil {
+			return "", "", err
+		}
+		port, err := a.str("port", true)
+		if err != nil {
+			return "", "", err
+		}
+		network := "tcp"
+		if _, err := a.boolean("numeric"); err != nil {
+			return "", "", err
+		}
+		for _, k := range []string{"ipv4", "ipv6"} {
+			if b, err := a.boolean(k); err != nil {
+				return "", "", err
+			} else if b {
+				network = "tcp" + k[3:]
+			}
+		}
+		return network, net.JoinHostPort(host, port), a.done()
+	case "vsock", "fd":
+		return "", "", fmt.Errorf("minivmm's NBD server listens on unix or inet sockets, not %s", typ)
+	}
+	// QEMU names the discriminator without its prefix here.
+	return "", "", fmt.Errorf("Parameter 'type' does not accept value '%s'", typ)
 }

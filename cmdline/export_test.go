@@ -1,8 +1,10 @@
 package cmdline
 
 import (
+	"reflect"
 	"testing"
 
+	"minivmm/block/export/nbd"
 	"minivmm/vm/vhostuser"
 )
 
@@ -39,7 +41,7 @@ func TestParseExport(t *testing.T) {
 			t.Errorf("ParseExport(%q) error %v, want %q", tt.in, err, tt.err)
 		case tt.err == "" && err != nil:
 			t.Errorf("ParseExport(%q): %v", tt.in, err)
-		case tt.err == "" && got != tt.want:
+		case tt.err == "" && got.(vhostuser.ExportOptions) != tt.want:
 			t.Errorf("ParseExport(%q) = %+v, want %+v", tt.in, got, tt.want)
 		}
 	}
@@ -48,12 +50,82 @@ func TestParseExport(t *testing.T) {
 func FuzzParseExport(f *testing.F) {
 	f.Add("type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=/s,writable=on,num-queues=2")
 	f.Add("vhost-user-blk,addr.type=fd,addr.str=3,logical-block-size=4k")
+	f.Add("nbd,id=e,node-name=d,name=x,description=y,writable=on,bitmaps.0=b,allocation-depth=on")
 	f.Fuzz(func(t *testing.T, s string) {
 		// No panic, and what is accepted fits QEMU's types (the
 		// export checks the values themselves).
-		o, err := ParseExport(s)
-		if err == nil && (o.NumQueues < 0 || o.NumQueues > 65535) {
+		x, err := ParseExport(s)
+		o, vu := x.(vhostuser.ExportOptions)
+		if err == nil && vu && (o.NumQueues < 0 || o.NumQueues > 65535) {
 			t.Errorf("ParseExport(%q) accepted num-queues %d", s, o.NumQueues)
+		}
+	})
+}
+
+func TestParseNBDExport(t *testing.T) {
+	tests := []struct {
+		in   string
+		want nbd.ExportOptions
+		err  string
+	}{
+		{in: "type=nbd,id=e,node-name=d", want: nbd.ExportOptions{ID: "e", NodeName: "d"}},
+		{in: "nbd,id=e,node-name=d,name=n,description=hello,writable=on,writethrough=on,allocation-depth=on,bitmaps.0=b0,bitmaps.1=b1",
+			want: nbd.ExportOptions{ID: "e", NodeName: "d", Name: "n", Description: "hello", Writable: true, Writethrough: true, AllocationDepth: true, Bitmaps: []string{"b0", "b1"}}},
+		{in: "nbd,id=e,node-name=d,bitmaps=b", err: "Invalid parameter type for 'bitmaps', expected: array"},
+		{in: "nbd,id=e,node-name=d,addr.type=unix", err: "Parameter 'addr' is unexpected"},
+		{in: "nbd,id=e", err: "Parameter 'node-name' is missing"},
+		{in: "nbd,id=e,node-name=d,allocation-depth=x", err: "Parameter 'allocation-depth' expects 'on' or 'off'"},
+	}
+	for _, tt := range tests {
+		got, err := ParseExport(tt.in)
+		switch {
+		case tt.err != "" && (err == nil || err.Error() != tt.err):
+			t.Errorf("ParseExport(%q) error %v, want %q", tt.in, err, tt.err)
+		case tt.err == "" && err != nil:
+			t.Errorf("ParseExport(%q): %v", tt.in, err)
+		case tt.err == "" && !reflect.DeepEqual(got, tt.want):
+			t.Errorf("ParseExport(%q) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParseNBDServer(t *testing.T) {
+	tests := []struct {
+		in   string
+		want nbd.ServerOptions
+		err  string
+	}{
+		{in: "addr.type=unix,addr.path=/s", want: nbd.ServerOptions{Network: "unix", Address: "/s"}},
+		{in: "addr.type=inet,addr.host=127.0.0.1,addr.port=10809,max-connections=4", want: nbd.ServerOptions{Network: "tcp", Address: "127.0.0.1:10809", MaxConnections: 4}},
+		{in: "addr.type=inet,addr.host=::1,addr.port=0", want: nbd.ServerOptions{Network: "tcp", Address: "[::1]:0"}},
+		{in: "addr.type=unix,addr.path=/s,tls-creds=tls0", err: "No TLS credentials with id 'tls0'"},
+		{in: "addr.type=unix,addr.path=/s,max-connections=-1", err: "Parameter 'max-connections' expects uint32_t"},
+		{in: "addr.type=unix", err: "Parameter 'addr.path' is missing"},
+		{in: "max-connections=1", err: "Parameter 'addr' is missing"},
+		{in: "addr.type=inet,addr.host=h", err: "Parameter 'addr.port' is missing"},
+		{in: "addr.type=udp,addr.path=/s", err: "Parameter 'type' does not accept value 'udp'"},
+		{in: "addr.type=unix,addr.path=/s,bogus=1", err: "Parameter 'bogus' is unexpected"},
+	}
+	for _, tt := range tests {
+		got, err := ParseNBDServer(tt.in)
+		switch {
+		case tt.err != "" && (err == nil || err.Error() != tt.err):
+			t.Errorf("ParseNBDServer(%q) error %v, want %q", tt.in, err, tt.err)
+		case tt.err == "" && err != nil:
+			t.Errorf("ParseNBDServer(%q): %v", tt.in, err)
+		case tt.err == "" && got != tt.want:
+			t.Errorf("ParseNBDServer(%q) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func FuzzParseNBDServer(f *testing.F) {
+	f.Add("addr.type=inet,addr.host=localhost,addr.port=10809,max-connections=2")
+	f.Add("addr.type=unix,addr.path=/s,tls-creds=x")
+	f.Fuzz(func(t *testing.T, s string) {
+		o, err := ParseNBDServer(s)
+		if err == nil && o.Network != "unix" && o.Network != "tcp" {
+			t.Errorf("ParseNBDServer(%q) accepted network %q", s, o.Network)
 		}
 	})
 }

@@ -64,6 +64,10 @@ func init() {
 		"block-export-add":    {union: tBlockExportOptions, run: blockExportAdd},
 		"block-export-del":    {params: []param{req("id", tStr), opt("mode", tBlockExportRemoveMode)}, run: blockExportDel},
 		"query-block-exports": {run: queryBlockExports, ret: arrayOf(tBlockExportInfo)},
+		"nbd-server-start":    {params: tNbdServerStart.members, run: nbdServerStart},
+		"nbd-server-stop":     {run: nbdServerStop},
+		"nbd-server-add":      {params: tNbdServerAddOptions.members, run: nbdServerAdd},
+		"nbd-server-remove":   {params: []param{req("name", tStr), opt("mode", tBlockExportRemoveMode)}, run: nbdServerRemove},
 
 		"query-qmp-schema":           {run: queryQMPSchema, ret: arrayOf(tSchemaInfo)},
 		"query-name":                 {run: queryName, ret: tNameInfo},

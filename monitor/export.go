@@ -3,13 +3,16 @@ package monitor
 import (
 	"encoding/json"
 	"math"
+	"net"
 	"strconv"
 
+	"minivmm/block/export"
+	"minivmm/block/export/nbd"
 	"minivmm/vm/vhostuser"
 )
 
-// The block export commands (qapi/block-export.json), for the one export
-// type minivmm has, vhost-user-blk.
+// The block export commands (qapi/block-export.json), for the export
+// types minivmm has, vhost-user-blk and nbd, and the NBD server's.
 var (
 	tBlockExportType = enum("BlockExportType", "nbd", "vhost-user-blk", "fuse", "vduse-blk")
 	tSocketAddress   = func() *qtype {
@@ -31,12 +34,33 @@ var (
 			req("type", tBlockExportType), req("id", tStr), opt("fixed-iothread", tBool), opt("iothread", tStr),
 			req("node-name", tStr), opt("writable", tBool), opt("writethrough", tBool))
 		t.tag = "type"
-		t.variants = []variant{{"vhost-user-blk", object("BlockExportOptionsVhostUserBlk",
-			// size and uint16: checked by uintArg, with QEMU's words
-			// for the unsigned types this schema has no builtin for.
-			req("addr", tSocketAddress), opt("logical-block-size", tAny), opt("num-queues", tAny))}}
+		t.variants = []variant{
+			{"nbd", object("BlockExportOptionsNbd",
+				opt("name", tStr), opt("description", tStr),
+				opt("bitmaps", arrayOf(tAny)), opt("allocation-depth", tBool))},
+			{"vhost-user-blk", object("BlockExportOptionsVhostUserBlk",
+				// size and uint16: checked by uintArg, with QEMU's words
+				// for the unsigned types this schema has no builtin for.
+				req("addr", tSocketAddress), opt("logical-block-size", tAny), opt("num-queues", tAny))},
+		}
 		return t
 	}()
+	tSocketAddressLegacy = func() *qtype {
+		t := object("SocketAddressLegacy", req("type", enum("SocketAddressType", "inet", "unix", "vsock", "fd")))
+		t.tag = "type"
+		t.variants = []variant{
+			{"inet", object("InetSocketAddressWrapper", req("data", object("InetSocketAddress", req("host", tStr), req("port", tStr))))},
+			{"unix", object("UnixSocketAddressWrapper", req("data", object("UnixSocketAddress", req("path", tStr), opt("abstract", tBool), opt("tight", tBool))))},
+			{"vsock", object("VsockSocketAddressWrapper", req("data", object("VsockSocketAddress", req("cid", tStr), req("port", tStr))))},
+			{"fd", object("StringWrapper", req("data", object("String", req("str", tStr))))},
+		}
+		return t
+	}()
+	// max-connections is a uint32, checked by uintArg.
+	tNbdServerStart = object("q_obj_nbd-server-start-arg",
+		req("addr", tSocketAddressLegacy), opt("tls-creds", tStr), opt("tls-authz", tStr), opt("max-connections", tAny))
+	tNbdServerAddOptions = object("NbdServerAddOptions",
+		opt("name", tStr), opt("description", tStr), req("device", tStr), opt("writable", tBool), opt("bitmap", tStr))
 	tBlockExportRemoveMode = enum("BlockExportRemoveMode", "safe", "hard")
 	tBlockExportInfo       = object("BlockExportInfo",
 		req("id", tStr), req("type", tBlockExportType), req("node-name", tStr), req("shutting-down", tBool))
@@ -44,15 +68,26 @@ var (
 )
 
 // SetExports gives the monitor the VMM's exports (those of the command
-// line among them) and makes their removal an event.
-func (s *Server) SetExports(x *vhostuser.Exports) {
+// line among them) and its NBD server, and makes an export's removal an
+// event.
+func (s *Server) SetExports(x *export.Table, n *nbd.Service) {
 	s.mu.Lock()
 	s.exports = x
+	s.nbd = n
 	s.mu.Unlock()
 	x.OnDeleted(func(id string) { s.Emit("BLOCK_EXPORT_DELETED", Obj{{"id", id}}) })
 }
 
-func (s *Server) exportTable() (*vhostuser.Exports, error) {
+func (s *Server) nbdService() (*nbd.Service, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nbd == nil {
+		return nil, genericError("the NBD server is not available in this monitor")
+	}
+	return s.nbd, nil
+}
+
+func (s *Server) exportTable() (*export.Table, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.exports == nil {
@@ -68,7 +103,33 @@ func blockExportAdd(c *call, args Args) (any, error) {
 	}
 	switch typ, _ := args.Str("type"); typ {
 	case "nbd":
-		return nil, genericError("NBD server not running")
+		o := nbd.ExportOptions{}
+		o.ID, _ = args.Str("id")
+		o.NodeName, _ = args.Str("node-name")
+		o.Writable, _ = args["writable"].(bool)
+		o.Writethrough, _ = args["writethrough"].(bool)
+		if io, ok := args.Str("iothread"); ok {
+			return nil, genericError("iothread \"%s\" not found", io)
+		}
+		o.Name, _ = args.Str("name")
+		o.Description, _ = args.Str("description")
+		o.AllocationDepth, _ = args["allocation-depth"].(bool)
+		bms, _ := args["bitmaps"].([]any)
+		for _, b := range bms {
+			switch b := b.(type) {
+			case string:
+				o.Bitmaps = append(o.Bitmaps, b)
+			case map[string]any:
+				name, _ := b["name"].(string)
+				o.Bitmaps = append(o.Bitmaps, name)
+			default:
+				return nil, genericError("Invalid parameter type for 'bitmaps', expected: BlockDirtyBitmapOrStr")
+			}
+		}
+		if err := x.Add(o); err != nil {
+			return nil, genericError("%s", err.Error())
+		}
+		return nil, nil
 	case "fuse", "vduse-blk":
 		return nil, genericError("minivmm has no %s exports", typ)
 	}
@@ -152,4 +213,102 @@ func uintArg(args Args, name string) (uint64, bool, error) {
 		}
 	}
 	return 0, false, genericError("Parameter '%s' expects uint64", name)
+}
+
+func nbdServerStart(c *call, args Args) (any, error) {
+	n, err := c.mon.srv.nbdService()
+	if err != nil {
+		return nil, err
+	}
+	var o nbd.ServerOptions
+	addr := args["addr"].(map[string]any)
+	data, _ := addr["data"].(map[string]any)
+	switch addr["type"] {
+	case "unix":
+		if abstract, _ := data["abstract"].(bool); abstract {
+			return nil, genericError("minivmm does not listen on abstract unix sockets")
+		}
+		o.Network, o.Address = "unix", data["path"].(string)
+	case "inet":
+		o.Network, o.Address = "tcp", net.JoinHostPort(data["host"].(string), data["port"].(string))
+	default:
+		return nil, genericError("minivmm's NBD server listens on unix or inet sockets, not %s", addr["type"])
+	}
+	if m, ok, err := uintArg(args, "max-connections"); err != nil {
+		return nil, err
+	} else if ok {
+		if m > math.MaxUint32 {
+			return nil, genericError("Parameter 'max-connections' expects uint32_t")
+		}
+		o.MaxConnections = uint32(m)
+	}
+	if creds, ok := args.Str("tls-creds"); ok {
+		return nil, genericError("No TLS credentials with id '%s'", creds)
+	}
+	if err := n.Start(o); err != nil {
+		return nil, genericError("%s", err.Error())
+	}
+	return nil, nil
+}
+
+func nbdServerStop(c *call, _ Args) (any, error) {
+	n, err := c.mon.srv.nbdService()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Stop(); err != nil {
+		return nil, genericError("%s", err.Error())
+	}
+	return nil, nil
+}
+
+// nbdServerAdd is the deprecated nbd-server-add: a block-export-add of
+// type nbd whose id is the export name. nbd-server-remove, its other
+// half, removes NBD exports whether or not the server runs, as QEMU's.
+func nbdServerAdd(c *call, args Args) (any, error) {
+	x, err := c.mon.srv.exportTable()
+	if err != nil {
+		return nil, err
+	}
+	n, err := c.mon.srv.nbdService()
+	if err != nil {
+		return nil, err
+	}
+	if !n.Running() {
+		return nil, genericError("NBD server not running")
+	}
+	o := nbd.ExportOptions{}
+	o.NodeName, _ = args.Str("device")
+	o.Name, _ = args.Str("name")
+	if o.Name == "" {
+		o.Name = o.NodeName
+	}
+	o.ID = o.Name
+	o.Description, _ = args.Str("description")
+	o.Writable, _ = args["writable"].(bool)
+	if b, ok := args.Str("bitmap"); ok {
+		o.Bitmaps = []string{b}
+	}
+	// The legacy command exports a read-only node read-only, whatever
+	// writable says (qmp_nbd_server_add).
+	if node, ok := c.mon.srv.graph.Node(o.NodeName); ok && node.ReadOnly() {
+		o.Writable = false
+	}
+	if err := x.Add(o); err != nil {
+		return nil, genericError("%s", err.Error())
+	}
+	return nil, nil
+}
+
+func nbdServerRemove(c *call, args Args) (any, error) {
+	x, err := c.mon.srv.exportTable()
+	if err != nil {
+		return nil, err
+	}
+	name, _ := args.Str("name")
+	mode, _ := args.Str("mode")
+	if err := x.DeleteIf(name, nbd.ExportType, mode == "hard"); err != nil {
+		return nil, genericError("%s", err.Error())
+	}
+	return nil, nil
 }

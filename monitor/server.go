@@ -17,10 +17,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/export"
+	"minivmm/block/export/nbd"
 	"minivmm/block/jobs"
 	"minivmm/qemuopen"
 	"minivmm/vm/machine"
-	"minivmm/vm/vhostuser"
 )
 
 // MinivmmVersion is minivmm's own version: query-version's package, and
@@ -56,7 +57,8 @@ type Server struct {
 	vm    *VM
 	jobs  *jobs.Manager // block jobs (jobs.go)
 
-	exports *vhostuser.Exports // block-export-add and friends; nil until SetExports
+	exports *export.Table // block-export-add and friends; nil until SetExports
+	nbd     *nbd.Service  // nbd-server-start and friends; nil until SetExports
 	// machine, if set (SetMachine), holds the devices (device.go).
 	machine *machine.Machine
 

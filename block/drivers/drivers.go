@@ -5,6 +5,7 @@ package drivers
 import (
 	_ "minivmm/block/file"
 	_ "minivmm/block/filter"
+	_ "minivmm/block/nbdclient"
 	_ "minivmm/block/nullco"
 	_ "minivmm/block/qcow2"
 	_ "minivmm/block/raw"

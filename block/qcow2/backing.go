@@ -51,6 +51,14 @@ func openBacking(o *block.OpenContext, name, format string, overlay string) (*bl
 		return nil, fmt.Errorf("Could not open backing file: backing file names in json: syntax are not supported by minivmm yet ('%s')", name)
 	}
 	path := backingPath(name, overlay)
+	proto := block.ProtocolFor(name)
+	if proto != "file" {
+		// A URL (a base served over NBD): neither relative nor probed.
+		path = name
+		if format == "" {
+			return nil, fmt.Errorf("Could not open backing file: the image does not say the format of '%s'; record it with 'qemu-img rebase -u -b %s -F FORMAT'", name, name)
+		}
+	}
 	leave, err := o.EnterChain(canonical(overlay), maxChainDepth)
 	if err != nil {
 		return nil, err
@@ -67,7 +75,7 @@ func openBacking(o *block.OpenContext, name, format string, overlay string) (*bl
 	n, err := o.OpenChild("backing", block.Options{
 		"driver":    format,
 		"read-only": true,
-		"file":      block.Options{"driver": "file", "filename": path},
+		"file":      block.Options{"driver": proto, "filename": path},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("Could not open backing file: %w", err)

@@ -45,11 +45,13 @@ func (v *vmm) addDrive(value string) error {
 	}
 	node := block.Options{
 		"read-only": d.ReadOnly,
-		"file":      block.Options{"driver": "file", "filename": d.File},
+		"file":      block.Options{"driver": block.ProtocolFor(d.File), "filename": d.File},
 	}
 	var format string
 	if d.Format != nil {
 		format = *d.Format
+	} else if block.ProtocolFor(d.File) != "file" {
+		return fmt.Errorf("minivmm does not probe the format of '%s': give format=", d.File)
 	} else {
 		if format, err = v.probe(d.File); err != nil {
 			return err

@@ -2,14 +2,47 @@ package main
 
 import (
 	"minivmm/block"
+	"minivmm/block/export"
+	"minivmm/block/export/nbd"
 	"minivmm/cmdline"
 	"minivmm/vm/vhostuser"
 )
 
-// addExports starts every -export, in command-line order, after the
-// block nodes they serve.
-func addExports(g *block.Graph, occ []cmdline.Occurrence, rep *reporter) (*vhostuser.Exports, error) {
-	x := vhostuser.NewExports(g, rep.Printf)
+// exports are the VMM's block exports and its NBD server.
+type exports struct {
+	*export.Table
+	nbd *nbd.Service
+}
+
+// Close removes every export, then stops the NBD server.
+func (x *exports) Close() error {
+	err := x.CloseAll()
+	x.nbd.Close()
+	return err
+}
+
+// addExports starts the -nbd-server (the last given, as QEMU takes it)
+// and every -export, in command-line order, after the block nodes they
+// serve.
+func addExports(g *block.Graph, occ []cmdline.Occurrence, rep *reporter) (*exports, error) {
+	t := export.NewTable(g)
+	vhostuser.Register(t, rep.Printf)
+	x := &exports{Table: t, nbd: nbd.NewService(t, rep.Printf)}
+	var srv *cmdline.Occurrence
+	for i := range occ {
+		if occ[i].Name == "nbd-server" {
+			srv = &occ[i]
+		}
+	}
+	if srv != nil {
+		o, err := cmdline.ParseNBDServer(srv.Value)
+		if err == nil {
+			err = x.nbd.Start(o)
+		}
+		if err != nil {
+			return nil, srv.Wrap(err)
+		}
+	}
 	for _, oc := range occ {
 		if oc.Name != "export" {
 			continue
@@ -19,7 +52,7 @@ func addExports(g *block.Graph, occ []cmdline.Occurrence, rep *reporter) (*vhost
 			err = x.Add(o)
 		}
 		if err != nil {
-			x.CloseAll()
+			x.Close()
 			return nil, oc.Wrap(err)
 		}
 	}

@@ -279,7 +279,7 @@ func qcow2CreateOptions(opts *cmdline.Opts, size uint64, backing, backingFmt str
 func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (int64, error) {
 	path := backing
 	if !filepath.IsAbs(path) && !strings.HasPrefix(path, qemuopen.FdsetPrefix) &&
-		!strings.HasPrefix(image, qemuopen.FdsetPrefix) {
+		!strings.HasPrefix(image, qemuopen.FdsetPrefix) && block.ProtocolFor(path) == "file" {
 		path = filepath.Join(filepath.Dir(image), path)
 	}
 	drv, ok := block.LookupDriver(backingFmt)
@@ -288,7 +288,7 @@ func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (int
 	}
 	opts := block.Options{"driver": backingFmt, "read-only": true}
 	if drv.Format {
-		opts["file"] = block.Options{"driver": "file", "filename": path, "read-only": true}
+		opts["file"] = block.Options{"driver": block.ProtocolFor(path), "filename": path, "read-only": true}
 	} else {
 		opts["filename"] = path
 	}

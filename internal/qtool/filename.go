@@ -47,7 +47,9 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 			return block.Options{"driver": p.driver, "filename": filename}, false, nil
 		}
 	}
-	return block.Options{"driver": "file", "filename": name}, false, nil
+	// A URL a registered protocol driver claims (nbd://, nbd+unix://),
+	// else a file.
+	return block.Options{"driver": block.ProtocolFor(name), "filename": name}, false, nil
 }
 
 // ErrJSONFilename is a json: filename that is not a JSON object.

@@ -45,6 +45,7 @@ func All() []Case {
 		{"jobs", "Block jobs: commit and stream throughput (speed 0)", Jobs},
 		{"mirror", "Block jobs: mirror and active commit, copy and switch (speed 0)", Mirror},
 		{"vhost-user", "Guest IO path: vhost-user-blk export vs qemu-storage-daemon, and the device model's cost", VhostUser},
+		{"nbd", "NBD: minivmm's export vs qemu-storage-daemon's (qemu-img bench, nbdcopy)", NBD},
 	}
 }
 

@@ -1,0 +1,183 @@
+package nbd
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"minivmm/block"
+)
+
+// read answers NBD_CMD_READ: the data in one piece, or with structured
+// replies and no DF flag, as data and hole chunks by the chain's block
+// status (nbd_co_send_sparse_read), so that zeroes cross no wire.
+func (c *conn) read(rq *request) {
+	if rq.length == 0 {
+		c.replyOK(rq)
+		return
+	}
+	// A small read is sent whole: asking the chain where its holes are
+	// costs more than the zeroes would on the wire.
+	if !c.structured || rq.flags&cmdFlagDF != 0 || rq.length < sparseReadMin {
+		buf := c.svc.bufs.get(int(rq.length))
+		defer c.svc.bufs.put(buf)
+		if _, err := c.exp.backend.ReadV([][]byte{buf}, int64(rq.off)); err != nil {
+			c.replyError(rq, err)
+			return
+		}
+		if !c.structured {
+			c.send(simpleHeader(0, rq.handle), buf)
+			return
+		}
+		c.send(chunkHeader(replyFlagDone, chunkOffsetData, rq.handle, 8+len(buf)), binary.BigEndian.AppendUint64(nil, rq.off), buf)
+		return
+	}
+	var out [][]byte
+	var bufs [][]byte
+	defer func() {
+		for _, b := range bufs {
+			c.svc.bufs.put(b)
+		}
+	}()
+	node := c.exp.backend.Node()
+	end := rq.off + uint64(rq.length)
+	for off := rq.off; off < end; {
+		st, n, err := block.StatusAbove(node, nil, int64(off), int64(end-off))
+		if err == nil && n <= 0 {
+			st, n = block.ChainStatus{Data: true}, int64(end-off)
+		}
+		if err != nil {
+			c.replyError(rq, err)
+			return
+		}
+		var flags uint16
+		if off+uint64(n) == end {
+			flags = replyFlagDone
+		}
+		if st.Zero {
+			p := binary.BigEndian.AppendUint64(nil, off)
+			p = binary.BigEndian.AppendUint32(p, uint32(n))
+			out = append(out, chunkHeader(flags, chunkOffsetHole, rq.handle, len(p)), p)
+		} else {
+			buf := c.svc.bufs.get(int(n))
+			bufs = append(bufs, buf)
+			if _, err := c.exp.backend.ReadV([][]byte{buf}, int64(off)); err != nil {
+				c.replyError(rq, err)
+				return
+			}
+			out = append(out, chunkHeader(flags, chunkOffsetData, rq.handle, 8+len(buf)), binary.BigEndian.AppendUint64(nil, off), buf)
+		}
+		off += uint64(n)
+	}
+	c.send(out...)
+}
+
+// sparseReadMin is the smallest read sent as data and hole chunks.
+const sparseReadMin = 64 << 10
+
+// blockStatus answers NBD_CMD_BLOCK_STATUS: one chunk of extents per
+// meta context the client selected.
+func (c *conn) blockStatus(rq *request) {
+	node := c.exp.backend.Node()
+	type ctx struct {
+		id    uint32
+		flags func(block.ChainStatus) uint32
+	}
+	var ctxs []ctx
+	if c.metaBase {
+		ctxs = append(ctxs, ctx{metaBaseAllocation, func(st block.ChainStatus) uint32 {
+			var f uint32
+			if !st.Data {
+				f |= stateHole
+			}
+			if st.Zero {
+				f |= stateZero
+			}
+			return f
+		}})
+	}
+	if c.metaDepth {
+		ctxs = append(ctxs, ctx{metaAllocationDepth, func(st block.ChainStatus) uint32 {
+			if !st.Present {
+				return 0
+			}
+			return uint32(st.Depth + 1)
+		}})
+	}
+	var out [][]byte
+	for i, cx := range ctxs {
+		p := binary.BigEndian.AppendUint32(nil, cx.id)
+		end := rq.off + uint64(rq.length)
+		extents := 0
+		var lastFlags uint32
+		for off := rq.off; off < end; {
+			st, n, err := block.StatusAbove(node, nil, int64(off), int64(end-off))
+			if err != nil {
+				c.replyError(rq, err)
+				return
+			}
+			if n <= 0 {
+				n = int64(end - off)
+			}
+			f := cx.flags(st)
+			if extents > 0 && f == lastFlags {
+				// Layers end their ranges where they like; the client
+				// wants the longest run of one status.
+				l := binary.BigEndian.Uint32(p[len(p)-8:])
+				if uint64(l)+uint64(n) <= 0xffffffff {
+					binary.BigEndian.PutUint32(p[len(p)-8:], l+uint32(n))
+					off += uint64(n)
+					continue
+				}
+			}
+			if extents == maxExtents || extents == 1 && rq.flags&cmdFlagReqOne != 0 {
+				break
+			}
+			p = binary.BigEndian.AppendUint32(p, uint32(n))
+			p = binary.BigEndian.AppendUint32(p, f)
+			extents++
+			lastFlags = f
+			off += uint64(n)
+		}
+		var flags uint16
+		if i == len(ctxs)-1 {
+			flags = replyFlagDone
+		}
+		out = append(out, chunkHeader(flags, chunkBlockStatus, rq.handle, len(p)), p)
+	}
+	c.send(out...)
+}
+
+// bufPool holds payload buffers by power-of-two size class, so that a
+// stream of 4 KiB requests allocates nothing.
+type bufPool [26]sync.Pool // 1<<0 .. 1<<25 (32 MiB)
+
+func class(n int) int {
+	c := 0
+	for 1<<c < n {
+		c++
+	}
+	return c
+}
+
+func (pools *bufPool) get(n int) []byte {
+	if n == 0 {
+		return nil
+	}
+	c := class(n)
+	if p, ok := pools[c].Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return make([]byte, n, 1<<c)
+}
+
+func (pools *bufPool) put(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	c := class(cap(b))
+	if 1<<c != cap(b) {
+		return
+	}
+	b = b[:cap(b)]
+	pools[c].Put(&b)
+}
