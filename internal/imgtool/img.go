@@ -21,7 +21,8 @@ type env struct {
 	qtool.Program
 	prog           string // Program.Name, what messages start with
 	stdout, stderr io.Writer
-	closeErrs      []error // from closing images (session.close)
+	closeErrs      []error         // from closing images (session.close)
+	objects        map[string]bool // --object ids (object.go)
 }
 
 // imgCommand is one `minivmm img` subcommand: it gets the arguments after
