@@ -31,7 +31,7 @@ import (
 
 func init() {
 	imgCommands["convert"] = imgCommand{run: runImgConvert,
-		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
+		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-l snapshot_param] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
 }
 
 // imgCreateImage creates filename as `img create -f format -o opts` does,
@@ -110,7 +110,8 @@ func runImgConvert(e *env, args []string) int {
 	dstOpts := &qtool.OpenFlags{NoFlush: true, Unmap: true}
 	srcOpts := &qtool.OpenFlags{ReadOnly: true}
 	dstWritethrough := false
-	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:", []qtool.LongOption{qtool.Opt("force-share", false, 'U'),
+	var snap *convertSnapshot
+	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:l:", []qtool.LongOption{qtool.Opt("force-share", false, 'U'),
 		qtool.Opt("target-is-zero", false, 'Z')}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
@@ -137,6 +138,11 @@ func runImgConvert(e *env, args []string) int {
 			forceShare = true
 		case 'Z':
 			targetIsZero = true
+		case 'l':
+			var ok bool
+			if snap, ok = e.parseConvertSnapshot(arg); !ok {
+				return false
+			}
 		case 'm':
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 1 || n > 16 {
@@ -190,6 +196,9 @@ func runImgConvert(e *env, args []string) int {
 	if len(a.operands) < 2 {
 		return fail("Must specify image file name")
 	}
+	if snap != nil && len(a.operands) > 2 {
+		return fail("No support for concatenating multiple snapshot")
+	}
 	// From here on, as qemu-img, the progress line starts at 0 and
 	// ends, even after an error.
 	prog := newImgProgress(stdout, progress, 1)
@@ -210,6 +219,11 @@ func runImgConvert(e *env, args []string) int {
 		n, err := s.open(&o)
 		if err != nil {
 			return fail("Could not open '%s': %s", name, qtool.Message(err))
+		}
+		if snap != nil {
+			if err := snap.load(n); err != nil {
+				return fail("Failed to load snapshot: %s", err)
+			}
 		}
 		sources = append(sources, n)
 		size += n.Length()

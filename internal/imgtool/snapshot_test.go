@@ -1,6 +1,9 @@
 package imgtool
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestImgSnapshotInterop runs qemu-img snapshot's command lines by both
 // tools on copies of the same images.
@@ -82,4 +85,53 @@ func TestImgSnapshotInterop(t *testing.T) {
 			}},
 	}
 	runDiffCases(t, cases)
+}
+
+// TestImgConvertSnapshotInterop: convert -l, by both tools.
+func TestImgConvertSnapshotInterop(t *testing.T) {
+	setup := []diffStep{
+		img("create", "-f", "qcow2", "c.qcow2", "1M"),
+		qio("-c", "write -P 1 0 64k", "-c", "write -c -P 4 256k 64k", "c.qcow2"),
+		img("snapshot", "-c", "s1", "c.qcow2"),
+		img("resize", "c.qcow2", "3M"),
+		qio("-c", "write -P 2 0 64k", "-c", "write -P 3 2M 64k", "c.qcow2"),
+		img("snapshot", "-c", "s2", "c.qcow2"),
+		img("create", "-f", "raw", "r.raw", "64k"),
+	}
+	conv := func(l string) []diffStep {
+		return []diffStep{img("convert", "-l", l, "-O", "qcow2", "c.qcow2", "o.qcow2"), img("convert", "-l", l, "-O", "raw", "c.qcow2", "o.raw")}
+	}
+	out := []string{"o.qcow2", "o.raw"}
+	cases := []diffCase{
+		{name: "name", setup: setup, images: out, steps: conv("snapshot.name=s1")},
+		{name: "id", setup: setup, images: out, steps: conv("snapshot.id=2")},
+		{name: "both", setup: setup, images: out, steps: conv("snapshot.id=1,snapshot.name=s1")},
+		{name: "bare-id", setup: setup, images: out, steps: conv("1")},
+		{name: "bare-name", setup: setup, images: out, steps: conv("s2")},
+		{name: "errors", setup: setup, steps: []diffStep{
+			img("convert", "-l", "snapshot.id=1,snapshot.name=s2", "-O", "raw", "c.qcow2", "o.raw"),
+			img("convert", "-l", "nosuch", "-O", "raw", "c.qcow2", "o.raw"),
+			img("convert", "-l", "", "-O", "raw", "c.qcow2", "o.raw"),
+			img("convert", "-l", "snapshot.foo=1", "-O", "raw", "c.qcow2", "o.raw"),
+			img("convert", "-l", "1", "-O", "raw", "c.qcow2", "c.qcow2", "o.raw"),
+			img("convert", "-l", "1", "-O", "raw", "r.raw", "o.raw"),
+		}},
+	}
+	runDiffCases(t, cases)
+}
+
+// FuzzConvertSnapshotParam: -l's argument never panics, and what it
+// accepts names an ID or a name.
+func FuzzConvertSnapshotParam(f *testing.F) {
+	for _, s := range []string{"snapshot.id=1", "snapshot.name=a,,b,snapshot.id=2", "s1", "", "snapshot.foo=1", "snapshot.name"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, arg string) {
+		var out, errb strings.Builder
+		e := &env{prog: "qemu-img", stdout: &out, stderr: &errb}
+		sn, ok := e.parseConvertSnapshot(arg)
+		if ok && sn == nil || !ok && errb.Len() == 0 {
+			t.Fatalf("%q: %v %v %q", arg, sn, ok, errb.String())
+		}
+	})
 }
