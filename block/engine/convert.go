@@ -41,6 +41,12 @@ type ConvertOptions struct {
 	// Compressed, when set, is dst's driver: whole clusters go
 	// compressed (qemu-img convert -c).
 	Compressed CompressedWriter
+	// Sparse is the shortest run of zeroes written as zeroes rather than
+	// as data, a multiple of 512 (qemu-img's -S); 0 is the default, 4 KiB.
+	// Runs align to its largest power of two.
+	Sparse int64
+	// FullyAllocate writes everything as data, zeroes included (-S 0).
+	FullyAllocate bool
 }
 
 // CompressedWriter is a destination driver that writes compressed
@@ -60,7 +66,14 @@ func Convert(ctx context.Context, sources []*block.Node, dst *block.Node, o Conv
 		src.parts = append(src.parts, n)
 		src.starts = append(src.starts, src.size()+n.Length())
 	}
-	c := &converter{src: src, dst: dst, o: o, size: src.size()}
+	c := &converter{src: src, dst: dst, o: o, size: src.size(), sparse: convertSparse}
+	if o.Sparse > 0 {
+		c.sparse = o.Sparse
+	}
+	c.align = 512
+	for c.align*2 <= c.sparse {
+		c.align *= 2
+	}
 	if o.Compressed != nil {
 		c.clusterSize = o.Compressed.ClusterSize()
 	}
@@ -125,6 +138,8 @@ type converter struct {
 	o           ConvertOptions
 	size        int64
 	clusterSize int64 // with o.Compressed
+	sparse      int64 // o.Sparse or the default
+	align       int64 // where zero runs may start and end
 
 	mu        sync.Mutex
 	turn      *sync.Cond
@@ -165,6 +180,9 @@ func (c *converter) status(off int64) (extentKind, int64, error) {
 		}
 	case st.Zero || !st.Data:
 		kind = extentZero
+		if c.o.FullyAllocate {
+			kind = extentData
+		}
 	}
 	if kind == extentZero && c.o.BackingLen >= 0 && off >= c.o.BackingLen {
 		kind = extentBacking
@@ -315,8 +333,12 @@ func (c *converter) writeZeroes(off, n int64) error {
 // writeData writes data read at off: its runs of data as data and its
 // zero stretches of 4 KiB or more as zeroes, as qemu-img does.
 func (c *converter) writeData(data []byte, off int64) error {
+	if c.o.FullyAllocate {
+		_, err := c.dst.WriteAt(data, off)
+		return err
+	}
 	for len(data) > 0 {
-		n, isData := allocatedRun(data, off)
+		n, isData := allocatedRun(data, off, c.sparse, c.align)
 		var err error
 		if isData {
 			_, err = c.dst.WriteAt(data[:n], off)
@@ -336,10 +358,10 @@ func (c *converter) writeData(data []byte, off int64) error {
 const convertSparse = 4096
 
 // sectorRun is the length of p's first run of sectors (at image offset
-// off) that are all zero or all not, with its end aligned to
-// convertSparse: a data run's end up, a zero run's down (qemu-img's
+// off) that are all zero or all not, with its end aligned to alignBytes:
+// a data run's end up, a zero run's down (qemu-img's
 // is_allocated_sectors).
-func sectorRun(p []byte, off int64) (int, bool) {
+func sectorRun(p []byte, off, alignBytes int64) (int, bool) {
 	sector := func(i int) []byte { return p[i*512 : min(i*512+512, len(p))] }
 	nsec := (len(p) + 511) / 512
 	zero := allZeroBytes(sector(0))
@@ -350,7 +372,7 @@ func sectorRun(p []byte, off int64) (int, bool) {
 	if i == nsec {
 		return len(p), !zero
 	}
-	const align = convertSparse / 512
+	align := alignBytes / 512
 	if tail := int((off/512 + int64(i)) % align); tail != 0 {
 		if zero && i <= tail {
 			zero = false // a zero run only as long as the tail is data
@@ -358,7 +380,7 @@ func sectorRun(p []byte, off int64) (int, bool) {
 		if zero {
 			i -= tail
 		} else {
-			i = min(i+align-tail, nsec)
+			i = min(i+int(align)-tail, nsec)
 		}
 	}
 	return min(i*512, len(p)), !zero
@@ -366,16 +388,16 @@ func sectorRun(p []byte, off int64) (int, bool) {
 
 // allocatedRun is the length of p's first run to write as data (true) or
 // as zeroes: data runs take in the zero stretches shorter than
-// convertSparse between them (qemu-img's is_allocated_sectors_min).
-func allocatedRun(p []byte, off int64) (int, bool) {
-	n, isData := sectorRun(p, off)
+// sparse between them (qemu-img's is_allocated_sectors_min).
+func allocatedRun(p []byte, off, sparse, align int64) (int, bool) {
+	n, isData := sectorRun(p, off, align)
 	if !isData {
 		return n, false
 	}
-	minZero := min(convertSparse, len(p))
+	minZero := min(int(sparse), len(p))
 	used := n
 	for checked := n; checked < len(p); {
-		k, d := sectorRun(p[checked:], off+int64(checked))
+		k, d := sectorRun(p[checked:], off+int64(checked), align)
 		checked += k
 		if d {
 			used = checked

@@ -31,7 +31,7 @@ import (
 
 func init() {
 	imgCommands["convert"] = imgCommand{run: runImgConvert,
-		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-l snapshot_param] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
+		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
 }
 
 // imgCreateImage creates filename as `img create -f format -o opts` does,
@@ -111,7 +111,9 @@ func runImgConvert(e *env, args []string) int {
 	srcOpts := &qtool.OpenFlags{ReadOnly: true}
 	dstWritethrough := false
 	var snap *convertSnapshot
-	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:l:", []qtool.LongOption{qtool.Opt("force-share", false, 'U'),
+	var sparse, rate int64
+	fullyAllocate, copyRange := false, false
+	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:l:S:r:C", []qtool.LongOption{qtool.Opt("force-share", false, 'U'),
 		qtool.Opt("target-is-zero", false, 'Z')}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
@@ -138,6 +140,24 @@ func runImgConvert(e *env, args []string) int {
 			forceShare = true
 		case 'Z':
 			targetIsZero = true
+		case 'S':
+			var ok bool
+			if sparse, ok = e.cvtnum("buffer size for sparse output", arg); !ok {
+				return false
+			}
+			if sparse%512 != 0 || sparse/512 > convertMaxBufSectors {
+				fmt.Fprintf(stderr, "%s: Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to %d. "+
+					"Select 0 to disable sparse detection (fully allocates output).\n", e.prog, convertMaxBufSectors*512)
+				return false
+			}
+			fullyAllocate = sparse == 0
+		case 'r':
+			var ok bool
+			if rate, ok = e.cvtnum("rate limit", arg); !ok {
+				return false
+			}
+		case 'C':
+			copyRange = true
 		case 'l':
 			var ok bool
 			if snap, ok = e.parseConvertSnapshot(arg); !ok {
@@ -186,6 +206,12 @@ func runImgConvert(e *env, args []string) int {
 			filename = a.operands[len(a.operands)-1]
 		}
 		return e.createOptionHelp(outFmt, filename)
+	}
+	if copyRange && compress {
+		return fail("Cannot enable copy offloading when -c is used")
+	}
+	if copyRange {
+		return fail("Copy offloading (-C) is not supported by minivmm img convert yet")
 	}
 	if noCreate && len(optStrs) > 0 {
 		return fail("-o has no effect when skipping image creation")
@@ -281,6 +307,13 @@ func runImgConvert(e *env, args []string) int {
 	co := engine.ConvertOptions{
 		Workers: workers, InOrder: !outOfOrder, TargetZero: (!noCreate && backing == "") || targetIsZero,
 		HasBacking: backing != "", BackingLen: -1, Writethrough: dstWritethrough,
+		Sparse: sparse, FullyAllocate: fullyAllocate,
+	}
+	if fullyAllocate {
+		co.TargetZero = false
+	}
+	if rate > 0 {
+		co.Limiter = engine.NewRate(rate)
 	}
 	if compress {
 		var ok bool
@@ -310,6 +343,10 @@ func runImgConvert(e *env, args []string) int {
 	prog.set(100)
 	return 0
 }
+
+// convertMaxBufSectors is qemu-img convert's MAX_BUF_SECTORS, the
+// largest -S.
+const convertMaxBufSectors = 32768
 
 // convertError words an engine error as qemu-img convert does.
 func convertError(err error) string {

@@ -105,6 +105,46 @@ func normalizedInfo(t *testing.T, dir, image string) string {
 
 func asList(v any) []any { l, _ := v.([]any); return l }
 
+// normalizedMap is qemu-img map --output=json without host offsets:
+// which ranges are data, zero or unallocated. Whether a data range reads
+// as zero is the host file's business (a hole in a cluster the image
+// allocated), not the image's, and is dropped too; equal neighbours
+// merge.
+func normalizedMap(t *testing.T, dir, image string) string {
+	t.Helper()
+	out, errs, code := runReal(t, dir, "qemu-img", "map", "-U", "--output=json", image)
+	if code != 0 {
+		t.Fatalf("qemu-img map %s: %s", image, errs)
+	}
+	var l []map[string]any
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	var prev map[string]any
+	flush := func() {
+		if prev != nil {
+			j, _ := json.Marshal(prev)
+			b.Write(j)
+			b.WriteByte('\n')
+		}
+	}
+	for _, e := range l {
+		delete(e, "offset")
+		if e["data"] == true {
+			delete(e, "zero")
+		}
+		if prev != nil && prev["depth"] == e["depth"] && prev["data"] == e["data"] && prev["zero"] == e["zero"] && prev["present"] == e["present"] {
+			prev["length"] = prev["length"].(float64) + e["length"].(float64)
+			continue
+		}
+		flush()
+		prev = e
+	}
+	flush()
+	return b.String()
+}
+
 // normalizedCheck is qemu-img check --output=json of what must agree:
 // corruptions, errors and leaks, allocated clusters.
 func normalizedCheck(t *testing.T, dir, image string) string {
@@ -144,6 +184,9 @@ func sameImages(t *testing.T, q, m, image string, better bool) {
 		}
 	} else if a, b := normalizedCheck(t, q, image), normalizedCheck(t, m, image); a != b {
 		t.Errorf("%s: check differs:\nqemu-img: %s\nminivmm:  %s", image, a, b)
+	}
+	if a, b := normalizedMap(t, q, image), normalizedMap(t, m, image); a != b {
+		t.Errorf("%s: map differs:\nqemu-img: %s\nminivmm:  %s", image, a, b)
 	}
 	if _, errs, code := runReal(t, q, "qemu-img", "compare", "-U", image, filepath.Join(m, image)); code != 0 {
 		t.Errorf("%s: qemu-img compare: %d %s", image, code, errs)
