@@ -113,7 +113,7 @@ func runImgConvert(e *env, args []string) int {
 	var snap *convertSnapshot
 	var sparse, rate int64
 	fullyAllocate, copyRange := false, false
-	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:l:S:r:C", []qtool.LongOption{qtool.Opt("force-share", false, 'U'),
+	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:l:S:r:C", []qtool.LongOption{qtool.Opt("force-share", false, 'U'), qtool.Opt("image-opts", false, 'I'),
 		qtool.Opt("target-is-zero", false, 'Z')}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
@@ -140,6 +140,8 @@ func runImgConvert(e *env, args []string) int {
 			forceShare = true
 		case 'Z':
 			targetIsZero = true
+		case 'I':
+			srcOpts.ImageOpts = true
 		case 'S':
 			var ok bool
 			if sparse, ok = e.cvtnum("buffer size for sparse output", arg); !ok {

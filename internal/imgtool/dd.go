@@ -77,7 +77,7 @@ func runImgDd(e *env, args []string) int {
 	outFmt := "raw"
 	var imageOpts, forceShare bool
 	a, rc, ok := e.getopt(args, "f:O:U", []qtool.LongOption{
-		qtool.Opt("image-opts", false, 'I'), qtool.Opt("object", true, 'j'), qtool.Opt("force-share", false, 'U'),
+		qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U'),
 	}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':

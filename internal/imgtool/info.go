@@ -51,7 +51,7 @@ func (c *imgCommonOpts) parse(e *env, args []string, more []qtool.LongOption,
 	opt func(c rune, arg string) bool) (filename string, rc int, ok bool) {
 	stderr := e.stderr
 	long := append([]qtool.LongOption{qtool.Opt("format", true, 'f'), qtool.Opt("output", true, 'O'),
-		qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U'), qtool.Opt("object", true, 'j')}, more...)
+		qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U')}, more...)
 	a, rc, ok := e.getopt(args, "f:U", long, func(o rune, arg string) bool {
 		switch o {
 		case 'f':

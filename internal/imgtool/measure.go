@@ -34,7 +34,7 @@ func runImgMeasure(e *env, args []string) int {
 	var snap *convertSnapshot
 	size := int64(-1)
 	a, rc, ok := e.getopt(args, "f:O:o:l:U", []qtool.LongOption{
-		qtool.Opt("image-opts", false, 'I'), qtool.Opt("object", true, 'j'), qtool.Opt("force-share", false, 'U'),
+		qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U'),
 		qtool.Opt("output", true, 'P'), qtool.Opt("size", true, 's'),
 	}, func(c rune, arg string) bool {
 		switch c {

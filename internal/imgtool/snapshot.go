@@ -39,7 +39,7 @@ func runImgSnapshot(e *env, args []string) int {
 		return false
 	}
 	a, rc, ok := e.getopt(args, "la:c:d:qU", []qtool.LongOption{
-		qtool.Opt("object", true, 'o'), qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U'),
+		qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U'),
 	}, func(c rune, arg string) bool {
 		switch c {
 		case 'l', 'a', 'c', 'd':
@@ -53,8 +53,6 @@ func runImgSnapshot(e *env, args []string) int {
 			imageOpts = true
 		case 'U':
 			forceShare = true
-		case 'o':
-			return e.object(arg)
 		}
 		return true
 	})
