@@ -52,7 +52,7 @@ func TestImgOptionsEverywhereInterop(t *testing.T) {
 	runDiffCases(t, cases)
 }
 
-// splitArgs splits at spaces, '' being an empty argument.
+// splitArgs splits at spaces, ” being an empty argument.
 func splitArgs(s string) []string {
 	f := strings.Fields(s)
 	for i := range f {
