@@ -124,6 +124,11 @@ func runImgCheck(e *env, args []string) int {
 	var res *qcow2.CheckResult
 	var leaksFixed, corruptionsFixed int64
 	if fix != 0 {
+		// As QEMU's read-write open: autoclear bits it does not know
+		// are cleared.
+		if err := qcow2.ClearUnknownAutoclear(file); err != nil {
+			return fail("Could not open '%s': %s", filename, qtool.Message(err))
+		}
 		var rr *qcow2.RepairResult
 		rr, err = qcow2.Repair(file, stderr, fix)
 		if rr != nil {

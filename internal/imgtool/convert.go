@@ -356,11 +356,17 @@ func convertError(err error) string {
 	if !errors.As(err, &ee) {
 		return err.Error()
 	}
+	msg := qtool.Message(ee.Err)
+	if qcow2.IsCorrupt(ee.Err) {
+		// Told on its own line already (corruption.go); the request
+		// failed with EIO, as QEMU's.
+		msg = qtool.Strerror(unix.EIO)
+	}
 	switch ee.Op {
 	case engine.OpStatus:
-		return fmt.Sprintf("error while reading block status at offset %d: %s", ee.Off, qtool.Message(ee.Err))
+		return fmt.Sprintf("error while reading block status at offset %d: %s", ee.Off, msg)
 	case engine.OpRead:
-		return fmt.Sprintf("error while reading at byte %d: %s", ee.Off, qtool.Message(ee.Err))
+		return fmt.Sprintf("error while reading at byte %d: %s", ee.Off, msg)
 	}
-	return fmt.Sprintf("error while writing at byte %d: %s", ee.Off, qtool.Message(ee.Err))
+	return fmt.Sprintf("error while writing at byte %d: %s", ee.Off, msg)
 }

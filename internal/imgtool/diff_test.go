@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,6 +186,9 @@ func sameImages(t *testing.T, q, m, image string, better bool) {
 	} else if a, b := normalizedCheck(t, q, image), normalizedCheck(t, m, image); a != b {
 		t.Errorf("%s: check differs:\nqemu-img: %s\nminivmm:  %s", image, a, b)
 	}
+	if a, b := featureBits(t, q, image), featureBits(t, m, image); a != b {
+		t.Errorf("%s: header feature bits (incompatible, compatible, autoclear) differ: qemu-img %s, minivmm %s", image, a, b)
+	}
 	if a, b := normalizedMap(t, q, image), normalizedMap(t, m, image); a != b {
 		t.Errorf("%s: map differs:\nqemu-img: %s\nminivmm:  %s", image, a, b)
 	}
@@ -253,4 +257,16 @@ func (s diffStep) toolName() string {
 		return "qemu-img"
 	}
 	return s.tool
+}
+
+// featureBits is a version 3 qcow2 header's feature fields, in hex.
+func featureBits(t *testing.T, dir, image string) string {
+	b, err := os.ReadFile(filepath.Join(dir, image))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 96 || string(b[:4]) != "QFI\xfb" || b[7] != 3 {
+		return ""
+	}
+	return fmt.Sprintf("%x", b[72:96])
 }
