@@ -36,3 +36,23 @@ func TestImgDdInterop(t *testing.T) {
 	cases = append(cases, diffCase{name: "errors", setup: setup, steps: errs})
 	runDiffCases(t, cases)
 }
+
+// FuzzDdOperands: dd's operands and --object's argument never panic, and
+// what is refused says why.
+func FuzzDdOperands(f *testing.F) {
+	for _, s := range []string{"if=a of=b bs=64k count=2 skip=1", "if=a", "bs=0", "junk", "count=-1 skip=1E", "secret,id=a,data=b", "secret,id=a,file=/nonexistent", "foo,id=x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, arg string) {
+		var out, errb strings.Builder
+		e := &env{prog: "qemu-img", stdout: &out, stderr: &errb}
+		d, ok := e.parseDd(strings.Fields(arg))
+		if ok && (d.bs < 1 || d.count < 0 || d.skip < 0 || !d.hasIn || !d.hasOut) || !ok && errb.Len() == 0 {
+			t.Fatalf("%q: %+v %v %q", arg, d, ok, errb.String())
+		}
+		errb.Reset()
+		if !e.object(arg) && errb.Len() == 0 {
+			t.Fatalf("--object %q refused silently", arg)
+		}
+	})
+}
