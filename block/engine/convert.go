@@ -47,6 +47,12 @@ type ConvertOptions struct {
 	Sparse int64
 	// FullyAllocate writes everything as data, zeroes included (-S 0).
 	FullyAllocate bool
+	// Salvage, when set, copies past errors reading the source (qemu-img
+	// convert --salvage): a range whose block status fails is narrowed
+	// down to the sector and read as data, a sector that fails to read
+	// is written as zeroes; each is told to Salvage (with OpStatus or
+	// OpRead, the offset in the source image and the error).
+	Salvage func(op Op, off int64, err error)
 }
 
 // CompressedWriter is a destination driver that writes compressed
@@ -160,6 +166,15 @@ func (c *converter) status(off int64) (extentKind, int64, error) {
 		n = min(n, c.o.BackingLen-off)
 	}
 	st, l, err := node.BlockStatus(poff, n)
+	for err != nil && c.o.Salvage != nil {
+		if n <= 512 {
+			c.o.Salvage(OpStatus, poff, err)
+			st, l, err = block.Status{Data: true, Allocated: true}, min(512, n), nil
+			break
+		}
+		n = (n/512 + 3) / 4 * 512
+		st, l, err = node.BlockStatus(poff, n)
+	}
 	if err != nil {
 		return 0, 0, fail(OpStatus, poff, err)
 	}
@@ -205,9 +220,10 @@ func (c *converter) status(off int64) (extentKind, int64, error) {
 
 func (c *converter) run(ctx context.Context, workers int) error {
 	c.turn = sync.NewCond(&c.mu)
-	if c.o.Progress != nil {
+	if c.o.Progress != nil || c.o.Salvage != nil {
 		// As qemu-img, progress is the share of the data extents done,
-		// which takes a first pass over the source's block status.
+		// which takes a first pass over the source's block status (made
+		// also with salvage, whose warnings it repeats, as qemu-img's).
 		for off := int64(0); off < c.size; {
 			kind, n, err := c.status(off)
 			if err != nil {
@@ -237,6 +253,10 @@ func (c *converter) run(ctx context.Context, workers int) error {
 		}()
 	}
 	var err error
+	var inline []byte
+	if c.o.Salvage != nil {
+		inline = AlignedBuffer(convertChunk)
+	}
 	seq := 0
 	for off := int64(0); off < c.size; {
 		c.mu.Lock()
@@ -261,7 +281,16 @@ func (c *converter) run(ctx context.Context, workers int) error {
 			c.o.progress(c.dataDone, c.dataTotal)
 			c.mu.Unlock()
 		}
-		ext <- convertExtent{seq: seq, off: off, len: n, kind: kind}
+		if inline != nil {
+			// Salvage: each extent copied before the next one's status
+			// is asked, so that warnings come in qemu-img's order.
+			if e := c.copyExtent(convertExtent{seq: seq, off: off, len: n, kind: kind}, inline); e != nil {
+				err = e
+				break
+			}
+		} else {
+			ext <- convertExtent{seq: seq, off: off, len: n, kind: kind}
+		}
 		seq++
 		off += n
 	}
@@ -279,7 +308,9 @@ func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 	var rerr error
 	if e.kind == extentData {
 		data = buf[:e.len]
-		if err := c.src.readAt(data, e.off); err != nil {
+		if err := c.src.readAt(data, e.off); err != nil && c.o.Salvage != nil {
+			c.salvageRead(data, e.off)
+		} else if err != nil {
 			rerr = fail(OpRead, e.off, err)
 		}
 	}
@@ -456,4 +487,16 @@ func AlignedBuffer(n int) []byte {
 		skip = align - r
 	}
 	return b[skip : skip+n : skip+n]
+}
+
+// salvageRead reads p at off sector by sector: what fails to read is
+// told and reads as zeroes.
+func (c *converter) salvageRead(p []byte, off int64) {
+	for i := 0; i < len(p); i += 512 {
+		sec := p[i:min(i+512, len(p))]
+		if err := c.src.readAt(sec, off+int64(i)); err != nil {
+			c.o.Salvage(OpRead, off+int64(i), err)
+			clear(sec)
+		}
+	}
 }

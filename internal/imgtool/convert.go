@@ -31,7 +31,7 @@ import (
 
 func init() {
 	imgCommands["convert"] = imgCommand{run: runImgConvert,
-		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
+		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [--salvage] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
 }
 
 // imgCreateImage creates filename as `img create -f format -o opts` does,
@@ -113,7 +113,9 @@ func runImgConvert(e *env, args []string) int {
 	var snap *convertSnapshot
 	var sparse, rate int64
 	fullyAllocate, copyRange := false, false
+	salvage := false
 	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:l:S:r:C", []qtool.LongOption{qtool.Opt("force-share", false, 'U'), qtool.Opt("image-opts", false, 'I'),
+		qtool.Opt("salvage", false, 'V'),
 		qtool.Opt("target-is-zero", false, 'Z')}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
@@ -142,6 +144,8 @@ func runImgConvert(e *env, args []string) int {
 			targetIsZero = true
 		case 'I':
 			srcOpts.ImageOpts = true
+		case 'V':
+			salvage = true
 		case 'S':
 			var ok bool
 			if sparse, ok = e.cvtnum("buffer size for sparse output", arg); !ok {
@@ -316,6 +320,21 @@ func runImgConvert(e *env, args []string) int {
 	}
 	if rate > 0 {
 		co.Limiter = engine.NewRate(rate)
+	}
+	if salvage {
+		co.Salvage = func(op engine.Op, off int64, err error) {
+			if quiet {
+				return
+			}
+			if qcow2.IsCorrupt(err) {
+				err = unix.EIO
+			}
+			what := "reading offset"
+			if op == engine.OpStatus {
+				what = "reading block status at offset"
+			}
+			fmt.Fprintf(stderr, "%s: warning: error while %s %d: %s\n", e.prog, what, off, qtool.Strerror(err))
+		}
 	}
 	if compress {
 		var ok bool
