@@ -46,7 +46,8 @@ type diffCase struct {
 }
 
 var volatileText = []*regexp.Regexp{
-	regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d`), // snapshot dates
+	regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d`),    // snapshot dates
+	regexp.MustCompile(`Run completed in \d+\.\d+ seconds`), // bench timings
 }
 
 func normalizeText(s string) string {
