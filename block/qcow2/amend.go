@@ -15,6 +15,8 @@ import (
 
 // AmendOptions are the options amend changes; nil leaves one as it is.
 type AmendOptions struct {
+	// Upgrade makes a version 2 image version 3 (compat=1.1).
+	Upgrade       bool
 	LazyRefcounts *bool
 	RefcountBits  *int
 	// Progress, if set, is told the share done (0 to 1).
@@ -29,7 +31,11 @@ func (img *image) Amend(o AmendOptions) error {
 	}
 	defer img.wmu.Unlock()
 	h := img.hdr
-	if o.LazyRefcounts != nil && *o.LazyRefcounts && h.Version < 3 {
+	version := h.Version
+	if o.Upgrade {
+		version = 3
+	}
+	if o.LazyRefcounts != nil && *o.LazyRefcounts && version < 3 {
 		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
 	}
 	if o.RefcountBits != nil {
@@ -37,7 +43,7 @@ func (img *image) Amend(o AmendOptions) error {
 		if b <= 0 || b > 64 || b&(b-1) != 0 {
 			return errors.New("Refcount width must be a power of two and may not exceed 64 bits")
 		}
-		if h.Version < 3 && b != 16 {
+		if version < 3 && b != 16 {
 			return errors.New("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
 		}
 	}
@@ -46,6 +52,11 @@ func (img *image) Amend(o AmendOptions) error {
 	}
 	if err := img.syncAll(); err != nil {
 		return err
+	}
+	if o.Upgrade {
+		if err := img.upgradeV3(); err != nil {
+			return err
+		}
 	}
 	if o.RefcountBits != nil {
 		order := uint32(0)

@@ -1,8 +1,8 @@
 package imgtool
 
 // minivmm img amend: qemu-img amend for qcow2 (lazy_refcounts,
-// refcount_bits with the refcount structures rewritten, size, compat
-// as it is); the work is block/qcow2's Amend.
+// refcount_bits with the refcount structures rewritten, size, compat=1.1
+// upgrading a version 2 image); the work is block/qcow2's Amend.
 
 import (
 	"fmt"
@@ -161,9 +161,10 @@ func runImgAmend(e *env, args []string) int {
 	if version < 3 && ao.RefcountBits == nil && cur.RefcountBits != 16 {
 		return fail("compat=0.10 requires refcount_bits=16")
 	}
-	if version != int(cur.Version) {
-		return fail("Changing the compatibility level (compat=%s) is not supported by minivmm img amend yet", map[int]string{2: "0.10", 3: "1.1"}[version])
+	if version < int(cur.Version) {
+		return fail("Changing the compatibility level (compat=0.10) is not supported by minivmm img amend yet")
 	}
+	ao.Upgrade = version > int(cur.Version)
 	var size uint64
 	_, resize := opts.Get("size")
 	if resize {

@@ -30,7 +30,14 @@ func TestImgAmendInterop(t *testing.T) {
 		}},
 		diffCase{name: "v2", setup: mk("compat=0.10"), images: a, steps: []diffStep{
 			am("-o", "lazy_refcounts=on", "e.qcow2"), am("-o", "refcount_bits=8", "e.qcow2"), am("-o", "refcount_bits=16", "e.qcow2"),
+			am("-o", "compat=1.1", "e.qcow2"), qio("-c", "write -z 0 4k", "e.qcow2"),
 		}},
+		diffCase{name: "upgrade-backing", setup: append(mk("compat=0.10"),
+			img("create", "-f", "qcow2", "-o", "compat=0.10", "-b", "e.qcow2", "-F", "qcow2", "o.qcow2"),
+			qio("-c", "write -P 7 4k 8k", "o.qcow2")),
+			images: []string{"o.qcow2"}, steps: []diffStep{
+				am("-o", "compat=1.1,lazy_refcounts=on,refcount_bits=4", "o.qcow2"), qio("-c", "write -P 8 0 4k", "o.qcow2"),
+			}},
 		diffCase{name: "overflow", setup: []diffStep{
 			img("create", "-f", "qcow2", "-o", "refcount_bits=2,cluster_size=512", "e.qcow2", "64k"),
 			qio("-c", "write -c -P 1 0 512", "-c", "write -c -P 2 512 512", "-c", "write -c -P 3 1k 512", "e.qcow2"),
