@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"minivmm/block"
 	"minivmm/block/faultdisk"
@@ -25,20 +26,28 @@ func TestPowerLossHeaderOps(t *testing.T) {
 		name string
 		kind plKind
 		run  func(img *image) error
+		// repairable: a crash may leave COPIED flags check reports
+		// (creating and deleting, as in QEMU), which check -r all must
+		// repair into a clean image.
+		repairable bool
 	}
 	bits := func(b int) func(*image) error {
 		return func(img *image) error { return img.Amend(AmendOptions{RefcountBits: &b}) }
 	}
 	ops := []op{
-		{"refcount_bits=8", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true}, bits(8)},
-		{"refcount_bits=64 lazy", plKind{opts: "cluster_size=4096,lazy_refcounts=on", size: 1 << 20, snapshot: true}, bits(64)},
-		{"refcount_bits=1 512", plKind{opts: "cluster_size=512", size: 256 << 10}, bits(1)},
+		{"refcount_bits=8", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true}, bits(8), false},
+		{"refcount_bits=64 lazy", plKind{opts: "cluster_size=4096,lazy_refcounts=on", size: 1 << 20, snapshot: true}, bits(64), false},
+		{"refcount_bits=1 512", plKind{opts: "cluster_size=512", size: 256 << 10}, bits(1), false},
 		{"compat=1.1", plKind{opts: "cluster_size=4096,compat=0.10", size: 1 << 20, snapshot: true, noResize: true},
-			func(img *image) error { return img.Amend(AmendOptions{Upgrade: true}) }},
+			func(img *image) error { return img.Amend(AmendOptions{Upgrade: true}) }, false},
 		{"compat=1.1 refcount_bits=2", plKind{opts: "cluster_size=4096,compat=0.10", size: 1 << 20, backing: "raw"},
-			func(img *image) error { b := 2; return img.Amend(AmendOptions{Upgrade: true, RefcountBits: &b}) }},
-		{"apply", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true}, func(img *image) error { return img.ApplySnapshot("s") }},
-		{"apply extended L2", plKind{opts: "cluster_size=16384,extended_l2=on", size: 1 << 20, snapshot: true}, func(img *image) error { return img.ApplySnapshot("1") }},
+			func(img *image) error { b := 2; return img.Amend(AmendOptions{Upgrade: true, RefcountBits: &b}) }, false},
+		{"create", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true},
+			func(img *image) error { return img.CreateSnapshot("t", time.Unix(1, 0)) }, true},
+		{"delete", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true},
+			func(img *image) error { return img.DeleteSnapshot("1", "s") }, true},
+		{"apply", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true}, func(img *image) error { return img.ApplySnapshot("s") }, false},
+		{"apply extended L2", plKind{opts: "cluster_size=16384,extended_l2=on", size: 1 << 20, snapshot: true}, func(img *image) error { return img.ApplySnapshot("1") }, false},
 	}
 	for _, o := range ops {
 		t.Run(o.name, func(t *testing.T) {
@@ -82,7 +91,7 @@ func TestPowerLossHeaderOps(t *testing.T) {
 				judge := func(pieces []faultdisk.Piece, desc string) {
 					st := cp.State(nil, pieces)
 					states++
-					if err := judgeHeaderOp(path, st, before, after); err != nil && fail == nil {
+					if err := judgeHeaderOp(path, st, before, after, o.repairable); err != nil && fail == nil {
 						fail = fmt.Errorf("crash point %d, %s: %w", points, desc, err)
 					}
 				}
@@ -136,7 +145,7 @@ func stateData(path string, st []byte) ([]byte, error) {
 
 // judgeHeaderOp: the state reads as before or after, and check finds no
 // corruption (leaks allowed).
-func judgeHeaderOp(path string, st, before, after []byte) error {
+func judgeHeaderOp(path string, st, before, after []byte, repairable bool) error {
 	got, err := stateData(path, st)
 	if err != nil {
 		return err
@@ -158,6 +167,27 @@ func judgeHeaderOp(path string, st, before, after []byte) error {
 	res, err := Check(file, io.Discard)
 	if err != nil {
 		return fmt.Errorf("check failed: %w", err)
+	}
+	if res.Corruptions > 0 && res.CheckErrors == 0 && repairable {
+		rg := block.NewGraph(reg)
+		defer rg.Close()
+		if err := faultdisk.Own(bytes.Clone(st)).Install(rg, "fault"); err != nil {
+			return err
+		}
+		wf, err := rg.Add(block.Options{"driver": "fault"})
+		if err != nil {
+			return err
+		}
+		if _, err := rg.Attach("", wf, block.Perm{Write: true, Image: true}); err != nil {
+			return err
+		}
+		if _, err := Repair(wf, io.Discard, FixLeaks|FixErrors); err != nil {
+			return fmt.Errorf("check -r all failed: %w", err)
+		}
+		if res, err = Check(wf, io.Discard); err != nil {
+			return err
+		}
+		file = wf
 	}
 	if res.Corruptions > 0 || res.CheckErrors > 0 {
 		var log bytes.Buffer
