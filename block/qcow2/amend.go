@@ -15,10 +15,11 @@ import (
 
 // AmendOptions are the options amend changes; nil leaves one as it is.
 type AmendOptions struct {
-	// Upgrade makes a version 2 image version 3 (compat=1.1).
-	Upgrade       bool
-	LazyRefcounts *bool
-	RefcountBits  *int
+	// Upgrade makes a version 2 image version 3 (compat=1.1), Downgrade
+	// the other way (compat=0.10), after the other changes.
+	Upgrade, Downgrade bool
+	LazyRefcounts      *bool
+	RefcountBits       *int
 	// Progress, if set, is told the share done (0 to 1).
 	Progress func(done float64)
 }
@@ -34,6 +35,9 @@ func (img *image) Amend(o AmendOptions) error {
 	version := h.Version
 	if o.Upgrade {
 		version = 3
+	}
+	if o.Downgrade {
+		version = 2
 	}
 	if o.LazyRefcounts != nil && *o.LazyRefcounts && version < 3 {
 		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
@@ -69,7 +73,7 @@ func (img *image) Amend(o AmendOptions) error {
 			}
 		}
 	}
-	if o.LazyRefcounts != nil {
+	if o.LazyRefcounts != nil && !o.Downgrade {
 		on := *o.LazyRefcounts
 		if !on && h.IncompatibleFeatures&incompatDirty != 0 {
 			if err := img.markClean(); err != nil {
@@ -92,6 +96,9 @@ func (img *image) Amend(o AmendOptions) error {
 			h.CompatibleFeatures = f
 			img.lazy = on
 		}
+	}
+	if o.Downgrade {
+		return img.downgradeV2()
 	}
 	return nil
 }

@@ -42,6 +42,8 @@ func TestPowerLossHeaderOps(t *testing.T) {
 			func(img *image) error { return img.Amend(AmendOptions{Upgrade: true}) }, false},
 		{"compat=1.1 refcount_bits=2", plKind{opts: "cluster_size=4096,compat=0.10", size: 1 << 20, backing: "raw"},
 			func(img *image) error { b := 2; return img.Amend(AmendOptions{Upgrade: true, RefcountBits: &b}) }, false},
+		{"compat=0.10", plKind{opts: "cluster_size=4096,lazy_refcounts=on", size: 1 << 20, snapshot: true},
+			func(img *image) error { return img.Amend(AmendOptions{Downgrade: true}) }, false},
 		{"create", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true},
 			func(img *image) error { return img.CreateSnapshot("t", time.Unix(1, 0)) }, true},
 		{"delete", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true},

@@ -161,10 +161,8 @@ func runImgAmend(e *env, args []string) int {
 	if version < 3 && ao.RefcountBits == nil && cur.RefcountBits != 16 {
 		return fail("compat=0.10 requires refcount_bits=16")
 	}
-	if version < int(cur.Version) {
-		return fail("Changing the compatibility level (compat=0.10) is not supported by minivmm img amend yet")
-	}
 	ao.Upgrade = version > int(cur.Version)
+	ao.Downgrade = version < int(cur.Version)
 	var size uint64
 	_, resize := opts.Get("size")
 	if resize {

@@ -38,6 +38,18 @@ func TestImgAmendInterop(t *testing.T) {
 			images: []string{"o.qcow2"}, steps: []diffStep{
 				am("-o", "compat=1.1,lazy_refcounts=on,refcount_bits=4", "o.qcow2"), qio("-c", "write -P 8 0 4k", "o.qcow2"),
 			}},
+		diffCase{name: "downgrade", setup: []diffStep{
+			img("create", "-f", "qcow2", "-o", "lazy_refcounts=on", "b.qcow2", "2M"), qio("-c", "write -P 1 0 128k", "b.qcow2"),
+			img("snapshot", "-c", "s", "b.qcow2"), qio("-c", "write -P 2 64k 4k", "b.qcow2"),
+			img("create", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "o.qcow2"), qio("-c", "write -P 3 4k 8k", "o.qcow2"),
+			img("create", "-f", "qcow2", "-o", "refcount_bits=8", "r8.qcow2", "1M"),
+			img("create", "-f", "qcow2", "-o", "extended_l2=on", "x.qcow2", "1M"),
+			img("create", "-f", "qcow2", "s.qcow2", "1M"), img("snapshot", "-c", "s", "s.qcow2"), img("resize", "s.qcow2", "2M"),
+		}, images: []string{"b.qcow2", "o.qcow2", "r8.qcow2", "x.qcow2", "s.qcow2"}, steps: []diffStep{
+			am("-o", "compat=0.10", "b.qcow2"), am("-o", "compat=0.10", "o.qcow2"), qio("-c", "write -P 4 0 4k", "o.qcow2"),
+			am("-o", "compat=0.10", "r8.qcow2"), am("-o", "compat=0.10", "x.qcow2"),
+			am("-o", "compat=0.10", "s.qcow2"), am("-o", "compat=1.1", "o.qcow2"),
+		}},
 		diffCase{name: "overflow", setup: []diffStep{
 			img("create", "-f", "qcow2", "-o", "refcount_bits=2,cluster_size=512", "e.qcow2", "64k"),
 			qio("-c", "write -c -P 1 0 512", "-c", "write -c -P 2 512 512", "-c", "write -c -P 3 1k 512", "e.qcow2"),
