@@ -41,6 +41,18 @@ type ConvertOptions struct {
 	// Compressed, when set, is dst's driver: whole clusters go
 	// compressed (qemu-img convert -c).
 	Compressed CompressedWriter
+	// Sparse is the shortest run of zeroes written as zeroes rather than
+	// as data, a multiple of 512 (qemu-img's -S); 0 is the default, 4 KiB.
+	// Runs align to its largest power of two.
+	Sparse int64
+	// FullyAllocate writes everything as data, zeroes included (-S 0).
+	FullyAllocate bool
+	// Salvage, when set, copies past errors reading the source (qemu-img
+	// convert --salvage): a range whose block status fails is narrowed
+	// down to the sector and read as data, a sector that fails to read
+	// is written as zeroes; each is told to Salvage (with OpStatus or
+	// OpRead, the offset in the source image and the error).
+	Salvage func(op Op, off int64, err error)
 }
 
 // CompressedWriter is a destination driver that writes compressed
@@ -60,7 +72,14 @@ func Convert(ctx context.Context, sources []*block.Node, dst *block.Node, o Conv
 		src.parts = append(src.parts, n)
 		src.starts = append(src.starts, src.size()+n.Length())
 	}
-	c := &converter{src: src, dst: dst, o: o, size: src.size()}
+	c := &converter{src: src, dst: dst, o: o, size: src.size(), sparse: convertSparse}
+	if o.Sparse > 0 {
+		c.sparse = o.Sparse
+	}
+	c.align = 512
+	for c.align*2 <= c.sparse {
+		c.align *= 2
+	}
 	if o.Compressed != nil {
 		c.clusterSize = o.Compressed.ClusterSize()
 	}
@@ -125,6 +144,8 @@ type converter struct {
 	o           ConvertOptions
 	size        int64
 	clusterSize int64 // with o.Compressed
+	sparse      int64 // o.Sparse or the default
+	align       int64 // where zero runs may start and end
 
 	mu        sync.Mutex
 	turn      *sync.Cond
@@ -145,6 +166,15 @@ func (c *converter) status(off int64) (extentKind, int64, error) {
 		n = min(n, c.o.BackingLen-off)
 	}
 	st, l, err := node.BlockStatus(poff, n)
+	for err != nil && c.o.Salvage != nil {
+		if n <= 512 {
+			c.o.Salvage(OpStatus, poff, err)
+			st, l, err = block.Status{Data: true, Allocated: true}, min(512, n), nil
+			break
+		}
+		n = (n/512 + 3) / 4 * 512
+		st, l, err = node.BlockStatus(poff, n)
+	}
 	if err != nil {
 		return 0, 0, fail(OpStatus, poff, err)
 	}
@@ -165,6 +195,9 @@ func (c *converter) status(off int64) (extentKind, int64, error) {
 		}
 	case st.Zero || !st.Data:
 		kind = extentZero
+		if c.o.FullyAllocate {
+			kind = extentData
+		}
 	}
 	if kind == extentZero && c.o.BackingLen >= 0 && off >= c.o.BackingLen {
 		kind = extentBacking
@@ -187,9 +220,10 @@ func (c *converter) status(off int64) (extentKind, int64, error) {
 
 func (c *converter) run(ctx context.Context, workers int) error {
 	c.turn = sync.NewCond(&c.mu)
-	if c.o.Progress != nil {
+	if c.o.Progress != nil || c.o.Salvage != nil {
 		// As qemu-img, progress is the share of the data extents done,
-		// which takes a first pass over the source's block status.
+		// which takes a first pass over the source's block status (made
+		// also with salvage, whose warnings it repeats, as qemu-img's).
 		for off := int64(0); off < c.size; {
 			kind, n, err := c.status(off)
 			if err != nil {
@@ -219,6 +253,10 @@ func (c *converter) run(ctx context.Context, workers int) error {
 		}()
 	}
 	var err error
+	var inline []byte
+	if c.o.Salvage != nil {
+		inline = AlignedBuffer(convertChunk)
+	}
 	seq := 0
 	for off := int64(0); off < c.size; {
 		c.mu.Lock()
@@ -243,7 +281,16 @@ func (c *converter) run(ctx context.Context, workers int) error {
 			c.o.progress(c.dataDone, c.dataTotal)
 			c.mu.Unlock()
 		}
-		ext <- convertExtent{seq: seq, off: off, len: n, kind: kind}
+		if inline != nil {
+			// Salvage: each extent copied before the next one's status
+			// is asked, so that warnings come in qemu-img's order.
+			if e := c.copyExtent(convertExtent{seq: seq, off: off, len: n, kind: kind}, inline); e != nil {
+				err = e
+				break
+			}
+		} else {
+			ext <- convertExtent{seq: seq, off: off, len: n, kind: kind}
+		}
 		seq++
 		off += n
 	}
@@ -261,7 +308,9 @@ func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 	var rerr error
 	if e.kind == extentData {
 		data = buf[:e.len]
-		if err := c.src.readAt(data, e.off); err != nil {
+		if err := c.src.readAt(data, e.off); err != nil && c.o.Salvage != nil {
+			c.salvageRead(data, e.off)
+		} else if err != nil {
 			rerr = fail(OpRead, e.off, err)
 		}
 	}
@@ -315,8 +364,12 @@ func (c *converter) writeZeroes(off, n int64) error {
 // writeData writes data read at off: its runs of data as data and its
 // zero stretches of 4 KiB or more as zeroes, as qemu-img does.
 func (c *converter) writeData(data []byte, off int64) error {
+	if c.o.FullyAllocate {
+		_, err := c.dst.WriteAt(data, off)
+		return err
+	}
 	for len(data) > 0 {
-		n, isData := allocatedRun(data, off)
+		n, isData := allocatedRun(data, off, c.sparse, c.align)
 		var err error
 		if isData {
 			_, err = c.dst.WriteAt(data[:n], off)
@@ -336,10 +389,10 @@ func (c *converter) writeData(data []byte, off int64) error {
 const convertSparse = 4096
 
 // sectorRun is the length of p's first run of sectors (at image offset
-// off) that are all zero or all not, with its end aligned to
-// convertSparse: a data run's end up, a zero run's down (qemu-img's
+// off) that are all zero or all not, with its end aligned to alignBytes:
+// a data run's end up, a zero run's down (qemu-img's
 // is_allocated_sectors).
-func sectorRun(p []byte, off int64) (int, bool) {
+func sectorRun(p []byte, off, alignBytes int64) (int, bool) {
 	sector := func(i int) []byte { return p[i*512 : min(i*512+512, len(p))] }
 	nsec := (len(p) + 511) / 512
 	zero := allZeroBytes(sector(0))
@@ -350,7 +403,7 @@ func sectorRun(p []byte, off int64) (int, bool) {
 	if i == nsec {
 		return len(p), !zero
 	}
-	const align = convertSparse / 512
+	align := alignBytes / 512
 	if tail := int((off/512 + int64(i)) % align); tail != 0 {
 		if zero && i <= tail {
 			zero = false // a zero run only as long as the tail is data
@@ -358,7 +411,7 @@ func sectorRun(p []byte, off int64) (int, bool) {
 		if zero {
 			i -= tail
 		} else {
-			i = min(i+align-tail, nsec)
+			i = min(i+int(align)-tail, nsec)
 		}
 	}
 	return min(i*512, len(p)), !zero
@@ -366,16 +419,16 @@ func sectorRun(p []byte, off int64) (int, bool) {
 
 // allocatedRun is the length of p's first run to write as data (true) or
 // as zeroes: data runs take in the zero stretches shorter than
-// convertSparse between them (qemu-img's is_allocated_sectors_min).
-func allocatedRun(p []byte, off int64) (int, bool) {
-	n, isData := sectorRun(p, off)
+// sparse between them (qemu-img's is_allocated_sectors_min).
+func allocatedRun(p []byte, off, sparse, align int64) (int, bool) {
+	n, isData := sectorRun(p, off, align)
 	if !isData {
 		return n, false
 	}
-	minZero := min(convertSparse, len(p))
+	minZero := min(int(sparse), len(p))
 	used := n
 	for checked := n; checked < len(p); {
-		k, d := sectorRun(p[checked:], off+int64(checked))
+		k, d := sectorRun(p[checked:], off+int64(checked), align)
 		checked += k
 		if d {
 			used = checked
@@ -434,4 +487,16 @@ func AlignedBuffer(n int) []byte {
 		skip = align - r
 	}
 	return b[skip : skip+n : skip+n]
+}
+
+// salvageRead reads p at off sector by sector: what fails to read is
+// told and reads as zeroes.
+func (c *converter) salvageRead(p []byte, off int64) {
+	for i := 0; i < len(p); i += 512 {
+		sec := p[i:min(i+512, len(p))]
+		if err := c.src.readAt(sec, off+int64(i)); err != nil {
+			c.o.Salvage(OpRead, off+int64(i), err)
+			clear(sec)
+		}
+	}
 }

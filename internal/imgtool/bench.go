@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	imgCommands["bench"] = imgCommand{run: runImgBench,
+	imgCommands["bench"] = imgCommand{run: runImgBench, noObject: true,
 		usage: "bench [-c count] [-d depth] [-f fmt] [-n] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] [-add-fd fd=N,set=M] filename"}
 }
 
@@ -44,8 +44,10 @@ func runImgBench(e *env, args []string) int {
 		}
 		return false
 	}
-	a, rc, ok := e.getopt(args, "c:d:f:ni:o:qs:S:t:wU", []qtool.LongOption{qtool.Opt("pattern", true, 'P'), qtool.Opt("force-share", false, 'U')}, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "c:d:f:ni:o:qs:S:t:wU", []qtool.LongOption{qtool.Opt("pattern", true, 'P'), qtool.Opt("force-share", false, 'U'), qtool.Opt("image-opts", false, 'I')}, func(c rune, arg string) bool {
 		switch c {
+		case 'I':
+			o.ImageOpts = true
 		case 'c':
 			n, err := strconv.ParseUint(arg, 0, 31)
 			if err != nil {

@@ -31,10 +31,10 @@ func runImgCheck(e *env, args []string) int {
 		return 1
 	}
 	var format, output = "", "human"
-	var quiet, forceShare bool
+	var quiet, forceShare, imageOpts bool
 	var fix int
 	a, rc, ok := e.getopt(args, "f:r:T:qU", []qtool.LongOption{
-		qtool.Opt("format", true, 'f'), qtool.Opt("repair", true, 'r'), qtool.Opt("output", true, 'O'), qtool.Opt("object", true, 'o'),
+		qtool.Opt("format", true, 'f'), qtool.Opt("repair", true, 'r'), qtool.Opt("output", true, 'O'),
 		qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U'),
 	}, func(c rune, arg string) bool {
 		switch c {
@@ -62,9 +62,8 @@ func runImgCheck(e *env, args []string) int {
 		case 'T':
 			fail("option -T is not supported by minivmm img check")
 			return false
-		case 'o', 'I':
-			fail("option --%s is not supported by minivmm img check", map[rune]string{'o': "object", 'I': "image-opts"}[c])
-			return false
+		case 'I':
+			imageOpts = true
 		}
 		return true
 	})
@@ -88,7 +87,23 @@ func runImgCheck(e *env, args []string) int {
 			return fail("Could not open '%s': Unknown driver '%s'", filename, format)
 		}
 	}
-	file, err := graph.Add(block.Options{"driver": "file", "filename": filename, "read-only": fix == 0, "force-share": forceShare})
+	fileOpts := block.Options{"driver": "file", "filename": filename}
+	if imageOpts {
+		// The check reads the file child itself: its options are the
+		// file.* of the image's.
+		o, err := (&qtool.OpenFlags{File: filename, ImageOpts: true}).Options(graph)
+		if err != nil {
+			return fail("Could not open '%s': %s", filename, qtool.Message(err))
+		}
+		if drv, ok := o["driver"].(string); ok {
+			format = drv
+		}
+		if fileOpts, ok = o["file"].(block.Options); !ok {
+			return fail("Could not open '%s': minivmm img check --image-opts needs the file child's options (file.driver=file,file.filename=...)", filename)
+		}
+	}
+	fileOpts["read-only"], fileOpts["force-share"] = fix == 0, forceShare
+	file, err := graph.Add(fileOpts)
 	if err != nil {
 		return fail("Could not open '%s': %s", filename, qtool.Message(err))
 	}
@@ -109,6 +124,11 @@ func runImgCheck(e *env, args []string) int {
 	var res *qcow2.CheckResult
 	var leaksFixed, corruptionsFixed int64
 	if fix != 0 {
+		// As QEMU's read-write open: autoclear bits it does not know
+		// are cleared.
+		if err := qcow2.ClearUnknownAutoclear(file); err != nil {
+			return fail("Could not open '%s': %s", filename, qtool.Message(err))
+		}
 		var rr *qcow2.RepairResult
 		rr, err = qcow2.Repair(file, stderr, fix)
 		if rr != nil {

@@ -63,9 +63,11 @@ func fileOf(n *block.Node) string {
 func runImgCommit(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
 	var format, base string
-	quiet, drop, progress := false, false, false
-	a, rc, ok := e.getopt(args, "f:t:b:dpqr:", nil, func(c rune, arg string) bool {
+	quiet, drop, progress, imageOpts := false, false, false, false
+	a, rc, ok := e.getopt(args, "f:t:b:dpqr:", []qtool.LongOption{qtool.Opt("image-opts", false, 'I')}, func(c rune, arg string) bool {
 		switch c {
+		case 'I':
+			imageOpts = true
 		case 'f':
 			format = arg
 		case 'b':
@@ -93,7 +95,7 @@ func runImgCommit(e *env, args []string) int {
 	}
 
 	// The chain as the image names it.
-	im, ok := e.openImage(filename, format, false, false, a.addFds)
+	im, ok := e.openImage(filename, format, imageOpts, false, a.addFds)
 	if !ok {
 		return 1
 	}

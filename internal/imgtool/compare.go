@@ -154,7 +154,10 @@ func runImgCompare(e *env, args []string) int {
 			return statusErr(name2, err)
 		}
 		chunk := min(s1.length, s2.length)
-		if strict && (s1.present != s2.present || s1.zero != s2.zero || s1.data != s2.data || s1.hasOffset != s2.hasOffset) {
+		// BDRV_BLOCK_EOF is part of the status compared: a range that
+		// reaches one image's end and not the other's differs.
+		eof1, eof2 := off+s1.length == size1, off+s2.length == size2
+		if strict && (s1.present != s2.present || s1.zero != s2.zero || s1.data != s2.data || s1.hasOffset != s2.hasOffset || eof1 != eof2) {
 			out("Strict mode: Offset %d block status mismatch!\n", off)
 			return 1
 		}

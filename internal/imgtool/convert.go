@@ -31,7 +31,7 @@ import (
 
 func init() {
 	imgCommands["convert"] = imgCommand{run: runImgConvert,
-		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
+		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [--salvage] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
 }
 
 // imgCreateImage creates filename as `img create -f format -o opts` does,
@@ -110,7 +110,12 @@ func runImgConvert(e *env, args []string) int {
 	dstOpts := &qtool.OpenFlags{NoFlush: true, Unmap: true}
 	srcOpts := &qtool.OpenFlags{ReadOnly: true}
 	dstWritethrough := false
-	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:", []qtool.LongOption{qtool.Opt("force-share", false, 'U'),
+	var snap *convertSnapshot
+	var sparse, rate int64
+	fullyAllocate, copyRange := false, false
+	salvage := false
+	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:l:S:r:C", []qtool.LongOption{qtool.Opt("force-share", false, 'U'), qtool.Opt("image-opts", false, 'I'),
+		qtool.Opt("salvage", false, 'V'),
 		qtool.Opt("target-is-zero", false, 'Z')}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
@@ -137,6 +142,33 @@ func runImgConvert(e *env, args []string) int {
 			forceShare = true
 		case 'Z':
 			targetIsZero = true
+		case 'I':
+			srcOpts.ImageOpts = true
+		case 'V':
+			salvage = true
+		case 'S':
+			var ok bool
+			if sparse, ok = e.cvtnum("buffer size for sparse output", arg); !ok {
+				return false
+			}
+			if sparse%512 != 0 || sparse/512 > convertMaxBufSectors {
+				fmt.Fprintf(stderr, "%s: Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to %d. "+
+					"Select 0 to disable sparse detection (fully allocates output).\n", e.prog, convertMaxBufSectors*512)
+				return false
+			}
+			fullyAllocate = sparse == 0
+		case 'r':
+			var ok bool
+			if rate, ok = e.cvtnum("rate limit", arg); !ok {
+				return false
+			}
+		case 'C':
+			copyRange = true
+		case 'l':
+			var ok bool
+			if snap, ok = e.parseConvertSnapshot(arg); !ok {
+				return false
+			}
 		case 'm':
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 1 || n > 16 {
@@ -181,6 +213,12 @@ func runImgConvert(e *env, args []string) int {
 		}
 		return e.createOptionHelp(outFmt, filename)
 	}
+	if copyRange && compress {
+		return fail("Cannot enable copy offloading when -c is used")
+	}
+	if copyRange {
+		return fail("Copy offloading (-C) is not supported by minivmm img convert yet")
+	}
 	if noCreate && len(optStrs) > 0 {
 		return fail("-o has no effect when skipping image creation")
 	}
@@ -189,6 +227,9 @@ func runImgConvert(e *env, args []string) int {
 	}
 	if len(a.operands) < 2 {
 		return fail("Must specify image file name")
+	}
+	if snap != nil && len(a.operands) > 2 {
+		return fail("No support for concatenating multiple snapshot")
 	}
 	// From here on, as qemu-img, the progress line starts at 0 and
 	// ends, even after an error.
@@ -210,6 +251,11 @@ func runImgConvert(e *env, args []string) int {
 		n, err := s.open(&o)
 		if err != nil {
 			return fail("Could not open '%s': %s", name, qtool.Message(err))
+		}
+		if snap != nil {
+			if err := snap.load(n); err != nil {
+				return fail("Failed to load snapshot: %s", err)
+			}
 		}
 		sources = append(sources, n)
 		size += n.Length()
@@ -267,6 +313,28 @@ func runImgConvert(e *env, args []string) int {
 	co := engine.ConvertOptions{
 		Workers: workers, InOrder: !outOfOrder, TargetZero: (!noCreate && backing == "") || targetIsZero,
 		HasBacking: backing != "", BackingLen: -1, Writethrough: dstWritethrough,
+		Sparse: sparse, FullyAllocate: fullyAllocate,
+	}
+	if fullyAllocate {
+		co.TargetZero = false
+	}
+	if rate > 0 {
+		co.Limiter = engine.NewRate(rate)
+	}
+	if salvage {
+		co.Salvage = func(op engine.Op, off int64, err error) {
+			if quiet {
+				return
+			}
+			if qcow2.IsCorrupt(err) {
+				err = unix.EIO
+			}
+			what := "reading offset"
+			if op == engine.OpStatus {
+				what = "reading block status at offset"
+			}
+			fmt.Fprintf(stderr, "%s: warning: error while %s %d: %s\n", e.prog, what, off, qtool.Strerror(err))
+		}
 	}
 	if compress {
 		var ok bool
@@ -297,17 +365,27 @@ func runImgConvert(e *env, args []string) int {
 	return 0
 }
 
+// convertMaxBufSectors is qemu-img convert's MAX_BUF_SECTORS, the
+// largest -S.
+const convertMaxBufSectors = 32768
+
 // convertError words an engine error as qemu-img convert does.
 func convertError(err error) string {
 	var ee *engine.Error
 	if !errors.As(err, &ee) {
 		return err.Error()
 	}
+	msg := qtool.Message(ee.Err)
+	if qcow2.IsCorrupt(ee.Err) {
+		// Told on its own line already (corruption.go); the request
+		// failed with EIO, as QEMU's.
+		msg = qtool.Strerror(unix.EIO)
+	}
 	switch ee.Op {
 	case engine.OpStatus:
-		return fmt.Sprintf("error while reading block status at offset %d: %s", ee.Off, qtool.Message(ee.Err))
+		return fmt.Sprintf("error while reading block status at offset %d: %s", ee.Off, msg)
 	case engine.OpRead:
-		return fmt.Sprintf("error while reading at byte %d: %s", ee.Off, qtool.Message(ee.Err))
+		return fmt.Sprintf("error while reading at byte %d: %s", ee.Off, msg)
 	}
-	return fmt.Sprintf("error while writing at byte %d: %s", ee.Off, qtool.Message(ee.Err))
+	return fmt.Sprintf("error while writing at byte %d: %s", ee.Off, msg)
 }

@@ -325,5 +325,14 @@ func createRaw(fd int, size uint64, prealloc string) error {
 			}
 		}
 	}
-	return unix.Ftruncate(fd, int64(size))
+	if err := unix.Ftruncate(fd, int64(size)); err != nil {
+		return err
+	}
+	if prealloc == "full" || size == 0 {
+		return nil
+	}
+	// As QEMU's allocate_first_block: the first block written, so that
+	// probing the file's alignment (O_DIRECT) finds an allocated block.
+	_, err := qcow2.FdTarget(fd).WriteAt(make([]byte, min(size, 4096)), 0)
+	return err
 }

@@ -21,7 +21,9 @@ type env struct {
 	qtool.Program
 	prog           string // Program.Name, what messages start with
 	stdout, stderr io.Writer
-	closeErrs      []error // from closing images (session.close)
+	closeErrs      []error         // from closing images (session.close)
+	noObject       bool            // the command's imgCommand.noObject
+	objects        map[string]bool // --object ids (object.go)
 }
 
 // imgCommand is one `minivmm img` subcommand: it gets the arguments after
@@ -29,6 +31,8 @@ type env struct {
 type imgCommand struct {
 	run   func(e *env, args []string) int
 	usage string // one line: "info [-f fmt] [--output=ofmt] [--backing-chain] filename"
+	// noObject: the command takes no --object (qemu-img 7.2's bench).
+	noObject bool
 }
 
 // imgCommands is filled by the subcommands' init functions.
@@ -67,6 +71,7 @@ func Run(p qtool.Program, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: Command not found: %s\n", e.prog, args[0])
 		return 1
 	}
+	e.noObject = cmd.noObject
 	code := cmd.run(e, args[1:])
 	// Images are closed by then; what a format wrote back at close (or
 	// when its last writer left) and failed fails the run, which qemu-img
@@ -88,6 +93,9 @@ func (e *env) tryHelp() int {
 	return 1
 }
 
+// objectOpt is --object's code, which no short option uses.
+const objectOpt = 0x10000
+
 // imgCmdLine is a subcommand's command line once getopt has read its
 // options.
 type imgCmdLine struct {
@@ -108,16 +116,21 @@ func (e *env) image(a imgCmdLine) (string, bool) {
 
 // getopt reads a subcommand's options the way every qemu-img command
 // does, handling what they all share: -h/--help prints the help and exits
-// 0, -add-fd/--add-fd (minivmm's, for fd passing) is collected, and a bad
+// 0, -add-fd/--add-fd (minivmm's, for fd passing) is collected, --object
+// is checked (object.go), and a bad
 // option gets qemu-img's message. Each other option goes to opt, which
 // returns false after printing its own error. It returns the exit status
 // when the command is to end now.
 func (e *env) getopt(args []string, short string, long []qtool.LongOption,
 	opt func(c rune, arg string) bool) (imgCmdLine, int, bool) {
 	var errs strings.Builder
+	common := []qtool.LongOption{qtool.Opt("help", false, 'h'), qtool.Opt("add-fd", true, 'A')}
+	if !e.noObject {
+		common = append(common, qtool.Opt("object", true, objectOpt))
+	}
 	g := &qtool.Getopt{
 		Prog: e.prog, Args: args, Short: "h" + short, Stderr: &errs,
-		Long: append([]qtool.LongOption{qtool.Opt("help", false, 'h'), qtool.Opt("add-fd", true, 'A')}, long...),
+		Long: append(common, long...),
 		Dash: []qtool.LongOption{qtool.Opt("add-fd", true, 'A')},
 	}
 	var a imgCmdLine
@@ -134,6 +147,10 @@ func (e *env) getopt(args []string, short string, long []qtool.LongOption,
 			return a, imgHelp(e.stdout), false
 		case 'A':
 			a.addFds = append(a.addFds, cmdline.Occurrence{Name: "add-fd", Value: arg})
+		case objectOpt:
+			if !e.object(arg) {
+				return a, 1, false
+			}
 		default:
 			if !opt(c, arg) {
 				return a, 1, false

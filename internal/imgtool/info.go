@@ -48,7 +48,7 @@ type imgCommonOpts struct {
 // parse reads the command line of info and map: their shared options,
 // those in more (handled by opt), and one image file name.
 func (c *imgCommonOpts) parse(e *env, args []string, more []qtool.LongOption,
-	opt func(c rune) bool) (filename string, rc int, ok bool) {
+	opt func(c rune, arg string) bool) (filename string, rc int, ok bool) {
 	stderr := e.stderr
 	long := append([]qtool.LongOption{qtool.Opt("format", true, 'f'), qtool.Opt("output", true, 'O'),
 		qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U')}, more...)
@@ -66,8 +66,10 @@ func (c *imgCommonOpts) parse(e *env, args []string, more []qtool.LongOption,
 			c.imageOpts = true
 		case 'U':
 			c.forceShare = true
+		case 'j':
+			return e.object(arg)
 		default:
-			return opt(o)
+			return opt(o, arg)
 		}
 		return true
 	})
@@ -369,7 +371,7 @@ func runImgInfo(e *env, args []string) int {
 	c := imgCommonOpts{output: "human"}
 	chain := false
 	filename, rc, ok := c.parse(e, args, []qtool.LongOption{qtool.Opt("backing-chain", false, 'b')},
-		func(rune) bool { chain = true; return true })
+		func(rune, string) bool { chain = true; return true })
 	if !ok {
 		return rc
 	}

@@ -13,7 +13,7 @@ import (
 
 func init() {
 	imgCommands["map"] = imgCommand{run: runImgMap,
-		usage: "map [-f fmt] [--output=ofmt] [-U] [--image-opts] [-add-fd fd=N,set=M] filename"}
+		usage: "map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] [-add-fd fd=N,set=M] filename"}
 }
 
 // mapEntry is one extent as qemu-img map shows it (its MapEntry).
@@ -95,7 +95,17 @@ func hexAlt(v int64) string {
 func runImgMap(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
 	c := imgCommonOpts{output: "human"}
-	filename, rc, ok := c.parse(e, args, nil, nil)
+	start, maxLength := int64(0), int64(-1)
+	filename, rc, ok := c.parse(e, args, []qtool.LongOption{qtool.Opt("start-offset", true, 's'), qtool.Opt("max-length", true, 'l')},
+		func(o rune, arg string) bool {
+			var ok bool
+			if o == 's' {
+				start, ok = e.cvtnum("start offset", arg)
+			} else {
+				maxLength, ok = e.cvtnum("max length", arg)
+			}
+			return ok
+		})
 	if !ok {
 		return rc
 	}
@@ -113,7 +123,10 @@ func runImgMap(e *env, args []string) int {
 		fmt.Fprintf(&b, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File")
 	}
 	length := im.node.Length()
-	var curr mapEntry
+	if maxLength != -1 {
+		length = min(start+maxLength, length)
+	}
+	curr := mapEntry{start: start}
 	for curr.start+curr.length < length {
 		off := curr.start + curr.length
 		next, err := chainStatus(im.node, off, min(1<<30, length-off))

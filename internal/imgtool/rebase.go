@@ -27,9 +27,11 @@ func init() {
 func runImgRebase(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
 	var format, backingFmt, backing string
-	haveBacking, unsafe, progress, quiet, forceShare := false, false, false, false, false
-	a, rc, ok := e.getopt(args, "f:F:b:upt:T:qU", nil, func(c rune, arg string) bool {
+	haveBacking, unsafe, progress, quiet, forceShare, imageOpts := false, false, false, false, false, false
+	a, rc, ok := e.getopt(args, "f:F:b:upt:T:qU", []qtool.LongOption{qtool.Opt("image-opts", false, 'I'), qtool.Opt("force-share", false, 'U')}, func(c rune, arg string) bool {
 		switch c {
+		case 'I':
+			imageOpts = true
 		case 'f':
 			format = arg
 		case 'F':
@@ -87,7 +89,14 @@ func runImgRebase(e *env, args []string) int {
 	defer s.close()
 	var node *block.Node
 	var err error
-	if unsafe {
+	if unsafe && imageOpts {
+		// Opened without its backing file, which need not exist.
+		var o block.Options
+		if o, err = (&qtool.OpenFlags{File: filename, ImageOpts: true}).Options(s.g); err == nil {
+			o["backing"] = nil
+			node, err = s.g.Add(o)
+		}
+	} else if unsafe {
 		// Opened without its backing file, which need not exist.
 		if format == "" {
 			if format, err = s.probe(filename); err != nil {
@@ -102,7 +111,7 @@ func runImgRebase(e *env, args []string) int {
 			return 1
 		}
 	} else {
-		node, err = s.open(&qtool.OpenFlags{File: filename, Format: format})
+		node, err = s.open(&qtool.OpenFlags{File: filename, Format: format, ImageOpts: imageOpts})
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))

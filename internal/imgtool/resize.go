@@ -35,9 +35,11 @@ func runImgResize(e *env, args []string) int {
 	sizeArg := args[len(args)-1]
 	args = args[:len(args)-1]
 	var format string
-	quiet, shrink := false, false
-	a, rc, ok := e.getopt(args, "f:q", []qtool.LongOption{qtool.Opt("shrink", false, 'S')}, func(c rune, arg string) bool {
+	quiet, shrink, imageOpts := false, false, false
+	a, rc, ok := e.getopt(args, "f:q", []qtool.LongOption{qtool.Opt("shrink", false, 'S'), qtool.Opt("image-opts", false, 'I')}, func(c rune, arg string) bool {
 		switch c {
+		case 'I':
+			imageOpts = true
 		case 'f':
 			format = arg
 		case 'q':
@@ -77,7 +79,7 @@ func runImgResize(e *env, args []string) int {
 		return 1
 	}
 	defer s.close()
-	node, err := s.open(&qtool.OpenFlags{File: filename, Format: format, Unmap: true})
+	node, err := s.open(&qtool.OpenFlags{File: filename, Format: format, Unmap: true, ImageOpts: imageOpts})
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))
 		return 1

@@ -1,0 +1,124 @@
+package qcow2
+
+// Downgrading a version 3 image to version 2 (compat=0.10; QEMU's
+// qcow2_downgrade), in QEMU's order of refusals. The new header (72
+// bytes, the extensions but QEMU's feature name table, the backing file
+// name) is written in the first sector in one write. QEMU writes zero
+// clusters out as data first; minivmm refuses an image that has any.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// errDowngradeZero is a version 3 image with zero clusters.
+var errDowngradeZero = errors.New("minivmm cannot downgrade an image with zero clusters to compat=0.10 yet (QEMU writes them out as data)")
+
+func (img *image) downgradeV2() error {
+	h := img.hdr
+	if h.Version != 3 {
+		return nil
+	}
+	if h.RefcountOrder != 4 {
+		return errors.New("compat=0.10 requires refcount_bits=16")
+	}
+	entries, err := img.snapshotEntries()
+	if err != nil {
+		return err
+	}
+	for i, sn := range img.snapshots {
+		if img.snapshotDiskSize(entries[i], sn) != img.length || sn.VMStateSize > 0xffffffff {
+			return errors.New("Internal snapshots prevent downgrade of image")
+		}
+	}
+	if h.IncompatibleFeatures&incompatDirty != 0 {
+		if err := img.markClean(); err != nil {
+			return err
+		}
+	}
+	if f := h.IncompatibleFeatures; f != 0 {
+		return fmt.Errorf("Cannot downgrade an image with incompatible features %#x set", f)
+	}
+	l1s := [][]uint64{append([]uint64(nil), img.l1...)}
+	for _, sn := range img.snapshots {
+		l1, err := img.readL1(int64(sn.L1TableOffset), sn.L1Size)
+		if err != nil {
+			return err
+		}
+		l1s = append(l1s, l1)
+	}
+	cs := img.clusterSize
+	t := make([]byte, cs)
+	for _, l1 := range l1s {
+		for _, l1e := range l1 {
+			off := int64(l1e & offsetMask)
+			if off == 0 {
+				continue
+			}
+			if err := readFile(img.file, t, off); err != nil {
+				return err
+			}
+			for j := 0; j < len(t); j += 8 {
+				if e := binary.BigEndian.Uint64(t[j:]); e&flagCompressed == 0 && e&flagZero != 0 {
+					return errDowngradeZero
+				}
+			}
+		}
+	}
+	be := binary.BigEndian
+	c0 := make([]byte, cs)
+	if err := readFile(img.file, c0, 0); err != nil {
+		return err
+	}
+	var exts []byte
+	for off := int(h.HeaderLength); off+8 <= len(c0); {
+		typ, n := be.Uint32(c0[off:]), int(be.Uint32(c0[off+4:]))
+		if typ == 0 {
+			break
+		}
+		end := off + 8 + (n+7)&^7
+		if end > len(c0) {
+			return corrupt("header extensions run past the first cluster")
+		}
+		if typ != extFeatureTable {
+			exts = append(exts, c0[off:end]...)
+		}
+		off = end
+	}
+	var name []byte
+	if bo, bs := int64(h.BackingFileOffset), int64(be.Uint32(c0[16:])); bo != 0 {
+		if bo+bs > int64(len(c0)) {
+			return corrupt("the backing file name runs past the first cluster")
+		}
+		name = c0[bo : bo+bs]
+	}
+	nameOff := v2HeaderLen + len(exts) + 8
+	if nameOff+len(name) > 512 {
+		return errors.New("minivmm cannot downgrade this image to compat=0.10: its header extensions and backing file name do not fit in the first sector")
+	}
+	sec := make([]byte, 512)
+	copy(sec, c0[:v2HeaderLen])
+	be.PutUint32(sec[4:], 2)
+	copy(sec[v2HeaderLen:], exts)
+	if name != nil {
+		copy(sec[nameOff:], name)
+		be.PutUint64(sec[8:], uint64(nameOff))
+	}
+	if img.beforeWrite != nil {
+		img.beforeWrite()
+	}
+	if _, err := img.file.WriteAt(sec, 0); err != nil {
+		return fmt.Errorf("qcow2: could not write the header: %w", err)
+	}
+	if err := img.syncFile(); err != nil {
+		return err
+	}
+	h.Version, h.HeaderLength = 2, v2HeaderLen
+	h.CompatibleFeatures, h.AutoclearFeatures = 0, 0
+	img.lazy = false
+	if name != nil {
+		h.BackingFileOffset = uint64(nameOff)
+	}
+	return nil
+}

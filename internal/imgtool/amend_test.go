@@ -1,0 +1,71 @@
+package imgtool
+
+import "testing"
+
+// TestImgAmendInterop: qemu-img amend's command lines by both tools, and
+// the images they leave.
+func TestImgAmendInterop(t *testing.T) {
+	mk := func(opts string) []diffStep {
+		return []diffStep{
+			img("create", "-f", "qcow2", "-o", opts, "e.qcow2", "2M"),
+			qio("-c", "write -P 1 0 64k", "-c", "write -c -P 2 1M 64k", "-c", "write -z 1536k 64k", "e.qcow2"),
+			img("snapshot", "-c", "s", "e.qcow2"),
+			qio("-c", "write -P 3 0 4k", "e.qcow2"),
+		}
+	}
+	a := []string{"e.qcow2"}
+	const io = "driver=qcow2,file.driver=file,file.filename=e.qcow2"
+	am := func(args ...string) diffStep { return img(append([]string{"amend"}, args...)...) }
+	var cases []diffCase
+	for _, bits := range []string{"1", "2", "4", "8", "32", "64", "16"} {
+		cases = append(cases, diffCase{name: "refcount_bits=" + bits, setup: mk("cluster_size=4096"), images: a,
+			steps: []diffStep{am("-o", "refcount_bits="+bits, "e.qcow2"), qio("-c", "write -P 4 8k 64k", "e.qcow2"),
+				am("-o", "refcount_bits=16", "e.qcow2")}})
+	}
+	cases = append(cases,
+		diffCase{name: "lazy", setup: mk("cluster_size=65536"), images: a, steps: []diffStep{
+			am("-o", "lazy_refcounts=on", "e.qcow2"), am("--object", "secret,id=s0,data=x", "-o", "lazy_refcounts=off", "e.qcow2"),
+			am("--image-opts", "-o", "lazy_refcounts=on", io), am("-q", "-o", "lazy_refcounts=on,refcount_bits=8", "e.qcow2"),
+			am("-f", "qcow2", "-t", "none", "-o", "size=4M", "e.qcow2"), am("-o", "size=1M", "e.qcow2"),
+		}},
+		diffCase{name: "v2", setup: mk("compat=0.10"), images: a, steps: []diffStep{
+			am("-o", "lazy_refcounts=on", "e.qcow2"), am("-o", "refcount_bits=8", "e.qcow2"), am("-o", "refcount_bits=16", "e.qcow2"),
+			am("-o", "compat=1.1", "e.qcow2"), qio("-c", "write -z 0 4k", "e.qcow2"),
+		}},
+		diffCase{name: "upgrade-backing", setup: append(mk("compat=0.10"),
+			img("create", "-f", "qcow2", "-o", "compat=0.10", "-b", "e.qcow2", "-F", "qcow2", "o.qcow2"),
+			qio("-c", "write -P 7 4k 8k", "o.qcow2")),
+			images: []string{"o.qcow2"}, steps: []diffStep{
+				am("-o", "compat=1.1,lazy_refcounts=on,refcount_bits=4", "o.qcow2"), qio("-c", "write -P 8 0 4k", "o.qcow2"),
+			}},
+		diffCase{name: "downgrade", setup: []diffStep{
+			img("create", "-f", "qcow2", "-o", "lazy_refcounts=on", "b.qcow2", "2M"), qio("-c", "write -P 1 0 128k", "b.qcow2"),
+			img("snapshot", "-c", "s", "b.qcow2"), qio("-c", "write -P 2 64k 4k", "b.qcow2"),
+			img("create", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "o.qcow2"), qio("-c", "write -P 3 4k 8k", "o.qcow2"),
+			img("create", "-f", "qcow2", "-o", "refcount_bits=8", "r8.qcow2", "1M"),
+			img("create", "-f", "qcow2", "-o", "extended_l2=on", "x.qcow2", "1M"),
+			img("create", "-f", "qcow2", "s.qcow2", "1M"), img("snapshot", "-c", "s", "s.qcow2"), img("resize", "s.qcow2", "2M"),
+		}, images: []string{"b.qcow2", "o.qcow2", "r8.qcow2", "x.qcow2", "s.qcow2"}, steps: []diffStep{
+			am("-o", "compat=0.10", "b.qcow2"), am("-o", "compat=0.10", "o.qcow2"), qio("-c", "write -P 4 0 4k", "o.qcow2"),
+			am("-o", "compat=0.10", "r8.qcow2"), am("-o", "compat=0.10", "x.qcow2"),
+			am("-o", "compat=0.10", "s.qcow2"), am("-o", "compat=1.1", "o.qcow2"),
+		}},
+		diffCase{name: "overflow", setup: []diffStep{
+			img("create", "-f", "qcow2", "-o", "refcount_bits=2,cluster_size=512", "e.qcow2", "64k"),
+			qio("-c", "write -c -P 1 0 512", "-c", "write -c -P 2 512 512", "-c", "write -c -P 3 1k 512", "e.qcow2"),
+		}, images: a, steps: []diffStep{
+			am("-o", "refcount_bits=1", "e.qcow2"),
+		}},
+		diffCase{name: "errors", setup: append(mk("cluster_size=65536"), img("create", "-f", "raw", "r.raw", "1M")), images: a, steps: []diffStep{
+			am("-o", "compat=0.10,lazy_refcounts=on", "e.qcow2"), am("-o", "refcount_bits=8,compat=0.10", "e.qcow2"),
+			am("e.qcow2"), am("-o", "cluster_size=4k", "e.qcow2"), am("-o", "foo=1", "e.qcow2"), am("-o", "compat=0.11", "e.qcow2"), am("-o", "compat=0.10,refcount_bits=16", "-o", "lazy_refcounts=on", "e.qcow2"),
+			am("-o", "lazy_refcounts=maybe", "e.qcow2"), am("-o", "refcount_bits=3", "e.qcow2"), am("-o", "refcount_bits=x", "e.qcow2"),
+			am("-o", "size=x", "e.qcow2"), am("-o", "data_file=x", "e.qcow2"),
+			am("-o", "backing_file=x", "e.qcow2"), am("-o", "encrypt.format=luks", "e.qcow2"), am("-U", "-o", "size=1M", "e.qcow2"),
+			am("-o", "refcount_bits=1", "-t", "bogus", "e.qcow2"), am("-o", "refcount_bits=1", "a", "b"), am("-o", "refcount_bits=1"),
+			am("-o", "size=2M", "r.raw"), am("-f", "raw", "-o", "size=2M", "r.raw"), am("-o", "compat=1.1", "e.qcow2"),
+			am("-p", "-o", "lazy_refcounts=on", "e.qcow2"),
+		}},
+	)
+	runDiffCases(t, cases)
+}
