@@ -1,0 +1,142 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"minivmm/internal/qmptest"
+)
+
+// Helpers the chain, job and export interop tests share.
+
+// killChain makes in dir the chain base <- mid <- top of 16M qcow2
+// images that the kill tests commit, mid's data over base's, top
+// written by topCmds (qemu-io -c commands).
+func killChain(t *testing.T, dir string, topCmds ...string) {
+	t.Helper()
+	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(dir, "base.qcow2"), "16M")
+	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", filepath.Join(dir, "mid.qcow2"), "16M")
+	mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", filepath.Join(dir, "top.qcow2"), "16M")
+	mustRun(t, "qemu-io", "-c", "write -P 1 0 8M", filepath.Join(dir, "base.qcow2"))
+	mustRun(t, "qemu-io", "-c", "write -P 2 1M 10M", "-c", "write -z 12M 1M", filepath.Join(dir, "mid.qcow2"))
+	var args []string
+	for _, c := range topCmds {
+		args = append(args, "-c", c)
+	}
+	mustRun(t, "qemu-io", append(args, filepath.Join(dir, "top.qcow2"))...)
+}
+
+// startKillChain copies ref's chain into a new directory and starts
+// minivmm on it, base and mid read-only under a read-write top, with job
+// (a block-commit) running; the caller kills it.
+func startKillChain(t *testing.T, ref, job string) (string, *qmptest.Process, *qmptest.Client) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, img := range []string{"base", "mid", "top"} {
+		mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
+	}
+	p := startVMM(t, nil)
+	c := qmptest.Dial(t, p.Sock)
+	c.Negotiate()
+	for _, cmd := range []string{
+		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"base","read-only":true,"file":{"driver":"file","filename":"` + filepath.Join(dir, "base.qcow2") + `"}}}`,
+		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"mid","read-only":true,"backing":"base","file":{"driver":"file","filename":"` + filepath.Join(dir, "mid.qcow2") + `"}}}`,
+		`{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"top","backing":"mid","file":{"driver":"file","filename":"` + filepath.Join(dir, "top.qcow2") + `"}}}`,
+		job,
+	} {
+		c.Send(cmd)
+		if r := c.Reply(); r["error"] != nil {
+			c.Close()
+			t.Fatalf("%s: %v", cmd, r)
+		}
+	}
+	return dir, p, c
+}
+
+// killAndCheck kills p (SIGKILL) after a while, then checks dir's chain:
+// clusters a killed writer allocated but had not yet referenced are
+// leaks (exit status 3: "no harm to data"), as after QEMU is killed;
+// anything else is not accepted; and top reads as ref's.
+func killAndCheck(t *testing.T, p *qmptest.Process, after time.Duration, ref, dir string) {
+	t.Helper()
+	time.Sleep(after)
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.Wait(10 * time.Second)
+	for _, img := range []string{"base", "mid", "top"} {
+		out, err := exec.Command("qemu-img", "check", filepath.Join(dir, img+".qcow2")).CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); err != nil && !(ok && ee.ExitCode() == 3) {
+			t.Errorf("qemu-img check %s: %v\n%s", img, err, out)
+		}
+	}
+	if out, err := exec.Command("qemu-img", "compare", filepath.Join(ref, "top.qcow2"), filepath.Join(dir, "top.qcow2")).CombinedOutput(); err != nil {
+		t.Errorf("qemu-img compare top: %v\n%s", err, out)
+	}
+}
+
+// startQSDBlockdevs starts qemu-storage-daemon in dir with blockdevs and
+// a QMP monitor, and returns a client that has negotiated.
+func startQSDBlockdevs(t *testing.T, dir string, blockdevs []string) *qmptest.Client {
+	t.Helper()
+	mon := filepath.Join(dir, "qmp.sock")
+	args := []string{"--chardev", "socket,id=m,path=" + mon + ",server=on,wait=off", "--monitor", "chardev=m"}
+	for _, b := range blockdevs {
+		args = append(args, "--blockdev", b)
+	}
+	p := qmptest.StartArgs(t, "qemu-storage-daemon", nil, args...)
+	for i := 0; ; i++ {
+		if _, err := os.Stat(mon); err == nil {
+			break
+		}
+		if i > 500 {
+			t.Fatalf("qemu-storage-daemon did not listen: %s", p.Output())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := qmptest.Dial(t, mon)
+	c.Negotiate()
+	return c
+}
+
+// startVMMBlockdevs starts minivmm with blockdevs and returns a client
+// that has negotiated.
+func startVMMBlockdevs(t *testing.T, _ string, blockdevs []string) *qmptest.Client {
+	t.Helper()
+	var args []string
+	for _, b := range blockdevs {
+		args = append(args, "-blockdev", b)
+	}
+	p := startVMM(t, nil, args...)
+	c := qmptest.Dial(t, p.Sock)
+	c.Negotiate()
+	return c
+}
+
+// blockdevArgs are blockdevs as qemu-storage-daemon's and minivmm's
+// command lines spell them.
+func blockdevArgs(blockdevs []string) (qsd, vmm []string) {
+	for _, b := range blockdevs {
+		qsd = append(qsd, "--blockdev", b)
+		vmm = append(vmm, "-blockdev", b)
+	}
+	return qsd, vmm
+}
+
+// refusal runs name with args, which must fail (else what names what it
+// accepted), and returns its first line's message about value.
+func refusal(t *testing.T, what, value, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err == nil {
+		t.Errorf("%s accepted %s", name, what)
+	}
+	line := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	_, msg, _ := strings.Cut(line, value+": ")
+	return msg
+}
