@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,4 +140,58 @@ func refusal(t *testing.T, what, value, name string, args ...string) string {
 	line := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 	_, msg, _ := strings.Cut(line, value+": ")
 	return msg
+}
+
+// scriptAddFd plays a script's "add-fd SET IMAGE MODE": dir's IMAGE.qcow2
+// opened O_RDONLY or O_RDWR, passed to add-fd into fdset SET.
+func scriptAddFd(t *testing.T, c *qmptest.Client, dir, cmd string) {
+	t.Helper()
+	f := strings.Fields(cmd)
+	flag := os.O_RDONLY
+	if f[3] == "O_RDWR" {
+		flag = os.O_RDWR
+	}
+	file, err := os.OpenFile(filepath.Join(dir, f[2]+".qcow2"), flag, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Send(`{"execute":"add-fd","arguments":{"fdset-id":`+f[1]+`}}`, int(file.Fd()))
+	file.Close()
+	if r := c.Reply(); r["error"] != nil {
+		t.Fatalf("%s: %v", cmd, r)
+	}
+}
+
+// scriptFds is a script's "fds": the modes of the fds process pid holds
+// on each of dir's images, "img:mode,mode img:...".
+func scriptFds(t *testing.T, c *qmptest.Client, pid int, dir string, images []string) string {
+	t.Helper()
+	var parts []string
+	for _, img := range images {
+		m := nodeFdModes(t, c, pid, filepath.Join(dir, img+".qcow2"))
+		slices.Sort(m)
+		parts = append(parts, img+":"+strings.Join(m, ","))
+	}
+	return strings.Join(parts, " ")
+}
+
+// scriptWait is a script's "wait EVENT [DATA...]": the events pending up
+// to the first that matches, waiting for it if it has not come; pend
+// (which drain fills with events as norm renders them) keeps those
+// after it.
+func scriptWait(c *qmptest.Client, f []string, pend *[]string, drain func(), norm func(map[string]any) string) string {
+	drain()
+	want := strings.Join(f[1:], " ")
+	match := func(e string) bool { return e == want || strings.HasPrefix(e, want+" ") }
+	for !slices.ContainsFunc(*pend, match) {
+		e := c.Event(f[1], 20*time.Second)
+		drain()
+		*pend = append(*pend, norm(e))
+	}
+	i := slices.IndexFunc(*pend, match)
+	// Every event up to it, the standby/ready pairs of the drained
+	// sections a job went through included.
+	line := strings.Join((*pend)[:i+1], "; ")
+	*pend = (*pend)[i+1:]
+	return line
 }
