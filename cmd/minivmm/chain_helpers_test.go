@@ -37,10 +37,7 @@ func killChain(t *testing.T, dir string, topCmds ...string) {
 // (a block-commit) running; the caller kills it.
 func startKillChain(t *testing.T, ref, job string) (string, *qmptest.Process, *qmptest.Client) {
 	t.Helper()
-	dir := t.TempDir()
-	for _, img := range []string{"base", "mid", "top"} {
-		mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
-	}
+	dir := copyImages(t, ref, []string{"base", "mid", "top"})
 	p := startVMM(t, nil)
 	c := qmptest.Dial(t, p.Sock)
 	c.Negotiate()
@@ -194,4 +191,25 @@ func scriptWait(c *qmptest.Client, f []string, pend *[]string, drain func(), nor
 	line := strings.Join((*pend)[:i+1], "; ")
 	*pend = (*pend)[i+1:]
 	return line
+}
+
+// copyImages copies ref's IMAGE.qcow2 of each of images into a new
+// directory, and returns it.
+func copyImages(t *testing.T, ref string, images []string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, img := range images {
+		mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
+	}
+	return dir
+}
+
+// quitAndWait sends quit over c and checks that p exits cleanly.
+func quitAndWait(t *testing.T, c *qmptest.Client, p *qmptest.Process) {
+	t.Helper()
+	c.Send(`{"execute":"quit"}`)
+	c.WaitClosed(20 * time.Second)
+	if code := p.Wait(20 * time.Second); code != 0 {
+		t.Errorf("exit status %d\n%s", code, p.Output())
+	}
 }

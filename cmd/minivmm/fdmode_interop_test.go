@@ -214,10 +214,7 @@ func TestFdModesLikeQEMU(t *testing.T) {
 	}
 	mustRun(t, "qemu-io", "-c", "write -P 7 0 1M", filepath.Join(ref, "disk.qcow2"))
 	run := func(bin string) []string {
-		dir := t.TempDir()
-		for _, img := range images {
-			mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
-		}
+		dir := copyImages(t, ref, images)
 		return play(dir, func() *qmptest.Process {
 			return qmptest.Start(t, bin, nil,
 				"-drive", "if=none,id=d0,node-name=drive0,format=qcow2,file="+filepath.Join(dir, "disk.qcow2"))

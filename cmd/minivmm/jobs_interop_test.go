@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"minivmm/internal/fdtest"
 	"minivmm/internal/qmptest"
@@ -193,20 +192,13 @@ func TestBlockJobsLikeQEMU(t *testing.T) {
 				drain()
 			}
 		}
-		c.Send(`{"execute":"quit"}`)
-		c.WaitClosed(20 * time.Second)
-		if code := p.Wait(20 * time.Second); code != 0 {
-			t.Errorf("exit status %d\n%s", code, p.Output())
-		}
+		quitAndWait(t, c, p)
 		return got
 	}
 	ref := t.TempDir()
 	jobChain(t, ref)
 	run := func(bin string) (string, []string) {
-		dir := t.TempDir()
-		for _, img := range images {
-			mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
-		}
+		dir := copyImages(t, ref, images)
 		return dir, play(dir, qmptest.Start(t, bin, nil))
 	}
 	qdir, qemu := run(qmptest.QEMUBinary)

@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"minivmm/internal/fdtest"
 	"minivmm/internal/qmptest"
@@ -194,11 +193,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 				drain()
 			}
 		}
-		c.Send(`{"execute":"quit"}`)
-		c.WaitClosed(20 * time.Second)
-		if code := p.Wait(20 * time.Second); code != 0 {
-			t.Errorf("exit status %d\n%s", code, p.Output())
-		}
+		quitAndWait(t, c, p)
 		return got
 	}
 	ref := t.TempDir()
@@ -208,10 +203,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 	}
 	mustRun(t, "qemu-io", "-c", "write -P 7 0 1M", "-c", "write -z 1M 1M", "-c", "write -P 9 3M 64k", filepath.Join(ref, "disk.qcow2"))
 	run := func(bin string) (string, []string) {
-		dir := t.TempDir()
-		for _, img := range images {
-			mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
-		}
+		dir := copyImages(t, ref, images)
 		return dir, play(dir, qmptest.Start(t, bin, nil,
 			"-drive", "if=none,id=d0,node-name=drive0,format=qcow2,file="+filepath.Join(dir, "disk.qcow2")))
 	}
