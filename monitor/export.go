@@ -126,10 +126,7 @@ func blockExportAdd(c *call, args Args) (any, error) {
 				return nil, genericError("Invalid parameter type for 'bitmaps', expected: BlockDirtyBitmapOrStr")
 			}
 		}
-		if err := x.Add(o); err != nil {
-			return nil, genericError("%s", err.Error())
-		}
-		return nil, nil
+		return noReturn(x.Add(o))
 	case "fuse", "vduse-blk":
 		return nil, genericError("minivmm has no %s exports", typ)
 	}
@@ -166,7 +163,13 @@ func blockExportAdd(c *call, args Args) (any, error) {
 	default:
 		return nil, genericError("Only socket address types 'unix' and 'fd' are supported")
 	}
-	if err := x.Add(o); err != nil {
+	return noReturn(x.Add(o))
+}
+
+// noReturn is the reply of a command that returns nothing: err, if any,
+// as a GenericError in its own words.
+func noReturn(err error) (any, error) {
+	if err != nil {
 		return nil, genericError("%s", err.Error())
 	}
 	return nil, nil
@@ -179,10 +182,7 @@ func blockExportDel(c *call, args Args) (any, error) {
 	}
 	id, _ := args.Str("id")
 	mode, _ := args.Str("mode")
-	if err := x.Delete(id, mode == "hard"); err != nil {
-		return nil, genericError("%s", err.Error())
-	}
-	return nil, nil
+	return noReturn(x.Delete(id, mode == "hard"))
 }
 
 func queryBlockExports(c *call, _ Args) (any, error) {
@@ -245,10 +245,7 @@ func nbdServerStart(c *call, args Args) (any, error) {
 	if creds, ok := args.Str("tls-creds"); ok {
 		return nil, genericError("No TLS credentials with id '%s'", creds)
 	}
-	if err := n.Start(o); err != nil {
-		return nil, genericError("%s", err.Error())
-	}
-	return nil, nil
+	return noReturn(n.Start(o))
 }
 
 func nbdServerStop(c *call, _ Args) (any, error) {
@@ -256,10 +253,7 @@ func nbdServerStop(c *call, _ Args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := n.Stop(); err != nil {
-		return nil, genericError("%s", err.Error())
-	}
-	return nil, nil
+	return noReturn(n.Stop())
 }
 
 // nbdServerAdd is the deprecated nbd-server-add: a block-export-add of
@@ -294,10 +288,7 @@ func nbdServerAdd(c *call, args Args) (any, error) {
 	if node, ok := c.mon.srv.graph.Node(o.NodeName); ok && node.ReadOnly() {
 		o.Writable = false
 	}
-	if err := x.Add(o); err != nil {
-		return nil, genericError("%s", err.Error())
-	}
-	return nil, nil
+	return noReturn(x.Add(o))
 }
 
 func nbdServerRemove(c *call, args Args) (any, error) {
@@ -307,8 +298,5 @@ func nbdServerRemove(c *call, args Args) (any, error) {
 	}
 	name, _ := args.Str("name")
 	mode, _ := args.Str("mode")
-	if err := x.DeleteIf(name, nbd.ExportType, mode == "hard"); err != nil {
-		return nil, genericError("%s", err.Error())
-	}
-	return nil, nil
+	return noReturn(x.DeleteIf(name, nbd.ExportType, mode == "hard"))
 }

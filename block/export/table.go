@@ -104,7 +104,7 @@ func (t *Table) Add(o Options) error {
 	if !ok {
 		return fmt.Errorf("minivmm has no %s exports", o.ExportType())
 	}
-	if !wellFormedID(c.ID) {
+	if !block.WellFormedID(c.ID) {
 		return errors.New("Invalid block export id")
 	}
 	if t.find(c.ID) >= 0 {
@@ -233,20 +233,3 @@ func (t *Table) CloseAll() error {
 	}
 	return errors.Join(errs...)
 }
-
-// wellFormedID is QEMU's id_wellformed: a letter, then letters, digits,
-// '-', '.', '_'.
-func wellFormedID(id string) bool {
-	if id == "" || !isLetter(id[0]) {
-		return false
-	}
-	for i := 1; i < len(id); i++ {
-		c := id[i]
-		if !isLetter(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }

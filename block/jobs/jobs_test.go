@@ -63,14 +63,6 @@ func TestVerbTable(t *testing.T) {
 	}
 }
 
-func TestValidID(t *testing.T) {
-	for id, want := range map[string]bool{"a": true, "job0": true, "a-b.c_d": true, "": false, "0a": false, "-a": false, "a b": false, "a#": false} {
-		if ValidID(id) != want {
-			t.Errorf("ValidID(%q) = %v", id, !want)
-		}
-	}
-}
-
 // recorder collects events as strings: "JOB_STATUS_CHANGE running",
 // "BLOCK_JOB_COMPLETED".
 type recorder struct {

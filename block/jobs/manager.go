@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	"minivmm/block"
 	"minivmm/block/engine"
 )
 
@@ -74,27 +75,10 @@ func (m *Manager) Busy(node string) (*Job, bool) {
 	return nil, false
 }
 
-// ValidID is QEMU's id_wellformed: a letter, then letters, digits, '-',
-// '.' and '_'.
-func ValidID(id string) bool {
-	if id == "" || !isLetter(id[0]) {
-		return false
-	}
-	for i := 1; i < len(id); i++ {
-		c := id[i]
-		if !isLetter(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
-
 // Start creates a job and runs d in its own goroutine: created, then
 // running. Its errors are QEMU's texts.
 func (m *Manager) Start(s Spec, d Driver) (*Job, error) {
-	if !ValidID(s.ID) {
+	if !block.WellFormedID(s.ID) {
 		return nil, fmt.Errorf("Invalid job ID '%s'", s.ID)
 	}
 	if s.OnError == "" {

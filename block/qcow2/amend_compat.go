@@ -57,18 +57,7 @@ func (img *image) upgradeV3() error {
 	be.PutUint32(sec[4:], 3)
 	be.PutUint32(sec[96:], 4)
 	be.PutUint32(sec[100:], v3Len)
-	copy(sec[v3Len:], exts)
-	if name != nil {
-		copy(sec[nameOff:], name)
-		be.PutUint64(sec[8:], uint64(nameOff))
-	}
-	if img.beforeWrite != nil {
-		img.beforeWrite()
-	}
-	if _, err := img.file.WriteAt(sec, 0); err != nil {
-		return fmt.Errorf("qcow2: could not write the header: %w", err)
-	}
-	if err := img.syncFile(); err != nil {
+	if err := img.writeHeaderSector(sec, v3Len, exts, name); err != nil {
 		return err
 	}
 	h.Version, h.HeaderLength, h.RefcountOrder = 3, v3Len, 4
@@ -77,4 +66,24 @@ func (img *image) upgradeV3() error {
 		h.BackingFileOffset = uint64(nameOff)
 	}
 	return nil
+}
+
+// writeHeaderSector completes sec, the new first sector, with the header
+// extensions after its header of hdrLen bytes and the backing file name
+// after their end mark, and writes it in one write made durable, so that
+// a crash leaves the old header or the new one.
+func (img *image) writeHeaderSector(sec []byte, hdrLen int, exts, name []byte) error {
+	copy(sec[hdrLen:], exts)
+	if name != nil {
+		nameOff := hdrLen + len(exts) + 8
+		copy(sec[nameOff:], name)
+		binary.BigEndian.PutUint64(sec[8:], uint64(nameOff))
+	}
+	if img.beforeWrite != nil {
+		img.beforeWrite()
+	}
+	if _, err := img.file.WriteAt(sec, 0); err != nil {
+		return fmt.Errorf("qcow2: could not write the header: %w", err)
+	}
+	return img.syncFile()
 }

@@ -100,18 +100,7 @@ func (img *image) downgradeV2() error {
 	sec := make([]byte, 512)
 	copy(sec, c0[:v2HeaderLen])
 	be.PutUint32(sec[4:], 2)
-	copy(sec[v2HeaderLen:], exts)
-	if name != nil {
-		copy(sec[nameOff:], name)
-		be.PutUint64(sec[8:], uint64(nameOff))
-	}
-	if img.beforeWrite != nil {
-		img.beforeWrite()
-	}
-	if _, err := img.file.WriteAt(sec, 0); err != nil {
-		return fmt.Errorf("qcow2: could not write the header: %w", err)
-	}
-	if err := img.syncFile(); err != nil {
+	if err := img.writeHeaderSector(sec, v2HeaderLen, exts, name); err != nil {
 		return err
 	}
 	h.Version, h.HeaderLength = 2, v2HeaderLen

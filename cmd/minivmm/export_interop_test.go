@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -55,22 +53,9 @@ func TestExportOptionErrorsLikeQSD(t *testing.T) {
 		"type=foo,id=e",
 		"type=nbd,id=e,node-name=d",
 	} {
-		message := func(name string, args ...string) string {
-			out, err := exec.Command(name, args...).CombinedOutput()
-			if err == nil {
-				t.Errorf("%s accepted -export %s", name, value)
-			}
-			line := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
-			_, msg, _ := strings.Cut(line, value+": ")
-			return msg
-		}
-		var qsdArgs, vmmArgs []string
-		for _, b := range blockdevs {
-			qsdArgs = append(qsdArgs, "--blockdev", b)
-			vmmArgs = append(vmmArgs, "-blockdev", b)
-		}
-		want := message("qemu-storage-daemon", append(qsdArgs, "--export", value)...)
-		got := message(binary, append([]string{"-machine", "none", "-display", "none"}, append(vmmArgs, "-export", value)...)...)
+		qsdArgs, vmmArgs := blockdevArgs(blockdevs)
+		want := refusal(t, "-export "+value, value, "qemu-storage-daemon", append(qsdArgs, "--export", value)...)
+		got := refusal(t, "-export "+value, value, binary, append([]string{"-machine", "none", "-display", "none"}, append(vmmArgs, "-export", value)...)...)
 		if got != want || want == "" {
 			t.Errorf("-export %s:\n  minivmm: %s\n  qsd:     %s", value, got, want)
 		}
@@ -150,36 +135,8 @@ func TestBlockExportQMPLikeQSD(t *testing.T) {
 		}
 		return got
 	}
-	qsd := play(func(dir string, blockdevs []string) *qmptest.Client {
-		mon := filepath.Join(dir, "qmp.sock")
-		args := []string{"--chardev", "socket,id=m,path=" + mon + ",server=on,wait=off", "--monitor", "chardev=m"}
-		for _, b := range blockdevs {
-			args = append(args, "--blockdev", b)
-		}
-		p := qmptest.StartArgs(t, "qemu-storage-daemon", nil, args...)
-		for i := 0; ; i++ {
-			if _, err := os.Stat(mon); err == nil {
-				break
-			}
-			if i > 500 {
-				t.Fatalf("qemu-storage-daemon did not listen: %s", p.Output())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		c := qmptest.Dial(t, mon)
-		c.Negotiate()
-		return c
-	})
-	vmm := play(func(dir string, blockdevs []string) *qmptest.Client {
-		var args []string
-		for _, b := range blockdevs {
-			args = append(args, "-blockdev", b)
-		}
-		p := startVMM(t, nil, args...)
-		c := qmptest.Dial(t, p.Sock)
-		c.Negotiate()
-		return c
-	})
+	qsd := play(func(dir string, blockdevs []string) *qmptest.Client { return startQSDBlockdevs(t, dir, blockdevs) })
+	vmm := play(func(dir string, blockdevs []string) *qmptest.Client { return startVMMBlockdevs(t, dir, blockdevs) })
 	steps := script("@DIR@")
 	for i := range qsd {
 		if qsd[i] != vmm[i] {

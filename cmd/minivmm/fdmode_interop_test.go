@@ -1,9 +1,7 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,19 +143,6 @@ func TestFdModesLikeQEMU(t *testing.T) {
 		`fds`,
 	}
 	images := []string{"disk", "a", "b", "ro", "r", "base", "mid", "top", "ov", "tgt", "base2", "mid2", "top2"}
-	modes := map[string]int{"O_RDONLY": os.O_RDONLY, "O_RDWR": os.O_RDWR}
-	addFd := func(c *qmptest.Client, dir, cmd string) {
-		f := strings.Fields(cmd)
-		file, err := os.OpenFile(filepath.Join(dir, f[2]+".qcow2"), modes[f[3]], 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Send(`{"execute":"add-fd","arguments":{"fdset-id":`+f[1]+`}}`, int(file.Fd()))
-		file.Close()
-		if r := c.Reply(); r["error"] != nil {
-			t.Fatalf("%s: %v", cmd, r)
-		}
-	}
 	play := func(dir string, start func() *qmptest.Process) []string {
 		p := start()
 		c := qmptest.Dial(t, p.Sock)
@@ -180,7 +165,7 @@ func TestFdModesLikeQEMU(t *testing.T) {
 				c = qmptest.Dial(t, p.Sock)
 				for _, cmd := range script {
 					if strings.HasPrefix(cmd, "add-fd ") {
-						addFd(c, dir, cmd)
+						scriptAddFd(t, c, dir, cmd)
 					} else if strings.Contains(cmd, "qmp_capabilities") {
 						c.Send(cmd)
 						c.Reply()
@@ -194,16 +179,10 @@ func TestFdModesLikeQEMU(t *testing.T) {
 			}
 			switch f := strings.Fields(cmd); f[0] {
 			case "add-fd":
-				addFd(c, dir, cmd)
+				scriptAddFd(t, c, dir, cmd)
 				got = append(got, "")
 			case "fds":
-				var parts []string
-				for _, img := range images {
-					m := nodeFdModes(t, c, p.Pid, filepath.Join(dir, img+".qcow2"))
-					slices.Sort(m)
-					parts = append(parts, img+":"+strings.Join(m, ","))
-				}
-				got = append(got, strings.Join(parts, " "))
+				got = append(got, scriptFds(t, c, p.Pid, dir, images))
 			case "wait":
 				// A job's end (null), or an event of its.
 				for !failed {
@@ -235,10 +214,7 @@ func TestFdModesLikeQEMU(t *testing.T) {
 	}
 	mustRun(t, "qemu-io", "-c", "write -P 7 0 1M", filepath.Join(ref, "disk.qcow2"))
 	run := func(bin string) []string {
-		dir := t.TempDir()
-		for _, img := range images {
-			mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
-		}
+		dir := copyImages(t, ref, images)
 		return play(dir, func() *qmptest.Process {
 			return qmptest.Start(t, bin, nil,
 				"-drive", "if=none,id=d0,node-name=drive0,format=qcow2,file="+filepath.Join(dir, "disk.qcow2"))

@@ -69,10 +69,7 @@ func TestJobDrainLikeQEMU(t *testing.T) {
 	mustRun(t, "qemu-io", "-c", "write -P 1 0 8M", filepath.Join(ref, "base.qcow2"))
 	mustRun(t, "qemu-io", "-c", "write -P 2 4M 32M", filepath.Join(ref, "mid.qcow2"))
 	play := func(bin string) []string {
-		dir := t.TempDir()
-		for _, img := range []string{"base", "mid", "top", "other", "ov", "dbase", "dtop"} {
-			mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
-		}
+		dir := copyImages(t, ref, []string{"base", "mid", "top", "other", "ov", "dbase", "dtop"})
 		p := qmptest.Start(t, bin, nil, "-drive", "if=none,id=d0,node-name=drive0,format=qcow2,file="+filepath.Join(dir, "dtop.qcow2"))
 		c := qmptest.Dial(t, p.Sock)
 		defer c.Close()
@@ -136,11 +133,7 @@ func TestJobDrainLikeQEMU(t *testing.T) {
 			// The events that came before its reply.
 			got = append(got, strings.ReplaceAll(r, dir, "DIR")+" |"+events())
 		}
-		c.Send(`{"execute":"quit"}`)
-		c.WaitClosed(20 * time.Second)
-		if code := p.Wait(20 * time.Second); code != 0 {
-			t.Errorf("exit status %d\n%s", code, p.Output())
-		}
+		quitAndWait(t, c, p)
 		return got
 	}
 	qemu := play(qmptest.QEMUBinary)

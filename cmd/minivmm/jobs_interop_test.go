@@ -2,14 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"minivmm/internal/fdtest"
 	"minivmm/internal/qmptest"
@@ -161,7 +159,6 @@ func TestBlockJobsLikeQEMU(t *testing.T) {
 		`wait JOB_STATUS_CHANGE null`,
 		`nodes`,
 	}
-	modes := map[string]int{"O_RDONLY": os.O_RDONLY, "O_RDWR": os.O_RDWR}
 	images := []string{"base", "mid", "top", "base2", "mid2", "top2"}
 	play := func(dir string, p *qmptest.Process) []string {
 		c := qmptest.Dial(t, p.Sock)
@@ -179,60 +176,29 @@ func TestBlockJobsLikeQEMU(t *testing.T) {
 		for _, cmd := range script {
 			switch f := strings.Fields(cmd); f[0] {
 			case "add-fd":
-				file, err := os.OpenFile(filepath.Join(dir, f[2]+".qcow2"), modes[f[3]], 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				c.Send(`{"execute":"add-fd","arguments":{"fdset-id":`+f[1]+`}}`, int(file.Fd()))
-				file.Close()
-				if r := c.Reply(); r["error"] != nil {
-					t.Fatalf("%s: %v", cmd, r)
-				}
+				scriptAddFd(t, c, dir, cmd)
 				got = append(got, "")
 			case "fds":
-				var parts []string
-				for _, img := range images {
-					m := nodeFdModes(t, c, p.Pid, filepath.Join(dir, img+".qcow2"))
-					slices.Sort(m)
-					parts = append(parts, img+":"+strings.Join(m, ","))
-				}
-				got = append(got, strings.Join(parts, " "))
+				got = append(got, scriptFds(t, c, p.Pid, dir, images))
 			case "nodes":
 				got = append(got, jobNodes(c.Execute("query-named-block-nodes", map[string]any{"flat": true})))
 			case "tree":
 				got = append(got, jobNodes(c.Execute("query-named-block-nodes", nil)))
 			case "wait":
-				drain()
-				want := strings.Join(f[1:], " ")
-				match := func(e string) bool { return e == want || strings.HasPrefix(e, want+" ") }
-				for !slices.ContainsFunc(pend, match) {
-					e := c.Event(f[1], 20*time.Second)
-					drain()
-					pend = append(pend, jobEvent(e))
-				}
-				i := slices.IndexFunc(pend, match)
-				got = append(got, strings.Join(pend[:i+1], "; "))
-				pend = pend[i+1:]
+				got = append(got, scriptWait(c, f, &pend, drain, jobEvent))
 			default:
 				c.Send(cmd)
 				got = append(got, jobReply(c.Reply()))
 				drain()
 			}
 		}
-		c.Send(`{"execute":"quit"}`)
-		c.WaitClosed(20 * time.Second)
-		if code := p.Wait(20 * time.Second); code != 0 {
-			t.Errorf("exit status %d\n%s", code, p.Output())
-		}
+		quitAndWait(t, c, p)
 		return got
 	}
 	ref := t.TempDir()
 	jobChain(t, ref)
 	run := func(bin string) (string, []string) {
-		dir := t.TempDir()
-		for _, img := range images {
-			mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
-		}
+		dir := copyImages(t, ref, images)
 		return dir, play(dir, qmptest.Start(t, bin, nil))
 	}
 	qdir, qemu := run(qmptest.QEMUBinary)

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"minivmm/internal/fdtest"
 	"minivmm/internal/qmptest"
@@ -155,7 +152,6 @@ func TestMirrorLikeQEMU(t *testing.T) {
 		`{"execute":"query-jobs"}`,
 		`fds`, `nodes`,
 	}
-	modes := map[string]int{"O_RDONLY": os.O_RDONLY, "O_RDWR": os.O_RDWR}
 	images := []string{"disk", "base", "mid", "top", "base2", "mid2", "top2", "tgt", "tgt2", "small", "ov", "tgt3"}
 	play := func(dir string, p *qmptest.Process) []string {
 		c := qmptest.Dial(t, p.Sock)
@@ -171,26 +167,12 @@ func TestMirrorLikeQEMU(t *testing.T) {
 			cmd = strings.TrimPrefix(cmd, "differs ")
 			switch f := strings.Fields(cmd); f[0] {
 			case "add-fd":
-				file, err := os.OpenFile(filepath.Join(dir, f[2]+".qcow2"), modes[f[3]], 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				c.Send(`{"execute":"add-fd","arguments":{"fdset-id":`+f[1]+`}}`, int(file.Fd()))
-				file.Close()
-				if r := c.Reply(); r["error"] != nil {
-					t.Fatalf("%s: %v", cmd, r)
-				}
+				scriptAddFd(t, c, dir, cmd)
 				got = append(got, "")
 			case "fds":
 				// d0's disk too: a device-less -drive is held read-write
 				// by both (its qcow2 node takes write on its file).
-				var parts []string
-				for _, img := range images {
-					m := nodeFdModes(t, c, p.Pid, filepath.Join(dir, img+".qcow2"))
-					slices.Sort(m)
-					parts = append(parts, img+":"+strings.Join(m, ","))
-				}
-				got = append(got, strings.Join(parts, " "))
+				got = append(got, scriptFds(t, c, p.Pid, dir, images))
 			case "nodes":
 				nodes := jobNodes(c.Execute("query-named-block-nodes", map[string]any{"flat": true}))
 				got = append(got, generatedName.ReplaceAllString(nodes, "#block"))
@@ -204,30 +186,14 @@ func TestMirrorLikeQEMU(t *testing.T) {
 				}
 				got = append(got, strings.Join(parts, ", "))
 			case "wait":
-				drain()
-				want := strings.Join(f[1:], " ")
-				match := func(e string) bool { return e == want || strings.HasPrefix(e, want+" ") }
-				for !slices.ContainsFunc(pend, match) {
-					e := c.Event(f[1], 20*time.Second)
-					drain()
-					pend = append(pend, mirrorEvent(e))
-				}
-				i := slices.IndexFunc(pend, match)
-				// Every event up to it, the standby/ready pairs of the
-				// drained sections a job went through included.
-				got = append(got, strings.Join(pend[:i+1], "; "))
-				pend = pend[i+1:]
+				got = append(got, scriptWait(c, f, &pend, drain, mirrorEvent))
 			default:
 				c.Send(cmd)
 				got = append(got, jobReply(c.Reply()))
 				drain()
 			}
 		}
-		c.Send(`{"execute":"quit"}`)
-		c.WaitClosed(20 * time.Second)
-		if code := p.Wait(20 * time.Second); code != 0 {
-			t.Errorf("exit status %d\n%s", code, p.Output())
-		}
+		quitAndWait(t, c, p)
 		return got
 	}
 	ref := t.TempDir()
@@ -237,10 +203,7 @@ func TestMirrorLikeQEMU(t *testing.T) {
 	}
 	mustRun(t, "qemu-io", "-c", "write -P 7 0 1M", "-c", "write -z 1M 1M", "-c", "write -P 9 3M 64k", filepath.Join(ref, "disk.qcow2"))
 	run := func(bin string) (string, []string) {
-		dir := t.TempDir()
-		for _, img := range images {
-			mustRun(t, "cp", filepath.Join(ref, img+".qcow2"), dir)
-		}
+		dir := copyImages(t, ref, images)
 		return dir, play(dir, qmptest.Start(t, bin, nil,
 			"-drive", "if=none,id=d0,node-name=drive0,format=qcow2,file="+filepath.Join(dir, "disk.qcow2")))
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,19 +46,9 @@ func TestNBDOptionErrorsLikeQSD(t *testing.T) {
 			if tt.export != "" {
 				args = append(args, dash+"export", tt.export)
 			}
-			out, err := exec.Command(name, args...).CombinedOutput()
-			if err == nil {
-				t.Errorf("%s accepted %s", name, value)
-			}
-			line := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
-			_, msg, _ := strings.Cut(line, value+": ")
-			return msg
+			return refusal(t, value, value, name, args...)
 		}
-		var qsdArgs, vmmArgs []string
-		for _, b := range blockdevs {
-			qsdArgs = append(qsdArgs, "--blockdev", b)
-			vmmArgs = append(vmmArgs, "-blockdev", b)
-		}
+		qsdArgs, vmmArgs := blockdevArgs(blockdevs)
 		want := message("qemu-storage-daemon", "--", qsdArgs...)
 		got := message(binary, "-", append([]string{"-machine", "none", "-display", "none"}, vmmArgs...)...)
 		if got != want || want == "" {

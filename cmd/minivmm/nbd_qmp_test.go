@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -92,36 +91,8 @@ func TestNBDServerQMPLikeQSD(t *testing.T) {
 		}
 		return got
 	}
-	qsd := play(func(dir string, blockdevs []string) *qmptest.Client {
-		mon := filepath.Join(dir, "qmp.sock")
-		args := []string{"--chardev", "socket,id=m,path=" + mon + ",server=on,wait=off", "--monitor", "chardev=m"}
-		for _, b := range blockdevs {
-			args = append(args, "--blockdev", b)
-		}
-		p := qmptest.StartArgs(t, "qemu-storage-daemon", nil, args...)
-		for i := 0; ; i++ {
-			if _, err := os.Stat(mon); err == nil {
-				break
-			}
-			if i > 500 {
-				t.Fatalf("qemu-storage-daemon did not listen: %s", p.Output())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		c := qmptest.Dial(t, mon)
-		c.Negotiate()
-		return c
-	})
-	vmm := play(func(dir string, blockdevs []string) *qmptest.Client {
-		var args []string
-		for _, b := range blockdevs {
-			args = append(args, "-blockdev", b)
-		}
-		p := startVMM(t, nil, args...)
-		c := qmptest.Dial(t, p.Sock)
-		c.Negotiate()
-		return c
-	})
+	qsd := play(func(dir string, blockdevs []string) *qmptest.Client { return startQSDBlockdevs(t, dir, blockdevs) })
+	vmm := play(func(dir string, blockdevs []string) *qmptest.Client { return startVMMBlockdevs(t, dir, blockdevs) })
 	steps := script("@DIR@")
 	for i := range qsd {
 		if qsd[i] != vmm[i] {

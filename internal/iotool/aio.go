@@ -1,7 +1,6 @@
 package iotool
 
 import (
-	"bytes"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,146 +32,46 @@ func (t *ioTool) startAIO(req func(p printer)) {
 func (t *ioTool) waitAIO() { t.aio.Wait() }
 
 func (t *ioTool) aioRead(argv []string) error {
-	ct := findCommand("aio_read")
-	g := t.getopt(argv, "CiP:qv")
-	var machine, quiet, verbose, pflag bool
-	var pattern byte
-	for {
-		c, arg := g.Next()
-		if c == 0 {
-			break
-		}
-		switch c {
-		case 'C':
-			machine = true
-		case 'P':
-			pflag = true
-			var ok bool
-			if pattern, ok = t.parsePattern(arg); !ok {
-				return errCommand
-			}
-		case 'i':
-			t.printf("injecting invalid read request\n")
-			return nil
-		case 'q':
-			quiet = true
-		case 'v':
-			verbose = true
-		default:
-			return t.usage(ct)
-		}
-	}
-	if len(g.Operands) < 2 {
-		return t.usage(ct)
-	}
-	off, ok := t.num(g.Operands[0])
-	if !ok {
-		return errCommand
-	}
-	v, ok := t.newIOVector(g.Operands[1:], 0xab)
-	if !ok {
-		return errCommand
+	a, done, err := t.parseVector("aio_read", "CiP:qv", argv, true)
+	if done {
+		return err
 	}
 	start := time.Now()
 	t.startAIO(func(p printer) {
-		err := t.readVector(v, off)
+		err := t.readVector(a.v, a.off)
 		elapsed := time.Since(start)
 		if err != nil {
 			p.printf("readv failed: %s\n", qtool.Strerror(err))
 			return
 		}
-		if pflag && bytes.Count(v.whole, []byte{pattern}) != len(v.whole) {
-			p.printf("Pattern verification failed at offset %d, %d bytes\n", off, v.size)
-		}
-		if quiet {
-			return
-		}
-		if verbose {
-			hexdump(p, v.whole, off)
-		}
-		report(p, "read", elapsed, off, v.size, v.size, 1, machine)
+		a.readReport(p, elapsed)
 	})
 	return nil
 }
 
 func (t *ioTool) aioWrite(argv []string) error {
-	ct := findCommand("aio_write")
-	g := t.getopt(argv, "CfiqP:uz")
-	var machine, quiet, fua, unmap, zeroes bool
-	pattern := byte(0xcd)
-	for {
-		c, arg := g.Next()
-		if c == 0 {
-			break
-		}
-		switch c {
-		case 'C':
-			machine = true
-		case 'f':
-			fua = true
-		case 'q':
-			quiet = true
-		case 'u':
-			unmap = true
-		case 'P':
-			var ok bool
-			if pattern, ok = t.parsePattern(arg); !ok {
-				return errCommand
-			}
-		case 'i':
-			t.printf("injecting invalid write request\n")
-			return nil
-		case 'z':
-			zeroes = true
-		default:
-			return t.usage(ct)
-		}
-	}
-	if len(g.Operands) < 2 {
-		return t.usage(ct)
-	}
-	if zeroes && len(g.Operands) != 2 {
-		t.printf("-z supports only a single length parameter\n")
-		return errCommand
-	}
-	if unmap && !zeroes {
-		t.printf("-u requires -z to be specified\n")
-		return errCommand
-	}
-	off, ok := t.num(g.Operands[0])
-	if !ok {
-		return errCommand
-	}
-	var v *ioVector
-	var count int64
-	if zeroes {
-		if count, ok = t.num(g.Operands[1]); !ok {
-			return errCommand
-		}
-	} else {
-		if v, ok = t.newIOVector(g.Operands[1:], pattern); !ok {
-			return errCommand
-		}
-		count = v.size
+	a, done, err := t.parseVector("aio_write", "CfiqP:uz", argv, false)
+	if done {
+		return err
 	}
 	start := time.Now()
 	t.startAIO(func(p printer) {
 		var err error
 		switch {
-		case zeroes && !t.inRange(off, count), zeroes && count > maxRequest:
+		case a.zeroes && !t.inRange(a.off, a.count), a.zeroes && a.count > maxRequest:
 			err = unix.EIO
-		case zeroes:
-			err = t.writeZeroes(off, count, unmap, fua)
+		case a.zeroes:
+			err = t.writeZeroes(a.off, a.count, a.unmap, a.fua)
 		default:
-			err = t.writeVector(v, off, fua)
+			err = t.writeVector(a.v, a.off, a.fua)
 		}
 		elapsed := time.Since(start)
 		if err != nil {
 			p.printf("aio_write failed: %s\n", qtool.Strerror(err))
 			return
 		}
-		if !quiet {
-			report(p, "wrote", elapsed, off, count, count, 1, machine)
+		if !a.quiet {
+			report(p, "wrote", elapsed, a.off, a.count, a.count, 1, a.machine)
 		}
 	})
 	return nil

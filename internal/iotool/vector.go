@@ -47,11 +47,25 @@ func (t *ioTool) newIOVector(args []string, pattern byte) (*ioVector, bool) {
 	return v, true
 }
 
-func (t *ioTool) readv(argv []string) error {
-	ct := findCommand("readv")
-	g := t.getopt(argv, "CP:qv")
-	var machine, quiet, verbose, pflag bool
-	var pattern byte
+// vectorArgs is what readv, writev, aio_read and aio_write parse; each
+// command's optstring decides which of the options it takes.
+type vectorArgs struct {
+	machine, quiet, verbose, pflag, fua, unmap, zeroes bool
+	pattern                                            byte
+	off, count                                         int64
+	v                                                  *ioVector // nil with -z
+}
+
+// parseVector parses the argv of the vectored command name. With done
+// set the command is over and err is its result (-i, or an error that
+// has been printed).
+func (t *ioTool) parseVector(name, optstring string, argv []string, read bool) (a vectorArgs, done bool, err error) {
+	ct := findCommand(name)
+	g := t.getopt(argv, optstring)
+	kind, fill := "read", byte(0xab)
+	if !read {
+		kind, a.pattern = "write", 0xcd
+	}
 	for {
 		c, arg := g.Next()
 		if c == 0 {
@@ -59,52 +73,95 @@ func (t *ioTool) readv(argv []string) error {
 		}
 		switch c {
 		case 'C':
-			machine = true
+			a.machine = true
+		case 'f':
+			a.fua = true
 		case 'P':
-			pflag = true
+			a.pflag = true
 			var ok bool
-			if pattern, ok = t.parsePattern(arg); !ok {
-				return errCommand
+			if a.pattern, ok = t.parsePattern(arg); !ok {
+				return a, true, errCommand
 			}
+		case 'i':
+			t.printf("injecting invalid %s request\n", kind)
+			return a, true, nil
 		case 'q':
-			quiet = true
+			a.quiet = true
+		case 'u':
+			a.unmap = true
 		case 'v':
-			verbose = true
+			a.verbose = true
+		case 'z':
+			a.zeroes = true
 		default:
-			return t.usage(ct)
+			return a, true, t.usage(ct)
 		}
 	}
 	if len(g.Operands) < 2 {
-		return t.usage(ct)
+		return a, true, t.usage(ct)
 	}
-	off, ok := t.num(g.Operands[0])
-	if !ok {
-		return errCommand
+	if a.zeroes && len(g.Operands) != 2 {
+		t.printf("-z supports only a single length parameter\n")
+		return a, true, errCommand
 	}
-	v, ok := t.newIOVector(g.Operands[1:], 0xab)
+	if a.unmap && !a.zeroes {
+		t.printf("-u requires -z to be specified\n")
+		return a, true, errCommand
+	}
+	var ok bool
+	if a.off, ok = t.num(g.Operands[0]); !ok {
+		return a, true, errCommand
+	}
+	if a.zeroes {
+		if a.count, ok = t.num(g.Operands[1]); !ok {
+			return a, true, errCommand
+		}
+		return a, false, nil
+	}
+	if !read {
+		fill = a.pattern
+	}
+	if a.v, ok = t.newIOVector(g.Operands[1:], fill); !ok {
+		return a, true, errCommand
+	}
+	a.count = a.v.size
+	return a, false, nil
+}
+
+// readReport prints what follows a vectored read that succeeded: the -P
+// verdict, then, unless -q, the -v dump and the totals. It is false when
+// the pattern check failed.
+func (a *vectorArgs) readReport(p printer, elapsed time.Duration) bool {
+	ok := !a.pflag || bytes.Count(a.v.whole, []byte{a.pattern}) == len(a.v.whole)
 	if !ok {
-		return errCommand
+		p.printf("Pattern verification failed at offset %d, %d bytes\n", a.off, a.v.size)
+	}
+	if a.quiet {
+		return ok
+	}
+	if a.verbose {
+		hexdump(p, a.v.whole, a.off)
+	}
+	report(p, "read", elapsed, a.off, a.v.size, a.v.size, 1, a.machine)
+	return ok
+}
+
+func (t *ioTool) readv(argv []string) error {
+	a, done, err := t.parseVector("readv", "CP:qv", argv, true)
+	if done {
+		return err
 	}
 	start := time.Now()
-	err := t.readVector(v, off)
+	err = t.readVector(a.v, a.off)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.printf("readv failed: %s\n", qtool.Strerror(err))
 		return errCommand
 	}
-	var ret error
-	if pflag && bytes.Count(v.whole, []byte{pattern}) != len(v.whole) {
-		t.printf("Pattern verification failed at offset %d, %d bytes\n", off, v.size)
-		ret = errCommand
+	if !a.readReport(t.out, elapsed) {
+		return errCommand
 	}
-	if quiet {
-		return ret
-	}
-	if verbose {
-		t.hexdump(v.whole, off)
-	}
-	t.report("read", elapsed, off, v.size, v.size, 1, machine)
-	return ret
+	return nil
 }
 
 // readVector reads v at off, with -C's copy-on-read.
@@ -137,51 +194,19 @@ func (t *ioTool) writeVector(v *ioVector, off int64, fua bool) error {
 }
 
 func (t *ioTool) writev(argv []string) error {
-	ct := findCommand("writev")
-	g := t.getopt(argv, "CfqP:")
-	var machine, quiet, fua bool
-	pattern := byte(0xcd)
-	for {
-		c, arg := g.Next()
-		if c == 0 {
-			break
-		}
-		switch c {
-		case 'C':
-			machine = true
-		case 'f':
-			fua = true
-		case 'q':
-			quiet = true
-		case 'P':
-			var ok bool
-			if pattern, ok = t.parsePattern(arg); !ok {
-				return errCommand
-			}
-		default:
-			return t.usage(ct)
-		}
-	}
-	if len(g.Operands) < 2 {
-		return t.usage(ct)
-	}
-	off, ok := t.num(g.Operands[0])
-	if !ok {
-		return errCommand
-	}
-	v, ok := t.newIOVector(g.Operands[1:], pattern)
-	if !ok {
-		return errCommand
+	a, done, err := t.parseVector("writev", "CfqP:", argv, false)
+	if done {
+		return err
 	}
 	start := time.Now()
-	err := t.writeVector(v, off, fua)
+	err = t.writeVector(a.v, a.off, a.fua)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.printf("writev failed: %s\n", qtool.Strerror(err))
 		return errCommand
 	}
-	if !quiet {
-		t.report("wrote", elapsed, off, v.size, v.size, 1, machine)
+	if !a.quiet {
+		t.report("wrote", elapsed, a.off, a.count, a.count, 1, a.machine)
 	}
 	return nil
 }

@@ -136,6 +136,16 @@ func (s *session) vring(m *Message, i uint32) (*vring, error) {
 	return s.vrings[i], nil
 }
 
+// stateVring decodes m's VringState and finds the ring it names.
+func (s *session) stateVring(m *Message) (VringState, *vring, error) {
+	st, err := m.vringState()
+	if err != nil {
+		return st, nil, err
+	}
+	v, err := s.vring(m, st.Index)
+	return st, v, err
+}
+
 // handle runs one message and returns its reply, if it has one of its own.
 func (s *session) handle(m *Message) (*Message, error) {
 	switch m.Request {
@@ -174,11 +184,7 @@ func (s *session) handle(m *Message) (*Message, error) {
 	case SetMemTable:
 		return nil, s.setMemTable(m)
 	case SetVringNum:
-		st, err := m.vringState()
-		if err != nil {
-			return nil, err
-		}
-		v, err := s.vring(m, st.Index)
+		st, v, err := s.stateVring(m)
 		if err != nil {
 			return nil, err
 		}
@@ -191,11 +197,7 @@ func (s *session) handle(m *Message) (*Message, error) {
 		v.num = st.Num
 		return nil, nil
 	case SetVringBase:
-		st, err := m.vringState()
-		if err != nil {
-			return nil, err
-		}
-		v, err := s.vring(m, st.Index)
+		st, v, err := s.stateVring(m)
 		if err != nil {
 			return nil, err
 		}
@@ -219,11 +221,7 @@ func (s *session) handle(m *Message) (*Message, error) {
 		v.addr = &a
 		return nil, nil
 	case GetVringBase:
-		st, err := m.vringState()
-		if err != nil {
-			return nil, err
-		}
-		v, err := s.vring(m, st.Index)
+		st, v, err := s.stateVring(m)
 		if err != nil {
 			return nil, err
 		}
@@ -269,11 +267,7 @@ func (s *session) handle(m *Message) (*Message, error) {
 		}
 		return nil, nil
 	case SetVringEnable:
-		st, err := m.vringState()
-		if err != nil {
-			return nil, err
-		}
-		v, err := s.vring(m, st.Index)
+		st, v, err := s.stateVring(m)
 		if err != nil {
 			return nil, err
 		}
