@@ -56,9 +56,9 @@ var (
 		}
 		return t
 	}()
-	// max-connections is a uint32, checked by uintArg.
+	// max-connections is a uint32: an int in the schema, its range checked by uintArg.
 	tNbdServerStart = object("q_obj_nbd-server-start-arg",
-		req("addr", tSocketAddressLegacy), opt("tls-creds", tStr), opt("tls-authz", tStr), opt("max-connections", tAny))
+		req("addr", tSocketAddressLegacy), opt("tls-creds", tStr), opt("tls-authz", tStr), opt("max-connections", tInt))
 	tNbdServerAddOptions = object("NbdServerAddOptions",
 		opt("name", tStr), opt("description", tStr), req("device", tStr), opt("writable", tBool), opt("bitmap", tStr))
 	tBlockExportRemoveMode = enum("BlockExportRemoveMode", "safe", "hard")
@@ -203,6 +203,9 @@ func uintArg(args Args, name string) (uint64, bool, error) {
 	v, ok := args[name]
 	if !ok {
 		return 0, false, nil
+	}
+	if i, isInt := v.(int64); isInt { // checked as the schema's int
+		return uint64(i), true, nil // a negative one is out of any uint range, as in QEMU
 	}
 	if n, isNum := v.(json.Number); isNum {
 		if u, err := strconv.ParseUint(string(n), 10, 64); err == nil {

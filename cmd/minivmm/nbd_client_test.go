@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"minivmm/internal/fdtest"
 	"minivmm/internal/qmptest"
 )
 
@@ -58,10 +57,7 @@ func TestNBDClient(t *testing.T) {
 			mustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "64M")
 			mustRun(t, "qemu-io", "-c", "write -q -P 0xcd 0 2M", "-c", "write -q -z 8M 1M", img)
 			uri, pid := nbdServer(t, kind, dir, img)
-			base, err := fdtest.CountOf(pid)
-			if err != nil {
-				t.Fatal(err)
-			}
+			base := steadyFds(t, pid)
 			check := func(what string) {
 				t.Helper()
 				settledFds(t, pid, base, what)

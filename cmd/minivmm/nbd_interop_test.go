@@ -62,6 +62,27 @@ func settledFds(t *testing.T, pid, want int, after string) {
 	t.Errorf("after %s: minivmm has %d fds open, %d before", after, n, want)
 }
 
+// steadyFds is minivmm's fd count once it has stopped changing (the
+// same for 100 ms): a daemon just started may still close an fd of its
+// start-up (under the race detector, a while after its pidfile appears).
+func steadyFds(t *testing.T, pid int) int {
+	t.Helper()
+	last, same := -1, 0
+	for i := 0; i < 500 && same < 5; i++ {
+		n, err := fdtest.CountOf(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == last {
+			same++
+		} else {
+			last, same = n, 0
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return last
+}
+
 func output(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -80,10 +101,7 @@ func TestNBDExportRealClients(t *testing.T) {
 	dir := t.TempDir()
 	img := nbdImage(t, dir)
 	uri, p := startNBDExport(t, dir, img)
-	base, err := fdtest.CountOf(p.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := steadyFds(t, p.Pid)
 	for _, tt := range []struct {
 		name string
 		run  func(t *testing.T)

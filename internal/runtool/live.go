@@ -223,10 +223,11 @@ func (r *runner) activeCommit(c *qmpclient.Client, log *jobLog, snap, bottom *im
 	if !under || !running() {
 		when = "as the workload ended"
 	}
-	// snap has no writer left: its auto-read-only file goes back to
-	// its O_RDONLY fd.
-	snap.rw = false
-	r.phase(fmt.Sprintf("pivot onto %s %s: block-job-complete to BLOCK_JOB_COMPLETED %s, the switch %s (%s stays read-write, %s reopened read-only)",
+	// snap is out of the guest's path but still a read-write node, so
+	// its file keeps its O_RDWR fd until blockdev-del, as in QEMU (a
+	// read-write format takes write on its file whether or not anyone
+	// writes through it).
+	r.phase(fmt.Sprintf("pivot onto %s %s: block-job-complete to BLOCK_JOB_COMPLETED %s, the switch %s (%s stays read-write, %s too until blockdev-del)",
 		bottom.name(), when, ms(pivot), ms(log.between(id, "pending", "concluded")), bottom.name(), snap.name()))
 	r.printf("          %s\n", log.line(id))
 	if err := log.check(id, "created", "running", "ready", "waiting", "pending", "concluded", "null"); err != nil {

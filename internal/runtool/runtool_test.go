@@ -89,7 +89,7 @@ func TestRunDefault(t *testing.T) {
 		"fds: base.raw RW, snapshot.qcow2 RW\n",
 		"active commit READY",
 		"pivot onto base.raw",
-		"fds: base.raw RW, snapshot.qcow2 RO\n",
+		"fds: base.raw RW, snapshot.qcow2 RW\n", // as QEMU: until blockdev-del
 		"job commit-disk3: created running ready waiting pending concluded null; BLOCK_JOB_READY BLOCK_JOB_COMPLETED",
 		"blockdev-del snapshot.qcow2",
 		"remove-fd\n          fds: none on the images\n",
@@ -162,7 +162,7 @@ func TestRunUserImages(t *testing.T) {
 						"fds: " + file + " RO, snapshot0.qcow2 RW\n",
 						"fds: " + file + " RW, snapshot0.qcow2 RW\n",
 						"pivot onto " + file,
-						"fds: " + file + " RW, snapshot0.qcow2 RO\n",
+						"fds: " + file + " RW, snapshot0.qcow2 RW\n",
 						"checks: workload ok, live snapshot and commits ok, read back ok, fds ok, VMM exit ok, images ok"}},
 			}
 			for _, s := range steps {
