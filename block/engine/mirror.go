@@ -174,6 +174,19 @@ func (m *Mirror) Run(ctx context.Context) (release func(), err error) {
 			}
 		}
 		m.progress()
+		if ready && m.o.CopyUnderHold && m.o.Stop != nil && m.bm.Count() <= m.o.BufSize && m.o.Stop() {
+			// Complete under a guest that keeps writing: what is dirty
+			// is no more than one buffer, so copy it under the hold
+			// rather than chase a convergence the guest may not allow.
+			m.waitAll()
+			if err := m.takeError(); err != nil {
+				return nil, err
+			}
+			if release, done, err := m.finishHeld(ctx); done {
+				return release, err
+			}
+			continue
+		}
 		start, n := m.bm.NextDirty(cursor, m.chunk)
 		if n == 0 && cursor > 0 {
 			start, n = m.bm.NextDirty(0, m.chunk)
@@ -214,25 +227,12 @@ func (m *Mirror) Run(ctx context.Context) (release func(), err error) {
 				// source, durably.
 				return release, nil
 			}
-			if m.o.CopyUnderHold {
-				err := m.copyHeld(ctx)
-				if err == nil {
-					return release, nil
-				}
-				release()
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				// A failed copy is in m.errs for the loop's error policy; a
-				// failed flush goes to it here.
-				if !errors.Is(err, errCopyFailed) {
-					if err := m.failed(false, err); err != nil {
-						return nil, err
-					}
-				}
-				continue
-			}
 			release()
+			if m.o.CopyUnderHold {
+				if release, done, err := m.finishHeld(ctx); done {
+					return release, err
+				}
+			}
 			continue
 		}
 		select {
@@ -253,6 +253,28 @@ func (m *Mirror) wait(ctx context.Context, n int64, limit bool) error {
 // errCopyFailed says a copy under the hold failed (its error is in
 // m.errs, for the loop's takeError) or the source changed meanwhile.
 var errCopyFailed = errors.New("mirror: a copy under the hold failed")
+
+// finishHeld holds the source and copies what is dirty (copyHeld).
+// done: Run returns release and err (release non-nil on success); else
+// the loop goes on (a failed copy is in m.errs for its error policy, a
+// failed flush went to the policy here).
+func (m *Mirror) finishHeld(ctx context.Context) (release func(), done bool, err error) {
+	release = m.hold()
+	err = m.copyHeld(ctx)
+	if err == nil {
+		return release, true, nil
+	}
+	release()
+	if ctx.Err() != nil {
+		return nil, true, ctx.Err()
+	}
+	if !errors.Is(err, errCopyFailed) {
+		if err := m.failed(false, err); err != nil {
+			return nil, true, err
+		}
+	}
+	return nil, false, nil
+}
 
 // copyHeld copies every dirty range while the source's users are held,
 // then flushes the target: afterwards the target is the source, durably.

@@ -73,13 +73,19 @@ func TestMirrorCompletesUnderBusyGuest(t *testing.T) {
 	}
 	r := newRecorder()
 	m := NewManager(r.emit)
-	guest := startBusyGuest(c.w, readAll(t, c.top), 3)
+	shadow := readAll(t, c.top)
 	j, err := m.Start(Spec{ID: "c", Type: "commit", AutoFinalize: true, AutoDismiss: true},
 		&Mirror{Graph: c.g, Source: c.top, Target: c.base, Base: c.base, Sync: engine.SyncFull, BaseWasRO: true, Filter: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// READY needs one moment with nothing dirty (QEMU's rule too), so
+	// the guest starts once the job is ready, and never pauses after.
 	r.waitFor(t, "BLOCK_JOB_READY")
+	guest := startBusyGuest(c.w, shadow, 3)
+	for guest.writes.Load() < 100 {
+		time.Sleep(time.Millisecond)
+	}
 	before := guest.writes.Load()
 	if err := j.Complete(); err != nil {
 		t.Fatal(err)
