@@ -670,14 +670,14 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 	if w := n.writers.Load(); w > 0 && !(share && n.sharedWriters == w) {
 		return fmt.Errorf("Conflicts with another writer of node '%s', which does not share 'write'", n.name)
 	}
-	if f := n.children["file"]; f != nil {
+	if f := n.primaryChild(); f != nil {
 		if err := g.addWriter(f, share); err != nil {
 			return err
 		}
 	}
 	if n.writers.Load() == 0 && !n.state.writable(0) {
 		if err := g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 1}}); err != nil {
-			if f := n.children["file"]; f != nil {
+			if f := n.primaryChild(); f != nil {
 				g.dropWriter(f, share, "")
 			}
 			return err
@@ -718,7 +718,7 @@ func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 		// flush fails the node stays read-write, which is safe.
 		g.reopenNodes([]reopenItem{{node: n, state: n.state, opts: n.opts, own: n.own, children: n.children, writers: 0, wasWritable: wasWritable}})
 	}
-	if f := n.children["file"]; f != nil {
+	if f := n.primaryChild(); f != nil {
 		err = errors.Join(err, g.dropWriter(f, share, device))
 	}
 	return err
