@@ -81,11 +81,8 @@ func (img *image) Flush() error {
 	if img.corrupted {
 		return img.syncFile()
 	}
-	if err := img.writeBack(); err != nil {
-		return err
-	}
 	img.file.Event("flush_to_disk")
-	return img.syncFile() // nothing to do unless written since writeBack's flush
+	return img.writeBack()
 }
 
 // isFixedMeta: cluster 0 (the header) is never allocated.
