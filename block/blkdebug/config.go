@@ -24,7 +24,10 @@ var groupKeys = map[string][]string{
 
 // parseConfig reads QEMU's blkdebug config file format (qemu_config_parse):
 // "[group]" or `[group "id"]` headers, ` key = "value"` lines, blank lines
-// and "#" comments; the errors are QEMU's words.
+// and "#" comments; the errors are QEMU's words. A line is read as QEMU's
+// sscanf patterns read it: its first word is the key whatever follows
+// (`event="x"` is a key of its own), the value is what stands between
+// the quotes after " = ", else empty.
 func parseConfig(r io.Reader) ([]section, error) {
 	var out []section
 	cur := -1
@@ -35,28 +38,16 @@ func parseConfig(r io.Reader) ([]section, error) {
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		t := strings.TrimSpace(line)
-		if strings.HasPrefix(line, "[") {
-			end := strings.IndexByte(line, ']')
-			if end < 0 {
-				return nil, fmt.Errorf("parse error")
+		if group, ok := parseHeader(line); ok {
+			if _, known := groupKeys[group]; !known {
+				return nil, fmt.Errorf("There is no option group '%s'", group)
 			}
-			group := strings.Fields(line[1:end])
-			if len(group) == 0 {
-				return nil, fmt.Errorf("parse error")
-			}
-			if _, ok := groupKeys[group[0]]; !ok {
-				return nil, fmt.Errorf("There is no option group '%s'", group[0])
-			}
-			out = append(out, section{group: group[0], opts: map[string]string{}})
+			out = append(out, section{group: group, opts: map[string]string{}})
 			cur = len(out) - 1
 			continue
 		}
-		key, val, ok := parseAssignment(t)
+		key, val, ok := parseAssignment(line)
 		if !ok {
-			if t == "" {
-				continue
-			}
 			return nil, fmt.Errorf("parse error")
 		}
 		if cur < 0 {
@@ -73,23 +64,42 @@ func parseConfig(r io.Reader) ([]section, error) {
 	return out, nil
 }
 
-// parseAssignment splits `key = "value"`; the value is quoted and stops
-// at the next quote, as QEMU's sscanf pattern has it.
-func parseAssignment(t string) (key, val string, ok bool) {
-	k, rest, found := strings.Cut(t, "=")
-	key = strings.TrimSpace(k)
-	if !found || key == "" || strings.ContainsAny(key, " \t") {
+// parseHeader reads `[group "id"]` (the group is its first word) or
+// "[group]" (all up to the bracket, or the end of the line).
+func parseHeader(line string) (string, bool) {
+	rest, ok := strings.CutPrefix(line, "[")
+	if !ok || rest == "" || rest[0] == ']' {
+		return "", false
+	}
+	if f := strings.Fields(rest); len(f) > 1 && strings.HasPrefix(f[1], `"`) && len(f[0]) > 0 {
+		if _, id, _ := strings.Cut(rest, `"`); strings.Contains(id, `"`) && id[0] != '"' {
+			return f[0], true
+		}
+	}
+	group, _, closed := strings.Cut(rest, "]")
+	if !closed {
+		group += "\n" // QEMU reads the line with its newline
+	}
+	return group, true
+}
+
+// parseAssignment reads ` key = "value"`: false for a blank line.
+func parseAssignment(line string) (key, val string, ok bool) {
+	t := strings.TrimLeft(line, " \t\v\f\r")
+	if t == "" {
 		return "", "", false
 	}
-	rest = strings.TrimSpace(rest)
-	if len(rest) < 2 || rest[0] != '"' {
-		return "", "", false
+	key = t
+	if i := strings.IndexAny(t, " \t\v\f\r"); i >= 0 {
+		key = t[:i]
 	}
-	end := strings.IndexByte(rest[1:], '"')
-	if end < 0 {
-		return "", "", false
+	rest := strings.TrimLeft(t[len(key):], " \t\v\f\r")
+	rest, eq := strings.CutPrefix(rest, "=")
+	rest = strings.TrimLeft(rest, " \t\v\f\r")
+	if rest, q := strings.CutPrefix(rest, `"`); eq && q {
+		val, _, _ = strings.Cut(rest, `"`)
 	}
-	return key, rest[1 : 1+end], true
+	return key, val, true
 }
 
 func validKey(group, key string) bool {
