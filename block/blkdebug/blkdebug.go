@@ -43,6 +43,10 @@ type image struct {
 	state  int64
 	rules  map[string][]*rule // by event, in the order given
 	active []*rule            // inject-error rules the last event armed
+
+	breaks    []breakpoint
+	suspended []*suspendedReq
+	notify    func(msg string)
 }
 
 func open(o *block.OpenContext) (block.Image, error) {
@@ -188,7 +192,13 @@ func indexed(m map[string]any) []any {
 // are skipped.
 func (img *image) Event(name string) {
 	img.mu.Lock()
-	defer img.mu.Unlock()
+	hit := img.takeBreaks(name)
+	img.event(name)
+	img.mu.Unlock()
+	img.suspend(hit)
+}
+
+func (img *image) event(name string) {
 	newState, armed := img.state, false
 	for _, r := range img.rules[name] {
 		if r.state != 0 && r.state != img.state {
