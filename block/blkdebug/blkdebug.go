@@ -26,9 +26,9 @@ func init() {
 		Options: map[string]block.OptType{
 			"image": block.OptChild, "config": block.OptString,
 			"inject-error": block.OptObject, "set-state": block.OptObject,
-			"align": block.OptInt, "max-transfer": block.OptInt,
-			"opt-write-zero": block.OptInt, "max-write-zero": block.OptInt,
-			"opt-discard": block.OptInt, "max-discard": block.OptInt,
+			"align": block.OptSize, "max-transfer": block.OptSize,
+			"opt-write-zero": block.OptSize, "max-write-zero": block.OptSize,
+			"opt-discard": block.OptSize, "max-discard": block.OptSize,
 		},
 		Required: []string{"image"},
 		Open:     open,
@@ -75,7 +75,7 @@ func open(o *block.OpenContext) (block.Image, error) {
 		}
 		img.rules[r.event] = append(img.rules[r.event], r)
 	}
-	if err := img.limits(o.Options); err != nil {
+	if err := img.limits(o.Options, o.Direct); err != nil {
 		return nil, err
 	}
 	// Rules on "none" are armed from the start, as QEMU's are.
@@ -83,22 +83,31 @@ func open(o *block.OpenContext) (block.Image, error) {
 	return img, nil
 }
 
-// limits checks the request limits as QEMU's blkdebug_open does. Only
-// max-transfer changes what the child sees (requests are split); the
-// others are checked and otherwise have no effect here.
-func (img *image) limits(o block.Options) error {
-	align, _ := o.Int("align", 0)
-	if align < 0 || align >= 1<<31-1 || align&(align-1) != 0 {
+// limits checks the request limits as QEMU's blkdebug_open does, against
+// the larger of align and the file's own alignment (1, or 512 with
+// O_DIRECT). Only max-transfer changes what the child sees (requests are
+// split); the others are checked and otherwise have no effect here.
+func (img *image) limits(o block.Options, direct bool) error {
+	const intMax = 1<<31 - 1
+	get := func(k string) int64 { v, _ := o.Size(k, 0); return v }
+	align := get("align")
+	if align != 0 && (align >= intMax || align&(align-1) != 0) {
 		return fmt.Errorf("Cannot meet constraints with align %d", align)
 	}
-	unit := max(align, 512)
-	for _, k := range []string{"max-transfer", "opt-write-zero", "max-write-zero", "opt-discard", "max-discard"} {
-		v, _ := o.Int(k, 0)
-		if v < 0 || v >= 1<<31 || v != 0 && (v < unit || v%unit != 0) {
-			return fmt.Errorf("Cannot meet constraints with %s %d", k, v)
+	unit := max(align, 1)
+	if direct {
+		unit = max(unit, 512)
+	}
+	optWZ, optDiscard := get("opt-write-zero"), get("opt-discard")
+	for _, c := range []struct {
+		key  string
+		unit int64
+	}{{"max-transfer", unit}, {"opt-write-zero", unit}, {"max-write-zero", max(optWZ, unit)}, {"opt-discard", unit}, {"max-discard", max(optDiscard, unit)}} {
+		if v := get(c.key); v != 0 && (v >= intMax || v%c.unit != 0) {
+			return fmt.Errorf("Cannot meet constraints with %s %d", c.key, v)
 		}
 	}
-	img.maxTransfer, _ = o.Int("max-transfer", 0)
+	img.maxTransfer = get("max-transfer")
 	return nil
 }
 
