@@ -692,7 +692,7 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 	if w := n.writers.Load(); w > 0 && !(share && n.sharedWriters == w) {
 		return fmt.Errorf("Conflicts with another writer of node '%s', which does not share 'write'", n.name)
 	}
-	if f := n.children["file"]; f != nil {
+	if f := n.primaryChild(); f != nil {
 		if err := g.addWriter(f, share); err != nil {
 			return err
 		}
@@ -726,7 +726,7 @@ func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 			g.reportWriteBack(WriteBackError{Device: device, Node: n.name, Err: e})
 		}
 	}
-	if f := n.children["file"]; f != nil {
+	if f := n.primaryChild(); f != nil {
 		err = errors.Join(err, g.dropWriter(f, share, device))
 	}
 	return err

@@ -150,6 +150,8 @@ func convert(v any, t OptType, name string) (any, error) {
 			return Options(v), nil
 		case Options:
 			return v, nil
+		case []any: // a list of objects (blkdebug's inject-error)
+			return v, nil
 		}
 	}
 	return nil, bad()

@@ -3,6 +3,7 @@
 package drivers
 
 import (
+	_ "minivmm/block/blkdebug"
 	_ "minivmm/block/file"
 	_ "minivmm/block/filter"
 	_ "minivmm/block/nbdclient"

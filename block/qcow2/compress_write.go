@@ -135,6 +135,7 @@ func (img *image) WriteCompressed(p []byte, off int64) error {
 		}
 		return err
 	}
+	img.file.Event("write_compressed")
 	if err := img.checkedWrite(data, start, 0); err != nil {
 		return abort(err)
 	}
@@ -156,6 +157,7 @@ func (img *image) WriteCompressed(p []byte, off int64) error {
 // compressed bytes when the cluster holding them is still in use for
 // them, else in fresh clusters.
 func (img *image) allocCompressed(size int64) (int64, error) {
+	img.file.Event("cluster_alloc_bytes")
 	cs := img.clusterSize
 	rc := img.rc
 	st := &img.comp

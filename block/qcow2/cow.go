@@ -86,6 +86,7 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 			b = a.p[:allocs[j-1].hi-a.lo+(allocs[j-1].host-a.host)]
 			i = j
 		}
+		img.file.Event("write_aio")
 		if err := img.checkedWrite(b, a.host+a.lo, 0); err != nil {
 			return err
 		}
@@ -124,11 +125,13 @@ func (img *image) writeOwned(c int64, e, bm uint64, in int64, p []byte) error {
 		return corrupt("L2 entry %#x is invalid", e)
 	}
 	if !img.extL2 {
+		img.file.Event("write_aio")
 		return img.checkedWrite(p, host+in, 0)
 	}
 	hi := in + int64(len(p))
 	mask := img.scMask(in, hi)
 	if bm&mask == mask {
+		img.file.Event("write_aio")
 		return img.checkedWrite(p, host+in, 0) // all allocated already: no metadata
 	}
 	lo, end := img.scRound(in, hi)
@@ -136,6 +139,7 @@ func (img *image) writeOwned(c int64, e, bm uint64, in int64, p []byte) error {
 	if err := img.fillAround(buf, c*cs, lo, in, p); err != nil {
 		return err
 	}
+	img.file.Event("write_aio")
 	if err := img.checkedWrite(buf, host+lo, 0); err != nil {
 		return err
 	}

@@ -46,6 +46,7 @@ func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 		q, o = q[n:], o+n
 	}
 	for _, s := range spans {
+		img.file.Event("write_aio")
 		if _, err := img.file.WriteAt(s.p, s.host); err != nil {
 			return true, err
 		}

@@ -170,7 +170,7 @@ func (img *image) readHeader(o *block.OpenContext) error {
 	}
 	img.geometry = newGeometry(h, cache.sliceBytes)
 	img.l1 = l1
-	img.cache = newL2Cache(cache.sliceBytes, cache.l2Slices, func(p []byte, off int64) error { return readFile(img.file, p, off) })
+	img.cache = newL2Cache(cache.sliceBytes, cache.l2Slices, func(p []byte, off int64) error { img.file.Event("l2_load"); return readFile(img.file, p, off) })
 	img.compressed = newClusterCache(h.clusterSize())
 	return nil
 }
@@ -208,6 +208,7 @@ func (img *image) ReadAt(p []byte, off int64) (int, error) {
 		buf := p[done : done+int(ext.n)]
 		switch ext.kind {
 		case extData:
+			img.file.Event("read_aio")
 			err = readFile(img.file, buf, ext.host)
 		case extZero:
 			clear(buf)
@@ -241,6 +242,7 @@ func (img *image) readBacking(p []byte, off int64) error {
 		clear(p[n:])
 		p = p[:n]
 	}
+	img.file.Event("read_backing_aio")
 	_, err := img.backing.ReadAt(p, off)
 	return err
 }
@@ -253,6 +255,7 @@ func (img *image) readCompressed(p []byte, off int64, l2e uint64) error {
 	if data == nil {
 		coff, csize := img.compressedRange(l2e)
 		src := make([]byte, csize)
+		img.file.Event("read_compressed")
 		if err := readFile(img.file, src, coff); err != nil {
 			return err
 		}

@@ -88,6 +88,7 @@ func (r *refcounts) block(off int64) ([]byte, error) {
 		return b, nil
 	}
 	b := make([]byte, r.img.clusterSize)
+	r.img.file.Event("refblock_load")
 	if err := readFile(r.img.file, b, off); err != nil {
 		return nil, err
 	}
@@ -179,6 +180,7 @@ func (r *refcounts) add(k int64, delta int64) error {
 // of the image: written and synced (with its own refcount, wherever that
 // is), then entered in the table (flushed).
 func (r *refcounts) newBlock(ti int64) error {
+	r.img.file.Event("refblock_alloc")
 	cs := r.img.clusterSize
 	p := r.end
 	r.end++
@@ -204,6 +206,7 @@ func (r *refcounts) newBlock(ti int64) error {
 	if err := r.img.ensureFile((p + 1) * cs); err != nil {
 		return abort(err)
 	}
+	r.img.file.Event("refblock_alloc_write")
 	if err := r.img.writeMeta(b, p*cs, olRefblocks); err != nil {
 		return abort(err)
 	}
@@ -212,6 +215,7 @@ func (r *refcounts) newBlock(ti int64) error {
 	}
 	var e [8]byte
 	binary.BigEndian.PutUint64(e[:], uint64(p*cs))
+	r.img.file.Event("refblock_alloc_hookup")
 	if err := r.img.writeMeta(e[:], r.tableOff+ti*8, olRefTable); err != nil {
 		return abort(err)
 	}
@@ -229,6 +233,7 @@ func (r *refcounts) newBlock(ti int64) error {
 // blocks covering it are written and flushed, then the header switched
 // to it (flushed), then the old table's clusters freed.
 func (r *refcounts) growTable(need int64) error {
+	r.img.file.Event("reftable_grow")
 	cs := r.img.clusterSize
 	perCluster := cs / 8
 	entries := max(int64(len(r.table))*2, need+1)
@@ -282,6 +287,7 @@ func (r *refcounts) growTable(need int64) error {
 		return abort(err)
 	}
 	for ti, b := range newBlocks {
+		r.img.file.Event("refblock_alloc_write_blocks")
 		if err := r.img.writeMeta(b, int64(table[ti]), olRefblocks|olRefTable); err != nil {
 			return abort(err)
 		}
@@ -290,6 +296,7 @@ func (r *refcounts) growTable(need int64) error {
 	for i, e := range table {
 		binary.BigEndian.PutUint64(raw[8*i:], e)
 	}
+	r.img.file.Event("refblock_alloc_write_table")
 	if err := r.img.writeMeta(raw, tOff*cs, olRefblocks|olRefTable); err != nil {
 		return abort(err)
 	}
@@ -325,6 +332,7 @@ func (r *refcounts) growTable(need int64) error {
 // the end) with refcount 1, and returns its file offset. The caller
 // flushes before pointing anything at it.
 func (r *refcounts) alloc() (int64, error) {
+	r.img.file.Event("cluster_alloc")
 	k := r.hint
 	for ; k < r.end; k++ {
 		v, err := r.get(k)
@@ -373,6 +381,7 @@ func (r *refcounts) release(k, n int64) {
 
 // allocContiguous allocates n clusters in a row at the end of the image.
 func (r *refcounts) allocContiguous(n int64) (int64, error) {
+	r.img.file.Event("cluster_alloc")
 	start := r.end
 	r.end += n
 	for k := start; k < start+n; k++ {
@@ -437,6 +446,7 @@ func (r *refcounts) dropUnusedBlocks() error {
 // writeBack writes the blocks changed in memory only (not synced).
 func (r *refcounts) writeBack() error {
 	for _, off := range slices.Sorted(maps.Keys(r.dirty)) {
+		r.img.file.Event("refblock_update_part")
 		if err := r.img.writeMeta(r.blocks[off], off, olRefblocks); err != nil {
 			return fmt.Errorf("qcow2: could not write the refcount block at %#x: %w", off, err)
 		}

@@ -120,6 +120,7 @@ func (img *image) growL1(entries int64) error {
 		binary.BigEndian.PutUint64(raw[8*i:], e)
 	}
 	img.l1mu.RUnlock()
+	img.file.Event("l1_grow_write_table")
 	if err := img.checkedWrite(raw, off, 0); err != nil {
 		img.rc.release(off/cs, n)
 		return err

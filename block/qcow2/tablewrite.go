@@ -79,6 +79,7 @@ func (img *image) ensureL2(l1i int64) (int64, error) {
 		return 0, err
 	}
 	zero := make([]byte, cs)
+	img.file.Event("l2_alloc_write")
 	if err := img.checkedWrite(zero, off, 0); err != nil {
 		img.rc.release(off/cs, 1)
 		return 0, err
@@ -99,6 +100,7 @@ func (img *image) ensureL2(l1i int64) (int64, error) {
 
 // setL1 writes L1 entry i (the sector holding it) and updates memory.
 func (img *image) setL1(i int64, e uint64) error {
+	img.file.Event("l1_update")
 	img.l1mu.Lock()
 	old := img.l1[i]
 	img.l1[i] = e
@@ -129,6 +131,7 @@ func (img *image) setL2(l2Off, c int64, e uint64) error { return img.setL2Entry(
 // guest cluster c in table l2Off: the updated slice is published to the
 // cache, pinned there until writeBack writes it.
 func (img *image) setL2Entry(l2Off, c int64, e, bm uint64) error {
+	img.file.Event("l2_update")
 	l2i := c & (1<<img.l2Bits - 1)
 	sliceOff := l2Off + l2i/img.sliceEntries*img.sliceBytes
 	t, err := img.cache.get(sliceOff)
@@ -162,6 +165,7 @@ func (img *image) writeL2() error {
 		if err != nil {
 			return err
 		}
+		img.file.Event("l2_update")
 		if err := img.checkedWrite(t, off, olL2); err != nil {
 			return fmt.Errorf("qcow2: could not write the L2 table slice at %#x: %w", off, err)
 		}

@@ -72,6 +72,7 @@ func (img *image) WriteAt(p []byte, off int64) (int, error) {
 // refcounts the refcounts stay in memory, as in QEMU: the dirty bit on
 // disk covers them.
 func (img *image) Flush() error {
+	img.file.Event("flush_to_os")
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
 	if !img.writable || img.rc == nil {
@@ -80,6 +81,7 @@ func (img *image) Flush() error {
 	if img.corrupted {
 		return img.syncFile()
 	}
+	img.file.Event("flush_to_disk")
 	return img.writeBack()
 }
 

@@ -78,6 +78,7 @@ func (m *snapMeta) overlap(off, n, cs int64) string {
 func (img *image) copyL2(l1i, old int64) (int64, error) {
 	cs := img.clusterSize
 	t := make([]byte, cs)
+	img.file.Event("l2_alloc_cow_read")
 	if err := readFile(img.file, t, old); err != nil {
 		return 0, fmt.Errorf("qcow2: could not read the shared L2 table at %#x: %w", old, err)
 	}
@@ -88,6 +89,7 @@ func (img *image) copyL2(l1i, old int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	img.file.Event("l2_alloc_write")
 	if err := img.checkedWrite(t, nw, 0); err != nil {
 		img.rc.release(nw/cs, 1)
 		return 0, err

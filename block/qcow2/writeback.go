@@ -98,6 +98,7 @@ func (img *image) syncFile() error {
 // free drops the references of an L2 entry (or the cluster of a table)
 // that nothing points to any more on disk.
 func (img *image) free(e uint64) error {
+	img.file.Event("cluster_free")
 	cs := img.clusterSize
 	if e&flagCompressed != 0 {
 		off, size := img.compressedRange(e)

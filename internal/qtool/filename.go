@@ -40,6 +40,10 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 			if !p.keep {
 				filename = name[len(p.prefix):]
 			}
+			if p.driver == "blkdebug" {
+				opts, err := parseBlkdebugFilename(name)
+				return opts, false, err
+			}
 			if p.driver == "null-co" {
 				// null-co takes no filename: the prefix is all there is.
 				return block.Options{"driver": p.driver}, false, nil

@@ -1,0 +1,5 @@
+package blkdebug
+
+import "syscall"
+
+func syscallEIO() error { return syscall.EIO }
