@@ -15,6 +15,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"minivmm/block"
@@ -53,6 +54,12 @@ type ConvertOptions struct {
 	// is written as zeroes; each is told to Salvage (with OpStatus or
 	// OpRead, the offset in the source image and the error).
 	Salvage func(op Op, off int64, err error)
+	// CopyRange, when set, copies data in the kernel (qemu-img convert
+	// -C): from a source's host file (raw, or qcow2 data clusters of its
+	// own layer) to a raw destination's; elsewhere, or once the kernel
+	// refuses (EXDEV, EINVAL, ENOSYS, ...), through reads and writes.
+	// Data is copied as it is, zero sectors included.
+	CopyRange CopyRangeFunc
 }
 
 // CompressedWriter is a destination driver that writes compressed
@@ -146,6 +153,8 @@ type converter struct {
 	clusterSize int64 // with o.Compressed
 	sparse      int64 // o.Sparse or the default
 	align       int64 // where zero runs may start and end
+
+	noOffload atomic.Bool // the kernel refused copy_file_range
 
 	mu        sync.Mutex
 	turn      *sync.Cond
@@ -306,7 +315,7 @@ func (c *converter) run(ctx context.Context, workers int) error {
 func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 	var data []byte
 	var rerr error
-	if e.kind == extentData {
+	if e.kind == extentData && c.o.CopyRange == nil {
 		data = buf[:e.len]
 		if err := c.src.readAt(data, e.off); err != nil && c.o.Salvage != nil {
 			c.salvageRead(data, e.off)
@@ -341,6 +350,8 @@ func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 	case e.kind == extentBacking:
 	case e.kind == extentZero:
 		err = c.writeZeroes(e.off, e.len)
+	case c.o.CopyRange != nil:
+		err = c.offloadData(e.off, e.len, buf)
 	case c.o.Compressed != nil && allZeroBytes(data):
 		err = c.writeZeroes(e.off, e.len)
 	case c.o.Compressed != nil:

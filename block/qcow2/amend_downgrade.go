@@ -3,17 +3,14 @@ package qcow2
 // Downgrading a version 3 image to version 2 (compat=0.10; QEMU's
 // qcow2_downgrade), in QEMU's order of refusals. The new header (72
 // bytes, the extensions but QEMU's feature name table, the backing file
-// name) is written in the first sector in one write. QEMU writes zero
-// clusters out as data first; minivmm refuses an image that has any.
+// name) is written in the first sector in one write, after the zero
+// clusters are written out (amend_expand.go).
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 )
-
-// errDowngradeZero is a version 3 image with zero clusters.
-var errDowngradeZero = errors.New("minivmm cannot downgrade an image with zero clusters to compat=0.10 yet (QEMU writes them out as data)")
 
 func (img *image) downgradeV2() error {
 	h := img.hdr
@@ -40,32 +37,10 @@ func (img *image) downgradeV2() error {
 	if f := h.IncompatibleFeatures; f != 0 {
 		return fmt.Errorf("Cannot downgrade an image with incompatible features %#x set", f)
 	}
-	l1s := [][]uint64{append([]uint64(nil), img.l1...)}
-	for _, sn := range img.snapshots {
-		l1, err := img.readL1(int64(sn.L1TableOffset), sn.L1Size)
-		if err != nil {
-			return err
-		}
-		l1s = append(l1s, l1)
+	if err := img.expandZeroClusters(); err != nil {
+		return err
 	}
 	cs := img.clusterSize
-	t := make([]byte, cs)
-	for _, l1 := range l1s {
-		for _, l1e := range l1 {
-			off := int64(l1e & offsetMask)
-			if off == 0 {
-				continue
-			}
-			if err := readFile(img.file, t, off); err != nil {
-				return err
-			}
-			for j := 0; j < len(t); j += 8 {
-				if e := binary.BigEndian.Uint64(t[j:]); e&flagCompressed == 0 && e&flagZero != 0 {
-					return errDowngradeZero
-				}
-			}
-		}
-	}
 	be := binary.BigEndian
 	c0 := make([]byte, cs)
 	if err := readFile(img.file, c0, 0); err != nil {

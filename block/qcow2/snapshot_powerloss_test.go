@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +45,10 @@ func TestPowerLossHeaderOps(t *testing.T) {
 			func(img *image) error { b := 2; return img.Amend(AmendOptions{Upgrade: true, RefcountBits: &b}) }, false},
 		{"compat=0.10", plKind{opts: "cluster_size=4096,lazy_refcounts=on", size: 1 << 20, snapshot: true},
 			func(img *image) error { return img.Amend(AmendOptions{Downgrade: true}) }, false},
+		{"compat=0.10 zero clusters", plKind{opts: "cluster_size=4096,lazy_refcounts=on", size: 1 << 20},
+			func(img *image) error { return img.Amend(AmendOptions{Downgrade: true}) }, false},
+		{"compat=0.10 zero clusters backing", plKind{opts: "cluster_size=4096", size: 1 << 20, backing: "raw"},
+			func(img *image) error { return img.Amend(AmendOptions{Downgrade: true}) }, false},
 		{"create", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true},
 			func(img *image) error { return img.CreateSnapshot("t", time.Unix(1, 0)) }, true},
 		{"delete", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true},
@@ -58,6 +63,10 @@ func TestPowerLossHeaderOps(t *testing.T) {
 			if o.kind.snapshot {
 				// The active state moves on from the snapshot's.
 				qemuIO(t, path, "write -P 0x33 4096 65536")
+			}
+			if strings.Contains(o.name, "zero clusters") {
+				// Allocated and unallocated zero clusters to write out.
+				qemuIO(t, path, "write -P 5 0 64k", "write -z 8k 16k", "write -z 128k 64k")
 			}
 			d, err := faultdisk.LoadFile(path)
 			if err != nil {

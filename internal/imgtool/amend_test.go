@@ -50,6 +50,16 @@ func TestImgAmendInterop(t *testing.T) {
 			am("-o", "compat=0.10", "r8.qcow2"), am("-o", "compat=0.10", "x.qcow2"),
 			am("-o", "compat=0.10", "s.qcow2"), am("-o", "compat=1.1", "o.qcow2"),
 		}},
+		diffCase{name: "downgrade-zero", setup: []diffStep{
+			img("create", "-f", "qcow2", "b.qcow2", "2M"), qio("-c", "write -P 1 0 2M", "b.qcow2"),
+			img("create", "-f", "qcow2", "-o", "cluster_size=4096,lazy_refcounts=on", "z.qcow2", "2M"),
+			img("create", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "b.qcow2", "-F", "qcow2", "o.qcow2", "2M"),
+			qio("-c", "write -P 2 0 128k", "-c", "write -z 8k 40k", "-c", "write -z 256k 1M", "-c", "write -P 3 300k 4k", "z.qcow2"),
+			qio("-c", "write -P 2 0 128k", "-c", "write -z 8k 40k", "-c", "write -z 256k 1M", "-c", "write -P 3 300k 4k", "o.qcow2"),
+		}, images: []string{"z.qcow2", "o.qcow2"}, steps: []diffStep{
+			am("-o", "compat=0.10", "z.qcow2"), am("-o", "compat=0.10", "o.qcow2"), qio("-c", "write -P 4 4k 64k", "o.qcow2"),
+			am("-o", "compat=1.1", "z.qcow2"),
+		}},
 		diffCase{name: "overflow", setup: []diffStep{
 			img("create", "-f", "qcow2", "-o", "refcount_bits=2,cluster_size=512", "e.qcow2", "64k"),
 			qio("-c", "write -c -P 1 0 512", "-c", "write -c -P 2 512 512", "-c", "write -c -P 3 1k 512", "e.qcow2"),

@@ -112,7 +112,7 @@ func runImgConvert(e *env, args []string) int {
 	dstWritethrough := false
 	var snap *convertSnapshot
 	var sparse, rate int64
-	fullyAllocate, copyRange := false, false
+	fullyAllocate, copyRange, sparseGiven := false, false, false
 	salvage := false
 	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:l:S:r:C", []qtool.LongOption{qtool.Opt("force-share", false, 'U'), qtool.Opt("image-opts", false, 'I'),
 		qtool.Opt("salvage", false, 'V'),
@@ -147,6 +147,7 @@ func runImgConvert(e *env, args []string) int {
 		case 'V':
 			salvage = true
 		case 'S':
+			sparseGiven = true
 			var ok bool
 			if sparse, ok = e.cvtnum("buffer size for sparse output", arg); !ok {
 				return false
@@ -216,8 +217,11 @@ func runImgConvert(e *env, args []string) int {
 	if copyRange && compress {
 		return fail("Cannot enable copy offloading when -c is used")
 	}
-	if copyRange {
-		return fail("Copy offloading (-C) is not supported by minivmm img convert yet")
+	if copyRange && sparseGiven {
+		return fail("Cannot enable copy offloading when -S is used")
+	}
+	if copyRange && salvage {
+		return fail("Cannot use copy offloading in salvaging mode")
 	}
 	if noCreate && len(optStrs) > 0 {
 		return fail("-o has no effect when skipping image creation")
@@ -314,6 +318,9 @@ func runImgConvert(e *env, args []string) int {
 		Workers: workers, InOrder: !outOfOrder, TargetZero: (!noCreate && backing == "") || targetIsZero,
 		HasBacking: backing != "", BackingLen: -1, Writethrough: dstWritethrough,
 		Sparse: sparse, FullyAllocate: fullyAllocate,
+	}
+	if copyRange {
+		co.CopyRange = engine.CopyFileRange
 	}
 	if fullyAllocate {
 		co.TargetZero = false

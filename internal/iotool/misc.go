@@ -84,13 +84,8 @@ func (t *ioTool) truncate(argv []string) error {
 	if !ok {
 		return errCommand
 	}
-	if prealloc != "off" {
-		// The block layer grows images sparse only.
-		fmt.Fprintf(t.stderr, "%s: Unsupported preallocation mode '%s'\n", t.prog, prealloc)
-		return errCommand
-	}
-	if err := t.node.Truncate(size); err != nil {
-		fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, qtool.Message(err))
+	if err := t.truncateTo(size, prealloc); err != nil {
+		fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, err)
 		return errCommand
 	}
 	return nil
