@@ -63,7 +63,7 @@ var (
 	machineOpts = Params{{"type", OptString, "emulated machine"}}
 	// -m; -device's parameters are the device's properties, which QEMU
 	// does not list.
-	memoryOpts = Params{{"size", OptSize, ""}, {"slots", OptNumber, ""}, {"maxmem", OptSize, ""}}
+	memoryOpts  = Params{{"size", OptSize, ""}, {"slots", OptNumber, ""}, {"maxmem", OptSize, ""}}
 	chardevOpts = Params{
 		{"backend", OptString, ""},
 		{"path", OptString, ""},

@@ -92,4 +92,3 @@ func (t *ioTool) waitBreak(argv []string) error {
 	}
 	return nil
 }
-
