@@ -6,55 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"minivmm/block/nbdproto"
 	"net"
 	"sync"
 	"syscall"
-)
-
-// The protocol's numbers (doc/proto.md of the NBD project).
-const (
-	magicNBD         = 0x4e42444d41474943
-	magicOpt         = 0x49484156454f5054
-	magicOptReply    = 0x0003e889045565a9
-	magicRequest     = 0x25609513
-	magicSimpleReply = 0x67446698
-	magicStructReply = 0x668e33ef
-
-	optGo              = 7
-	optStructuredReply = 8
-	optSetMetaContext  = 10
-	repAck             = 1
-	repInfo            = 3
-	repMetaContext     = 4
-	infoExport         = 0
-	infoBlockSize      = 3
-
-	tfReadOnly  = 1 << 1
-	tfSendFlush = 1 << 2
-	tfSendFUA   = 1 << 3
-	tfSendTrim  = 1 << 5
-	tfSendZero  = 1 << 6
-
-	cmdRead        = 0
-	cmdWrite       = 1
-	cmdDisc        = 2
-	cmdFlush       = 3
-	cmdTrim        = 4
-	cmdWriteZeroes = 6
-	cmdBlockStatus = 7
-	cmdFlagFUA     = 1 << 0
-	cmdFlagNoHole  = 1 << 1
-
-	chunkNone        = 0
-	chunkOffsetData  = 1
-	chunkOffsetHole  = 2
-	chunkBlockStatus = 5
-	replyFlagDone    = 1
-
-	stateHole = 1
-	stateZero = 2
-
-	maxRequest = 32 << 20
 )
 
 // session is one connection in transmission: requests go out under wmu,
@@ -104,7 +59,7 @@ func handshake(nc net.Conn, export string) (*session, error) {
 	if _, err := io.ReadFull(nc, h[:]); err != nil {
 		return nil, err
 	}
-	if binary.BigEndian.Uint64(h[0:]) != magicNBD || binary.BigEndian.Uint64(h[8:]) != magicOpt {
+	if binary.BigEndian.Uint64(h[0:]) != nbdproto.Magic || binary.BigEndian.Uint64(h[8:]) != nbdproto.OptMagic {
 		return nil, errors.New("server does not speak fixed newstyle NBD")
 	}
 	if binary.BigEndian.Uint16(h[16:])&1 == 0 {
@@ -115,7 +70,7 @@ func handshake(nc net.Conn, export string) (*session, error) {
 	}
 	s := &session{nc: nc, pending: map[uint64]*call{}}
 	option := func(opt uint32, data []byte) error {
-		p := binary.BigEndian.AppendUint64(nil, magicOpt)
+		p := binary.BigEndian.AppendUint64(nil, nbdproto.OptMagic)
 		p = binary.BigEndian.AppendUint32(p, opt)
 		p = binary.BigEndian.AppendUint32(p, uint32(len(data)))
 		_, err := nc.Write(append(p, data...))
@@ -126,7 +81,7 @@ func handshake(nc net.Conn, export string) (*session, error) {
 		if _, err := io.ReadFull(nc, r[:]); err != nil {
 			return 0, nil, err
 		}
-		if binary.BigEndian.Uint64(r[:]) != magicOptReply || binary.BigEndian.Uint32(r[8:]) != opt {
+		if binary.BigEndian.Uint64(r[:]) != nbdproto.OptReplyMagic || binary.BigEndian.Uint32(r[8:]) != opt {
 			return 0, nil, errors.New("bad option reply from the server")
 		}
 		n := binary.BigEndian.Uint32(r[16:])
@@ -138,31 +93,31 @@ func handshake(nc net.Conn, export string) (*session, error) {
 		return binary.BigEndian.Uint32(r[12:]), data, err
 	}
 	structured := false
-	if err := option(optStructuredReply, nil); err != nil {
+	if err := option(nbdproto.OptStructuredReply, nil); err != nil {
 		return nil, err
 	}
-	typ, _, err := reply(optStructuredReply)
+	typ, _, err := reply(nbdproto.OptStructuredReply)
 	if err != nil {
 		return nil, err
 	}
-	structured = typ == repAck
+	structured = typ == nbdproto.RepAck
 	name := append(binary.BigEndian.AppendUint32(nil, uint32(len(export))), export...)
 	if structured {
 		q := binary.BigEndian.AppendUint32(append([]byte(nil), name...), 1)
 		q = append(q, binary.BigEndian.AppendUint32(nil, 15)...)
-		q = append(q, "base:allocation"...)
-		if err := option(optSetMetaContext, q); err != nil {
+		q = append(q, nbdproto.CtxBaseAllocation...)
+		if err := option(nbdproto.OptSetMetaContext, q); err != nil {
 			return nil, err
 		}
 		for {
-			typ, data, err := reply(optSetMetaContext)
+			typ, data, err := reply(nbdproto.OptSetMetaContext)
 			if err != nil {
 				return nil, err
 			}
-			if typ == repMetaContext && len(data) >= 4 && string(data[4:]) == "base:allocation" {
+			if typ == nbdproto.RepMetaContext && len(data) >= 4 && string(data[4:]) == nbdproto.CtxBaseAllocation {
 				s.baseID, s.haveStatus = binary.BigEndian.Uint32(data), true
 			}
-			if typ != repMetaContext {
+			if typ != nbdproto.RepMetaContext {
 				break // ACK, or an error: no block status then
 			}
 		}
@@ -170,18 +125,18 @@ func handshake(nc net.Conn, export string) (*session, error) {
 	if !structured {
 		return nil, errors.New("server does not support structured replies")
 	}
-	if err := option(optGo, append(name, 0, 1, 0, infoBlockSize)); err != nil {
+	if err := option(nbdproto.OptGo, append(name, 0, 1, 0, nbdproto.InfoBlockSize)); err != nil {
 		return nil, err
 	}
 	for {
-		typ, data, err := reply(optGo)
+		typ, data, err := reply(nbdproto.OptGo)
 		if err != nil {
 			return nil, err
 		}
 		switch {
-		case typ == repAck:
+		case typ == nbdproto.RepAck:
 			return s, nil
-		case typ == repInfo && len(data) >= 12 && binary.BigEndian.Uint16(data) == infoExport:
+		case typ == nbdproto.RepInfo && len(data) >= 12 && binary.BigEndian.Uint16(data) == nbdproto.InfoExport:
 			s.size = int64(binary.BigEndian.Uint64(data[2:]))
 			s.flags = binary.BigEndian.Uint16(data[10:])
 		case typ&(1<<31) != 0:
@@ -220,15 +175,15 @@ func (s *session) readLoop(r *bufio.Reader) {
 		var flags, typ uint16
 		var length uint32
 		var errno uint32
-		simple := binary.BigEndian.Uint32(h[:]) == magicSimpleReply
+		simple := binary.BigEndian.Uint32(h[:]) == nbdproto.SimpleReplyMagic
 		switch binary.BigEndian.Uint32(h[:]) {
-		case magicSimpleReply:
+		case nbdproto.SimpleReplyMagic:
 			if _, err := io.ReadFull(r, h[4:16]); err != nil {
 				s.fail(err)
 				return
 			}
-			errno, handle, flags = binary.BigEndian.Uint32(h[4:]), binary.BigEndian.Uint64(h[8:]), replyFlagDone
-		case magicStructReply:
+			errno, handle, flags = binary.BigEndian.Uint32(h[4:]), binary.BigEndian.Uint64(h[8:]), nbdproto.ReplyFlagDone
+		case nbdproto.StructuredReplyMagic:
 			if _, err := io.ReadFull(r, h[4:20]); err != nil {
 				s.fail(err)
 				return
@@ -264,7 +219,7 @@ func (s *session) readLoop(r *bufio.Reader) {
 			}
 			err = cerr
 		}
-		if flags&replyFlagDone != 0 || simple {
+		if flags&nbdproto.ReplyFlagDone != 0 || simple {
 			s.mu.Lock()
 			delete(s.pending, handle)
 			s.mu.Unlock()
@@ -292,13 +247,13 @@ func errnoError(e uint32) error {
 
 // chunk reads one structured chunk's payload into c.
 func (s *session) chunk(r *bufio.Reader, c *call, typ uint16, length uint32) error {
-	if length > maxRequest+1024 {
+	if length > nbdproto.MaxPayload+1024 {
 		return errors.New("chunk too long")
 	}
 	switch typ {
-	case chunkNone:
+	case nbdproto.ChunkNone:
 		return nil
-	case chunkOffsetData:
+	case nbdproto.ChunkOffsetData:
 		var o [8]byte
 		if length < 8 {
 			return errors.New("bad data chunk")
@@ -313,7 +268,7 @@ func (s *session) chunk(r *bufio.Reader, c *call, typ uint16, length uint32) err
 		}
 		_, err := io.ReadFull(r, c.buf[off-c.off:off-c.off+n])
 		return err
-	case chunkOffsetHole:
+	case nbdproto.ChunkOffsetHole:
 		var o [12]byte
 		if length != 12 {
 			return errors.New("bad hole chunk")
@@ -327,7 +282,7 @@ func (s *session) chunk(r *bufio.Reader, c *call, typ uint16, length uint32) err
 		}
 		clear(c.buf[off-c.off : off-c.off+n])
 		return nil
-	case chunkBlockStatus:
+	case nbdproto.ChunkBlockStatus:
 		p := make([]byte, length)
 		if _, err := io.ReadFull(r, p); err != nil {
 			return err
@@ -366,7 +321,7 @@ func (s *session) do(typ, flags uint16, off uint64, length uint32, payload []byt
 	s.pending[handle] = c
 	s.mu.Unlock()
 	h := make([]byte, 28)
-	binary.BigEndian.PutUint32(h[0:], magicRequest)
+	binary.BigEndian.PutUint32(h[0:], nbdproto.RequestMagic)
 	binary.BigEndian.PutUint16(h[4:], flags)
 	binary.BigEndian.PutUint16(h[6:], typ)
 	binary.BigEndian.PutUint64(h[8:], handle)
@@ -388,8 +343,8 @@ func (s *session) do(typ, flags uint16, off uint64, length uint32, payload []byt
 // close says goodbye and closes the connection.
 func (s *session) close() error {
 	h := make([]byte, 28)
-	binary.BigEndian.PutUint32(h[0:], magicRequest)
-	binary.BigEndian.PutUint16(h[6:], cmdDisc)
+	binary.BigEndian.PutUint32(h[0:], nbdproto.RequestMagic)
+	binary.BigEndian.PutUint16(h[6:], nbdproto.CmdDisc)
 	s.wmu.Lock()
 	s.nc.Write(h)
 	s.wmu.Unlock()

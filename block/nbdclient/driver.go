@@ -3,6 +3,7 @@ package nbdclient
 import (
 	"errors"
 	"fmt"
+	"minivmm/block/nbdproto"
 	"sync"
 	"time"
 
@@ -94,7 +95,7 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Failed to connect to '%s': %w", srv.display(), err)
 	}
-	if o.Writable && s.flags&tfReadOnly != 0 {
+	if o.Writable && s.flags&nbdproto.FlagReadOnly != 0 {
 		s.close()
 		return nil, errors.New("NBD export is read-only")
 	}
@@ -156,8 +157,8 @@ func (m *image) do(typ, flags uint16, off uint64, length uint32, payload []byte,
 
 func (m *image) ReadAt(p []byte, off int64) (int, error) {
 	for done := 0; done < len(p); {
-		n := min(len(p)-done, maxRequest)
-		if err := m.do(cmdRead, 0, uint64(off)+uint64(done), uint32(n), nil, &call{buf: p[done : done+n]}); err != nil {
+		n := min(len(p)-done, nbdproto.MaxPayload)
+		if err := m.do(nbdproto.CmdRead, 0, uint64(off)+uint64(done), uint32(n), nil, &call{buf: p[done : done+n]}); err != nil {
 			return done, err
 		}
 		done += n
@@ -167,8 +168,8 @@ func (m *image) ReadAt(p []byte, off int64) (int, error) {
 
 func (m *image) WriteAt(p []byte, off int64) (int, error) {
 	for done := 0; done < len(p); {
-		n := min(len(p)-done, maxRequest)
-		if err := m.do(cmdWrite, 0, uint64(off)+uint64(done), uint32(n), p[done:done+n], &call{}); err != nil {
+		n := min(len(p)-done, nbdproto.MaxPayload)
+		if err := m.do(nbdproto.CmdWrite, 0, uint64(off)+uint64(done), uint32(n), p[done:done+n], &call{}); err != nil {
 			return done, err
 		}
 		done += n
@@ -192,28 +193,28 @@ func (m *image) ranged(typ, flags uint16, off, n int64) error {
 // WriteZeroes passes zeroing through: the server zeroes, no data
 // crosses the wire.
 func (m *image) WriteZeroes(off, n int64, unmap bool) error {
-	if m.flags&tfSendZero == 0 {
+	if m.flags&nbdproto.FlagSendWriteZeroes == 0 {
 		return block.ErrNotSupported
 	}
 	var f uint16
 	if !unmap {
-		f |= cmdFlagNoHole
+		f |= nbdproto.CmdFlagNoHole
 	}
-	return m.ranged(cmdWriteZeroes, f, off, n)
+	return m.ranged(nbdproto.CmdWriteZeroes, f, off, n)
 }
 
 func (m *image) Discard(off, n int64) error {
-	if m.flags&tfSendTrim == 0 {
+	if m.flags&nbdproto.FlagSendTrim == 0 {
 		return nil // discard is advisory
 	}
-	return m.ranged(cmdTrim, 0, off, n)
+	return m.ranged(nbdproto.CmdTrim, 0, off, n)
 }
 
 func (m *image) Flush() error {
-	if m.flags&tfSendFlush == 0 {
+	if m.flags&nbdproto.FlagSendFlush == 0 {
 		return nil
 	}
-	return m.do(cmdFlush, 0, 0, 0, nil, &call{})
+	return m.do(nbdproto.CmdFlush, 0, 0, 0, nil, &call{})
 }
 
 // BlockStatus asks the server's base:allocation for the first extent at
@@ -234,14 +235,14 @@ func (m *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 			got, length, flags = true, l, f
 		}
 	}}
-	if err := m.do(cmdBlockStatus, 0, uint64(off), uint32(n), nil, c); err != nil {
+	if err := m.do(nbdproto.CmdBlockStatus, 0, uint64(off), uint32(n), nil, c); err != nil {
 		return block.Status{}, 0, err
 	}
 	if !got || length == 0 {
 		return block.Status{}, 0, errors.New("server sent no block status")
 	}
 	// The export's offsets are the node's, as QEMU's driver maps them.
-	return block.Status{Data: flags&stateHole == 0, Zero: flags&stateZero != 0, Allocated: true, Offset: off}, min(int64(length), n), nil
+	return block.Status{Data: flags&nbdproto.StateHole == 0, Zero: flags&nbdproto.StateZero != 0, Allocated: true, Offset: off}, min(int64(length), n), nil
 }
 
 func (m *image) Length() (int64, error) { return m.size, nil }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"io"
+	"minivmm/block/nbdproto"
 	"net"
 	"testing"
 	"time"
@@ -13,13 +14,13 @@ import (
 // replies to a read and a block status in flight, the client neither
 // panics nor hangs, nor writes outside the read's buffer.
 func FuzzServerBytes(f *testing.F) {
-	hello := binary.BigEndian.AppendUint64(nil, magicNBD)
-	hello = binary.BigEndian.AppendUint64(hello, magicOpt)
+	hello := binary.BigEndian.AppendUint64(nil, nbdproto.Magic)
+	hello = binary.BigEndian.AppendUint64(hello, nbdproto.OptMagic)
 	hello = binary.BigEndian.AppendUint16(hello, 3)
 	f.Add(hello, []byte{})
-	reply := binary.BigEndian.AppendUint32(nil, magicStructReply)
-	reply = binary.BigEndian.AppendUint16(reply, replyFlagDone)
-	reply = binary.BigEndian.AppendUint16(reply, chunkOffsetHole)
+	reply := binary.BigEndian.AppendUint32(nil, nbdproto.StructuredReplyMagic)
+	reply = binary.BigEndian.AppendUint16(reply, nbdproto.ReplyFlagDone)
+	reply = binary.BigEndian.AppendUint16(reply, nbdproto.ChunkOffsetHole)
 	reply = binary.BigEndian.AppendUint64(reply, 1)
 	reply = binary.BigEndian.AppendUint32(reply, 12)
 	reply = binary.BigEndian.AppendUint64(reply, 0)

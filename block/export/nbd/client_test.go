@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"io"
+	"minivmm/block/nbdproto"
 	"net"
 	"os"
 	"path/filepath"
@@ -111,10 +112,10 @@ func (c *client) read(n int) []byte {
 func (c *client) hello(flags uint32) {
 	c.t.Helper()
 	h := c.read(18)
-	if binary.BigEndian.Uint64(h) != magicNBD || binary.BigEndian.Uint64(h[8:]) != magicOpt {
+	if binary.BigEndian.Uint64(h) != nbdproto.Magic || binary.BigEndian.Uint64(h[8:]) != nbdproto.OptMagic {
 		c.t.Fatalf("greeting %x", h)
 	}
-	if f := binary.BigEndian.Uint16(h[16:]); f != flagFixedNewstyle|flagNoZeroes {
+	if f := binary.BigEndian.Uint16(h[16:]); f != nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes {
 		c.t.Fatalf("handshake flags %#x", f)
 	}
 	c.write(binary.BigEndian.AppendUint32(nil, flags))
@@ -122,7 +123,7 @@ func (c *client) hello(flags uint32) {
 
 func (c *client) option(opt uint32, data []byte) {
 	c.t.Helper()
-	p := binary.BigEndian.AppendUint64(nil, magicOpt)
+	p := binary.BigEndian.AppendUint64(nil, nbdproto.OptMagic)
 	p = binary.BigEndian.AppendUint32(p, opt)
 	p = binary.BigEndian.AppendUint32(p, uint32(len(data)))
 	c.write(append(p, data...))
@@ -132,7 +133,7 @@ func (c *client) option(opt uint32, data []byte) {
 func (c *client) reply(opt uint32) (uint32, []byte) {
 	c.t.Helper()
 	h := c.read(20)
-	if binary.BigEndian.Uint64(h) != magicOptReply || binary.BigEndian.Uint32(h[8:]) != opt {
+	if binary.BigEndian.Uint64(h) != nbdproto.OptReplyMagic || binary.BigEndian.Uint32(h[8:]) != opt {
 		c.t.Fatalf("option reply %x to option %d", h, opt)
 	}
 	return binary.BigEndian.Uint32(h[12:]), c.read(int(binary.BigEndian.Uint32(h[16:])))
@@ -157,33 +158,33 @@ func metaData(export string, queries ...string) []byte {
 // returns the export's size and flags.
 func (c *client) open() (uint64, uint16) {
 	c.t.Helper()
-	c.hello(flagFixedNewstyle | flagNoZeroes)
-	c.option(optStructuredReply, nil)
-	if typ, _ := c.reply(optStructuredReply); typ != repAck {
+	c.hello(nbdproto.FlagFixedNewstyle | nbdproto.FlagNoZeroes)
+	c.option(nbdproto.OptStructuredReply, nil)
+	if typ, _ := c.reply(nbdproto.OptStructuredReply); typ != nbdproto.RepAck {
 		c.t.Fatalf("structured reply: %#x", typ)
 	}
-	c.option(optSetMetaContext, metaData("disk", ctxBaseAllocation, ctxAllocationDepth))
+	c.option(nbdproto.OptSetMetaContext, metaData("disk", nbdproto.CtxBaseAllocation, nbdproto.CtxAllocationDepth))
 	for {
-		typ, _ := c.reply(optSetMetaContext)
-		if typ == repAck {
+		typ, _ := c.reply(nbdproto.OptSetMetaContext)
+		if typ == nbdproto.RepAck {
 			break
 		}
-		if typ != repMetaContext {
+		if typ != nbdproto.RepMetaContext {
 			c.t.Fatalf("set meta context: %#x", typ)
 		}
 	}
-	c.option(optGo, append(str32("disk"), 0, 0))
+	c.option(nbdproto.OptGo, append(str32("disk"), 0, 0))
 	var size uint64
 	var flags uint16
 	for {
-		typ, data := c.reply(optGo)
-		if typ == repAck {
+		typ, data := c.reply(nbdproto.OptGo)
+		if typ == nbdproto.RepAck {
 			return size, flags
 		}
-		if typ != repInfo {
+		if typ != nbdproto.RepInfo {
 			c.t.Fatalf("go: %#x %q", typ, data)
 		}
-		if binary.BigEndian.Uint16(data) == infoExport {
+		if binary.BigEndian.Uint16(data) == nbdproto.InfoExport {
 			size, flags = binary.BigEndian.Uint64(data[2:]), binary.BigEndian.Uint16(data[10:])
 		}
 	}
@@ -191,7 +192,7 @@ func (c *client) open() (uint64, uint16) {
 
 func (c *client) request(typ, flags uint16, handle, off uint64, length uint32, payload []byte) {
 	c.t.Helper()
-	p := binary.BigEndian.AppendUint32(nil, magicRequest)
+	p := binary.BigEndian.AppendUint32(nil, nbdproto.RequestMagic)
 	p = binary.BigEndian.AppendUint16(p, flags)
 	p = binary.BigEndian.AppendUint16(p, typ)
 	p = binary.BigEndian.AppendUint64(p, handle)
@@ -213,10 +214,10 @@ func (c *client) chunk() chunk {
 	c.t.Helper()
 	h := c.read(4)
 	switch binary.BigEndian.Uint32(h) {
-	case magicSimpleReply:
+	case nbdproto.SimpleReplyMagic:
 		r := c.read(12)
 		return chunk{simple: true, errno: binary.BigEndian.Uint32(r), handle: binary.BigEndian.Uint64(r[4:])}
-	case magicStructReply:
+	case nbdproto.StructuredReplyMagic:
 		r := c.read(16)
 		ch := chunk{flags: binary.BigEndian.Uint16(r), typ: binary.BigEndian.Uint16(r[2:]), handle: binary.BigEndian.Uint64(r[4:])}
 		ch.data = c.read(int(binary.BigEndian.Uint32(r[12:])))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"minivmm/block/nbdproto"
 	"net"
 	"sync"
 	"syscall"
@@ -79,12 +80,12 @@ type request struct {
 // protocol; each is served on its own goroutine, so replies go out in
 // the order requests complete.
 func (c *conn) transmit() error {
-	var h [requestHeaderSize]byte
+	var h [nbdproto.RequestHeaderSize]byte
 	for {
 		if _, err := io.ReadFull(c.r, h[:]); err != nil {
 			return err
 		}
-		if binary.BigEndian.Uint32(h[0:]) != magicRequest {
+		if binary.BigEndian.Uint32(h[0:]) != nbdproto.RequestMagic {
 			return fmt.Errorf("%w: bad request magic", errClose)
 		}
 		rq := &request{
@@ -92,15 +93,15 @@ func (c *conn) transmit() error {
 			handle: binary.BigEndian.Uint64(h[8:]), off: binary.BigEndian.Uint64(h[16:]),
 			length: binary.BigEndian.Uint32(h[24:]),
 		}
-		if rq.typ == cmdDisc {
+		if rq.typ == nbdproto.CmdDisc {
 			return io.EOF
 		}
-		if rq.typ == cmdWrite {
+		if rq.typ == nbdproto.CmdWrite {
 			// The payload follows the header whatever becomes of the
 			// request; one too long to read is a stream that cannot be
 			// followed any more.
-			if rq.length > maxPayload {
-				return fmt.Errorf("%w: write of %d bytes is larger than max len %d", errClose, rq.length, maxPayload)
+			if rq.length > nbdproto.MaxPayload {
+				return fmt.Errorf("%w: write of %d bytes is larger than max len %d", errClose, rq.length, nbdproto.MaxPayload)
 			}
 			rq.payload = c.svc.bufs.get(int(rq.length))
 			if _, err := io.ReadFull(c.r, rq.payload); err != nil {
@@ -128,42 +129,42 @@ func (c *conn) handle(rq *request) {
 	b := c.exp.backend
 	var err error
 	switch rq.typ {
-	case cmdRead:
+	case nbdproto.CmdRead:
 		c.read(rq)
 		return
-	case cmdBlockStatus:
+	case nbdproto.CmdBlockStatus:
 		c.blockStatus(rq)
 		return
-	case cmdWrite:
+	case nbdproto.CmdWrite:
 		var f block.WriteFlags
-		if rq.flags&cmdFlagFUA != 0 || c.exp.writethrough {
+		if rq.flags&nbdproto.CmdFlagFUA != 0 || c.exp.writethrough {
 			f |= block.FUA
 		}
 		_, err = b.WriteV([][]byte{rq.payload}, int64(rq.off), f)
-	case cmdFlush:
+	case nbdproto.CmdFlush:
 		err = b.Flush()
-	case cmdTrim:
+	case nbdproto.CmdTrim:
 		if rq.length > 0 {
 			err = b.Discard(int64(rq.off), int64(rq.length))
 		}
-		if err == nil && (rq.flags&cmdFlagFUA != 0 || c.exp.writethrough) {
+		if err == nil && (rq.flags&nbdproto.CmdFlagFUA != 0 || c.exp.writethrough) {
 			err = b.Flush()
 		}
-	case cmdWriteZeroes:
-		if rq.flags&cmdFlagFastZero != 0 {
+	case nbdproto.CmdWriteZeroes:
+		if rq.flags&nbdproto.CmdFlagFastZero != 0 {
 			// The block layer cannot promise that zeroing is faster
 			// than writing: the client is told to write instead, as the
 			// spec allows.
-			err = nbdError{errNotSup, "fast zeroing is not supported"}
+			err = nbdError{nbdproto.ErrNotSup, "fast zeroing is not supported"}
 			break
 		}
 		if rq.length > 0 {
-			err = b.WriteZeroes(int64(rq.off), int64(rq.length), rq.flags&cmdFlagNoHole == 0)
+			err = b.WriteZeroes(int64(rq.off), int64(rq.length), rq.flags&nbdproto.CmdFlagNoHole == 0)
 		}
-		if err == nil && (rq.flags&cmdFlagFUA != 0 || c.exp.writethrough) {
+		if err == nil && (rq.flags&nbdproto.CmdFlagFUA != 0 || c.exp.writethrough) {
 			err = b.Flush()
 		}
-	case cmdCache:
+	case nbdproto.CmdCache:
 		// A prefetch: read it, so that the host's cache holds it.
 		err = c.prefetch(rq)
 	}
@@ -184,47 +185,47 @@ func (e nbdError) Error() string { return e.msg }
 
 // check is nbd_co_receive_request's validation, with its errnos.
 func (c *conn) check(rq *request) error {
-	allowed := uint16(cmdFlagFUA)
+	allowed := uint16(nbdproto.CmdFlagFUA)
 	switch rq.typ {
-	case cmdRead:
-		allowed |= cmdFlagDF
-		if rq.flags&cmdFlagDF != 0 && !c.structured {
-			return nbdError{errInval, "DF flag without structured reply"}
+	case nbdproto.CmdRead:
+		allowed |= nbdproto.CmdFlagDF
+		if rq.flags&nbdproto.CmdFlagDF != 0 && !c.structured {
+			return nbdError{nbdproto.ErrInval, "DF flag without structured reply"}
 		}
-		if rq.length > maxPayload {
-			return nbdError{errInval, fmt.Sprintf("len (%d) is larger than max len (%d)", rq.length, maxPayload)}
+		if rq.length > nbdproto.MaxPayload {
+			return nbdError{nbdproto.ErrInval, fmt.Sprintf("len (%d) is larger than max len (%d)", rq.length, nbdproto.MaxPayload)}
 		}
-	case cmdWrite, cmdTrim:
-	case cmdWriteZeroes:
-		allowed |= cmdFlagNoHole | cmdFlagFastZero
-	case cmdBlockStatus:
-		allowed |= cmdFlagReqOne
+	case nbdproto.CmdWrite, nbdproto.CmdTrim:
+	case nbdproto.CmdWriteZeroes:
+		allowed |= nbdproto.CmdFlagNoHole | nbdproto.CmdFlagFastZero
+	case nbdproto.CmdBlockStatus:
+		allowed |= nbdproto.CmdFlagReqOne
 		if !c.structured || !c.metaBase && !c.metaDepth {
-			return nbdError{errInval, "CMD_BLOCK_STATUS not negotiated"}
+			return nbdError{nbdproto.ErrInval, "CMD_BLOCK_STATUS not negotiated"}
 		}
-	case cmdFlush, cmdCache:
+	case nbdproto.CmdFlush, nbdproto.CmdCache:
 	default:
-		return nbdError{errInval, fmt.Sprintf("unsupported command %d", rq.typ)}
+		return nbdError{nbdproto.ErrInval, fmt.Sprintf("unsupported command %d", rq.typ)}
 	}
 	if rq.flags&^allowed != 0 {
-		return nbdError{errInval, fmt.Sprintf("unsupported flags 0x%x", rq.flags)}
+		return nbdError{nbdproto.ErrInval, fmt.Sprintf("unsupported flags 0x%x", rq.flags)}
 	}
 	size := uint64(c.exp.backend.Length())
-	if rq.typ != cmdFlush && (rq.off > size || uint64(rq.length) > size-rq.off) {
-		errno := uint32(errInval)
-		if rq.typ == cmdWrite || rq.typ == cmdWriteZeroes {
-			errno = errNoSpc
+	if rq.typ != nbdproto.CmdFlush && (rq.off > size || uint64(rq.length) > size-rq.off) {
+		errno := uint32(nbdproto.ErrInval)
+		if rq.typ == nbdproto.CmdWrite || rq.typ == nbdproto.CmdWriteZeroes {
+			errno = nbdproto.ErrNoSpc
 		}
 		return nbdError{errno, fmt.Sprintf("operation past EOF; From: %d, Len: %d, Size: %d", rq.off, rq.length, size)}
 	}
 	if !c.exp.writable {
 		switch rq.typ {
-		case cmdWrite, cmdTrim, cmdWriteZeroes:
-			return nbdError{errPerm, "export is read-only"}
+		case nbdproto.CmdWrite, nbdproto.CmdTrim, nbdproto.CmdWriteZeroes:
+			return nbdError{nbdproto.ErrPerm, "export is read-only"}
 		}
 	}
-	if rq.typ == cmdBlockStatus && rq.length == 0 {
-		return nbdError{errInval, "need non-zero length"}
+	if rq.typ == nbdproto.CmdBlockStatus && rq.length == 0 {
+		return nbdError{nbdproto.ErrInval, "need non-zero length"}
 	}
 	return nil
 }
@@ -238,25 +239,25 @@ func errnoOf(err error) uint32 {
 	}
 	var e syscall.Errno
 	if !errors.As(err, &e) {
-		return errIO
+		return nbdproto.ErrIO
 	}
 	switch e {
 	case syscall.EPERM, syscall.EROFS:
-		return errPerm
+		return nbdproto.ErrPerm
 	case syscall.EIO:
-		return errIO
+		return nbdproto.ErrIO
 	case syscall.ENOMEM:
-		return errNoMem
+		return nbdproto.ErrNoMem
 	case syscall.EDQUOT, syscall.EFBIG, syscall.ENOSPC:
-		return errNoSpc
+		return nbdproto.ErrNoSpc
 	case syscall.EOVERFLOW:
-		return errOverflow
+		return nbdproto.ErrOverflow
 	case syscall.ENOTSUP:
-		return errNotSup
+		return nbdproto.ErrNotSup
 	case syscall.ESHUTDOWN:
-		return errShutdown
+		return nbdproto.ErrShutdown
 	}
-	return errInval
+	return nbdproto.ErrInval
 }
 
 // send writes one reply, whole, under the write lock.
@@ -271,7 +272,7 @@ func (c *conn) send(bufs ...[]byte) {
 
 func simpleHeader(errno uint32, handle uint64) []byte {
 	p := make([]byte, 16)
-	binary.BigEndian.PutUint32(p[0:], magicSimpleReply)
+	binary.BigEndian.PutUint32(p[0:], nbdproto.SimpleReplyMagic)
 	binary.BigEndian.PutUint32(p[4:], errno)
 	binary.BigEndian.PutUint64(p[8:], handle)
 	return p
@@ -279,7 +280,7 @@ func simpleHeader(errno uint32, handle uint64) []byte {
 
 func chunkHeader(flags, typ uint16, handle uint64, length int) []byte {
 	p := make([]byte, 20)
-	binary.BigEndian.PutUint32(p[0:], magicStructReply)
+	binary.BigEndian.PutUint32(p[0:], nbdproto.StructuredReplyMagic)
 	binary.BigEndian.PutUint16(p[4:], flags)
 	binary.BigEndian.PutUint16(p[6:], typ)
 	binary.BigEndian.PutUint64(p[8:], handle)
@@ -288,8 +289,8 @@ func chunkHeader(flags, typ uint16, handle uint64, length int) []byte {
 }
 
 func (c *conn) replyOK(rq *request) {
-	if c.structured && (rq.typ == cmdRead || rq.typ == cmdBlockStatus) {
-		c.send(chunkHeader(replyFlagDone, chunkNone, rq.handle, 0))
+	if c.structured && (rq.typ == nbdproto.CmdRead || rq.typ == nbdproto.CmdBlockStatus) {
+		c.send(chunkHeader(nbdproto.ReplyFlagDone, nbdproto.ChunkNone, rq.handle, 0))
 		return
 	}
 	c.send(simpleHeader(0, rq.handle))
@@ -299,18 +300,18 @@ func (c *conn) replyOK(rq *request) {
 // message where structured replies are on, else with the errno alone.
 func (c *conn) replyError(rq *request, err error) {
 	errno := errnoOf(err)
-	if !c.structured || rq.typ != cmdRead && rq.typ != cmdBlockStatus {
+	if !c.structured || rq.typ != nbdproto.CmdRead && rq.typ != nbdproto.CmdBlockStatus {
 		c.send(simpleHeader(errno, rq.handle))
 		return
 	}
 	msg := err.Error()
-	if len(msg) > maxString {
-		msg = msg[:maxString]
+	if len(msg) > nbdproto.MaxString {
+		msg = msg[:nbdproto.MaxString]
 	}
 	p := binary.BigEndian.AppendUint32(nil, errno)
 	p = binary.BigEndian.AppendUint16(p, uint16(len(msg)))
 	p = append(p, msg...)
-	c.send(chunkHeader(replyFlagDone, chunkError, rq.handle, len(p)), p)
+	c.send(chunkHeader(nbdproto.ReplyFlagDone, nbdproto.ChunkError, rq.handle, len(p)), p)
 }
 
 // prefetch reads a range and forgets it (NBD_CMD_CACHE).

@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"io"
+	"minivmm/block/nbdproto"
 	"net"
 	"testing"
 	"time"
@@ -28,24 +29,24 @@ func feed(t *testing.T, svc *Service, in []byte) {
 
 // handshakeSeed is a valid negotiation up to transmission.
 func handshakeSeed() []byte {
-	p := binary.BigEndian.AppendUint32(nil, flagFixedNewstyle|flagNoZeroes)
+	p := binary.BigEndian.AppendUint32(nil, nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes)
 	opt := func(o uint32, data []byte) {
-		p = binary.BigEndian.AppendUint64(p, magicOpt)
+		p = binary.BigEndian.AppendUint64(p, nbdproto.OptMagic)
 		p = binary.BigEndian.AppendUint32(p, o)
 		p = binary.BigEndian.AppendUint32(p, uint32(len(data)))
 		p = append(p, data...)
 	}
-	opt(optList, nil)
-	opt(optStructuredReply, nil)
-	opt(optListMetaContext, metaData("disk"))
-	opt(optSetMetaContext, metaData("disk", ctxBaseAllocation, ctxAllocationDepth))
-	opt(optInfo, append(str32("disk"), 0, 1, 0, infoName))
-	opt(optGo, append(str32("disk"), 0, 0))
+	opt(nbdproto.OptList, nil)
+	opt(nbdproto.OptStructuredReply, nil)
+	opt(nbdproto.OptListMetaContext, metaData("disk"))
+	opt(nbdproto.OptSetMetaContext, metaData("disk", nbdproto.CtxBaseAllocation, nbdproto.CtxAllocationDepth))
+	opt(nbdproto.OptInfo, append(str32("disk"), 0, 1, 0, nbdproto.InfoName))
+	opt(nbdproto.OptGo, append(str32("disk"), 0, 0))
 	return p
 }
 
 func encodeRequest(typ, flags uint16, handle, off uint64, length uint32, payload []byte) []byte {
-	p := binary.BigEndian.AppendUint32(nil, magicRequest)
+	p := binary.BigEndian.AppendUint32(nil, nbdproto.RequestMagic)
 	p = binary.BigEndian.AppendUint16(p, flags)
 	p = binary.BigEndian.AppendUint16(p, typ)
 	p = binary.BigEndian.AppendUint64(p, handle)
@@ -66,11 +67,11 @@ func FuzzHandshake(f *testing.F) {
 // FuzzRequests: any requests after a valid negotiation are answered or
 // end the connection; the export still works afterwards.
 func FuzzRequests(f *testing.F) {
-	f.Add(encodeRequest(cmdRead, 0, 1, 0, 4096, nil))
-	f.Add(append(encodeRequest(cmdWrite, cmdFlagFUA, 2, 512, 4, []byte{1, 2, 3, 4}), encodeRequest(cmdBlockStatus, cmdFlagReqOne, 3, 0, 1<<20, nil)...))
-	f.Add(encodeRequest(cmdWriteZeroes, cmdFlagNoHole, 4, 1<<20-1, 1, nil))
-	f.Add(encodeRequest(cmdTrim, 0, 5, 0, 1<<20, nil))
-	f.Add(encodeRequest(cmdCache, 0, 6, 0, 1<<20, nil))
+	f.Add(encodeRequest(nbdproto.CmdRead, 0, 1, 0, 4096, nil))
+	f.Add(append(encodeRequest(nbdproto.CmdWrite, nbdproto.CmdFlagFUA, 2, 512, 4, []byte{1, 2, 3, 4}), encodeRequest(nbdproto.CmdBlockStatus, nbdproto.CmdFlagReqOne, 3, 0, 1<<20, nil)...))
+	f.Add(encodeRequest(nbdproto.CmdWriteZeroes, nbdproto.CmdFlagNoHole, 4, 1<<20-1, 1, nil))
+	f.Add(encodeRequest(nbdproto.CmdTrim, 0, 5, 0, 1<<20, nil))
+	f.Add(encodeRequest(nbdproto.CmdCache, 0, 6, 0, 1<<20, nil))
 	f.Add(encodeRequest(77, 0xffff, 7, 1<<63, 1<<31, nil))
 	ts := newFuzzServer(f)
 	hs := handshakeSeed()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"minivmm/block/nbdproto"
 	"strings"
 )
 
@@ -17,9 +18,9 @@ var errClose = errors.New("nbd: client broke the protocol")
 // connection (an orderly NBD_OPT_ABORT among them).
 func (c *conn) handshake() (*nbdExport, error) {
 	var hello [18]byte
-	binary.BigEndian.PutUint64(hello[0:], magicNBD)
-	binary.BigEndian.PutUint64(hello[8:], magicOpt)
-	binary.BigEndian.PutUint16(hello[16:], flagFixedNewstyle|flagNoZeroes)
+	binary.BigEndian.PutUint64(hello[0:], nbdproto.Magic)
+	binary.BigEndian.PutUint64(hello[8:], nbdproto.OptMagic)
+	binary.BigEndian.PutUint16(hello[16:], nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes)
 	if _, err := c.nc.Write(hello[:]); err != nil {
 		return nil, err
 	}
@@ -28,31 +29,31 @@ func (c *conn) handshake() (*nbdExport, error) {
 		return nil, err
 	}
 	flags := binary.BigEndian.Uint32(cf[:])
-	if flags&^(flagFixedNewstyle|flagNoZeroes) != 0 {
+	if flags&^(nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes) != 0 {
 		return nil, fmt.Errorf("%w: unknown client flags 0x%x received", errClose, flags)
 	}
-	c.noZeroes = flags&flagNoZeroes != 0
+	c.noZeroes = flags&nbdproto.FlagNoZeroes != 0
 	for {
 		var h [16]byte
 		if _, err := io.ReadFull(c.r, h[:]); err != nil {
 			return nil, err
 		}
-		if binary.BigEndian.Uint64(h[0:]) != magicOpt {
+		if binary.BigEndian.Uint64(h[0:]) != nbdproto.OptMagic {
 			return nil, fmt.Errorf("%w: bad option magic", errClose)
 		}
 		opt := binary.BigEndian.Uint32(h[8:])
 		length := binary.BigEndian.Uint32(h[12:])
-		if length > maxPayload {
-			return nil, fmt.Errorf("%w: option length %d is larger than max len %d", errClose, length, maxPayload)
+		if length > nbdproto.MaxPayload {
+			return nil, fmt.Errorf("%w: option length %d is larger than max len %d", errClose, length, nbdproto.MaxPayload)
 		}
-		if opt == optExportName {
+		if opt == nbdproto.OptExportName {
 			return c.optExportName(length)
 		}
 		if length > maxOption {
 			if _, err := io.CopyN(io.Discard, c.r, int64(length)); err != nil {
 				return nil, err
 			}
-			if err := c.optError(opt, repErrTooBig, "option too long"); err != nil {
+			if err := c.optError(opt, nbdproto.RepErrTooBig, "option too long"); err != nil {
 				return nil, err
 			}
 			continue
@@ -72,46 +73,46 @@ func (c *conn) handshake() (*nbdExport, error) {
 // (NBD_OPT_GO).
 func (c *conn) option(opt uint32, data []byte) (*nbdExport, error) {
 	switch opt {
-	case optAbort:
+	case nbdproto.OptAbort:
 		// The spec lets the server reply; QEMU does, and closes.
-		c.optReply(opt, repAck, nil)
+		c.optReply(opt, nbdproto.RepAck, nil)
 		return nil, io.EOF
-	case optList:
+	case nbdproto.OptList:
 		if len(data) != 0 {
-			return nil, c.optError(opt, repErrInvalid, "request option 'list' with nonzero length")
+			return nil, c.optError(opt, nbdproto.RepErrInvalid, "request option 'list' with nonzero length")
 		}
 		for _, e := range c.svc.list() {
 			p := binary.BigEndian.AppendUint32(nil, uint32(len(e.name)))
 			p = append(p, e.name...)
 			p = append(p, e.description...)
-			if err := c.optReply(opt, repServer, p); err != nil {
+			if err := c.optReply(opt, nbdproto.RepServer, p); err != nil {
 				return nil, err
 			}
 		}
-		return nil, c.optReply(opt, repAck, nil)
-	case optStartTLS:
-		return nil, c.optError(opt, repErrPolicy, "TLS not configured")
-	case optStructuredReply:
+		return nil, c.optReply(opt, nbdproto.RepAck, nil)
+	case nbdproto.OptStartTLS:
+		return nil, c.optError(opt, nbdproto.RepErrPolicy, "TLS not configured")
+	case nbdproto.OptStructuredReply:
 		if len(data) != 0 {
-			return nil, c.optError(opt, repErrInvalid, "request option 'structured reply' with nonzero length")
+			return nil, c.optError(opt, nbdproto.RepErrInvalid, "request option 'structured reply' with nonzero length")
 		}
 		if c.structured {
-			return nil, c.optError(opt, repErrInvalid, "structured reply already negotiated")
+			return nil, c.optError(opt, nbdproto.RepErrInvalid, "structured reply already negotiated")
 		}
 		c.structured = true
-		return nil, c.optReply(opt, repAck, nil)
-	case optInfo, optGo:
+		return nil, c.optReply(opt, nbdproto.RepAck, nil)
+	case nbdproto.OptInfo, nbdproto.OptGo:
 		return c.optInfo(opt, data)
-	case optListMetaContext, optSetMetaContext:
+	case nbdproto.OptListMetaContext, nbdproto.OptSetMetaContext:
 		return nil, c.optMeta(opt, data)
 	}
-	return nil, c.optError(opt, repErrUnsup, fmt.Sprintf("Unsupported option %d", opt))
+	return nil, c.optError(opt, nbdproto.RepErrUnsup, fmt.Sprintf("Unsupported option %d", opt))
 }
 
 // optExportName is the old way in: no reply but the export's size and
 // flags, and an unknown name closes the connection.
 func (c *conn) optExportName(length uint32) (*nbdExport, error) {
-	if length > maxString {
+	if length > nbdproto.MaxString {
 		return nil, fmt.Errorf("%w: export name too long", errClose)
 	}
 	name := make([]byte, length)
@@ -137,57 +138,57 @@ func (c *conn) optExportName(length uint32) (*nbdExport, error) {
 func (c *conn) optInfo(opt uint32, data []byte) (*nbdExport, error) {
 	name, rest, ok := takeString(data)
 	if !ok || len(rest) < 2 {
-		return nil, c.optError(opt, repErrInvalid, "Bad length received")
+		return nil, c.optError(opt, nbdproto.RepErrInvalid, "Bad length received")
 	}
 	n := int(binary.BigEndian.Uint16(rest))
 	rest = rest[2:]
 	if len(rest) != 2*n {
-		return nil, c.optError(opt, repErrInvalid, "Data length mismatch")
+		return nil, c.optError(opt, nbdproto.RepErrInvalid, "Data length mismatch")
 	}
 	var wantName, wantDesc bool
 	for i := 0; i < n; i++ {
 		switch binary.BigEndian.Uint16(rest[2*i:]) {
-		case infoName:
+		case nbdproto.InfoName:
 			wantName = true
-		case infoDescription:
+		case nbdproto.InfoDescription:
 			wantDesc = true
 		}
 	}
 	e := c.svc.lookup(name)
 	if e == nil {
-		return nil, c.optError(opt, repErrUnknown, fmt.Sprintf("export '%s' not present", name))
+		return nil, c.optError(opt, nbdproto.RepErrUnknown, fmt.Sprintf("export '%s' not present", name))
 	}
 	if wantName {
-		p := binary.BigEndian.AppendUint16(nil, infoName)
-		if err := c.optReply(opt, repInfo, append(p, name...)); err != nil {
+		p := binary.BigEndian.AppendUint16(nil, nbdproto.InfoName)
+		if err := c.optReply(opt, nbdproto.RepInfo, append(p, name...)); err != nil {
 			return nil, err
 		}
 	}
 	if wantDesc && e.description != "" {
-		p := binary.BigEndian.AppendUint16(nil, infoDescription)
-		if err := c.optReply(opt, repInfo, append(p, e.description...)); err != nil {
+		p := binary.BigEndian.AppendUint16(nil, nbdproto.InfoDescription)
+		if err := c.optReply(opt, nbdproto.RepInfo, append(p, e.description...)); err != nil {
 			return nil, err
 		}
 	}
 	// Block sizes, always (QEMU sends them unasked): any alignment, 4 KiB
 	// preferred, at most the largest payload.
-	p := binary.BigEndian.AppendUint16(nil, infoBlockSize)
+	p := binary.BigEndian.AppendUint16(nil, nbdproto.InfoBlockSize)
 	p = binary.BigEndian.AppendUint32(p, 1)
 	p = binary.BigEndian.AppendUint32(p, 4096)
-	p = binary.BigEndian.AppendUint32(p, maxPayload)
-	if err := c.optReply(opt, repInfo, p); err != nil {
+	p = binary.BigEndian.AppendUint32(p, nbdproto.MaxPayload)
+	if err := c.optReply(opt, nbdproto.RepInfo, p); err != nil {
 		return nil, err
 	}
-	p = binary.BigEndian.AppendUint16(nil, infoExport)
+	p = binary.BigEndian.AppendUint16(nil, nbdproto.InfoExport)
 	p = binary.BigEndian.AppendUint64(p, uint64(e.backend.Length()))
 	p = binary.BigEndian.AppendUint16(p, e.flags(c.structured))
-	if err := c.optReply(opt, repInfo, p); err != nil {
+	if err := c.optReply(opt, nbdproto.RepInfo, p); err != nil {
 		return nil, err
 	}
-	if err := c.optReply(opt, repAck, nil); err != nil {
+	if err := c.optReply(opt, nbdproto.RepAck, nil); err != nil {
 		return nil, err
 	}
-	if opt == optGo {
+	if opt == nbdproto.OptGo {
 		return e, nil
 	}
 	return nil, nil
@@ -195,12 +196,12 @@ func (c *conn) optInfo(opt uint32, data []byte) (*nbdExport, error) {
 
 // optMeta answers NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT.
 func (c *conn) optMeta(opt uint32, data []byte) error {
-	if opt == optSetMetaContext && !c.structured {
-		return c.optError(opt, repErrInvalid, "request option 'set meta context' when structured reply is not negotiated")
+	if opt == nbdproto.OptSetMetaContext && !c.structured {
+		return c.optError(opt, nbdproto.RepErrInvalid, "request option 'set meta context' when structured reply is not negotiated")
 	}
 	name, rest, ok := takeString(data)
 	if !ok || len(rest) < 4 {
-		return c.optError(opt, repErrInvalid, "Bad length received")
+		return c.optError(opt, nbdproto.RepErrInvalid, "Bad length received")
 	}
 	n := binary.BigEndian.Uint32(rest)
 	rest = rest[4:]
@@ -208,51 +209,51 @@ func (c *conn) optMeta(opt uint32, data []byte) error {
 	for i := uint32(0); i < n; i++ {
 		var q string
 		if q, rest, ok = takeString(rest); !ok {
-			return c.optError(opt, repErrInvalid, "Bad length received")
+			return c.optError(opt, nbdproto.RepErrInvalid, "Bad length received")
 		}
 		queries = append(queries, q)
 	}
 	if len(rest) != 0 {
-		return c.optError(opt, repErrInvalid, "Data length mismatch")
+		return c.optError(opt, nbdproto.RepErrInvalid, "Data length mismatch")
 	}
 	e := c.svc.lookup(name)
 	if e == nil {
-		return c.optError(opt, repErrUnknown, fmt.Sprintf("export '%s' not present", name))
+		return c.optError(opt, nbdproto.RepErrUnknown, fmt.Sprintf("export '%s' not present", name))
 	}
 	var base, depth bool
-	if len(queries) == 0 && opt == optListMetaContext {
+	if len(queries) == 0 && opt == nbdproto.OptListMetaContext {
 		base, depth = true, e.allocDepth
 	}
 	for _, q := range queries {
-		list := opt == optListMetaContext
+		list := opt == nbdproto.OptListMetaContext
 		switch {
-		case q == ctxBaseAllocation, list && q == "base:":
+		case q == nbdproto.CtxBaseAllocation, list && q == "base:":
 			base = true
-		case e.allocDepth && (q == ctxAllocationDepth || list && q == "qemu:"):
+		case e.allocDepth && (q == nbdproto.CtxAllocationDepth || list && q == "qemu:"):
 			depth = true
 		}
 	}
-	if opt == optSetMetaContext {
+	if opt == nbdproto.OptSetMetaContext {
 		c.metaBase, c.metaDepth = base, depth
 	}
 	for _, m := range []struct {
 		on   bool
 		id   uint32
 		name string
-	}{{base, metaBaseAllocation, ctxBaseAllocation}, {depth, metaAllocationDepth, ctxAllocationDepth}} {
+	}{{base, metaBaseAllocation, nbdproto.CtxBaseAllocation}, {depth, metaAllocationDepth, nbdproto.CtxAllocationDepth}} {
 		if !m.on {
 			continue
 		}
 		id := m.id
-		if opt == optListMetaContext {
+		if opt == nbdproto.OptListMetaContext {
 			id = 0 // ids mean nothing in a list
 		}
 		p := binary.BigEndian.AppendUint32(nil, id)
-		if err := c.optReply(opt, repMetaContext, append(p, m.name...)); err != nil {
+		if err := c.optReply(opt, nbdproto.RepMetaContext, append(p, m.name...)); err != nil {
 			return err
 		}
 	}
-	return c.optReply(opt, repAck, nil)
+	return c.optReply(opt, nbdproto.RepAck, nil)
 }
 
 // takeString takes a string with a 32-bit length off p.
@@ -262,7 +263,7 @@ func takeString(p []byte) (string, []byte, bool) {
 	}
 	n := binary.BigEndian.Uint32(p)
 	p = p[4:]
-	if uint64(n) > uint64(len(p)) || n > maxString {
+	if uint64(n) > uint64(len(p)) || n > nbdproto.MaxString {
 		return "", p, false
 	}
 	return string(p[:n]), p[n:], true
@@ -270,7 +271,7 @@ func takeString(p []byte) (string, []byte, bool) {
 
 func (c *conn) optReply(opt, typ uint32, data []byte) error {
 	p := make([]byte, 20, 20+len(data))
-	binary.BigEndian.PutUint64(p[0:], magicOptReply)
+	binary.BigEndian.PutUint64(p[0:], nbdproto.OptReplyMagic)
 	binary.BigEndian.PutUint32(p[8:], opt)
 	binary.BigEndian.PutUint32(p[12:], typ)
 	binary.BigEndian.PutUint32(p[16:], uint32(len(data)))
@@ -282,8 +283,8 @@ func (c *conn) optReply(opt, typ uint32, data []byte) error {
 // negotiation goes on.
 func (c *conn) optError(opt, typ uint32, msg string) error {
 	msg = strings.ToValidUTF8(msg, "?")
-	if len(msg) > maxString {
-		msg = msg[:maxString]
+	if len(msg) > nbdproto.MaxString {
+		msg = msg[:nbdproto.MaxString]
 	}
 	return c.optReply(opt, typ, []byte(msg))
 }

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"encoding/binary"
+	"minivmm/block/nbdproto"
 	"sync"
 
 	"minivmm/block"
@@ -17,7 +18,7 @@ func (c *conn) read(rq *request) {
 	}
 	// A small read is sent whole: asking the chain where its holes are
 	// costs more than the zeroes would on the wire.
-	if !c.structured || rq.flags&cmdFlagDF != 0 || rq.length < sparseReadMin {
+	if !c.structured || rq.flags&nbdproto.CmdFlagDF != 0 || rq.length < sparseReadMin {
 		buf := c.svc.bufs.get(int(rq.length))
 		defer c.svc.bufs.put(buf)
 		if _, err := c.exp.backend.ReadV([][]byte{buf}, int64(rq.off)); err != nil {
@@ -28,7 +29,7 @@ func (c *conn) read(rq *request) {
 			c.send(simpleHeader(0, rq.handle), buf)
 			return
 		}
-		c.send(chunkHeader(replyFlagDone, chunkOffsetData, rq.handle, 8+len(buf)), binary.BigEndian.AppendUint64(nil, rq.off), buf)
+		c.send(chunkHeader(nbdproto.ReplyFlagDone, nbdproto.ChunkOffsetData, rq.handle, 8+len(buf)), binary.BigEndian.AppendUint64(nil, rq.off), buf)
 		return
 	}
 	var out [][]byte
@@ -51,12 +52,12 @@ func (c *conn) read(rq *request) {
 		}
 		var flags uint16
 		if off+uint64(n) == end {
-			flags = replyFlagDone
+			flags = nbdproto.ReplyFlagDone
 		}
 		if st.Zero {
 			p := binary.BigEndian.AppendUint64(nil, off)
 			p = binary.BigEndian.AppendUint32(p, uint32(n))
-			out = append(out, chunkHeader(flags, chunkOffsetHole, rq.handle, len(p)), p)
+			out = append(out, chunkHeader(flags, nbdproto.ChunkOffsetHole, rq.handle, len(p)), p)
 		} else {
 			buf := c.svc.bufs.get(int(n))
 			bufs = append(bufs, buf)
@@ -64,7 +65,7 @@ func (c *conn) read(rq *request) {
 				c.replyError(rq, err)
 				return
 			}
-			out = append(out, chunkHeader(flags, chunkOffsetData, rq.handle, 8+len(buf)), binary.BigEndian.AppendUint64(nil, off), buf)
+			out = append(out, chunkHeader(flags, nbdproto.ChunkOffsetData, rq.handle, 8+len(buf)), binary.BigEndian.AppendUint64(nil, off), buf)
 		}
 		off += uint64(n)
 	}
@@ -87,10 +88,10 @@ func (c *conn) blockStatus(rq *request) {
 		ctxs = append(ctxs, ctx{metaBaseAllocation, func(st block.ChainStatus) uint32 {
 			var f uint32
 			if !st.Data {
-				f |= stateHole
+				f |= nbdproto.StateHole
 			}
 			if st.Zero {
-				f |= stateZero
+				f |= nbdproto.StateZero
 			}
 			return f
 		}})
@@ -129,7 +130,7 @@ func (c *conn) blockStatus(rq *request) {
 					continue
 				}
 			}
-			if extents == maxExtents || extents == 1 && rq.flags&cmdFlagReqOne != 0 {
+			if extents == maxExtents || extents == 1 && rq.flags&nbdproto.CmdFlagReqOne != 0 {
 				break
 			}
 			p = binary.BigEndian.AppendUint32(p, uint32(n))
@@ -140,9 +141,9 @@ func (c *conn) blockStatus(rq *request) {
 		}
 		var flags uint16
 		if i == len(ctxs)-1 {
-			flags = replyFlagDone
+			flags = nbdproto.ReplyFlagDone
 		}
-		out = append(out, chunkHeader(flags, chunkBlockStatus, rq.handle, len(p)), p)
+		out = append(out, chunkHeader(flags, nbdproto.ChunkBlockStatus, rq.handle, len(p)), p)
 	}
 	c.send(out...)
 }

@@ -3,6 +3,7 @@ package nbd
 import (
 	"bytes"
 	"encoding/binary"
+	"minivmm/block/nbdproto"
 	"runtime"
 	"sync"
 	"testing"
@@ -20,45 +21,45 @@ func TestTransmission(t *testing.T) {
 	if size != 1<<20 {
 		t.Fatalf("size %d", size)
 	}
-	want := uint16(tfHasFlags | tfSendFlush | tfSendFUA | tfSendTrim | tfSendWriteZeros | tfSendFastZero | tfSendCache | tfSendDF | tfCanMultiConn)
+	want := uint16(nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes | nbdproto.FlagSendFastZero | nbdproto.FlagSendCache | nbdproto.FlagSendDF | nbdproto.FlagCanMultiConn)
 	if flags != want {
 		t.Errorf("transmission flags %#x, want %#x", flags, want)
 	}
 	data := bytes.Repeat([]byte{0xab}, 8192)
-	c.request(cmdWrite, cmdFlagFUA, 1, 4096, 8192, data)
+	c.request(nbdproto.CmdWrite, nbdproto.CmdFlagFUA, 1, 4096, 8192, data)
 	if r := c.chunk(); !r.simple || r.errno != 0 || r.handle != 1 {
 		t.Fatalf("write: %+v", r)
 	}
 	// A read over data and a hole: a data chunk, then a hole chunk, the
 	// last one done.
-	c.request(cmdRead, 0, 2, 4096, 8192+sparseReadMin, nil)
+	c.request(nbdproto.CmdRead, 0, 2, 4096, 8192+sparseReadMin, nil)
 	r := c.chunk()
-	if r.typ != chunkOffsetData || binary.BigEndian.Uint64(r.data) != 4096 || !bytes.Equal(r.data[8:], data) || r.flags&replyFlagDone != 0 {
+	if r.typ != nbdproto.ChunkOffsetData || binary.BigEndian.Uint64(r.data) != 4096 || !bytes.Equal(r.data[8:], data) || r.flags&nbdproto.ReplyFlagDone != 0 {
 		t.Fatalf("read's first chunk: typ %d flags %d len %d", r.typ, r.flags, len(r.data))
 	}
 	r = c.chunk()
-	if r.typ != chunkOffsetHole || binary.BigEndian.Uint64(r.data) != 12288 || binary.BigEndian.Uint32(r.data[8:]) != sparseReadMin || r.flags&replyFlagDone == 0 {
+	if r.typ != nbdproto.ChunkOffsetHole || binary.BigEndian.Uint64(r.data) != 12288 || binary.BigEndian.Uint32(r.data[8:]) != sparseReadMin || r.flags&nbdproto.ReplyFlagDone == 0 {
 		t.Fatalf("read's second chunk: %+v", r)
 	}
 	// With DF, one data chunk whatever the data.
-	c.request(cmdRead, cmdFlagDF, 3, 0, 8192, nil)
+	c.request(nbdproto.CmdRead, nbdproto.CmdFlagDF, 3, 0, 8192, nil)
 	r = c.chunk()
-	if r.typ != chunkOffsetData || len(r.data) != 8+8192 || r.flags&replyFlagDone == 0 || !bytes.Equal(r.data[8+4096:], data[:4096]) {
+	if r.typ != nbdproto.ChunkOffsetData || len(r.data) != 8+8192 || r.flags&nbdproto.ReplyFlagDone == 0 || !bytes.Equal(r.data[8+4096:], data[:4096]) {
 		t.Fatalf("read with DF: typ %d flags %d len %d", r.typ, r.flags, len(r.data))
 	}
 	// Block status: one chunk per context, the last done.
-	c.request(cmdBlockStatus, 0, 4, 0, 1<<20, nil)
+	c.request(nbdproto.CmdBlockStatus, 0, 4, 0, 1<<20, nil)
 	seen := map[uint32][]uint32{}
 	for {
 		r = c.chunk()
-		if r.typ != chunkBlockStatus {
+		if r.typ != nbdproto.ChunkBlockStatus {
 			t.Fatalf("block status: %+v", r)
 		}
 		id := binary.BigEndian.Uint32(r.data)
 		for p := r.data[4:]; len(p) >= 8; p = p[8:] {
 			seen[id] = append(seen[id], binary.BigEndian.Uint32(p), binary.BigEndian.Uint32(p[4:]))
 		}
-		if r.flags&replyFlagDone != 0 {
+		if r.flags&nbdproto.ReplyFlagDone != 0 {
 			break
 		}
 	}
@@ -78,21 +79,21 @@ func TestTransmission(t *testing.T) {
 		payload    []byte
 		errno      uint32
 	}{
-		{"read past EOF", cmdRead, 0, 1 << 20, 1, nil, errInval},
-		{"read too long", cmdRead, 0, 0, maxPayload + 1, nil, errInval},
-		{"write past EOF", cmdWrite, 0, 1<<20 - 1, 2, []byte{1, 2}, errNoSpc},
-		{"zeroes past EOF", cmdWriteZeroes, 0, 1 << 20, 1, nil, errNoSpc},
-		{"trim past EOF", cmdTrim, 0, 1<<64 - 1, 2, nil, errInval},
-		{"unknown command", 99, 0, 0, 0, nil, errInval},
-		{"unknown flag", cmdFlush, 1 << 9, 0, 0, nil, errInval},
-		{"fast zero", cmdWriteZeroes, cmdFlagFastZero, 0, 4096, nil, errNotSup},
-		{"status of nothing", cmdBlockStatus, 0, 0, 0, nil, errInval},
+		{"read past EOF", nbdproto.CmdRead, 0, 1 << 20, 1, nil, nbdproto.ErrInval},
+		{"read too long", nbdproto.CmdRead, 0, 0, nbdproto.MaxPayload + 1, nil, nbdproto.ErrInval},
+		{"write past EOF", nbdproto.CmdWrite, 0, 1<<20 - 1, 2, []byte{1, 2}, nbdproto.ErrNoSpc},
+		{"zeroes past EOF", nbdproto.CmdWriteZeroes, 0, 1 << 20, 1, nil, nbdproto.ErrNoSpc},
+		{"trim past EOF", nbdproto.CmdTrim, 0, 1<<64 - 1, 2, nil, nbdproto.ErrInval},
+		{"unknown command", 99, 0, 0, 0, nil, nbdproto.ErrInval},
+		{"unknown flag", nbdproto.CmdFlush, 1 << 9, 0, 0, nil, nbdproto.ErrInval},
+		{"fast zero", nbdproto.CmdWriteZeroes, nbdproto.CmdFlagFastZero, 0, 4096, nil, nbdproto.ErrNotSup},
+		{"status of nothing", nbdproto.CmdBlockStatus, 0, 0, 0, nil, nbdproto.ErrInval},
 	} {
 		c.request(tt.typ, tt.flags, 100, tt.off, tt.length, tt.payload)
 		r := c.chunk()
 		errno := r.errno
 		if !r.simple {
-			if r.typ != chunkError || r.flags&replyFlagDone == 0 {
+			if r.typ != nbdproto.ChunkError || r.flags&nbdproto.ReplyFlagDone == 0 {
 				t.Errorf("%s: chunk %+v", tt.name, r)
 				continue
 			}
@@ -105,17 +106,17 @@ func TestTransmission(t *testing.T) {
 	// Zeroes, trim, flush, cache: done, and the data reads as zeroes.
 	for i, rq := range []struct {
 		typ, flags uint16
-	}{{cmdWriteZeroes, cmdFlagNoHole}, {cmdTrim, cmdFlagFUA}, {cmdFlush, 0}, {cmdCache, 0}} {
+	}{{nbdproto.CmdWriteZeroes, nbdproto.CmdFlagNoHole}, {nbdproto.CmdTrim, nbdproto.CmdFlagFUA}, {nbdproto.CmdFlush, 0}, {nbdproto.CmdCache, 0}} {
 		c.request(rq.typ, rq.flags, uint64(10+i), 4096, 4096, nil)
 		if r := c.chunk(); !r.simple || r.errno != 0 {
 			t.Errorf("command %d: %+v", rq.typ, r)
 		}
 	}
-	c.request(cmdRead, cmdFlagDF, 20, 4096, 4096, nil)
-	if r := c.chunk(); r.typ != chunkOffsetData || !bytes.Equal(r.data[8:], make([]byte, 4096)) {
+	c.request(nbdproto.CmdRead, nbdproto.CmdFlagDF, 20, 4096, 4096, nil)
+	if r := c.chunk(); r.typ != nbdproto.ChunkOffsetData || !bytes.Equal(r.data[8:], make([]byte, 4096)) {
 		t.Errorf("read after zeroing: %+v", r.typ)
 	}
-	c.request(cmdDisc, 0, 21, 0, 0, nil)
+	c.request(nbdproto.CmdDisc, 0, 21, 0, 0, nil)
 	if !c.closed() {
 		t.Error("NBD_CMD_DISC left the connection open")
 	}
@@ -132,7 +133,7 @@ func TestManyInFlight(t *testing.T) {
 	go func() {
 		for i := 0; i < n; i++ {
 			p := bytes.Repeat([]byte{byte(i)}, 512)
-			c.request(cmdWrite, 0, uint64(i), uint64(i)*512, 512, p)
+			c.request(nbdproto.CmdWrite, 0, uint64(i), uint64(i)*512, 512, p)
 		}
 	}()
 	got := map[uint64]bool{}
@@ -144,7 +145,7 @@ func TestManyInFlight(t *testing.T) {
 		got[r.handle] = true
 	}
 	for i := 0; i < n; i += 97 {
-		c.request(cmdRead, cmdFlagDF, uint64(i), uint64(i)*512, 512, nil)
+		c.request(nbdproto.CmdRead, nbdproto.CmdFlagDF, uint64(i), uint64(i)*512, 512, nil)
 		if r := c.chunk(); !bytes.Equal(r.data[8:], bytes.Repeat([]byte{byte(i)}, 512)) {
 			t.Errorf("sector %d: %x", i, r.data[8:16])
 		}
@@ -156,13 +157,13 @@ func TestHandshake(t *testing.T) {
 	fdtest.Check(t)
 	ts := newTestServer(t, false, 1)
 	c := dial(t, ts.sock)
-	c.hello(flagFixedNewstyle)
-	c.option(optList, nil)
-	typ, data := c.reply(optList)
-	if typ != repServer || !bytes.Equal(data, append(str32("disk"), "a disk"...)) {
+	c.hello(nbdproto.FlagFixedNewstyle)
+	c.option(nbdproto.OptList, nil)
+	typ, data := c.reply(nbdproto.OptList)
+	if typ != nbdproto.RepServer || !bytes.Equal(data, append(str32("disk"), "a disk"...)) {
 		t.Errorf("list: %#x %q", typ, data)
 	}
-	if typ, _ = c.reply(optList); typ != repAck {
+	if typ, _ = c.reply(nbdproto.OptList); typ != nbdproto.RepAck {
 		t.Errorf("list's end: %#x", typ)
 	}
 	for _, tt := range []struct {
@@ -170,16 +171,16 @@ func TestHandshake(t *testing.T) {
 		data []byte
 		want uint32
 	}{
-		{optList, []byte{1}, repErrInvalid},
-		{optStartTLS, nil, repErrPolicy},
-		{99, []byte("x"), repErrUnsup},
-		{optInfo, append(str32("nope"), 0, 0), repErrUnknown},
-		{optInfo, str32("disk"), repErrInvalid},
-		{optInfo, append(str32("disk"), 0, 1), repErrInvalid},
-		{optSetMetaContext, metaData("disk", ctxBaseAllocation), repErrInvalid}, // before structured replies
-		{optListMetaContext, metaData("nope"), repErrUnknown},
-		{optListMetaContext, []byte{0, 0, 0, 9, 'd'}, repErrInvalid},
-		{optGo, make([]byte, maxOption+1), repErrTooBig},
+		{nbdproto.OptList, []byte{1}, nbdproto.RepErrInvalid},
+		{nbdproto.OptStartTLS, nil, nbdproto.RepErrPolicy},
+		{99, []byte("x"), nbdproto.RepErrUnsup},
+		{nbdproto.OptInfo, append(str32("nope"), 0, 0), nbdproto.RepErrUnknown},
+		{nbdproto.OptInfo, str32("disk"), nbdproto.RepErrInvalid},
+		{nbdproto.OptInfo, append(str32("disk"), 0, 1), nbdproto.RepErrInvalid},
+		{nbdproto.OptSetMetaContext, metaData("disk", nbdproto.CtxBaseAllocation), nbdproto.RepErrInvalid},
+		{nbdproto.OptListMetaContext, metaData("nope"), nbdproto.RepErrUnknown},
+		{nbdproto.OptListMetaContext, []byte{0, 0, 0, 9, 'd'}, nbdproto.RepErrInvalid},
+		{nbdproto.OptGo, make([]byte, maxOption+1), nbdproto.RepErrTooBig},
 	} {
 		c.option(tt.opt, tt.data)
 		if typ, msg := c.reply(tt.opt); typ != tt.want {
@@ -187,28 +188,28 @@ func TestHandshake(t *testing.T) {
 		}
 	}
 	// Listing contexts: all, then by namespace.
-	c.option(optListMetaContext, metaData("disk"))
+	c.option(nbdproto.OptListMetaContext, metaData("disk"))
 	var names []string
 	for {
-		typ, data := c.reply(optListMetaContext)
-		if typ == repAck {
+		typ, data := c.reply(nbdproto.OptListMetaContext)
+		if typ == nbdproto.RepAck {
 			break
 		}
 		names = append(names, string(data[4:]))
 	}
-	if len(names) != 2 || names[0] != ctxBaseAllocation || names[1] != ctxAllocationDepth {
+	if len(names) != 2 || names[0] != nbdproto.CtxBaseAllocation || names[1] != nbdproto.CtxAllocationDepth {
 		t.Errorf("contexts %q", names)
 	}
-	c.option(optInfo, append(str32("disk"), 0, 2, 0, infoName, 0, infoDescription))
+	c.option(nbdproto.OptInfo, append(str32("disk"), 0, 2, 0, nbdproto.InfoName, 0, nbdproto.InfoDescription))
 	var infos []uint16
 	var flags uint16
 	for {
-		typ, data := c.reply(optInfo)
-		if typ == repAck {
+		typ, data := c.reply(nbdproto.OptInfo)
+		if typ == nbdproto.RepAck {
 			break
 		}
 		infos = append(infos, binary.BigEndian.Uint16(data))
-		if binary.BigEndian.Uint16(data) == infoExport {
+		if binary.BigEndian.Uint16(data) == nbdproto.InfoExport {
 			flags = binary.BigEndian.Uint16(data[10:])
 		}
 	}
@@ -216,22 +217,22 @@ func TestHandshake(t *testing.T) {
 		t.Errorf("infos %v", infos)
 	}
 	// Read-only, and max-connections=1: no multi-conn.
-	if flags&tfReadOnly == 0 || flags&tfCanMultiConn != 0 {
+	if flags&nbdproto.FlagReadOnly == 0 || flags&nbdproto.FlagCanMultiConn != 0 {
 		t.Errorf("flags %#x", flags)
 	}
-	c.option(optAbort, nil)
-	if typ, _ := c.reply(optAbort); typ != repAck || !c.closed() {
+	c.option(nbdproto.OptAbort, nil)
+	if typ, _ := c.reply(nbdproto.OptAbort); typ != nbdproto.RepAck || !c.closed() {
 		t.Error("abort")
 	}
 	// The old way in, with zeroes.
 	c = dial(t, ts.sock)
-	c.hello(flagFixedNewstyle)
-	c.option(optExportName, []byte("disk"))
+	c.hello(nbdproto.FlagFixedNewstyle)
+	c.option(nbdproto.OptExportName, []byte("disk"))
 	if p := c.read(8 + 2 + 124); binary.BigEndian.Uint64(p) != 1<<20 {
 		t.Errorf("export name reply %x", p[:10])
 	}
-	c.request(cmdWrite, 0, 1, 0, 1, []byte{1})
-	if r := c.chunk(); r.errno != errPerm {
+	c.request(nbdproto.CmdWrite, 0, 1, 0, 1, []byte{1})
+	if r := c.chunk(); r.errno != nbdproto.ErrPerm {
 		t.Errorf("write to a read-only export: %+v", r)
 	}
 }
@@ -252,21 +253,28 @@ func TestBadClients(t *testing.T) {
 		{"vanish at once", func(c *client) {}},
 		{"vanish after greeting", func(c *client) { c.read(18) }},
 		{"unknown client flags", func(c *client) { c.hello(1 << 5) }},
-		{"bad option magic", func(c *client) { c.hello(flagFixedNewstyle); c.write(make([]byte, 16)) }},
+		{"bad option magic", func(c *client) { c.hello(nbdproto.FlagFixedNewstyle); c.write(make([]byte, 16)) }},
 		{"huge option", func(c *client) {
-			c.hello(flagFixedNewstyle)
-			c.write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, magicOpt), optGo), maxPayload+1))
+			c.hello(nbdproto.FlagFixedNewstyle)
+			c.write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, nbdproto.OptMagic), nbdproto.OptGo), nbdproto.MaxPayload+1))
 		}},
-		{"half an option", func(c *client) { c.hello(flagFixedNewstyle); c.write(binary.BigEndian.AppendUint64(nil, magicOpt)) }},
-		{"option data cut short", func(c *client) { c.hello(flagFixedNewstyle); c.option(optGo, nil); c.nc.Write([]byte{0, 0, 1, 0}) }},
-		{"unknown export name", func(c *client) { c.hello(flagFixedNewstyle); c.option(optExportName, []byte("nope")) }},
+		{"half an option", func(c *client) {
+			c.hello(nbdproto.FlagFixedNewstyle)
+			c.write(binary.BigEndian.AppendUint64(nil, nbdproto.OptMagic))
+		}},
+		{"option data cut short", func(c *client) {
+			c.hello(nbdproto.FlagFixedNewstyle)
+			c.option(nbdproto.OptGo, nil)
+			c.nc.Write([]byte{0, 0, 1, 0})
+		}},
+		{"unknown export name", func(c *client) { c.hello(nbdproto.FlagFixedNewstyle); c.option(nbdproto.OptExportName, []byte("nope")) }},
 		{"bad request magic", func(c *client) { c.open(); c.write(make([]byte, 28)) }},
-		{"write too long", func(c *client) { c.open(); c.request(cmdWrite, 0, 1, 0, maxPayload+1, nil) }},
-		{"vanish mid-payload", func(c *client) { c.open(); c.request(cmdWrite, 0, 1, 0, 65536, make([]byte, 100)) }},
+		{"write too long", func(c *client) { c.open(); c.request(nbdproto.CmdWrite, 0, 1, 0, nbdproto.MaxPayload+1, nil) }},
+		{"vanish mid-payload", func(c *client) { c.open(); c.request(nbdproto.CmdWrite, 0, 1, 0, 65536, make([]byte, 100)) }},
 		{"vanish with requests in flight", func(c *client) {
 			c.open()
 			for i := 0; i < 64; i++ {
-				c.request(cmdRead, 0, uint64(i), 0, 65536, nil)
+				c.request(nbdproto.CmdRead, 0, uint64(i), 0, 65536, nil)
 			}
 		}},
 	} {
@@ -274,8 +282,8 @@ func TestBadClients(t *testing.T) {
 		tt.send(c)
 		c.nc.Close()
 		settle(t, base)
-		good.request(cmdRead, cmdFlagDF, 7, 0, 512, nil)
-		if r := good.chunk(); r.handle != 7 || r.typ != chunkOffsetData {
+		good.request(nbdproto.CmdRead, nbdproto.CmdFlagDF, 7, 0, 512, nil)
+		if r := good.chunk(); r.handle != 7 || r.typ != nbdproto.ChunkOffsetData {
 			t.Fatalf("after %s: the good client got %+v", tt.name, r)
 		}
 	}
@@ -306,7 +314,7 @@ func TestManyConnections(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			c.open()
-			c.request(cmdWrite, 0, uint64(i), uint64(i)*512, 512, bytes.Repeat([]byte{byte(i)}, 512))
+			c.request(nbdproto.CmdWrite, 0, uint64(i), uint64(i)*512, 512, bytes.Repeat([]byte{byte(i)}, 512))
 			if r := c.chunk(); r.errno != 0 {
 				errs <- "write failed"
 			}

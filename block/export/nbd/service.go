@@ -3,6 +3,7 @@ package nbd
 import (
 	"errors"
 	"fmt"
+	"minivmm/block/nbdproto"
 	"net"
 	"os"
 	"sync"
@@ -184,10 +185,10 @@ func (s *Service) newExport(o export.Options, b *block.Backend) (export.Export, 
 	if name == "" {
 		name = no.NodeName
 	}
-	if len(name) > maxString {
+	if len(name) > nbdproto.MaxString {
 		return nil, fmt.Errorf("export name '%s' too long", name)
 	}
-	if len(no.Description) > maxString {
+	if len(no.Description) > nbdproto.MaxString {
 		return nil, fmt.Errorf("description '%s' too long", no.Description)
 	}
 	if _, dup := s.exports[name]; dup {
@@ -225,15 +226,15 @@ type nbdExport struct {
 }
 
 func (e *nbdExport) flags(structured bool) uint16 {
-	f := uint16(tfHasFlags | tfSendFlush | tfSendFUA | tfSendTrim | tfSendWriteZeros | tfSendFastZero | tfSendCache)
+	f := uint16(nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes | nbdproto.FlagSendFastZero | nbdproto.FlagSendCache)
 	if !e.writable {
-		f |= tfReadOnly
+		f |= nbdproto.FlagReadOnly
 	}
 	if structured {
-		f |= tfSendDF
+		f |= nbdproto.FlagSendDF
 	}
 	if e.multiConn {
-		f |= tfCanMultiConn
+		f |= nbdproto.FlagCanMultiConn
 	}
 	return f
 }
