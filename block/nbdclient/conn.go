@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"minivmm/block/nbdproto"
 	"net"
 	"sync"
 	"syscall"
+
+	"minivmm/block/nbdproto"
 )
 
 // session is one connection in transmission: requests go out under wmu,

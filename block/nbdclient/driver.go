@@ -3,11 +3,11 @@ package nbdclient
 import (
 	"errors"
 	"fmt"
-	"minivmm/block/nbdproto"
 	"sync"
 	"time"
 
 	"minivmm/block"
+	"minivmm/block/nbdproto"
 )
 
 func init() {

@@ -4,10 +4,11 @@ import (
 	"bufio"
 	"encoding/binary"
 	"io"
-	"minivmm/block/nbdproto"
 	"net"
 	"testing"
 	"time"
+
+	"minivmm/block/nbdproto"
 )
 
 // FuzzServerBytes: whatever a server sends, during the handshake or as

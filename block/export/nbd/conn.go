@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"minivmm/block/nbdproto"
 	"net"
 	"sync"
 	"syscall"
 
 	"minivmm/block"
+	"minivmm/block/nbdproto"
 )
 
 // conn is one client: its handshake state, then its requests.

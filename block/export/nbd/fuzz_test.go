@@ -3,10 +3,11 @@ package nbd
 import (
 	"encoding/binary"
 	"io"
-	"minivmm/block/nbdproto"
 	"net"
 	"testing"
 	"time"
+
+	"minivmm/block/nbdproto"
 )
 
 // feed runs one connection of the server over a pipe on what a client

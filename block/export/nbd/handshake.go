@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"minivmm/block/nbdproto"
 	"strings"
+
+	"minivmm/block/nbdproto"
 )
 
 // errClose ends a connection without a reply: the client broke the

@@ -2,10 +2,10 @@ package nbd
 
 import (
 	"encoding/binary"
-	"minivmm/block/nbdproto"
 	"sync"
 
 	"minivmm/block"
+	"minivmm/block/nbdproto"
 )
 
 // read answers NBD_CMD_READ: the data in one piece, or with structured

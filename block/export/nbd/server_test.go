@@ -3,11 +3,11 @@ package nbd
 import (
 	"bytes"
 	"encoding/binary"
-	"minivmm/block/nbdproto"
 	"runtime"
 	"sync"
 	"testing"
 
+	"minivmm/block/nbdproto"
 	"minivmm/internal/fdtest"
 )
 

@@ -3,7 +3,6 @@ package nbd
 import (
 	"errors"
 	"fmt"
-	"minivmm/block/nbdproto"
 	"net"
 	"os"
 	"sync"
@@ -11,6 +10,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/export"
+	"minivmm/block/nbdproto"
 )
 
 // ExportType is the BlockExportType of these exports.
