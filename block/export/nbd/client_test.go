@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"minivmm/block"
+	_ "minivmm/block/drivers"
 	"minivmm/block/export"
 	"minivmm/block/nbdproto"
 	"minivmm/qemuopen"
-	_ "minivmm/block/drivers"
 )
 
 // testServer is a graph with one node "d" (null-co reads zeroes and has
