@@ -14,6 +14,7 @@ const (
 	olL2
 	olRefTable
 	olRefblocks
+	olInactiveL2
 )
 
 // checkedWrite writes file bytes after the overlap check.

@@ -89,7 +89,7 @@ func (img *image) overlapIn(x *metaIndex, off, n int64, ign int) string {
 	if ign&olRefblocks == 0 && hits(x.refblocks, off, n, cs) {
 		return "refcount block"
 	}
-	if what := img.snap.overlap(off, n, cs); what != "" {
+	if what := img.snap.overlap(off, n, cs, ign&olInactiveL2 == 0); what != "" {
 		return what
 	}
 	if ign&olL2 == 0 && hits(x.l2, off, n, cs) {

@@ -35,7 +35,7 @@ func (img *image) scanOverlap(off, n int64, ign int) string {
 			}
 		}
 	}
-	if what := img.snap.overlap(off, n, cs); what != "" {
+	if what := img.snap.overlap(off, n, cs, true); what != "" {
 		return what
 	}
 	if ign&olL2 == 0 {

@@ -49,6 +49,8 @@ func TestPowerLossHeaderOps(t *testing.T) {
 			func(img *image) error { return img.Amend(AmendOptions{Downgrade: true}) }, false},
 		{"compat=0.10 zero clusters backing", plKind{opts: "cluster_size=4096", size: 1 << 20, backing: "raw"},
 			func(img *image) error { return img.Amend(AmendOptions{Downgrade: true}) }, false},
+		{"compat=0.10 snapshot zero clusters backing", plKind{opts: "cluster_size=4096", size: 1 << 20, backing: "raw"},
+			func(img *image) error { return img.Amend(AmendOptions{Downgrade: true}) }, false},
 		{"create", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true},
 			func(img *image) error { return img.CreateSnapshot("t", time.Unix(1, 0)) }, true},
 		{"delete", plKind{opts: "cluster_size=4096", size: 1 << 20, snapshot: true},
@@ -67,6 +69,12 @@ func TestPowerLossHeaderOps(t *testing.T) {
 			if strings.Contains(o.name, "zero clusters") {
 				// Allocated and unallocated zero clusters to write out.
 				qemuIO(t, path, "write -P 5 0 64k", "write -z 8k 16k", "write -z 128k 64k")
+			}
+			if strings.Contains(o.name, "snapshot zero") {
+				// A snapshot holding them, then zero clusters of the
+				// active image over clusters it shares with it.
+				run(t, dir, "qemu-img", "snapshot", "-c", "z", path)
+				qemuIO(t, path, "write -P 6 0 4k", "write -z 32k 8k", "write -z -u 200k 4k")
 			}
 			d, err := faultdisk.LoadFile(path)
 			if err != nil {

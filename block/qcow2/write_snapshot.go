@@ -47,8 +47,9 @@ func (img *image) loadSnapMeta() (*snapMeta, error) {
 	return m, nil
 }
 
-// snapOverlap names the snapshot metadata [off, off+n) overlaps, or "".
-func (m *snapMeta) overlap(off, n, cs int64) string {
+// overlap names the snapshot metadata [off, off+n) overlaps, or "";
+// inactive L2 tables only with l2.
+func (m *snapMeta) overlap(off, n, cs int64, l2 bool) string {
 	if m == nil || n <= 0 {
 		return ""
 	}
@@ -61,7 +62,7 @@ func (m *snapMeta) overlap(off, n, cs int64) string {
 			return "inactive L1 table"
 		}
 	}
-	for c := off / cs; c <= (off+n-1)/cs; c++ {
+	for c := off / cs; l2 && c <= (off+n-1)/cs; c++ {
 		if m.l2s[c] {
 			return "inactive L2 table"
 		}
