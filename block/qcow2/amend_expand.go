@@ -66,7 +66,7 @@ func (img *image) expandZeroClusters() error {
 				continue
 			}
 			if off&(img.clusterSize-1) != 0 {
-				return corrupt("L2 table offset %#x unaligned (L1 index: %#x)", off, i)
+				return corrupt("L2 table offset %#x unaligned (L1 index: %s)", off, chex(int64(i)))
 			}
 			if err := x.inactiveTable(off); err != nil {
 				return err
@@ -92,7 +92,7 @@ func (x *zeroExpander) active() error {
 			continue
 		}
 		if l2Off&(cs-1) != 0 {
-			return corrupt("L2 table offset %#x unaligned (L1 index: %#x)", l2Off, l1i)
+			return corrupt("L2 table offset %#x unaligned (L1 index: %s)", l2Off, chex(l1i))
 		}
 		if l1e&flagCopied == 0 {
 			if err := x.settle(); err != nil {
@@ -176,7 +176,7 @@ func (x *zeroExpander) entry(e, l2rc uint64, l2Off, l2i int64) (uint64, bool, er
 		return 0, true, nil
 	}
 	if host&(cs-1) != 0 {
-		return 0, false, corrupt("Cluster allocation offset %#x unaligned (L2 offset: %#x, L2 index: %#x)", host, l2Off, l2i)
+		return 0, false, corrupt("Cluster allocation offset %#x unaligned (L2 offset: %#x, L2 index: %s)", host, l2Off, chex(l2i))
 	}
 	fresh := host == 0
 	if !fresh {

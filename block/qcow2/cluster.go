@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
@@ -43,6 +44,15 @@ type corruptError struct{ msg string }
 
 func (e *corruptError) Error() string { return "qcow2: image is corrupt: " + e.msg }
 func (e *corruptError) Unwrap() error { return unix.EIO }
+
+// chex is v as C's %#x prints it: 0 without the 0x QEMU's messages
+// would otherwise differ by.
+func chex(v int64) string {
+	if v == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%#x", v)
+}
 
 func corrupt(format string, a ...any) error {
 	return &corruptError{msg: fmt.Sprintf(format, a...)}
@@ -129,7 +139,7 @@ func (m *mapper) extentAt(off, n int64) (extent, error) {
 		return extent{kind: extUnallocated, n: sliceEnd()}, nil
 	}
 	if l2Off&(cs-1) != 0 {
-		return extent{}, corrupt("L2 table offset %#x unaligned (L1 index: %#x)", l2Off, l1i)
+		return extent{}, corrupt("L2 table offset %#x unaligned (L1 index: %s)", l2Off, chex(l1i))
 	}
 	slice := l2i / m.sliceEntries
 	table, err := m.cache.get(l2Off + slice*m.sliceBytes)
@@ -144,7 +154,9 @@ func (m *mapper) extentAt(off, n int64) (extent, error) {
 			bitmap = loadEntry(table, int(i)*16+8)
 		}
 		kind, host, run, err := m.decode(e, bitmap, inCluster)
-		if err != nil {
+		if ce := (*corruptError)(nil); errors.As(err, &ce) {
+			return extent{}, corrupt("%s (L2 offset: %#x, L2 index: %s)", ce.msg, l2Off, chex(slice*m.sliceEntries+i))
+		} else if err != nil {
 			return extent{}, fmt.Errorf("%w (L2 offset: %#x, L2 index: %#x)", err, l2Off, slice*m.sliceEntries+i)
 		}
 		run = min(run, n)
@@ -184,7 +196,8 @@ func (m *mapper) decode(e, bitmap uint64, inCluster int64) (extentKind, int64, i
 		return extCompressed, 0, rest, nil
 	}
 	if e&l2StdReserved != 0 {
-		return 0, 0, 0, corrupt("L2 entry %#x has reserved bits set", e)
+		// Not signalled as corruption: QEMU reads past these bits.
+		return 0, 0, 0, fmt.Errorf("qcow2: L2 entry %#x has reserved bits set: %w", e, unix.EIO)
 	}
 	hostCluster := int64(e & offsetMask)
 	if hostCluster&(cs-1) != 0 {

@@ -207,7 +207,7 @@ func (img *image) fillAround(b []byte, start, lo, in int64, p []byte) error {
 func (img *image) readView(b []byte, off int64) error {
 	clear(b)
 	if n := min(int64(len(b)), img.length-off); n > 0 {
-		if _, err := img.ReadAt(b[:n], off); err != nil {
+		if _, err := img.readAt(b[:n], off); err != nil {
 			return err
 		}
 	}

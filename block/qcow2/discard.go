@@ -6,11 +6,16 @@ package qcow2
 // their allocation unless unmap); on version 2 without a backing file
 // they are deallocated with unmap; anything else is written as zeroes.
 func (img *image) WriteZeroes(off, n int64, unmap bool) error {
+	if img.dead.Load() {
+		return errDead
+	}
 	if err := img.begin(); err != nil {
 		return err
 	}
 	defer img.wmu.Unlock()
-	return img.writeZeroesLocked(off, n, unmap)
+	err := img.writeZeroesLocked(off, n, unmap)
+	img.signalCorruptionLocked(err)
+	return err
 }
 
 // writeZeroesLocked is WriteZeroes with img.wmu held and the image ready
@@ -72,6 +77,9 @@ func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 // Partial clusters, and version 2 images with a backing file, keep their
 // data.
 func (img *image) Discard(off, n int64) error {
+	if img.dead.Load() {
+		return errDead
+	}
 	if err := img.begin(); err != nil {
 		return err
 	}

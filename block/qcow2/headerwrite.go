@@ -29,6 +29,7 @@ func (img *image) patchHeader(off int64, b []byte) error {
 // says so on the monitor.
 func (img *image) markCorrupt(msg string, offset, size int64) {
 	img.corrupted = true
+	img.dead.Store(true)
 	img.reportCorruption(msg, offset, size, true)
 	if img.hdr.Version >= 3 {
 		var b [8]byte

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"minivmm/block"
 )
@@ -90,6 +91,10 @@ type image struct {
 	beforeWrite func()
 	// reportCorruption tells the monitor (BLOCK_IMAGE_CORRUPTED).
 	reportCorruption func(msg string, offset, size int64, fatal bool)
+	signalled        atomic.Bool // a non-fatal corruption was reported
+	// dead: a fatal corruption was signalled; every request fails with
+	// ENOMEDIUM from then on, as QEMU's node loses its driver.
+	dead atomic.Bool
 }
 
 func open(o *block.OpenContext) (block.Image, error) {
@@ -197,8 +202,22 @@ func (img *image) openBacking(o *block.OpenContext) error {
 }
 
 // ReadAt reads guest bytes: each extent from where it maps to. Data is
-// read from the file outside any lock of the cache.
+// read from the file outside any lock of the cache. Corrupt metadata on
+// the way is signalled as QEMU signals it.
 func (img *image) ReadAt(p []byte, off int64) (int, error) {
+	if img.dead.Load() {
+		return 0, errDead
+	}
+	n, err := img.readAt(p, off)
+	if err != nil {
+		img.signalCorruption(err)
+	}
+	return n, err
+}
+
+// readAt is ReadAt without the corruption signal (the write path reads
+// through it with img.wmu held, and signals what it returns itself).
+func (img *image) readAt(p []byte, off int64) (int, error) {
 	done := 0
 	for done < len(p) {
 		ext, err := img.extentAt(off, int64(len(p)-done))
@@ -273,8 +292,12 @@ func (img *image) readCompressed(p []byte, off int64, l2e uint64) error {
 // zero, allocated at this node or not, and for ranges the backing chain
 // provides, its depth.
 func (img *image) BlockStatus(off, n int64) (block.Status, int64, error) {
+	if img.dead.Load() {
+		return block.Status{}, 0, errDead
+	}
 	ext, err := img.extentAt(off, n)
 	if err != nil {
+		img.signalCorruption(err)
 		return block.Status{}, 0, err
 	}
 	switch ext.kind {

@@ -52,6 +52,9 @@ func (img *image) begin() error {
 
 // WriteAt writes guest bytes.
 func (img *image) WriteAt(p []byte, off int64) (int, error) {
+	if img.dead.Load() {
+		return 0, errDead
+	}
 	if done, err := img.writeInPlace(p, off); done {
 		if err != nil {
 			return 0, err
@@ -63,6 +66,7 @@ func (img *image) WriteAt(p []byte, off int64) (int, error) {
 	}
 	defer img.wmu.Unlock()
 	if err := img.writeLocked(p, off); err != nil {
+		img.signalCorruptionLocked(err)
 		return 0, err
 	}
 	return len(p), nil

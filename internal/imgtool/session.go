@@ -26,7 +26,7 @@ func (e *env) newSession(addFds []cmdline.Occurrence) (*session, bool) {
 		return nil, false
 	}
 	s.g = block.NewGraph(s.reg)
-	s.g.OnCorruption(corruptionPrinter(e.stderr))
+	s.g.OnCorruption(qtool.CorruptionPrinter(e.stderr))
 	if e.Setup != nil {
 		if err := e.Setup(s.g); err != nil {
 			fmt.Fprintf(e.stderr, "%s: %v\n", e.prog, err)

@@ -1,4 +1,4 @@
-package imgtool
+package qtool
 
 import (
 	"fmt"
@@ -8,10 +8,10 @@ import (
 	"minivmm/block"
 )
 
-// corruptionPrinter prints corruption a format finds as QEMU's
-// qcow2_signal_corruption does: once per node, fatal (the image marked
-// corrupt) or not.
-func corruptionPrinter(w io.Writer) func(block.Corruption) {
+// CorruptionPrinter prints corruption a format finds as QEMU's
+// qcow2_signal_corruption does (qemu-img and qemu-io print it on
+// stderr): once per node, fatal (the image marked corrupt) or not.
+func CorruptionPrinter(w io.Writer) func(block.Corruption) {
 	var mu sync.Mutex
 	told := map[string]bool{}
 	return func(c block.Corruption) {
