@@ -99,17 +99,21 @@ func runImgCompare(e *env, args []string) int {
 	name1, name2 := a.operands[0], a.operands[1]
 	prog := newImgProgress(stdout, progress && !quiet, 2)
 	defer prog.end()
-	im1, ok := e.openImage(name1, fmt1, imageOpts, forceShare, nil)
+	// Both images in one session: -add-fd sets are installed once, and
+	// either image may be /dev/fdset/N.
+	s, ok := e.newSession(a.addFds)
 	if !ok {
 		return 2
 	}
-	defer im1.close()
-	im2, ok := e.openImage(name2, fmt2, imageOpts, forceShare, nil)
+	defer s.close()
+	n1, ok := s.openReadOnly(name1, fmt1, imageOpts, forceShare)
 	if !ok {
 		return 2
 	}
-	defer im2.close()
-	n1, n2 := im1.node, im2.node
+	n2, ok := s.openReadOnly(name2, fmt2, imageOpts, forceShare)
+	if !ok {
+		return 2
+	}
 	size1, size2 := n1.Length(), n2.Length()
 	total := min(size1, size2)
 	base := max(size1, size2)

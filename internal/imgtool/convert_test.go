@@ -383,7 +383,8 @@ func TestResizeQcow2(t *testing.T) {
 	}
 }
 
-// TestConvertBenchResizeFdsets runs the three over -add-fd fd sets only.
+// TestConvertBenchResizeFdsets runs convert, compare, bench and resize
+// over -add-fd fd sets only.
 func TestConvertBenchResizeFdsets(t *testing.T) {
 	icNeedQemuImg(t)
 	t.Parallel()
@@ -412,6 +413,9 @@ func TestConvertBenchResizeFdsets(t *testing.T) {
 	}
 	cvIdentical(t, src, dst)
 	cvQemu(t, "qemu-img", "check", dst)
+	// compare opens both images over the same -add-fd sets.
+	cvMust(t, "compare", "-f", "raw", "-F", "qcow2", "-add-fd", "fd="+open(src, unix.O_RDONLY)+",set=6",
+		"-add-fd", "fd="+open(dst, unix.O_RDONLY)+",set=7", "/dev/fdset/6", "/dev/fdset/7")
 	cvMust(t, "bench", "-f", "qcow2", "-w", "--pattern=9", "-c", "4", "-add-fd", "fd="+open(dst, unix.O_RDWR)+",set=4", "/dev/fdset/4")
 	cvQemu(t, "qemu-io", "-f", "qcow2", "-c", "read -P 9 0 16k", dst)
 	cvMust(t, "resize", "-f", "qcow2", "-add-fd", "fd="+open(dst, unix.O_RDWR)+",set=5", "/dev/fdset/5", "8M")

@@ -85,11 +85,21 @@ func (e *env) openImage(filename, format string, imageOpts, forceShare bool, add
 	if !ok {
 		return nil, false
 	}
-	n, err := s.open(&qtool.OpenFlags{File: filename, Format: format, ImageOpts: imageOpts, ReadOnly: true, ForceShare: forceShare})
-	if err != nil {
-		fmt.Fprintf(e.stderr, "%s: Could not open '%s': %s\n", e.prog, filename, qtool.Message(err))
+	n, ok := s.openReadOnly(filename, format, imageOpts, forceShare)
+	if !ok {
 		s.close()
 		return nil, false
 	}
 	return &imgImage{s: s, node: n}, true
+}
+
+// openReadOnly opens filename read-only in s as openImage does, for a
+// subcommand that reads several images over one set of -add-fd fds.
+func (s *session) openReadOnly(filename, format string, imageOpts, forceShare bool) (*block.Node, bool) {
+	n, err := s.open(&qtool.OpenFlags{File: filename, Format: format, ImageOpts: imageOpts, ReadOnly: true, ForceShare: forceShare})
+	if err != nil {
+		fmt.Fprintf(s.e.stderr, "%s: Could not open '%s': %s\n", s.e.prog, filename, qtool.Message(err))
+		return nil, false
+	}
+	return n, true
 }
