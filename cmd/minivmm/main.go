@@ -18,12 +18,24 @@ import (
 	"minivmm/block"
 	_ "minivmm/block/drivers"
 	"minivmm/cmdline"
+	"minivmm/internal/imgtool"
+	"minivmm/internal/iotool"
+	"minivmm/internal/qtool"
 	"minivmm/monitor"
 	"minivmm/qemuopen"
 	"minivmm/vm/machine"
 )
 
 func main() {
+	// Run as qemu-img or qemu-io (a link of that name to this binary),
+	// minivmm is that tool, named as run, so that scripts written for
+	// QEMU's tools run unchanged, messages included.
+	switch name := filepath.Base(os.Args[0]); name {
+	case "qemu-img":
+		os.Exit(imgtool.Run(qtool.Program{Name: name, Version: monitor.MinivmmVersion}, os.Args[1:], os.Stdout, os.Stderr))
+	case "qemu-io":
+		os.Exit(iotool.Run(qtool.Program{Name: name, Version: monitor.MinivmmVersion}, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
