@@ -107,10 +107,7 @@ func runImgAmend(e *env, args []string) int {
 		if o2, err2 := cmdline.ParseOpts(strings.Join(optStrs, ","), ""); err2 == nil && !amendOnly(o2) && creationOnly(o2) {
 			msg += "\nThis option is only supported for image creation"
 		}
-		if strings.HasSuffix(msg, "below 2^64") {
-			msg += "\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively."
-		}
-		return fail("%s", msg)
+		return fail("%s", withSizeHint(msg))
 	}
 	var ao qcow2.AmendOptions
 	cur := am.FormatSpecific()

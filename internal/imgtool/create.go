@@ -41,6 +41,7 @@ var createKinds = map[string]map[string]cmdline.Kind{
 func runImgCreate(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
 	format, backing, backingFmt := "raw", "", ""
+	backingGiven := false
 	var optStrs []string
 	quiet, unsafe := false, false
 	a, rc, ok := e.getopt(args, "F:b:f:o:qu", nil, func(c rune, arg string) bool {
@@ -48,7 +49,7 @@ func runImgCreate(e *env, args []string) int {
 		case 'f':
 			format = arg
 		case 'b':
-			backing = arg
+			backing, backingGiven = arg, true
 		case 'F':
 			backingFmt = arg
 		case 'o':
@@ -103,7 +104,7 @@ func runImgCreate(e *env, args []string) int {
 		err = opts.Validate(kinds)
 	}
 	if err != nil {
-		return fail("%s", err)
+		return fail("%s", withSizeHint(err.Error()))
 	}
 	if v, ok := opts.Get("size"); ok {
 		if haveSize {
@@ -112,14 +113,20 @@ func runImgCreate(e *env, args []string) int {
 		size, _ = cmdline.ParseSize(v)
 		haveSize = true
 	}
-	if v, ok := opts.Get("backing_file"); ok && backing == "" {
-		backing = v
+	if v, ok := opts.Get("backing_file"); ok && !backingGiven {
+		backing, backingGiven = v, true
 	}
 	if v, ok := opts.Get("backing_fmt"); ok && backingFmt == "" {
 		backingFmt = v
 	}
-	if backing != "" && format == "raw" {
+	if backingGiven && format == "raw" {
 		return fail("Backing file not supported for file format 'raw'")
+	}
+	switch {
+	case backingGiven && backing == filename:
+		return fail("Error: Trying to create an image with the same filename as the backing file")
+	case backingGiven && backing == "":
+		return fail("Expected backing file name, got empty string")
 	}
 
 	reg := qemuopen.New(qemuopen.Config{})
@@ -335,4 +342,13 @@ func createRaw(fd int, size uint64, prealloc string) error {
 	// probing the file's alignment (O_DIRECT) finds an allocated block.
 	_, err := qcow2.FdTarget(fd).WriteAt(make([]byte, min(size, 4096)), 0)
 	return err
+}
+
+// withSizeHint is an option error as qemu-img prints it: a bad size
+// value gets QEMU's line on the suffixes.
+func withSizeHint(msg string) string {
+	if strings.HasSuffix(msg, "below 2^64") {
+		msg += "\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively."
+	}
+	return msg
 }

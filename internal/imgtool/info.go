@@ -210,8 +210,9 @@ type imageInfo struct {
 	snapshots   []qcow2.SnapshotInfo
 }
 
-func collectImageInfo(node *block.Node) (*imageInfo, error) {
+func collectImageInfo(node *block.Node, filename string) (*imageInfo, error) {
 	info := node.Info()
+	info.Filename = filename
 	ii := &imageInfo{d: &qdict{}}
 	d := ii.d
 	d.put("filename", info.Filename)
@@ -386,12 +387,17 @@ func runImgInfo(e *env, args []string) int {
 			}
 			seen[filename] = true
 		}
-		im, ok := e.openImage(filename, format, imageOpts, c.forceShare, c.addFds)
+		s, ok := e.newSession(c.addFds)
 		if !ok {
 			return 1
 		}
-		ii, err := collectImageInfo(im.node)
-		im.close()
+		n, name, ok := s.openNoBacking(filename, format, imageOpts, c.forceShare)
+		if !ok {
+			s.close()
+			return 1
+		}
+		ii, err := collectImageInfo(n, name)
+		s.close()
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: %s\n", e.prog, qtool.Message(err))
 			return 1

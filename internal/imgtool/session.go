@@ -2,6 +2,7 @@ package imgtool
 
 import (
 	"fmt"
+	"strings"
 
 	"minivmm/block"
 	"minivmm/cmdline"
@@ -102,4 +103,37 @@ func (s *session) openReadOnly(filename, format string, imageOpts, forceShare bo
 		return nil, false
 	}
 	return n, true
+}
+
+// openNoBacking is openReadOnly without the backing chain, as qemu-img
+// info opens an image (BDRV_O_NO_BACKING): what the header says of its
+// backing file is shown even when that file is missing or loops back.
+// It also returns the image's name as QEMU's would read: the option that
+// leaves the backing file closed is no part of it.
+func (s *session) openNoBacking(filename, format string, imageOpts, forceShare bool) (*block.Node, string, bool) {
+	f := &qtool.OpenFlags{File: filename, Format: format, ImageOpts: imageOpts, ReadOnly: true, ForceShare: forceShare}
+	if !imageOpts {
+		if format == "" {
+			// Probed here, as the open would: only a format with a
+			// backing file takes the option. A probe that fails is left
+			// for the open to report in its words.
+			format, _ = s.probe(filename)
+			if format == "qcow2" {
+				f.Format = format
+			}
+		}
+		if format == "qcow2" {
+			f.Extra = block.Options{"backing": nil}
+		}
+	}
+	n, err := s.open(f)
+	if err != nil {
+		fmt.Fprintf(s.e.stderr, "%s: Could not open '%s': %s\n", s.e.prog, filename, qtool.Message(err))
+		return nil, "", false
+	}
+	name := n.Filename()
+	if file := n.Child("file"); f.Extra != nil && file != nil && !strings.HasPrefix(file.Filename(), "json:") {
+		name = file.Filename()
+	}
+	return n, name, true
 }
