@@ -77,7 +77,7 @@ func parseNBDExport(v *kvVisitor) (export.Options, error) {
 	if o.Description, err = v.str("description", false); err != nil {
 		return nil, err
 	}
-	if o.Bitmaps, err = v.strList("bitmaps"); err != nil {
+	if o.Bitmaps, err = v.bitmapRefs("bitmaps"); err != nil {
 		return nil, err
 	}
 	if o.AllocationDepth, err = v.boolean("allocation-depth"); err != nil {
