@@ -299,4 +299,3 @@ func bitmapExtents(b *block.DirtyBitmap, rq *request, x *extents) *extents {
 	x.add(uint64(end-start), 0)
 	return x
 }
-
