@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -45,10 +46,6 @@ func (m *metaContexts) any(exp *nbdExport) bool {
 // nbd_meta_qemu_query); list: the option is a LIST, where an empty
 // leaf matches every context under its prefix.
 func (m *metaContexts) query(q string, list bool) {
-	// QEMU compares the query as a C string: a NUL ends it.
-	if i := strings.IndexByte(q, 0); i >= 0 {
-		q = q[:i]
-	}
 	e := m.exp
 	if rest, ok := strings.CutPrefix(q, "base:"); ok {
 		if rest == "allocation" || list && rest == "" {
@@ -102,15 +99,43 @@ func (c *conn) optMeta(opt uint32, data []byte) error {
 		// A SET forgets the last selection whatever becomes of it.
 		c.meta = metaContexts{}
 	}
-	name, rest, ok := takeString(data)
-	if !ok || len(rest) < 4 {
-		return c.optError(opt, nbdproto.RepErrInvalid, "Bad length received")
+	// QEMU's words for what it cannot parse (nbd_opt_read and
+	// nbd_opt_read_name); it reads each query as it goes, so the first
+	// fault is the reply.
+	what := "list meta context"
+	if !list {
+		what = "set meta context"
+	}
+	inconsistent := func() error {
+		return c.optError(opt, nbdproto.RepErrInvalid, "Inconsistent lengths in option "+what)
+	}
+	embeddedNUL := func() error {
+		return c.optError(opt, nbdproto.RepErrInvalid, "Unexpected embedded NUL in option "+what)
+	}
+	if len(data) < 4 {
+		return inconsistent()
+	}
+	l := binary.BigEndian.Uint32(data)
+	rest := data[4:]
+	if l > nbdproto.MaxString {
+		return c.optError(opt, nbdproto.RepErrInvalid, fmt.Sprintf("Invalid name length: %d", l))
+	}
+	if uint64(l) > uint64(len(rest)) {
+		return inconsistent()
+	}
+	name := string(rest[:l])
+	rest = rest[l:]
+	if strings.IndexByte(name, 0) >= 0 {
+		return embeddedNUL()
 	}
 	e := c.svc.lookup(name)
 	if e == nil {
 		return c.optError(opt, nbdproto.RepErrUnknown, fmt.Sprintf("export '%s' not present", name))
 	}
 	m := metaContexts{exp: e, bitmaps: make([]bool, len(e.bitmaps))}
+	if len(rest) < 4 {
+		return inconsistent()
+	}
 	n := binary.BigEndian.Uint32(rest)
 	rest = rest[4:]
 	if n == 0 && list {
@@ -119,20 +144,27 @@ func (c *conn) optMeta(opt uint32, data []byte) error {
 	}
 	for i := uint32(0); i < n; i++ {
 		if len(rest) < 4 {
-			return c.optError(opt, nbdproto.RepErrInvalid, "Bad length received")
+			return inconsistent()
 		}
 		l := binary.BigEndian.Uint32(rest)
 		rest = rest[4:]
 		if uint64(l) > uint64(len(rest)) {
-			return c.optError(opt, nbdproto.RepErrInvalid, "Bad length received")
+			return inconsistent()
 		}
-		// A query longer than any context is skipped, as QEMU does.
-		if l <= nbdproto.MaxString {
-			m.query(string(rest[:l]), list)
-		}
+		q := rest[:l]
 		rest = rest[l:]
+		// A query longer than any context is skipped, as QEMU does.
+		if l > nbdproto.MaxString {
+			continue
+		}
+		if bytes.IndexByte(q, 0) >= 0 {
+			return embeddedNUL()
+		}
+		m.query(string(q), list)
 	}
 	if len(rest) != 0 {
+		// QEMU would read these bytes as the next option, lose the
+		// stream and hang up; refusing the option keeps the client.
 		return c.optError(opt, nbdproto.RepErrInvalid, "Data length mismatch")
 	}
 	send := func(id uint32, ctx string) error {
