@@ -8,6 +8,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/nbdproto"
+	"minivmm/internal/fdtest"
 )
 
 // newBitmapServer is the test server with bitmaps b0 (4 KiB granules,
@@ -15,6 +16,9 @@ import (
 // export "bm" of the same node offering both (b1 by node and name).
 func newBitmapServer(t testing.TB) *testServer {
 	t.Helper()
+	if tt, ok := t.(*testing.T); ok {
+		fdtest.Check(tt) // registered first: checked once the server is gone
+	}
 	ts := newServerTB(t, true, 0)
 	for _, a := range []block.BitmapAction{
 		{Op: "add", Node: "f", Name: "b0", Granularity: 4096, HasGranularity: true},
