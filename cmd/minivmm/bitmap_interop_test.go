@@ -229,14 +229,24 @@ func bitmapMaps(t *testing.T, sock string) []string {
 		}
 	}
 	out = append(out, "nbdinfo --list\n"+strings.Join(keep, "\n"))
-	for _, ctx := range []string{"qemu:dirty-bitmap:b0", "qemu:dirty-bitmap:b1"} {
-		cmd := exec.Command("qemu-img", "map", "--output=json", "--image-opts",
-			"driver=nbd,server.type=unix,server.path="+sock+",export=r,x-dirty-bitmap="+ctx)
-		b, err := cmd.CombinedOutput()
+	// qemu-img's and minivmm's NBD clients read the bitmap as QEMU's
+	// x-dirty-bitmap does (dirty as unallocated), the same from either
+	// server.
+	for _, ctx := range []string{"qemu:dirty-bitmap:b0", "qemu:dirty-bitmap:b1", "base:allocation"} {
+		opts := "driver=nbd,server.type=unix,server.path=" + sock + ",export=r,x-dirty-bitmap=" + ctx
+		want, err := exec.Command("qemu-img", "map", "--output=json", "--image-opts", opts).CombinedOutput()
 		if err != nil {
-			t.Errorf("qemu-img map x-dirty-bitmap=%s: %v\n%s", ctx, err, b)
+			t.Errorf("qemu-img map x-dirty-bitmap=%s: %v\n%s", ctx, err, want)
 		}
-		out = append(out, "qemu-img map x-dirty-bitmap="+ctx+"\n"+string(b))
+		got, err := exec.Command(binary, "img", "map", "--output=json", "--image-opts", opts).CombinedOutput()
+		if err != nil || string(got) != string(want) {
+			t.Errorf("minivmm img map x-dirty-bitmap=%s: %v\n%s\nqemu-img map:\n%s", ctx, err, got, want)
+		}
+		out = append(out, "qemu-img map x-dirty-bitmap="+ctx+"\n"+string(want))
+	}
+	opts := "driver=nbd,server.type=unix,server.path=" + sock + ",export=r,x-dirty-bitmap=qemu:dirty-bitmap:zz"
+	if b, err := exec.Command(binary, "img", "map", "--image-opts", opts).CombinedOutput(); err == nil || !strings.Contains(string(b), "requested x-dirty-bitmap qemu:dirty-bitmap:zz not found") {
+		t.Errorf("minivmm img map of a context the export lacks: %v\n%s", err, b)
 	}
 	return out
 }
