@@ -152,3 +152,55 @@ func mustTruncate(t *testing.T, path string, size int64) {
 		t.Fatal(err)
 	}
 }
+
+// TestBitmapCommandsUnderWrites: the monitor's operations on a bitmap
+// race with writes marking it (run with -race): clear, merge, enable,
+// disable and the queries while writes complete on the node.
+func TestBitmapCommandsUnderWrites(t *testing.T) {
+	g := newBitmapGraph(t)
+	n0, _ := g.Node("n0")
+	b, err := g.Attach("", n0, Perm{Write: true, ShareWrite: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Detach(b)
+	for _, a := range []BitmapAction{
+		{Op: "add", Node: "n0", Name: "a", Granularity: 512, HasGranularity: true},
+		{Op: "add", Node: "n0", Name: "c"},
+	} {
+		if err := g.Bitmaps(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for i := int64(0); i < 2000; i++ {
+			if _, err := n0.WriteAt(buf, (i*4096*7)%(1<<20-4096)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	ops := []BitmapAction{
+		{Op: "clear", Node: "n0", Name: "a"},
+		{Op: "merge", Node: "n0", Name: "c", Sources: []BitmapRef{{Name: "a"}}},
+		{Op: "disable", Node: "n0", Name: "a"},
+		{Op: "enable", Node: "n0", Name: "a"},
+	}
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			if got := n0.DirtyBitmaps(); len(got) != 2 || got[0].Count == 0 {
+				t.Errorf("after the writes: %+v", got)
+			}
+			return
+		default:
+		}
+		if err := g.Bitmaps(ops[i%len(ops)]); err != nil {
+			t.Fatal(err)
+		}
+		n0.DirtyBitmaps()
+	}
+}
