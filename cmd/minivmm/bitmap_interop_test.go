@@ -13,13 +13,13 @@ import (
 
 // TestDirtyBitmapsLikeQSD plays the same dirty bitmap commands, writes
 // (qemu-io through an NBD export) and bitmap exports on
-// qemu-storage-daemon and on minivmm: the QMP replies, the bitmaps
+// qemu-storage-daemon, qemu-system-x86_64 -machine none and minivmm: the QMP replies, the bitmaps
 // query-named-block-nodes shows, and what nbdinfo and qemu-img read of
 // the exported bitmaps must agree. minivmm's fd count is back to its
 // baseline once the clients are gone and the exports deleted.
 func TestDirtyBitmapsLikeQSD(t *testing.T) {
 	t.Parallel()
-	needTools(t, "qemu-img", "qemu-io", "qemu-storage-daemon", "nbdinfo")
+	needTools(t, "qemu-img", "qemu-io", "qemu-storage-daemon", "qemu-system-x86_64", "nbdinfo")
 	type step struct {
 		cmd  string // a QMP command, or "!write", "!map", "!fds"
 		args map[string]any
@@ -137,9 +137,15 @@ func TestDirtyBitmapsLikeQSD(t *testing.T) {
 		}
 		var c *qmptest.Client
 		pid := 0
-		if kind == "qsd" {
+		switch kind {
+		case "qsd":
 			c = startQSDBlockdevs(t, dir, blockdevs)
-		} else {
+		case "qemu":
+			_, args := blockdevArgs(blockdevs)
+			sock, _ := qmptest.StartQEMU(t, args...)
+			c = qmptest.Dial(t, sock)
+			c.Negotiate()
+		default:
 			_, args := blockdevArgs(blockdevs)
 			p := startVMM(t, nil, args...)
 			c = qmptest.Dial(t, p.Sock)
@@ -178,14 +184,16 @@ func TestDirtyBitmapsLikeQSD(t *testing.T) {
 		}
 		return transcript
 	}
-	qsd := play("qsd")
 	vmm := play("vmm")
-	if len(qsd) != len(vmm) {
-		t.Fatalf("transcripts of %d and %d lines:\nminivmm %q\nqsd %q", len(vmm), len(qsd), vmm, qsd)
-	}
-	for i := range qsd {
-		if qsd[i] != vmm[i] {
-			t.Errorf("\n  minivmm: %s\n  qsd:     %s", vmm[i], qsd[i])
+	for _, ref := range []string{"qsd", "qemu"} {
+		want := play(ref)
+		if len(want) != len(vmm) {
+			t.Fatalf("transcripts of %d and %d lines:\nminivmm %q\n%s %q", len(vmm), len(want), vmm, ref, want)
+		}
+		for i := range want {
+			if want[i] != vmm[i] {
+				t.Errorf("\n  minivmm: %s\n  %-8s %s", vmm[i], ref+":", want[i])
+			}
 		}
 	}
 }
@@ -223,8 +231,8 @@ func bitmapMaps(t *testing.T, sock string) []string {
 	}
 	// --list's meta contexts and flags of both exports.
 	var keep []string
-	for _, l := range strings.Split(output(t, "nbdinfo", "--list", uri), "\n") {
-		if strings.HasPrefix(l, "export=") || strings.HasPrefix(l, "\t\t") || strings.HasPrefix(l, "\tcan_") || strings.Contains(l, "read_only") {
+	for _, l := range strings.Split(output(t, "nbdinfo", "--list", "--content", uri), "\n") {
+		if strings.HasPrefix(l, "export=") || strings.HasPrefix(l, "\t\t") || strings.HasPrefix(l, "\tcan_") || strings.Contains(l, "read_only") || strings.HasPrefix(l, "\tcontent:") {
 			keep = append(keep, l)
 		}
 	}
