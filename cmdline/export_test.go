@@ -52,6 +52,7 @@ func FuzzParseExport(f *testing.F) {
 	f.Add("type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=/s,writable=on,num-queues=2")
 	f.Add("vhost-user-blk,addr.type=fd,addr.str=3,logical-block-size=4k")
 	f.Add("nbd,id=e,node-name=d,name=x,description=y,writable=on,bitmaps.0=b,allocation-depth=on")
+	f.Add("nbd,id=e,node-name=d,bitmaps.0.node=n,bitmaps.0.name=b,bitmaps.1=c,bitmaps.2.0=x")
 	f.Fuzz(func(t *testing.T, s string) {
 		// No panic, and what is accepted fits QEMU's types (the
 		// export checks the values themselves).
