@@ -225,7 +225,6 @@ func (v *kvVisitor) uint(k string, max uint64, typeName string) (uint64, error) 
 	return n, nil
 }
 
-// strList takes a list of strings (k.0=a,k.1=b); absent is empty.
 func (v *kvVisitor) object(k string) (*kvVisitor, error) {
 	x, _, err := v.take(k, true)
 	if err != nil {
