@@ -62,10 +62,15 @@ func TestNBDMetaContextsLikeQSD(t *testing.T) {
 		mustRun(t, "qemu-img", "create", "-q", "-f", "raw", img, "1M")
 		blockdevs := []string{"driver=file,node-name=f,filename=" + img}
 		var c *qmptest.Client
+		pid := 0
 		if kind == "qsd" {
 			c = startQSDBlockdevs(t, dir, blockdevs)
 		} else {
-			c = startVMMBlockdevs(t, dir, blockdevs)
+			_, args := blockdevArgs(blockdevs)
+			p := startVMM(t, nil, args...)
+			c = qmptest.Dial(t, p.Sock)
+			c.Negotiate()
+			pid = p.Pid
 		}
 		defer c.Close()
 		sock := filepath.Join(dir, "nbd.sock")
@@ -82,6 +87,12 @@ func TestNBDMetaContextsLikeQSD(t *testing.T) {
 			if r := c.Execute(s.cmd, s.args); r["error"] != nil {
 				t.Fatalf("%s: %v", kind, r)
 			}
+		}
+		base := 0
+		if pid != 0 {
+			base = steadyFds(t, pid)
+			// The client's connection is gone from minivmm once closed.
+			defer settledFds(t, pid, base, "the raw client")
 		}
 		nc, err := net.Dial("unix", sock)
 		if err != nil {
