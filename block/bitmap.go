@@ -102,10 +102,10 @@ func checkBusy(b *DirtyBitmap) error {
 	return nil
 }
 
-// DefaultBitmapGranularity is QEMU's bdrv_get_default_bitmap_granularity:
+// defaultBitmapGranularity is QEMU's bdrv_get_default_bitmap_granularity:
 // the node's cluster size clamped to [4 KiB, 64 KiB], 64 KiB for a node
 // without clusters.
-func DefaultBitmapGranularity(n *Node) int64 {
+func defaultBitmapGranularity(n *Node) int64 {
 	if cs, ok := n.Image().(interface{ ClusterSize() int64 }); ok && cs.ClusterSize() > 0 {
 		return min(max(cs.ClusterSize(), 4<<10), 64<<10)
 	}
@@ -184,7 +184,7 @@ func (g *Graph) addBitmap(a BitmapAction) (*DirtyBitmap, error) {
 			return nil, fmt.Errorf("Granularity must be power of 2 and at least 512")
 		}
 	} else {
-		gran = DefaultBitmapGranularity(n)
+		gran = defaultBitmapGranularity(n)
 	}
 	if a.Persistent {
 		// Bitmaps stored in qcow2 images are not minivmm's (yet): any
