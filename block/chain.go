@@ -5,6 +5,8 @@ package block
 // bdrv_block_status_above and bdrv_is_allocated_above answer it. Commit,
 // stream, rebase, convert, map and compare all ask this one question.
 
+import "slices"
+
 // ChainStatus is the status of a range seen through a backing chain.
 type ChainStatus struct {
 	// Present: a layer above the base allocates the range; Layer is that
@@ -44,7 +46,13 @@ func StatusAbove(top, base *Node, off, n int64) (ChainStatus, int64, error) {
 			return ChainStatus{Depth: depth, Offset: -1}, n, nil
 		}
 		if b == nil || off >= b.Length() {
-			return ChainStatus{Depth: depth, Zero: true, Offset: -1}, n, nil
+			// Only a driver with backing files reads zeroes where it
+			// allocates nothing; another's unallocated range is zero if
+			// it says so (a job filter passing on its child's status),
+			// and a protocol's hole that is not zero (an NBD server's)
+			// stays unknown, as in QEMU's block status.
+			zero := b != nil || st.Zero || slices.Contains(node.drv.children(), "backing")
+			return ChainStatus{Depth: depth, Zero: zero, Offset: -1}, n, nil
 		}
 		n = min(n, b.Length()-off)
 		node = b

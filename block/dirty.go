@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // DirtyBitmap records which granules of a node were written since it was
@@ -19,6 +20,16 @@ type DirtyBitmap struct {
 	mu    sync.Mutex
 	words []uint64
 	count int64 // granules set
+
+	// A user's bitmap (bitmap.go) has a name and its node; a job's own
+	// has neither.
+	name string
+	node *Node
+	// disabled: completed writes leave it as it is (not recording).
+	disabled atomic.Bool
+	// busy: an export or a transaction holds it; the monitor may not
+	// change it (set under the graph's mu).
+	busy atomic.Bool
 }
 
 // NewDirtyBitmap is an empty bitmap over length bytes; granularity is a
@@ -218,7 +229,9 @@ func (n *Node) RemoveDirtyBitmap(b *DirtyBitmap) {
 func (n *Node) markDirty(off, length int64) {
 	if p := n.dirty.Load(); p != nil {
 		for _, b := range *p {
-			b.Set(off, length)
+			if !b.disabled.Load() {
+				b.Set(off, length)
+			}
 		}
 	}
 }

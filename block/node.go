@@ -307,11 +307,14 @@ func (n *Node) Discard(off, length int64) error {
 	}
 	defer n.gate.leave()
 	defer n.writeDone()
-	defer n.markDirty(off, length)
 	n.mu.RLock()
 	defer n.mu.RUnlock()
+	if n.state.discard != "unmap" {
+		return nil // changes nothing, so marks no bitmap (as in QEMU)
+	}
+	defer n.markDirty(off, length)
 	d, ok := n.img.(Discarder)
-	if !ok || n.state.discard != "unmap" {
+	if !ok {
 		return nil
 	}
 	if err := d.Discard(off, length); err != nil && !errors.Is(err, ErrNotSupported) {

@@ -22,6 +22,9 @@ type SnapshotAction struct {
 	// Fail, if set, makes this action refuse the transaction when its
 	// turn to be prepared comes (QMP's "abort" action).
 	Fail error
+	// Bitmap, if set, makes this a block-dirty-bitmap action
+	// (bitmap.go); the other fields are then unused.
+	Bitmap *BitmapAction
 }
 
 // SnapshotSync is what blockdev-snapshot-sync names: the old top by a
@@ -67,9 +70,25 @@ func (g *Graph) Snapshot(actions []SnapshotAction) error {
 			g.releasePerms()
 		}
 	}()
+	// Bitmap actions take effect as they are prepared (QEMU's do): undone
+	// in reverse if the transaction fails, finished if it stands.
+	var steps []bitmapStep
+	defer func() {
+		for _, s := range slices.Backward(steps) {
+			s.undo()
+		}
+	}()
 	for _, a := range actions {
 		if a.Fail != nil {
 			return a.Fail
+		}
+		if a.Bitmap != nil {
+			s, err := g.prepareBitmap(*a.Bitmap)
+			if err != nil {
+				return err
+			}
+			steps = append(steps, s)
+			continue
 		}
 		var m snapshotMove
 		var err error
@@ -88,12 +107,15 @@ func (g *Graph) Snapshot(actions []SnapshotAction) error {
 		}
 		moves = append(moves, m)
 	}
-	if len(moves) == 0 {
-		return nil
+	if len(moves) > 0 {
+		if err := g.switchToOverlays(moves); err != nil {
+			return err
+		}
 	}
-	if err := g.switchToOverlays(moves); err != nil {
-		return err
+	for _, s := range steps {
+		s.commit()
 	}
+	steps = nil
 	opened = nil
 	for _, m := range moves {
 		g.reopenReadOnly(m.old)

@@ -77,7 +77,7 @@ func parseNBDExport(v *kvVisitor) (export.Options, error) {
 	if o.Description, err = v.str("description", false); err != nil {
 		return nil, err
 	}
-	if o.Bitmaps, err = v.strList("bitmaps"); err != nil {
+	if o.Bitmaps, err = v.bitmapRefs("bitmaps"); err != nil {
 		return nil, err
 	}
 	if o.AllocationDepth, err = v.boolean("allocation-depth"); err != nil {
@@ -223,27 +223,6 @@ func (v *kvVisitor) uint(k string, max uint64, typeName string) (uint64, error) 
 		return 0, fmt.Errorf("Parameter '%s' expects %s", v.name(k), typeName)
 	}
 	return n, nil
-}
-
-// strList takes a list of strings (k.0=a,k.1=b); absent is empty.
-func (v *kvVisitor) strList(k string) ([]string, error) {
-	x, ok, err := v.take(k, false)
-	if err != nil || !ok {
-		return nil, err
-	}
-	l, isList := x.([]any)
-	if !isList {
-		return nil, fmt.Errorf("Invalid parameter type for '%s', expected: array", v.name(k))
-	}
-	out := make([]string, 0, len(l))
-	for i, e := range l {
-		s, isStr := e.(string)
-		if !isStr {
-			return nil, fmt.Errorf("Invalid parameter type for '%s.%d', expected: string", v.name(k), i)
-		}
-		out = append(out, s)
-	}
-	return out, nil
 }
 
 func (v *kvVisitor) object(k string) (*kvVisitor, error) {

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"testing"
 
+	"minivmm/block"
 	"minivmm/block/export/nbd"
 	"minivmm/vm/vhostuser"
 )
@@ -51,6 +52,7 @@ func FuzzParseExport(f *testing.F) {
 	f.Add("type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=/s,writable=on,num-queues=2")
 	f.Add("vhost-user-blk,addr.type=fd,addr.str=3,logical-block-size=4k")
 	f.Add("nbd,id=e,node-name=d,name=x,description=y,writable=on,bitmaps.0=b,allocation-depth=on")
+	f.Add("nbd,id=e,node-name=d,bitmaps.0.node=n,bitmaps.0.name=b,bitmaps.1=c,bitmaps.2.0=x")
 	f.Fuzz(func(t *testing.T, s string) {
 		// No panic, and what is accepted fits QEMU's types (the
 		// export checks the values themselves).
@@ -70,7 +72,12 @@ func TestParseNBDExport(t *testing.T) {
 	}{
 		{in: "type=nbd,id=e,node-name=d", want: nbd.ExportOptions{ID: "e", NodeName: "d"}},
 		{in: "nbd,id=e,node-name=d,name=n,description=hello,writable=on,writethrough=on,allocation-depth=on,bitmaps.0=b0,bitmaps.1=b1",
-			want: nbd.ExportOptions{ID: "e", NodeName: "d", Name: "n", Description: "hello", Writable: true, Writethrough: true, AllocationDepth: true, Bitmaps: []string{"b0", "b1"}}},
+			want: nbd.ExportOptions{ID: "e", NodeName: "d", Name: "n", Description: "hello", Writable: true, Writethrough: true, AllocationDepth: true, Bitmaps: []block.BitmapRef{{Name: "b0"}, {Name: "b1"}}}},
+		{in: "nbd,id=e,node-name=d,bitmaps.0.node=q,bitmaps.0.name=b0,bitmaps.1=b1",
+			want: nbd.ExportOptions{ID: "e", NodeName: "d", Bitmaps: []block.BitmapRef{{Node: "q", Name: "b0"}, {Name: "b1"}}}},
+		{in: "nbd,id=e,node-name=d,bitmaps.0.node=q", err: "Parameter 'bitmaps.0.name' is missing"},
+		{in: "nbd,id=e,node-name=d,bitmaps.0.name=b,bitmaps.0.node=q,bitmaps.0.x=1", err: "Parameter 'bitmaps.0.x' is unexpected"},
+		{in: "nbd,id=e,node-name=d,bitmaps.0.0=x", err: "Invalid parameter type for 'null', expected: BlockDirtyBitmapOrStr"},
 		{in: "nbd,id=e,node-name=d,bitmaps=b", err: "Invalid parameter type for 'bitmaps', expected: array"},
 		{in: "nbd,id=e,node-name=d,addr.type=unix", err: "Parameter 'addr' is unexpected"},
 		{in: "nbd,id=e", err: "Parameter 'node-name' is missing"},

@@ -128,7 +128,7 @@ func convertArg(t *qtype, v any, name string) (any, error) {
 			// QEMU names an element "name[i]" for a type error, but its
 			// enum visitor has no name for it and prints 'null'.
 			elemName := fmt.Sprintf("%s[%d]", name, i)
-			if _, isStr := e.(string); isStr && t.elem.meta == metaEnum {
+			if _, isStr := e.(string); isStr && t.elem.meta == metaEnum || t.elem.meta == metaAlternate && t.elem.alt(e) == nil {
 				elemName = "null"
 			}
 			c, err := convertArg(t.elem, e, elemName)
@@ -164,8 +164,42 @@ func convertArg(t *qtype, v any, name string) (any, error) {
 			return checkUnion(t, m, name)
 		}
 		return checkNested(t.members, m, name)
+	case metaAlternate:
+		if a := t.alt(v); a != nil {
+			return convertArg(a, v, name)
+		}
+		return nil, genericError("Invalid parameter type for '%s', expected: %s", name, t.name)
 	}
 	return nil, bad
+}
+
+// alt is the branch of alternate t that v's JSON type picks, if any.
+func (t *qtype) alt(v any) *qtype {
+	for _, a := range t.alts {
+		switch v.(type) {
+		case string:
+			if a == tStr || a.meta == metaEnum {
+				return a
+			}
+		case map[string]any:
+			if a.meta == metaObject {
+				return a
+			}
+		case bool:
+			if a == tBool {
+				return a
+			}
+		case json.Number:
+			if a == tInt || a == tNumber {
+				return a
+			}
+		case nil:
+			if a == tNull {
+				return a
+			}
+		}
+	}
+	return nil
 }
 
 func orEmpty[T any](s []T) []T {

@@ -36,14 +36,19 @@ func deviceInfo(n *block.Node, flat, blk bool) Obj {
 	info := n.Info()
 	image, depth := imageInfo(n, flat, blk)
 	info.BackingDepth = depth
-	return Obj{
+	o := Obj{
 		{"iops_rd", 0}, {"detect_zeroes", info.DetectZeroes}, {"image", image},
 		{"iops_wr", 0}, {"ro", info.ReadOnly}, {"node-name", info.Name}, {"backing_file_depth", info.BackingDepth},
 		{"drv", info.Driver}, {"iops", 0}, {"bps_wr", 0}, {"write_threshold", 0},
+	}
+	if bms := dirtyBitmapsInfo(n); bms != nil {
+		o = append(o, Member{"dirty-bitmaps", bms})
+	}
+	return append(o, Obj{
 		{"encrypted", false}, {"bps", 0}, {"bps_rd", 0},
 		{"cache", Obj{{"no-flush", info.NoFlush}, {"direct", info.Direct}, {"writeback", true}}},
 		{"file", info.Filename},
-	}
+	}...)
 }
 
 func queryNamedBlockNodes(c *call, args Args) (any, error) {

@@ -77,6 +77,7 @@ func init() {
 		"human-monitor-command":      {params: []param{req("command-line", tStr), opt("cpu-index", tInt)}, run: humanMonitorCommand, ret: tStr},
 	}
 	maps.Copy(commands, jobCommands())
+	maps.Copy(commands, bitmapCommands())
 	commands["blockdev-mirror"] = command{params: tBlockdevMirror.members, run: blockdevMirror}
 }
 

@@ -37,7 +37,7 @@ var (
 		t.variants = []variant{
 			{"nbd", object("BlockExportOptionsNbd",
 				opt("name", tStr), opt("description", tStr),
-				opt("bitmaps", arrayOf(tAny)), opt("allocation-depth", tBool))},
+				opt("bitmaps", arrayOf(tBlockDirtyBitmapOrStr)), opt("allocation-depth", tBool))},
 			{"vhost-user-blk", object("BlockExportOptionsVhostUserBlk",
 				// size and uint16: checked by uintArg, with QEMU's words
 				// for the unsigned types this schema has no builtin for.
@@ -114,18 +114,7 @@ func blockExportAdd(c *call, args Args) (any, error) {
 		o.Name, _ = args.Str("name")
 		o.Description, _ = args.Str("description")
 		o.AllocationDepth, _ = args["allocation-depth"].(bool)
-		bms, _ := args["bitmaps"].([]any)
-		for _, b := range bms {
-			switch b := b.(type) {
-			case string:
-				o.Bitmaps = append(o.Bitmaps, b)
-			case map[string]any:
-				name, _ := b["name"].(string)
-				o.Bitmaps = append(o.Bitmaps, name)
-			default:
-				return nil, genericError("Invalid parameter type for 'bitmaps', expected: BlockDirtyBitmapOrStr")
-			}
-		}
+		o.Bitmaps = bitmapRefs(args["bitmaps"])
 		return noReturn(x.Add(o))
 	case "fuse", "vduse-blk":
 		return nil, genericError("minivmm has no %s exports", typ)
@@ -284,7 +273,7 @@ func nbdServerAdd(c *call, args Args) (any, error) {
 	o.Description, _ = args.Str("description")
 	o.Writable, _ = args["writable"].(bool)
 	if b, ok := args.Str("bitmap"); ok {
-		o.Bitmaps = []string{b}
+		o.Bitmaps = bitmapRefs([]any{b})
 	}
 	// The legacy command exports a read-only node read-only, whatever
 	// writable says (qmp_nbd_server_add).

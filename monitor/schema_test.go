@@ -496,6 +496,8 @@ func FuzzCommandArguments(f *testing.F) {
 	for _, s := range []string{
 		`{}`, `{"command-line":"info block -n x"}`, `{"option":"mon"}`, `{"enable":["oob",1]}`,
 		`{"fdset-id":1,"fd":-1}`, `{"flat":true,"x":null}`, `{"command-line":"help info"}`, `{"fdname":"0x"}`,
+		`{"node":"n","target":"t","bitmaps":["a",{"node":"n","name":"b"},3,{"node":1}]}`,
+		`{"node":"n","name":"b","granularity":4294967296,"persistent":true}`,
 	} {
 		f.Add(uint8(0), s)
 	}

@@ -30,14 +30,15 @@ var (
 	// tTransactionAction lists the actions minivmm has; QEMU's others
 	// are refused by the type check, as any unknown type is.
 	tTransactionAction = func() *qtype {
-		kind := enum("TransactionActionKind", "abort", "blockdev-snapshot", "blockdev-snapshot-sync")
+		bitmapKinds, bitmapVars := bitmapVariants()
+		kind := enum("TransactionActionKind", append(append([]string{"abort"}, bitmapKinds...), "blockdev-snapshot", "blockdev-snapshot-sync")...)
 		t := object("TransactionAction", req("type", kind))
 		t.tag = "type"
-		t.variants = []variant{
-			{"abort", object("AbortWrapper", req("data", object("Abort")))},
-			{"blockdev-snapshot", object("BlockdevSnapshotWrapper", req("data", tBlockdevSnapshot))},
-			{"blockdev-snapshot-sync", object("BlockdevSnapshotSyncWrapper", req("data", tBlockdevSnapshotSync))},
-		}
+		t.variants = append(append([]variant{
+			{"abort", object("AbortWrapper", req("data", object("Abort")))}}, bitmapVars...),
+			variant{"blockdev-snapshot", object("BlockdevSnapshotWrapper", req("data", tBlockdevSnapshot))},
+			variant{"blockdev-snapshot-sync", object("BlockdevSnapshotSyncWrapper", req("data", tBlockdevSnapshotSync))},
+		)
 		return t
 	}()
 )
@@ -135,6 +136,14 @@ func transactionActions(args Args) ([]block.SnapshotAction, error) {
 			list = append(list, snapshotAction(data))
 		case "blockdev-snapshot-sync":
 			list = append(list, snapshotSyncAction(data))
+		default:
+			ba, err := transactionBitmapAction(a["type"].(string), data)
+			if err != nil {
+				return nil, err
+			}
+			if ba != nil {
+				list = append(list, *ba)
+			}
 		}
 	}
 	return list, nil

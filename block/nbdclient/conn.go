@@ -20,8 +20,8 @@ type session struct {
 	nc         net.Conn
 	size       int64
 	flags      uint16
-	baseID     uint32 // base:allocation's context id
-	haveStatus bool
+	baseID     uint32 // the block status context's id
+	haveStatus bool   // the server has that context
 
 	wmu     sync.Mutex
 	mu      sync.Mutex
@@ -39,14 +39,15 @@ type call struct {
 }
 
 // dial connects and negotiates export with a fixed newstyle handshake:
-// structured replies, base:allocation, NBD_OPT_GO.
-func dial(srv Server, export string) (*session, error) {
+// structured replies, the block status context ctx (base:allocation or
+// x-dirty-bitmap's), NBD_OPT_GO.
+func dial(srv Server, export, ctx string) (*session, error) {
 	network, addr := srv.network()
 	nc, err := net.Dial(network, addr)
 	if err != nil {
 		return nil, err
 	}
-	s, err := handshake(nc, export)
+	s, err := handshake(nc, export, ctx)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -55,7 +56,7 @@ func dial(srv Server, export string) (*session, error) {
 	return s, nil
 }
 
-func handshake(nc net.Conn, export string) (*session, error) {
+func handshake(nc net.Conn, export, ctx string) (*session, error) {
 	var h [18]byte
 	if _, err := io.ReadFull(nc, h[:]); err != nil {
 		return nil, err
@@ -105,8 +106,8 @@ func handshake(nc net.Conn, export string) (*session, error) {
 	name := append(binary.BigEndian.AppendUint32(nil, uint32(len(export))), export...)
 	if structured {
 		q := binary.BigEndian.AppendUint32(append([]byte(nil), name...), 1)
-		q = append(q, binary.BigEndian.AppendUint32(nil, 15)...)
-		q = append(q, nbdproto.CtxBaseAllocation...)
+		q = append(q, binary.BigEndian.AppendUint32(nil, uint32(len(ctx)))...)
+		q = append(q, ctx...)
 		if err := option(nbdproto.OptSetMetaContext, q); err != nil {
 			return nil, err
 		}
@@ -115,7 +116,7 @@ func handshake(nc net.Conn, export string) (*session, error) {
 			if err != nil {
 				return nil, err
 			}
-			if typ == nbdproto.RepMetaContext && len(data) >= 4 && string(data[4:]) == nbdproto.CtxBaseAllocation {
+			if typ == nbdproto.RepMetaContext && len(data) >= 4 && string(data[4:]) == ctx {
 				s.baseID, s.haveStatus = binary.BigEndian.Uint32(data), true
 			}
 			if typ != nbdproto.RepMetaContext {

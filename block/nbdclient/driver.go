@@ -15,6 +15,7 @@ func init() {
 		Name: "nbd",
 		Options: map[string]block.OptType{
 			"server": block.OptObject, "export": block.OptString, "reconnect-delay": block.OptInt,
+			"x-dirty-bitmap": block.OptString,
 			// An NBD URL, as a filename opens one.
 			"filename": block.OptString,
 		},
@@ -30,6 +31,7 @@ type image struct {
 	export   string
 	delay    time.Duration
 	writable bool
+	ctx      string // the block status context: base:allocation or x-dirty-bitmap
 
 	flags uint16 // the export's transmission flags, at open
 
@@ -91,15 +93,27 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if delay < 0 || delay > 1<<31 {
 		return nil, errors.New("Parameter 'reconnect-delay' expects uint32_t")
 	}
-	s, err := dial(srv, export)
+	// x-dirty-bitmap (QEMU's debugging option, which qemu-img map uses to
+	// read a bitmap) asks for that context in place of base:allocation:
+	// its dirty flag, bit 0, reads as a hole, so dirty areas map as
+	// unallocated and clean ones as data.
+	ctx, err := o.Options.String("x-dirty-bitmap", nbdproto.CtxBaseAllocation)
+	if err != nil {
+		return nil, err
+	}
+	s, err := dial(srv, export, ctx)
 	if err != nil {
 		return nil, fmt.Errorf("Failed to connect to '%s': %w", srv.display(), err)
+	}
+	if ctx != nbdproto.CtxBaseAllocation && !s.haveStatus {
+		s.close()
+		return nil, fmt.Errorf("requested x-dirty-bitmap %s not found", ctx)
 	}
 	if o.Writable && s.flags&nbdproto.FlagReadOnly != 0 {
 		s.close()
 		return nil, errors.New("NBD export is read-only")
 	}
-	return &image{srv: srv, export: export, delay: time.Duration(delay) * time.Second, writable: o.Writable, flags: s.flags, s: s, size: s.size}, nil
+	return &image{srv: srv, export: export, delay: time.Duration(delay) * time.Second, writable: o.Writable, ctx: ctx, flags: s.flags, s: s, size: s.size}, nil
 }
 
 func (s Server) display() string {
@@ -124,7 +138,7 @@ func (m *image) session() (*session, error) {
 	}
 	deadline := time.Now().Add(m.delay)
 	for {
-		s, err := dial(m.srv, m.export)
+		s, err := dial(m.srv, m.export, m.ctx)
 		if err == nil && s.size == m.size {
 			m.s = s
 			return s, nil
@@ -217,8 +231,8 @@ func (m *image) Flush() error {
 	return m.do(nbdproto.CmdFlush, 0, 0, 0, nil, &call{})
 }
 
-// BlockStatus asks the server's base:allocation for the first extent at
-// off.
+// BlockStatus asks the server's base:allocation (or x-dirty-bitmap's
+// context) for the first extent at off.
 func (m *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 	s, err := m.session()
 	if err != nil {
@@ -241,8 +255,11 @@ func (m *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 	if !got || length == 0 {
 		return block.Status{}, 0, errors.New("server sent no block status")
 	}
-	// The export's offsets are the node's, as QEMU's driver maps them.
-	return block.Status{Data: flags&nbdproto.StateHole == 0, Zero: flags&nbdproto.StateZero != 0, Allocated: true, Offset: off}, min(int64(length), n), nil
+	// The export's offsets are the node's, as QEMU's driver maps them; a
+	// hole that does not read as zeroes is not allocated (QEMU's generic
+	// block status: allocated is data or zero).
+	data, zero := flags&nbdproto.StateHole == 0, flags&nbdproto.StateZero != 0
+	return block.Status{Data: data, Zero: zero, Allocated: data || zero, Offset: off}, min(int64(length), n), nil
 }
 
 func (m *image) Length() (int64, error) { return m.size, nil }

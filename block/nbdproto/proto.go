@@ -90,6 +90,8 @@ const (
 
 	StateHole = 1 << 0
 	StateZero = 1 << 1
+	// StateDirty is a qemu:dirty-bitmap context's one flag.
+	StateDirty = 1 << 0
 )
 
 // Errors (the protocol's own numbers, Linux's where they overlap).
@@ -115,4 +117,6 @@ const (
 const (
 	CtxBaseAllocation  = "base:allocation"
 	CtxAllocationDepth = "qemu:allocation-depth"
+	// CtxDirtyBitmap prefixes a bitmap's name: an export's bitmaps=.
+	CtxDirtyBitmap = "qemu:dirty-bitmap:"
 )

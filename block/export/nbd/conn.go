@@ -22,8 +22,7 @@ type conn struct {
 
 	noZeroes   bool
 	structured bool
-	metaBase   bool // base:allocation selected
-	metaDepth  bool // qemu:allocation-depth selected
+	meta       metaContexts // selected by NBD_OPT_SET_META_CONTEXT (metactx.go)
 
 	exp   *nbdExport
 	wmu   sync.Mutex // one reply at a time on the wire
@@ -200,7 +199,7 @@ func (c *conn) check(rq *request) error {
 		allowed |= nbdproto.CmdFlagNoHole | nbdproto.CmdFlagFastZero
 	case nbdproto.CmdBlockStatus:
 		allowed |= nbdproto.CmdFlagReqOne
-		if !c.structured || !c.metaBase && !c.metaDepth {
+		if !c.structured || !c.meta.any(c.exp) {
 			return nbdError{nbdproto.ErrInval, "CMD_BLOCK_STATUS not negotiated"}
 		}
 	case nbdproto.CmdFlush, nbdproto.CmdCache:

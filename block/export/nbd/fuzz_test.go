@@ -61,6 +61,14 @@ func encodeRequest(typ, flags uint16, handle, off uint64, length uint32, payload
 func FuzzHandshake(f *testing.F) {
 	f.Add(handshakeSeed())
 	f.Add(binary.BigEndian.AppendUint32(nil, 1<<7))
+	for _, queries := range [][]string{{"qemu:"}, {"qemu:dirty-bitmap:"}, {"qemu:dirty-bitmap:b0", "base:"}, {"base:allocation\x00"}} {
+		p := binary.BigEndian.AppendUint32(nil, nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes)
+		p = binary.BigEndian.AppendUint64(p, nbdproto.OptMagic)
+		p = binary.BigEndian.AppendUint32(p, nbdproto.OptListMetaContext)
+		data := metaData("disk", queries...)
+		p = binary.BigEndian.AppendUint32(p, uint32(len(data)))
+		f.Add(append(p, data...))
+	}
 	ts := newFuzzServer(f)
 	f.Fuzz(func(t *testing.T, in []byte) { feed(t, ts.svc, in) })
 }

@@ -195,68 +195,6 @@ func (c *conn) optInfo(opt uint32, data []byte) (*nbdExport, error) {
 	return nil, nil
 }
 
-// optMeta answers NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT.
-func (c *conn) optMeta(opt uint32, data []byte) error {
-	if opt == nbdproto.OptSetMetaContext && !c.structured {
-		return c.optError(opt, nbdproto.RepErrInvalid, "request option 'set meta context' when structured reply is not negotiated")
-	}
-	name, rest, ok := takeString(data)
-	if !ok || len(rest) < 4 {
-		return c.optError(opt, nbdproto.RepErrInvalid, "Bad length received")
-	}
-	n := binary.BigEndian.Uint32(rest)
-	rest = rest[4:]
-	var queries []string
-	for i := uint32(0); i < n; i++ {
-		var q string
-		if q, rest, ok = takeString(rest); !ok {
-			return c.optError(opt, nbdproto.RepErrInvalid, "Bad length received")
-		}
-		queries = append(queries, q)
-	}
-	if len(rest) != 0 {
-		return c.optError(opt, nbdproto.RepErrInvalid, "Data length mismatch")
-	}
-	e := c.svc.lookup(name)
-	if e == nil {
-		return c.optError(opt, nbdproto.RepErrUnknown, fmt.Sprintf("export '%s' not present", name))
-	}
-	var base, depth bool
-	if len(queries) == 0 && opt == nbdproto.OptListMetaContext {
-		base, depth = true, e.allocDepth
-	}
-	for _, q := range queries {
-		list := opt == nbdproto.OptListMetaContext
-		switch {
-		case q == nbdproto.CtxBaseAllocation, list && q == "base:":
-			base = true
-		case e.allocDepth && (q == nbdproto.CtxAllocationDepth || list && q == "qemu:"):
-			depth = true
-		}
-	}
-	if opt == nbdproto.OptSetMetaContext {
-		c.metaBase, c.metaDepth = base, depth
-	}
-	for _, m := range []struct {
-		on   bool
-		id   uint32
-		name string
-	}{{base, metaBaseAllocation, nbdproto.CtxBaseAllocation}, {depth, metaAllocationDepth, nbdproto.CtxAllocationDepth}} {
-		if !m.on {
-			continue
-		}
-		id := m.id
-		if opt == nbdproto.OptListMetaContext {
-			id = 0 // ids mean nothing in a list
-		}
-		p := binary.BigEndian.AppendUint32(nil, id)
-		if err := c.optReply(opt, nbdproto.RepMetaContext, append(p, m.name...)); err != nil {
-			return err
-		}
-	}
-	return c.optReply(opt, nbdproto.RepAck, nil)
-}
-
 // takeString takes a string with a 32-bit length off p.
 func takeString(p []byte) (string, []byte, bool) {
 	if len(p) < 4 {

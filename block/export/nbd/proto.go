@@ -17,8 +17,10 @@ const (
 	maxInFlight = 128
 )
 
-// Meta context ids, fixed per context as QEMU numbers them.
+// Meta context ids, fixed per context as QEMU numbers them: an export's
+// dirty bitmaps follow, the i-th (of its bitmaps=) as metaDirtyBitmap+i.
 const (
 	metaBaseAllocation  = 0
 	metaAllocationDepth = 1
+	metaDirtyBitmap     = 2
 )

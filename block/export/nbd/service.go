@@ -26,7 +26,9 @@ type ExportOptions struct {
 	Writethrough      bool
 	// AllocationDepth offers the qemu:allocation-depth meta context.
 	AllocationDepth bool
-	Bitmaps         []string
+	// Bitmaps are offered as qemu:dirty-bitmap:NAME contexts; a Node ""
+	// is looked for down the export's chain.
+	Bitmaps []block.BitmapRef
 }
 
 // ExportType makes ExportOptions an export.Options.
@@ -194,13 +196,14 @@ func (s *Service) newExport(o export.Options, b *block.Backend) (export.Export, 
 	if _, dup := s.exports[name]; dup {
 		return nil, fmt.Errorf("NBD server already has export named '%s'", name)
 	}
-	// Dirty bitmaps in minivmm are a job's own, never named on a node:
-	// every name given is one QEMU would not find either.
-	for _, bm := range no.Bitmaps {
-		return nil, fmt.Errorf("Bitmap '%s' is not found", bm)
+	// Held busy while exported: the monitor may not change nor remove
+	// what clients read.
+	bitmaps, err := b.Node().AcquireBitmaps(no.Bitmaps, !no.Writable)
+	if err != nil {
+		return nil, err
 	}
 	e := &nbdExport{
-		svc: s, name: name, description: no.Description, backend: b,
+		svc: s, name: name, description: no.Description, backend: b, bitmaps: bitmaps,
 		writable: no.Writable, writethrough: no.Writethrough, allocDepth: no.AllocationDepth,
 		multiConn: s.srv.maxConns != 1, conns: map[*conn]struct{}{},
 	}
@@ -218,17 +221,22 @@ type nbdExport struct {
 	writethrough      bool
 	allocDepth        bool
 	multiConn         bool
+	bitmaps           []*block.DirtyBitmap // held busy until Close
 
-	mu     sync.Mutex
-	closed bool
-	conns  map[*conn]struct{}
-	wg     sync.WaitGroup // one per conn in transmission
+	mu       sync.Mutex
+	closed   bool
+	released bool // the bitmaps were let go
+	conns    map[*conn]struct{}
+	wg       sync.WaitGroup // one per conn in transmission
 }
 
 func (e *nbdExport) flags(structured bool) uint16 {
-	f := uint16(nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes | nbdproto.FlagSendFastZero | nbdproto.FlagSendCache)
+	f := uint16(nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendCache)
 	if !e.writable {
 		f |= nbdproto.FlagReadOnly
+	} else {
+		// Only a writable export offers what writes (nbd_export_create).
+		f |= nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes | nbdproto.FlagSendFastZero
 	}
 	if structured {
 		f |= nbdproto.FlagSendDF
@@ -280,5 +288,12 @@ func (e *nbdExport) Close() error {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+	e.mu.Lock()
+	release := !e.released
+	e.released = true
+	e.mu.Unlock()
+	if release {
+		block.ReleaseBitmaps(e.bitmaps)
+	}
 	return nil
 }
