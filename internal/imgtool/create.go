@@ -186,6 +186,9 @@ func runImgCreate(e *env, args []string) int {
 	}
 	if !quiet {
 		fmt.Fprintln(stdout, strings.Join(line, " "))
+		if f, ok := stdout.(interface{ Flush() }); ok {
+			f.Flush() // bdrv_img_create's fflush: the line comes before any error
+		}
 	}
 
 	var write func(fd int) error

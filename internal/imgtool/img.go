@@ -54,6 +54,9 @@ func imgHelp(stdout io.Writer) int {
 // Run is "minivmm img": it runs the subcommand args name and returns the
 // exit status.
 func Run(p qtool.Program, args []string, stdout, stderr io.Writer) int {
+	out := qtool.NewStdout(stdout)
+	defer out.Flush()
+	stdout = out
 	e := &env{Program: p, prog: p.Name, stdout: stdout, stderr: stderr}
 	if len(args) == 0 {
 		fmt.Fprintf(stderr, "%s: Not enough arguments\n", e.prog)
@@ -201,6 +204,9 @@ func (p *imgProgress) set(pct float32) {
 	if p.cur > p.last+p.step || p.cur < p.last-p.step || p.cur == 0 || p.cur == 100 {
 		p.last = p.cur
 		fmt.Fprintf(p.w, "    (%3.2f/100%%)\r", float64(p.cur))
+		if f, ok := p.w.(interface{ Flush() }); ok {
+			f.Flush() // qemu_progress_print's fflush
+		}
 	}
 }
 

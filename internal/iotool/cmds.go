@@ -23,7 +23,7 @@ import (
 type ioTool struct {
 	prog         string // the name messages start with
 	setup        func(*block.Graph) error
-	out          *stdoutWriter
+	out          *qtool.Stdout
 	stderr       io.Writer
 	g            *block.Graph
 	node         *block.Node    // nil: no file open
@@ -40,7 +40,7 @@ type ioTool struct {
 	quit         bool
 }
 
-func (t *ioTool) printf(format string, a ...any) { t.out.printf(format, a...) }
+func (t *ioTool) printf(format string, a ...any) { fmt.Fprintf(t.out, format, a...) }
 
 // errCommand is a failed command; what went wrong has been printed.
 var errCommand = errors.New("command failed")

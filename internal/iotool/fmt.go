@@ -1,17 +1,11 @@
 package iotool
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"strings"
-	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"minivmm/cmdline"
 )
@@ -81,7 +75,7 @@ func timestr(d time.Duration, verbose bool) string {
 // report prints the statistics of a read, write or discard as qemu-io's
 // print_report does; machine (-C) gives the comma-separated form.
 func (t *ioTool) report(op string, d time.Duration, off, count, total int64, ops int, machine bool) {
-	report(t.out, op, d, off, count, total, ops, machine)
+	report(t, op, d, off, count, total, ops, machine)
 }
 
 // printer is where output goes: standard output, or a buffer that an
@@ -108,7 +102,7 @@ func report(t printer, op string, d time.Duration, off, count, total int64, ops 
 
 // hexdump is read -v's output: 16 bytes a line, then those bytes with
 // everything but ASCII letters and digits shown as '.'.
-func (t *ioTool) hexdump(p []byte, off int64) { hexdump(t.out, p, off) }
+func (t *ioTool) hexdump(p []byte, off int64) { hexdump(t, p, off) }
 
 func hexdump(t printer, p []byte, off int64) {
 	var b strings.Builder
@@ -129,47 +123,4 @@ func hexdump(t printer, p []byte, off int64) {
 		b.WriteByte('\n')
 	}
 	t.printf("%s", b.String())
-}
-
-// stdoutWriter buffers standard output as the C library does for
-// qemu-io: by line on a terminal, in blocks otherwise (so that, with both
-// streams on one pipe, error messages come out where qemu-io's do).
-type stdoutWriter struct {
-	mu       sync.Mutex // asynchronous requests print as they complete
-	w        *bufio.Writer
-	lineMode bool
-}
-
-func newStdoutWriter(w io.Writer) *stdoutWriter {
-	size := 4096
-	lineMode := false
-	if f, ok := w.(*os.File); ok {
-		lineMode = isTerminal(f)
-		var st unix.Stat_t
-		if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Blksize > 0 {
-			size = int(st.Blksize)
-		}
-	}
-	return &stdoutWriter{w: bufio.NewWriterSize(w, size), lineMode: lineMode}
-}
-
-func (s *stdoutWriter) printf(format string, a ...any) {
-	text := fmt.Sprintf(format, a...)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.w.WriteString(text)
-	if s.lineMode && strings.Contains(text, "\n") {
-		s.w.Flush()
-	}
-}
-
-func (s *stdoutWriter) flush() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.w.Flush()
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

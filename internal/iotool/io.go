@@ -187,11 +187,11 @@ func Run(p qtool.Program, args []string, stdin io.Reader, stdout, stderr io.Writ
 		fmt.Fprintf(stderr, "%s: %v\n", p.Name, err)
 		return 1
 	}
-	out := newStdoutWriter(stdout)
+	out := qtool.NewStdout(stdout)
 	t := &ioTool{prog: p.Name, setup: p.Setup, out: out, stderr: stderr, reg: reg, imageOpts: o.open.flags.ImageOpts}
 	code = t.run(o, stdin)
 	t.waitAIO()
-	out.flush()
+	out.Flush()
 	// What a format holds back (qcow2's lazy refcounts) is written at
 	// close: a failure there fails the run, where qemu-io only prints it.
 	if t.closeImage() != nil {
@@ -233,7 +233,7 @@ func (t *ioTool) commandLoop(r io.Reader) bool {
 	failed := false
 	for !t.quit {
 		t.printf("%s> ", t.prog)
-		t.out.flush()
+		t.out.Flush()
 		line, err := readLine(br, 1023)
 		if line == "" && err != nil {
 			break

@@ -330,7 +330,7 @@ func TestIOFormatting(t *testing.T) {
 			t.Errorf("cvtnum(%q) = %s, want %s", s, got, want)
 		}
 	}
-	tool := &ioTool{out: newStdoutWriter(&bytes.Buffer{}), stderr: &bytes.Buffer{}}
+	tool := &ioTool{out: qtool.NewStdout(&bytes.Buffer{}), stderr: &bytes.Buffer{}}
 	for s, want := range map[string]int{"0": 0, "255": 255, "0xff": 255, "0XfF": 255, "010": 8, "-0": 0, "+5": 5, " 7": 7,
 		"256": -1, "-1": -1, "x": -1, "0x": -1, "08": -1, "1 ": -1, "0x100": -1} {
 		b, ok := tool.parsePattern(s)

@@ -128,7 +128,7 @@ func (t *ioTool) sigraise(argv []string) error {
 		t.printf("signal argument '%s' is too large to be a valid signal\n", argv[1])
 		return errCommand
 	}
-	t.out.flush()
+	t.out.Flush()
 	s := unix.Signal(sig)
 	if sig == 0 || sig == 65 || qemuHandledSignals[s] {
 		return nil // raise(0) and raise(NSIG) do nothing here

@@ -158,7 +158,7 @@ func (t *ioTool) readv(argv []string) error {
 		t.printf("readv failed: %s\n", qtool.Strerror(err))
 		return errCommand
 	}
-	if !a.readReport(t.out, elapsed) {
+	if !a.readReport(t, elapsed) {
 		return errCommand
 	}
 	return nil
