@@ -226,9 +226,11 @@ type nbdExport struct {
 }
 
 func (e *nbdExport) flags(structured bool) uint16 {
-	f := uint16(nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes | nbdproto.FlagSendFastZero | nbdproto.FlagSendCache)
+	f := uint16(nbdproto.FlagHasFlags | nbdproto.FlagSendFlush | nbdproto.FlagSendFUA | nbdproto.FlagSendCache)
 	if !e.writable {
 		f |= nbdproto.FlagReadOnly
+	} else { // as QEMU: a read-only export offers no TRIM or zeroing
+		f |= nbdproto.FlagSendTrim | nbdproto.FlagSendWriteZeroes | nbdproto.FlagSendFastZero
 	}
 	if structured {
 		f |= nbdproto.FlagSendDF
