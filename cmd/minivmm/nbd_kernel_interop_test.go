@@ -32,7 +32,7 @@ func (w kernelWrite) data() []byte { return bytes.Repeat([]byte{w.b}, int(w.len)
 // kernelRange is a byte range the guest discards.
 type kernelRange struct{ off, len int64 }
 
-const kernelImgSize = 32 << 20
+const kernelImgSize = 16 << 20
 
 var (
 	// What the host writes into the writable images before the guest
@@ -44,13 +44,13 @@ var (
 	kernelWrites = []kernelWrite{
 		{off: 0, len: 1 << 20, b: 0xa5, bs: 64 << 10, direct: true},
 		{off: 4 << 20, len: 2 << 20, b: 0x3c, bs: 1 << 20, direct: true},
-		{off: 12 << 20, len: 1 << 20, b: 0x77, bs: 64 << 10, direct: true},
-		{off: 20<<20 + 4096, len: 4096, b: 0xc1, bs: 4096, direct: true},
-		{off: 20<<20 + 3*4096, len: 4096, b: 0xc3, bs: 4096, direct: true},
-		{off: 24 << 20, len: 1 << 20, b: 0xe7, bs: 64 << 10},
+		{off: 10 << 20, len: 1 << 20, b: 0x77, bs: 64 << 10, direct: true},
+		{off: 12<<20 + 4096, len: 4096, b: 0xc1, bs: 4096, direct: true},
+		{off: 12<<20 + 3*4096, len: 4096, b: 0xc3, bs: 4096, direct: true},
+		{off: 14 << 20, len: 1 << 20, b: 0xe7, bs: 64 << 10},
 	}
 	// The third write's range, discarded afterwards.
-	kernelDiscard = kernelRange{off: 12 << 20, len: 1 << 20}
+	kernelDiscard = kernelRange{off: 10 << 20, len: 1 << 20}
 )
 
 // kernelExpected is what a writable device holds after the guest's script.
@@ -68,27 +68,43 @@ func kernelExpected() []byte {
 // sync and blockdev --flushbufs), every write read back with O_DIRECT and
 // through the page cache after dropping it, a discard, and the whole
 // device's sha256. Lines: "tag dev index md5".
-func kernelRWScript(dev string) string {
+//
+// With spread (a device with a connection per vCPU), the writes
+// alternate between the two vCPUs, so between the kernel's two hardware
+// queues and connections, with no flush of their own; the one flush
+// after them goes out on the first: a server that offers
+// NBD_FLAG_CAN_MULTI_CONN promises it covers the other connection's
+// writes too.
+func kernelRWScript(dev string, spread bool) string {
 	var s strings.Builder
 	p := "/dev/" + dev
+	on := func(cpu int) string {
+		if !spread {
+			return ""
+		}
+		return fmt.Sprintf("taskset -c %d ", cpu%2)
+	}
 	fmt.Fprintf(&s, "echo HOST %s 0 $(dd if=%s bs=65536 skip=%d count=%d iflag=direct 2>/dev/null | md5sum)\n",
 		dev, p, kernelHostData.off/65536, kernelHostData.len/65536)
-	for _, w := range kernelWrites {
+	for i, w := range kernelWrites {
 		flag := "oflag=direct conv=fsync"
+		if spread {
+			flag = "oflag=direct"
+		}
 		if !w.direct {
 			flag = "conv=notrunc"
 		}
 		fmt.Fprintf(&s, "dd if=/dev/zero bs=%d count=%d 2>/dev/null | tr '\\000' '\\%03o' | "+
-			"dd of=%s bs=%d seek=%d %s 2>/dev/null || echo WRITEFAIL %s 0\n",
-			w.bs, w.len/w.bs, w.b, p, w.bs, w.off/w.bs, flag, dev)
+			"%sdd of=%s bs=%d seek=%d %s 2>/dev/null || echo WRITEFAIL %s 0\n",
+			w.bs, w.len/w.bs, w.b, on(i), p, w.bs, w.off/w.bs, flag, dev)
 	}
 	// sync writes the page cache back; the fsync of dd conv=fsync
 	// (blkdev_fsync) is what sends NBD_CMD_FLUSH.
-	fsync := fmt.Sprintf("dd if=/dev/null of=%s conv=fsync,notrunc 2>/dev/null || echo FLUSHFAIL %s 0\n", p, dev)
+	fsync := fmt.Sprintf("%sdd if=/dev/null of=%s conv=fsync,notrunc 2>/dev/null || echo FLUSHFAIL %s 0\n", on(0), p, dev)
 	fmt.Fprintf(&s, "sync\nblockdev --flushbufs %s\n%secho 3 > /proc/sys/vm/drop_caches\n", p, fsync)
 	for i, w := range kernelWrites {
-		fmt.Fprintf(&s, "echo DIRECT %s %d $(dd if=%s bs=%d skip=%d count=%d iflag=direct 2>/dev/null | md5sum)\n",
-			dev, i, p, w.bs, w.off/w.bs, w.len/w.bs)
+		fmt.Fprintf(&s, "echo DIRECT %s %d $(%sdd if=%s bs=%d skip=%d count=%d iflag=direct 2>/dev/null | md5sum)\n",
+			dev, i, on(i+1), p, w.bs, w.off/w.bs, w.len/w.bs)
 		fmt.Fprintf(&s, "echo CACHED %s %d $(dd if=%s bs=%d skip=%d count=%d 2>/dev/null | md5sum)\n",
 			dev, i, p, w.bs, w.off/w.bs, w.len/w.bs)
 	}
@@ -110,15 +126,20 @@ func kernelGuestScript(port int) string {
 	echo $! > /tmp/$1.pid
 	i=0
 	while [ "$(cat /sys/block/$1/size)" = 0 ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
-	echo DEV $1 0 size=$(cat /sys/block/$1/size) ro=$(cat /sys/block/$1/ro) cache=$(tr ' ' - < /sys/block/$1/queue/write_cache) discard=$(cat /sys/block/$1/queue/discard_max_bytes) lbs=$(cat /sys/block/$1/queue/logical_block_size)
+	echo DEV $1 0 size=$(cat /sys/block/$1/size) ro=$(cat /sys/block/$1/ro) cache=$(tr ' ' - < /sys/block/$1/queue/write_cache) discard=$(cat /sys/block/$1/queue/discard_max_bytes) lbs=$(cat /sys/block/$1/queue/logical_block_size) hwq=$(ls /sys/block/$1/mq | wc -l)
 }
 tryWrite() {
 	echo WRITE $1 0 "$(dd if=/dev/zero of=/dev/$1 bs=4096 count=1 oflag=direct 2>&1 >/dev/null | head -n1)"
 }
 `, linuxguest.HostAddr, port)
-	s.WriteString("connect nbd0 qcow2\nconnect nbd1 raw\nconnect nbd2 ro\nconnect nbd3 ro -ignore-ro\n")
-	s.WriteString(kernelRWScript("nbd0"))
-	s.WriteString(kernelRWScript("nbd1"))
+	s.WriteString("echo UPTIME start 0 $(cut -d' ' -f1 /proc/uptime)\n")
+	s.WriteString("connect nbd0 qcow2 '-C 2'\nconnect nbd1 raw\nconnect nbd2 ro\nconnect nbd3 ro -ignore-ro\n")
+	s.WriteString("mount -t debugfs none /sys/kernel/debug\n")
+	s.WriteString(kernelRWScript("nbd0", true))
+	// How often each of nbd0's hardware queues (so connections) was run
+	// to dispatch requests, from blk-mq's debugfs.
+	s.WriteString("for q in 0 1; do echo RUN nbd0 $q $(cat /sys/kernel/debug/block/nbd0/hctx$q/run); done\n")
+	s.WriteString(kernelRWScript("nbd1", false))
 	for _, dev := range []string{"nbd2", "nbd3"} {
 		fmt.Fprintf(&s, "echo RO %s 0 $(dd if=/dev/%s bs=65536 skip=%d count=%d iflag=direct 2>/dev/null | md5sum)\n",
 			dev, dev, kernelROData.off/65536, kernelROData.len/65536)
@@ -129,7 +150,7 @@ tryWrite() {
 		fmt.Fprintf(&s, "nbdclient -d /dev/%[1]s || echo DISCFAIL %[1]s 0\nwait $(cat /tmp/%[1]s.pid)\necho CLIENT %[1]s 0 $?\n"+
 			"sed 's/^/LOG %[1]s 0 /' /tmp/%[1]s.log\n", dev)
 	}
-	s.WriteString("echo NBD-DISCONNECTED\nsleep 5\n")
+	s.WriteString("echo UPTIME end 0 $(cut -d' ' -f1 /proc/uptime)\necho NBD-DISCONNECTED\nsleep 5\n")
 	return s.String()
 }
 
@@ -296,9 +317,10 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 	r, err := kit.Run(context.Background(), t.TempDir(), kernelGuestScript(port), linuxguest.Boot{
 		Net:     true,
 		Modules: []string{"drivers/block/nbd.ko"},
+		CPUs:    2, // nbd0's two connections each get IO
 		Files:   []linuxguest.File{{Name: "bin/nbdclient", Data: client}},
 		Console: watch,
-		Timeout: 3 * time.Minute,
+		Timeout: 4 * time.Minute,
 	})
 	close(guestGone)
 	if err != nil {
@@ -319,16 +341,27 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 
 	// What the kernel made of each export.
 	for dev, want := range map[string]string{
-		"nbd0": "size=65536 ro=0 cache=write-back discard=",
-		"nbd1": "size=65536 ro=0 cache=write-back discard=",
+		"nbd0": "size=32768 ro=0 cache=write-back discard=",
+		"nbd1": "size=32768 ro=0 cache=write-back discard=",
 		// A read-only export offers no TRIM (as in QEMU), so the
 		// kernel sends no discards even when not told it is read-only.
-		"nbd2": "size=65536 ro=1 cache=write-back discard=0 ",
-		"nbd3": "size=65536 ro=0 cache=write-back discard=0 ",
+		"nbd2": "size=32768 ro=1 cache=write-back discard=0 ",
+		"nbd3": "size=32768 ro=0 cache=write-back discard=0 ",
 	} {
 		got := v["DEV "+dev+" 0"]
 		if !strings.HasPrefix(got, want) || strings.HasSuffix(want, "discard=") && strings.Contains(got, "discard=0 ") {
 			fail("%s: %q, want %q... (with discards on writable exports)", dev, got, want)
+		}
+	}
+	if got := v["DEV nbd0 0"]; !strings.HasSuffix(got, " hwq=2") {
+		fail("nbd0 with two connections: %q, want two hardware queues", got)
+	}
+	t.Logf("the script's NBD part ran from %ss to %ss of the guest's uptime; nbd0's queues ran %s and %s times",
+		v["UPTIME start 0"], v["UPTIME end 0"], v["RUN nbd0 0"], v["RUN nbd0 1"])
+	for q := range 2 {
+		got := v[fmt.Sprintf("RUN nbd0 %d", q)]
+		if n, err := strconv.Atoi(got); err != nil || n == 0 {
+			fail("nbd0's hardware queue %d, so connection %d, ran %q times", q, q, got)
 		}
 	}
 	expected := kernelExpected()
