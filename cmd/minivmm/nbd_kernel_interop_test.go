@@ -222,6 +222,7 @@ func sha256hex(b []byte) string { return fmt.Sprintf("%x", sha256.Sum256(b)) }
 func TestNBDExportLinuxKernel(t *testing.T) {
 	t.Parallel()
 	kit := linuxguest.Need(t)
+	kit.NeedModules(t, "drivers/block/nbd.ko", "drivers/net/virtio_net.ko")
 	needTools(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	start := time.Now()

@@ -74,6 +74,20 @@ func Need(t testing.TB) *Kit {
 	return k
 }
 
+// NeedModules skips the test (fails it under CI=true) unless the kit's
+// kernel has the modules, paths under ModuleDir.
+func (k *Kit) NeedModules(t testing.TB, mods ...string) {
+	t.Helper()
+	for _, m := range mods {
+		if _, err := os.Stat(filepath.Join(k.ModuleDir, m)); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("the guest's kernel lacks %s (CI=true): %v", m, err)
+			}
+			t.Skipf("the guest's kernel lacks %s: %v", m, err)
+		}
+	}
+}
+
 // Find locates the kit without a test.
 func Find() (*Kit, error) {
 	qemu, err := exec.LookPath("qemu-system-x86_64")
