@@ -64,10 +64,10 @@ func kernelExpected() []byte {
 }
 
 // kernelRWScript is the guest's IO on writable device dev (nbd0...):
-// reads of what the host wrote, the writes (flushed with conv=fsync,
-// sync and blockdev --flushbufs), every write read back with O_DIRECT and
-// through the page cache after dropping it, a discard, and the whole
-// device's sha256. Lines: "tag dev index md5".
+// reads of what the host wrote, the writes and a flush (an fsync of the
+// device), every write read back with O_DIRECT and through the page cache
+// after dropping it, a discard and a flush, and the whole device's
+// sha256. Lines: "tag dev index md5".
 //
 // With spread (a device with a connection per vCPU), the writes
 // alternate between the two vCPUs, so between the kernel's two hardware
@@ -118,7 +118,9 @@ func kernelRWScript(dev string, spread bool) string {
 // kernelGuestScript connects the guest's nbd devices to minivmm's
 // exports on port, runs the IO, and disconnects each; then it prints
 // NBD-DISCONNECTED and idles a few seconds, so that the host can see the
-// server let the connections go while the guest still runs.
+// server let the connections go while the guest still runs. Last, it
+// connects nbd4 and reads, and powers off with it connected: the client
+// vanishes without NBD_CMD_DISC.
 func kernelGuestScript(port int) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, `connect() {
@@ -151,6 +153,8 @@ tryWrite() {
 			"sed 's/^/LOG %[1]s 0 /' /tmp/%[1]s.log\n", dev)
 	}
 	s.WriteString("echo UPTIME end 0 $(cut -d' ' -f1 /proc/uptime)\necho NBD-DISCONNECTED\nsleep 5\n")
+	fmt.Fprintf(&s, "connect nbd4 raw\necho LATE nbd4 0 $(dd if=/dev/nbd4 bs=65536 skip=%d count=%d iflag=direct 2>/dev/null | md5sum)\n",
+		kernelHostData.off/65536, kernelHostData.len/65536)
 	return s.String()
 }
 
@@ -284,8 +288,9 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 	base := steadyFds(t, p.Pid)
 
 	// Once the guest says it disconnected, minivmm must let go of every
-	// connection while the guest still runs: the kernel's NBD_CMD_DISC,
-	// not QEMU's exit, ends them.
+	// connection while the guest still runs (it idles 5 s before it
+	// connects nbd4): the kernel's NBD_CMD_DISC, not QEMU's exit, ends
+	// them.
 	watch := &consoleWatch{word: "NBD-DISCONNECTED", seen: make(chan struct{})}
 	released := make(chan string, 1)
 	guestGone := make(chan struct{})
@@ -296,6 +301,7 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 			released <- "the guest never disconnected"
 			return
 		}
+		seen := time.Now()
 		for {
 			n, err := fdtest.CountOf(p.Pid)
 			if err != nil {
@@ -306,13 +312,11 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 				released <- ""
 				return
 			}
-			select {
-			case <-guestGone:
-				released <- fmt.Sprintf("minivmm still held %d fds (%d before the guest) when the guest powered off, "+
-					"seconds after NBD_DISCONNECT", n, base)
+			if time.Since(seen) > 4*time.Second {
+				released <- fmt.Sprintf("minivmm still held %d fds (%d before the guest) 4 s after the guest's NBD_DISCONNECTs", n, base)
 				return
-			case <-time.After(20 * time.Millisecond):
 			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}()
 	r, err := kit.Run(context.Background(), t.TempDir(), kernelGuestScript(port), linuxguest.Boot{
@@ -393,6 +397,9 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 			fail("%s: fsync failed", dev)
 		}
 	}
+	if got, want := v["LATE nbd4 0"], md5hex(kernelHostData.data()); !strings.HasPrefix(got, want) {
+		fail("nbd4, connected last, read %q, want %s", got, want)
+	}
 	for _, dev := range []string{"nbd2", "nbd3"} {
 		if got, want := v["RO "+dev+" 0"], md5hex(kernelROData.data()); !strings.HasPrefix(got, want) {
 			fail("%s read %q of the read-only export, want %s", dev, got, want)
@@ -418,7 +425,7 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 		}
 	}
 
-	settledFds(t, p.Pid, base, "the guest powered off")
+	settledFds(t, p.Pid, base, "the guest powered off with nbd4 connected")
 	c := qmptest.Dial(t, p.Sock)
 	defer c.Close()
 	c.Negotiate()
