@@ -152,9 +152,12 @@ tryWrite() {
 		fmt.Fprintf(&s, "nbdclient -d /dev/%[1]s || echo DISCFAIL %[1]s 0\nwait $(cat /tmp/%[1]s.pid)\necho CLIENT %[1]s 0 $?\n"+
 			"sed 's/^/LOG %[1]s 0 /' /tmp/%[1]s.log\n", dev)
 	}
+	// The kernel's own account, for a failure's report.
+	s.WriteString("dmesg | grep -E 'nbd[0-9]' | sed 's/^/DMESG - 0 /'\n")
 	s.WriteString("echo UPTIME end 0 $(cut -d' ' -f1 /proc/uptime)\necho NBD-DISCONNECTED\nsleep 5\n")
 	fmt.Fprintf(&s, "connect nbd4 raw\necho LATE nbd4 0 $(dd if=/dev/nbd4 bs=65536 skip=%d count=%d iflag=direct 2>/dev/null | md5sum)\n",
 		kernelHostData.off/65536, kernelHostData.len/65536)
+	s.WriteString("echo UPTIME late 0 $(cut -d' ' -f1 /proc/uptime)\n")
 	return s.String()
 }
 
@@ -223,32 +226,65 @@ func sha256hex(b []byte) string { return fmt.Sprintf("%x", sha256.Sum256(b)) }
 // (qemu-img compare with the expected contents), qcow2 passes qemu-img
 // check, the discarded range is a hole, and the read-only image is as it
 // was.
+//
+// The same runs against qemu-storage-daemon's exports of the same images,
+// which validates the test (what the guest and the images show with the
+// reference server) apart from minivmm.
 func TestNBDExportLinuxKernel(t *testing.T) {
 	t.Parallel()
 	kit := linuxguest.Need(t)
 	kit.NeedModules(t, "drivers/block/nbd.ko", "drivers/net/virtio_net.ko")
-	needTools(t, "qemu-img", "qemu-io")
-	dir := t.TempDir()
+	needTools(t, "qemu-img", "qemu-io", "qemu-storage-daemon")
 	start := time.Now()
-	client, err := linuxguest.GoProgram(dir, "minivmm/internal/linuxguest/nbdclient")
+	client, err := linuxguest.GoProgram(t.TempDir(), "minivmm/internal/linuxguest/nbdclient")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("guest's nbdclient built in %v", time.Since(start))
-	qcow, raw, ro := filepath.Join(dir, "rw.qcow2"), filepath.Join(dir, "rw.raw"), filepath.Join(dir, "ro.qcow2")
-	for _, img := range []struct{ path, format string }{{qcow, "qcow2"}, {raw, "raw"}, {ro, "qcow2"}} {
-		mustRun(t, "qemu-img", "create", "-q", "-f", img.format, img.path, strconv.Itoa(kernelImgSize))
-		w := kernelHostData
-		if img.path == ro {
-			w = kernelROData
-		}
-		mustRun(t, "qemu-io", "-f", img.format, "-c", fmt.Sprintf("write -q -P %d %d %d", w.b, w.off, w.len), img.path)
+	for _, kind := range []string{"minivmm", "qemu-storage-daemon"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			kernelNBD(t, kit, client, kind)
+		})
 	}
-	roBefore, err := os.ReadFile(ro)
-	if err != nil {
-		t.Fatal(err)
-	}
+}
 
+// startKernelNBDServer serves the three images as the exports qcow2, raw
+// (both writable) and ro: minivmm on fdsets as a management layer passes
+// them, qemu-storage-daemon (which has no -add-fd in 7.2) on file names.
+func startKernelNBDServer(t *testing.T, kind, dir, qcow, raw, ro string) *qmptest.Process {
+	t.Helper()
+	pidfile := filepath.Join(dir, "pid")
+	exports := []string{
+		"-nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port=0",
+		"-export", "type=nbd,id=e1,node-name=q1,name=qcow2,writable=on",
+		"-export", "type=nbd,id=e2,node-name=f2,name=raw,writable=on",
+		"-export", "type=nbd,id=e3,node-name=q3,name=ro",
+		"-pidfile", pidfile,
+	}
+	var p *qmptest.Process
+	if kind == "qemu-storage-daemon" {
+		args := append([]string{
+			"-blockdev", "driver=file,node-name=f1,filename=" + qcow + ",discard=unmap",
+			"-blockdev", "driver=qcow2,node-name=q1,file=f1,discard=unmap",
+			"-blockdev", "driver=file,node-name=f2,filename=" + raw + ",discard=unmap",
+			"-blockdev", "driver=file,node-name=f3,filename=" + ro + ",read-only=on",
+			"-blockdev", "driver=qcow2,node-name=q3,file=f3,read-only=on",
+		}, exports...)
+		for i := 0; i < len(args); i += 2 {
+			args[i] = "-" + args[i] // --blockdev ...
+		}
+		p = qmptest.StartArgs(t, kind, nil, args...)
+		for i := 0; ; i++ {
+			if _, err := os.Stat(pidfile); err == nil {
+				return p
+			}
+			if i > 1000 {
+				t.Fatalf("%s did not start: %s", kind, p.Output())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	// The images as a management layer passes them: fdsets, with an
 	// O_RDONLY and an O_RDWR fd for each writable one.
 	var files []*os.File
@@ -263,27 +299,40 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 		defer f.Close()
 		files = append(files, f)
 	}
-	pidfile := filepath.Join(dir, "pid")
-	p := startVMM(t, files, "-fdset-only",
+	// minivmm has its copies once started; ours, closed on return, would
+	// keep its image locks (OFD locks belong to the open file
+	// description) past its SIGKILL.
+	p = startVMM(t, files, append([]string{"-fdset-only",
 		"-add-fd", "fd=3,set=1", "-add-fd", "fd=4,set=1", "-add-fd", "fd=5,set=2", "-add-fd", "fd=6,set=2", "-add-fd", "fd=7,set=3",
 		"-blockdev", "driver=file,node-name=f1,filename=/dev/fdset/1,discard=unmap",
 		"-blockdev", "driver=qcow2,node-name=q1,file=f1,discard=unmap",
 		"-blockdev", "driver=file,node-name=f2,filename=/dev/fdset/2,discard=unmap",
 		"-blockdev", "driver=file,node-name=f3,filename=/dev/fdset/3,read-only=on",
 		"-blockdev", "driver=qcow2,node-name=q3,file=f3,read-only=on",
-		"-nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port=0",
-		"-export", "type=nbd,id=e1,node-name=q1,name=qcow2,writable=on",
-		"-export", "type=nbd,id=e2,node-name=f2,name=raw,writable=on",
-		"-export", "type=nbd,id=e3,node-name=q3,name=ro",
-		"-pidfile", pidfile)
+	}, exports...)...)
 	if _, err := os.Stat(pidfile); err != nil {
 		t.Fatalf("no pidfile once the monitor listens: %v", err)
 	}
-	// minivmm has its copies; ours would keep its image locks (OFD locks
-	// belong to the open file description) past its SIGKILL below.
-	for _, f := range files {
-		f.Close()
+	return p
+}
+
+func kernelNBD(t *testing.T, kit *linuxguest.Kit, client []byte, kind string) {
+	dir := t.TempDir()
+	qcow, raw, ro := filepath.Join(dir, "rw.qcow2"), filepath.Join(dir, "rw.raw"), filepath.Join(dir, "ro.qcow2")
+	for _, img := range []struct{ path, format string }{{qcow, "qcow2"}, {raw, "raw"}, {ro, "qcow2"}} {
+		mustRun(t, "qemu-img", "create", "-q", "-f", img.format, img.path, strconv.Itoa(kernelImgSize))
+		w := kernelHostData
+		if img.path == ro {
+			w = kernelROData
+		}
+		mustRun(t, "qemu-io", "-f", img.format, "-c", fmt.Sprintf("write -q -P %d %d %d", w.b, w.off, w.len), img.path)
 	}
+	roBefore, err := os.ReadFile(ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	p := startKernelNBDServer(t, kind, dir, qcow, raw, ro)
 	port := listenPort(t, p.Pid)
 	base := steadyFds(t, p.Pid)
 
@@ -313,7 +362,7 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 				return
 			}
 			if time.Since(seen) > 4*time.Second {
-				released <- fmt.Sprintf("minivmm still held %d fds (%d before the guest) 4 s after the guest's NBD_DISCONNECTs", n, base)
+				released <- fmt.Sprintf("%s still held %d fds (%d before the guest) 4 s after the guest's NBD_DISCONNECTs", kind, n, base)
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -361,8 +410,8 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 	if got := v["DEV nbd0 0"]; !strings.HasSuffix(got, " hwq=2") {
 		fail("nbd0 with two connections: %q, want two hardware queues", got)
 	}
-	t.Logf("the script's NBD part ran from %ss to %ss of the guest's uptime; nbd0's queues ran %s and %s times",
-		v["UPTIME start 0"], v["UPTIME end 0"], v["RUN nbd0 0"], v["RUN nbd0 1"])
+	t.Logf("the script's NBD part ran from %ss to %ss of the guest's uptime (nbd4 done at %ss); nbd0's queues ran %s and %s times",
+		v["UPTIME start 0"], v["UPTIME end 0"], v["UPTIME late 0"], v["RUN nbd0 0"], v["RUN nbd0 1"])
 	for q := range 2 {
 		got := v[fmt.Sprintf("RUN nbd0 %d", q)]
 		if n, err := strconv.Atoi(got); err != nil || n == 0 {
@@ -406,15 +455,20 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 		}
 	}
 	// The kernel refuses writes to a device it knows is read-only; told
-	// nothing, it sends them, and minivmm's NBD_EPERM is an I/O error.
+	// nothing, it sends them, and the server's error is an I/O error.
+	// minivmm's is NBD_EPERM, as the NBD spec says a server should reply
+	// to a write on a read-only export; qemu-storage-daemon 7.2 replies
+	// NBD_EINVAL to every request it refuses before handling it
+	// (nbd_trip), this one included.
+	wantErr := map[string]string{"minivmm": "1", "qemu-storage-daemon": "22"}[kind]
 	if got := v["WRITE nbd2 0"]; !strings.Contains(got, "Operation not permitted") {
 		fail("a write to the read-only device: %q, want EPERM", got)
 	}
 	if got := v["WRITE nbd3 0"]; !strings.Contains(got, "Input/output error") {
 		fail("a write the read-only export refuses: %q, want EIO", got)
 	}
-	if got := v["KERNEL - 0"]; !strings.Contains(got, "Other side returned error (1)") {
-		fail("the kernel's log of the refused write: %q, want the server's error 1 (NBD_EPERM)", got)
+	if got := v["KERNEL - 0"]; !strings.Contains(got, "Other side returned error ("+wantErr+")") {
+		fail("the kernel's log of the refused write: %q, want the server's error %s", got, wantErr)
 	}
 	for _, dev := range []string{"nbd0", "nbd1", "nbd2", "nbd3"} {
 		if _, ok := v["DISCFAIL "+dev+" 0"]; ok {
@@ -425,12 +479,14 @@ func TestNBDExportLinuxKernel(t *testing.T) {
 		}
 	}
 
-	settledFds(t, p.Pid, base, "the guest powered off with nbd4 connected")
-	c := qmptest.Dial(t, p.Sock)
-	defer c.Close()
-	c.Negotiate()
-	if got := fmt.Sprint(ret(t, c.Execute("query-block-exports", nil))); strings.Count(got, "shutting-down:false") != 3 {
-		t.Errorf("query-block-exports after the guest: %s", got)
+	settledFds(t, p.Pid, base, "the guest powered off with nbd4 connected (the server is "+kind+")")
+	if kind == "minivmm" {
+		c := qmptest.Dial(t, p.Sock)
+		defer c.Close()
+		c.Negotiate()
+		if got := fmt.Sprint(ret(t, c.Execute("query-block-exports", nil))); strings.Count(got, "shutting-down:false") != 3 {
+			t.Errorf("query-block-exports after the guest: %s", got)
+		}
 	}
 	// Killed, not quit: the guest flushed after its writes and its
 	// discard, so the image holds them even though minivmm never closes

@@ -130,7 +130,17 @@ func connect(addr, name, dev string, ignoreRO bool, conns int) error {
 	fmt.Printf("nbdclient: %s on %s: size %d, flags %#x, block size %d (server: %d/%d/%d), %d connection(s)\n",
 		name, dev, e.size, flags, bs, e.minBlock, e.prefBlock, e.max, conns)
 	// NBD_DO_IT serves the device until it is disconnected or the
-	// connection breaks.
+	// connection breaks. A signal interrupting it shuts the sockets down
+	// and, the ioctl being restarted (SA_RESTART), ends in EBUSY: so this
+	// thread blocks every signal it can first (the Go runtime's
+	// preemption signal included; the others go to other threads).
+	var all unix.Sigset_t
+	for i := range all.Val {
+		all.Val[i] = ^uint64(0)
+	}
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, nil); err != nil {
+		return fmt.Errorf("blocking signals: %w", err)
+	}
 	doErr := unix.IoctlSetInt(fd, nbdDoIt, 0)
 	unix.IoctlSetInt(fd, nbdClearQue, 0)
 	unix.IoctlSetInt(fd, nbdClearSock, 0)
