@@ -1,7 +1,8 @@
 // Package linuxguest boots a real Linux guest (Debian's cloud kernel and
 // busybox) under qemu-system-x86_64 -accel tcg with its disk on a
-// vhost-user-blk socket, runs a shell script in it, and returns what the
-// script printed on the serial console. It is for tests only.
+// vhost-user-blk socket and/or a virtio-net card on QEMU's user
+// networking, runs a shell script in it, and returns what the script
+// printed on the serial console. It is for tests only.
 package linuxguest
 
 import (
@@ -28,6 +29,13 @@ var modules = []string{
 	"drivers/virtio/virtio_pci_legacy_dev.ko",
 	"drivers/virtio/virtio_pci.ko",
 	"drivers/block/virtio_blk.ko",
+}
+
+// netModules are what a virtio-net card needs, loaded after modules.
+var netModules = []string{
+	"net/core/failover.ko",
+	"drivers/net/net_failover.ko",
+	"drivers/net/virtio_net.ko",
 }
 
 // Kit is what a boot needs from the host: the kernel, its modules and a
@@ -64,6 +72,20 @@ func Need(t testing.TB) *Kit {
 			"or unpack them with dpkg-deb -x into $MINIVMM_GUEST_ROOT)", err)
 	}
 	return k
+}
+
+// NeedModules skips the test (fails it under CI=true) unless the kit's
+// kernel has the modules, paths under ModuleDir.
+func (k *Kit) NeedModules(t testing.TB, mods ...string) {
+	t.Helper()
+	for _, m := range mods {
+		if _, err := os.Stat(filepath.Join(k.ModuleDir, m)); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("the guest's kernel lacks %s (CI=true): %v", m, err)
+			}
+			t.Skipf("the guest's kernel lacks %s: %v", m, err)
+		}
+	}
 }
 
 // Find locates the kit without a test.
@@ -120,25 +142,59 @@ func isStatic(path string) bool {
 	return !bytes.Contains(b[:min(len(b), 4096)], []byte("/lib64/ld-linux"))
 }
 
-// The init script: mount the pseudo file systems, load the virtio
-// modules, wait for the disk, run the test's script between two markers
-// the host looks for, and power off (the machine runs with -no-reboot).
+// The init script: mount the pseudo file systems, load the modules, wait
+// for the disk or set the network up, run the test's script between two
+// markers the host looks for, and power off (the machine runs with
+// -no-reboot).
 const initScript = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in %s; do insmod /lib/modules/$m || echo "LINUXGUEST insmod $m failed"; done
-i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+%s
 echo LINUXGUEST-BEGIN
 sh /test.sh
 echo "LINUXGUEST-END $?"
 poweroff -f
 `
 
-// Initramfs builds a gzipped initramfs that runs script as /test.sh.
+// waitDisk waits for the vhost-user-blk disk to appear.
+const waitDisk = `i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+`
+
+// Guest and host addresses on QEMU's user network (-netdev user): the
+// guest takes GuestAddr statically (no DHCP client needed), and HostAddr
+// is the host's 127.0.0.1 as the guest reaches it.
+const (
+	GuestAddr = "10.0.2.15"
+	HostAddr  = "10.0.2.2"
+)
+
+const netUp = `i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+ip link set lo up
+ip addr add ` + GuestAddr + `/24 dev eth0 && ip link set eth0 up && ip route add default via ` + HostAddr + ` ||
+  echo "LINUXGUEST network setup failed"
+`
+
+// File is an extra file of the initramfs (a test's guest-side program).
+type File struct {
+	Name string // path without the leading /, such as bin/nbdclient; its directory must exist (bin, lib, tmp)
+	Mode uint32 // permissions; 0o755 when 0
+	Data []byte
+}
+
+// Initramfs builds a gzipped initramfs that runs script as /test.sh, for
+// a guest with a vhost-user-blk disk.
 func (k *Kit) Initramfs(script string) ([]byte, error) {
+	return k.initramfs(script, Boot{Socket: "-"})
+}
+
+// initramfs builds the initramfs for boot b: the modules and set-up its
+// devices need, and its extra files.
+func (k *Kit) initramfs(script string, b Boot) ([]byte, error) {
 	bb, err := os.ReadFile(k.Busybox)
 	if err != nil {
 		return nil, err
@@ -156,17 +212,33 @@ func (k *Kit) Initramfs(script string) ([]byte, error) {
 		{name: "bin/busybox", mode: modeFile | 0o755, data: bb},
 		{name: "bin/sh", mode: modeSymlink | 0o777, data: []byte("busybox")},
 	}
-	for _, m := range modules {
-		b, err := os.ReadFile(filepath.Join(k.ModuleDir, m))
+	mods := append([]string(nil), modules...)
+	setup := ""
+	if b.Socket != "" {
+		setup += waitDisk
+	}
+	if b.Net {
+		mods = append(mods, netModules...)
+		setup += netUp
+	}
+	for _, m := range append(mods, b.Modules...) {
+		data, err := os.ReadFile(filepath.Join(k.ModuleDir, m))
 		if err != nil {
 			return nil, err
 		}
 		name := filepath.Base(m)
 		names = append(names, name)
-		entries = append(entries, cpioEntry{name: "lib/modules/" + name, mode: modeFile | 0o644, data: b})
+		entries = append(entries, cpioEntry{name: "lib/modules/" + name, mode: modeFile | 0o644, data: data})
+	}
+	for _, f := range b.Files {
+		mode := f.Mode
+		if mode == 0 {
+			mode = 0o755
+		}
+		entries = append(entries, cpioEntry{name: f.Name, mode: modeFile | mode, data: f.Data})
 	}
 	entries = append(entries,
-		cpioEntry{name: "init", mode: modeFile | 0o755, data: []byte(fmt.Sprintf(initScript, strings.Join(names, " ")))},
+		cpioEntry{name: "init", mode: modeFile | 0o755, data: []byte(fmt.Sprintf(initScript, strings.Join(names, " "), setup))},
 		cpioEntry{name: "test.sh", mode: modeFile | 0o755, data: []byte(script)})
 	var buf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
@@ -181,7 +253,7 @@ func (k *Kit) Initramfs(script string) ([]byte, error) {
 
 // Boot describes one run of the guest.
 type Boot struct {
-	Socket    string        // vhost-user-blk backend's unix socket
+	Socket    string        // vhost-user-blk backend's unix socket; no disk when ""
 	NumQueues int           // vhost-user-blk-pci num-queues; 1 when 0
 	MemMiB    int           // guest memory; 256 when 0
 	CPUs      int           // vCPUs; 1 when 0 (virtio-blk uses a queue per vCPU at most)
@@ -192,6 +264,15 @@ type Boot struct {
 	Started func(*os.Process)
 	// Console, if set, gets the serial console as it comes.
 	Console io.Writer
+	// Net adds a virtio-net card on QEMU's user network, up as eth0 at
+	// GuestAddr before the script runs.
+	Net bool
+	// Modules are more kernel modules to load, in order, after those of
+	// the devices: paths under the kit's ModuleDir, such as
+	// drivers/block/nbd.ko.
+	Modules []string
+	// Files are put into the initramfs.
+	Files []File
 }
 
 // Result is what the guest printed.
@@ -205,7 +286,7 @@ type Result struct {
 // Run boots the guest with script as its test and waits for it to power
 // off. dir holds the initramfs.
 func (k *Kit) Run(ctx context.Context, dir, script string, b Boot) (*Result, error) {
-	img, err := k.Initramfs(script)
+	img, err := k.initramfs(script, b)
 	if err != nil {
 		return nil, fmt.Errorf("initramfs: %w", err)
 	}
@@ -224,21 +305,27 @@ func (k *Kit) Run(ctx context.Context, dir, script string, b Boot) (*Result, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.Timeout)
 	defer cancel()
-	chardev := "socket,id=c,path=" + b.Socket
-	if b.Reconnect {
-		chardev += ",reconnect=1"
-	}
 	if b.CPUs == 0 {
 		b.CPUs = 1
 	}
-	cmd := exec.CommandContext(ctx, k.QEMU, "-accel", "tcg", "-m", fmt.Sprint(b.MemMiB), "-smp", fmt.Sprint(b.CPUs),
+	args := []string{"-accel", "tcg", "-m", fmt.Sprint(b.MemMiB), "-smp", fmt.Sprint(b.CPUs),
 		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", b.MemMiB),
-		"-machine", "memory-backend=mem",
-		"-chardev", chardev,
-		"-device", fmt.Sprintf("vhost-user-blk-pci,chardev=c,num-queues=%d", b.NumQueues),
-		"-kernel", k.Kernel, "-initrd", initrd,
+		"-machine", "memory-backend=mem"}
+	if b.Socket != "" {
+		chardev := "socket,id=c,path=" + b.Socket
+		if b.Reconnect {
+			chardev += ",reconnect=1"
+		}
+		args = append(args, "-chardev", chardev,
+			"-device", fmt.Sprintf("vhost-user-blk-pci,chardev=c,num-queues=%d", b.NumQueues))
+	}
+	if b.Net {
+		args = append(args, "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile=")
+	}
+	args = append(args, "-kernel", k.Kernel, "-initrd", initrd,
 		"-append", "console=ttyS0 quiet panic=-1",
 		"-serial", "stdio", "-nodefaults", "-display", "none", "-no-reboot")
+	cmd := exec.CommandContext(ctx, k.QEMU, args...)
 	var out bytes.Buffer
 	var w io.Writer = &out
 	if b.Console != nil {
