@@ -1,0 +1,335 @@
+package file
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The io_uring ABI (linux/io_uring.h), as much of it as this engine uses.
+const (
+	uringOpNop    = 0
+	uringOpReadv  = 1
+	uringOpWritev = 2
+	uringOpFsync  = 3
+
+	uringFsyncDatasync  = 1
+	uringEnterGetevents = 1
+
+	uringOffSQRing = 0
+	uringOffCQRing = 0x8000000
+	uringOffSQEs   = 0x10000000
+)
+
+type uringSQOffsets struct {
+	Head, Tail, RingMask, RingEntries, Flags, Dropped, Array, Resv1 uint32
+	UserAddr                                                        uint64
+}
+
+type uringCQOffsets struct {
+	Head, Tail, RingMask, RingEntries, Overflow, CQEs, Flags, Resv1 uint32
+	UserAddr                                                        uint64
+}
+
+type uringParams struct {
+	SQEntries, CQEntries, Flags, SQThreadCPU, SQThreadIdle, Features, WQFd uint32
+	Resv                                                                   [3]uint32
+	SQOff                                                                  uringSQOffsets
+	CQOff                                                                  uringCQOffsets
+}
+
+type uringSQE struct {
+	Opcode      uint8
+	Flags       uint8
+	IOPrio      uint16
+	Fd          int32
+	Off         uint64
+	Addr        uint64
+	Len         uint32
+	OpFlags     uint32 // rw_flags, fsync_flags
+	UserData    uint64
+	BufIndex    uint16
+	Personality uint16
+	SpliceFdIn  int32
+	Addr3       uint64
+	_           uint64
+}
+
+type uringCQE struct {
+	UserData uint64
+	Res      int32
+	Flags    uint32
+}
+
+// uringWake is the tag of the no-op that tells the reaper to stop.
+const uringWake = ^uint64(0)
+
+// uringSys are the two system calls the engine makes; tests inject
+// failures through them.
+type uringSys struct {
+	setup func(entries uint32, p *uringParams) (int, error)
+	enter func(fd int, toSubmit, minComplete, flags uint32) (int, error)
+}
+
+func realUringSetup(entries uint32, p *uringParams) (int, error) {
+	fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(p)), 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+func realUringEnter(fd int, toSubmit, minComplete, flags uint32) (int, error) {
+	n, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit), uintptr(minComplete), uintptr(flags), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// uring is an io_uring instance: its fd, the three shared mappings and
+// the pointers into them.
+type uring struct {
+	sys    uringSys
+	fd     int
+	sqMap  []byte
+	cqMap  []byte
+	sqeMap []byte
+	sqes   []uringSQE
+
+	sqHead, sqTail, sqMask *uint32
+	cqHead, cqTail, cqMask *uint32
+	cqes                   []uringCQE
+
+	slots *slots
+
+	mu         sync.Mutex // the SQ tail, and who submits
+	tail       uint32     // our copy of the SQ tail
+	submitting bool
+	wakeLost   bool // the kernel refused close's wake-up no-op
+
+	reaped chan struct{} // closed when the reaper returns
+}
+
+func newUring(sys uringSys) (*uring, error) {
+	if sys.setup == nil {
+		sys.setup = realUringSetup
+	}
+	if sys.enter == nil {
+		sys.enter = realUringEnter
+	}
+	var p uringParams
+	fd, err := sys.setup(engineDepth, &p)
+	if err != nil {
+		return nil, fmt.Errorf("Unable to use io_uring: failed to init linux io_uring ring: %w", err)
+	}
+	u := &uring{sys: sys, fd: fd, reaped: make(chan struct{})}
+	if err := u.mapRings(&p); err != nil {
+		u.unmap()
+		unix.Close(fd)
+		return nil, fmt.Errorf("Unable to use io_uring: failed to init linux io_uring ring: %w", err)
+	}
+	u.slots = newSlots(int(p.SQEntries))
+	go u.reap()
+	return u, nil
+}
+
+func (u *uring) mapRings(p *uringParams) error {
+	var err error
+	sqSize := int(p.SQOff.Array) + int(p.SQEntries)*4
+	if u.sqMap, err = unix.Mmap(u.fd, uringOffSQRing, sqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+		return err
+	}
+	cqSize := int(p.CQOff.CQEs) + int(p.CQEntries)*int(unsafe.Sizeof(uringCQE{}))
+	if u.cqMap, err = unix.Mmap(u.fd, uringOffCQRing, cqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+		return err
+	}
+	if u.sqeMap, err = unix.Mmap(u.fd, uringOffSQEs, int(p.SQEntries)*int(unsafe.Sizeof(uringSQE{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+		return err
+	}
+	u.sqes = unsafe.Slice((*uringSQE)(unsafe.Pointer(&u.sqeMap[0])), p.SQEntries)
+	u32 := func(m []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&m[off])) }
+	u.sqHead, u.sqTail, u.sqMask = u32(u.sqMap, p.SQOff.Head), u32(u.sqMap, p.SQOff.Tail), u32(u.sqMap, p.SQOff.RingMask)
+	u.cqHead, u.cqTail, u.cqMask = u32(u.cqMap, p.CQOff.Head), u32(u.cqMap, p.CQOff.Tail), u32(u.cqMap, p.CQOff.RingMask)
+	u.cqes = unsafe.Slice((*uringCQE)(unsafe.Pointer(&u.cqMap[p.CQOff.CQEs])), p.CQEntries)
+	// The SQ array maps ring positions to SQEs one to one, once.
+	array := unsafe.Slice((*uint32)(unsafe.Pointer(&u.sqMap[p.SQOff.Array])), p.SQEntries)
+	for i := range array {
+		array[i] = uint32(i)
+	}
+	u.tail = atomic.LoadUint32(u.sqTail)
+	return nil
+}
+
+func (u *uring) unmap() {
+	u.sqes, u.cqes = nil, nil
+	for _, m := range []*[]byte{&u.sqMap, &u.cqMap, &u.sqeMap} {
+		if *m != nil {
+			unix.Munmap(*m)
+			*m = nil
+		}
+	}
+}
+
+func (u *uring) readv(fd int, bufs [][]byte, off int64) error {
+	return u.do(newRequest(opRead, fd, bufs, off, false))
+}
+
+func (u *uring) writev(fd int, bufs [][]byte, off int64, dsync bool) error {
+	return u.do(newRequest(opWrite, fd, bufs, off, dsync))
+}
+
+func (u *uring) fdatasync(fd int) error {
+	return u.do(newRequest(opSync, fd, nil, 0, false))
+}
+
+func (u *uring) do(r *request) error {
+	i, err := u.slots.get(r)
+	if err != nil {
+		return err
+	}
+	u.queue(i, r)
+	return <-r.done
+}
+
+// queue puts r's SQE on the ring and submits it, with whatever other
+// callers queued meanwhile: one caller at a time enters the kernel, and
+// submits everything queued while it was there before it returns.
+func (u *uring) queue(i uint32, r *request) {
+	u.mu.Lock()
+	sqe := &u.sqes[u.tail&*u.sqMask]
+	*sqe = uringSQE{Fd: int32(r.fd), Off: uint64(r.off), UserData: uint64(i)}
+	switch r.op {
+	case opRead:
+		sqe.Opcode, sqe.Addr, sqe.Len = uringOpReadv, r.iovAddr(), uint32(len(r.iov))
+	case opWrite:
+		sqe.Opcode, sqe.Addr, sqe.Len = uringOpWritev, r.iovAddr(), uint32(len(r.iov))
+		if r.dsync {
+			sqe.OpFlags = unix.RWF_DSYNC
+		}
+	case opSync:
+		sqe.Opcode, sqe.OpFlags = uringOpFsync, uringFsyncDatasync
+	}
+	u.tail++
+	atomic.StoreUint32(u.sqTail, u.tail)
+	u.submitLocked()
+}
+
+// submitLocked enters the kernel for what the SQ holds, unless another
+// caller is already doing so (it will take ours too); it unlocks u.mu.
+func (u *uring) submitLocked() {
+	if u.submitting {
+		u.mu.Unlock()
+		return
+	}
+	u.submitting = true
+	for {
+		n := u.tail - atomic.LoadUint32(u.sqHead)
+		if n == 0 {
+			break
+		}
+		u.mu.Unlock()
+		_, err := u.sys.enter(u.fd, n, 0, 0)
+		u.mu.Lock()
+		if err == unix.EINTR || err == unix.EAGAIN || err == unix.EBUSY {
+			continue
+		}
+		if err != nil {
+			u.failQueuedLocked(err)
+		}
+	}
+	u.submitting = false
+	u.mu.Unlock()
+}
+
+// failQueuedLocked fails the requests whose SQEs the kernel refused to
+// take, and takes them off the ring (only this submitter moves the tail
+// forward while it holds u.mu).
+func (u *uring) failQueuedLocked(err error) {
+	head := atomic.LoadUint32(u.sqHead)
+	for t := head; t != u.tail; t++ {
+		tag := u.sqes[t&*u.sqMask].UserData
+		if tag == uringWake {
+			u.wakeLost = true
+			continue
+		}
+		u.slots.finish(uint32(tag), err)
+	}
+	u.tail = head
+	atomic.StoreUint32(u.sqTail, u.tail)
+}
+
+// reap takes completions until it finds the wake-up no-op close sends.
+func (u *uring) reap() {
+	defer close(u.reaped)
+	for {
+		head := atomic.LoadUint32(u.cqHead)
+		tail := atomic.LoadUint32(u.cqTail)
+		if head == tail {
+			if _, err := u.sys.enter(u.fd, 0, 1, uringEnterGetevents); err != nil && err != unix.EINTR {
+				// Not expected on a ring this engine owns; whatever it
+				// is, the completions are still coming: wait again,
+				// without spinning.
+				time.Sleep(time.Millisecond)
+			}
+			continue
+		}
+		stop := false
+		for ; head != tail; head++ {
+			cqe := u.cqes[head&*u.cqMask]
+			if cqe.UserData == uringWake {
+				stop = true
+				continue
+			}
+			u.complete(uint32(cqe.UserData), int64(cqe.Res))
+		}
+		atomic.StoreUint32(u.cqHead, head)
+		if stop {
+			return
+		}
+	}
+}
+
+func (u *uring) complete(i uint32, res int64) {
+	r := u.slots.at(i)
+	if r == nil {
+		return
+	}
+	if r.partial(res) {
+		u.mu.Lock()
+		u.mu.Unlock()
+	}
+	done, err := r.result(res)
+	if done {
+		u.slots.finish(i, err)
+		return
+	}
+	u.queue(i, r)
+}
+
+func (u *uring) close(int) error {
+	u.slots.drain()
+	for {
+		u.mu.Lock()
+		u.wakeLost = false
+		sqe := &u.sqes[u.tail&*u.sqMask]
+		*sqe = uringSQE{Opcode: uringOpNop, Fd: -1, UserData: uringWake}
+		u.tail++
+		atomic.StoreUint32(u.sqTail, u.tail)
+		u.submitLocked()
+		u.mu.Lock()
+		lost := u.wakeLost
+		u.mu.Unlock()
+		if !lost {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	<-u.reaped
+	u.unmap()
+	return unix.Close(u.fd)
+}
