@@ -8,7 +8,6 @@ import (
 	"minivmm/block"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
-	"minivmm/internal/qtool"
 )
 
 // validAIO is qemu-io's bdrv_parse_aio: the modes QEMU on Linux knows.
@@ -16,15 +15,29 @@ func validAIO(mode string) bool {
 	return mode == "threads" || mode == "native" || mode == "io_uring"
 }
 
-// checkAIO applies the rule QEMU's file driver has for aio=native
-// (cache.direct=on required). Every mode then runs on minivmm's thread
-// pool: what a script sees (data, output) does not depend on the engine,
-// and QEMU on this machine opens all three.
-func checkAIO(mode string, f *qtool.OpenFlags) error {
-	if mode == "native" && !f.NoCache {
-		return errors.New("aio=native was specified, but it requires cache.direct=on, which was not specified.")
+// applyAIO gives the file nodes of opts (the image and the children
+// written inline, as QEMU's BDRV_O_NATIVE_AIO/BDRV_O_IO_URING flags reach
+// every child) the aio mode of -i/-k, unless their options name one;
+// only the file driver reads it, and checks it (native needs
+// cache.direct=on, qemu-io's -n or -t none).
+func applyAIO(opts block.Options, mode string) {
+	if mode == "" || opts == nil {
+		return
 	}
-	return nil
+	if d, _ := opts.String("driver", ""); d == "file" {
+		setDefault(opts, "aio", mode)
+	}
+	for _, child := range []string{"file", "backing"} {
+		if c, _ := opts.Object(child); c != nil {
+			applyAIO(c, mode)
+		}
+	}
+}
+
+func setDefault(o block.Options, key string, v any) {
+	if _, set := o[key]; !set {
+		o[key] = v
+	}
 }
 
 // userObjects are the --object types qemu-io accepts that minivmm can
