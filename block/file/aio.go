@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/qemuopen"
 )
 
 // checkAIO takes the aio option as QEMU 7.2 on Linux (built with
@@ -27,6 +28,31 @@ func checkAIO(o block.Options, direct bool) (string, error) {
 		return aio, nil
 	}
 	return "", fmt.Errorf("Parameter 'aio' does not accept value '%s'", aio)
+}
+
+// SetupError is the kernel refusing an engine at open, rendered as QEMU
+// renders it ("Unable to use io_uring: failed to init linux io_uring
+// ring: Operation not permitted").
+type SetupError struct {
+	Mode  string // "native", "io_uring"
+	Errno unix.Errno
+}
+
+func (e *SetupError) Error() string {
+	if e.Mode == "native" {
+		return "Unable to use native AIO: failed to create linux AIO context: " + qemuopen.Strerror(e.Errno)
+	}
+	return "Unable to use io_uring: failed to init linux io_uring ring: " + qemuopen.Strerror(e.Errno)
+}
+
+func (e *SetupError) Unwrap() error { return e.Errno }
+
+func setupError(mode string, err error) error {
+	errno, ok := err.(unix.Errno)
+	if !ok {
+		errno = unix.EINVAL
+	}
+	return &SetupError{Mode: mode, Errno: errno}
 }
 
 // engineHooks inject failures into the engines' system calls (tests);

@@ -2,15 +2,22 @@ package file
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"minivmm/block"
 	"minivmm/internal/fdtest"
+	"minivmm/qemuopen"
 )
 
 // engines are the kernel interfaces under test, each made fresh.
@@ -107,5 +114,261 @@ func TestEngineShadow(t *testing.T) {
 				t.Error("file differs from the shadow")
 			}
 		})
+	}
+}
+
+// goroutines waits (briefly) for the goroutine count to fall back to
+// want, and reports what it settled at.
+func goroutinesSettle(want int) int {
+	n := runtime.NumGoroutine()
+	for i := 0; i < 200 && n > want; i++ {
+		time.Sleep(5 * time.Millisecond)
+		n = runtime.NumGoroutine()
+	}
+	return n
+}
+
+// TestEngineSetupFailure: a kernel (or sandbox) that refuses io_uring or
+// Linux AIO fails the open with QEMU's words, leaving no fd, lock or
+// goroutine behind.
+func TestEngineSetupFailure(t *testing.T) {
+	for _, tc := range []struct {
+		mode  string
+		hooks engineHooks
+		want  string
+	}{
+		{"io_uring", engineHooks{uring: uringSys{setup: func(uint32, *uringParams) (int, error) { return -1, unix.EPERM }}},
+			"Unable to use io_uring: failed to init linux io_uring ring: Operation not permitted"},
+		{"io_uring", engineHooks{uring: uringSys{setup: func(uint32, *uringParams) (int, error) { return -1, unix.ENOSYS }}},
+			"Unable to use io_uring: failed to init linux io_uring ring: Function not implemented"},
+		{"native", engineHooks{laio: laioSys{setup: func(int, *uint64) error { return unix.EAGAIN }}},
+			"Unable to use native AIO: failed to create linux AIO context: Resource temporarily unavailable"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			fdtest.Check(t)
+			base := runtime.NumGoroutine()
+			p := filepath.Join(t.TempDir(), "disk.img")
+			if err := os.WriteFile(p, make([]byte, 4096), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			reg := qemuopen.New(qemuopen.Config{})
+			defer reg.CloseAll()
+			o := &block.OpenContext{Options: block.Options{"filename": p, "aio": tc.mode}, Writable: true, Direct: true, Files: reg}
+			img, err := openWith(o, tc.hooks)
+			if err == nil {
+				img.Close()
+				t.Fatal("opened")
+			}
+			var se *SetupError
+			if err.Error() != tc.want || !errors.As(err, &se) {
+				t.Errorf("%q, want %q", err, tc.want)
+			}
+			// The file is free again: a writer takes its lock.
+			img, err = openWith(o, engineHooks{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := img.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if n := goroutinesSettle(base); n > base {
+				t.Errorf("%d goroutines, %d before", n, base)
+			}
+		})
+	}
+}
+
+// TestEngineSubmitFaults: submissions the kernel refuses fail their own
+// requests with its errno (Linux AIO: the first of a batch, as QEMU's
+// ioq_submit; io_uring: what it did not take), EINTR and EAGAIN are
+// retried, and the engine goes on working and closes cleanly.
+func TestEngineSubmitFaults(t *testing.T) {
+	for _, mode := range engineModes {
+		for _, fault := range []unix.Errno{unix.EIO, unix.EINTR, unix.EAGAIN} {
+			t.Run(mode+"/"+fault.Error(), func(t *testing.T) {
+				fdtest.Check(t)
+				base := runtime.NumGoroutine()
+				fd, _ := openDirect(t, 64<<10)
+				defer unix.Close(fd)
+				var faults atomic.Int32
+				faults.Store(3)
+				fail := func() bool { return faults.Add(-1) >= 0 }
+				var h engineHooks
+				h.uring.enter = func(fd int, toSubmit, minComplete, flags uint32) (int, error) {
+					if toSubmit > 0 && minComplete == 0 && fail() {
+						return 0, fault
+					}
+					return realUringEnter(fd, toSubmit, minComplete, flags)
+				}
+				h.laio.submit = func(ctx uint64, cbs []*iocb) (int, error) {
+					if cbs[0].Data != laioWake && fail() {
+						return 0, fault
+					}
+					return realIOSubmit(ctx, cbs)
+				}
+				eng, err := newEngine(mode, h)
+				if err != nil {
+					t.Fatal(err)
+				}
+				buf := alignedBuffer(4096, 4096)
+				var failed int
+				for i := range 8 {
+					for j := range buf {
+						buf[j] = byte(i)
+					}
+					err := eng.writev(fd, [][]byte{buf}, int64(i)*4096, false)
+					if err != nil {
+						if err != fault {
+							t.Errorf("write %d: %v, want %v", i, err, fault)
+						}
+						failed++
+						continue
+					}
+					clear(buf)
+					if err := eng.readv(fd, [][]byte{buf}, int64(i)*4096); err != nil || buf[0] != byte(i) || buf[4095] != byte(i) {
+						t.Errorf("read %d: %v %d", i, err, buf[0])
+					}
+				}
+				want := 0
+				if fault == unix.EIO {
+					want = 1 // each refused submission fails the one request it held
+				}
+				if fault == unix.EIO && failed == 0 || fault != unix.EIO && failed != 0 {
+					t.Errorf("%d requests failed with %v injected (want some: %v)", failed, fault, want == 1)
+				}
+				if err := eng.close(fd); err != nil {
+					t.Fatal(err)
+				}
+				if n := goroutinesSettle(base); n > base {
+					t.Errorf("%d goroutines, %d before", n, base)
+				}
+			})
+		}
+	}
+}
+
+// TestEngineShortRead: a read reaching past the end of the file (whose
+// size is not a multiple of the block: O_DIRECT stops at the end) gets
+// the file's bytes then zeroes, from either engine, direct or not.
+func TestEngineShortRead(t *testing.T) {
+	for _, mode := range engineModes {
+		t.Run(mode, func(t *testing.T) {
+			fdtest.Check(t)
+			p := filepath.Join(t.TempDir(), "disk.img")
+			data := bytes.Repeat([]byte{0x5a}, 4096+100)
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, flags := range []int{unix.O_RDONLY, unix.O_RDONLY | unix.O_DIRECT} {
+				fd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				eng, err := newEngine(mode, engineHooks{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				buf := alignedBuffer(3*4096, 4096)
+				for i := range buf {
+					buf[i] = 0xff
+				}
+				if err := eng.readv(fd, [][]byte{buf[:4096], buf[4096:]}, 0); err != nil {
+					t.Errorf("flags %#x: %v", flags, err)
+				}
+				want := append(data, make([]byte, len(buf)-len(data))...)
+				if !bytes.Equal(buf, want) {
+					t.Errorf("flags %#x: read %x... at 4096", flags, buf[4096:4096+120])
+				}
+				eng.close(fd)
+				unix.Close(fd)
+			}
+		})
+	}
+}
+
+// TestAIOModesThroughGraph: each aio mode, through the block layer
+// (the file node opened by path, or from an fdset): vectored and
+// FUA writes, reads, flushes from concurrent goroutines; after close the
+// ring's fd (io_uring) is gone with the image's, as are the reaper
+// goroutines.
+func TestAIOModesThroughGraph(t *testing.T) {
+	for _, mode := range []string{"threads", "native", "io_uring"} {
+		for _, fdset := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/fdset=%v", mode, fdset), func(t *testing.T) {
+				fdtest.Check(t)
+				base := runtime.NumGoroutine()
+				p := filepath.Join(t.TempDir(), "disk.img")
+				if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				reg := qemuopen.New(qemuopen.Config{})
+				defer reg.CloseAll()
+				name := p
+				if fdset {
+					fd, err := unix.Open(p, unix.O_RDWR|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					set := int64(1)
+					if _, _, err := reg.AddFd(fd, qemuopen.AddRequest{SetID: &set}); err != nil {
+						t.Fatal(err)
+					}
+					name = "/dev/fdset/1"
+				}
+				g := block.NewGraph(reg)
+				n, err := g.Add(block.Options{"driver": "file", "node-name": "f", "cache": block.Options{"direct": true},
+					"filename": name, "aio": mode})
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := g.Attach("d", n, block.Perm{Write: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var wg sync.WaitGroup
+				for w := range 8 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						buf := alignedBuffer(8192, 4096)
+						for i := range 20 {
+							off := int64(w*16+i%16) * 8192
+							for j := range buf {
+								buf[j] = byte(w + i)
+							}
+							flags := block.WriteFlags(0)
+							if i%5 == 0 {
+								flags = block.FUA
+							}
+							if _, err := b.WriteV([][]byte{buf[:4096], buf[4096:]}, off, flags); err != nil {
+								t.Error(err)
+								return
+							}
+							got := alignedBuffer(8192, 4096)
+							if _, err := b.ReadAt(got, off); err != nil || !bytes.Equal(got, buf) {
+								t.Errorf("read back at %d: %v", off, err)
+								return
+							}
+							// Unaligned: the bounce path.
+							if _, err := b.ReadAt(got[1:100], off+1); err != nil || !bytes.Equal(got[1:100], buf[1:100]) {
+								t.Errorf("unaligned read at %d: %v", off+1, err)
+							}
+							if i%7 == 0 {
+								if err := b.Flush(); err != nil {
+									t.Error(err)
+								}
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				if err := g.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if n := goroutinesSettle(base); n > base {
+					t.Errorf("%d goroutines, %d before", n, base)
+				}
+			})
+		}
 	}
 }

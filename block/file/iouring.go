@@ -1,7 +1,6 @@
 package file
 
 import (
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,13 +124,13 @@ func newUring(sys uringSys) (*uring, error) {
 	var p uringParams
 	fd, err := sys.setup(engineDepth, &p)
 	if err != nil {
-		return nil, fmt.Errorf("Unable to use io_uring: failed to init linux io_uring ring: %w", err)
+		return nil, setupError("io_uring", err)
 	}
 	u := &uring{sys: sys, fd: fd, reaped: make(chan struct{})}
 	if err := u.mapRings(&p); err != nil {
 		u.unmap()
 		unix.Close(fd)
-		return nil, fmt.Errorf("Unable to use io_uring: failed to init linux io_uring ring: %w", err)
+		return nil, setupError("io_uring", err)
 	}
 	u.slots = newSlots(int(p.SQEntries))
 	go u.reap()

@@ -1,7 +1,6 @@
 package file
 
 import (
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,7 +101,7 @@ func newLaio(sys laioSys) (*laio, error) {
 	}
 	l := &laio{sys: sys, reaped: make(chan struct{})}
 	if err := sys.setup(engineDepth, &l.ctx); err != nil {
-		return nil, fmt.Errorf("Unable to use native AIO: failed to create linux AIO context: %w", err)
+		return nil, setupError("native", err)
 	}
 	l.slots = newSlots(engineDepth)
 	go l.reap()
