@@ -63,11 +63,12 @@ type engineHooks struct {
 }
 
 // newEngine sets up the kernel interface mode names (none for threads),
-// failing as QEMU's open does when the kernel refuses it.
-func newEngine(mode string, h engineHooks) (engine, error) {
+// failing as QEMU's open does when the kernel refuses it. maxBatch is
+// aio-max-batch, which QEMU 7.2 applies to Linux AIO's io_submit only.
+func newEngine(mode string, maxBatch int, h engineHooks) (engine, error) {
 	switch mode {
 	case "native":
-		l, err := newLaio(h.laio)
+		l, err := newLaio(h.laio, maxBatch)
 		if err != nil {
 			return nil, err
 		}

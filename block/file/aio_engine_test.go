@@ -47,7 +47,7 @@ func TestEngineShadow(t *testing.T) {
 			const bs, blocks = 4096, 64
 			fd, p := openDirect(t, bs*blocks)
 			defer unix.Close(fd)
-			eng, err := newEngine(mode, engineHooks{})
+			eng, err := newEngine(mode, 0, engineHooks{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -206,7 +206,7 @@ func TestEngineSubmitFaults(t *testing.T) {
 					}
 					return realIOSubmit(ctx, cbs)
 				}
-				eng, err := newEngine(mode, h)
+				eng, err := newEngine(mode, 2, h)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -264,7 +264,7 @@ func TestEngineShortRead(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				eng, err := newEngine(mode, engineHooks{})
+				eng, err := newEngine(mode, 0, engineHooks{})
 				if err != nil {
 					t.Fatal(err)
 				}

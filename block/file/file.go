@@ -60,6 +60,10 @@ func openWith(o *block.OpenContext, hooks engineHooks) (block.Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	maxBatch, err := o.Options.Int("aio-max-batch", 0)
+	if err != nil {
+		return nil, err
+	}
 	for key, allowed := range map[string][]string{"locking": {"auto", "on", "off"}} {
 		if v, err := o.Options.String(key, allowed[0]); err != nil {
 			return nil, err
@@ -78,7 +82,7 @@ func openWith(o *block.OpenContext, hooks engineHooks) (block.Image, error) {
 		img.files.Close(fd)
 		return nil, err
 	}
-	if img.eng, err = newEngine(aio, hooks); err != nil {
+	if img.eng, err = newEngine(aio, int(maxBatch), hooks); err != nil {
 		img.unlock()
 		img.files.Close(fd)
 		return nil, err

@@ -75,9 +75,10 @@ func ioGetevents(ctx uint64, min, max int, ev []ioEvent) (int, error) {
 
 // laio is a Linux AIO context (aio=native).
 type laio struct {
-	sys   laioSys
-	ctx   uint64
-	slots *slots
+	sys      laioSys
+	ctx      uint64
+	slots    *slots
+	maxBatch int // aio-max-batch: most iocbs per io_submit (0: no limit)
 
 	mu         sync.Mutex
 	queued     []*iocb // waiting for io_submit, in order
@@ -92,14 +93,14 @@ type laio struct {
 	reaped chan struct{}
 }
 
-func newLaio(sys laioSys) (*laio, error) {
+func newLaio(sys laioSys, maxBatch int) (*laio, error) {
 	if sys.setup == nil {
 		sys.setup = realIOSetup
 	}
 	if sys.submit == nil {
 		sys.submit = realIOSubmit
 	}
-	l := &laio{sys: sys, reaped: make(chan struct{})}
+	l := &laio{sys: sys, maxBatch: maxBatch, reaped: make(chan struct{})}
 	if err := sys.setup(engineDepth, &l.ctx); err != nil {
 		return nil, setupError("native", err)
 	}
@@ -168,11 +169,17 @@ func (l *laio) queue(cb *iocb) {
 	l.submitting = true
 	for len(l.queued) > 0 {
 		batch := l.queued
-		l.queued = nil
+		if l.maxBatch > 0 && len(batch) > l.maxBatch {
+			batch = batch[:l.maxBatch:l.maxBatch]
+		}
+		l.queued = l.queued[len(batch):]
 		l.mu.Unlock()
 		rest := l.submit(batch)
 		l.mu.Lock()
 		l.queued = append(rest, l.queued...)
+		if len(l.queued) == 0 {
+			l.queued = nil // let the submitted iocbs go
+		}
 		if len(rest) > 0 {
 			// The kernel is out of room (EAGAIN): let completions
 			// come in before trying again.
