@@ -142,7 +142,7 @@ func (img *image) closeEngine() error {
 	if img.eng == nil {
 		return nil
 	}
-	err := img.eng.close(img.fd)
+	err := img.eng.close()
 	img.eng = nil
 	return err
 }

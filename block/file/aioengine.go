@@ -3,6 +3,7 @@ package file
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -12,15 +13,14 @@ import (
 // node's aligned reads, writes and flushes go through; aio=threads has
 // none, and runs them as system calls on the caller's goroutine (the
 // goroutine pool of package block/aio above is minivmm's thread pool).
-// Callers submit and wait; one reaper goroutine per engine takes the
-// completions and wakes them.
+// Callers submit and wait; the waiting is shared (see completer).
 type engine interface {
 	readv(fd int, bufs [][]byte, off int64) error
 	writev(fd int, bufs [][]byte, off int64, dsync bool) error
 	fdatasync(fd int) error
-	// close waits for the requests in flight, stops the reaper and frees
-	// the kernel's context; fd is the node's (still open) file.
-	close(fd int) error
+	// close waits for the requests in flight and frees the kernel's
+	// context.
+	close() error
 }
 
 // engineDepth is how many requests one engine has in flight: QEMU's
@@ -130,8 +130,11 @@ type slots struct {
 	mu       sync.Mutex
 	reqs     []*request
 	inflight sync.WaitGroup
+	count    atomic.Int32 // requests in flight
 	closed   bool
 }
+
+func (s *slots) busy() bool { return s.count.Load() > 0 }
 
 func newSlots(n int) *slots {
 	s := &slots{free: make(chan uint32, n), reqs: make([]*request, n)}
@@ -151,6 +154,7 @@ func (s *slots) get(r *request) (uint32, error) {
 		return 0, errEngineClosed
 	}
 	s.inflight.Add(1)
+	s.count.Add(1)
 	s.mu.Unlock()
 	i := <-s.free
 	s.mu.Lock()
@@ -175,6 +179,7 @@ func (s *slots) finish(i uint32, err error) {
 	s.reqs[i] = nil
 	s.mu.Unlock()
 	s.free <- i
+	s.count.Add(-1)
 	r.done <- err
 	s.inflight.Done()
 }
@@ -185,4 +190,50 @@ func (s *slots) drain() {
 	s.closed = true
 	s.mu.Unlock()
 	s.inflight.Wait()
+}
+
+// completer is how an engine's callers wait without a goroutine of its
+// own: whichever caller holds mu waits in the kernel for completions and
+// finishes them for everyone (a caller alone with its request gets its
+// completion straight from its own system call, as a pread returns); a
+// poller leaving while requests are still in flight hands the job to one
+// of their callers.
+type completer struct {
+	mu      sync.Mutex
+	handoff chan struct{}
+}
+
+func newCompleter() completer { return completer{handoff: make(chan struct{}, 1)} }
+
+// wait returns r's result. polling says the caller holds c.mu already;
+// reap takes the completions the kernel has, with wait at least one.
+func (c *completer) wait(r *request, polling bool, s *slots, reap func(wait bool)) error {
+	for {
+		if !polling {
+			select {
+			case err := <-r.done:
+				return err
+			case <-c.handoff:
+			}
+			if !c.mu.TryLock() {
+				continue // another caller polls: it hands over when it leaves
+			}
+		}
+		polling = true
+		for wait := false; ; wait = true {
+			reap(wait)
+			select {
+			case err := <-r.done:
+				c.mu.Unlock()
+				if s.busy() {
+					select {
+					case c.handoff <- struct{}{}:
+					default: // a token is there already
+					}
+				}
+				return err
+			default:
+			}
+		}
+	}
 }

@@ -64,9 +64,6 @@ type uringCQE struct {
 	Flags    uint32
 }
 
-// uringWake is the tag of the no-op that tells the reaper to stop.
-const uringWake = ^uint64(0)
-
 // uringSys are the two system calls the engine makes; tests inject
 // failures through them.
 type uringSys struct {
@@ -109,9 +106,8 @@ type uring struct {
 	mu         sync.Mutex // the SQ tail, and who submits
 	tail       uint32     // our copy of the SQ tail
 	submitting bool
-	wakeLost   bool // the kernel refused close's wake-up no-op
 
-	reaped chan struct{} // closed when the reaper returns
+	completer // the CQ belongs to whoever holds its mu
 }
 
 func newUring(sys uringSys) (*uring, error) {
@@ -126,14 +122,13 @@ func newUring(sys uringSys) (*uring, error) {
 	if err != nil {
 		return nil, setupError("io_uring", err)
 	}
-	u := &uring{sys: sys, fd: fd, reaped: make(chan struct{})}
+	u := &uring{sys: sys, fd: fd, completer: newCompleter()}
 	if err := u.mapRings(&p); err != nil {
 		u.unmap()
 		unix.Close(fd)
 		return nil, setupError("io_uring", err)
 	}
 	u.slots = newSlots(int(p.SQEntries))
-	go u.reap()
 	return u, nil
 }
 
@@ -191,15 +186,17 @@ func (u *uring) do(r *request) error {
 	if err != nil {
 		return err
 	}
-	u.queue(i, r)
-	return <-r.done
+	// A caller that finds no one waiting for completions waits itself,
+	// and submits with the same system call.
+	polling := u.completer.mu.TryLock()
+	u.mu.Lock()
+	u.put(i, r)
+	u.submitLocked(polling)
+	return u.wait(r, polling, u.slots, u.reap)
 }
 
-// queue puts r's SQE on the ring and submits it, with whatever other
-// callers queued meanwhile: one caller at a time enters the kernel, and
-// submits everything queued while it was there before it returns.
-func (u *uring) queue(i uint32, r *request) {
-	u.mu.Lock()
+// put writes r's SQE at the ring's tail (u.mu held).
+func (u *uring) put(i uint32, r *request) {
 	sqe := &u.sqes[u.tail&*u.sqMask]
 	*sqe = uringSQE{Fd: int32(r.fd), Off: uint64(r.off), UserData: uint64(i)}
 	switch r.op {
@@ -215,12 +212,13 @@ func (u *uring) queue(i uint32, r *request) {
 	}
 	u.tail++
 	atomic.StoreUint32(u.sqTail, u.tail)
-	u.submitLocked()
 }
 
 // submitLocked enters the kernel for what the SQ holds, unless another
 // caller is already doing so (it will take ours too); it unlocks u.mu.
-func (u *uring) submitLocked() {
+// With wait (the caller holds the CQ), the first entry also waits for a
+// completion.
+func (u *uring) submitLocked(wait bool) {
 	if u.submitting {
 		u.mu.Unlock()
 		return
@@ -232,7 +230,13 @@ func (u *uring) submitLocked() {
 			break
 		}
 		u.mu.Unlock()
-		_, err := u.sys.enter(u.fd, n, 0, 0)
+		var err error
+		if wait {
+			_, err = u.sys.enter(u.fd, n, 1, uringEnterGetevents)
+			wait = false
+		} else {
+			_, err = u.sys.enter(u.fd, n, 0, 0)
+		}
 		u.mu.Lock()
 		if err == unix.EINTR || err == unix.EAGAIN || err == unix.EBUSY {
 			continue
@@ -251,46 +255,32 @@ func (u *uring) submitLocked() {
 func (u *uring) failQueuedLocked(err error) {
 	head := atomic.LoadUint32(u.sqHead)
 	for t := head; t != u.tail; t++ {
-		tag := u.sqes[t&*u.sqMask].UserData
-		if tag == uringWake {
-			u.wakeLost = true
-			continue
-		}
-		u.slots.finish(uint32(tag), err)
+		u.slots.finish(uint32(u.sqes[t&*u.sqMask].UserData), err)
 	}
 	u.tail = head
 	atomic.StoreUint32(u.sqTail, u.tail)
 }
 
-// reap takes completions until it finds the wake-up no-op close sends.
-func (u *uring) reap() {
-	defer close(u.reaped)
-	for {
-		head := atomic.LoadUint32(u.cqHead)
-		tail := atomic.LoadUint32(u.cqTail)
-		if head == tail {
-			if _, err := u.sys.enter(u.fd, 0, 1, uringEnterGetevents); err != nil && err != unix.EINTR {
-				// Not expected on a ring this engine owns; whatever it
-				// is, the completions are still coming: wait again,
-				// without spinning.
-				time.Sleep(time.Millisecond)
-			}
-			continue
-		}
-		stop := false
-		for ; head != tail; head++ {
-			cqe := u.cqes[head&*u.cqMask]
-			if cqe.UserData == uringWake {
-				stop = true
-				continue
-			}
-			u.complete(uint32(cqe.UserData), int64(cqe.Res))
-		}
-		atomic.StoreUint32(u.cqHead, head)
-		if stop {
+// reap finishes the requests the CQ holds; with wait, it first waits
+// for one if there is none (the caller holds the CQ: u.completer.mu).
+func (u *uring) reap(wait bool) {
+	head, tail := atomic.LoadUint32(u.cqHead), atomic.LoadUint32(u.cqTail)
+	if head == tail {
+		if !wait {
 			return
 		}
+		if _, err := u.sys.enter(u.fd, 0, 1, uringEnterGetevents); err != nil && err != unix.EINTR {
+			// Not expected on a ring this engine owns; the completions
+			// are still coming: wait again, without spinning.
+			time.Sleep(time.Millisecond)
+		}
+		tail = atomic.LoadUint32(u.cqTail)
 	}
+	for ; head != tail; head++ {
+		cqe := u.cqes[head&*u.cqMask]
+		u.complete(uint32(cqe.UserData), int64(cqe.Res))
+	}
+	atomic.StoreUint32(u.cqHead, head)
 }
 
 func (u *uring) complete(i uint32, res int64) {
@@ -307,28 +297,15 @@ func (u *uring) complete(i uint32, res int64) {
 		u.slots.finish(i, err)
 		return
 	}
-	u.queue(i, r)
+	u.mu.Lock()
+	u.put(i, r)
+	u.submitLocked(false)
 }
 
-func (u *uring) close(int) error {
+// close waits for the requests in flight (their callers reap them), then
+// unmaps the rings and closes the ring's fd.
+func (u *uring) close() error {
 	u.slots.drain()
-	for {
-		u.mu.Lock()
-		u.wakeLost = false
-		sqe := &u.sqes[u.tail&*u.sqMask]
-		*sqe = uringSQE{Opcode: uringOpNop, Fd: -1, UserData: uringWake}
-		u.tail++
-		atomic.StoreUint32(u.sqTail, u.tail)
-		u.submitLocked()
-		u.mu.Lock()
-		lost := u.wakeLost
-		u.mu.Unlock()
-		if !lost {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	<-u.reaped
 	u.unmap()
 	return unix.Close(u.fd)
 }

@@ -39,9 +39,6 @@ type ioEvent struct {
 	Res2 int64
 }
 
-// laioWake is the tag of the empty read close submits to stop the reaper.
-const laioWake = ^uint64(0)
-
 // laioSys are the system calls the engine makes; tests inject failures
 // through them.
 type laioSys struct {
@@ -90,7 +87,8 @@ type laio struct {
 	// QEMU's go to its thread pool.
 	noFdsync atomic.Bool
 
-	reaped chan struct{}
+	completer           // the context's events belong to whoever holds its mu
+	events    []ioEvent // io_getevents' buffer, the poller's
 }
 
 func newLaio(sys laioSys, maxBatch int) (*laio, error) {
@@ -100,12 +98,11 @@ func newLaio(sys laioSys, maxBatch int) (*laio, error) {
 	if sys.submit == nil {
 		sys.submit = realIOSubmit
 	}
-	l := &laio{sys: sys, maxBatch: maxBatch, reaped: make(chan struct{})}
+	l := &laio{sys: sys, maxBatch: maxBatch, completer: newCompleter(), events: make([]ioEvent, engineDepth)}
 	if err := sys.setup(engineDepth, &l.ctx); err != nil {
 		return nil, setupError("native", err)
 	}
 	l.slots = newSlots(engineDepth)
-	go l.reap()
 	return l, nil
 }
 
@@ -137,8 +134,9 @@ func (l *laio) do(r *request) error {
 	if err != nil {
 		return err
 	}
+	polling := l.completer.mu.TryLock()
 	l.queue(l.iocbFor(i, r))
-	return <-r.done
+	return l.wait(r, polling, l.slots, l.reap)
 }
 
 func (l *laio) iocbFor(i uint32, r *request) *iocb {
@@ -214,34 +212,25 @@ func (l *laio) submit(batch []*iocb) []*iocb {
 }
 
 func (l *laio) refused(cb *iocb, err error) {
-	if cb.Data == laioWake {
-		return
-	}
 	l.slots.finish(uint32(cb.Data), err)
 }
 
-func (l *laio) reap() {
-	defer close(l.reaped)
-	ev := make([]ioEvent, engineDepth)
-	for {
-		n, err := ioGetevents(l.ctx, 1, len(ev), ev)
-		if err == unix.EINTR {
-			continue
+// reap finishes the requests whose events the kernel has; with wait, it
+// waits for one (the caller holds the events: l.completer.mu).
+func (l *laio) reap(wait bool) {
+	min := 0
+	if wait {
+		min = 1
+	}
+	n, err := ioGetevents(l.ctx, min, len(l.events), l.events)
+	if err != nil {
+		if err != unix.EINTR {
+			time.Sleep(time.Millisecond) // not expected: wait again without spinning
 		}
-		if err != nil {
-			return // the context is gone (io_destroy): close is running
-		}
-		stop := false
-		for _, e := range ev[:n] {
-			if e.Data == laioWake {
-				stop = true
-				continue
-			}
-			l.complete(uint32(e.Data), e.Res)
-		}
-		if stop {
-			return
-		}
+		return
+	}
+	for _, e := range l.events[:n] {
+		l.complete(uint32(e.Data), e.Res)
 	}
 }
 
@@ -262,27 +251,11 @@ func (l *laio) complete(i uint32, res int64) {
 	l.queue(l.iocbFor(i, r))
 }
 
-// close waits for the requests in flight, then wakes the reaper with an
-// empty read of fd and destroys the context (which also ends a reaper
-// the read could not wake: io_getevents on it fails).
-func (l *laio) close(fd int) error {
+// close waits for the requests in flight (their callers reap them), then
+// destroys the context.
+func (l *laio) close() error {
 	l.slots.drain()
-	wake := &iocb{Data: laioWake, Opcode: iocbCmdPread, Fd: uint32(fd)}
-	woken := false
-	for {
-		n, err := l.sys.submit(l.ctx, []*iocb{wake})
-		if err == unix.EINTR || err == unix.EAGAIN {
-			continue
-		}
-		woken = err == nil && n == 1
-		break
-	}
-	if woken {
-		<-l.reaped
-	}
-	_, _, e := unix.Syscall(unix.SYS_IO_DESTROY, uintptr(l.ctx), 0, 0)
-	<-l.reaped
-	if e != 0 {
+	if _, _, e := unix.Syscall(unix.SYS_IO_DESTROY, uintptr(l.ctx), 0, 0); e != 0 {
 		return e
 	}
 	return nil
