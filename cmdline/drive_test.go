@@ -80,7 +80,7 @@ func TestDriveListed(t *testing.T) {
 }
 
 func FuzzParseDrive(f *testing.F) {
-	for _, s := range []string{"if=none,file=/a,format=raw", "if=none,file=a,,b,readonly", "if=none,file=/a,cache=none,discard=on,detect-zeroes=unmap", "readonly=on,read-only=off", "/a.img"} {
+	for _, s := range []string{"if=none,file=/a,format=raw", "if=none,file=a,,b,readonly", "if=none,file=/a,cache=none,discard=on,detect-zeroes=unmap", "if=none,file=/a,aio=native,cache=none", "readonly=on,read-only=off", "/a.img"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
