@@ -372,3 +372,53 @@ func TestAIOModesThroughGraph(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineOverDepth: more callers than the engine has slots, each on
+// its own block: callers wait for slots, whoever waits for completions
+// hands that over as it leaves, and no caller is left waiting.
+func TestEngineOverDepth(t *testing.T) {
+	for _, mode := range engineModes {
+		t.Run(mode, func(t *testing.T) {
+			fdtest.Check(t)
+			const callers = 3 * engineDepth
+			fd, _ := openDirect(t, callers*4096)
+			defer unix.Close(fd)
+			eng, err := newEngine(mode, 0, engineHooks{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			for c := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					buf := alignedBuffer(4096, 4096)
+					for i := range 10 {
+						for j := range buf {
+							buf[j] = byte(c + i)
+						}
+						if err := eng.writev(fd, [][]byte{buf}, int64(c)*4096, false); err != nil {
+							t.Error(err)
+							return
+						}
+						clear(buf)
+						if err := eng.readv(fd, [][]byte{buf}, int64(c)*4096); err != nil || buf[0] != byte(c+i) || buf[4095] != byte(c+i) {
+							t.Errorf("caller %d: %v, read %d", c, err, buf[0])
+							return
+						}
+					}
+				}()
+			}
+			done := make(chan struct{})
+			go func() { wg.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatal("callers still waiting after 60s")
+			}
+			if err := eng.close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
