@@ -422,3 +422,59 @@ func TestEngineOverDepth(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestResult: what a completion's result does to a request, as
+// QEMU's completion handlers treat it.
+func TestRequestResult(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, make([]byte, 8192), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	for _, tc := range []struct {
+		name     string
+		op       int
+		off      int64
+		res      int64
+		done     bool
+		err      error
+		wantOff  int64
+		wantLeft int
+		zeroed   bool
+	}{
+		{name: "read, all", op: opRead, res: 3000, done: true, wantLeft: 3000},
+		{name: "write, all", op: opWrite, res: 3000, done: true, wantLeft: 3000},
+		{name: "EINTR: again", op: opRead, res: -int64(unix.EINTR), wantLeft: 3000},
+		{name: "EAGAIN: again", op: opWrite, res: -int64(unix.EAGAIN), wantLeft: 3000},
+		{name: "EIO", op: opWrite, res: -int64(unix.EIO), done: true, err: unix.EIO, wantLeft: 3000},
+		{name: "short read mid-file: the rest again", op: opRead, res: 1500, wantOff: 1500, wantLeft: 1500},
+		{name: "short write: the rest again", op: opWrite, res: 1000, wantOff: 1000, wantLeft: 2000},
+		{name: "write of nothing: ENOSPC", op: opWrite, res: 0, done: true, err: unix.ENOSPC, wantLeft: 3000},
+		{name: "read at EOF: zeroes", op: opRead, off: 8192, res: 0, done: true, wantOff: 8192, wantLeft: 3000, zeroed: true},
+		{name: "short read reaching EOF: zeroes", op: opRead, off: 6192, res: 2000, done: true, wantOff: 8192, wantLeft: 1000, zeroed: true},
+		{name: "flush", op: opSync, res: 0, done: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			buf := bytes.Repeat([]byte{0xee}, 3000)
+			var bufs [][]byte
+			if tc.op != opSync {
+				bufs = [][]byte{buf[:1000], buf[1000:]}
+			}
+			r := newRequest(tc.op, fd, bufs, tc.off, false)
+			done, err := r.result(tc.res)
+			if done != tc.done || err != tc.err {
+				t.Errorf("done %v err %v, want %v %v", done, err, tc.done, tc.err)
+			}
+			if !done && (r.off != tc.off+tc.wantOff || r.remaining() != tc.wantLeft || len(r.iov) != len(r.bufs)) {
+				t.Errorf("next submission at %d for %d bytes (%d iovecs), want %d for %d", r.off, r.remaining(), len(r.iov), tc.off+tc.wantOff, tc.wantLeft)
+			}
+			if tc.zeroed != (buf[2999] == 0) {
+				t.Errorf("tail zeroed: %v, want %v", buf[2999] == 0, tc.zeroed)
+			}
+		})
+	}
+}
