@@ -89,11 +89,24 @@ func newEngine(mode string, maxBatch int, h engineHooks) (engine, error) {
 // stay on the caller, as QEMU sends misaligned requests to its thread
 // pool whatever the aio mode.)
 
+// readAt and writeAt are the one-buffer forms, which allocate nothing
+// with aio=threads.
+func (img *image) readAt(p []byte, off int64) error {
+	if img.eng == nil || len(p) == 0 {
+		return pread(img.fd, p, off)
+	}
+	return img.eng.readv(img.fd, [][]byte{p}, off)
+}
+
+func (img *image) writeAt(p []byte, off int64) error {
+	if img.eng == nil || len(p) == 0 {
+		return pwrite(img.fd, p, off)
+	}
+	return img.writeAligned([][]byte{p}, off, false)
+}
+
 func (img *image) readAligned(bufs [][]byte, off int64) error {
 	if img.eng == nil || vlen(bufs) == 0 {
-		if len(bufs) == 1 {
-			return pread(img.fd, bufs[0], off)
-		}
 		return preadv(img.fd, cloneVec(bufs), off)
 	}
 	return img.eng.readv(img.fd, bufs, off)
@@ -105,9 +118,6 @@ func (img *image) writeAligned(bufs [][]byte, off int64, dsync bool) error {
 	write := func(dsync bool) error {
 		if img.eng != nil && vlen(bufs) > 0 {
 			return img.eng.writev(img.fd, bufs, off, dsync)
-		}
-		if len(bufs) == 1 && !dsync {
-			return pwrite(img.fd, bufs[0], off)
 		}
 		rwf := 0
 		if dsync {

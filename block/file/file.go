@@ -208,7 +208,7 @@ func (img *image) bounce(off int64, n int) ([]byte, int64) {
 
 func (img *image) ReadAt(p []byte, off int64) (int, error) {
 	if img.aligned(p, off) {
-		if err := img.readAligned([][]byte{p}, off); err != nil {
+		if err := img.readAt(p, off); err != nil {
 			return 0, err
 		}
 		return len(p), nil
@@ -224,7 +224,7 @@ func (img *image) ReadAt(p []byte, off int64) (int, error) {
 func (img *image) WriteAt(p []byte, off int64) (int, error) {
 	if img.aligned(p, off) {
 		img.rmw.RLock()
-		err := img.writeAligned([][]byte{p}, off, false)
+		err := img.writeAt(p, off)
 		img.rmw.RUnlock()
 		if err != nil {
 			return 0, err
