@@ -42,6 +42,7 @@ func (t *ioTool) openFile(o *openOptions) error {
 // guard on block 0, see guardProbed); -s puts a temporary overlay on it.
 func (t *ioTool) open(o *openOptions) error {
 	f := o.flags
+	f.AIO = o.aio
 	if o.copyOnRead && f.ReadOnly {
 		return errors.New("Can't use copy-on-read on read-only device")
 	}
@@ -52,7 +53,6 @@ func (t *ioTool) open(o *openOptions) error {
 	if err != nil {
 		return err
 	}
-	applyAIO(opts, o.aio)
 	op, err := t.g.Open(opts, block.ProbeAny)
 	if err != nil {
 		return err

@@ -15,31 +15,6 @@ func validAIO(mode string) bool {
 	return mode == "threads" || mode == "native" || mode == "io_uring"
 }
 
-// applyAIO gives the file nodes of opts (the image and the children
-// written inline, as QEMU's BDRV_O_NATIVE_AIO/BDRV_O_IO_URING flags reach
-// every child) the aio mode of -i/-k, unless their options name one;
-// only the file driver reads it, and checks it (native needs
-// cache.direct=on, qemu-io's -n or -t none).
-func applyAIO(opts block.Options, mode string) {
-	if mode == "" || opts == nil {
-		return
-	}
-	if d, _ := opts.String("driver", ""); d == "file" {
-		setDefault(opts, "aio", mode)
-	}
-	for _, child := range []string{"file", "backing"} {
-		if c, _ := opts.Object(child); c != nil {
-			applyAIO(c, mode)
-		}
-	}
-}
-
-func setDefault(o block.Options, key string, v any) {
-	if _, set := o[key]; !set {
-		o[key] = v
-	}
-}
-
 // userObjects are the --object types qemu-io accepts that minivmm can
 // hold: a secret is parsed and checked as QEMU checks it, then unused
 // (no driver here decrypts).
