@@ -567,3 +567,32 @@ func TestAIOModesShadow(t *testing.T) {
 		})
 	}
 }
+
+// TestEngineAllocations: once warm, a request through an engine
+// allocates (next to) nothing: requests are reused.
+func TestEngineAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's sync.Pool drops requests")
+	}
+	for _, mode := range engineModes {
+		t.Run(mode, func(t *testing.T) {
+			fdtest.Check(t)
+			fd, _ := openDirect(t, 1<<20)
+			defer unix.Close(fd)
+			eng, err := newEngine(mode, 0, engineHooks{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer eng.close()
+			bufs := [][]byte{alignedBuffer(4096, 4096)}
+			n := testing.AllocsPerRun(500, func() {
+				if err := eng.readv(fd, bufs, 8192); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if n > 0.5 {
+				t.Errorf("%.2f allocations per read", n)
+			}
+		})
+	}
+}

@@ -44,15 +44,28 @@ type request struct {
 	off   int64
 	dsync bool
 	done  chan error
+	cb    iocb // Linux AIO's control block (the kernel copies it at io_submit)
 }
 
 func newRequest(op, fd int, bufs [][]byte, off int64, dsync bool) *request {
-	r := &request{op: op, fd: fd, off: off, dsync: dsync, done: make(chan error, 1)}
-	if op != opSync {
-		r.bufs = cloneVec(bufs)
-		r.fillIov()
-	}
+	r := &request{done: make(chan error, 1)}
+	r.reset(op, fd, bufs, off, dsync)
 	return r
+}
+
+// reset makes r the request for bufs at off, keeping its lists' arrays.
+func (r *request) reset(op, fd int, bufs [][]byte, off int64, dsync bool) {
+	r.op, r.fd, r.off, r.dsync = op, fd, off, dsync
+	r.bufs, r.iov = r.bufs[:0], r.iov[:0]
+	if op == opSync {
+		return
+	}
+	for _, b := range bufs {
+		if len(b) > 0 {
+			r.bufs = append(r.bufs, b)
+		}
+	}
+	r.fillIov()
 }
 
 func (r *request) fillIov() {
@@ -132,6 +145,25 @@ type slots struct {
 	inflight sync.WaitGroup
 	count    atomic.Int32 // requests in flight
 	closed   bool
+	pool     sync.Pool // of *request: a request allocates nothing once warm
+}
+
+// request returns a request for the arguments, reused where one is free.
+func (s *slots) request(op, fd int, bufs [][]byte, off int64, dsync bool) *request {
+	r, _ := s.pool.Get().(*request)
+	if r == nil {
+		return newRequest(op, fd, bufs, off, dsync)
+	}
+	r.reset(op, fd, bufs, off, dsync)
+	return r
+}
+
+// release takes back a request its caller has the result of, holding on
+// to none of the caller's buffers.
+func (s *slots) release(r *request) {
+	clear(r.bufs[:cap(r.bufs)])
+	clear(r.iov[:cap(r.iov)])
+	s.pool.Put(r)
 }
 
 func (s *slots) busy() bool { return s.count.Load() > 0 }

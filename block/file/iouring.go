@@ -170,18 +170,20 @@ func (u *uring) unmap() {
 }
 
 func (u *uring) readv(fd int, bufs [][]byte, off int64) error {
-	return u.do(newRequest(opRead, fd, bufs, off, false))
+	return u.do(u.slots.request(opRead, fd, bufs, off, false))
 }
 
 func (u *uring) writev(fd int, bufs [][]byte, off int64, dsync bool) error {
-	return u.do(newRequest(opWrite, fd, bufs, off, dsync))
+	return u.do(u.slots.request(opWrite, fd, bufs, off, dsync))
 }
 
 func (u *uring) fdatasync(fd int) error {
-	return u.do(newRequest(opSync, fd, nil, 0, false))
+	return u.do(u.slots.request(opSync, fd, nil, 0, false))
 }
 
+// do runs r and gives it back to the pool.
 func (u *uring) do(r *request) error {
+	defer u.slots.release(r)
 	i, err := u.slots.get(r)
 	if err != nil {
 		return err

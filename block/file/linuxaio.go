@@ -79,6 +79,7 @@ type laio struct {
 
 	mu         sync.Mutex
 	queued     []*iocb // waiting for io_submit, in order
+	batch      []*iocb // what the submitter passes to io_submit
 	submitting bool
 
 	// noFdsync: the kernel refused IOCB_CMD_FDSYNC on this node's file
@@ -107,16 +108,16 @@ func newLaio(sys laioSys, maxBatch int) (*laio, error) {
 }
 
 func (l *laio) readv(fd int, bufs [][]byte, off int64) error {
-	return l.do(newRequest(opRead, fd, bufs, off, false))
+	return l.do(l.slots.request(opRead, fd, bufs, off, false))
 }
 
 func (l *laio) writev(fd int, bufs [][]byte, off int64, dsync bool) error {
-	return l.do(newRequest(opWrite, fd, bufs, off, dsync))
+	return l.do(l.slots.request(opWrite, fd, bufs, off, dsync))
 }
 
 func (l *laio) fdatasync(fd int) error {
 	if !l.noFdsync.Load() {
-		err := l.do(newRequest(opSync, fd, nil, 0, false))
+		err := l.do(l.slots.request(opSync, fd, nil, 0, false))
 		if err != unix.EINVAL {
 			return err
 		}
@@ -129,7 +130,9 @@ func (l *laio) fdatasync(fd int) error {
 	}
 }
 
+// do runs r and gives it back to the pool.
 func (l *laio) do(r *request) error {
+	defer l.slots.release(r)
 	i, err := l.slots.get(r)
 	if err != nil {
 		return err
@@ -140,7 +143,8 @@ func (l *laio) do(r *request) error {
 }
 
 func (l *laio) iocbFor(i uint32, r *request) *iocb {
-	cb := &iocb{Data: uint64(i), Fd: uint32(r.fd), Offset: r.off}
+	cb := &r.cb
+	*cb = iocb{Data: uint64(i), Fd: uint32(r.fd), Offset: r.off}
 	switch r.op {
 	case opRead:
 		cb.Opcode, cb.Buf, cb.NBytes = iocbCmdPreadv, r.iovAddr(), uint64(len(r.iov))
@@ -166,25 +170,28 @@ func (l *laio) queue(cb *iocb) {
 	}
 	l.submitting = true
 	for len(l.queued) > 0 {
-		batch := l.queued
-		if l.maxBatch > 0 && len(batch) > l.maxBatch {
-			batch = batch[:l.maxBatch:l.maxBatch]
+		k := len(l.queued)
+		if l.maxBatch > 0 && k > l.maxBatch {
+			k = l.maxBatch
 		}
-		l.queued = l.queued[len(batch):]
+		// The batch is the submitter's own list (one submitter at a
+		// time): both lists keep their arrays from call to call.
+		l.batch = append(l.batch[:0], l.queued[:k]...)
+		n := copy(l.queued, l.queued[k:])
+		clear(l.queued[n:])
+		l.queued = l.queued[:n]
 		l.mu.Unlock()
-		rest := l.submit(batch)
+		rest := l.submit(l.batch)
 		l.mu.Lock()
-		l.queued = append(rest, l.queued...)
-		if len(l.queued) == 0 {
-			l.queued = nil // let the submitted iocbs go
-		}
 		if len(rest) > 0 {
+			l.queued = append(append([]*iocb(nil), rest...), l.queued...)
 			// The kernel is out of room (EAGAIN): let completions
 			// come in before trying again.
 			l.mu.Unlock()
 			time.Sleep(50 * time.Microsecond)
 			l.mu.Lock()
 		}
+		clear(l.batch)
 	}
 	l.submitting = false
 	l.mu.Unlock()

@@ -91,6 +91,30 @@ func AIOModes(e *harness.Env, s *report.Section) error {
 			}
 		}
 	}
+	// Like for like: both tools' bench, same arguments, mode by mode.
+	tt := s.Table("minivmm img bench vs qemu-img bench, -t none -i MODE (sequential 4 KiB)", "op", "depth", "mode",
+		"minivmm img bench req/s", "qemu-img bench req/s", "minivmm/qemu-img")
+	for _, write := range []bool{false, true} {
+		op := map[bool]string{false: "read", true: "write"}[write]
+		for _, depth := range []int{1, 32} {
+			for _, mode := range aioModes {
+				args := []string{"-c", strconv.Itoa(qops), "-d", strconv.Itoa(depth), "-t", "none", "-i", mode, "-f", "raw", "-s", "4096"}
+				if write {
+					args = append(args, "-w", "--pattern=165")
+				}
+				mine, qemu, rs, err := imgBenchPair(e, e.Reps, append(args, path), 0, nil)
+				if err != nil {
+					return err
+				}
+				q, r := harness.NotInstalled("qemu-img"), "–"
+				if e.QemuImg != "" {
+					q, r = num(qemu), ratio(rs)
+				}
+				tt.Add(op, strconv.Itoa(depth), mode, num(mine), q, r)
+			}
+		}
+	}
+	s.Commands = append(s.Commands, fmt.Sprintf("minivmm img bench -c %d -d DEPTH -t none -i MODE -f raw -s 4096 [-w --pattern=165] IMAGE", qops))
 	s.Charts = append(s.Charts, "aio-modes.svg")
 	return nil
 }
