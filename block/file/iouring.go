@@ -188,12 +188,14 @@ func (u *uring) do(r *request) error {
 	if err != nil {
 		return err
 	}
-	// A caller that finds no one waiting for completions waits itself,
-	// and submits with the same system call.
+	// A caller that finds no one waiting for completions waits itself;
+	// alone with its request, it submits and waits in one system call
+	// (with others in flight, waiting there would hold back the
+	// submission of what they queue meanwhile).
 	polling := u.completer.mu.TryLock()
 	u.mu.Lock()
 	u.put(i, r)
-	u.submitLocked(polling)
+	u.submitLocked(polling && u.slots.count.Load() == 1)
 	return u.wait(r, polling, u.slots, u.reap)
 }
 
