@@ -23,6 +23,24 @@ import (
 // engines are the kernel interfaces under test, each made fresh.
 var engineModes = []string{"native", "io_uring"}
 
+// needEngine skips the test where the kernel or a sandbox refuses the
+// mode (a container's seccomp profile often refuses io_uring), saying so.
+func needEngine(t *testing.T, mode string) {
+	t.Helper()
+	if mode == "threads" {
+		return
+	}
+	eng, err := newEngine(mode, 0, engineHooks{})
+	var se *SetupError
+	if errors.As(err, &se) && (se.Errno == unix.EPERM || se.Errno == unix.ENOSYS) {
+		t.Skipf("this kernel refuses aio=%s here: %v", mode, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.close()
+}
+
 func openDirect(t *testing.T, size int) (int, string) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "disk.img")
@@ -43,6 +61,7 @@ func openDirect(t *testing.T, size int) (int, string) {
 func TestEngineShadow(t *testing.T) {
 	for _, mode := range engineModes {
 		t.Run(mode, func(t *testing.T) {
+			needEngine(t, mode)
 			fdtest.Check(t)
 			const bs, blocks = 4096, 64
 			fd, p := openDirect(t, bs*blocks)
@@ -186,6 +205,7 @@ func TestEngineSubmitFaults(t *testing.T) {
 	for _, mode := range engineModes {
 		for _, fault := range []unix.Errno{unix.EIO, unix.EINTR, unix.EAGAIN} {
 			t.Run(mode+"/"+fault.Error(), func(t *testing.T) {
+				needEngine(t, mode)
 				fdtest.Check(t)
 				base := runtime.NumGoroutine()
 				fd, _ := openDirect(t, 64<<10)
@@ -253,6 +273,7 @@ func TestEngineSubmitFaults(t *testing.T) {
 func TestEngineShortRead(t *testing.T) {
 	for _, mode := range engineModes {
 		t.Run(mode, func(t *testing.T) {
+			needEngine(t, mode)
 			fdtest.Check(t)
 			p := filepath.Join(t.TempDir(), "disk.img")
 			data := bytes.Repeat([]byte{0x5a}, 4096+100)
@@ -295,6 +316,7 @@ func TestAIOModesThroughGraph(t *testing.T) {
 	for _, mode := range []string{"threads", "native", "io_uring"} {
 		for _, fdset := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/fdset=%v", mode, fdset), func(t *testing.T) {
+				needEngine(t, mode)
 				fdtest.Check(t)
 				base := runtime.NumGoroutine()
 				p := filepath.Join(t.TempDir(), "disk.img")
@@ -379,6 +401,7 @@ func TestAIOModesThroughGraph(t *testing.T) {
 func TestEngineOverDepth(t *testing.T) {
 	for _, mode := range engineModes {
 		t.Run(mode, func(t *testing.T) {
+			needEngine(t, mode)
 			fdtest.Check(t)
 			const callers = 3 * engineDepth
 			fd, _ := openDirect(t, callers*4096)
@@ -487,6 +510,7 @@ func TestRequestResult(t *testing.T) {
 func TestAIOModesShadow(t *testing.T) {
 	for _, mode := range []string{"threads", "native", "io_uring"} {
 		t.Run(mode, func(t *testing.T) {
+			needEngine(t, mode)
 			fdtest.Check(t)
 			const bs, blocks = 4096, 48
 			p := filepath.Join(t.TempDir(), "disk.img")
@@ -576,6 +600,7 @@ func TestEngineAllocations(t *testing.T) {
 	}
 	for _, mode := range engineModes {
 		t.Run(mode, func(t *testing.T) {
+			needEngine(t, mode)
 			fdtest.Check(t)
 			fd, _ := openDirect(t, 1<<20)
 			defer unix.Close(fd)
