@@ -21,6 +21,7 @@ type Drive struct {
 	// empty when not given.
 	Discard      string
 	DetectZeroes string // "off", "on" or "unmap"; empty when not given
+	AIO          string // "threads", "native" or "io_uring"; empty when not given
 	AutoReadOnly bool   // QEMU's -drive default is on
 }
 
@@ -45,6 +46,7 @@ var driveOpts = Params{
 	{"node-name", OptString, "Node name of the block device node"},
 	{"auto-read-only", OptBool, "Node can become read-only if opening read-write fails"},
 	{"discard", OptString, "discard operation (ignore/off, unmap/on)"},
+	{"aio", OptString, "host AIO implementation (threads, native, io_uring)"},
 	{"format", OptString, "disk format (raw, qcow2, ...)"},
 	{"detect-zeroes", OptString, "try to optimize zero writes (off, on, unmap)"},
 	{"if", OptString, "interface (ide, scsi, sd, mtd, floppy, pflash, virtio)"},
@@ -95,6 +97,12 @@ func ParseDrive(value string) (Drive, error) {
 			return Drive{}, fmt.Errorf("invalid parameter value: %s", v)
 		}
 		d.DetectZeroes = v
+	}
+	if v, ok := o.Get("aio"); ok {
+		if v != "threads" && v != "native" && v != "io_uring" {
+			return Drive{}, errors.New("invalid aio option")
+		}
+		d.AIO = v
 	}
 	if v, ok := o.Get("discard"); ok {
 		// -drive still takes the old on/off spellings.

@@ -33,6 +33,9 @@ func TestParseDrive(t *testing.T) {
 		{in: "if=none,file=/a.img,discard=", err: "Invalid discard option"},
 		{in: "if=none,file=/a.img,detect-zeroes=unmap", want: with(func(d *Drive) { d.DetectZeroes = "unmap" })},
 		{in: "if=none,file=/a.img,detect-zeroes=x", err: "invalid parameter value: x"},
+		{in: "if=none,file=/a.img,aio=native,cache=none", want: with(func(d *Drive) { d.AIO, d.Cache = "native", &DriveCache{Direct: true} })},
+		{in: "if=none,file=/a.img,aio=io_uring", want: with(func(d *Drive) { d.AIO = "io_uring" })},
+		{in: "if=none,file=/a.img,aio=bogus", err: "invalid aio option"},
 		{in: "if=none,file=/a.img,auto-read-only=off", want: with(func(d *Drive) { d.AutoReadOnly = false })},
 		{in: "if=none,file=/a.img,file=/b.img", want: with(func(d *Drive) { d.File = "/b.img" })},
 		{in: "if=none,file=a,,b", want: with(func(d *Drive) { d.File = "a,b" })},
@@ -77,7 +80,7 @@ func TestDriveListed(t *testing.T) {
 }
 
 func FuzzParseDrive(f *testing.F) {
-	for _, s := range []string{"if=none,file=/a,format=raw", "if=none,file=a,,b,readonly", "if=none,file=/a,cache=none,discard=on,detect-zeroes=unmap", "readonly=on,read-only=off", "/a.img"} {
+	for _, s := range []string{"if=none,file=/a,format=raw", "if=none,file=a,,b,readonly", "if=none,file=/a,cache=none,discard=on,detect-zeroes=unmap", "if=none,file=/a,aio=native,cache=none", "readonly=on,read-only=off", "/a.img"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

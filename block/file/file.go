@@ -38,6 +38,7 @@ type image struct {
 	flags    int
 	align    int // request alignment: 1, or the O_DIRECT alignment
 	locks    imageLocks
+	eng      engine // aio=native, io_uring; nil: threads
 
 	// rmw serializes read-modify-write cycles of unaligned O_DIRECT writes
 	// against every other write, so that two writes sharing a block do
@@ -45,7 +46,9 @@ type image struct {
 	rmw sync.RWMutex
 }
 
-func open(o *block.OpenContext) (block.Image, error) {
+func open(o *block.OpenContext) (block.Image, error) { return openWith(o, engineHooks{}) }
+
+func openWith(o *block.OpenContext, hooks engineHooks) (block.Image, error) {
 	filename, err := o.Options.String("filename", "")
 	if err != nil {
 		return nil, err
@@ -53,7 +56,12 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if filename == "" {
 		return nil, errors.New("The 'file' block driver requires a file name")
 	}
-	if err := checkAIO(o.Options, o.Direct); err != nil {
+	aio, err := checkAIO(o.Options, o.Direct)
+	if err != nil {
+		return nil, err
+	}
+	maxBatch, err := o.Options.Int("aio-max-batch", 0)
+	if err != nil {
 		return nil, err
 	}
 	for key, allowed := range map[string][]string{"locking": {"auto", "on", "off"}} {
@@ -71,6 +79,11 @@ func open(o *block.OpenContext) (block.Image, error) {
 	img.fd, img.flags, img.align = fd, flags, align
 	mode, _ := o.Options.String("locking", "auto")
 	if err := img.lockOpen(mode); err != nil {
+		img.files.Close(fd)
+		return nil, err
+	}
+	if img.eng, err = newEngine(aio, int(maxBatch), hooks); err != nil {
+		img.unlock()
 		img.files.Close(fd)
 		return nil, err
 	}
@@ -195,7 +208,7 @@ func (img *image) bounce(off int64, n int) ([]byte, int64) {
 
 func (img *image) ReadAt(p []byte, off int64) (int, error) {
 	if img.aligned(p, off) {
-		if err := pread(img.fd, p, off); err != nil {
+		if err := img.readAt(p, off); err != nil {
 			return 0, err
 		}
 		return len(p), nil
@@ -211,7 +224,7 @@ func (img *image) ReadAt(p []byte, off int64) (int, error) {
 func (img *image) WriteAt(p []byte, off int64) (int, error) {
 	if img.aligned(p, off) {
 		img.rmw.RLock()
-		err := pwrite(img.fd, p, off)
+		err := img.writeAt(p, off)
 		img.rmw.RUnlock()
 		if err != nil {
 			return 0, err
@@ -241,14 +254,7 @@ func (img *image) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-func (img *image) Flush() error {
-	for {
-		err := unix.Fdatasync(img.fd)
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}
+func (img *image) Flush() error { return img.fdatasync() }
 
 func (img *image) Length() (int64, error) {
 	return unix.Seek(img.fd, 0, io.SeekEnd)
@@ -258,9 +264,13 @@ func (img *image) Length() (int64, error) {
 // the next open may reuse: a stray call after Close fails with EBADF
 // instead of reaching another image.
 func (img *image) Close() error {
+	engErr := img.closeEngine()
 	img.unlock()
 	err := img.files.Close(img.fd)
 	img.fd = -1
+	if engErr != nil {
+		return engErr
+	}
 	return err
 }
 

@@ -19,7 +19,7 @@ func (img *image) ReadV(bufs [][]byte, off int64) (int, error) {
 		scatter(bufs, buf[off-start:])
 		return total, nil
 	}
-	if err := preadv(img.fd, cloneVec(bufs), off); err != nil {
+	if err := img.readAligned(bufs, off); err != nil {
 		return 0, err
 	}
 	return total, nil
@@ -46,18 +46,7 @@ func (img *image) WriteV(bufs [][]byte, off int64, flags block.WriteFlags) (int,
 	}
 	img.rmw.RLock()
 	defer img.rmw.RUnlock()
-	rwf := 0
-	if flags&block.FUA != 0 {
-		rwf = unix.RWF_DSYNC
-	}
-	err := pwritev(img.fd, cloneVec(bufs), off, rwf)
-	if rwf != 0 && (err == unix.EOPNOTSUPP || err == unix.ENOSYS) {
-		// A kernel without RWF_DSYNC: write, then fdatasync.
-		if err = pwritev(img.fd, cloneVec(bufs), off, 0); err == nil {
-			err = img.Flush()
-		}
-	}
-	if err != nil {
+	if err := img.writeAligned(bufs, off, flags&block.FUA != 0); err != nil {
 		return 0, err
 	}
 	return total, nil

@@ -74,6 +74,10 @@ func (v *vmm) addDrive(value string) error {
 	if d.DetectZeroes != "" {
 		node["detect-zeroes"] = d.DetectZeroes
 	}
+	if d.AIO != "" && block.ProtocolFor(d.File) == "file" {
+		// QEMU's aio= is a flag only the file driver reads.
+		node["file"].(block.Options)["aio"] = d.AIO
+	}
 	// As QEMU's -drive: auto-read-only unless told otherwise, so the file
 	// is held read-only until a writer (a device, a job) attaches.
 	node["auto-read-only"] = d.AutoReadOnly

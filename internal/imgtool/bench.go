@@ -33,7 +33,7 @@ func runImgBench(e *env, args []string) int {
 	pattern := byte(0)
 	write, forceShare := false, false
 	o := &qtool.OpenFlags{} // cache=writeback: qemu-img bench's default
-	writethrough, native := false, false
+	writethrough := false
 	bad := func(what string, suffixes bool) bool {
 		fmt.Fprintf(stderr, "%s: Invalid %s specified", e.prog, what)
 		if suffixes {
@@ -64,19 +64,14 @@ func runImgBench(e *env, args []string) int {
 			format = arg
 		case 'n':
 			// As qemu-img bench's -n: aio=native (not cache=none), which
-			// needs cache.direct; minivmm then issues the requests as with
-			// aio=threads.
-			native = true
+			// the file driver refuses without cache.direct.
+			o.AIO = "native"
 		case 'i':
-			switch arg {
-			case "threads":
-				native = false
-			case "native":
-				native = true
-			default:
-				fmt.Fprintf(stderr, "%s: -i %s is not supported by minivmm img bench\n", e.prog, arg)
+			if arg != "threads" && arg != "native" && arg != "io_uring" {
+				fmt.Fprintf(stderr, "%s: Invalid aio option: %s\n", e.prog, arg)
 				return false
 			}
+			o.AIO = arg
 		case 'o':
 			n, err := cmdline.ParseSize(arg)
 			if err != nil || n > 1<<63-1 {
@@ -127,10 +122,6 @@ func runImgBench(e *env, args []string) int {
 	}
 	if step == 0 {
 		step = bufSize
-	}
-	if native && !o.NoCache {
-		fmt.Fprintf(stderr, "%s: Could not open '%s': aio=native was specified, but it requires cache.direct=on, which was not specified.\n", e.prog, filename)
-		return 1
 	}
 	s, ok := e.newSession(a.addFds)
 	if !ok {

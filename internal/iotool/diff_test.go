@@ -65,6 +65,14 @@ var diffCases = []diffCase{
 	{fmt: "qcow2", args: []string{"-i", "native", "-c", "write 0 1", "IMG"}},
 	{fmt: "qcow2", args: []string{"-i", "io_uring", "-c", "write 0 1", "IMG"}},
 	{fmt: "qcow2", args: []string{"-i", "bogus", "-c", "write 0 1", "IMG"}},
+	// The kernel engines (Linux AIO needs O_DIRECT: -n or -t none), with
+	// aligned and unaligned, vectored, FUA and concurrent requests.
+	{fmt: "raw", args: aioScript("-i", "native", "-n")},
+	{fmt: "qcow2", args: aioScript("-k", "-t", "none")},
+	{fmt: "raw", args: aioScript("-i", "io_uring")},
+	{fmt: "qcow2", args: aioScript("-i", "io_uring", "-n")},
+	{fmt: "raw", args: []string{"-k", "-c", "read 0 1", "IMG"}},
+	{fmt: "raw", args: []string{"-n", "IMG", "-c", "close", "-c", "open -i native -n IMG", "-c", "write -P 7 0 4k", "-c", "close", "-c", "open -k IMG", "-c", "open -i io_uring IMG", "-c", "read -P 7 0 4k"}},
 	{fmt: "qcow2", args: []string{"--object", "secret,data=x", "-c", "write 0 1", "IMG"}},
 	{fmt: "qcow2", args: []string{"--object", "iothread,id=x", "-c", "write 0 1", "IMG"}},
 	{fmt: "qcow2", args: []string{"-c", "help", "-c", "help aio_read", "-c", "help aio_write", "-c", "help readv", "-c", "help writev", "-c", "help open",
@@ -77,6 +85,13 @@ var diffCases = []diffCase{
 	{fmt: "qcow2", unaligned: true, args: cmds("read 64k 4k", "write -P 1 64k 4k", "write -z 64k 4k", "read 0 512", "write -P 2 128k 4k")},
 	{fmt: "qcow2", unaligned: true, args: []string{"-r", "-c", "read 0 4k", "-c", "read 0 4k", "-c", "read -P 0 64k 4k", "-c", "alloc 0 4k", "IMG"}},
 	{fmt: "qcow2", args: []string{"-t", "writeback", "-c", "aio_write -q -P 1 0 64k", "-c", "aio_write -q -P 2 128k 64k", "-c", "aio_flush", "-c", "map", "-c", "read -P 2 128k 64k", "IMG"}},
+}
+
+// aioScript is a run of requests through the aio mode options opts give.
+func aioScript(opts ...string) []string {
+	return imgArgs(opts, "write -P 1 0 64k", "writev -P 2 64k 4k 4k", "aio_write -P 3 128k 64k", "aio_flush", "aio_write -P 4 256k 4k", "aio_flush",
+		"read -P 3 128k 64k", "readv -P 2 64k 8k", "write -P 5 1000 3000", "read -P 5 1000 3000", "flush", "write -f -P 6 4k 4k",
+		"read -v 0 16", "aio_read -P 4 256k 4k", "aio_flush", "discard 512k 64k", "read -P 0 900k 100k", "map")
 }
 
 // TestIODifferential runs diffCases through both tools and compares

@@ -43,9 +43,7 @@ func (t *ioTool) openFile(o *openOptions) error {
 // guard on block 0, see guardProbed); -s puts a temporary overlay on it.
 func (t *ioTool) open(o *openOptions) error {
 	f := o.flags
-	if err := checkAIO(o.aio, &f); err != nil {
-		return err
-	}
+	f.AIO = o.aio
 	if o.copyOnRead && f.ReadOnly {
 		return errors.New("Can't use copy-on-read on read-only device")
 	}

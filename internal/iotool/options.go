@@ -8,23 +8,11 @@ import (
 	"minivmm/block"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
-	"minivmm/internal/qtool"
 )
 
 // validAIO is qemu-io's bdrv_parse_aio: the modes QEMU on Linux knows.
 func validAIO(mode string) bool {
 	return mode == "threads" || mode == "native" || mode == "io_uring"
-}
-
-// checkAIO applies the rule QEMU's file driver has for aio=native
-// (cache.direct=on required). Every mode then runs on minivmm's thread
-// pool: what a script sees (data, output) does not depend on the engine,
-// and QEMU on this machine opens all three.
-func checkAIO(mode string, f *qtool.OpenFlags) error {
-	if mode == "native" && !f.NoCache {
-		return errors.New("aio=native was specified, but it requires cache.direct=on, which was not specified.")
-	}
-	return nil
 }
 
 // userObjects are the --object types qemu-io accepts that minivmm can

@@ -17,10 +17,11 @@ type OpenFlags struct {
 	Format     string // "": probed
 	ImageOpts  bool
 	ReadOnly   bool
-	NoCache    bool // BDRV_O_NOCACHE: cache.direct
-	NoFlush    bool // BDRV_O_NO_FLUSH: cache.no-flush
-	Unmap      bool // BDRV_O_UNMAP: discard=unmap
-	ForceShare bool // -U: force-share=on
+	NoCache    bool   // BDRV_O_NOCACHE: cache.direct
+	NoFlush    bool   // BDRV_O_NO_FLUSH: cache.no-flush
+	Unmap      bool   // BDRV_O_UNMAP: discard=unmap
+	ForceShare bool   // -U: force-share=on
+	AIO        string // -i/-k (BDRV_O_NATIVE_AIO, BDRV_O_IO_URING): "" leaves aio alone
 	// Extra are options given beside the filename (qemu-io's open -o):
 	// merged over what File and Format make; its driver is taken as
 	// Format when none is given.
@@ -83,6 +84,7 @@ func (f *OpenFlags) Options(g *block.Graph) (block.Options, error) {
 		opts["cache"] = cache
 	}
 	setDefault(opts, "discard", map[bool]string{true: "unmap", false: "ignore"}[f.Unmap])
+	setAIO(opts, f.AIO)
 	if f.ForceShare {
 		if v, set := opts["force-share"]; set && fmt.Sprint(v) != "on" && v != true {
 			return nil, ErrForceShareConflict
@@ -90,6 +92,24 @@ func (f *OpenFlags) Options(g *block.Graph) (block.Options, error) {
 		opts["force-share"] = true
 	}
 	return opts, nil
+}
+
+// setAIO gives the file nodes of opts (the image and the children written
+// inline: QEMU's aio flags reach every child) the aio mode, unless their
+// options name one; only the file driver reads it, and checks it (native
+// needs cache.direct=on).
+func setAIO(opts block.Options, mode string) {
+	if mode == "" || opts == nil {
+		return
+	}
+	if d, _ := opts.String("driver", ""); d == "file" {
+		setDefault(opts, "aio", mode)
+	}
+	for _, child := range []string{"file", "backing"} {
+		if c, _ := opts.Object(child); c != nil {
+			setAIO(c, mode)
+		}
+	}
 }
 
 func setDefault(o block.Options, key string, v any) {

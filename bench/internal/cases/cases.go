@@ -38,6 +38,7 @@ func All() []Case {
 		{"img-bench", "IO path: img bench vs qemu-img bench", ImgBench},
 		{"qcow2-read", "IO path: qcow2 reads vs raw and go-qcow2reader", Qcow2Read},
 		{"layers", "IO path: each layer's cost vs a plain pread/pwrite loop", Layers},
+		{"aio-modes", "IO path: aio=threads vs native vs io_uring, 4 KiB random O_DIRECT", AIOModes},
 		{"sparse", "IO path: 4 KiB reads over a 1 TiB sparse qcow2 (metadata cache)", Sparse},
 		{"first-write", "IO path: first-write allocation", FirstWrite},
 		{"compressed", "IO path: compressed reads (zlib, zstd)", Compressed},
