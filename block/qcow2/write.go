@@ -105,5 +105,10 @@ func (img *image) DropWriter() error {
 	if img.writable && img.rc != nil && !img.corrupted {
 		return img.markClean()
 	}
+	if img.writable && img.rc != nil {
+		// Marked corrupt: nothing more is written back, but the growth
+		// steps' unused tail is cut, leaving the file as long as QEMU's.
+		return img.trimFile()
+	}
 	return nil
 }
