@@ -54,6 +54,7 @@ type geometry struct {
 	clusterSize  int64
 	l2Bits       uint32 // log2 of entries per L2 table
 	extL2        bool
+	external     bool   // data clusters in a data file (datafile.go)
 	entryWords   int    // uint64s per L2 entry: 1, or 2 with extended L2
 	scBits       uint32 // log2 of the subcluster size (= clusterBits without extended L2)
 	sliceEntries int64  // L2 entries per cache slice
@@ -70,6 +71,7 @@ func newGeometry(h *header, sliceBytes int) geometry {
 		clusterSize: h.clusterSize(),
 		l2Bits:      h.l2Bits(),
 		extL2:       h.extL2(),
+		external:    h.IncompatibleFeatures&incompatDataFile != 0,
 		entryWords:  1,
 		scBits:      h.ClusterBits,
 		sliceBytes:  int64(sliceBytes),
@@ -194,14 +196,14 @@ func (m *mapper) decode(e, bitmap uint64, inCluster int64) (extentKind, int64, i
 		switch {
 		case e&flagZero != 0:
 			return extZero, 0, rest, nil
-		case hostCluster == 0:
+		case !m.mapsHost(e):
 			return extUnallocated, 0, rest, nil
 		}
 		return extData, hostCluster + inCluster, rest, nil
 	}
 
 	alloc, zero := bitmap&allocBitmapMask, bitmap>>subclusters
-	if hostCluster == 0 && alloc != 0 || alloc&zero != 0 {
+	if !m.mapsHost(e) && alloc != 0 || alloc&zero != 0 {
 		return 0, 0, 0, corrupt("L2 entry %#x has an invalid subcluster bitmap %#x", e, bitmap)
 	}
 	kindOf := func(sc uint) extentKind {

@@ -17,10 +17,13 @@ func (img *image) WriteZeroes(off, n int64, unmap bool) error {
 // for writes.
 func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 	cs := img.clusterSize
+	if err := img.zeroData(off, n, unmap); err != nil {
+		return err
+	}
 	var olds []uint64
 	// Entries removed in memory drop their references at the next
 	// write-back, even if a later cluster fails.
-	defer func() { img.freeAll(olds) }()
+	defer func() { img.discardData(olds); img.freeAll(olds) }()
 	for n > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
@@ -36,13 +39,13 @@ func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 		if err != nil {
 			return err
 		}
-		alreadyZero := e&flagCompressed == 0 && (e&flagZero != 0 || e&offsetMask == 0 && img.backing == nil)
+		alreadyZero := e&flagCompressed == 0 && (e&flagZero != 0 || !img.mapsHost(e) && img.backing == nil)
 		whole := k == cs || in == 0 && off+k >= img.length
 		switch {
-		case alreadyZero && (!unmap || e&offsetMask == 0):
+		case alreadyZero && (!unmap || !img.mapsHost(e)):
 		case whole && img.hdr.Version >= 3:
 			ne := uint64(flagZero)
-			if !unmap && e&flagCopied != 0 && e&flagCompressed == 0 && e&offsetMask != 0 {
+			if !unmap && e&flagCopied != 0 && e&flagCompressed == 0 && img.mapsHost(e) {
 				ne = e | flagZero
 			} else if e != 0 {
 				olds = append(olds, e)
@@ -80,7 +83,7 @@ func (img *image) Discard(off, n int64) error {
 	var olds []uint64
 	// Entries removed in memory drop their references at the next
 	// write-back, even if a later cluster fails.
-	defer func() { img.freeAll(olds) }()
+	defer func() { img.discardData(olds); img.freeAll(olds) }()
 	for n > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
@@ -114,7 +117,7 @@ func (img *image) Discard(off, n int64) error {
 		if err := img.setEntryOwned(c, ne, 0); err != nil {
 			return err
 		}
-		if e&offsetMask != 0 || e&flagCompressed != 0 {
+		if img.mapsHost(e) || e&flagCompressed != 0 {
 			olds = append(olds, e)
 		}
 	}

@@ -24,8 +24,6 @@ func (img *image) checkWritable() error {
 	switch {
 	case h.IncompatibleFeatures&incompatCorrupt != 0:
 		return errCorruptWrite
-	case h.IncompatibleFeatures&incompatDataFile != 0 || h.AutoclearFeatures&autoclearDataFileRaw != 0:
-		return errors.New("minivmm cannot write qcow2 images with an external data file yet")
 	case h.CryptMethod != cryptNone:
 		return errors.New("minivmm cannot write encrypted qcow2 images")
 	}
