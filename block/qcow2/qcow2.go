@@ -29,9 +29,9 @@ import (
 
 func init() {
 	block.Register(&block.Driver{
-		Name:    "qcow2",
-		Format:  true,
-		Probe:   probeHeader,
+		Name:      "qcow2",
+		Format:    true,
+		Probe:     probeHeader,
 		Options:   options,
 		Open:      open,
 		ChildPerm: childPerm,
@@ -85,7 +85,7 @@ type image struct {
 
 	preallocOnce sync.Once // metadataPreallocated, decided once
 	prealloc     bool
-	passDiscard  bool // pass-discard-request: discards reach the data file
+	passDiscard  bool      // pass-discard-request: discards reach the data file
 	comp         compState // where compressed writes pack (compress_write.go), under wmu
 	// beforeWrite, if set (by a test, on the image it opened), runs
 	// before every write of the exclusive path, under wmu: the file then
