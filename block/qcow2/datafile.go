@@ -14,7 +14,6 @@ package qcow2
 
 import (
 	"errors"
-	"fmt"
 
 	"minivmm/block"
 )
@@ -189,11 +188,6 @@ func (img *image) discardData(olds []uint64) {
 	}
 }
 
-// dataNodeError names the data file in an error about it.
-func dataNodeError(name string, err error) error {
-	return fmt.Errorf("Could not open '%s': %w", name, err)
-}
-
 // childPerm is QEMU's rule for qcow2's children: the data file holds
 // guest data only (BDRV_CHILD_DATA), the file and backing children as
 // for any format.
@@ -210,4 +204,23 @@ func childPerm(role string, o block.Options, writable bool, perm, shared block.P
 // refcount 1 (QEMU's qcow2_get_cluster_type).
 func (g *geometry) mapsHost(e uint64) bool {
 	return e&offsetMask != 0 || g.external && e&flagCopied != 0 && e&flagCompressed == 0
+}
+
+// DataFileOf reads the header of the qcow2 image in file (a protocol
+// node): whether it has an external data file and the name its header
+// extension records ("" if none). Tools that read an image's metadata
+// themselves (img check) open the data file by it, as QEMU's open does.
+func DataFileOf(file *block.Node) (name string, external bool, err error) {
+	c0, err := readCluster0(file)
+	if err != nil {
+		return "", false, err
+	}
+	if c0.h.IncompatibleFeatures&incompatDataFile == 0 {
+		return "", false, nil
+	}
+	x, _, _, err := c0.finish(file)
+	if err != nil {
+		return "", true, err
+	}
+	return x.DataFile, true, nil
 }
