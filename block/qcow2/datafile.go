@@ -224,3 +224,22 @@ func DataFileOf(file *block.Node) (name string, external bool, err error) {
 	}
 	return x.DataFile, true, nil
 }
+
+// checkDataFile refuses data file options QEMU's create refuses, and
+// makes data-file-raw preallocate the metadata, as QEMU does: every
+// cluster then maps to its own offset in the data file, which is so a
+// raw image of the disk from the start.
+func (o *CreateOptions) checkDataFile() error {
+	switch {
+	case o.DataFileRaw && o.DataFile == "":
+		return errors.New("data-file-raw requires data-file")
+	case o.DataFile != "" && o.Version < 3:
+		return errors.New("External data files are only supported with compatibility level 1.1 and above (use version=v3 or greater)")
+	case o.DataFileRaw && o.BackingFile != "":
+		return errors.New("Backing file and data-file-raw cannot be used at the same time")
+	}
+	if o.DataFileRaw && o.Preallocation == "off" {
+		o.Preallocation = "metadata"
+	}
+	return nil
+}
