@@ -35,7 +35,7 @@ var createKinds = map[string]map[string]cmdline.Kind{
 		"preallocation": cmdline.OptString, "lazy_refcounts": cmdline.OptBool,
 		"refcount_bits": cmdline.OptNumber, "extended_l2": cmdline.OptBool,
 		"compression_type": cmdline.OptString,
-		"data_file": cmdline.OptString, "data_file_raw": cmdline.OptBool,
+		"data_file":        cmdline.OptString, "data_file_raw": cmdline.OptBool,
 	},
 }
 
