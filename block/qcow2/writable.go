@@ -62,10 +62,12 @@ func (img *image) startWriting() error {
 			return fmt.Errorf("qcow2: could not repair the refcounts of a dirty image: %w", err)
 		}
 	}
-	if img.hdr.Version >= 3 && img.hdr.AutoclearFeatures != 0 {
-		// minivmm maintains no autoclear feature (bitmaps would go
-		// stale): clear them all, as a writer that does not know them.
+	if keep := img.hdr.AutoclearFeatures & autoclearDataFileRaw; img.hdr.Version >= 3 && img.hdr.AutoclearFeatures != keep {
+		// minivmm maintains no autoclear feature but data-file-raw
+		// (bitmaps would go stale): clear the others, as a writer that
+		// does not know them.
 		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], keep)
 		if err := img.patchHeader(88, b[:]); err != nil {
 			img.rc = nil
 			return err
@@ -74,7 +76,7 @@ func (img *image) startWriting() error {
 			img.rc = nil
 			return err
 		}
-		img.hdr.AutoclearFeatures = 0
+		img.hdr.AutoclearFeatures = keep
 	}
 	return nil
 }
