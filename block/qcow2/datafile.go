@@ -169,12 +169,14 @@ func (img *image) zeroData(off, n int64, unmap bool) error {
 	return img.data.WriteZeroes(off, n, unmap)
 }
 
-// discardData passes the discard of entries removed from the L2 tables
-// on to the data file (QEMU's qcow2_free_any_cluster with a data file:
-// pass-discard-request, on by default); in the file, removed entries
-// drop their references at the next write-back instead (freeAll).
+// discardData keeps a raw data file a raw image of the disk when
+// entries are removed from the L2 tables by a discard or a zero write:
+// their clusters read as zeroes there too (QEMU gets that from passing
+// the discard down, which its pass-discard-request does with
+// discard=unmap). minivmm passes no discard down otherwise
+// (pass-discard-*=off), in a data file as in the image's file.
 func (img *image) discardData(olds []uint64) {
-	if !img.external() || !img.passDiscard {
+	if !img.dataRaw() {
 		return
 	}
 	cs := img.clusterSize
@@ -183,8 +185,9 @@ func (img *image) discardData(olds []uint64) {
 		if e&flagCompressed != 0 || !img.mapsHost(e) || host >= img.data.Length() {
 			continue
 		}
-		// Discard is advisory: failing it loses nothing.
-		_ = img.data.Discard(host, min(cs, img.data.Length()-host))
+		// Best effort, as a discard: the image reads as zeroes there
+		// whatever the data file holds.
+		_ = img.data.WriteZeroes(host, min(cs, img.data.Length()-host), true)
 	}
 }
 

@@ -85,7 +85,6 @@ type image struct {
 
 	preallocOnce sync.Once // metadataPreallocated, decided once
 	prealloc     bool
-	passDiscard  bool      // pass-discard-request: discards reach the data file
 	comp         compState // where compressed writes pack (compress_write.go), under wmu
 	// beforeWrite, if set (by a test, on the image it opened), runs
 	// before every write of the exclusive path, under wmu: the file then
@@ -106,9 +105,6 @@ func open(o *block.OpenContext) (block.Image, error) {
 		return nil, err
 	}
 	if err := img.openBacking(o); err != nil {
-		return nil, err
-	}
-	if img.passDiscard, err = o.Options.Bool("pass-discard-request", true); err != nil {
 		return nil, err
 	}
 	lazy, err := o.Options.Bool("lazy-refcounts", img.hdr.CompatibleFeatures&compatLazyRefcounts != 0)
