@@ -33,7 +33,10 @@ const (
 type extent struct {
 	kind extentKind
 	n    int64
-	host int64  // extData: host offset of the range's first byte
+	host int64  // extData, and extZero with hasHost: host offset of the range's first byte
+	// hasHost: an extZero range in a cluster that keeps its host cluster
+	// (zero-alloc), whose offset block status reports as QEMU does.
+	hasHost bool
 	l2e  uint64 // extCompressed: the L2 entry (descriptor)
 }
 
@@ -152,12 +155,13 @@ func (m *mapper) extentAt(off, n int64) (extent, error) {
 		run = min(run, n)
 		switch {
 		case ext.n == 0:
-			ext = extent{kind: kind, n: run, host: host}
+			ext = extent{kind: kind, n: run, host: host, hasHost: kind == extZero && host >= 0}
 			if kind == extCompressed {
 				ext.l2e = e
 				return ext, nil
 			}
-		case kind != ext.kind || kind == extCompressed || kind == extData && host != ext.host+ext.n:
+		case kind != ext.kind || kind == extCompressed || kind == extData && host != ext.host+ext.n,
+			ext.hasHost != (kind == extZero && host >= 0), ext.hasHost && host != ext.host+ext.n:
 			return ext, nil
 		default:
 			ext.n += run
@@ -194,8 +198,10 @@ func (m *mapper) decode(e, bitmap uint64, inCluster int64) (extentKind, int64, i
 	}
 	if !m.extL2 {
 		switch {
+		case e&flagZero != 0 && m.mapsHost(e):
+			return extZero, hostCluster + inCluster, rest, nil // zero-alloc
 		case e&flagZero != 0:
-			return extZero, 0, rest, nil
+			return extZero, -1, rest, nil
 		case !m.mapsHost(e):
 			return extUnallocated, 0, rest, nil
 		}
@@ -222,8 +228,14 @@ func (m *mapper) decode(e, bitmap uint64, inCluster int64) (extentKind, int64, i
 		end++
 	}
 	run := int64(end)<<m.scBits - inCluster
-	if kind == extData {
+	switch kind {
+	case extData:
 		return kind, hostCluster + inCluster, run, nil
+	case extZero:
+		if m.mapsHost(e) {
+			return kind, hostCluster + inCluster, run, nil
+		}
+		return kind, -1, run, nil
 	}
 	return kind, 0, run, nil
 }

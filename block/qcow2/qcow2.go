@@ -300,7 +300,11 @@ func (img *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 		}
 		return st, ext.n, nil
 	case extZero:
-		return block.Status{Zero: true, Allocated: true, Offset: -1}, ext.n, nil
+		st := block.Status{Zero: true, Allocated: true, Offset: -1}
+		if ext.hasHost {
+			st.Offset = ext.host // zero-alloc: QEMU reports where it is
+		}
+		return st, ext.n, nil
 	case extCompressed:
 		return block.Status{Data: true, Allocated: true, Offset: -1}, ext.n, nil
 	}
