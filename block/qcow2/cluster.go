@@ -33,11 +33,11 @@ const (
 type extent struct {
 	kind extentKind
 	n    int64
-	host int64  // extData, and extZero with hasHost: host offset of the range's first byte
+	host int64 // extData, and extZero with hasHost: host offset of the range's first byte
 	// hasHost: an extZero range in a cluster that keeps its host cluster
 	// (zero-alloc), whose offset block status reports as QEMU does.
 	hasHost bool
-	l2e  uint64 // extCompressed: the L2 entry (descriptor)
+	l2e     uint64 // extCompressed: the L2 entry (descriptor)
 }
 
 // corruptError is metadata that breaks the format: QEMU signals
