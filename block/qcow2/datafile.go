@@ -246,3 +246,13 @@ func (o *CreateOptions) checkDataFile() error {
 	}
 	return nil
 }
+
+// resizeData follows a resize of the image (err: how it went) with its
+// data file, which QEMU resizes to the new size too: a raw data file
+// stays the disk's size.
+func (img *image) resizeData(size int64, err error) error {
+	if err != nil || !img.external() || img.data.Length() == size {
+		return err
+	}
+	return img.data.Truncate(size)
+}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -313,5 +314,51 @@ func TestDataFileConvert(t *testing.T) {
 		if out, code := dfQemu(t, "qemu-img", "compare", "-F", "raw", src, plain); code != 0 {
 			t.Errorf("compare from %s: %s", raw, out)
 		}
+	}
+}
+
+// TestDataFileResize: resizing an image with a data file resizes the
+// data file too, as qemu-img's does; the images stay the same.
+func TestDataFileResize(t *testing.T) {
+	crNeedQemu(t)
+	fdtest.Check(t)
+	dir := t.TempDir()
+	var sizes [2][]int64
+	for i, tool := range []string{"qemu-img", "minivmm"} {
+		img, data := filepath.Join(dir, tool+".qcow2"), filepath.Join(dir, tool+".data")
+		if out, code := dfQemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+data+",data_file_raw=on", img, "1M"); code != 0 {
+			t.Fatal(out)
+		}
+		dfQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 3 0 1M", img)
+		for _, size := range []string{"3M", "512k"} {
+			args := []string{"resize", "-f", "qcow2", img, "3M"}
+			if size != "3M" {
+				args = []string{"resize", "-f", "qcow2", "--shrink", img, "512k"}
+			}
+			var out string
+			var code int
+			if tool == "qemu-img" {
+				out, code = dfQemu(t, "qemu-img", args...)
+			} else {
+				out, code = dfImg(args...)
+			}
+			if code != 0 {
+				t.Fatalf("%s %q: %s", tool, args, out)
+			}
+			st, err := os.Stat(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sizes[i] = append(sizes[i], st.Size())
+		}
+		if out, code := dfQemu(t, "qemu-img", "compare", "-f", "raw", "-F", "qcow2", data, img); code != 0 {
+			t.Errorf("%s: raw data file vs image: %s", tool, out)
+		}
+	}
+	if !slices.Equal(sizes[0], sizes[1]) {
+		t.Errorf("data file sizes: minivmm %v, qemu-img %v", sizes[1], sizes[0])
+	}
+	if out, code := dfQemu(t, "qemu-img", "compare", filepath.Join(dir, "qemu-img.qcow2"), filepath.Join(dir, "minivmm.qcow2")); code != 0 {
+		t.Errorf("compare: %s", out)
 	}
 }
