@@ -35,6 +35,9 @@ func init() {
 		Options:   options,
 		Open:      open,
 		ChildPerm: childPerm,
+		// As QEMU's filename rule: the image's filename still names a
+		// node given its data file as an option.
+		Weak: []string{"data-file"},
 	})
 }
 
