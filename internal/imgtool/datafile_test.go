@@ -2,6 +2,7 @@ package imgtool
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -360,5 +361,69 @@ func TestDataFileResize(t *testing.T) {
 	}
 	if out, code := dfQemu(t, "qemu-img", "compare", filepath.Join(dir, "qemu-img.qcow2"), filepath.Join(dir, "minivmm.qcow2")); code != 0 {
 		t.Errorf("compare: %s", out)
+	}
+}
+
+// TestDataFileCheckRepair: check and check -r all on images with a data
+// file whose L2 tables were broken (a data cluster without COPIED, a
+// compressed entry) print what qemu-img prints, exit as it exits, and
+// repair to the same bytes.
+func TestDataFileCheckRepair(t *testing.T) {
+	crNeedQemu(t)
+	fdtest.Check(t)
+	for _, tc := range []struct {
+		name  string
+		entry func(old uint64) uint64 // the new L2 entry of guest cluster 1
+	}{
+		{"no COPIED", func(old uint64) uint64 { return old &^ (1 << 63) }},
+		{"compressed", func(uint64) uint64 { return 1<<62 | 0x10000 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var imgs [2][]byte
+			for _, tool := range []string{"qemu-img", "minivmm"} {
+				img := filepath.Join(dir, tool[:1], "a.qcow2")
+				if err := os.Mkdir(filepath.Dir(img), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if out, code := dfQemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(dir, tool[:1], "a.data"), img, "1M"); code != 0 {
+					t.Fatal(out)
+				}
+				dfQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 1 0 128k", img)
+				b, err := os.ReadFile(img)
+				if err != nil {
+					t.Fatal(err)
+				}
+				be := binary.BigEndian
+				l2 := be.Uint64(b[be.Uint64(b[40:]):]) & 0x00fffffffffffe00
+				be.PutUint64(b[l2+8:], tc.entry(be.Uint64(b[l2+8:])))
+				if err := os.WriteFile(img, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, args := range [][]string{{"check"}, {"check", "--output=json"}, {"check", "-r", "all"}} {
+				var outs [2]string
+				var codes [2]int
+				for i, tool := range []string{"qemu-img", "minivmm"} {
+					a := append(slices.Clone(args), filepath.Join(dir, tool[:1], "a.qcow2"))
+					if i == 0 {
+						outs[i], codes[i] = dfQemu(t, "qemu-img", a...)
+					} else {
+						outs[i], codes[i] = dfImg(a...)
+					}
+					outs[i] = strings.ReplaceAll(outs[i], filepath.Join(dir, tool[:1]), "DIR")
+				}
+				if outs[0] != outs[1] || codes[0] != codes[1] {
+					t.Errorf("%q: exit %d\n%s\nqemu-img: exit %d\n%s", args, codes[1], outs[1], codes[0], outs[0])
+				}
+			}
+			for i, tool := range []string{"qemu-img", "minivmm"} {
+				imgs[i], _ = os.ReadFile(filepath.Join(dir, tool[:1], "a.qcow2"))
+				imgs[i] = bytes.ReplaceAll(imgs[i], []byte(filepath.Join(dir, tool[:1])), []byte(filepath.Join(dir, "x")))
+			}
+			if !bytes.Equal(imgs[0], imgs[1]) {
+				t.Error("the repaired images differ")
+			}
+		})
 	}
 }
