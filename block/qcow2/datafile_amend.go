@@ -14,6 +14,9 @@ import (
 // checkAmendDataFile refuses what QEMU refuses, in its words, before
 // anything changes.
 func (img *image) checkAmendDataFile(o AmendOptions) error {
+	if o.Downgrade && img.external() {
+		return errors.New("Cannot downgrade an image with a data file")
+	}
 	if o.DataFile != nil && !img.external() {
 		return errors.New("data-file can only be set for images that use an external data file")
 	}

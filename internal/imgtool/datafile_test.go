@@ -186,6 +186,7 @@ func TestDataFileRefusals(t *testing.T) {
 		{"snapshot", "-d", "s1", img},
 		{"snapshot", "-l", img},
 		{"amend", "-o", "data_file_raw=on", img},
+		{"amend", "-o", "compat=0.10", img},
 		{"check", missing},
 		{"map", missing},
 		{"create", "-f", "qcow2", "-o", "data_file_raw=on", filepath.Join(dir, "n1.qcow2"), "1M"},
