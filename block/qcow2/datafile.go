@@ -13,6 +13,7 @@ package qcow2
 // zero writes, discards, block status, check) asks these helpers.
 
 import (
+	"encoding/binary"
 	"errors"
 
 	"minivmm/block"
@@ -255,4 +256,16 @@ func (img *image) resizeData(size int64, err error) error {
 		return err
 	}
 	return img.data.Truncate(size)
+}
+
+// HeaderDataFile reads the first bytes of a qcow2 image (at least 104):
+// whether its header says the data clusters are in an external data
+// file, and the image's virtual size. Anything else (not qcow2, version
+// 2, too short) is false.
+func HeaderDataFile(first []byte) (size int64, external bool) {
+	be := binary.BigEndian
+	if len(first) < 104 || be.Uint32(first) != magic || be.Uint32(first[4:]) < 3 {
+		return 0, false
+	}
+	return int64(be.Uint64(first[24:]) &^ 511), be.Uint64(first[72:])&incompatDataFile != 0
 }

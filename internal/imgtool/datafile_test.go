@@ -188,6 +188,8 @@ func TestDataFileRefusals(t *testing.T) {
 		{"amend", "-o", "data_file_raw=on", img},
 		{"amend", "-o", "compat=0.10", img},
 		{"check", missing},
+		// info does not open the data file (QEMU's no-I/O open).
+		{"info", missing}, {"info", "--output=json", "--backing-chain", missing},
 		{"map", missing},
 		{"create", "-f", "qcow2", "-o", "data_file_raw=on", filepath.Join(dir, "n1.qcow2"), "1M"},
 		{"create", "-f", "qcow2", "-o", "compat=0.10,data_file=" + filepath.Join(dir, "n2.data"), filepath.Join(dir, "n2.qcow2"), "1M"},

@@ -392,7 +392,7 @@ func runImgInfo(e *env, args []string) int {
 			}
 			seen[filename] = true
 		}
-		im, ok := e.openImage(filename, format, imageOpts, c.forceShare, c.addFds)
+		im, ok := e.openInfoImage(filename, format, imageOpts, c.forceShare, c.addFds)
 		if !ok {
 			return 1
 		}
