@@ -170,26 +170,29 @@ func (img *image) zeroData(off, n int64, unmap bool) error {
 	return img.data.WriteZeroes(off, n, unmap)
 }
 
-// discardData keeps a raw data file a raw image of the disk when
-// entries are removed from the L2 tables by a discard or a zero write:
-// their clusters read as zeroes there too (QEMU gets that from passing
-// the discard down, which its pass-discard-request does with
-// discard=unmap). minivmm passes no discard down otherwise
+// discardData keeps a raw data file a raw image of the disk across a
+// discard: what the discard makes read as zeroes (whole clusters, or
+// subclusters with extended L2; the tail at the image's end) reads as
+// zeroes there too, written first as for zero writes. QEMU gets that
+// from passing the discard down, which its pass-discard-request does
+// with discard=unmap; minivmm passes no discard down otherwise
 // (pass-discard-*=off), in a data file as in the image's file.
-func (img *image) discardData(olds []uint64) {
+func (img *image) discardData(off, n int64) error {
 	if !img.dataRaw() {
-		return
+		return nil
 	}
-	cs := img.clusterSize
-	for _, e := range olds {
-		host := int64(e & offsetMask)
-		if e&flagCompressed != 0 || !img.mapsHost(e) || host >= img.data.Length() {
-			continue
-		}
-		// Best effort, as a discard: the image reads as zeroes there
-		// whatever the data file holds.
-		_ = img.data.WriteZeroes(host, min(cs, img.data.Length()-host), true)
+	g := img.clusterSize
+	if img.extL2 {
+		g = int64(1) << img.scBits
 	}
+	start, end := (off+g-1)/g*g, (off+n)/g*g
+	if off+n >= img.length {
+		end = off + n
+	}
+	if end <= start {
+		return nil
+	}
+	return img.zeroData(start, end-start, true)
 }
 
 // childPerm is QEMU's rule for qcow2's children: the data file holds

@@ -23,7 +23,7 @@ func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 	var olds []uint64
 	// Entries removed in memory drop their references at the next
 	// write-back, even if a later cluster fails.
-	defer func() { img.discardData(olds); img.freeAll(olds) }()
+	defer func() { img.freeAll(olds) }()
 	for n > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
@@ -79,11 +79,14 @@ func (img *image) Discard(off, n int64) error {
 		return err
 	}
 	defer img.wmu.Unlock()
+	if err := img.discardData(off, n); err != nil {
+		return err
+	}
 	cs := img.clusterSize
 	var olds []uint64
 	// Entries removed in memory drop their references at the next
 	// write-back, even if a later cluster fails.
-	defer func() { img.discardData(olds); img.freeAll(olds) }()
+	defer func() { img.freeAll(olds) }()
 	for n > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)

@@ -74,8 +74,8 @@ func TestDataFileInterop(t *testing.T) {
 		"read -P 0x11 0 4k", "read -P 0 4k 60k", "read -P 0x22 100k 8k", "read -P 0x33 192k 8k",
 		"read -P 0 200k 4k", "read -P 0x33 204k 52k", "read -P 0 256k 64k", "read -P 0x44 1020k 8k",
 	}
-	for _, opts := range []string{"", ",data_file_raw=on", ",extended_l2=on", ",preallocation=metadata", ",cluster_size=4k"} {
-		t.Run(strings.TrimPrefix(opts, ","), func(t *testing.T) {
+	for _, opts := range []string{"", ",data_file_raw=on", ",extended_l2=on", ",data_file_raw=on,extended_l2=on", ",preallocation=metadata", ",cluster_size=4k"} {
+		t.Run(strings.NewReplacer(",", " ", "=", "-").Replace(strings.TrimPrefix(opts, ",")), func(t *testing.T) {
 			dir := t.TempDir()
 			q, m := filepath.Join(dir, "q.qcow2"), filepath.Join(dir, "m.qcow2")
 			qd, md := filepath.Join(dir, "q.data"), filepath.Join(dir, "m.data")
