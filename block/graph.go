@@ -697,6 +697,15 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 			return err
 		}
 	}
+	// A qcow2 data file is written through too (its guest data).
+	if d := n.children["data-file"]; d != nil {
+		if err := g.addWriter(d, share); err != nil {
+			if f := n.primaryChild(); f != nil {
+				g.dropWriter(f, share, "")
+			}
+			return err
+		}
+	}
 	n.writers.Add(1)
 	n.writeBackFailed = false
 	if share {
@@ -728,6 +737,9 @@ func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 	}
 	if f := n.primaryChild(); f != nil {
 		err = errors.Join(err, g.dropWriter(f, share, device))
+	}
+	if d := n.children["data-file"]; d != nil {
+		err = errors.Join(err, g.dropWriter(d, share, device))
 	}
 	return err
 }

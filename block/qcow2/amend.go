@@ -20,6 +20,10 @@ type AmendOptions struct {
 	Upgrade, Downgrade bool
 	LazyRefcounts      *bool
 	RefcountBits       *int
+	// DataFile renames the external data file ("" drops the name);
+	// DataFileRaw false turns data-file-raw off (datafile_amend.go).
+	DataFile    *string
+	DataFileRaw *bool
 	// Progress, if set, is told the share done (0 to 1).
 	Progress func(done float64)
 }
@@ -51,10 +55,16 @@ func (img *image) Amend(o AmendOptions) error {
 			return errors.New("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
 		}
 	}
+	if err := img.checkAmendDataFile(o); err != nil {
+		return err
+	}
 	if err := img.writeBack(); err != nil {
 		return err
 	}
 	if err := img.syncAll(); err != nil {
+		return err
+	}
+	if err := img.amendDataFile(o); err != nil {
 		return err
 	}
 	if o.Upgrade {

@@ -151,8 +151,8 @@ func checkOpen(file *block.Node) (*header, *extensions, []snapshot, error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if h.IncompatibleFeatures&incompatDataFile != 0 || h.AutoclearFeatures&autoclearDataFileRaw != 0 {
-		return nil, nil, nil, errors.New("qcow2 images with an external data file cannot be checked by minivmm yet")
+	if h.IncompatibleFeatures&incompatDataFile == 0 && h.AutoclearFeatures&autoclearDataFileRaw != 0 {
+		return nil, nil, nil, errRawNeedsData
 	}
 	return h, x, snaps, nil
 }
@@ -290,7 +290,7 @@ func (c *checker) clusterType(e uint64) clusterType {
 			return ctZeroAlloc
 		}
 		return ctZeroPlain
-	case e&offsetMask == 0:
+	case !c.g.mapsHost(e):
 		return ctUnallocated
 	}
 	return ctNormal
@@ -330,6 +330,11 @@ func (c *checker) checkL2(off int64, flags int) error {
 		}
 		switch typ {
 		case ctCompressed:
+			if c.g.external {
+				c.printf("ERROR compressed cluster %d with data file, entry=0x%x\n", i, e)
+				c.res.Corruptions++
+				break
+			}
 			if e&flagCopied != 0 {
 				c.printf("ERROR: coffset=0x%x: copied flag must never be set for compressed clusters\n", e&(1<<c.g.csizeShift-1))
 				e &^= flagCopied
@@ -373,6 +378,10 @@ func (c *checker) checkL2(off int64, flags int) error {
 					c.res.FragmentedClusters++
 				}
 				nextContiguous = o + cs
+			}
+			// Data clusters in a data file have no refcounts.
+			if c.g.external {
+				break
 			}
 			if err := c.inc(o, cs); err != nil {
 				return err

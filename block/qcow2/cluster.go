@@ -34,8 +34,11 @@ const (
 type extent struct {
 	kind extentKind
 	n    int64
-	host int64  // extData: host offset of the range's first byte
-	l2e  uint64 // extCompressed: the L2 entry (descriptor)
+	host int64 // extData, and extZero with hasHost: host offset of the range's first byte
+	// hasHost: an extZero range in a cluster that keeps its host cluster
+	// (zero-alloc), whose offset block status reports as QEMU does.
+	hasHost bool
+	l2e     uint64 // extCompressed: the L2 entry (descriptor)
 }
 
 // corruptError is metadata that breaks the format: QEMU signals
@@ -64,6 +67,7 @@ type geometry struct {
 	clusterSize  int64
 	l2Bits       uint32 // log2 of entries per L2 table
 	extL2        bool
+	external     bool   // data clusters in a data file (datafile.go)
 	entryWords   int    // uint64s per L2 entry: 1, or 2 with extended L2
 	scBits       uint32 // log2 of the subcluster size (= clusterBits without extended L2)
 	sliceEntries int64  // L2 entries per cache slice
@@ -80,6 +84,7 @@ func newGeometry(h *header, sliceBytes int) geometry {
 		clusterSize: h.clusterSize(),
 		l2Bits:      h.l2Bits(),
 		extL2:       h.extL2(),
+		external:    h.IncompatibleFeatures&incompatDataFile != 0,
 		entryWords:  1,
 		scBits:      h.ClusterBits,
 		sliceBytes:  int64(sliceBytes),
@@ -162,12 +167,13 @@ func (m *mapper) extentAt(off, n int64) (extent, error) {
 		run = min(run, n)
 		switch {
 		case ext.n == 0:
-			ext = extent{kind: kind, n: run, host: host}
+			ext = extent{kind: kind, n: run, host: host, hasHost: kind == extZero && host >= 0}
 			if kind == extCompressed {
 				ext.l2e = e
 				return ext, nil
 			}
-		case kind != ext.kind || kind == extCompressed || kind == extData && host != ext.host+ext.n:
+		case kind != ext.kind || kind == extCompressed || kind == extData && host != ext.host+ext.n,
+			ext.hasHost != (kind == extZero && host >= 0), ext.hasHost && host != ext.host+ext.n:
 			return ext, nil
 		default:
 			ext.n += run
@@ -205,16 +211,18 @@ func (m *mapper) decode(e, bitmap uint64, inCluster int64) (extentKind, int64, i
 	}
 	if !m.extL2 {
 		switch {
+		case e&flagZero != 0 && m.mapsHost(e):
+			return extZero, hostCluster + inCluster, rest, nil // zero-alloc
 		case e&flagZero != 0:
-			return extZero, 0, rest, nil
-		case hostCluster == 0:
+			return extZero, -1, rest, nil
+		case !m.mapsHost(e):
 			return extUnallocated, 0, rest, nil
 		}
 		return extData, hostCluster + inCluster, rest, nil
 	}
 
 	alloc, zero := bitmap&allocBitmapMask, bitmap>>subclusters
-	if hostCluster == 0 && alloc != 0 || alloc&zero != 0 {
+	if !m.mapsHost(e) && alloc != 0 || alloc&zero != 0 {
 		return 0, 0, 0, corrupt("L2 entry %#x has an invalid subcluster bitmap %#x", e, bitmap)
 	}
 	kindOf := func(sc uint) extentKind {
@@ -233,8 +241,14 @@ func (m *mapper) decode(e, bitmap uint64, inCluster int64) (extentKind, int64, i
 		end++
 	}
 	run := int64(end)<<m.scBits - inCluster
-	if kind == extData {
+	switch kind {
+	case extData:
 		return kind, hostCluster + inCluster, run, nil
+	case extZero:
+		if m.mapsHost(e) {
+			return kind, hostCluster + inCluster, run, nil
+		}
+		return kind, -1, run, nil
 	}
 	return kind, 0, run, nil
 }

@@ -87,6 +87,9 @@ func (img *image) WriteCompressed(p []byte, off int64) error {
 	if int64(len(p)) != cs || off < 0 || off&(cs-1) != 0 {
 		return fmt.Errorf("qcow2: compressed writes take one whole cluster at a cluster-aligned offset: %w", ErrCompressedTarget)
 	}
+	if img.external() {
+		return errDataFileCompose // QEMU: no compressed clusters in a data file
+	}
 	data, err := compressCluster(img.hdr.CompressionType, p)
 	if err != nil {
 		return err

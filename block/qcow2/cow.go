@@ -23,7 +23,7 @@ type pending struct {
 // owned reports a normal cluster the image alone references (COPIED):
 // written in place.
 func (img *image) owned(e uint64) bool {
-	return e&flagCopied != 0 && e&flagCompressed == 0 && e&offsetMask != 0 && (img.extL2 || e&flagZero == 0)
+	return e&flagCopied != 0 && e&flagCompressed == 0 && img.mapsHost(e) && (img.extL2 || e&flagZero == 0)
 }
 
 func (img *image) writeLocked(p []byte, off int64) (err error) {
@@ -34,7 +34,7 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 		if err != nil {
 			// Nothing points to the clusters taken for the rest.
 			for _, a := range allocs[linked:] {
-				img.rc.release(a.host/cs, 1)
+				img.releaseData(a.host)
 			}
 		}
 	}()
@@ -86,8 +86,7 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 			b = a.p[:allocs[j-1].hi-a.lo+(allocs[j-1].host-a.host)]
 			i = j
 		}
-		img.file.Event("write_aio")
-		if err := img.checkedWrite(b, a.host+a.lo, 0); err != nil {
+		if err := img.writeData(b, a.host+a.lo); err != nil {
 			return err
 		}
 	}
@@ -124,23 +123,23 @@ func (img *image) writeOwned(c int64, e, bm uint64, in int64, p []byte) error {
 	if e&l2StdReserved != 0 || host&(cs-1) != 0 {
 		return corrupt("L2 entry %#x is invalid", e)
 	}
+	if err := img.checkDataHost(extData, host, c*cs); err != nil {
+		return err
+	}
 	if !img.extL2 {
-		img.file.Event("write_aio")
-		return img.checkedWrite(p, host+in, 0)
+		return img.writeData(p, host+in)
 	}
 	hi := in + int64(len(p))
 	mask := img.scMask(in, hi)
 	if bm&mask == mask {
-		img.file.Event("write_aio")
-		return img.checkedWrite(p, host+in, 0) // all allocated already: no metadata
+		return img.writeData(p, host+in) // all allocated already: no metadata
 	}
 	lo, end := img.scRound(in, hi)
 	buf := make([]byte, end-lo)
 	if err := img.fillAround(buf, c*cs, lo, in, p); err != nil {
 		return err
 	}
-	img.file.Event("write_aio")
-	if err := img.checkedWrite(buf, host+lo, 0); err != nil {
+	if err := img.writeData(buf, host+lo); err != nil {
 		return err
 	}
 	nbm := (bm | mask) &^ (mask << subclusters)
@@ -164,7 +163,7 @@ func (img *image) planAlloc(c int64, e, bm uint64, in int64, p []byte) (pending,
 	cs := img.clusterSize
 	a := pending{c: c, in: in, p: p, lo: 0, hi: cs, old: e}
 	if img.extL2 && e&flagCompressed == 0 {
-		if e&offsetMask == 0 && bm&allocBitmapMask != 0 || bm&(bm>>subclusters)&allocBitmapMask != 0 {
+		if !img.mapsHost(e) && bm&allocBitmapMask != 0 || bm&(bm>>subclusters)&allocBitmapMask != 0 {
 			return pending{}, corrupt("L2 entry %#x has an invalid subcluster bitmap %#x", e, bm)
 		}
 		alloc := bm&allocBitmapMask | img.scMask(in, in+int64(len(p)))
@@ -175,14 +174,14 @@ func (img *image) planAlloc(c int64, e, bm uint64, in int64, p []byte) (pending,
 	} else if img.extL2 {
 		a.bm = allocBitmapMask
 	}
-	if e&offsetMask == 0 && e&flagCompressed == 0 {
+	if !img.mapsHost(e) && e&flagCompressed == 0 {
 		a.old = 0
 	}
 	var err error
 	if a.l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
 		return pending{}, err
 	}
-	if a.host, err = img.rc.alloc(); err != nil {
+	if a.host, err = img.allocData(c); err != nil {
 		return pending{}, err
 	}
 	return a, nil

@@ -31,6 +31,10 @@ type CreateOptions struct {
 	Preallocation string // "off" (default), "metadata", "falloc" or "full"
 	BackingFile   string
 	BackingFormat string
+	// DataFile names an external data file (the caller creates it): the
+	// data clusters go there, at their guest offsets (datafile.go).
+	DataFile    string
+	DataFileRaw bool // data-file-raw: the data file stays a raw image
 }
 
 // CreateTarget is where an image is written: a new or truncated file.
@@ -135,6 +139,9 @@ func (o *CreateOptions) normalize() error {
 	default:
 		return fmt.Errorf("Parameter 'preallocation' does not accept value '%s'", o.Preallocation)
 	}
+	if err := o.checkDataFile(); err != nil {
+		return err
+	}
 	if o.BackingFile != "" && o.Preallocation != "off" && !o.ExtendedL2 {
 		return errors.New("Backing file and preallocation can only be used at the same time if extended_l2 is on")
 	}
@@ -186,6 +193,9 @@ func (o *CreateOptions) headerBytes() uint64 {
 	if o.BackingFormat != "" {
 		ext(len(o.BackingFormat))
 	}
+	if o.DataFile != "" {
+		ext(len(o.DataFile))
+	}
 	if o.withFeatureTable() {
 		ext(len(qemuFeatureTable()))
 	}
@@ -226,9 +236,14 @@ func Create(f CreateTarget, o CreateOptions) error {
 	} else {
 		nL2 = l1Entries
 	}
+	// With a data file, the data clusters are there, not in the file.
+	inFile := nData
+	if o.DataFile != "" {
+		inFile = 0
+	}
 	// Refcount structures cover themselves: iterate to a fixed point.
 	perBlock := cs * 8 / uint64(o.RefcountBits)
-	base := 1 + l1Clusters + nL2 + nData
+	base := 1 + l1Clusters + nL2 + inFile
 	var rb, rt uint64 = 1, 1
 	for {
 		total := base + rb + rt
@@ -265,7 +280,7 @@ func Create(f CreateTarget, o CreateOptions) error {
 	if err := f.Truncate(int64(end)); err != nil {
 		return err
 	}
-	if o.Preallocation == "falloc" || o.Preallocation == "full" {
+	if o.DataFile == "" && (o.Preallocation == "falloc" || o.Preallocation == "full") {
 		if a, ok := f.(allocator); ok && o.Preallocation == "falloc" {
 			if err := a.Allocate(int64(dataOff), int64(nData*cs)); err != nil {
 				return err
@@ -318,7 +333,11 @@ func Create(f CreateTarget, o CreateOptions) error {
 				if c >= nData {
 					break
 				}
-				be.PutUint64(l2[i*entry:], (dataOff+c*cs)|l2Copied)
+				host := dataOff + c*cs
+				if o.DataFile != "" {
+					host = c * cs // a data file: at the guest offset
+				}
+				be.PutUint64(l2[i*entry:], host|l2Copied)
 			}
 			if _, err := f.WriteAt(l2, int64(l2Off+t*cs)); err != nil {
 				return err
@@ -348,6 +367,12 @@ func Create(f CreateTarget, o CreateOptions) error {
 		var incompat, compat uint64
 		if o.ExtendedL2 {
 			incompat |= incompatExtL2
+		}
+		if o.DataFile != "" {
+			incompat |= incompatDataFile
+		}
+		if o.DataFileRaw {
+			be.PutUint64(h[88:], autoclearDataFileRaw)
 		}
 		if o.Compression == "zstd" {
 			incompat |= incompatCompression
@@ -379,6 +404,11 @@ func Create(f CreateTarget, o CreateOptions) error {
 	}
 	if o.BackingFormat != "" {
 		if err := putExt(extBackingFormat, []byte(o.BackingFormat)); err != nil {
+			return err
+		}
+	}
+	if o.DataFile != "" {
+		if err := putExt(extDataFile, []byte(o.DataFile)); err != nil {
 			return err
 		}
 	}

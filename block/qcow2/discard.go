@@ -22,6 +22,9 @@ func (img *image) WriteZeroes(off, n int64, unmap bool) error {
 // for writes.
 func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 	cs := img.clusterSize
+	if err := img.zeroData(off, n, unmap); err != nil {
+		return err
+	}
 	var olds []uint64
 	// Entries removed in memory drop their references at the next
 	// write-back, even if a later cluster fails.
@@ -41,13 +44,13 @@ func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 		if err != nil {
 			return err
 		}
-		alreadyZero := e&flagCompressed == 0 && (e&flagZero != 0 || e&offsetMask == 0 && img.backing == nil)
+		alreadyZero := e&flagCompressed == 0 && (e&flagZero != 0 || !img.mapsHost(e) && img.backing == nil)
 		whole := k == cs || in == 0 && off+k >= img.length
 		switch {
-		case alreadyZero && (!unmap || e&offsetMask == 0):
+		case alreadyZero && (!unmap || !img.mapsHost(e)):
 		case whole && img.hdr.Version >= 3:
 			ne := uint64(flagZero)
-			if !unmap && e&flagCopied != 0 && e&flagCompressed == 0 && e&offsetMask != 0 {
+			if !unmap && e&flagCopied != 0 && e&flagCompressed == 0 && img.mapsHost(e) {
 				ne = e | flagZero
 			} else if e != 0 {
 				olds = append(olds, e)
@@ -84,6 +87,9 @@ func (img *image) Discard(off, n int64) error {
 		return err
 	}
 	defer img.wmu.Unlock()
+	if err := img.discardData(off, n); err != nil {
+		return err
+	}
 	cs := img.clusterSize
 	var olds []uint64
 	// Entries removed in memory drop their references at the next
@@ -122,7 +128,7 @@ func (img *image) Discard(off, n int64) error {
 		if err := img.setEntryOwned(c, ne, 0); err != nil {
 			return err
 		}
-		if e&offsetMask != 0 || e&flagCompressed != 0 {
+		if img.mapsHost(e) || e&flagCompressed != 0 {
 			olds = append(olds, e)
 		}
 	}

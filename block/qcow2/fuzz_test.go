@@ -59,6 +59,14 @@ func fuzzOpen(t *testing.T, data []byte) {
 	n, err := openQcow2(g, "/dev/fdset/1", block.Options{"l2-cache-size": int64(1 << 20)})
 	if err == nil {
 		exercise(n)
+		g.Delete(n.Name())
+	}
+	// Once more with the image as its own external data file: a header
+	// that names a data file (an fdset-only registry opens no name the
+	// image gives) is read through the data file path too.
+	if n, err := openQcow2(g, "/dev/fdset/1", block.Options{"l2-cache-size": int64(1 << 20),
+		"data-file": block.Options{"driver": "file", "filename": "/dev/fdset/1"}}); err == nil {
+		exercise(n)
 	}
 	runtime.ReadMemStats(&after)
 	// Cluster 0 (2 MiB at most), an L1 table no larger than the file,
@@ -115,5 +123,18 @@ func fuzzSeeds() [][]byte {
 	d := newTestImage(16, 1<<30)
 	d.h.Version, d.h.HeaderLength = 2, v2HeaderLen
 	seeds = append(seeds, d.bytes())
+
+	// An external data file (named in the header extension, raw): guest
+	// cluster 0 at host offset 0 (COPIED), a zero-alloc cluster, and a
+	// compressed entry, which such an image cannot have.
+	e := newTestImage(12, 1<<20)
+	e.h.IncompatibleFeatures |= incompatDataFile
+	e.h.AutoclearFeatures |= autoclearDataFileRaw
+	e.exts = []extension{{Type: extDataFile, Data: []byte("data.raw")}}
+	e.setL2(0, flagCopied)
+	e.setL2(1, uint64(1<<12)|flagCopied|flagZero)
+	e.setL2(2, uint64(5<<12)|flagCopied) // host != guest: corrupt
+	e.setL2(3, flagCompressed|uint64(6<<12))
+	seeds = append(seeds, e.bytes())
 	return seeds
 }

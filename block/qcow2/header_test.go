@@ -139,9 +139,9 @@ func TestHostileHeaders(t *testing.T) {
 		{name: "external data file", mutate: func(i *testImage) {
 			i.h.IncompatibleFeatures |= incompatDataFile
 			i.exts = append(i.exts, extension{Type: extDataFile, Data: []byte("data.raw")})
-		}, want: "external data file 'data.raw': external data files are not supported by minivmm yet"},
+		}, want: "Could not open 'data.raw': No such file or directory"},
 		{name: "external data file unnamed", mutate: func(i *testImage) { i.h.IncompatibleFeatures |= incompatDataFile },
-			want: "external data files are not supported by minivmm yet"},
+			want: "'data-file' is required for this image"},
 		{name: "data-file-raw", mutate: func(i *testImage) { i.h.AutoclearFeatures |= autoclearDataFileRaw },
 			want: "data-file-raw requires a data file"},
 		{name: "snapshot extra data", mutate: func(i *testImage) {

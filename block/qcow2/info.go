@@ -13,6 +13,11 @@ type FormatInfo struct {
 	BackingFile   string // as the header names it; "" when none
 	BackingFormat string // from the backing format extension; "" when none
 	Dirty         bool
+	// An external data file: HasDataFile, the name the header records
+	// ("" when none is recorded) and data-file-raw.
+	HasDataFile bool
+	DataFile    string
+	DataFileRaw bool
 }
 
 // FormatSpecific describes the image's header.
@@ -35,6 +40,7 @@ func (img *image) FormatSpecific() FormatInfo {
 	if img.ext != nil {
 		fi.BackingFormat = img.ext.BackingFormat
 	}
+	fi.DataFile, fi.DataFileRaw, fi.HasDataFile = img.DataFile()
 	return fi
 }
 

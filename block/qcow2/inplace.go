@@ -30,8 +30,9 @@ func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 		n := min(int64(len(q)), cs-in)
 		_, e, bm, _, err := img.l2Entry(c)
 		host := int64(e & offsetMask)
-		if err != nil || e&flagCopied == 0 || e&(flagCompressed|flagZero) != 0 || host == 0 ||
-			e&l2StdReserved != 0 || host&(cs-1) != 0 || img.overlapIn(x, host+in, n, 0) != "" {
+		if err != nil || e&flagCopied == 0 || e&(flagCompressed|flagZero) != 0 || !img.mapsHost(e) ||
+			e&l2StdReserved != 0 || host&(cs-1) != 0 || img.checkDataHost(extData, host, c*cs) != nil ||
+			!img.external() && img.overlapIn(x, host+in, n, 0) != "" {
 			return false, nil
 		}
 		// With subclusters, the metadata stays unchanged only if every
@@ -39,7 +40,7 @@ func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 		if m := img.scMask(in, in+n); img.extL2 && bm&m != m {
 			return false, nil
 		}
-		if host+in+n > img.file.Length() { // the file must grow first: exclusive
+		if host+in+n > img.data.Length() { // the file must grow first: exclusive
 			return false, nil
 		}
 		spans = append(spans, inPlaceSpan{host + in, q[:n]})
@@ -47,7 +48,7 @@ func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 	}
 	for _, s := range spans {
 		img.file.Event("write_aio")
-		if _, err := img.file.WriteAt(s.p, s.host); err != nil {
+		if _, err := img.data.WriteAt(s.p, s.host); err != nil {
 			return true, err
 		}
 	}

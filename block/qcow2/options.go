@@ -14,6 +14,7 @@ import (
 // refused when asked for.
 var options = map[string]block.OptType{
 	"backing":               block.OptChild,
+	"data-file":             block.OptChild,
 	"l2-cache-size":         block.OptSize,
 	"l2-cache-entry-size":   block.OptSize,
 	"refcount-cache-size":   block.OptSize,

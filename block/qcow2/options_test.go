@@ -84,7 +84,7 @@ func TestOtherOptions(t *testing.T) {
 		{path, block.Options{"overlap-check": "some"}, "Unsupported value 'some' for qcow2 option 'overlap-check'"},
 		{path, block.Options{"cache-clean-interval": int64(1 << 40)}, "Cache clean interval too big"},
 		{v2path, block.Options{"lazy-refcounts": true}, "Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level"},
-		{path, block.Options{"data-file": "x"}, "Parameter 'data-file' is unexpected"},
+		{path, block.Options{"data-file": "x"}, "Cannot find device='x' nor node-name='x'"},
 		{path, block.Options{"l2-cache-size": "big"}, "Invalid parameter type for 'l2-cache-size', expected: integer"},
 	} {
 		g := fixture(t)

@@ -30,11 +30,15 @@ import (
 
 func init() {
 	block.Register(&block.Driver{
-		Name:    "qcow2",
-		Format:  true,
-		Probe:   probeHeader,
-		Options: options,
-		Open:    open,
+		Name:      "qcow2",
+		Format:    true,
+		Probe:     probeHeader,
+		Options:   options,
+		Open:      open,
+		ChildPerm: childPerm,
+		// As QEMU's filename rule: the image's filename still names a
+		// node given its data file as an option.
+		Weak: []string{"data-file"},
 	})
 }
 
@@ -51,6 +55,7 @@ func probeHeader(b []byte, _ string) int {
 // image is an open qcow2 image.
 type image struct {
 	file    *block.Node
+	data    *block.Node // where data clusters are: file, or the data file (datafile.go)
 	backing *block.Node // nil: unallocated clusters read as zeroes
 
 	hdr         *header
@@ -100,7 +105,11 @@ type image struct {
 func open(o *block.OpenContext) (block.Image, error) {
 	file := o.Child("file")
 	img := &image{file: file, writable: o.Writable, reportCorruption: o.ReportCorruption(), l2Dirty: map[int64]bool{}}
-	if err := img.readHeader(o); err != nil {
+	err := img.readHeader(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := img.openDataFile(o); err != nil {
 		return nil, err
 	}
 	if err := img.openBacking(o); err != nil {
@@ -146,15 +155,6 @@ func (img *image) readHeader(o *block.OpenContext) error {
 	x, backingName, snaps, err := c0.finish(img.file)
 	if err != nil {
 		return err
-	}
-	if h.IncompatibleFeatures&incompatDataFile != 0 {
-		if x.HasDataFile {
-			return fmt.Errorf("qcow2 image uses the external data file '%s': external data files are not supported by minivmm yet", x.DataFile)
-		}
-		return errors.New("qcow2 image uses an external data file: external data files are not supported by minivmm yet")
-	}
-	if h.AutoclearFeatures&autoclearDataFileRaw != 0 {
-		return errors.New("data-file-raw requires a data file")
 	}
 	img.backingName, img.snapshots = backingName, snaps
 	img.hdr, img.ext, img.length = h, x, int64(h.Size&^511)
@@ -225,10 +225,12 @@ func (img *image) readAt(p []byte, off int64) (int, error) {
 			return done, err
 		}
 		buf := p[done : done+int(ext.n)]
+		if err := img.checkDataHost(ext.kind, ext.host, off); err != nil {
+			return done, err
+		}
 		switch ext.kind {
 		case extData:
-			img.file.Event("read_aio")
-			err = readFile(img.file, buf, ext.host)
+			err = img.readData(buf, ext.host)
 		case extZero:
 			clear(buf)
 		case extUnallocated:
@@ -300,6 +302,9 @@ func (img *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 		img.signalCorruption(err)
 		return block.Status{}, 0, err
 	}
+	if err := img.checkDataHost(ext.kind, ext.host, off); err != nil {
+		return block.Status{}, 0, err
+	}
 	switch ext.kind {
 	case extData:
 		st := block.Status{Data: true, Allocated: true, Offset: ext.host}
@@ -309,10 +314,10 @@ func (img *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 		if !img.metadataPreallocated() {
 			return st, ext.n, nil
 		}
-		if flen := img.file.Length(); ext.host >= flen {
+		if flen := img.data.Length(); ext.host >= flen {
 			st.Zero = true
 		} else {
-			fst, fn, err := img.file.BlockStatus(ext.host, min(ext.n, flen-ext.host))
+			fst, fn, err := img.data.BlockStatus(ext.host, min(ext.n, flen-ext.host))
 			if err != nil {
 				return block.Status{}, 0, err
 			}
@@ -321,7 +326,11 @@ func (img *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 		}
 		return st, ext.n, nil
 	case extZero:
-		return block.Status{Zero: true, Allocated: true, Offset: -1}, ext.n, nil
+		st := block.Status{Zero: true, Allocated: true, Offset: -1}
+		if ext.hasHost {
+			st.Offset = ext.host // zero-alloc: QEMU reports where it is
+		}
+		return st, ext.n, nil
 	case extCompressed:
 		return block.Status{Data: true, Allocated: true, Offset: -1}, ext.n, nil
 	}

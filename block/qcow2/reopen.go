@@ -1,6 +1,8 @@
 package qcow2
 
 import (
+	"errors"
+
 	"minivmm/block"
 )
 
@@ -13,6 +15,9 @@ import (
 func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
+	if d := r.Children["data-file"]; img.external() && d != img.data {
+		return nil, errors.New("Cannot change the option 'data-file'") // as QEMU 7.2
+	}
 	p := &reopenPending{img: img, writable: img.writable, file: r.Children["file"], backing: r.Children["backing"]}
 	switch {
 	case r.Writable && !img.writable:
@@ -43,6 +48,9 @@ func (p *reopenPending) Commit() {
 	defer p.img.wmu.Unlock()
 	p.img.writable = p.writable
 	if p.file != nil {
+		if !p.img.external() {
+			p.img.data = p.file // data clusters are in the file
+		}
 		p.img.file = p.file
 	}
 	p.img.backing = p.backing

@@ -257,6 +257,9 @@ func (c *checker) scanCopied(l1 []uint64, refcount func(cluster int64) (uint64, 
 				continue
 			}
 			r, err := refcount(int64(e&offsetMask) >> h.ClusterBits)
+			if c.g.external {
+				r, err = 1, nil // a data file's clusters: refcount 1 by definition
+			}
 			if err != nil {
 				continue
 			}

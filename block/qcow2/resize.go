@@ -13,7 +13,7 @@ import (
 // grow; shrinking is shrink's. The area a grow adds is left unallocated:
 // it reads as the backing file there, if any (the graph asks for
 // TruncateZeroed where that would show data).
-func (img *image) Truncate(size int64) error { return img.truncate(size, false) }
+func (img *image) Truncate(size int64) error { return img.resizeData(size, img.truncate(size, false)) }
 
 // TruncateZeroed is Truncate, but the area a grow adds reads as zeroes
 // whatever the backing file holds there, as QEMU's qcow2_co_truncate
@@ -22,7 +22,9 @@ func (img *image) Truncate(size int64) error { return img.truncate(size, false) 
 // written out, over whatever an earlier shrink left in that cluster.
 // Version 2 images have no zero clusters: as QEMU, that is refused
 // (before anything changes, unlike QEMU) unless only the head is grown.
-func (img *image) TruncateZeroed(size int64) error { return img.truncate(size, true) }
+func (img *image) TruncateZeroed(size int64) error {
+	return img.resizeData(size, img.truncate(size, true))
+}
 
 func (img *image) truncate(size int64, zero bool) error {
 	if err := img.begin(); err != nil {

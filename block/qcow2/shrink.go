@@ -101,7 +101,8 @@ func (img *image) dropL2(i int64) error {
 			olds = append(olds, e)
 		}
 	}
-	return img.freeAll(append(olds, uint64(off)))
+	img.frees = append(img.frees, uint64(off)) // the table: in the file in any case
+	return img.freeAll(olds)
 }
 
 // cutFile truncates the file after the last cluster in use; failing to

@@ -33,6 +33,9 @@ var errTooManySnapshots = fmt.Errorf("qcow2: too many snapshots: %w", unix.EFBIG
 // snapshotOp runs op with the write lock held and nothing of the write
 // path pending; the L2 cache is dropped after, as tables moved.
 func (img *image) snapshotOp(op func() error) error {
+	if img.external() {
+		return errDataFileSnap // QEMU: no internal snapshots with a data file
+	}
 	if err := img.begin(); err != nil {
 		return err
 	}

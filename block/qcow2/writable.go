@@ -24,8 +24,6 @@ func (img *image) checkWritable() error {
 	switch {
 	case h.IncompatibleFeatures&incompatCorrupt != 0:
 		return errCorruptWrite
-	case h.IncompatibleFeatures&incompatDataFile != 0 || h.AutoclearFeatures&autoclearDataFileRaw != 0:
-		return errors.New("minivmm cannot write qcow2 images with an external data file yet")
 	case h.CryptMethod != cryptNone:
 		return errors.New("minivmm cannot write encrypted qcow2 images")
 	}
@@ -64,10 +62,12 @@ func (img *image) startWriting() error {
 			return fmt.Errorf("qcow2: could not repair the refcounts of a dirty image: %w", err)
 		}
 	}
-	if img.hdr.Version >= 3 && img.hdr.AutoclearFeatures != 0 {
-		// minivmm maintains no autoclear feature (bitmaps would go
-		// stale): clear them all, as a writer that does not know them.
+	if keep := img.hdr.AutoclearFeatures & autoclearDataFileRaw; img.hdr.Version >= 3 && img.hdr.AutoclearFeatures != keep {
+		// minivmm maintains no autoclear feature but data-file-raw
+		// (bitmaps would go stale): clear the others, as a writer that
+		// does not know them.
 		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], keep)
 		if err := img.patchHeader(88, b[:]); err != nil {
 			img.rc = nil
 			return err
@@ -76,7 +76,7 @@ func (img *image) startWriting() error {
 			img.rc = nil
 			return err
 		}
-		img.hdr.AutoclearFeatures = 0
+		img.hdr.AutoclearFeatures = keep
 	}
 	return nil
 }

@@ -78,7 +78,7 @@ func (img *image) zeroesExt(c, in, k int64, unmap bool, olds *[]uint64) error {
 		if err := img.setEntryOwned(c, ne, allZeroBitmap); err != nil {
 			return err
 		}
-		if !keep && (e&offsetMask != 0 || e&flagCompressed != 0) {
+		if !keep && (img.mapsHost(e) || e&flagCompressed != 0) {
 			*olds = append(*olds, e)
 		}
 		return nil
@@ -130,7 +130,7 @@ func (img *image) discardExt(c, in, k int64, olds *[]uint64) error {
 		if err := img.setEntryOwned(c, 0, below); err != nil {
 			return err
 		}
-		if e&offsetMask != 0 || e&flagCompressed != 0 {
+		if img.mapsHost(e) || e&flagCompressed != 0 {
 			*olds = append(*olds, e)
 		}
 		return nil

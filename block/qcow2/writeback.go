@@ -88,6 +88,9 @@ func (img *image) syncFile() error {
 	if img.flushErr != nil {
 		return fmt.Errorf("qcow2: an earlier flush failed: %w", img.flushErr)
 	}
+	if err := img.syncData(); err != nil {
+		return err
+	}
 	if err := img.file.Flush(); err != nil {
 		img.flushErr = err
 		return err
@@ -118,6 +121,9 @@ func (img *image) free(e uint64) error {
 // freeAll drops the references of entries removed in memory, once their
 // removal is on disk (at the next writeBack).
 func (img *image) freeAll(old []uint64) error {
+	if img.external() {
+		return nil // data clusters in a data file have no refcounts
+	}
 	img.frees = append(img.frees, old...)
 	return nil
 }

@@ -140,8 +140,15 @@ func runImgAmend(e *env, args []string) int {
 		}
 		ao.RefcountBits = &b
 	}
-	if _, ok := opts.Get("data_file"); ok {
-		return fail("data-file can only be set for images that use an external data file")
+	if v, ok := opts.Get("data_file"); ok {
+		ao.DataFile = &v
+	}
+	if _, ok := opts.Get("data_file_raw"); ok {
+		v, err := opts.Bool("data_file_raw", false)
+		if err != nil {
+			return fail("%v", err)
+		}
+		ao.DataFileRaw = &v
 	}
 	if _, ok := opts.Get("backing_file"); ok {
 		return fail("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")

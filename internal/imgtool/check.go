@@ -88,6 +88,7 @@ func runImgCheck(e *env, args []string) int {
 		}
 	}
 	fileOpts := block.Options{"driver": "file", "filename": filename}
+	var imgOpts block.Options
 	if imageOpts {
 		// The check reads the file child itself: its options are the
 		// file.* of the image's.
@@ -95,6 +96,7 @@ func runImgCheck(e *env, args []string) int {
 		if err != nil {
 			return fail("Could not open '%s': %s", filename, qtool.Message(err))
 		}
+		imgOpts = o
 		if drv, ok := o["driver"].(string); ok {
 			format = drv
 		}
@@ -119,6 +121,9 @@ func runImgCheck(e *env, args []string) int {
 	if format != "qcow2" {
 		fmt.Fprintf(stderr, "%s: This image format does not support checks\n", e.prog)
 		return 63
+	}
+	if err := openCheckDataFile(graph, file, imgOpts, fix == 0, forceShare); err != nil {
+		return fail("Could not open '%s': %s", filename, qtool.Message(err))
 	}
 
 	var res *qcow2.CheckResult

@@ -77,6 +77,11 @@ func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []s
 		if err != nil {
 			return fmt.Errorf("%s: error while converting %s: %w", filename, format, err)
 		}
+		if _, given := opts.Get("data_file"); given { // create_datafile.go
+			if err := createDataFile(reg, co.DataFile, size, co.Preallocation); err != nil {
+				return fmt.Errorf("%s: %w", filename, err)
+			}
+		}
 		write = func(fd int) error { return qcow2.Create(qcow2.FdTarget(fd), co) }
 	}
 	fd, err := reg.Create(filename, unix.O_RDWR|unix.O_TRUNC, 0o644)

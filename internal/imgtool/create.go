@@ -35,6 +35,7 @@ var createKinds = map[string]map[string]cmdline.Kind{
 		"preallocation": cmdline.OptString, "lazy_refcounts": cmdline.OptBool,
 		"refcount_bits": cmdline.OptNumber, "extended_l2": cmdline.OptBool,
 		"compression_type": cmdline.OptString,
+		"data_file":        cmdline.OptString, "data_file_raw": cmdline.OptBool,
 	},
 }
 
@@ -181,6 +182,8 @@ func runImgCreate(e *env, args []string) int {
 		if backingFmt != "" {
 			line = append(line, "backing_fmt="+backingFmt)
 		}
+		add("data_file", "")
+		add("data_file_raw", "")
 		add("lazy_refcounts", "off")
 		add("refcount_bits", "16")
 	}
@@ -206,6 +209,11 @@ func runImgCreate(e *env, args []string) int {
 		}
 		if err != nil {
 			return fail("%s", err)
+		}
+		if _, given := opts.Get("data_file"); given {
+			if err := createDataFile(reg, co.DataFile, size, prealloc); err != nil {
+				return fail("%s", err)
+			}
 		}
 		write = func(fd int) error { return qcow2.Create(qcow2.FdTarget(fd), co) }
 	}
@@ -279,6 +287,10 @@ func qcow2CreateOptions(opts *cmdline.Opts, size uint64, backing, backingFmt str
 		return co, err
 	}
 	co.Compression, _ = opts.Get("compression_type")
+	co.DataFile, _ = opts.Get("data_file")
+	if co.DataFileRaw, err = opts.Bool("data_file_raw", false); err != nil {
+		return co, err
+	}
 	co.Preallocation, _ = opts.Get("preallocation")
 	return co, nil
 }

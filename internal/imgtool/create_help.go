@@ -12,8 +12,8 @@ type createOption struct {
 }
 
 // createOptions are the -o options minivmm's formats take, with
-// qemu-img 7.2's types and descriptions (it lists more: encryption and
-// external data files, which minivmm does not have).
+// qemu-img 7.2's types and descriptions (it lists more: encryption,
+// which minivmm does not have).
 var createOptions = map[string][]createOption{
 	"qcow2": {
 		{"backing_file", "str", "File name of a base image"},
@@ -21,6 +21,8 @@ var createOptions = map[string][]createOption{
 		{"cluster_size", "size", "qcow2 cluster size"},
 		{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
 		{"compression_type", "str", "Compression method used for image cluster compression"},
+		{"data_file", "str", "File name of an external data file"},
+		{"data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image"},
 		{"extended_l2", "bool (on/off)", "Extended L2 tables"},
 		{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
 		{"preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, full)"},

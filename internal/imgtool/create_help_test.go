@@ -13,7 +13,7 @@ import (
 // TestCreateOptionHelp compares `create -o help` (and `?`, and convert's)
 // with qemu-img's: the same header and trailer, and every option minivmm
 // lists listed by qemu-img in the same words (qemu-img lists a few more:
-// encryption, external data files). Nothing is created.
+// encryption). Nothing is created.
 func TestCreateOptionHelp(t *testing.T) {
 	icNeedQemuImg(t)
 	t.Parallel()

@@ -251,6 +251,12 @@ func collectImageInfo(node *block.Node, filename string) (*imageInfo, error) {
 		data := &qdict{}
 		if fs.Version >= 3 {
 			data.put("compat", "1.1")
+			if fs.DataFile != "" {
+				data.put("data-file", fs.DataFile)
+			}
+			if fs.HasDataFile {
+				data.put("data-file-raw", fs.DataFileRaw)
+			}
 			data.put("extended-l2", fs.ExtendedL2)
 			data.put("lazy-refcounts", fs.LazyRefcounts)
 			data.put("corrupt", fs.Corrupt)

@@ -38,7 +38,12 @@ func chainStatus(top *block.Node, off, n int64) (mapEntry, error) {
 	e := mapEntry{start: off, length: l, depth: int64(st.Depth), present: st.Present, zero: st.Zero, data: st.Data}
 	if st.Present && st.Offset >= 0 {
 		e.hasOffset, e.offset = true, st.Offset
-		file := st.Layer.Child("file")
+		// The offset is in the node that holds the data: a qcow2 data
+		// file, else the file child.
+		file := st.Layer.Child("data-file")
+		if file == nil {
+			file = st.Layer.Child("file")
+		}
 		if file == nil {
 			file = st.Layer
 		}

@@ -105,9 +105,10 @@ func (s *session) openReadOnly(filename, format string, imageOpts, forceShare bo
 	return n, true
 }
 
-// openNoBacking is openReadOnly without the backing chain, as qemu-img
-// info opens an image (BDRV_O_NO_BACKING): what the header says of its
-// backing file is shown even when that file is missing or loops back.
+// openNoBacking is openReadOnly without the backing chain and without a
+// qcow2 image's data file (infoFlags), as qemu-img info opens an image
+// (BDRV_O_NO_BACKING, no I/O): what the header says of its backing file
+// is shown even when that file is missing or loops back.
 // It also returns the image's name as QEMU's would read: the option that
 // leaves the backing file closed is no part of it.
 func (s *session) openNoBacking(filename, format string, imageOpts, forceShare bool) (*block.Node, string, bool) {
@@ -126,7 +127,7 @@ func (s *session) openNoBacking(filename, format string, imageOpts, forceShare b
 			f.Extra = block.Options{"backing": nil}
 		}
 	}
-	n, err := s.open(f)
+	n, err := s.open(s.infoFlags(f))
 	if err != nil {
 		fmt.Fprintf(s.e.stderr, "%s: Could not open '%s': %s\n", s.e.prog, filename, qtool.Message(err))
 		return nil, "", false
