@@ -1,0 +1,269 @@
+package qcow2
+
+// Allocating host clusters for a guest range whose data does not come
+// through WriteAt: copy offloading (CopyRangeTo: qemu-img convert -C into
+// qcow2, the data file's bytes filled by copy_file_range, as QEMU's
+// qcow2_co_copy_range_to) and metadata preallocation (AllocateMetadata:
+// resize and truncate with preallocation=metadata, as QEMU's
+// preallocate_co). Clusters are allocated and linked by the write path's
+// own steps (cow.go) in its order: refcounts taken in memory (rc.alloc,
+// ensureL2), the data and what the guest sees around it in a partly
+// covered cluster written, and only then the L2 entries set in memory,
+// which writeBack writes after the refcounts and the data are durable.
+
+import (
+	"fmt"
+
+	"minivmm/block"
+)
+
+// hostSpan is a run of a request laid out linearly in the data file: the
+// request's bytes [pos, pos+n) at host offset host.
+type hostSpan struct{ pos, host, n int64 }
+
+// dataFile is the node the data clusters live in: the one place that
+// says so for this file's requests (the image's own file: no external
+// data file yet).
+func (img *image) dataFile() *block.Node { return img.file }
+
+// rangeAlloc is one cluster of a range that gets a new host cluster.
+type rangeAlloc struct {
+	pending
+	entry      uint64 // the L2 entry to set (host | COPIED, maybe ZERO)
+	dlo, dhi   int64  // bytes of the cluster the caller's data fills (copy); the rest of [lo, hi) gets the guest's view
+	zeroReused bool   // (metadata) the whole host cluster must read as zeroes
+}
+
+// CopyRangeTo fills the guest range [off, off+n) by copy, in place in
+// the data file: clusters the image owns take the bytes where they are,
+// the others get new clusters (QEMU's qcow2_co_copy_range_to). With
+// extended L2, an owned cluster whose subclusters there are not all
+// allocated yet is not offloaded (block.ErrNotSupported, before
+// anything changed): the caller writes the range itself.
+func (img *image) CopyRangeTo(off, n int64, copy block.HostCopyFunc) error {
+	if _, ok := img.dataFile().Image().(block.RangeCopyTarget); !ok {
+		return block.ErrNotSupported
+	}
+	if err := img.begin(); err != nil {
+		return err
+	}
+	defer img.wmu.Unlock()
+	return img.allocRange(off, n, false, func(spans []hostSpan) error {
+		img.file.Event("write_aio")
+		for _, s := range spans {
+			if err := img.guardData(s.host, s.n); err != nil {
+				return err
+			}
+			err := img.dataFile().CopyRangeTo(s.host, s.n, func(fd int, o, pos, l int64) error {
+				return copy(fd, o, s.pos+pos, l)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// AllocateMetadata gives [off, off+n) host clusters without writing
+// guest data (preallocation=metadata): the range reads as before. As
+// QEMU, an unallocated cluster that reads as zeroes gets a data cluster
+// that reads as zeroes on the host (a hole where the file grew, zeroed
+// where a freed cluster is reused, which QEMU does not do), a zero
+// cluster stays one with a host cluster (zero-alloc), and with extended
+// L2 the subclusters keep their state; anything else (backing data,
+// compressed, shared with a snapshot) is copied into the new cluster.
+func (img *image) AllocateMetadata(off, n int64) error {
+	if err := img.begin(); err != nil {
+		return err
+	}
+	defer img.wmu.Unlock()
+	return img.allocRange(off, n, true, nil)
+}
+
+// guardData is checkedWrite's check for bytes written into the data file
+// by other means than checkedWrite: the overlap check, the file grown.
+func (img *image) guardData(off, n int64) error {
+	if img.corrupted {
+		return errVersionCorrupt
+	}
+	if img.beforeWrite != nil {
+		img.beforeWrite()
+	}
+	if what := img.overlap(off, n, 0); what != "" {
+		msg := fmt.Sprintf("Preventing invalid write on metadata (overlaps with %s)", what)
+		img.markCorrupt(msg, off, n)
+		return corrupt("%s; image marked as corrupt", msg)
+	}
+	return img.ensureFile(off + n)
+}
+
+// allocRange readies host clusters for [off, off+n), img.wmu held. With
+// meta false the caller's fill writes every byte of the range (the spans
+// given, in request order); with meta true nothing of the guest's is
+// written but what must be copied to keep what the range reads.
+func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) error) (err error) {
+	cs := img.clusterSize
+	zeroFrom := img.dataFile().Length() // what the file grows by reads as zeroes
+	var allocs []rangeAlloc
+	linked := 0
+	defer func() {
+		if err != nil {
+			// Nothing points to the clusters taken for the rest.
+			for _, a := range allocs[linked:] {
+				img.rc.release(a.host/cs, 1)
+			}
+		}
+	}()
+	var spans []hostSpan
+	addSpan := func(s hostSpan) {
+		if k := len(spans) - 1; k >= 0 && spans[k].pos+spans[k].n == s.pos && spans[k].host+spans[k].n == s.host {
+			spans[k].n += s.n
+			return
+		}
+		spans = append(spans, s)
+	}
+	for pos := int64(0); pos < n; {
+		c, in := (off+pos)>>img.clusterBits, (off+pos)&(cs-1)
+		k := min(n-pos, cs-in)
+		_, e, bm, _, err := img.l2Entry(c)
+		if err != nil {
+			return err
+		}
+		if img.owned(e) {
+			host := int64(e & offsetMask)
+			if e&l2StdReserved != 0 || host&(cs-1) != 0 {
+				return corrupt("L2 entry %#x is invalid", e)
+			}
+			if !meta {
+				if m := img.scMask(in, in+k); img.extL2 && bm&m != m {
+					return block.ErrNotSupported
+				}
+				addSpan(hostSpan{pos, host + in, k})
+			}
+			pos += k
+			continue
+		}
+		var a rangeAlloc
+		if meta {
+			a, err = img.planMeta(c, e, bm)
+		} else {
+			a.pending, err = img.planAllocN(c, e, bm, in, k)
+			a.dlo, a.dhi = in, in+k
+		}
+		if err != nil {
+			return err
+		}
+		if a.entry == 0 {
+			a.entry = uint64(a.host) | flagCopied
+		}
+		allocs = append(allocs, a)
+		if !meta {
+			addSpan(hostSpan{pos, a.host + in, k})
+		}
+		pos += k
+	}
+	// What the guest sees around the caller's data (all of it, for a
+	// cluster metadata preallocation copies), and the zeroes of reused
+	// clusters, before anything points there.
+	var buf []byte
+	for _, a := range allocs {
+		if a.zeroReused && a.host < zeroFrom {
+			if err := img.guardData(a.host, cs); err != nil {
+				return err
+			}
+			if err := img.dataFile().WriteZeroes(a.host, min(cs, zeroFrom-a.host), true); err != nil {
+				return err
+			}
+		}
+		for _, r := range [][2]int64{{a.lo, a.dlo}, {a.dhi, a.hi}} {
+			if r[1] <= r[0] {
+				continue
+			}
+			if buf == nil {
+				buf = make([]byte, cs)
+			}
+			b := buf[:r[1]-r[0]]
+			if err := img.readView(b, a.c*cs+r[0]); err != nil {
+				return err
+			}
+			img.file.Event("write_aio")
+			if err := img.checkedWrite(b, a.host+r[0], 0); err != nil {
+				return err
+			}
+		}
+	}
+	if len(spans) > 0 {
+		if err := fill(spans); err != nil {
+			return err
+		}
+	}
+	var olds []uint64
+	for _, a := range allocs {
+		if err := img.setL2Entry(a.l2Off, a.c, a.entry, a.bm); err != nil {
+			img.freeAll(olds)
+			return err
+		}
+		linked++
+		if a.old != 0 {
+			olds = append(olds, a.old)
+		}
+	}
+	return img.freeAll(olds)
+}
+
+// planMeta allocates the host cluster of guest cluster c (entry e,
+// bitmap bm, not owned) for metadata preallocation: see AllocateMetadata.
+func (img *image) planMeta(c int64, e, bm uint64) (rangeAlloc, error) {
+	cs := img.clusterSize
+	special := false
+	var a rangeAlloc
+	switch {
+	case e&(flagCompressed|offsetMask) != 0:
+		// Data elsewhere (compressed, shared, zero-alloc shared): copied.
+	case img.extL2:
+		// No host cluster: no subcluster is allocated, and each keeps
+		// reading as it does (zeroes, or the backing file).
+		special = true
+		a.bm = bm
+	case e&flagZero != 0:
+		special = true
+		a.entry = flagZero
+	default:
+		// Unallocated: a data cluster over zeroes, where the guest sees
+		// zeroes there now.
+		view := make([]byte, cs)
+		if err := img.readView(view, c*cs); err != nil {
+			return rangeAlloc{}, err
+		}
+		special = allZeroBytes(view)
+		a.zeroReused = special
+	}
+	if !special {
+		p, err := img.planAllocN(c, e, bm, 0, cs)
+		if err != nil {
+			return rangeAlloc{}, err
+		}
+		// All of [lo, hi) gets the guest's view: no data of the caller.
+		return rangeAlloc{pending: p, dlo: p.lo, dhi: p.lo}, nil
+	}
+	var err error
+	a.c = c
+	if a.l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
+		return rangeAlloc{}, err
+	}
+	if a.host, err = img.rc.alloc(); err != nil {
+		return rangeAlloc{}, err
+	}
+	a.entry |= uint64(a.host) | flagCopied
+	return a, nil
+}
+
+func allZeroBytes(p []byte) bool {
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
