@@ -1,6 +1,6 @@
 package block
 
-// Copy offloading into a node and metadata preallocation: requests that
+// Copy offloading into a node and preallocation: requests that
 // hand a range of the node's host file to the caller (QEMU's
 // bdrv_co_copy_range_to, where the format driver allocates and the file
 // driver copies) or that allocate without writing data. Both are write
@@ -20,11 +20,20 @@ type RangeCopyTarget interface {
 	CopyRangeTo(off, length int64, copy HostCopyFunc) error
 }
 
-// MetadataAllocator is a driver that can allocate a range without
-// writing its data (qcow2's preallocation=metadata): the range reads the
-// same afterwards.
-type MetadataAllocator interface {
-	AllocateMetadata(off, length int64) error
+// Prealloc is how a range is preallocated (QEMU's PreallocMode, less off).
+type Prealloc uint8
+
+const (
+	PreallocMetadata Prealloc = iota // allocated, nothing written
+	PreallocFalloc                   // allocated, host space reserved too
+	PreallocFull                     // allocated, host space written (zeroes)
+)
+
+// Preallocator is a driver that can allocate a range without writing
+// guest data (qcow2's preallocation modes): the range reads the same
+// afterwards.
+type Preallocator interface {
+	Preallocate(off, length int64, mode Prealloc) error
 }
 
 // CopyRangeTo fills [off, off+length) of the node with copy, in the
@@ -54,10 +63,10 @@ func (n *Node) CopyRangeTo(off, length int64, copy HostCopyFunc) error {
 	return nil
 }
 
-// AllocateMetadata allocates [off, off+length) without writing data
+// Preallocate allocates [off, off+length) without writing guest data
 // where the driver can (ErrNotSupported where it cannot); what the range
 // reads does not change.
-func (n *Node) AllocateMetadata(off, length int64) error {
+func (n *Node) Preallocate(off, length int64, mode Prealloc) error {
 	if err := n.checkWrite("allocate", off, length); err != nil {
 		return err
 	}
@@ -69,11 +78,11 @@ func (n *Node) AllocateMetadata(off, length int64) error {
 	defer n.writeDone()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	a, ok := n.img.(MetadataAllocator)
+	a, ok := n.img.(Preallocator)
 	if !ok {
 		return n.fail("allocate", off, length, ErrNotSupported)
 	}
-	if err := a.AllocateMetadata(off, length); err != nil {
+	if err := a.Preallocate(off, length, mode); err != nil {
 		return n.fail("allocate", off, length, err)
 	}
 	return nil

@@ -29,10 +29,19 @@ func (img *image) dataFile() *block.Node { return img.file }
 // rangeAlloc is one cluster of a range that gets a new host cluster.
 type rangeAlloc struct {
 	pending
-	entry      uint64 // the L2 entry to set (host | COPIED, maybe ZERO)
-	dlo, dhi   int64  // bytes of the cluster the caller's data fills (copy); the rest of [lo, hi) gets the guest's view
-	zeroReused bool   // (metadata) the whole host cluster must read as zeroes
+	entry    uint64 // the L2 entry to set (host | COPIED, maybe ZERO)
+	dlo, dhi int64  // bytes of the cluster the range covers; (copy) the caller's data fills them, the rest of [lo, hi) gets the guest's view
+	fill     metaFill
 }
+
+// metaFill is what metadata preallocation writes into a new cluster.
+type metaFill uint8
+
+const (
+	fillView  metaFill = iota // [lo, hi) gets what the guest sees there (copy: but [dlo, dhi))
+	fillNone                  // nothing: the entry says what it reads (zero, subclusters)
+	fillZeroes                // a data cluster reading as zeroes: see allocRange
+)
 
 // CopyRangeTo fills the guest range [off, off+n) by copy, in place in
 // the data file: clusters the image owns take the bytes where they are,
@@ -65,20 +74,46 @@ func (img *image) CopyRangeTo(off, n int64, copy block.HostCopyFunc) error {
 	})
 }
 
-// AllocateMetadata gives [off, off+n) host clusters without writing
-// guest data (preallocation=metadata): the range reads as before. As
-// QEMU, an unallocated cluster that reads as zeroes gets a data cluster
-// that reads as zeroes on the host (a hole where the file grew, zeroed
-// where a freed cluster is reused, which QEMU does not do), a zero
-// cluster stays one with a host cluster (zero-alloc), and with extended
-// L2 the subclusters keep their state; anything else (backing data,
-// compressed, shared with a snapshot) is copied into the new cluster.
-func (img *image) AllocateMetadata(off, n int64) error {
+// Preallocate gives [off, off+n) host clusters without writing guest
+// data (preallocation=metadata, falloc, full): the range reads as
+// before. As QEMU, an unallocated cluster that reads as zeroes gets a
+// data cluster that reads as zeroes on the host (a hole where the file
+// grew, zeroed where a freed cluster is reused, which QEMU does not do),
+// a zero cluster stays one with a host cluster (zero-alloc), and with
+// extended L2 the subclusters keep their state; anything else (backing
+// data, compressed, shared with a snapshot) is copied into the new
+// cluster. falloc and full then reserve or write the host range.
+func (img *image) Preallocate(off, n int64, mode block.Prealloc) error {
 	if err := img.begin(); err != nil {
 		return err
 	}
 	defer img.wmu.Unlock()
-	return img.allocRange(off, n, true, nil)
+	return img.allocRange(off, n, true, func(spans []hostSpan) error {
+		if mode == block.PreallocMetadata {
+			return nil
+		}
+		var zero []byte
+		for _, s := range spans {
+			if err := img.guardData(s.host, s.n); err != nil {
+				return err
+			}
+			if mode == block.PreallocFalloc {
+				if err := img.dataFile().WriteZeroes(s.host, s.n, false); err != nil {
+					return err
+				}
+				continue
+			}
+			if zero == nil {
+				zero = make([]byte, min(s.n, 1<<20))
+			}
+			for o := int64(0); o < s.n; o += int64(len(zero)) {
+				if _, err := img.dataFile().WriteAt(zero[:min(int64(len(zero)), s.n-o)], s.host+o); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // guardData is checkedWrite's check for bytes written into the data file
@@ -101,7 +136,8 @@ func (img *image) guardData(off, n int64) error {
 // allocRange readies host clusters for [off, off+n), img.wmu held. With
 // meta false the caller's fill writes every byte of the range (the spans
 // given, in request order); with meta true nothing of the guest's is
-// written but what must be copied to keep what the range reads.
+// written but what must be copied to keep what the range reads, and fill
+// is given the spans of new clusters whose host bytes are not read.
 func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) error) (err error) {
 	cs := img.clusterSize
 	zeroFrom := img.dataFile().Length() // what the file grows by reads as zeroes
@@ -147,6 +183,10 @@ func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) erro
 		var a rangeAlloc
 		if meta {
 			a, err = img.planMeta(c, e, bm)
+			if a.fill != fillView {
+				a.dlo, a.dhi = in, in+k
+				addSpan(hostSpan{pos, a.host + in, k})
+			}
 		} else {
 			a.pending, err = img.planAllocN(c, e, bm, in, k)
 			a.dlo, a.dhi = in, in+k
@@ -168,13 +208,14 @@ func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) erro
 	// clusters, before anything points there.
 	var buf []byte
 	for _, a := range allocs {
-		if a.zeroReused && a.host < zeroFrom {
-			if err := img.guardData(a.host, cs); err != nil {
+		switch a.fill {
+		case fillNone:
+			continue
+		case fillZeroes:
+			if err := img.zeroCluster(a, zeroFrom); err != nil {
 				return err
 			}
-			if err := img.dataFile().WriteZeroes(a.host, min(cs, zeroFrom-a.host), true); err != nil {
-				return err
-			}
+			continue
 		}
 		for _, r := range [][2]int64{{a.lo, a.dlo}, {a.dhi, a.hi}} {
 			if r[1] <= r[0] {
@@ -224,10 +265,10 @@ func (img *image) planMeta(c int64, e, bm uint64) (rangeAlloc, error) {
 	case img.extL2:
 		// No host cluster: no subcluster is allocated, and each keeps
 		// reading as it does (zeroes, or the backing file).
-		special = true
+		special, a.fill = true, fillNone
 		a.bm = bm
 	case e&flagZero != 0:
-		special = true
+		special, a.fill = true, fillNone
 		a.entry = flagZero
 	default:
 		// Unallocated: a data cluster over zeroes, where the guest sees
@@ -237,7 +278,7 @@ func (img *image) planMeta(c int64, e, bm uint64) (rangeAlloc, error) {
 			return rangeAlloc{}, err
 		}
 		special = allZeroBytes(view)
-		a.zeroReused = special
+		a.fill = fillZeroes
 	}
 	if !special {
 		p, err := img.planAllocN(c, e, bm, 0, cs)
@@ -266,4 +307,31 @@ func allZeroBytes(p []byte) bool {
 		}
 	}
 	return true
+}
+
+// zeroCluster makes the new host cluster of a (fillZeroes) read as
+// zeroes: the part the range covers is left to the file, where it grew
+// (a hole) past zeroFrom, and punched out where a freed cluster is reused
+// (QEMU leaves that cluster's old bytes); the rest of the cluster gets
+// zeroes written (allocated), as QEMU's copy-on-write of zeroes around a
+// preallocated range does.
+func (img *image) zeroCluster(a rangeAlloc, zeroFrom int64) error {
+	cs := img.clusterSize
+	if err := img.guardData(a.host, cs); err != nil {
+		return err
+	}
+	data := img.dataFile()
+	if a.host+a.dlo < zeroFrom {
+		if err := data.WriteZeroes(a.host+a.dlo, min(a.dhi, zeroFrom-a.host)-a.dlo, true); err != nil {
+			return err
+		}
+	}
+	for _, r := range [][2]int64{{0, a.dlo}, {a.dhi, cs}} {
+		if r[1] > r[0] {
+			if err := data.WriteZeroes(a.host+r[0], r[1]-r[0], false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
