@@ -38,9 +38,9 @@ type rangeAlloc struct {
 type metaFill uint8
 
 const (
-	fillView  metaFill = iota // [lo, hi) gets what the guest sees there (copy: but [dlo, dhi))
-	fillNone                  // nothing: the entry says what it reads (zero, subclusters)
-	fillZeroes                // a data cluster reading as zeroes: see allocRange
+	fillView   metaFill = iota // [lo, hi) gets what the guest sees there (copy: but [dlo, dhi))
+	fillNone                   // nothing: the entry says what it reads (zero, subclusters)
+	fillZeroes                 // a data cluster reading as zeroes: see allocRange
 )
 
 // CopyRangeTo fills the guest range [off, off+n) by copy, in place in
