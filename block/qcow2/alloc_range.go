@@ -32,6 +32,7 @@ type rangeAlloc struct {
 	entry    uint64 // the L2 entry to set (host | COPIED, maybe ZERO)
 	dlo, dhi int64  // bytes of the cluster the range covers; (copy) the caller's data fills them, the rest of [lo, hi) gets the guest's view
 	fill     metaFill
+	inPlace  bool // a cluster the image owns already: only its bitmap changes
 }
 
 // metaFill is what metadata preallocation writes into a new cluster.
@@ -45,10 +46,7 @@ const (
 
 // CopyRangeTo fills the guest range [off, off+n) by copy, in place in
 // the data file: clusters the image owns take the bytes where they are,
-// the others get new clusters (QEMU's qcow2_co_copy_range_to). With
-// extended L2, an owned cluster whose subclusters there are not all
-// allocated yet is not offloaded (block.ErrNotSupported, before
-// anything changed): the caller writes the range itself.
+// the others get new clusters (QEMU's qcow2_co_copy_range_to).
 func (img *image) CopyRangeTo(off, n int64, copy block.HostCopyFunc) error {
 	if _, ok := img.dataFile().Image().(block.RangeCopyTarget); !ok {
 		return block.ErrNotSupported
@@ -147,7 +145,9 @@ func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) erro
 		if err != nil {
 			// Nothing points to the clusters taken for the rest.
 			for _, a := range allocs[linked:] {
-				img.rc.release(a.host/cs, 1)
+				if !a.inPlace {
+					img.rc.release(a.host/cs, 1)
+				}
 			}
 		}
 	}()
@@ -171,10 +171,19 @@ func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) erro
 			if e&l2StdReserved != 0 || host&(cs-1) != 0 {
 				return corrupt("L2 entry %#x is invalid", e)
 			}
-			if !meta {
-				if m := img.scMask(in, in+k); img.extL2 && bm&m != m {
-					return block.ErrNotSupported
+			if m := img.scMask(in, in+k); !meta && img.extL2 && bm&m != m {
+				// Subclusters to allocate in a cluster the image owns:
+				// their edges get what the guest sees there, and the
+				// bitmap changes once the data is in (writeOwned's way).
+				a := rangeAlloc{pending: pending{c: c, host: host, in: in}, entry: e, dlo: in, dhi: in + k, inPlace: true}
+				a.lo, a.hi = img.scRound(in, in+k)
+				a.bm = (bm | m) &^ (m << subclusters)
+				if a.l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
+					return err
 				}
+				allocs = append(allocs, a)
+			}
+			if !meta {
 				addSpan(hostSpan{pos, host + in, k})
 			}
 			pos += k
