@@ -51,6 +51,16 @@ func (img *image) CopyRangeTo(off, n int64, copy block.HostCopyFunc) error {
 	if _, ok := img.dataFile().Image().(block.RangeCopyTarget); !ok {
 		return block.ErrNotSupported
 	}
+	return img.fillRange(off, n, func(s hostSpan) error {
+		return img.dataFile().CopyRangeTo(s.host, s.n, func(fd int, o, pos, l int64) error {
+			return copy(fd, o, s.pos+pos, l)
+		})
+	})
+}
+
+// fillRange is CopyRangeTo with the data put into each span of the data
+// file by put, however it gets there.
+func (img *image) fillRange(off, n int64, put func(hostSpan) error) error {
 	if err := img.begin(); err != nil {
 		return err
 	}
@@ -61,10 +71,7 @@ func (img *image) CopyRangeTo(off, n int64, copy block.HostCopyFunc) error {
 			if err := img.guardData(s.host, s.n); err != nil {
 				return err
 			}
-			err := img.dataFile().CopyRangeTo(s.host, s.n, func(fd int, o, pos, l int64) error {
-				return copy(fd, o, s.pos+pos, l)
-			})
-			if err != nil {
+			if err := put(s); err != nil {
 				return err
 			}
 		}
