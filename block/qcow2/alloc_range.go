@@ -121,8 +121,9 @@ func (img *image) Preallocate(off, n int64, mode block.Prealloc) error {
 	})
 }
 
-// guardData is checkedWrite's check for bytes written into the data file
-// by other means than checkedWrite: the overlap check, the file grown.
+// guardData is checkedWrite's check for guest bytes about to be put into
+// the data file: the overlap check, the file grown. With dataFile, the
+// one place of this file that knows where data clusters live.
 func (img *image) guardData(off, n int64) error {
 	if img.corrupted {
 		return errVersionCorrupt
@@ -136,6 +137,15 @@ func (img *image) guardData(off, n int64) error {
 		return corrupt("%s; image marked as corrupt", msg)
 	}
 	return img.ensureFile(off + n)
+}
+
+// writeData writes guest bytes into the data file at off.
+func (img *image) writeData(p []byte, off int64) error {
+	if err := img.guardData(off, int64(len(p))); err != nil {
+		return err
+	}
+	_, err := img.dataFile().WriteAt(p, off)
+	return err
 }
 
 // allocRange readies host clusters for [off, off+n), img.wmu held. With
@@ -245,7 +255,7 @@ func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) erro
 				return err
 			}
 			img.file.Event("write_aio")
-			if err := img.checkedWrite(b, a.host+r[0], 0); err != nil {
+			if err := img.writeData(b, a.host+r[0]); err != nil {
 				return err
 			}
 		}
