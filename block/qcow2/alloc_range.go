@@ -35,6 +35,15 @@ type rangeAlloc struct {
 	inPlace  bool // a cluster the image owns already: only its bitmap changes
 }
 
+// allocMode is what allocRange allocates for.
+type allocMode uint8
+
+const (
+	allocCopy    allocMode = iota // the caller's fill writes every byte of the range
+	allocMeta                     // preallocation=metadata
+	allocReserve                  // falloc, full: the fill then zeroes the new clusters' host range
+)
+
 // metaFill is what metadata preallocation writes into a new cluster.
 type metaFill uint8
 
@@ -65,7 +74,7 @@ func (img *image) fillRange(off, n int64, put func(hostSpan) error) error {
 		return err
 	}
 	defer img.wmu.Unlock()
-	return img.allocRange(off, n, false, func(spans []hostSpan) error {
+	return img.allocRange(off, n, allocCopy, func(spans []hostSpan) error {
 		img.file.Event("write_aio")
 		for _, s := range spans {
 			if err := img.guardData(s.host, s.n); err != nil {
@@ -93,7 +102,11 @@ func (img *image) Preallocate(off, n int64, mode block.Prealloc) error {
 		return err
 	}
 	defer img.wmu.Unlock()
-	return img.allocRange(off, n, true, func(spans []hostSpan) error {
+	mo := allocMeta
+	if mode != block.PreallocMetadata {
+		mo = allocReserve
+	}
+	return img.allocRange(off, n, mo, func(spans []hostSpan) error {
 		if mode == block.PreallocMetadata {
 			return nil
 		}
@@ -149,11 +162,13 @@ func (img *image) writeData(p []byte, off int64) error {
 }
 
 // allocRange readies host clusters for [off, off+n), img.wmu held. With
-// meta false the caller's fill writes every byte of the range (the spans
-// given, in request order); with meta true nothing of the guest's is
-// written but what must be copied to keep what the range reads, and fill
-// is given the spans of new clusters whose host bytes are not read.
-func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) error) (err error) {
+// allocCopy the caller's fill writes every byte of the range (the spans
+// given, in request order); otherwise nothing of the guest's is written
+// but what must be copied to keep what the range reads, and fill is
+// given the spans of new clusters whose host bytes are not read (or,
+// allocReserve, read as zeroes once fill has zeroed them).
+func (img *image) allocRange(off, n int64, mode allocMode, fill func([]hostSpan) error) (err error) {
+	meta := mode != allocCopy
 	cs := img.clusterSize
 	zeroFrom := img.dataFile().Length() // what the file grows by reads as zeroes
 	var allocs []rangeAlloc
@@ -208,7 +223,7 @@ func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) erro
 		}
 		var a rangeAlloc
 		if meta {
-			a, err = img.planMeta(c, e, bm)
+			a, err = img.planMeta(c, e, bm, in, k, mode == allocReserve)
 			if a.fill != fillView {
 				a.dlo, a.dhi = in, in+k
 				addSpan(hostSpan{pos, a.host + in, k})
@@ -281,7 +296,10 @@ func (img *image) allocRange(off, n int64, meta bool, fill func([]hostSpan) erro
 
 // planMeta allocates the host cluster of guest cluster c (entry e,
 // bitmap bm, not owned) for metadata preallocation: see AllocateMetadata.
-func (img *image) planMeta(c int64, e, bm uint64) (rangeAlloc, error) {
+// With reserve (falloc, full: the host range is then zeroed), what reads
+// as zeroes in [in, in+k) becomes data, as QEMU makes it: a zero cluster
+// a data cluster, zero subclusters allocated ones.
+func (img *image) planMeta(c int64, e, bm uint64, in, k int64, reserve bool) (rangeAlloc, error) {
 	cs := img.clusterSize
 	special := false
 	var a rangeAlloc
@@ -293,6 +311,13 @@ func (img *image) planMeta(c int64, e, bm uint64) (rangeAlloc, error) {
 		// reading as it does (zeroes, or the backing file).
 		special, a.fill = true, fillNone
 		a.bm = bm
+		if reserve {
+			whole, _, _ := img.scWhole(c*cs, in, in+k)
+			z := bm >> subclusters & whole
+			a.bm = (bm | z) &^ (z << subclusters)
+		}
+	case e&flagZero != 0 && reserve:
+		special, a.fill = true, fillZeroes
 	case e&flagZero != 0:
 		special, a.fill = true, fillNone
 		a.entry = flagZero

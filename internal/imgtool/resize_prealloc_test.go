@@ -42,6 +42,10 @@ func TestImgResizePreallocInterop(t *testing.T) {
 	cases = append(cases,
 		diffCase{name: "backing-metadata", setup: setup, images: []string{"o.qcow2"}, steps: []diffStep{
 			img("resize", "--preallocation=metadata", "o.qcow2", "3M")}},
+		diffCase{name: "backing-falloc", setup: setup, images: []string{"o.qcow2"}, steps: []diffStep{
+			img("resize", "--preallocation=falloc", "o.qcow2", "3000k")}},
+		diffCase{name: "backing-full", setup: setup, images: []string{"o.qcow2"}, steps: []diffStep{
+			img("resize", "--preallocation=full", "o.qcow2", "+2M")}},
 		diffCase{name: "shrunk-then-metadata", setup: setup, images: []string{"d.qcow2"}, steps: []diffStep{
 			img("resize", "--shrink", "d.qcow2", "520k"),
 			img("resize", "--preallocation=metadata", "d.qcow2", "2M")}},
