@@ -3,9 +3,9 @@ package qcow2
 // Allocating host clusters for a guest range whose data does not come
 // through WriteAt: copy offloading (CopyRangeTo: qemu-img convert -C into
 // qcow2, the data file's bytes filled by copy_file_range, as QEMU's
-// qcow2_co_copy_range_to) and metadata preallocation (AllocateMetadata:
-// resize and truncate with preallocation=metadata, as QEMU's
-// preallocate_co). Clusters are allocated and linked by the write path's
+// qcow2_co_copy_range_to) and preallocation (Preallocate: resize and
+// truncate with preallocation=metadata|falloc|full, as QEMU's
+// preallocate_co and qcow2_co_truncate). Clusters are allocated and linked by the write path's
 // own steps (cow.go) in its order: refcounts taken in memory (rc.alloc,
 // ensureL2), the data and what the guest sees around it in a partly
 // covered cluster written, and only then the L2 entries set in memory,
@@ -295,7 +295,7 @@ func (img *image) allocRange(off, n int64, mode allocMode, fill func([]hostSpan)
 }
 
 // planMeta allocates the host cluster of guest cluster c (entry e,
-// bitmap bm, not owned) for metadata preallocation: see AllocateMetadata.
+// bitmap bm, not owned) for preallocation: see Preallocate.
 // With reserve (falloc, full: the host range is then zeroed), what reads
 // as zeroes in [in, in+k) becomes data, as QEMU makes it: a zero cluster
 // a data cluster, zero subclusters allocated ones.
