@@ -56,9 +56,10 @@ type ConvertOptions struct {
 	Salvage func(op Op, off int64, err error)
 	// CopyRange, when set, copies data in the kernel (qemu-img convert
 	// -C): from a source's host file (raw, or qcow2 data clusters of its
-	// own layer) to a raw destination's; elsewhere, or once the kernel
-	// refuses (EXDEV, EINVAL, ENOSYS, ...), through reads and writes.
-	// Data is copied as it is, zero sectors included.
+	// own layer) into the destination's (raw, or qcow2 clusters it owns
+	// or allocates for the range: Node.CopyRangeTo); elsewhere, or once
+	// the kernel refuses (EXDEV, EINVAL, ENOSYS, ...), through reads and
+	// writes. Data is copied as it is, zero sectors included.
 	CopyRange CopyRangeFunc
 }
 

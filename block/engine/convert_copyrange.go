@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 
 	"golang.org/x/sys/unix"
 
@@ -63,29 +64,32 @@ func copyRangeRefused(err error) bool {
 	return false
 }
 
-// offloadData copies the data extent at off in the kernel where both
-// ends sit in host files, and through the block layer (buf) elsewhere,
-// or everywhere once the kernel refuses.
+// offloadData copies the data extent at off in the kernel where the
+// source's bytes sit in a host file and the destination takes a copy
+// into its own (Node.CopyRangeTo: a raw file's bytes, a qcow2 image's
+// clusters it owns or allocates for them), and through the block layer
+// (buf) elsewhere, or everywhere once the kernel refuses.
 func (c *converter) offloadData(off, n int64, buf []byte) error {
 	for n > 0 {
 		i := c.src.part(off)
 		node, poff := c.src.parts[i], off-c.src.starts[i]
 		run := min(n, c.src.starts[i+1]-off)
 		if !c.noOffload.Load() {
-			sfd, soff, sl, sok := hostRange(node, poff, run)
-			if sok && (c.dst.Driver() == "raw" || c.dst.Driver() == "file") {
-				// Only into raw files: a qcow2 target's clusters may be
-				// shared with snapshots, or not allocated yet.
-				dfd, doff, dl, dok := hostRange(c.dst, off, sl)
-				if dok {
-					done, err := c.copyRange(sfd, soff, dfd, doff, dl)
-					if err != nil {
-						return err
-					}
-					off, n = off+done, n-done
-					if done > 0 {
-						continue
-					}
+			if sfd, soff, sl, ok := hostRange(node, poff, run); ok {
+				err := c.dst.CopyRangeTo(off, sl, func(dfd int, doff, pos, l int64) error {
+					return c.copyRange(sfd, soff+pos, dfd, doff, l)
+				})
+				switch {
+				case err == nil:
+					off, n = off+sl, n-sl
+					continue
+				case errors.Is(err, errCopyRefused):
+					c.noOffload.Store(true)
+				case errors.Is(err, block.ErrNotSupported):
+					// Not into this range of dst (or not into dst at
+					// all): read and written.
+				default:
+					return err
 				}
 			}
 		}
@@ -106,23 +110,24 @@ func (c *converter) offloadData(off, n int64, buf []byte) error {
 	return nil
 }
 
-// copyRange copies up to n bytes in the kernel; 0 bytes copied (and no
-// error) means the kernel refused and the caller copies them itself.
-func (c *converter) copyRange(sfd int, soff int64, dfd int, doff, n int64) (int64, error) {
-	var done int64
-	for done < n {
+// errCopyRefused is the kernel refusing to copy between two files (or
+// copying nothing): the range is then read and written, and so is all
+// that follows.
+var errCopyRefused = errors.New("copy_file_range refused")
+
+// copyRange copies n bytes in the kernel, all of them or fails.
+func (c *converter) copyRange(sfd int, soff int64, dfd int, doff, n int64) error {
+	for done := int64(0); done < n; {
 		k, err := c.o.CopyRange(sfd, soff+done, dfd, doff+done, int(min(n-done, convertChunk)))
-		if err != nil && copyRangeRefused(err) {
-			c.noOffload.Store(true)
-			return done, nil
-		}
-		if err != nil {
-			return done, err
-		}
-		if k <= 0 {
-			return done, nil
+		switch {
+		case err != nil && copyRangeRefused(err):
+			return fmt.Errorf("%w: %w", errCopyRefused, err)
+		case err != nil:
+			return err
+		case k <= 0:
+			return errCopyRefused
 		}
 		done += int64(k)
 	}
-	return done, nil
+	return nil
 }

@@ -160,13 +160,21 @@ func (img *image) writeOwned(c int64, e, bm uint64, in int64, p []byte) error {
 // subclusters allocated before or touched now are, so that the backing
 // file still shows through the others.
 func (img *image) planAlloc(c int64, e, bm uint64, in int64, p []byte) (pending, error) {
+	a, err := img.planAllocN(c, e, bm, in, int64(len(p)))
+	a.p = p
+	return a, err
+}
+
+// planAllocN is planAlloc for n bytes at in whose data comes later
+// (alloc_range.go): a.p is left nil.
+func (img *image) planAllocN(c int64, e, bm uint64, in, n int64) (pending, error) {
 	cs := img.clusterSize
-	a := pending{c: c, in: in, p: p, lo: 0, hi: cs, old: e}
+	a := pending{c: c, in: in, lo: 0, hi: cs, old: e}
 	if img.extL2 && e&flagCompressed == 0 {
 		if !img.mapsHost(e) && bm&allocBitmapMask != 0 || bm&(bm>>subclusters)&allocBitmapMask != 0 {
 			return pending{}, corrupt("L2 entry %#x has an invalid subcluster bitmap %#x", e, bm)
 		}
-		alloc := bm&allocBitmapMask | img.scMask(in, in+int64(len(p)))
+		alloc := bm&allocBitmapMask | img.scMask(in, in+n)
 		zero := (bm >> subclusters) &^ alloc
 		a.bm = alloc | zero<<subclusters
 		a.lo = int64(bits.TrailingZeros64(alloc)) << img.scBits

@@ -31,6 +31,10 @@ type plKind struct {
 	backing  string // "raw" or "qcow2": a backing file of random data
 	compress bool   // made by qemu-img convert -c; the run writes compressed clusters too
 	noResize bool   // the guest never grows the disk (QEMU refuses: a v2 image with snapshots)
+	// allocRange: some writes go by range allocation (alloc_range.go:
+	// CopyRangeTo's path, the data put by writes) and some ranges are
+	// preallocated.
+	allocRange bool
 }
 
 // maxGrowth bounds how far a run grows the disk: three times its size
@@ -235,6 +239,10 @@ func recordRun(t *testing.T, k plKind, seed uint64, prepare func(*faultdisk.Disk
 				_, err = n.WriteAt(p, off)
 			} else {
 				unflushedCompressed = true
+			}
+		case k.allocRange && x < 9:
+			if op.name, p, err = allocRangeOp(n, qimg, r, i, off, l); err == nil {
+				unflushedCompressed = true // the node saw no write: its flush would be skipped
 			}
 		case x < 14:
 			p = make([]byte, l)

@@ -31,7 +31,7 @@ import (
 
 func init() {
 	imgCommands["convert"] = imgCommand{run: runImgConvert,
-		usage: "convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [--salvage] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
+		usage: "convert [--target-image-opts] [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [--salvage] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-m num_coroutines] [-W] [-add-fd fd=N,set=M] filename [filename2 [...]] output_filename"}
 }
 
 // imgCreateImage creates filename as `img create -f format -o opts` does,
@@ -118,15 +118,17 @@ func runImgConvert(e *env, args []string) int {
 	var snap *convertSnapshot
 	var sparse, rate int64
 	fullyAllocate, copyRange, sparseGiven := false, false, false
-	salvage := false
+	salvage, tgtImageOpts, outFmtGiven := false, false, false
 	a, rc, ok := e.getopt(args, "f:O:B:F:o:cpqnm:WUt:T:l:S:r:C", []qtool.LongOption{qtool.Opt("force-share", false, 'U'), qtool.Opt("image-opts", false, 'I'),
-		qtool.Opt("salvage", false, 'V'),
+		qtool.Opt("salvage", false, 'V'), qtool.Opt("target-image-opts", false, 'G'),
 		qtool.Opt("target-is-zero", false, 'Z')}, func(c rune, arg string) bool {
 		switch c {
 		case 'f':
 			srcFmt = arg
 		case 'O':
-			outFmt = arg
+			outFmt, outFmtGiven = arg, true
+		case 'G':
+			tgtImageOpts = true
 		case 'B':
 			backing = arg
 		case 'F':
@@ -212,13 +214,6 @@ func runImgConvert(e *env, args []string) int {
 	if quiet {
 		progress = false
 	}
-	if hasHelpOption(optStrs) {
-		filename := ""
-		if len(a.operands) > 0 {
-			filename = a.operands[len(a.operands)-1]
-		}
-		return e.createOptionHelp(outFmt, filename)
-	}
 	if copyRange && compress {
 		return fail("Cannot enable copy offloading when -c is used")
 	}
@@ -228,11 +223,21 @@ func runImgConvert(e *env, args []string) int {
 	if copyRange && salvage {
 		return fail("Cannot use copy offloading in salvaging mode")
 	}
+	if tgtImageOpts && !noCreate {
+		return fail("--target-image-opts requires use of -n flag")
+	}
 	if noCreate && len(optStrs) > 0 {
 		return fail("-o has no effect when skipping image creation")
 	}
 	if targetIsZero && !noCreate {
 		return fail("--target-is-zero requires use of -n flag")
+	}
+	if hasHelpOption(optStrs) {
+		filename := ""
+		if len(a.operands) > 0 {
+			filename = a.operands[len(a.operands)-1]
+		}
+		return e.createOptionHelp(outFmt, filename)
 	}
 	if len(a.operands) < 2 {
 		return fail("Must specify image file name")
@@ -310,6 +315,14 @@ func runImgConvert(e *env, args []string) int {
 		}
 	}
 	dstOpts.File, dstOpts.Format = dstName, outFmt
+	if tgtImageOpts {
+		// The target is an option string (with -n only), whose driver
+		// says its format; -O with it is qemu-img's img_open refusal.
+		if outFmtGiven {
+			return fail("--image-opts and --format are mutually exclusive")
+		}
+		dstOpts.ImageOpts, dstOpts.Format = true, ""
+	}
 	dst, err := s.open(dstOpts)
 	if err != nil {
 		if !noCreate {

@@ -17,7 +17,7 @@ import (
 
 func init() {
 	imgCommands["resize"] = imgCommand{run: runImgResize,
-		usage: "resize [-f fmt] [--shrink] [-q] [-add-fd fd=N,set=M] filename [+ | -]size"}
+		usage: "resize [-f fmt] [--preallocation=prealloc] [--shrink] [-q] [-add-fd fd=N,set=M] filename [+ | -]size"}
 }
 
 const imgShrinkHint = "%s: Use the --shrink option to perform a shrink operation.\n" +
@@ -35,9 +35,19 @@ func runImgResize(e *env, args []string) int {
 	sizeArg := args[len(args)-1]
 	args = args[:len(args)-1]
 	var format string
+	prealloc := "off"
 	quiet, shrink, imageOpts := false, false, false
-	a, rc, ok := e.getopt(args, "f:q", []qtool.LongOption{qtool.Opt("shrink", false, 'S'), qtool.Opt("image-opts", false, 'I')}, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "f:q", []qtool.LongOption{qtool.Opt("shrink", false, 'S'), qtool.Opt("image-opts", false, 'I'),
+		qtool.Opt("preallocation", true, 'P')}, func(c rune, arg string) bool {
 		switch c {
+		case 'P':
+			switch arg {
+			case "off", "metadata", "falloc", "full":
+				prealloc = arg
+			default:
+				fmt.Fprintf(stderr, "%s: Invalid preallocation mode '%s'\n", e.prog, arg)
+				return false
+			}
 		case 'I':
 			imageOpts = true
 		case 'f':
@@ -98,11 +108,25 @@ func runImgResize(e *env, args []string) int {
 		fmt.Fprintf(stderr, "%s: New image size must be positive.\n", e.prog)
 		return 1
 	}
+	if size <= cur && prealloc != "off" {
+		fmt.Fprintf(stderr, "%s: Preallocation can only be used for growing images\n", e.prog)
+		return 1
+	}
 	if size < cur && !shrink {
 		fmt.Fprintf(stderr, imgShrinkHint, e.prog, e.prog)
 		return 1
 	}
-	err = node.Truncate(size)
+	if prealloc != "off" {
+		// As QEMU's truncate: the area the grow adds preallocated
+		// (qcow2 metadata: clusters allocated, not written).
+		if node.Driver() != "qcow2" && prealloc == "metadata" {
+			fmt.Fprintf(stderr, "%s: Unsupported preallocation mode: metadata\n", e.prog)
+			return 1
+		}
+		err = qtool.GrowPreallocated(node, size, prealloc)
+	} else {
+		err = node.Truncate(size)
+	}
 	if errors.Is(err, block.ErrNotSupported) && node.Driver() == "raw" && node.Child("file") != nil {
 		// The raw format driver has no Truncate of its own (yet): a
 		// raw image is its file, so resize that.

@@ -38,6 +38,10 @@ func TestIOTruncatePreallocDifferential(t *testing.T) {
 		{"qcow2", cmds("write -P 1 0 4k", "truncate -m falloc 2M", "read -P 0 1M 1M", "length")},
 		{"qcow2", cmds("write -P 1 0 4k", "truncate -m full 3M", "read -P 0 1M 2M", "length")},
 		{"qcow2", cmds("truncate -m full 512k", "truncate -m falloc 512k", "truncate -m metadata 512k", "length")},
+		{"qcow2", cmds("truncate -m metadata 3M", "read -P 0 0 3M", "map", "length")},
+		{"qcow2", cmds("write -P 1 0 64k", "truncate -m metadata 3M", "read -P 0 1M 2M", "map", "length")},
+		{"qcow2", cmds("truncate -m metadata 2000k", "truncate -m metadata 3000k", "read -P 0 0 3000k", "map", "length")},
+		{"qcow2", cmds("truncate -m off 512k", "truncate -m metadata 2M", "write -P 3 1500k 4k", "read -P 0 0 1500k", "map", "length")},
 	} {
 		var got [2][3]string
 		var maps [2][]mapEntry
