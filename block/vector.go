@@ -36,6 +36,9 @@ func (n *Node) ReadV(bufs [][]byte, off int64) (int, error) {
 	if err := n.check("read", off, length); err != nil {
 		return 0, err
 	}
+	if n.limitsNow().slowRead(off, length) {
+		return n.readSlow(bufs, off)
+	}
 	if err := n.gate.enter(); err != nil {
 		return 0, n.fail("read", off, length, err)
 	}
@@ -87,6 +90,15 @@ func (n *Node) write(p []byte, bufs [][]byte, off int64, flags WriteFlags) (int,
 	if err := n.checkWrite("write", off, length); err != nil {
 		return 0, err
 	}
+	if n.limitsNow().misaligned(off, length) {
+		if bufs == nil {
+			bufs = [][]byte{p}
+		}
+		if c, err, ok := n.writePadded(bufs, off, length, flags, false, false); ok {
+			return c, err
+		}
+		return n.write(nil, bufs, off, flags)
+	}
 	if flags&Serialised == 0 {
 		defer n.serial.writeBegin(off, length)()
 	}
@@ -99,33 +111,65 @@ func (n *Node) write(p []byte, bufs [][]byte, off int64, flags WriteFlags) (int,
 	defer n.markDirty(off, length)
 	n.mu.RLock()
 	defer n.mu.RUnlock()
+	c, err := n.alignedWriteLocked(p, bufs, off, length, flags)
+	if err != nil {
+		return c, n.fail("write", off, length, err)
+	}
+	return c, nil
+}
+
+// alignedWriteLocked is QEMU's bdrv_aligned_pwritev: a write that fits
+// the node's alignment, as zeroes where detect-zeroes finds them, split
+// at the transfer limit, between the pwritev events.
+func (n *Node) alignedWriteLocked(p []byte, bufs [][]byte, off, length int64, flags WriteFlags) (int, error) {
 	detect, unmap := n.state.detectZeroes, n.state.discard == "unmap" && n.state.detectZeroes == "unmap"
+	if detect != "off" && (bufs == nil && allZero(p) || bufs != nil && allZeroV(bufs)) {
+		if err := n.alignedZeroLocked(off, length, unmap, flags); err != nil {
+			return 0, err
+		}
+		return int(length), nil
+	}
 	var c int
 	var err error
 	fuaDone := false
-	switch {
-	case detect != "off" && (bufs == nil && allZero(p) || bufs != nil && allZeroV(bufs)):
-		err = n.writeZeroesLocked(off, length, unmap)
-		if err == nil {
-			c = int(length)
+	n.eventHere("pwritev")
+	if mt := n.limitsNow().MaxTransfer; mt != 0 && length > mt {
+		if bufs == nil {
+			bufs = [][]byte{p}
 		}
-	case bufs == nil && flags&FUA == 0:
+		c, err = n.splitWriteLocked(bufs, off, length, flags)
+	} else if bufs == nil && flags&FUA == 0 {
 		c, err = n.img.WriteAt(p, off)
-	default:
+	} else {
 		if bufs == nil {
 			bufs = [][]byte{p}
 		}
 		c, fuaDone, err = n.writeVLocked(bufs, off, flags)
 	}
+	n.eventHere("pwritev_done")
 	if err == nil && flags&FUA != 0 && !fuaDone && !n.state.noFlush {
 		// The driver cannot force this write alone: flush it all, as
 		// QEMU does for a driver without BDRV_REQ_FUA.
 		err = n.img.Flush()
 	}
-	if err != nil {
-		return c, n.fail("write", off, length, err)
+	return c, err
+}
+
+// splitWriteLocked writes in pieces of at most the transfer limit; FUA,
+// if asked, is left to the caller's flush after the last.
+func (n *Node) splitWriteLocked(bufs [][]byte, off, length int64, flags WriteFlags) (int, error) {
+	maxT := n.limitsNow().maxTransfer()
+	done := 0
+	for pos := int64(0); pos < length; {
+		num := min(length-pos, maxT)
+		c, _, err := n.writeVLocked(sliceVec(bufs, pos, num), off+pos, flags&^FUA)
+		done += c
+		if err != nil {
+			return done, err
+		}
+		pos += num
 	}
-	return c, nil
+	return done, nil
 }
 
 // writeVLocked writes with the driver's WriteV where it has one; fuaDone
