@@ -370,7 +370,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 		img.Close()
 		return nil, err
 	}
-	nn.limits.Store(limits)
+	nn.setLimits(limits)
 	// Children the driver opened itself (a backing file) count now.
 	if err := g.refreshPerms(); err != nil {
 		img.Close()

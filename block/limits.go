@@ -77,6 +77,12 @@ func (n *Node) computeLimits() (*Limits, error) {
 	return l, nil
 }
 
+// setLimits puts l in force on n.
+func (n *Node) setLimits(l *Limits) {
+	n.limits.Store(l)
+	n.limited.Store(l.RequestAlignment > 1 || l.MaxTransfer != 0)
+}
+
 func minNonZero(a, b int64) int64 {
 	if a == 0 || b != 0 && b < a {
 		return b
@@ -117,7 +123,7 @@ func (g *Graph) refreshLimits(nodes []*Node) {
 		// A reopen cannot make a driver ask for what it refused at
 		// open; should it, the old limits stay.
 		if l, err := n.computeLimits(); err == nil {
-			n.limits.Store(l)
+			n.setLimits(l)
 		}
 	}
 	for _, n := range nodes {

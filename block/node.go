@@ -34,6 +34,10 @@ type Node struct {
 	rw bool
 
 	length  atomic.Int64
+	// limited: the node has a request alignment or a transfer limit, so
+	// requests must check limits (beside length: the check that every
+	// request makes costs no other cache line when it has none).
+	limited atomic.Bool
 	writers atomic.Int32 // users holding write permission
 	// sharedWriters of them let others write too (under g.mu).
 	sharedWriters int32
@@ -236,7 +240,7 @@ func (n *Node) ReadAt(p []byte, off int64) (int, error) {
 	if err := n.check("read", off, int64(len(p))); err != nil {
 		return 0, err
 	}
-	if n.limitsNow().slowRead(off, int64(len(p))) {
+	if n.limited.Load() && n.limitsNow().slowRead(off, int64(len(p))) {
 		return n.readSlow([][]byte{p}, off)
 	}
 	if err := n.gate.enter(); err != nil {

@@ -36,7 +36,7 @@ func (n *Node) ReadV(bufs [][]byte, off int64) (int, error) {
 	if err := n.check("read", off, length); err != nil {
 		return 0, err
 	}
-	if n.limitsNow().slowRead(off, length) {
+	if n.limited.Load() && n.limitsNow().slowRead(off, length) {
 		return n.readSlow(bufs, off)
 	}
 	if err := n.gate.enter(); err != nil {
@@ -90,7 +90,7 @@ func (n *Node) write(p []byte, bufs [][]byte, off int64, flags WriteFlags) (int,
 	if err := n.checkWrite("write", off, length); err != nil {
 		return 0, err
 	}
-	if n.limitsNow().misaligned(off, length) {
+	if n.limited.Load() && n.limitsNow().misaligned(off, length) {
 		if bufs == nil {
 			bufs = [][]byte{p}
 		}
@@ -133,7 +133,7 @@ func (n *Node) alignedWriteLocked(p []byte, bufs [][]byte, off, length int64, fl
 	var err error
 	fuaDone := false
 	n.eventHere("pwritev")
-	if mt := n.limitsNow().MaxTransfer; mt != 0 && length > mt {
+	if n.limited.Load() && n.limitsNow().MaxTransfer != 0 && length > n.limitsNow().MaxTransfer {
 		if bufs == nil {
 			bufs = [][]byte{p}
 		}
