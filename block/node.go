@@ -33,7 +33,7 @@ type Node struct {
 	// reopened writable); changes under g.mu and mu.
 	rw bool
 
-	length  atomic.Int64
+	length atomic.Int64
 	// limited: the node has a request alignment or a transfer limit, so
 	// requests must check limits (beside length: the check that every
 	// request makes costs no other cache line when it has none).
