@@ -77,6 +77,20 @@ func (n *Node) computeLimits() (*Limits, error) {
 	return l, nil
 }
 
+// checkAlignedSize refuses a writer on a node whose size is not a
+// multiple of its request alignment, unless it may also resize (QEMU's
+// bdrv_node_refresh_perm): the padding of an unaligned write at the end
+// would write past the end.
+func checkAlignedSize(n *Node, perm Perms) error {
+	if perm&(PermWrite|PermWriteUnchanged) == 0 || perm&PermResize != 0 || n.img == nil {
+		return nil
+	}
+	if n.length.Load()%n.limitsNow().RequestAlignment != 0 {
+		return errors.New("Cannot get 'write' permission without 'resize': Image size is not a multiple of request alignment")
+	}
+	return nil
+}
+
 // setLimits puts l in force on n.
 func (n *Node) setLimits(l *Limits) {
 	n.limits.Store(l)

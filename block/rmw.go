@@ -175,7 +175,11 @@ func (n *Node) writePadded(bufs [][]byte, off, length int64, flags WriteFlags, z
 		if tail > 0 {
 			vec = append(vec, buf[bufLen-tail:])
 		}
-		_, err = n.alignedWriteLocked(nil, vec, start, end-start, flags)
+		// The padding of a node whose size is not aligned (allowed to a
+		// user that may resize) stops at its end: QEMU writes it past
+		// the end and grows the file; here the size stays.
+		wlen := min(end, max(n.length.Load(), off+length)) - start
+		_, err = n.alignedWriteLocked(nil, sliceVec(vec, 0, wlen), start, wlen, flags)
 	}
 	if err != nil {
 		return 0, n.fail(op, off, length, err), true

@@ -59,6 +59,14 @@ func (n *Node) readVLocked(bufs [][]byte, off int64) (int, error) {
 	if vr, ok := n.img.(VectorReader); ok {
 		return vr.ReadV(bufs, off)
 	}
+	if n.aligns() {
+		// One request, as the driver declared it must get them: the
+		// buffers' own edges need not fall on its alignment.
+		buf := make([]byte, vlen(bufs))
+		c, err := n.img.ReadAt(buf, off)
+		scatterV(bufs, buf)
+		return c, err
+	}
 	done := 0
 	for _, b := range bufs {
 		c, err := n.img.ReadAt(b, off)
@@ -188,6 +196,14 @@ func (n *Node) writeVLocked(bufs [][]byte, off int64, flags WriteFlags) (c int, 
 			return c, false, err
 		}
 	}
+	if len(bufs) > 1 && n.aligns() {
+		buf := make([]byte, 0, vlen(bufs))
+		for _, b := range bufs {
+			buf = append(buf, b...)
+		}
+		c, err = n.img.WriteAt(buf, off)
+		return c, false, err
+	}
 	for _, b := range bufs {
 		k, err := n.img.WriteAt(b, off)
 		c += k
@@ -197,6 +213,16 @@ func (n *Node) writeVLocked(bufs [][]byte, off int64, flags WriteFlags) (c int, 
 		off += int64(len(b))
 	}
 	return c, false, nil
+}
+
+// aligns says whether the node has a request alignment its driver relies
+// on.
+func (n *Node) aligns() bool { return n.limited.Load() && n.limitsNow().RequestAlignment > 1 }
+
+func scatterV(bufs [][]byte, p []byte) {
+	for _, b := range bufs {
+		p = p[copy(b, p):]
+	}
 }
 
 func allZeroV(bufs [][]byte) bool {

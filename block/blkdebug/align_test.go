@@ -188,6 +188,11 @@ func TestConcurrentUnalignedWrites(t *testing.T) {
 						if i%7 == 3 {
 							clear(p)
 							err = b.WriteZeroes(off, n, false)
+						} else if i%3 == 1 && n > 1 {
+							// A guest's scatter list: the driver must
+							// still get one aligned request.
+							k := 1 + r.Int64N(n-1)
+							_, err = b.WriteV([][]byte{p[:k], p[k:]}, off, 0)
 						} else {
 							_, err = b.WriteAt(p, off)
 						}
@@ -211,6 +216,17 @@ func TestConcurrentUnalignedWrites(t *testing.T) {
 			if i := firstDiff(got, shadow); i >= 0 {
 				t.Fatalf("byte %d reads %#x, the writes left %#x", i, got[i], shadow[i])
 			}
+			// Reads padded and split, into a scatter list.
+			for off := int64(1); off < alignImageSize-7000; off += 3001 {
+				clear(got)
+				v := [][]byte{got[:1000], got[1000:1001], got[1001:7000]}
+				if _, err := b.ReadV(v, off); err != nil {
+					t.Fatalf("readv at %d: %v", off, err)
+				}
+				if i := firstDiff(got[:7000], shadow[off:off+7000]); i >= 0 {
+					t.Fatalf("readv at %d: byte %d reads %#x, want %#x", off, i, got[i], shadow[off+int64(i)])
+				}
+			}
 			onDisk, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
@@ -232,4 +248,31 @@ func firstDiff(a, b []byte) int {
 		return min(len(a), len(b))
 	}
 	return -1
+}
+
+// TestWriterNeedsAlignedSize: as QEMU, a writer that may not resize is
+// refused on a node whose size is not a multiple of its alignment (an
+// unaligned write's padding would reach past the end); one that may
+// resize (a format's metadata child) is not.
+func TestWriterNeedsAlignedSize(t *testing.T) {
+	fdtest.Check(t)
+	path := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(path, make([]byte, 5000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := qemuopen.New(qemuopen.Config{})
+	g := block.NewGraph(reg)
+	defer func() { g.Close(); reg.CloseAll() }()
+	n, err := g.Add(block.Options{"driver": "raw", "file": block.Options{"driver": "blkdebug", "align": 4096,
+		"image": block.Options{"driver": "file", "filename": path}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "Cannot get 'write' permission without 'resize': Image size is not a multiple of request alignment"
+	if _, err := g.Attach("", n, block.Perm{Write: true}); err == nil || err.Error() != want {
+		t.Fatalf("attach for writing: %v, want %q", err, want)
+	}
+	if _, err := g.Attach("", n, block.Perm{Write: true, Image: true}); err != nil {
+		t.Fatalf("attach for writing and resizing: %v", err)
+	}
 }

@@ -279,7 +279,22 @@ func (img *image) check(off, n int64, t ioType) error {
 // that follow run before the failed request completes.
 const yieldDelay = 20 * time.Millisecond
 
+// fits is QEMU's blkdebug sanity check of the block layer's guarantees
+// (an assertion there): a read or write is aligned, but for a read that
+// ends at the end of the image, and no longer than max-transfer.
+func (img *image) fits(off, n int64) error {
+	a := img.requestAlignment()
+	if off%a != 0 || n%a != 0 && off+n != img.child.Length() || img.maxTransfer != 0 && n > img.maxTransfer {
+		return fmt.Errorf("blkdebug: the block layer passed a request of %d bytes at %d, outside align %d, max-transfer %d: %w",
+			n, off, a, img.maxTransfer, unix.EINVAL)
+	}
+	return nil
+}
+
 func (img *image) ReadAt(p []byte, off int64) (int, error) {
+	if err := img.fits(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	if err := img.check(off, int64(len(p)), ioRead); err != nil {
 		return 0, err
 	}
@@ -287,6 +302,9 @@ func (img *image) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (img *image) WriteAt(p []byte, off int64) (int, error) {
+	if err := img.fits(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	if err := img.check(off, int64(len(p)), ioWrite); err != nil {
 		return 0, err
 	}
