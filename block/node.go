@@ -269,7 +269,7 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 		return err
 	}
 	if n.limitsNow().misaligned(off, length) {
-		if _, err, ok := n.writePadded(nil, off, length, 0, true, unmap); ok {
+		if _, ok, err := n.writePadded(nil, off, length, 0, true, unmap); ok {
 			return err
 		}
 		return n.WriteZeroes(off, length, unmap)

@@ -128,7 +128,7 @@ func (n *Node) readAlignedLocked(bufs [][]byte, off, length int64, l *Limits) er
 // held over the neighbouring bytes, this fails the write untouched.
 // ok is false when a reopen changed the node's alignment while the
 // request waited: nothing was done, the caller starts over.
-func (n *Node) writePadded(bufs [][]byte, off, length int64, flags WriteFlags, zero, unmap bool) (c int, err error, ok bool) {
+func (n *Node) writePadded(bufs [][]byte, off, length int64, flags WriteFlags, zero, unmap bool) (c int, ok bool, err error) {
 	op := "write"
 	if zero {
 		op = "write-zeroes"
@@ -142,14 +142,14 @@ func (n *Node) writePadded(bufs [][]byte, off, length int64, flags WriteFlags, z
 	flags &^= Serialised
 	defer n.serial.serialiseRMW(start, end, held)()
 	if err := n.gate.enter(); err != nil {
-		return 0, n.fail(op, off, length, err), true
+		return 0, true, n.fail(op, off, length, err)
 	}
 	defer n.gate.leave()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	l := n.limitsNow()
 	if l.RequestAlignment != a {
-		return 0, nil, false
+		return 0, false, nil
 	}
 	defer n.writeDone()
 	defer n.markDirty(start, end-start)
@@ -161,7 +161,7 @@ func (n *Node) writePadded(bufs [][]byte, off, length int64, flags WriteFlags, z
 	merge := end-start == bufLen
 	buf := make([]byte, bufLen)
 	if err := n.rmwReadLocked(buf, start, end, head, tail, merge, l); err != nil {
-		return 0, n.fail(op, off, length, err), true
+		return 0, true, n.fail(op, off, length, err)
 	}
 	if zero {
 		clear(buf[head : bufLen-tail])
@@ -182,9 +182,9 @@ func (n *Node) writePadded(bufs [][]byte, off, length int64, flags WriteFlags, z
 		_, err = n.alignedWriteLocked(nil, sliceVec(vec, 0, wlen), start, wlen, flags)
 	}
 	if err != nil {
-		return 0, n.fail(op, off, length, err), true
+		return 0, true, n.fail(op, off, length, err)
 	}
-	return int(length), nil, true
+	return int(length), true, nil
 }
 
 // rmwReadLocked is QEMU's bdrv_padding_rmw_read: the head block (or, for

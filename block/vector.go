@@ -102,7 +102,7 @@ func (n *Node) write(p []byte, bufs [][]byte, off int64, flags WriteFlags) (int,
 		if bufs == nil {
 			bufs = [][]byte{p}
 		}
-		if c, err, ok := n.writePadded(bufs, off, length, flags, false, false); ok {
+		if c, ok, err := n.writePadded(bufs, off, length, flags, false, false); ok {
 			return c, err
 		}
 		return n.write(nil, bufs, off, flags)
