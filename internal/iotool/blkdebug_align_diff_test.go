@@ -41,6 +41,12 @@ var blkdebugAlignCases = []struct {
 	{false, limitOpts(24, "discard"), limitScript},
 	{false, limitOpts(8, "discard"), limitScript},
 	{false, limitOpts(40, "read"), limitScript},
+	// A non-immediate error completes after a pause, so a request
+	// issued after it that fails at once reports first, as in qemu-io
+	// (the pause, 20 ms, against the microseconds the next command takes
+	// to start).
+	{false, `"inject-error":[{"event":"none","sector":0,"errno":5},{"event":"none","sector":16,"errno":28,"immediately":true}]`,
+		cmds("aio_write -P 1 0 512", "aio_write -P 2 8192 512", "aio_flush", "read -P 0x11 0 16k")},
 	// QEMU's refusal of a writer on an image whose size is not a
 	// multiple of the alignment (the 64 KiB image shrunk to 5000 bytes).
 	{false, `"align":4096`, cmds("truncate 5000", "write -P 7 4000 500", "read -P 7 4000 500", "read -v 4496 16")},
