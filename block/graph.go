@@ -362,8 +362,15 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 		return nil, fmt.Errorf("Could not refresh total sector count: %s", strerror(err))
 	}
 	nn.img = img
+	nn.sink, _ = img.(EventSink)
 	nn.rw = state.writableFor(0)
 	nn.length.Store(length)
+	limits, err := nn.computeLimits()
+	if err != nil {
+		img.Close()
+		return nil, err
+	}
+	nn.setLimits(limits)
 	// Children the driver opened itself (a backing file) count now.
 	if err := g.refreshPerms(); err != nil {
 		img.Close()

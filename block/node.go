@@ -33,7 +33,11 @@ type Node struct {
 	// reopened writable); changes under g.mu and mu.
 	rw bool
 
-	length  atomic.Int64
+	length atomic.Int64
+	// limited: the node has a request alignment or a transfer limit, so
+	// requests must check limits (beside length: the check that every
+	// request makes costs no other cache line when it has none).
+	limited atomic.Bool
 	writers atomic.Int32 // users holding write permission
 	// sharedWriters of them let others write too (under g.mu).
 	sharedWriters int32
@@ -52,6 +56,13 @@ type Node struct {
 
 	gate   gate       // requests in flight, drained sections, closed
 	serial serialiser // writes held against a job's copies (serialise.go)
+
+	// limits are what requests must look like when they reach the
+	// driver (limits.go); nil: the defaults. Replaced whole on a reopen.
+	limits atomic.Pointer[Limits]
+	// sink is the driver, if it hears events (a blkdebug): the generic
+	// layer's own events go to it (rmw.go).
+	sink EventSink
 
 	// dirty is the bitmaps completed writes mark (dirty.go); nil: none.
 	dirty   atomic.Pointer[dirtySet]
@@ -229,6 +240,9 @@ func (n *Node) ReadAt(p []byte, off int64) (int, error) {
 	if err := n.check("read", off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	if n.limited.Load() && n.limitsNow().slowRead(off, int64(len(p))) {
+		return n.readSlow([][]byte{p}, off)
+	}
 	if err := n.gate.enter(); err != nil {
 		return 0, n.fail("read", off, int64(len(p)), err)
 	}
@@ -254,6 +268,12 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	if err := n.checkWrite("write-zeroes", off, length); err != nil {
 		return err
 	}
+	if n.limitsNow().misaligned(off, length) {
+		if _, ok, err := n.writePadded(nil, off, length, 0, true, unmap); ok {
+			return err
+		}
+		return n.WriteZeroes(off, length, unmap)
+	}
 	defer n.serial.writeBegin(off, length)()
 	if err := n.gate.enter(); err != nil {
 		return n.fail("write-zeroes", off, length, err)
@@ -262,7 +282,7 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	defer n.writeDone()
 	defer n.markDirty(off, length)
 	n.mu.RLock()
-	err := n.writeZeroesLocked(off, length, unmap && n.state.discard == "unmap")
+	err := n.alignedZeroLocked(off, length, unmap, 0)
 	n.mu.RUnlock()
 	if err != nil {
 		return n.fail("write-zeroes", off, length, err)
@@ -276,24 +296,6 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 func (n *Node) writeDone() { n.writeGen.Add(1) }
 
 var zeroBuf = make([]byte, 1<<20)
-
-func (n *Node) writeZeroesLocked(off, length int64, unmap bool) error {
-	if zw, ok := n.img.(ZeroWriter); ok {
-		err := zw.WriteZeroes(off, length, unmap)
-		if !errors.Is(err, ErrNotSupported) {
-			return err
-		}
-	}
-	for length > 0 {
-		chunk := min(length, int64(len(zeroBuf)))
-		if _, err := n.img.WriteAt(zeroBuf[:chunk], off); err != nil {
-			return err
-		}
-		off += chunk
-		length -= chunk
-	}
-	return nil
-}
 
 // Discard tells the node the range is no longer needed; with
 // discard=ignore it does nothing.
@@ -317,7 +319,7 @@ func (n *Node) Discard(off, length int64) error {
 	if !ok {
 		return nil
 	}
-	if err := d.Discard(off, length); err != nil && !errors.Is(err, ErrNotSupported) {
+	if err := n.discardLocked(d, off, length); err != nil {
 		return n.fail("discard", off, length, err)
 	}
 	return nil

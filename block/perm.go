@@ -275,7 +275,7 @@ func (plan *permPlan) check(n *Node, v permView) error {
 		}
 		return fmt.Errorf("Read-only block node '%s' cannot support read-write users", n.name)
 	}
-	return nil
+	return checkAlignedSize(n, plan.perm[n])
 }
 
 // changed reports whether n is to hold other permissions than it does.

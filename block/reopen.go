@@ -408,6 +408,13 @@ func (g *Graph) transact(items []reopenItem, checked bool) error {
 		// auto-read-only file going back to read-only).
 		g.releasePerms()
 	}
+	// Still drained: O_DIRECT's alignment and new children's limits
+	// hold from the first request after.
+	reopened := make([]*Node, len(items))
+	for i, it := range items {
+		reopened[i] = it.node
+	}
+	g.refreshLimits(reopened)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package block
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -48,22 +49,27 @@ func (s *serialiser) fastEnd() {
 
 // lock holds [off, off+length) once no other holder overlaps it.
 func (s *serialiser) lock(off, length int64) (unlock func()) {
-	r := serialRange{off, off + length}
+	return s.lockRanges(serialRange{off, off + length})
+}
+
+// lockRanges holds every non-empty range of rs at once, once no other
+// holder overlaps any of them.
+func (s *serialiser) lockRanges(rs ...serialRange) (unlock func()) {
+	rs = slices.DeleteFunc(rs, func(r serialRange) bool { return r.off >= r.end })
 	s.mu.Lock()
 	if s.cond.L == nil {
 		s.cond.L = &s.mu
 	}
-	for s.overlaps(r) {
+	for slices.ContainsFunc(rs, s.overlaps) {
 		s.cond.Wait()
 	}
-	s.ranges = append(s.ranges, r)
+	s.ranges = append(s.ranges, rs...)
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
-		for i, x := range s.ranges {
-			if x == r {
-				s.ranges = append(s.ranges[:i], s.ranges[i+1:]...)
-				break
+		for _, r := range rs {
+			if i := slices.Index(s.ranges, r); i >= 0 {
+				s.ranges = slices.Delete(s.ranges, i, i+1)
 			}
 		}
 		s.cond.Broadcast()
@@ -96,6 +102,34 @@ func (n *Node) Serialise() (end func()) {
 	}
 	s.mu.Unlock()
 	return sync.OnceFunc(func() { s.active.Add(-1) })
+}
+
+// serialiseRMW makes a read-modify-write of [off, end) a serialising
+// request (QEMU's bdrv_make_request_serialising): it waits for every
+// write in flight on its range, and writes to the range wait for it,
+// for as long as unlock is not called. Its caller may already hold
+// [held.off, held.end) (a job's Serialised write): that part is not
+// taken again.
+func (s *serialiser) serialiseRMW(off, end int64, held serialRange) (unlock func()) {
+	s.mu.Lock()
+	if s.cond.L == nil {
+		s.cond.L = &s.mu
+	}
+	s.active.Add(1)
+	for s.fast.Load() > 0 {
+		s.cond.Wait()
+	}
+	s.mu.Unlock()
+	var release func()
+	if held.off < held.end {
+		release = s.lockRanges(serialRange{off, min(end, held.off)}, serialRange{max(off, held.end), end})
+	} else {
+		release = s.lockRanges(serialRange{off, end})
+	}
+	return func() {
+		release()
+		s.active.Add(-1)
+	}
 }
 
 // SerialiseRange holds [off, off+length) of n against writes (n must be

@@ -36,6 +36,9 @@ func (n *Node) ReadV(bufs [][]byte, off int64) (int, error) {
 	if err := n.check("read", off, length); err != nil {
 		return 0, err
 	}
+	if n.limited.Load() && n.limitsNow().slowRead(off, length) {
+		return n.readSlow(bufs, off)
+	}
 	if err := n.gate.enter(); err != nil {
 		return 0, n.fail("read", off, length, err)
 	}
@@ -55,6 +58,14 @@ func (n *Node) readVLocked(bufs [][]byte, off int64) (int, error) {
 	}
 	if vr, ok := n.img.(VectorReader); ok {
 		return vr.ReadV(bufs, off)
+	}
+	if n.aligns() {
+		// One request, as the driver declared it must get them: the
+		// buffers' own edges need not fall on its alignment.
+		buf := make([]byte, vlen(bufs))
+		c, err := n.img.ReadAt(buf, off)
+		scatterV(bufs, buf)
+		return c, err
 	}
 	done := 0
 	for _, b := range bufs {
@@ -87,6 +98,15 @@ func (n *Node) write(p []byte, bufs [][]byte, off int64, flags WriteFlags) (int,
 	if err := n.checkWrite("write", off, length); err != nil {
 		return 0, err
 	}
+	if n.limited.Load() && n.limitsNow().misaligned(off, length) {
+		if bufs == nil {
+			bufs = [][]byte{p}
+		}
+		if c, ok, err := n.writePadded(bufs, off, length, flags, false, false); ok {
+			return c, err
+		}
+		return n.write(nil, bufs, off, flags)
+	}
 	if flags&Serialised == 0 {
 		defer n.serial.writeBegin(off, length)()
 	}
@@ -99,33 +119,65 @@ func (n *Node) write(p []byte, bufs [][]byte, off int64, flags WriteFlags) (int,
 	defer n.markDirty(off, length)
 	n.mu.RLock()
 	defer n.mu.RUnlock()
+	c, err := n.alignedWriteLocked(p, bufs, off, length, flags)
+	if err != nil {
+		return c, n.fail("write", off, length, err)
+	}
+	return c, nil
+}
+
+// alignedWriteLocked is QEMU's bdrv_aligned_pwritev: a write that fits
+// the node's alignment, as zeroes where detect-zeroes finds them, split
+// at the transfer limit, between the pwritev events.
+func (n *Node) alignedWriteLocked(p []byte, bufs [][]byte, off, length int64, flags WriteFlags) (int, error) {
 	detect, unmap := n.state.detectZeroes, n.state.discard == "unmap" && n.state.detectZeroes == "unmap"
+	if detect != "off" && (bufs == nil && allZero(p) || bufs != nil && allZeroV(bufs)) {
+		if err := n.alignedZeroLocked(off, length, unmap, flags); err != nil {
+			return 0, err
+		}
+		return int(length), nil
+	}
 	var c int
 	var err error
 	fuaDone := false
-	switch {
-	case detect != "off" && (bufs == nil && allZero(p) || bufs != nil && allZeroV(bufs)):
-		err = n.writeZeroesLocked(off, length, unmap)
-		if err == nil {
-			c = int(length)
+	n.eventHere("pwritev")
+	if n.limited.Load() && n.limitsNow().MaxTransfer != 0 && length > n.limitsNow().MaxTransfer {
+		if bufs == nil {
+			bufs = [][]byte{p}
 		}
-	case bufs == nil && flags&FUA == 0:
+		c, err = n.splitWriteLocked(bufs, off, length, flags)
+	} else if bufs == nil && flags&FUA == 0 {
 		c, err = n.img.WriteAt(p, off)
-	default:
+	} else {
 		if bufs == nil {
 			bufs = [][]byte{p}
 		}
 		c, fuaDone, err = n.writeVLocked(bufs, off, flags)
 	}
+	n.eventHere("pwritev_done")
 	if err == nil && flags&FUA != 0 && !fuaDone && !n.state.noFlush {
 		// The driver cannot force this write alone: flush it all, as
 		// QEMU does for a driver without BDRV_REQ_FUA.
 		err = n.img.Flush()
 	}
-	if err != nil {
-		return c, n.fail("write", off, length, err)
+	return c, err
+}
+
+// splitWriteLocked writes in pieces of at most the transfer limit; FUA,
+// if asked, is left to the caller's flush after the last.
+func (n *Node) splitWriteLocked(bufs [][]byte, off, length int64, flags WriteFlags) (int, error) {
+	maxT := n.limitsNow().maxTransfer()
+	done := 0
+	for pos := int64(0); pos < length; {
+		num := min(length-pos, maxT)
+		c, _, err := n.writeVLocked(sliceVec(bufs, pos, num), off+pos, flags&^FUA)
+		done += c
+		if err != nil {
+			return done, err
+		}
+		pos += num
 	}
-	return c, nil
+	return done, nil
 }
 
 // writeVLocked writes with the driver's WriteV where it has one; fuaDone
@@ -144,6 +196,14 @@ func (n *Node) writeVLocked(bufs [][]byte, off int64, flags WriteFlags) (c int, 
 			return c, false, err
 		}
 	}
+	if len(bufs) > 1 && n.aligns() {
+		buf := make([]byte, 0, vlen(bufs))
+		for _, b := range bufs {
+			buf = append(buf, b...)
+		}
+		c, err = n.img.WriteAt(buf, off)
+		return c, false, err
+	}
 	for _, b := range bufs {
 		k, err := n.img.WriteAt(b, off)
 		c += k
@@ -153,6 +213,16 @@ func (n *Node) writeVLocked(bufs [][]byte, off int64, flags WriteFlags) (c int, 
 		off += int64(len(b))
 	}
 	return c, false, nil
+}
+
+// aligns says whether the node has a request alignment its driver relies
+// on.
+func (n *Node) aligns() bool { return n.limited.Load() && n.limitsNow().RequestAlignment > 1 }
+
+func scatterV(bufs [][]byte, p []byte) {
+	for _, b := range bufs {
+		p = p[copy(b, p):]
+	}
 }
 
 func allZeroV(bufs [][]byte) bool {

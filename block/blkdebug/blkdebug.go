@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -36,8 +37,10 @@ func init() {
 }
 
 type image struct {
-	child       *block.Node
-	maxTransfer int64
+	child *block.Node
+	// The limits the node declares (QEMU's blkdebug_refresh_limits): 0
+	// leaves the generic layer's default.
+	align, maxTransfer, optWriteZero, maxWriteZero, optDiscard, maxDiscard int64
 
 	mu     sync.Mutex
 	state  int64
@@ -75,7 +78,7 @@ func open(o *block.OpenContext) (block.Image, error) {
 		}
 		img.rules[r.event] = append(img.rules[r.event], r)
 	}
-	if err := img.limits(o.Options, o.Direct); err != nil {
+	if err := img.limits(o.Options); err != nil {
 		return nil, err
 	}
 	// Rules on "none" are armed from the start, as QEMU's are.
@@ -84,20 +87,15 @@ func open(o *block.OpenContext) (block.Image, error) {
 }
 
 // limits checks the request limits as QEMU's blkdebug_open does, against
-// the larger of align and the file's own alignment (1, or 512 with
-// O_DIRECT). Only max-transfer changes what the child sees (requests are
-// split); the others are checked and otherwise have no effect here.
-func (img *image) limits(o block.Options, direct bool) error {
+// the larger of align and the file's own alignment.
+func (img *image) limits(o block.Options) error {
 	const intMax = 1<<31 - 1
 	get := func(k string) int64 { v, _ := o.Size(k, 0); return v }
 	align := get("align")
 	if align != 0 && (align >= intMax || align&(align-1) != 0) {
 		return fmt.Errorf("Cannot meet constraints with align %d", align)
 	}
-	unit := max(align, 1)
-	if direct {
-		unit = max(unit, 512)
-	}
+	unit := max(align, img.child.Limits().RequestAlignment)
 	optWZ, optDiscard := get("opt-write-zero"), get("opt-discard")
 	for _, c := range []struct {
 		key  string
@@ -107,9 +105,29 @@ func (img *image) limits(o block.Options, direct bool) error {
 			return fmt.Errorf("Cannot meet constraints with %s %d", c.key, v)
 		}
 	}
-	img.maxTransfer = get("max-transfer")
+	img.align, img.maxTransfer = align, get("max-transfer")
+	img.optWriteZero, img.maxWriteZero = optWZ, get("max-write-zero")
+	img.optDiscard, img.maxDiscard = optDiscard, get("max-discard")
 	return nil
 }
+
+// RefreshLimits declares the limits given: the generic layer then pads,
+// splits and aligns requests to them before they reach this driver.
+func (img *image) RefreshLimits(l *block.Limits) {
+	for _, f := range []struct{ v, dst *int64 }{
+		{&img.align, &l.RequestAlignment}, {&img.maxTransfer, &l.MaxTransfer},
+		{&img.optWriteZero, &l.PwriteZeroesAlignment}, {&img.maxWriteZero, &l.MaxPwriteZeroes},
+		{&img.optDiscard, &l.PdiscardAlignment}, {&img.maxDiscard, &l.MaxPdiscard},
+	} {
+		if *f.v != 0 {
+			*f.dst = *f.v
+		}
+	}
+}
+
+// requestAlignment is the node's: align, else the default 1 (QEMU does
+// not inherit a child's request alignment).
+func (img *image) requestAlignment() int64 { return max(img.align, 1) }
 
 // readConfig reads the config file through the registry (fdsets too).
 func readConfig(files *qemuopen.Registry, path string) ([]byte, error) {
@@ -226,55 +244,71 @@ func (img *image) event(name string) {
 }
 
 // check is QEMU's rule_check: the first armed rule that covers the
-// request fails it; a once rule goes away then.
+// request fails it; a once rule goes away then. An error that is not
+// immediate completes after a yield, as QEMU's coroutine reschedules
+// itself before returning it: the request stays pending a moment, so
+// requests issued after it that complete at once complete first.
 func (img *image) check(off, n int64, t ioType) error {
 	img.mu.Lock()
-	defer img.mu.Unlock()
+	var hit *rule
 	for i, r := range img.active {
 		if r.ioMask&(1<<uint(t)) == 0 || r.offset != -1 && !(n > 0 && r.offset >= off && r.offset < off+n) {
 			continue
 		}
 		if r.errno == 0 {
-			return nil
+			break
 		}
 		if r.once {
 			img.active = slices.Delete(img.active, i, i+1)
 			img.rules[r.event] = slices.DeleteFunc(img.rules[r.event], func(x *rule) bool { return x == r })
 		}
-		return r.errno
+		hit = r
+		break
+	}
+	img.mu.Unlock()
+	if hit == nil {
+		return nil
+	}
+	if !hit.immediately {
+		time.Sleep(yieldDelay)
+	}
+	return hit.errno
+}
+
+// yieldDelay stands for QEMU's yield to its main loop, where the commands
+// that follow run before the failed request completes.
+const yieldDelay = 20 * time.Millisecond
+
+// fits is QEMU's blkdebug sanity check of the block layer's guarantees
+// (an assertion there): a read or write is aligned, but for a read that
+// ends at the end of the image, and no longer than max-transfer.
+func (img *image) fits(off, n int64) error {
+	a := img.requestAlignment()
+	if off%a != 0 || n%a != 0 && off+n != img.child.Length() || img.maxTransfer != 0 && n > img.maxTransfer {
+		return fmt.Errorf("blkdebug: the block layer passed a request of %d bytes at %d, outside align %d, max-transfer %d: %w",
+			n, off, a, img.maxTransfer, unix.EINVAL)
 	}
 	return nil
 }
 
 func (img *image) ReadAt(p []byte, off int64) (int, error) {
+	if err := img.fits(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	if err := img.check(off, int64(len(p)), ioRead); err != nil {
 		return 0, err
 	}
-	return img.split(p, off, img.child.ReadAt)
+	return img.child.ReadAt(p, off)
 }
 
 func (img *image) WriteAt(p []byte, off int64) (int, error) {
+	if err := img.fits(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	if err := img.check(off, int64(len(p)), ioWrite); err != nil {
 		return 0, err
 	}
-	return img.split(p, off, img.child.WriteAt)
-}
-
-// split passes a request to the child in max-transfer pieces.
-func (img *image) split(p []byte, off int64, f func([]byte, int64) (int, error)) (int, error) {
-	if img.maxTransfer == 0 || int64(len(p)) <= img.maxTransfer {
-		return f(p, off)
-	}
-	done := 0
-	for done < len(p) {
-		end := min(len(p), done+int(img.maxTransfer))
-		n, err := f(p[done:end], off+int64(done))
-		done += n
-		if err != nil {
-			return done, err
-		}
-	}
-	return done, nil
+	return img.child.WriteAt(p, off)
 }
 
 func (img *image) Flush() error {
@@ -284,14 +318,25 @@ func (img *image) Flush() error {
 	return img.child.Flush()
 }
 
+// WriteZeroes passes on only requests of at least the zero alignment,
+// as QEMU's blkdebug does, so that the generic layer's fallback to
+// writing the unaligned parts is what a test exercises.
 func (img *image) WriteZeroes(off, n int64, unmap bool) error {
+	if n < max(img.requestAlignment(), img.optWriteZero) {
+		return block.ErrNotSupported
+	}
 	if err := img.check(off, n, ioWriteZeroes); err != nil {
 		return err
 	}
 	return img.child.WriteZeroes(off, n, unmap)
 }
 
+// Discard drops requests shorter than the request alignment (the
+// unaligned head and tail the generic layer splits off), as QEMU's.
 func (img *image) Discard(off, n int64) error {
+	if n < img.requestAlignment() {
+		return block.ErrNotSupported
+	}
 	if err := img.check(off, n, ioDiscard); err != nil {
 		return err
 	}
