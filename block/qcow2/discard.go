@@ -2,6 +2,8 @@ package qcow2
 
 // Zero writes and discards (extended L2: write_subcluster.go).
 
+import "minivmm/block"
+
 // WriteZeroes: on version 3 whole clusters get the zero flag (keeping
 // their allocation unless unmap); on version 2 without a backing file
 // they are deallocated with unmap; anything else is written as zeroes.
@@ -46,18 +48,39 @@ func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 		}
 		alreadyZero := e&flagCompressed == 0 && (e&flagZero != 0 || !img.mapsHost(e) && img.backing == nil)
 		whole := k == cs || in == 0 && off+k >= img.length
+		if !whole && img.hdr.Version >= 3 && e&flagCompressed == 0 && (e&flagZero != 0 || !img.mapsHost(e)) {
+			// As QEMU's qcow2_co_pwrite_zeroes: a cluster with no data
+			// whose rest reads as zeroes becomes a zero cluster whole.
+			base := c << img.clusterBits
+			z, err := img.readsZero(base, in)
+			if err == nil && z {
+				z, err = img.readsZero(off+k, min(base+cs, img.length)-(off+k))
+			}
+			if err != nil {
+				return err
+			}
+			whole = z
+		}
 		switch {
-		case alreadyZero && (!unmap || !img.mapsHost(e)):
 		case whole && img.hdr.Version >= 3:
+			// Every whole cluster gets the zero flag (QEMU's
+			// zero_in_l2_slice), keeping an allocation of its own
+			// unless unmap; a shared or compressed one is dropped.
+			keep := !unmap && e&flagCopied != 0 && e&flagCompressed == 0 && img.mapsHost(e)
 			ne := uint64(flagZero)
-			if !unmap && e&flagCopied != 0 && e&flagCompressed == 0 && img.mapsHost(e) {
+			if keep {
 				ne = e | flagZero
-			} else if e != 0 {
+			}
+			if ne == e {
+				break
+			}
+			if !keep && (img.mapsHost(e) || e&flagCompressed != 0) {
 				olds = append(olds, e)
 			}
 			if err := img.setEntryOwned(c, ne, 0); err != nil {
 				return err
 			}
+		case alreadyZero && (!unmap || !img.mapsHost(e)):
 		case whole && unmap && img.backing == nil && l2Off != 0:
 			if e != 0 {
 				if err := img.setEntryOwned(c, 0, 0); err != nil {
@@ -75,11 +98,24 @@ func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 	return nil
 }
 
-// Discard frees whole clusters: unallocated, or with a backing file
-// (version 3) zero, so that the backing file does not show through.
+// Discard frees whole clusters, as QEMU's qcow2_cluster_discard: on
+// version 3 an allocated cluster (or any, with a backing file, which must
+// not show through) becomes a zero cluster, on version 2 unallocated.
 // Partial clusters, and version 2 images with a backing file, keep their
 // data.
 func (img *image) Discard(off, n int64) error {
+	return img.discard(off, n, false)
+}
+
+// MakeEmpty drops every cluster, so that the image reads as its backing
+// file again (QEMU's qcow2_make_empty, by full discards: entries made
+// unallocated, not zero): what qemu-img commit leaves of the top image.
+func (img *image) MakeEmpty() error {
+	return img.discard(0, img.length, true)
+}
+
+// discard is Discard; with full, whole clusters become unallocated.
+func (img *image) discard(off, n int64, full bool) error {
 	if img.dead.Load() {
 		return errDead
 	}
@@ -100,13 +136,30 @@ func (img *image) Discard(off, n int64) error {
 		in := off & (cs - 1)
 		k := min(n, cs-in)
 		off, n = off+k, n-k
+		whole := k == cs || in == 0 && off >= img.length
+		if full && whole {
+			l2Off, e, bm, _, err := img.l2Entry(c)
+			if err != nil {
+				return err
+			}
+			if l2Off == 0 || e == 0 && bm == 0 {
+				continue
+			}
+			if err := img.setEntryOwned(c, 0, 0); err != nil {
+				return err
+			}
+			if img.mapsHost(e) || e&flagCompressed != 0 {
+				olds = append(olds, e)
+			}
+			continue
+		}
 		if img.extL2 {
 			if err := img.discardExt(c, in, k, &olds); err != nil {
 				return err
 			}
 			continue
 		}
-		if !(k == cs || in == 0 && off >= img.length) {
+		if !whole {
 			continue
 		}
 		l2Off, e, _, err := img.l2Slot(c)
@@ -114,13 +167,17 @@ func (img *image) Discard(off, n int64) error {
 			return err
 		}
 		ne := uint64(0)
-		if img.backing != nil {
-			if img.hdr.Version < 3 {
-				continue
-			}
-			ne = flagZero
-		} else if l2Off == 0 {
+		switch {
+		case img.backing != nil && img.hdr.Version < 3:
 			continue
+		case img.backing != nil:
+			ne = flagZero
+		case l2Off == 0 || !img.mapsHost(e) && e&flagCompressed == 0:
+			continue // nothing allocated: left as it is, as in QEMU
+		case img.hdr.Version >= 3:
+			// QEMU's discard leaves an allocated cluster a zero one
+			// (qcow2_cluster_discard without full_discard).
+			ne = flagZero
 		}
 		if e == ne {
 			continue
@@ -133,4 +190,43 @@ func (img *image) Discard(off, n int64) error {
 		}
 	}
 	return nil
+}
+
+// readsZero tells whether the guest range [off, off+n) reads as zeroes
+// as far as metadata tells (QEMU's is_zero): zero or unallocated clusters
+// over no backing file, or over a backing range that says it is zero.
+func (img *image) readsZero(off, n int64) (bool, error) {
+	for n > 0 {
+		ext, err := img.extentAt(off, n)
+		if err != nil {
+			return false, err
+		}
+		switch ext.kind {
+		case extZero:
+		case extUnallocated:
+			if img.backing != nil {
+				if z, err := backingReadsZero(img.backing, off, ext.n); err != nil || !z {
+					return false, err
+				}
+			}
+		default:
+			return false, nil
+		}
+		off, n = off+ext.n, n-ext.n
+	}
+	return true, nil
+}
+
+func backingReadsZero(b *block.Node, off, n int64) (bool, error) {
+	if end := b.Length(); off+n > end {
+		n = max(0, end-off)
+	}
+	for n > 0 {
+		st, k, err := b.BlockStatus(off, n)
+		if err != nil || !st.Zero {
+			return false, err
+		}
+		off, n = off+k, n-k
+	}
+	return true, nil
 }

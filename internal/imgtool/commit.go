@@ -197,8 +197,8 @@ func (e *env) commitChain(chain []chainLink, addFds []cmdline.Occurrence, prog *
 	return err
 }
 
-// emptyImage makes every cluster of the image unallocated (opened without
-// its backing file, so discarding leaves no zero clusters behind).
+// emptyImage makes every cluster of the image unallocated, as qemu-img
+// commit's bdrv_make_empty (qcow2's full discards).
 func (e *env) emptyImage(img chainLink, addFds []cmdline.Occurrence) error {
 	if img.driver != "qcow2" {
 		return nil // qemu-img ignores ENOTSUP from make_empty
@@ -218,7 +218,11 @@ func (e *env) emptyImage(img chainLink, addFds []cmdline.Occurrence) error {
 	if _, err := s.g.Attach("", n, block.Perm{Write: true}); err != nil {
 		return err
 	}
-	if err := n.Discard(0, n.Length()); err != nil {
+	empty, ok := n.Image().(interface{ MakeEmpty() error })
+	if !ok {
+		return nil
+	}
+	if err := empty.MakeEmpty(); err != nil {
 		return err
 	}
 	return n.Flush()
