@@ -232,15 +232,15 @@ func (c *conn) handle(rq *request) {
 			err = b.Flush()
 		}
 	case nbdproto.CmdWriteZeroes:
-		if rq.flags&nbdproto.CmdFlagFastZero != 0 {
-			// The block layer cannot promise that zeroing is faster
-			// than writing: the client is told to write instead, as the
-			// spec allows.
-			err = nbdError{nbdproto.ErrNotSup, "fast zeroing is not supported"}
-			break
-		}
-		if rq.length > 0 {
-			err = b.WriteZeroes(int64(rq.off), int64(rq.length), rq.flags&nbdproto.CmdFlagNoHole == 0)
+		unmap := rq.flags&nbdproto.CmdFlagNoHole == 0
+		switch {
+		case rq.flags&nbdproto.CmdFlagFastZero != 0:
+			// Zeroed without writing data, or ENOTSUP having changed
+			// nothing, so that the client writes instead (a zero
+			// length is the question "can you?", answered alike).
+			err = b.WriteZeroesFast(int64(rq.off), int64(rq.length), unmap)
+		case rq.length > 0:
+			err = b.WriteZeroes(int64(rq.off), int64(rq.length), unmap)
 		}
 		if err == nil && (rq.flags&nbdproto.CmdFlagFUA != 0 || c.exp.writethrough) {
 			err = b.Flush()
@@ -320,6 +320,9 @@ func errnoOf(err error) uint32 {
 	}
 	var e syscall.Errno
 	if !errors.As(err, &e) {
+		if errors.Is(err, block.ErrNotSupported) {
+			return nbdproto.ErrNotSup
+		}
 		return nbdproto.ErrIO
 	}
 	switch e {
