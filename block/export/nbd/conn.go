@@ -68,7 +68,10 @@ func (c *conn) serve() {
 	c.work = make(chan *request)
 	err = c.transmit()
 	// Every request in flight completes (and is answered, if the client
-	// still listens) before the export may let go of its node.
+	// still listens) before the export may let go of its node; replies
+	// held for a next request that never came go out too.
+	c.holding.Store(false)
+	c.out.flushPending()
 	close(c.work)
 	c.reqs.Wait()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
@@ -133,7 +136,9 @@ func (c *conn) transmit() error {
 // they prove fast (a page-cache hit takes microseconds, less than
 // waking a worker); one that takes longer than inlineSlow sends the next
 // inlineBackoff requests to workers, which serve them in parallel and
-// answer in the order they complete. Everything else goes to workers.
+// answer in the order they complete (until it returns, replies held in
+// the batch wait for it: one request's time at most). Everything else
+// goes to workers.
 // Workers are started as requests find none idle, up to maxInFlight, and
 // live as long as the connection: a goroutine per request would pay for
 // its start and its stack's growth every time. With all busy, the reader
