@@ -65,3 +65,30 @@ func TestBurstReplies(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadReplies: a client that sends a stream of reads and writes
+// (megabytes each way) before it reads any reply is served: the reader
+// goes on reading while the replies wait for the client, as far as the
+// batch holds them.
+func TestUnreadReplies(t *testing.T) {
+	fdtest.Check(t)
+	ts := newTestServer(t, true, 0)
+	c := dial(t, ts.sock)
+	c.open()
+	var burst []byte
+	const n = 48
+	for i := range n {
+		burst = append(burst, requestBytes(nbdproto.CmdRead, nbdproto.CmdFlagDF, uint64(2*i), 0, 64<<10, nil)...)
+		burst = append(burst, requestBytes(nbdproto.CmdWrite, 0, uint64(2*i+1), 512<<10, 64<<10, make([]byte, 64<<10))...)
+	}
+	c.write(burst) // fails at the deadline if the server stopped reading
+	for range 2 * n {
+		if r := c.chunk(); r.errno != 0 || r.flags&nbdproto.ReplyFlagDone == 0 && !r.simple {
+			t.Fatalf("reply %+v", r)
+		}
+	}
+	c.request(nbdproto.CmdDisc, 0, 999, 0, 0, nil)
+	if !c.closed() {
+		t.Error("connection open after NBD_CMD_DISC")
+	}
+}

@@ -33,6 +33,7 @@ type conn struct {
 	workers   int           // started, at most maxInFlight
 	reqs      sync.WaitGroup
 	holding   atomic.Bool // the reader has another request at hand
+	inline    atomic.Bool // the reader is serving a request itself
 	inlineOff int         // requests to go to workers before trying inline again
 
 	closeOnce sync.Once
@@ -40,8 +41,6 @@ type conn struct {
 
 func newConn(svc *Service, nc net.Conn) *conn {
 	c := &conn{svc: svc, nc: nc, r: bufio.NewReaderSize(nc, 64<<10)}
-	c.out = newReplyWriter(nc, c.shutdown)
-	c.out.hold = c.holding.Load
 	return c
 }
 
@@ -65,6 +64,8 @@ func (c *conn) serve() {
 	}
 	defer exp.leave(c)
 	c.exp = exp
+	// Made after the handshake, on the connection transmission uses.
+	c.out = newReplyWriter(c.nc, c.shutdown, c.holding.Load, c.inline.Load)
 	c.work = make(chan *request)
 	err = c.transmit()
 	// Every request in flight completes (and is answered, if the client
@@ -74,6 +75,7 @@ func (c *conn) serve() {
 	c.out.flushPending()
 	close(c.work)
 	c.reqs.Wait()
+	c.out.stop()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
 		c.svc.logf("nbd: export '%s': %v", exp.name, err)
 	}
@@ -154,7 +156,9 @@ func (c *conn) serve1(rq *request) {
 		c.inlineOff--
 	} else if c.inlinable(rq) {
 		t := time.Now()
+		c.inline.Store(true)
 		c.handle(rq)
+		c.inline.Store(false)
 		if time.Since(t) > inlineSlow {
 			c.inlineOff = inlineBackoff
 		}
