@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"time"
 
 	"minivmm/block"
@@ -215,6 +216,24 @@ func (m *image) WriteZeroes(off, n int64, unmap bool) error {
 		f |= nbdproto.CmdFlagNoHole
 	}
 	return m.ranged(nbdproto.CmdWriteZeroes, f, off, n)
+}
+
+// WriteZeroesFast asks the server for zeroing without fallback
+// (NBD_CMD_FLAG_FAST_ZERO), where it offers that; its ENOTSUP is the
+// block layer's ErrNotSupported, the server having changed nothing.
+func (m *image) WriteZeroesFast(off, n int64, unmap bool) error {
+	if m.flags&nbdproto.FlagSendWriteZeroes == 0 || m.flags&nbdproto.FlagSendFastZero == 0 {
+		return block.ErrNotSupported
+	}
+	f := uint16(nbdproto.CmdFlagFastZero)
+	if !unmap {
+		f |= nbdproto.CmdFlagNoHole
+	}
+	err := m.ranged(nbdproto.CmdWriteZeroes, f, off, n)
+	if errors.Is(err, syscall.ENOTSUP) {
+		return fmt.Errorf("%w (%w)", block.ErrNotSupported, err)
+	}
+	return err
 }
 
 func (m *image) Discard(off, n int64) error {

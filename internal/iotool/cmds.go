@@ -511,6 +511,8 @@ func (t *ioTool) write(argv []string) error {
 		err = unix.ENOTSUP
 	case !t.inRange(off, count):
 		err = unix.EIO
+	case zeroes && noFallback:
+		err = t.node.WriteZeroesFast(off, count, unmap)
 	case zeroes:
 		err = t.node.WriteZeroes(off, count, unmap)
 	case compressed:

@@ -1,11 +1,13 @@
 package cases
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"minivmm/bench/internal/benchout"
@@ -73,16 +75,25 @@ func NBD(e *harness.Env, s *report.Section) error {
 			"copy of one %d MiB raw image filled with data (default cache mode) on a unix socket, in the same run, rounds interleaved "+
 			"(%d per figure, the servers alternating first). qemu-img bench does sequential 4 KiB requests over nbd+unix://, "+
 			"%d per run; req/s from its \"Run completed\" line. The ratio is minivmm/qemu-storage-daemon within a round "+
-			"(above 1: minivmm's export is faster).", size>>20, e.Reps, count)
+			"(above 1: minivmm's export is faster). Each server's CPU time (user+system, /proc) per request is measured around "+
+			"the same runs: it moves much less with the machine's load than the rates do (qsd/minivmm above 1: minivmm spends less).", size>>20, e.Reps, count)
 		s.Commands = []string{reportCmd(e, "nbd"),
 			"minivmm -blockdev driver=file,node-name=f,filename=IMG -nbd-server addr.type=unix,addr.path=SOCK -export type=nbd,id=e,node-name=f,name=disk,writable=on",
 			"qemu-storage-daemon --blockdev driver=file,node-name=f,filename=IMG --nbd-server addr.type=unix,addr.path=SOCK --export type=nbd,id=e,node-name=f,name=disk,writable=on",
 			fmt.Sprintf("qemu-img bench -f raw -c %d -d DEPTH -s 4096 [-w --pattern=165] 'nbd+unix:///disk?socket=SOCK'", count),
 			"nbdcopy 'nbd+unix:///disk?socket=SOCK' OUT.raw; nbdcopy IN.raw 'nbd+unix:///disk?socket=SOCK'",
 		}
-		tb := s.Table("", "op", "depth", "minivmm req/s", "qemu-storage-daemon req/s", "minivmm/qsd")
-		bench := func(uri string, depth int, write bool) func() (float64, error) {
+		tb := s.Table("", "op", "depth", "minivmm req/s", "qemu-storage-daemon req/s", "minivmm/qsd", "server CPU µs/req minivmm", "qsd", "qsd/minivmm CPU")
+		// Each server's CPU time per request, from /proc: on a shared
+		// machine wall-clock rates swing with the neighbours' load, the
+		// CPU a server spends on a request much less.
+		cpu := map[int]*[]float64{p.Pid: new([]float64), q.Pid: new([]float64)}
+		bench := func(uri string, pid, depth int, write bool) func() (float64, error) {
 			return func() (float64, error) {
+				c0, err := procCPU(pid)
+				if err != nil {
+					return 0, err
+				}
 				args := []string{"bench", "-f", "raw", "-c", strconv.Itoa(count), "-d", strconv.Itoa(depth), "-s", "4096"}
 				if write {
 					args = append(args, "-w", "--pattern=165")
@@ -95,18 +106,25 @@ func NBD(e *harness.Env, s *report.Section) error {
 				if err != nil {
 					return 0, err
 				}
+				c1, err := procCPU(pid)
+				if err != nil {
+					return 0, err
+				}
+				*cpu[pid] = append(*cpu[pid], (c1-c0).Seconds()*1e6/float64(count))
 				return b.IOPS(), nil
 			}
 		}
 		for _, write := range []bool{false, true} {
 			op := map[bool]string{false: "read", true: "write"}[write]
 			for _, depth := range []int{1, 64} {
-				out, err := harness.Interleave(e.Reps, bench(mineURI, depth, write), bench(qsdURI, depth, write))
+				*cpu[p.Pid], *cpu[q.Pid] = nil, nil
+				out, err := harness.Interleave(e.Reps, bench(mineURI, p.Pid, depth, write), bench(qsdURI, q.Pid, depth, write))
 				if err != nil {
 					t.Fatalf("%v", err)
 				}
 				rs := stats.Ratios(out[0], out[1])
-				tb.Add(op, strconv.Itoa(depth), num(out[0]), num(out[1]), ratio(rs))
+				tb.Add(op, strconv.Itoa(depth), num(out[0]), num(out[1]), ratio(rs),
+					num(*cpu[p.Pid]), num(*cpu[q.Pid]), ratio(stats.Ratios(*cpu[q.Pid], *cpu[p.Pid])))
 				group := fmt.Sprintf("%s d=%d", op, depth)
 				point(s, "nbd-4k", group, "minivmm export", out[0])
 				point(s, "nbd-4k", group, "qemu-storage-daemon export", out[1])
@@ -120,15 +138,24 @@ func NBD(e *harness.Env, s *report.Section) error {
 			s.Note("nbdcopy: %s", harness.NotInstalled("nbdcopy (libnbd-bin)"))
 			return
 		}
-		ct := s.Table("nbdcopy", "direction", "minivmm MiB/s", "qemu-storage-daemon MiB/s", "minivmm/qsd")
+		ct := s.Table("nbdcopy", "direction", "minivmm MiB/s", "qemu-storage-daemon MiB/s", "minivmm/qsd", "server CPU s minivmm", "qsd", "qsd/minivmm CPU")
 		out := e.Path("nbd-out.raw")
-		cp := func(from, to string) func() (float64, error) {
+		cp := func(pid int, from, to string) func() (float64, error) {
 			return func() (float64, error) {
 				os.Remove(out)
+				c0, err := procCPU(pid)
+				if err != nil {
+					return 0, err
+				}
 				r, err := harness.Exec(nbdcopy, from, to)
 				if err != nil {
 					return 0, err
 				}
+				c1, err := procCPU(pid)
+				if err != nil {
+					return 0, err
+				}
+				*cpu[pid] = append(*cpu[pid], (c1 - c0).Seconds())
 				return float64(size) / (1 << 20) / r.Wall.Seconds(), nil
 			}
 		}
@@ -136,18 +163,47 @@ func NBD(e *harness.Env, s *report.Section) error {
 			name         string
 			mine, theirs func() (float64, error)
 		}{
-			{"export to file", cp(mineURI, out), cp(qsdURI, out)},
-			{"file to export", cp(src, mineURI), cp(src, qsdURI)},
+			{"export to file", cp(p.Pid, mineURI, out), cp(q.Pid, qsdURI, out)},
+			{"file to export", cp(p.Pid, src, mineURI), cp(q.Pid, src, qsdURI)},
 		} {
+			*cpu[p.Pid], *cpu[q.Pid] = nil, nil
 			res, err := harness.Interleave(e.Reps, dir.mine, dir.theirs)
 			if err != nil {
 				t.Fatalf("%v", err)
 			}
 			rs := stats.Ratios(res[0], res[1])
-			ct.Add(dir.name, num(res[0]), num(res[1]), ratio(rs))
+			ct.Add(dir.name, num(res[0]), num(res[1]), ratio(rs), num(*cpu[p.Pid]), num(*cpu[q.Pid]), ratio(stats.Ratios(*cpu[q.Pid], *cpu[p.Pid])))
 			s.Targets = append(s.Targets, report.Check(
 				fmt.Sprintf("nbdcopy %s: at least as fast as qemu-storage-daemon", dir.name), med(rs), 1, ratio(rs)))
 		}
 		os.Remove(out)
 	})
+}
+
+// procCPU is the user and system CPU time process pid has used
+// (/proc/PID/stat, in clock ticks of 1/100 s).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: fields are
+	// counted after its closing parenthesis (state is field 3).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }

@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"minivmm/block"
 	"minivmm/block/nbdproto"
@@ -24,16 +26,21 @@ type conn struct {
 	structured bool
 	meta       metaContexts // selected by NBD_OPT_SET_META_CONTEXT (metactx.go)
 
-	exp   *nbdExport
-	wmu   sync.Mutex // one reply at a time on the wire
-	slots chan struct{}
-	reqs  sync.WaitGroup
+	exp       *nbdExport
+	out       *replyWriter
+	work      chan *request // to idle workers
+	workers   int           // started, at most maxInFlight
+	reqs      sync.WaitGroup
+	holding   atomic.Bool // the reader has another request at hand
+	inline    atomic.Bool // the reader is serving a request itself
+	inlineOff int         // requests to go to workers before trying inline again
 
 	closeOnce sync.Once
 }
 
 func newConn(svc *Service, nc net.Conn) *conn {
-	return &conn{svc: svc, nc: nc, r: bufio.NewReaderSize(nc, 64<<10)}
+	c := &conn{svc: svc, nc: nc, r: bufio.NewReaderSize(nc, 64<<10)}
+	return c
 }
 
 // shutdown makes the connection's reads and writes fail, so that serve
@@ -56,11 +63,18 @@ func (c *conn) serve() {
 	}
 	defer exp.leave(c)
 	c.exp = exp
-	c.slots = make(chan struct{}, maxInFlight)
+	// Made after the handshake, on the connection transmission uses.
+	c.out = newReplyWriter(c.nc, c.shutdown, c.holding.Load, c.inline.Load)
+	c.work = make(chan *request)
 	err = c.transmit()
 	// Every request in flight completes (and is answered, if the client
-	// still listens) before the export may let go of its node.
+	// still listens) before the export may let go of its node; replies
+	// held for a next request that never came go out too.
+	c.holding.Store(false)
+	c.out.flushPending()
+	close(c.work)
 	c.reqs.Wait()
+	c.out.stop()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
 		c.svc.logf("nbd: export '%s': %v", exp.name, err)
 	}
@@ -76,8 +90,7 @@ type request struct {
 }
 
 // transmit reads requests until the client disconnects or breaks the
-// protocol; each is served on its own goroutine, so replies go out in
-// the order requests complete.
+// protocol, and serves each (serve).
 func (c *conn) transmit() error {
 	var h [nbdproto.RequestHeaderSize]byte
 	for {
@@ -108,14 +121,91 @@ func (c *conn) transmit() error {
 				return err
 			}
 		}
-		c.slots <- struct{}{}
-		c.reqs.Add(1)
-		go func() {
-			defer c.reqs.Done()
-			c.handle(rq)
-			<-c.slots
-		}()
+		c.serve1(rq)
 	}
+}
+
+// serve1 serves one request, inline or on a worker.
+//
+// The reply batch is held back while the next request is already in the
+// buffer (its reply, or another worker's, will join it) and written as
+// soon as the reader would wait: for more input, or for a worker. So a
+// burst of requests costs one read and one write, not one of each per
+// request.
+//
+// Small reads and writes are served on the reader's own goroutine while
+// they prove fast (a page-cache hit takes microseconds, less than
+// waking a worker); one that takes longer than inlineSlow sends the next
+// inlineBackoff requests to workers, which serve them in parallel and
+// answer in the order they complete (until it returns, replies held in
+// the batch wait for it: one request's time at most). Everything else
+// goes to workers.
+// Workers are started as requests find none idle, up to maxInFlight, and
+// live as long as the connection: a goroutine per request would pay for
+// its start and its stack's growth every time. With all busy, the reader
+// waits.
+func (c *conn) serve1(rq *request) {
+	c.holding.Store(c.nextReady())
+	defer func() {
+		if !c.holding.Load() {
+			c.out.flushPending()
+		}
+	}()
+	if c.inlineOff > 0 {
+		c.inlineOff--
+	} else if c.inlinable(rq) {
+		t := time.Now()
+		c.inline.Store(true)
+		c.handle(rq)
+		c.inline.Store(false)
+		if time.Since(t) > inlineSlow {
+			c.inlineOff = inlineBackoff
+		}
+		return
+	}
+	select {
+	case c.work <- rq:
+		return
+	default:
+	}
+	if c.workers == maxInFlight {
+		c.holding.Store(false)
+		c.out.flushPending()
+		c.work <- rq
+		return
+	}
+	c.workers++
+	c.reqs.Add(1)
+	go func() {
+		defer c.reqs.Done()
+		c.handle(rq)
+		for rq := range c.work {
+			c.handle(rq)
+		}
+	}()
+}
+
+// inlinable: a small read or write that needs no flush.
+func (c *conn) inlinable(rq *request) bool {
+	switch rq.typ {
+	case nbdproto.CmdRead:
+		return rq.length <= inlineMax
+	case nbdproto.CmdWrite:
+		return rq.length <= inlineMax && rq.flags&nbdproto.CmdFlagFUA == 0 && !c.exp.writethrough
+	}
+	return false
+}
+
+// nextReady tells whether the next request is whole in the buffer.
+func (c *conn) nextReady() bool {
+	if c.r.Buffered() < nbdproto.RequestHeaderSize {
+		return false // Peek would wait for the client
+	}
+	h, _ := c.r.Peek(nbdproto.RequestHeaderSize)
+	if binary.BigEndian.Uint16(h[6:]) != nbdproto.CmdWrite {
+		return true
+	}
+	return c.r.Buffered() >= nbdproto.RequestHeaderSize+int(binary.BigEndian.Uint32(h[24:]))
 }
 
 // handle serves one request and sends its reply.
@@ -150,15 +240,15 @@ func (c *conn) handle(rq *request) {
 			err = b.Flush()
 		}
 	case nbdproto.CmdWriteZeroes:
-		if rq.flags&nbdproto.CmdFlagFastZero != 0 {
-			// The block layer cannot promise that zeroing is faster
-			// than writing: the client is told to write instead, as the
-			// spec allows.
-			err = nbdError{nbdproto.ErrNotSup, "fast zeroing is not supported"}
-			break
-		}
-		if rq.length > 0 {
-			err = b.WriteZeroes(int64(rq.off), int64(rq.length), rq.flags&nbdproto.CmdFlagNoHole == 0)
+		unmap := rq.flags&nbdproto.CmdFlagNoHole == 0
+		switch {
+		case rq.flags&nbdproto.CmdFlagFastZero != 0:
+			// Zeroed without writing data, or ENOTSUP having changed
+			// nothing, so that the client writes instead (a zero
+			// length is the question "can you?", answered alike).
+			err = b.WriteZeroesFast(int64(rq.off), int64(rq.length), unmap)
+		case rq.length > 0:
+			err = b.WriteZeroes(int64(rq.off), int64(rq.length), unmap)
 		}
 		if err == nil && (rq.flags&nbdproto.CmdFlagFUA != 0 || c.exp.writethrough) {
 			err = b.Flush()
@@ -238,6 +328,9 @@ func errnoOf(err error) uint32 {
 	}
 	var e syscall.Errno
 	if !errors.As(err, &e) {
+		if errors.Is(err, block.ErrNotSupported) {
+			return nbdproto.ErrNotSup
+		}
 		return nbdproto.ErrIO
 	}
 	switch e {
@@ -259,15 +352,8 @@ func errnoOf(err error) uint32 {
 	return nbdproto.ErrInval
 }
 
-// send writes one reply, whole, under the write lock.
-func (c *conn) send(bufs ...[]byte) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	nb := net.Buffers(bufs)
-	if _, err := nb.WriteTo(c.nc); err != nil {
-		c.shutdown() // the reader sees it and ends the connection
-	}
-}
+// send writes one reply, whole; bufs may be reused once it returns.
+func (c *conn) send(bufs ...[]byte) { c.out.send(bufs...) }
 
 func simpleHeader(errno uint32, handle uint64) []byte {
 	p := make([]byte, 16)

@@ -4,6 +4,8 @@
 // contexts base:allocation and qemu:allocation-depth).
 package nbd
 
+import "time"
+
 // Limits of this server.
 const (
 	// maxOption is the longest option data read; longer is drained and
@@ -15,6 +17,12 @@ const (
 	// maxInFlight bounds the requests one connection has in flight; the
 	// reader stops reading until one completes.
 	maxInFlight = 128
+	// inlineMax is the largest read or write the reader may serve
+	// itself; inlineSlow how long one may take before the next
+	// inlineBackoff go to workers (serve1).
+	inlineMax     = 64 << 10
+	inlineSlow    = 200 * time.Microsecond
+	inlineBackoff = 1024
 )
 
 // Meta context ids, fixed per context as QEMU numbers them: an export's
