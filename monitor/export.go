@@ -8,6 +8,7 @@ import (
 
 	"minivmm/block/export"
 	"minivmm/block/export/nbd"
+	"minivmm/block/objects"
 	"minivmm/vm/vhostuser"
 )
 
@@ -246,7 +247,14 @@ func nbdServerStart(c *call, args Args) (any, error) {
 		o.MaxConnections = uint32(m)
 	}
 	if creds, ok := args.Str("tls-creds"); ok {
-		return nil, genericError("No TLS credentials with id '%s'", creds)
+		c, err := c.mon.srv.graph.Objects().LookupTLSCreds(creds, objects.Server)
+		if err != nil {
+			return nil, genericError("%s", err)
+		}
+		o.TLS = c
+	}
+	if authz, ok := args.Str("tls-authz"); ok {
+		return nil, genericError("minivmm has no authz objects: tls-authz '%s' cannot be checked", authz)
 	}
 	return noReturn(n.Start(o))
 }

@@ -33,7 +33,7 @@ func FuzzServerBytes(f *testing.F) {
 		go io.Copy(io.Discard, b)
 		go func() { b.Write(handshakeBytes); b.Close() }()
 		a.SetDeadline(time.Now().Add(5 * time.Second))
-		if s, err := handshake(a, "x"); err == nil && s == nil {
+		if s, err := handshake(a, "x", nil); err == nil && s == nil {
 			t.Fatal("no session and no error")
 		}
 		a.Close()

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/objects"
 	_ "minivmm/block/drivers"
 	"minivmm/cmdline"
 	"minivmm/monitor"
@@ -67,6 +68,7 @@ func newOptions() *options {
 		{"add-fd", "fd=fd,set=set[,opaque=opaque]", "put a duplicate of inherited file descriptor 'fd' into fd set 'set'", nil, nil},
 		{"fdset-only", "", "refuse to open any path but /dev/fdset/N", &o.fdsetOnly, nil},
 		{"fdset-autoclose", "on|off", "on (default): close a departed client's unused fds; off: QEMU 9.1's rule", nil, &o.autoclose},
+		{"object", "tls-creds-x509,id=id,dir=d[,endpoint=server|client][,verify-peer=on|off][,priority=p][,sanity-check=on|off] or secret,id=id,data=s|file=f", "create an object: TLS credentials for the NBD server and client", nil, nil},
 		{"blockdev", "driver=d,node-name=n[,...]", "add a block node (raw, qcow2, file, null-co); JSON works too", nil, nil},
 		{"drive", "file=f[,format=raw|qcow2][,id=id][,...]", "add a block backend and its nodes", nil, nil},
 		{"export", "[type=]vhost-user-blk,id=id,node-name=n,addr.type=unix,addr.path=p[,writable=on][,num-queues=n][,logical-block-size=s] or [type=]nbd,id=id,node-name=n[,name=s][,description=s][,writable=on][,allocation-depth=on]", "serve a block node to vhost-user-blk front ends or on the NBD server (as qemu-storage-daemon --export)", nil, nil},
@@ -234,6 +236,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 
 	v.graph = block.NewGraph(v.fds)
+	v.graph.SetObjects(objects.NewRegistry())
+	if err := cmdline.AddObjects(v.graph.Objects(), occ); err != nil {
+		return fail(err)
+	}
 	defer func() {
 		if closeGraph(v.graph, rep) != 0 {
 			code = 1

@@ -17,6 +17,7 @@ func (t *ioTool) openFile(o *openOptions) error {
 		return errCommand
 	}
 	t.g = block.NewGraph(t.reg)
+	t.g.SetObjects(t.objects)
 	err := error(nil)
 	if t.setup != nil {
 		err = t.setup(t.g)

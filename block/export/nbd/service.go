@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"minivmm/block"
 	"minivmm/block/export"
 	"minivmm/block/nbdproto"
+	"minivmm/block/objects"
 )
 
 // ExportType is the BlockExportType of these exports.
@@ -45,6 +47,9 @@ type ServerOptions struct {
 	// MaxConnections is how many clients are served at once (0: no
 	// limit); 1 also withdraws the multi-conn flag, as in QEMU.
 	MaxConnections uint32
+	// TLS (tls-creds): clients must start TLS before anything else and
+	// are checked against these server credentials.
+	TLS *objects.TLSCreds
 }
 
 // Service is a VMM's NBD server and its exports: at most one server
@@ -99,7 +104,11 @@ func (s *Service) Start(o ServerOptions) error {
 	if err != nil {
 		return listenError(o, err)
 	}
-	s.srv = newServer(s, ln, o.MaxConnections)
+	var tc *tls.Config
+	if o.TLS != nil {
+		tc = o.TLS.ServerConfig()
+	}
+	s.srv = newServer(s, ln, o.MaxConnections, tc)
 	return nil
 }
 
