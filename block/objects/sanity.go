@@ -59,7 +59,7 @@ func pemError(err error) string {
 	if err != nil {
 		return err.Error()
 	}
-	return "No certificate was found."
+	return "Base64 unexpected header error." // GnuTLS's words for a file with no PEM block
 }
 
 var (
