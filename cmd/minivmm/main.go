@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
-	"minivmm/block/objects"
 	_ "minivmm/block/drivers"
+	"minivmm/block/objects"
 	"minivmm/cmdline"
 	"minivmm/monitor"
 	"minivmm/qemuopen"
