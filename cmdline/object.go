@@ -22,7 +22,12 @@ func AddObjects(r *objects.Registry, occ []Occurrence) error {
 		err = r.Add(m, true)
 		var dup *objects.DuplicateError
 		var ce *objects.CompleteError
+		var ue *objects.UnexpectedError
 		switch {
+		case errors.As(err, &ue):
+			// qemu-system's words; qemu-img's and object-add's are the
+			// registry's.
+			return oc.Wrap(fmt.Errorf("Invalid parameter '%s'", ue.Name))
 		case errors.As(err, &dup):
 			return oc.Wrap(fmt.Errorf("Duplicate ID '%s' for object", dup.ID))
 		case errors.As(err, &ce):

@@ -90,7 +90,7 @@ func (r *Registry) Add(props map[string]any, keyval bool) error {
 	}
 	for _, k := range sortedKeys(props) {
 		if !slices.Contains(t.props, k) && k != "qom-type" && k != "id" {
-			return fmt.Errorf("Parameter '%s' is unexpected", k)
+			return &UnexpectedError{Name: k}
 		}
 	}
 	pending, err := t.parse(p)
@@ -131,6 +131,11 @@ func (r *Registry) Del(id string) error {
 	delete(r.objs, id)
 	return nil
 }
+
+// UnexpectedError is a property the object's type does not have.
+type UnexpectedError struct{ Name string }
+
+func (e *UnexpectedError) Error() string { return fmt.Sprintf("Parameter '%s' is unexpected", e.Name) }
 
 // CompleteError is an error of an object's completion (files it loads,
 // properties set after creation), which QEMU's -object reports without

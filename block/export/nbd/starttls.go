@@ -3,11 +3,13 @@ package nbd
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 
 	"minivmm/block/nbdproto"
+	"minivmm/block/objects"
 )
 
 // beforeTLS answers an option on a connection that must start TLS first,
@@ -53,6 +55,9 @@ func (c *conn) startTLS() error {
 	}
 	tc := tls.Server(under, c.tlsConf)
 	if err := tc.Handshake(); err != nil {
+		if pe := new(objects.PeerError); errors.As(err, &pe) {
+			return fmt.Errorf("%w: %v", errClose, pe) // QEMU's words for a refused peer
+		}
 		return fmt.Errorf("%w: TLS handshake failed: %v", errClose, err)
 	}
 	c.nc, c.r, c.tlsOn = tc, bufio.NewReaderSize(tc, 64<<10), true

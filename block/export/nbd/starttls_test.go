@@ -45,6 +45,9 @@ func newTLSServer(t testing.TB) *tlsFixture {
 	// A client whose certificate another CA signed (it trusts ours).
 	cert, key, _ := other.Issue(t, tlstest.Client())
 	add("wrongca", tlstest.WriteDir(t, filepath.Join(dir, "wrongca"), map[string][]byte{"ca-cert.pem": ca.PEM(), "client-cert.pem": cert, "client-key.pem": key}), "client")
+	old := tlstest.Client()
+	old.NotBefore, old.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+	add("expired", ca.ClientDir(t, filepath.Join(dir, "expired"), old), "client")
 	g := block.NewGraph(qemuopen.New(qemuopen.Config{}))
 	if _, err := g.AddRoot(block.Options{"driver": "file", "filename": img, "node-name": "f"}); err != nil {
 		t.Fatal(err)
@@ -62,7 +65,7 @@ func newTLSServer(t testing.TB) *tlsFixture {
 	if err := f.ts.table.Add(ExportOptions{ID: "e", NodeName: "f", Name: "disk", Writable: true}); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"good", "nocert", "wrongca"} {
+	for _, id := range []string{"good", "nocert", "wrongca", "expired"} {
 		f.clients[id], _ = objs.LookupTLSCreds(id, objects.Client)
 	}
 	return f
@@ -169,11 +172,12 @@ func TestStartTLS(t *testing.T) {
 
 // TestStartTLSRefusesPeers: with verify-peer (the default), a client
 // without a certificate, or with one the CA did not sign, is dropped
-// once the handshake is done, with nothing left open.
+// once the handshake is done, and so is one whose certificate has
+// expired, with nothing left open.
 func TestStartTLSRefusesPeers(t *testing.T) {
 	fdtest.Check(t)
 	f := newTLSServer(t)
-	for _, id := range []string{"nocert", "wrongca"} {
+	for _, id := range []string{"nocert", "wrongca", "expired"} {
 		c := dial(t, f.ts.sock)
 		c.hello(nbdproto.FlagFixedNewstyle | nbdproto.FlagNoZeroes)
 		if err := c.startTLS(f.clients[id]); err == nil {
