@@ -26,9 +26,9 @@ func makeTLSDirs(t *testing.T, dir string) tlsDirs {
 	old.NotBefore, old.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
 	return tlsDirs{
 		expired: ca.ClientDir(t, filepath.Join(dir, "expired"), old),
-		srv:    ca.ServerDir(t, filepath.Join(dir, "srv"), tlstest.Server()),
-		cli:    ca.ClientDir(t, filepath.Join(dir, "cli"), tlstest.Client()),
-		nocert: tlstest.WriteDir(t, filepath.Join(dir, "nocert"), map[string][]byte{"ca-cert.pem": ca.PEM()}),
+		srv:     ca.ServerDir(t, filepath.Join(dir, "srv"), tlstest.Server()),
+		cli:     ca.ClientDir(t, filepath.Join(dir, "cli"), tlstest.Client()),
+		nocert:  tlstest.WriteDir(t, filepath.Join(dir, "nocert"), map[string][]byte{"ca-cert.pem": ca.PEM()}),
 		wrongca: tlstest.WriteDir(t, filepath.Join(dir, "wrongca"), map[string][]byte{
 			"ca-cert.pem": ca.PEM(), "client-cert.pem": cert, "client-key.pem": key}),
 	}
@@ -109,8 +109,12 @@ func TestNBDTLSLikeQSD(t *testing.T) {
 	runs := []run{
 		{"no TLS", "qemu-img", func(s string) []string { return []string{"info", "nbd+unix:///disk?socket=" + s} }, false, true},
 		{"no TLS, list", "qemu-nbd", func(s string) []string { return []string{"-L", "-k", s} }, false, true},
-		{"TLS", "qemu-img", func(s string) []string { return append([]string{"info"}, tlsOpts(d.cli, "", s, ",tls-hostname=localhost")...) }, true, true},
-		{"TLS, wrong hostname", "qemu-img", func(s string) []string { return append([]string{"info"}, tlsOpts(d.cli, "", s, ",tls-hostname=foo")...) }, false, true},
+		{"TLS", "qemu-img", func(s string) []string {
+			return append([]string{"info"}, tlsOpts(d.cli, "", s, ",tls-hostname=localhost")...)
+		}, true, true},
+		{"TLS, wrong hostname", "qemu-img", func(s string) []string {
+			return append([]string{"info"}, tlsOpts(d.cli, "", s, ",tls-hostname=foo")...)
+		}, false, true},
 		{"TLS, no hostname", "qemu-img", func(s string) []string { return append([]string{"info"}, tlsOpts(d.cli, "", s, "")...) }, false, true},
 		{"TLS, client without a certificate", "qemu-img", func(s string) []string {
 			return append([]string{"info"}, tlsOpts(d.nocert, "", s, ",tls-hostname=localhost")...)
