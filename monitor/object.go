@@ -12,11 +12,7 @@ func init() {
 }
 
 func objectAdd(c *call, args Args) (any, error) {
-	objs := c.mon.srv.graph.Objects()
-	if objs == nil {
-		return nil, genericError("minivmm was started without an object registry")
-	}
-	if err := objs.Add(args, false); err != nil {
+	if err := c.mon.srv.graph.Objects().Add(args, false); err != nil {
 		return nil, genericError("%s", err)
 	}
 	return nil, nil
