@@ -72,7 +72,7 @@ func newOptions() *options {
 		{"blockdev", "driver=d,node-name=n[,...]", "add a block node (raw, qcow2, file, null-co); JSON works too", nil, nil},
 		{"drive", "file=f[,format=raw|qcow2][,id=id][,...]", "add a block backend and its nodes", nil, nil},
 		{"export", "[type=]vhost-user-blk,id=id,node-name=n,addr.type=unix,addr.path=p[,writable=on][,num-queues=n][,logical-block-size=s] or [type=]nbd,id=id,node-name=n[,name=s][,description=s][,writable=on][,allocation-depth=on]", "serve a block node to vhost-user-blk front ends or on the NBD server (as qemu-storage-daemon --export)", nil, nil},
-		{"nbd-server", "addr.type=unix,addr.path=p|addr.type=inet,addr.host=h,addr.port=n[,max-connections=n]", "start the NBD server (as qemu-storage-daemon --nbd-server)", nil, nil},
+		{"nbd-server", "addr.type=unix,addr.path=p|addr.type=inet,addr.host=h,addr.port=n[,max-connections=n][,tls-creds=id]", "start the NBD server (as qemu-storage-daemon --nbd-server)", nil, nil},
 		{"m", "[size=]megs", "set the guest memory size (a memfd; MiB without a suffix; default 128M)", nil, &o.mem},
 		{"device", "virtio-blk-pci,drive=id[,id=id][,num-queues=n][,queue-size=n][,serial=s]", "add a virtio-blk device on a -drive or -blockdev, driven by the built-in guest", nil, nil},
 		{"workload", "rw=rw[,bs=b][,iodepth=n][,numjobs=n][,size=s][,runtime=t][,rwmixread=p][,verify=on]", "run the built-in guest's fio-like workload on the devices once started; results on stdout and as X_WORKLOAD_COMPLETED", nil, &o.workloads},

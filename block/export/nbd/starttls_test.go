@@ -39,7 +39,12 @@ func newTLSServer(t testing.TB) *tlsFixture {
 			t.Fatal(err)
 		}
 	}
-	add("srv", ca.ServerDir(t, filepath.Join(dir, "srv"), tlstest.Server()), "server")
+	// A client the CA revoked: the server's dir has a CRL naming it.
+	rcert, rkey, serial := ca.Issue(t, tlstest.Client())
+	srvDir := ca.ServerDir(t, filepath.Join(dir, "srv"), tlstest.Server())
+	tlstest.WriteDir(t, srvDir, map[string][]byte{"ca-crl.pem": ca.CRL(t, serial)})
+	add("srv", srvDir, "server")
+	add("revoked", tlstest.WriteDir(t, filepath.Join(dir, "revoked"), map[string][]byte{"ca-cert.pem": ca.PEM(), "client-cert.pem": rcert, "client-key.pem": rkey}), "client")
 	add("good", ca.ClientDir(t, filepath.Join(dir, "good"), tlstest.Client()), "client")
 	add("nocert", tlstest.WriteDir(t, filepath.Join(dir, "nocert"), map[string][]byte{"ca-cert.pem": ca.PEM()}), "client")
 	// A client whose certificate another CA signed (it trusts ours).
@@ -65,7 +70,7 @@ func newTLSServer(t testing.TB) *tlsFixture {
 	if err := f.ts.table.Add(ExportOptions{ID: "e", NodeName: "f", Name: "disk", Writable: true}); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"good", "nocert", "wrongca", "expired"} {
+	for _, id := range []string{"good", "nocert", "wrongca", "expired", "revoked"} {
 		f.clients[id], _ = objs.LookupTLSCreds(id, objects.Client)
 	}
 	return f
@@ -173,11 +178,11 @@ func TestStartTLS(t *testing.T) {
 // TestStartTLSRefusesPeers: with verify-peer (the default), a client
 // without a certificate, or with one the CA did not sign, is dropped
 // once the handshake is done, and so is one whose certificate has
-// expired, with nothing left open.
+// expired or is in the CA's revocation list, with nothing left open.
 func TestStartTLSRefusesPeers(t *testing.T) {
 	fdtest.Check(t)
 	f := newTLSServer(t)
-	for _, id := range []string{"nocert", "wrongca", "expired"} {
+	for _, id := range []string{"nocert", "wrongca", "expired", "revoked"} {
 		c := dial(t, f.ts.sock)
 		c.hello(nbdproto.FlagFixedNewstyle | nbdproto.FlagNoZeroes)
 		if err := c.startTLS(f.clients[id]); err == nil {
