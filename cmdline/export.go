@@ -287,7 +287,7 @@ func (o NBDServer) Resolve(objs *objects.Registry) (nbd.ServerOptions, error) {
 		so.TLS = c
 	}
 	if o.TLSAuthz != "" {
-		return so, fmt.Errorf("minivmm has no authz objects: tls-authz '%s' cannot be checked", o.TLSAuthz)
+		so.TLSAuthz = objs.Authorizer(o.TLSAuthz)
 	}
 	return so, nil
 }

@@ -120,7 +120,7 @@ func TestParseNBDServer(t *testing.T) {
 			t.Errorf("ParseNBDServer(%q) error %v, want %q", tt.in, err, tt.err)
 		case tt.err == "" && err != nil:
 			t.Errorf("ParseNBDServer(%q): %v", tt.in, err)
-		case tt.err == "" && got != tt.want:
+		case tt.err == "" && !reflect.DeepEqual(got, tt.want):
 			t.Errorf("ParseNBDServer(%q) = %+v, want %+v", tt.in, got, tt.want)
 		}
 	}

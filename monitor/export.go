@@ -254,7 +254,8 @@ func nbdServerStart(c *call, args Args) (any, error) {
 		o.TLS = c
 	}
 	if authz, ok := args.Str("tls-authz"); ok {
-		return nil, genericError("minivmm has no authz objects: tls-authz '%s' cannot be checked", authz)
+		// Looked up at each client, as QEMU does.
+		o.TLSAuthz = c.mon.srv.graph.Objects().Authorizer(authz)
 	}
 	return noReturn(n.Start(o))
 }

@@ -2,6 +2,7 @@ package objects_test
 
 import (
 	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,4 +205,43 @@ func FuzzAdd(f *testing.F) {
 			t.Fatalf("Add(%q): %v, yet the object is there: %v", s, err, ok)
 		}
 	})
+}
+
+// TestAuthorizer: tls-authz's check, made at each client: the object is
+// looked up then, and the name compared is written as QEMU 7.2's GnuTLS
+// writes it.
+func TestAuthorizer(t *testing.T) {
+	ca := tlstest.NewCA(t, "CA")
+	c := tlstest.Client()
+	c.Org, c.Country = "Example Org", "GB"
+	certPEM, _, _ := ca.Issue(t, c)
+	blk, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := objects.NewRegistry()
+	check := r.Authorizer("az")
+	if err := check(cert); errText(err) != "Cannot find QAuthZ object ID az" {
+		t.Errorf("before object-add: %v", err)
+	}
+	if err := r.Add(map[string]any{"qom-type": "authz-simple", "id": "az", "identity": "C=GB,O=Example Org,CN=client"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := check(cert); err != nil {
+		t.Errorf("allowed identity: %v", err)
+	}
+	r.Del("az")
+	if err := r.Add(map[string]any{"qom-type": "authz-simple", "id": "az", "identity": "CN=client"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := check(cert); errText(err) != "TLS x509 authz check for C=GB,O=Example Org,CN=client is denied" {
+		t.Errorf("other identity: %v", err)
+	}
+	if err := r.Add(map[string]any{"qom-type": "secret", "id": "s", "data": "x"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Authorizer("s")(cert); errText(err) != "Object 's' is not a QAuthZ subclass" {
+		t.Errorf("a secret as authz: %v", err)
+	}
 }

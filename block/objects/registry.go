@@ -165,10 +165,10 @@ var types = map[string]objType{
 	"tls-creds-psk": {unsupported: "Go's TLS (crypto/tls) has no pre-shared-key cipher suites; " +
 		"use tls-creds-x509"},
 	"tls-creds-anon": {unsupported: "Go's TLS (crypto/tls) has no anonymous cipher suites; use tls-creds-x509"},
-	"authz-simple":   {unsupported: "no authz object types are built; tls-authz cannot be checked"},
-	"authz-list":     {unsupported: "no authz object types are built; tls-authz cannot be checked"},
-	"authz-listfile": {unsupported: "no authz object types are built; tls-authz cannot be checked"},
-	"authz-pam":      {unsupported: "no authz object types are built; tls-authz cannot be checked"},
+	"authz-simple":   {props: []string{"identity"}, parse: parseAuthzSimple},
+	"authz-list":     {unsupported: "of QEMU's authz objects minivmm builds authz-simple only"},
+	"authz-listfile": {unsupported: "of QEMU's authz objects minivmm builds authz-simple only"},
+	"authz-pam":      {unsupported: "of QEMU's authz objects minivmm builds authz-simple only"},
 }
 
 // Types lists the qom-types Add takes (for --object help).

@@ -16,7 +16,7 @@ func (e *PeerError) Error() string { return e.Msg }
 // checkPeer checks the peer's certificate chain as QEMU does once the
 // handshake is done: trusted by the CAs, within its times, and (for a
 // client) issued for hostname.
-func (c *TLSCreds) checkPeer(certs []*x509.Certificate, hostname string) error {
+func (c *TLSCreds) checkPeer(certs []*x509.Certificate, hostname string, authz func(*x509.Certificate) error) error {
 	if len(certs) == 0 {
 		return &PeerError{"Verify failed: No certificate was found."}
 	}
@@ -33,6 +33,11 @@ func (c *TLSCreds) checkPeer(certs []*x509.Certificate, hostname string) error {
 		}
 	}
 	if c.Endpoint == Server {
+		if authz != nil {
+			if err := authz(certs[0]); err != nil {
+				return &PeerError{err.Error()}
+			}
+		}
 		return nil
 	}
 	if hostname == "" {
@@ -57,8 +62,9 @@ func matchHostname(cert *x509.Certificate, host string) bool {
 
 // ServerConfig is the TLS configuration of a server with these
 // credentials: with verify-peer, clients are asked for a certificate and
-// refused without a good one.
-func (c *TLSCreds) ServerConfig() *tls.Config {
+// refused without a good one, or one authz (tls-authz; nil: none)
+// refuses.
+func (c *TLSCreds) ServerConfig(authz func(*x509.Certificate) error) *tls.Config {
 	cfg := &tls.Config{MinVersion: c.min, MaxVersion: c.max}
 	if c.cert != nil {
 		cfg.Certificates = []tls.Certificate{*c.cert}
@@ -67,7 +73,7 @@ func (c *TLSCreds) ServerConfig() *tls.Config {
 		// Asked, not required of the handshake: checkPeer refuses, in
 		// QEMU's words, as QEMU checks once the handshake is done.
 		cfg.ClientAuth = tls.RequestClientCert
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error { return c.checkPeer(cs.PeerCertificates, "") }
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error { return c.checkPeer(cs.PeerCertificates, "", authz) }
 	}
 	return cfg
 }
@@ -83,7 +89,7 @@ func (c *TLSCreds) ClientConfig(hostname string) *tls.Config {
 		cfg.Certificates = []tls.Certificate{*c.cert}
 	}
 	if c.VerifyPeer {
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error { return c.checkPeer(cs.PeerCertificates, hostname) }
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error { return c.checkPeer(cs.PeerCertificates, hostname, nil) }
 	}
 	return cfg
 }

@@ -38,6 +38,12 @@ func makeTLSDirs(t *testing.T, dir string) tlsDirs {
 // the raw img as the writable export "disk" on a unix socket, with TLS
 // credentials srvDir (none if ""); it returns the socket and the pid.
 func tlsServer(t *testing.T, kind, dir, img, srvDir string) (string, int) {
+	return tlsAuthzServer(t, kind, dir, img, srvDir, "")
+}
+
+// tlsAuthzServer is tlsServer with tls-authz naming an authz-simple
+// object that allows identity ("": no tls-authz).
+func tlsAuthzServer(t *testing.T, kind, dir, img, srvDir, identity string) (string, int) {
 	t.Helper()
 	sock := filepath.Join(dir, kind+".sock")
 	pidfile := filepath.Join(dir, kind+".pid")
@@ -45,14 +51,19 @@ func tlsServer(t *testing.T, kind, dir, img, srvDir string) (string, int) {
 	if srvDir != "" {
 		obj, creds = []string{"-object", "tls-creds-x509,id=tls0,dir=" + srvDir + ",endpoint=server"}, ",tls-creds=tls0"
 	}
+	if identity != "" {
+		obj, creds = append(obj, "-object", "authz-simple,id=az0,identity="+strings.ReplaceAll(identity, ",", ",,")), creds+",tls-authz=az0"
+	}
 	var p *qmptest.Process
 	switch kind {
 	case "minivmm":
 		p = startVMM(t, nil, append(obj, "-blockdev", "driver=file,node-name=f,filename="+img,
 			"-nbd-server", "addr.type=unix,addr.path="+sock+creds, "-export", "type=nbd,id=e,node-name=f,name=disk,writable=on", "-pidfile", pidfile)...)
 	case "qemu-storage-daemon":
-		if srvDir != "" {
-			obj[0] = "--object"
+		for i := range obj {
+			if obj[i] == "-object" {
+				obj[i] = "--object"
+			}
 		}
 		p = qmptest.StartArgs(t, kind, nil, append(obj, "--blockdev", "driver=file,node-name=f,filename="+img,
 			"--nbd-server", "addr.type=unix,addr.path="+sock+creds, "--export", "type=nbd,id=e,node-name=f,name=disk,writable=on", "--pidfile", pidfile)...)
@@ -289,15 +300,19 @@ func TestObjectQMPLikeQEMU(t *testing.T) {
 		{"object-add", map[string]any{"qom-type": "tls-creds-x509", "id": "x", "endpoint": "client"}},
 		{"object-add", map[string]any{"qom-type": "secret", "id": "sec", "data": "abc"}},
 		{"object-add", map[string]any{"qom-type": "secret", "id": "sec2"}},
+		{"object-add", map[string]any{"qom-type": "authz-simple", "id": "az", "identity": "CN=client"}},
+		{"object-add", map[string]any{"qom-type": "authz-simple", "id": "az2"}},
+		{"object-add", map[string]any{"qom-type": "authz-simple", "id": "az2", "identity": 5}},
 		{"nbd-server-start", map[string]any{"addr": srvAddr("n.sock"), "tls-creds": "c0"}},
 		{"nbd-server-start", map[string]any{"addr": srvAddr("n.sock"), "tls-creds": "sec"}},
 		{"nbd-server-start", map[string]any{"addr": srvAddr("n.sock"), "tls-creds": "nope"}},
-		{"nbd-server-start", map[string]any{"addr": srvAddr("n.sock"), "tls-creds": "s0"}},
+		{"nbd-server-start", map[string]any{"addr": srvAddr("n.sock"), "tls-creds": "s0", "tls-authz": "az"}},
 		{"object-del", map[string]any{"id": "s0"}}, // in use: QEMU's server keeps its reference
 		{"object-del", map[string]any{"id": "s0"}},
 		{"nbd-server-stop", nil},
 		{"object-del", map[string]any{"id": "sec"}},
 		{"object-del", map[string]any{"id": "c0"}},
+		{"object-del", map[string]any{"id": "az"}},
 		{"object-del", map[string]any{}},
 	}
 	play := func(sockPath string) []string {
@@ -359,5 +374,52 @@ func TestObjectOptionLikeQEMU(t *testing.T) {
 	got, _ := exec.Command(binary, args...).CombinedOutput()
 	if g, w := strings.TrimPrefix(string(got), "minivmm"), strings.TrimPrefix(string(want), "qemu-system-x86_64"); g != w {
 		t.Errorf("duplicate -object:\n  minivmm: %s\n  qemu:    %s", got, want)
+	}
+}
+
+// TestNBDTLSAuthzLikeQSD: tls-authz naming an authz-simple object lets
+// in the client whose certificate's distinguished name it names, and no
+// other, on minivmm as on qemu-storage-daemon.
+func TestNBDTLSAuthzLikeQSD(t *testing.T) {
+	t.Parallel()
+	needTools(t, "qemu-img", "qemu-storage-daemon")
+	dir := t.TempDir()
+	d := makeTLSDirs(t, dir)
+	// A client whose name has several parts: the identity is written as
+	// QEMU 7.2's GnuTLS writes the name, in the certificate's order (not
+	// RFC 4514's reversed one).
+	ca := tlstest.NewCA(t, "CA")
+	srv := ca.ServerDir(t, filepath.Join(dir, "srv2"), tlstest.Server())
+	org := tlstest.Client()
+	org.Org, org.Country = "Example Org", "GB"
+	cli := ca.ClientDir(t, filepath.Join(dir, "cli2"), org)
+	for _, kind := range []string{"qemu-storage-daemon", "minivmm"} {
+		for _, tt := range []struct {
+			srv, cli, identity string
+			ok                 bool
+		}{
+			{d.srv, d.cli, "CN=client", true},
+			{d.srv, d.cli, "CN=someone else", false},
+			{srv, cli, "C=GB,O=Example Org,CN=client", true},
+			{srv, cli, "CN=client,O=Example Org,C=GB", false},
+		} {
+			sub, err := os.MkdirTemp(dir, kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img := filepath.Join(sub, "d.raw")
+			if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			sock, pid := tlsAuthzServer(t, kind, sub, img, tt.srv, tt.identity)
+			base := steadyFds(t, pid)
+			out, ok := attempt("qemu-img", sock, append([]string{"info"}, tlsOpts(tt.cli, "", sock, ",tls-hostname=localhost")...)...)
+			if ok != tt.ok {
+				t.Errorf("%s with identity %q: success %v, want %v:\n%s", kind, tt.identity, ok, tt.ok, out)
+			}
+			if kind == "minivmm" {
+				settledFds(t, pid, base, "a client "+map[bool]string{true: "allowed", false: "denied"}[tt.ok])
+			}
+		}
 	}
 }

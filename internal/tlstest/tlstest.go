@@ -30,6 +30,8 @@ type CA struct {
 // the usual choice.
 type Cert struct {
 	CN        string
+	Org       string // O, if any
+	Country   string // C, if any
 	DNS       []string
 	IPs       []net.IP
 	Usage     x509.ExtKeyUsage // ServerAuth or ClientAuth
@@ -76,8 +78,15 @@ func (ca *CA) Issue(t testing.TB, c Cert) (certPEM, keyPEM []byte, serial *big.I
 	t.Helper()
 	key := newKey(t)
 	ca.serial++
+	subject := pkix.Name{CommonName: c.CN}
+	if c.Org != "" {
+		subject.Organization = []string{c.Org}
+	}
+	if c.Country != "" {
+		subject.Country = []string{c.Country}
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(ca.serial), Subject: pkix.Name{CommonName: c.CN},
+		SerialNumber: big.NewInt(ca.serial), Subject: subject,
 		NotBefore: c.NotBefore, NotAfter: c.NotAfter, BasicConstraintsValid: true, IsCA: c.IsCA,
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{c.Usage},
 	}

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -50,6 +51,8 @@ type ServerOptions struct {
 	// TLS (tls-creds): clients must start TLS before anything else and
 	// are checked against these server credentials.
 	TLS *objects.TLSCreds
+	// TLSAuthz (tls-authz) checks each client's certificate; nil: none.
+	TLSAuthz func(*x509.Certificate) error
 }
 
 // Service is a VMM's NBD server and its exports: at most one server
@@ -106,7 +109,7 @@ func (s *Service) Start(o ServerOptions) error {
 	}
 	var tc *tls.Config
 	if o.TLS != nil {
-		tc = o.TLS.ServerConfig()
+		tc = o.TLS.ServerConfig(o.TLSAuthz)
 	}
 	s.srv = newServer(s, ln, o.MaxConnections, tc)
 	return nil
