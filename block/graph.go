@@ -12,13 +12,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"minivmm/block/objects"
 	"minivmm/qemuopen"
 )
 
 // Graph holds every node and backend of a VMM. It is safe for concurrent
 // use: graph changes are serialized; IO on nodes is not.
 type Graph struct {
-	files *qemuopen.Registry
+	files   *qemuopen.Registry
+	objects *objects.Registry // set once, before any open (SetObjects)
 
 	mu       sync.Mutex
 	nodes    map[string]*Node
@@ -95,6 +97,13 @@ func NewGraph(files *qemuopen.Registry) *Graph {
 
 // Files is the registry the graph opens files with.
 func (g *Graph) Files() *qemuopen.Registry { return g.files }
+
+// SetObjects gives the graph the process's user-creatable objects (TLS
+// credentials the nbd driver names); call it before opening any node.
+func (g *Graph) SetObjects(r *objects.Registry) { g.objects = r }
+
+// Objects is the process's object registry; nil if none was set.
+func (g *Graph) Objects() *objects.Registry { return g.objects }
 
 // Node finds a node by name.
 func (g *Graph) Node(name string) (*Node, bool) {
@@ -346,7 +355,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 	}
 	img, err := drv.Open(&OpenContext{
 		NodeName: nodeName, Options: driverOpts, Writable: state.writableFor(0),
-		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, children: children,
+		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, Objects: g.objects, children: children,
 		g: g, parentOpts: o, created: &created,
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"minivmm/block/objects"
 	"minivmm/qemuopen"
 )
 
@@ -116,7 +117,9 @@ type OpenContext struct {
 	Direct   bool
 	NoFlush  bool
 	// Files is where every open goes (qemu_open).
-	Files    *qemuopen.Registry
+	Files *qemuopen.Registry
+	// Objects are the process's -object/object-add objects (nil: none).
+	Objects  *objects.Registry
 	children map[string]*Node
 
 	g          *Graph

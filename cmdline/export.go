@@ -10,6 +10,7 @@ import (
 
 	"minivmm/block/export"
 	"minivmm/block/export/nbd"
+	"minivmm/block/objects"
 	"minivmm/vm/vhostuser"
 )
 
@@ -246,10 +247,34 @@ func (v *kvVisitor) done() error {
 	return nil
 }
 
+// NBDServer is -nbd-server's argument: the server's options, and the
+// ids of the objects it names, which [NBDServer.Resolve] looks up.
+type NBDServer struct {
+	nbd.ServerOptions
+	TLSCreds, TLSAuthz string
+}
+
+// Resolve looks up the TLS credentials the server names in objs, as
+// nbd_server_start does, in its words.
+func (o NBDServer) Resolve(objs *objects.Registry) (nbd.ServerOptions, error) {
+	so := o.ServerOptions
+	if o.TLSCreds != "" {
+		c, err := objs.LookupTLSCreds(o.TLSCreds, objects.Server)
+		if err != nil {
+			return so, err
+		}
+		so.TLS = c
+	}
+	if o.TLSAuthz != "" {
+		so.TLSAuthz = objs.Authorizer(o.TLSAuthz)
+	}
+	return so, nil
+}
+
 // ParseNBDServer parses the argument of -nbd-server,
 // qemu-storage-daemon's --nbd-server: NbdServerOptions as keyval.
-func ParseNBDServer(s string) (nbd.ServerOptions, error) {
-	var o nbd.ServerOptions
+func ParseNBDServer(s string) (NBDServer, error) {
+	var o NBDServer
 	m, err := ParseKeyval(s, "")
 	if err != nil {
 		return o, err
@@ -262,11 +287,10 @@ func ParseNBDServer(s string) (nbd.ServerOptions, error) {
 	if o.Network, o.Address, err = parseSocketAddr(addr); err != nil {
 		return o, err
 	}
-	creds, err := v.str("tls-creds", false)
-	if err != nil {
+	if o.TLSCreds, err = v.str("tls-creds", false); err != nil {
 		return o, err
 	}
-	if _, err := v.str("tls-authz", false); err != nil {
+	if o.TLSAuthz, err = v.str("tls-authz", false); err != nil {
 		return o, err
 	}
 	mc, err := v.uint("max-connections", math.MaxUint32, "uint32_t")
@@ -276,10 +300,6 @@ func ParseNBDServer(s string) (nbd.ServerOptions, error) {
 	o.MaxConnections = uint32(mc)
 	if err := v.done(); err != nil {
 		return o, err
-	}
-	if creds != "" {
-		// minivmm has no -object tls-creds-x509: no id names one.
-		return o, fmt.Errorf("No TLS credentials with id '%s'", creds)
 	}
 	return o, nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/export/nbd"
+	"minivmm/block/objects"
 	"minivmm/vm/vhostuser"
 )
 
@@ -99,13 +100,13 @@ func TestParseNBDExport(t *testing.T) {
 func TestParseNBDServer(t *testing.T) {
 	tests := []struct {
 		in   string
-		want nbd.ServerOptions
+		want NBDServer
 		err  string
 	}{
-		{in: "addr.type=unix,addr.path=/s", want: nbd.ServerOptions{Network: "unix", Address: "/s"}},
-		{in: "addr.type=inet,addr.host=127.0.0.1,addr.port=10809,max-connections=4", want: nbd.ServerOptions{Network: "tcp", Address: "127.0.0.1:10809", MaxConnections: 4}},
-		{in: "addr.type=inet,addr.host=::1,addr.port=0", want: nbd.ServerOptions{Network: "tcp", Address: "[::1]:0"}},
-		{in: "addr.type=unix,addr.path=/s,tls-creds=tls0", err: "No TLS credentials with id 'tls0'"},
+		{in: "addr.type=unix,addr.path=/s", want: NBDServer{ServerOptions: nbd.ServerOptions{Network: "unix", Address: "/s"}}},
+		{in: "addr.type=inet,addr.host=127.0.0.1,addr.port=10809,max-connections=4", want: NBDServer{ServerOptions: nbd.ServerOptions{Network: "tcp", Address: "127.0.0.1:10809", MaxConnections: 4}}},
+		{in: "addr.type=inet,addr.host=::1,addr.port=0", want: NBDServer{ServerOptions: nbd.ServerOptions{Network: "tcp", Address: "[::1]:0"}}},
+		{in: "addr.type=unix,addr.path=/s,tls-creds=tls0,tls-authz=a", want: NBDServer{ServerOptions: nbd.ServerOptions{Network: "unix", Address: "/s"}, TLSCreds: "tls0", TLSAuthz: "a"}},
 		{in: "addr.type=unix,addr.path=/s,max-connections=-1", err: "Parameter 'max-connections' expects uint32_t"},
 		{in: "addr.type=unix", err: "Parameter 'addr.path' is missing"},
 		{in: "max-connections=1", err: "Parameter 'addr' is missing"},
@@ -115,12 +116,18 @@ func TestParseNBDServer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := ParseNBDServer(tt.in)
+		if err == nil && got.TLSCreds != "" {
+			// Nothing names credentials in an empty registry.
+			if _, rerr := got.Resolve(objects.NewRegistry()); rerr == nil || rerr.Error() != "No TLS credentials with id '"+got.TLSCreds+"'" {
+				t.Errorf("Resolve(%q): %v", tt.in, rerr)
+			}
+		}
 		switch {
 		case tt.err != "" && (err == nil || err.Error() != tt.err):
 			t.Errorf("ParseNBDServer(%q) error %v, want %q", tt.in, err, tt.err)
 		case tt.err == "" && err != nil:
 			t.Errorf("ParseNBDServer(%q): %v", tt.in, err)
-		case tt.err == "" && got != tt.want:
+		case tt.err == "" && !reflect.DeepEqual(got, tt.want):
 			t.Errorf("ParseNBDServer(%q) = %+v, want %+v", tt.in, got, tt.want)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"minivmm/block/export"
 	"minivmm/block/export/nbd"
+	"minivmm/block/objects"
 	"minivmm/vm/vhostuser"
 )
 
@@ -235,7 +236,15 @@ func nbdServerStart(c *call, args Args) (any, error) {
 		o.MaxConnections = uint32(m)
 	}
 	if creds, ok := args.Str("tls-creds"); ok {
-		return nil, genericError("No TLS credentials with id '%s'", creds)
+		c, err := c.mon.srv.graph.Objects().LookupTLSCreds(creds, objects.Server)
+		if err != nil {
+			return nil, genericError("%s", err)
+		}
+		o.TLS = c
+	}
+	if authz, ok := args.Str("tls-authz"); ok {
+		// Looked up at each client, as QEMU does.
+		o.TLSAuthz = c.mon.srv.graph.Objects().Authorizer(authz)
 	}
 	return noReturn(n.Start(o))
 }

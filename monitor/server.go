@@ -20,6 +20,7 @@ import (
 	"minivmm/block/export"
 	"minivmm/block/export/nbd"
 	"minivmm/block/jobs"
+	"minivmm/block/objects"
 	"minivmm/qemuopen"
 	"minivmm/vm/machine"
 )
@@ -74,6 +75,9 @@ type Server struct {
 // and whose block commands act on graph.
 func NewServer(fds *qemuopen.Registry, graph *block.Graph, vm *VM) *Server {
 	s := &Server{fds: fds, graph: graph, vm: vm, conns: map[*conn]struct{}{}}
+	if graph.Objects() == nil {
+		graph.SetObjects(objects.NewRegistry()) // object-add's, if the process made none
+	}
 	s.jobs = jobs.NewManager(s.emitJobEvent)
 	graph.ObserveDrains(s.jobs.DrainObserver())
 	vm.OnStop(graph.Quiesce)

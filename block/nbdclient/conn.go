@@ -2,6 +2,7 @@ package nbdclient
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,23 +41,24 @@ type call struct {
 
 // dial connects and negotiates export with a fixed newstyle handshake:
 // structured replies, the block status context ctx (base:allocation or
-// x-dirty-bitmap's), NBD_OPT_GO.
-func dial(srv Server, export, ctx string) (*session, error) {
+// x-dirty-bitmap's), NBD_OPT_GO. With tlsConf, the connection starts TLS
+// first (NBD_OPT_STARTTLS).
+func dial(srv Server, export, ctx string, tlsConf *tls.Config) (*session, error) {
 	network, addr := srv.network()
 	nc, err := net.Dial(network, addr)
 	if err != nil {
 		return nil, err
 	}
-	s, err := handshake(nc, export, ctx)
+	s, err := handshake(nc, export, ctx, tlsConf)
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
-	go s.readLoop(bufio.NewReaderSize(nc, 256<<10))
+	go s.readLoop(bufio.NewReaderSize(s.nc, 256<<10))
 	return s, nil
 }
 
-func handshake(nc net.Conn, export, ctx string) (*session, error) {
+func handshake(nc net.Conn, export, ctx string, tlsConf *tls.Config) (*session, error) {
 	var h [18]byte
 	if _, err := io.ReadFull(nc, h[:]); err != nil {
 		return nil, err
@@ -69,6 +71,13 @@ func handshake(nc net.Conn, export, ctx string) (*session, error) {
 	}
 	if _, err := nc.Write([]byte{0, 0, 0, 3}); err != nil { // FIXED_NEWSTYLE|NO_ZEROES
 		return nil, err
+	}
+	if tlsConf != nil {
+		tc, err := startTLS(nc, tlsConf)
+		if err != nil {
+			return nil, err
+		}
+		nc = tc
 	}
 	s := &session{nc: nc, pending: map[uint64]*call{}}
 	option := func(opt uint32, data []byte) error {
@@ -103,6 +112,9 @@ func handshake(nc net.Conn, export, ctx string) (*session, error) {
 		return nil, err
 	}
 	structured = typ == nbdproto.RepAck
+	// A TLS server refuses every option before STARTTLS; QEMU goes on
+	// to NBD_OPT_GO and reports that one's refusal.
+	tlsReqd := typ == nbdproto.RepErrTLSReqd
 	name := append(binary.BigEndian.AppendUint32(nil, uint32(len(export))), export...)
 	if structured {
 		q := binary.BigEndian.AppendUint32(append([]byte(nil), name...), 1)
@@ -124,7 +136,7 @@ func handshake(nc net.Conn, export, ctx string) (*session, error) {
 			}
 		}
 	}
-	if !structured {
+	if !structured && !tlsReqd {
 		return nil, errors.New("server does not support structured replies")
 	}
 	if err := option(nbdproto.OptGo, append(name, 0, 1, 0, nbdproto.InfoBlockSize)); err != nil {
@@ -141,6 +153,8 @@ func handshake(nc net.Conn, export, ctx string) (*session, error) {
 		case typ == nbdproto.RepInfo && len(data) >= 12 && binary.BigEndian.Uint16(data) == nbdproto.InfoExport:
 			s.size = int64(binary.BigEndian.Uint64(data[2:]))
 			s.flags = binary.BigEndian.Uint16(data[10:])
+		case typ == nbdproto.RepErrTLSReqd:
+			return nil, negotiationError{replyError(nbdproto.OptGo, "go", typ, data)}
 		case typ&(1<<31) != 0:
 			return nil, fmt.Errorf("Requested export not available\nserver reported: %s", data)
 		}

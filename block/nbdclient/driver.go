@@ -1,6 +1,7 @@
 package nbdclient
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/nbdproto"
+	"minivmm/block/objects"
 )
 
 func init() {
@@ -17,6 +19,7 @@ func init() {
 		Options: map[string]block.OptType{
 			"server": block.OptObject, "export": block.OptString, "reconnect-delay": block.OptInt,
 			"x-dirty-bitmap": block.OptString,
+			"tls-creds": block.OptString, "tls-hostname": block.OptString,
 			// An NBD URL, as a filename opens one.
 			"filename": block.OptString,
 		},
@@ -32,7 +35,8 @@ type image struct {
 	export   string
 	delay    time.Duration
 	writable bool
-	ctx      string // the block status context: base:allocation or x-dirty-bitmap
+	ctx      string      // the block status context: base:allocation or x-dirty-bitmap
+	tlsConf  *tls.Config // nil: no TLS
 
 	flags uint16 // the export's transmission flags, at open
 
@@ -102,7 +106,14 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := dial(srv, export, ctx)
+	tlsConf, err := clientTLS(o, srv)
+	if err != nil {
+		return nil, err
+	}
+	s, err := dial(srv, export, ctx, tlsConf)
+	if errors.As(err, new(negotiationError)) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("Failed to connect to '%s': %w", srv.display(), err)
 	}
@@ -114,7 +125,31 @@ func open(o *block.OpenContext) (block.Image, error) {
 		s.close()
 		return nil, errors.New("NBD export is read-only")
 	}
-	return &image{srv: srv, export: export, delay: time.Duration(delay) * time.Second, writable: o.Writable, ctx: ctx, flags: s.flags, s: s, size: s.size}, nil
+	return &image{srv: srv, export: export, delay: time.Duration(delay) * time.Second, writable: o.Writable, ctx: ctx, tlsConf: tlsConf, flags: s.flags, s: s, size: s.size}, nil
+}
+
+// clientTLS is the TLS configuration tls-creds and tls-hostname ask
+// for (nil without tls-creds). As QEMU 7.2's driver, the hostname
+// checked is tls-hostname, else an inet server's host; a unix socket
+// without tls-hostname has none, which verify-peer refuses at the
+// handshake.
+func clientTLS(o *block.OpenContext, srv Server) (*tls.Config, error) {
+	id, err := o.Options.String("tls-creds", "")
+	if err != nil || id == "" {
+		return nil, err
+	}
+	creds, err := o.Objects.LookupTLSCreds(id, objects.Client)
+	if err != nil {
+		return nil, err
+	}
+	host, err := o.Options.String("tls-hostname", "")
+	if err != nil {
+		return nil, err
+	}
+	if host == "" && srv.Type == "inet" {
+		host = srv.Host
+	}
+	return creds.ClientConfig(host), nil
 }
 
 func (s Server) display() string {
@@ -139,7 +174,7 @@ func (m *image) session() (*session, error) {
 	}
 	deadline := time.Now().Add(m.delay)
 	for {
-		s, err := dial(m.srv, m.export, m.ctx)
+		s, err := dial(m.srv, m.export, m.ctx, m.tlsConf)
 		if err == nil && s.size == m.size {
 			m.s = s
 			return s, nil

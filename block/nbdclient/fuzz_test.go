@@ -2,6 +2,7 @@ package nbdclient
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -33,7 +34,7 @@ func FuzzServerBytes(f *testing.F) {
 		go io.Copy(io.Discard, b)
 		go func() { b.Write(handshakeBytes); b.Close() }()
 		a.SetDeadline(time.Now().Add(5 * time.Second))
-		if s, err := handshake(a, "x", nbdproto.CtxBaseAllocation); err == nil && s == nil {
+		if s, err := handshake(a, "x", nbdproto.CtxBaseAllocation, nil); err == nil && s == nil {
 			t.Fatal("no session and no error")
 		}
 		a.Close()
@@ -68,5 +69,25 @@ func FuzzServerBytes(f *testing.F) {
 				}
 			}
 		}
+	})
+}
+
+// FuzzStartTLS: whatever a server answers NBD_OPT_STARTTLS with (and
+// sends after), the client ends with an error or a session, never a
+// panic or a hang.
+func FuzzStartTLS(f *testing.F) {
+	hello := []byte("NBDMAGIC\x49\x48\x41\x56\x45\x4F\x50\x54\x00\x03")
+	ack := []byte{0, 3, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0}
+	f.Add(append(append([]byte{}, hello...), ack...))
+	f.Add(append(append([]byte{}, hello...), 0, 3, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9, 0, 0, 0, 5, 0x80, 0, 0, 5, 0, 0, 0, 2, 'n', 'o'))
+	f.Fuzz(func(t *testing.T, server []byte) {
+		a, b := net.Pipe()
+		go io.Copy(io.Discard, b)
+		go func() { b.Write(server); b.Close() }()
+		a.SetDeadline(time.Now().Add(5 * time.Second))
+		if s, err := handshake(a, "x", nbdproto.CtxBaseAllocation, &tls.Config{InsecureSkipVerify: true}); err == nil && s == nil {
+			t.Fatal("no session and no error")
+		}
+		a.Close()
 	})
 }

@@ -36,8 +36,12 @@ func addExports(g *block.Graph, occ []cmdline.Occurrence, rep *reporter) (*expor
 	}
 	if srv != nil {
 		o, err := cmdline.ParseNBDServer(srv.Value)
+		var so nbd.ServerOptions
 		if err == nil {
-			err = x.nbd.Start(o)
+			so, err = o.Resolve(g.Objects())
+		}
+		if err == nil {
+			err = x.nbd.Start(so)
 		}
 		if err != nil {
 			return nil, srv.Wrap(err)

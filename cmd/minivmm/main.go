@@ -17,6 +17,7 @@ import (
 
 	"minivmm/block"
 	_ "minivmm/block/drivers"
+	"minivmm/block/objects"
 	"minivmm/cmdline"
 	"minivmm/internal/imgtool"
 	"minivmm/internal/iotool"
@@ -79,10 +80,11 @@ func newOptions() *options {
 		{"add-fd", "fd=fd,set=set[,opaque=opaque]", "put a duplicate of inherited file descriptor 'fd' into fd set 'set'", nil, nil},
 		{"fdset-only", "", "refuse to open any path but /dev/fdset/N", &o.fdsetOnly, nil},
 		{"fdset-autoclose", "on|off", "on (default): close a departed client's unused fds; off: QEMU 9.1's rule", nil, &o.autoclose},
+		{"object", "tls-creds-x509,id=id,dir=d[,endpoint=server|client][,verify-peer=on|off][,priority=p][,sanity-check=on|off] or secret,id=id,data=s|file=f", "create an object: TLS credentials for the NBD server and client", nil, nil},
 		{"blockdev", "driver=d,node-name=n[,...]", "add a block node (raw, qcow2, file, null-co); JSON works too", nil, nil},
 		{"drive", "file=f[,format=raw|qcow2][,id=id][,...]", "add a block backend and its nodes", nil, nil},
 		{"export", "[type=]vhost-user-blk,id=id,node-name=n,addr.type=unix,addr.path=p[,writable=on][,num-queues=n][,logical-block-size=s] or [type=]nbd,id=id,node-name=n[,name=s][,description=s][,writable=on][,allocation-depth=on]", "serve a block node to vhost-user-blk front ends or on the NBD server (as qemu-storage-daemon --export)", nil, nil},
-		{"nbd-server", "addr.type=unix,addr.path=p|addr.type=inet,addr.host=h,addr.port=n[,max-connections=n]", "start the NBD server (as qemu-storage-daemon --nbd-server)", nil, nil},
+		{"nbd-server", "addr.type=unix,addr.path=p|addr.type=inet,addr.host=h,addr.port=n[,max-connections=n][,tls-creds=id]", "start the NBD server (as qemu-storage-daemon --nbd-server)", nil, nil},
 		{"m", "[size=]megs", "set the guest memory size (a memfd; MiB without a suffix; default 128M)", nil, &o.mem},
 		{"device", "virtio-blk-pci,drive=id[,id=id][,num-queues=n][,queue-size=n][,serial=s]", "add a virtio-blk device on a -drive or -blockdev, driven by the built-in guest", nil, nil},
 		{"workload", "rw=rw[,bs=b][,iodepth=n][,numjobs=n][,size=s][,runtime=t][,rwmixread=p][,verify=on]", "run the built-in guest's fio-like workload on the devices once started; results on stdout and as X_WORKLOAD_COMPLETED", nil, &o.workloads},
@@ -246,6 +248,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 
 	v.graph = block.NewGraph(v.fds)
+	v.graph.SetObjects(objects.NewRegistry())
+	if err := cmdline.AddObjects(v.graph.Objects(), occ); err != nil {
+		return fail(err)
+	}
 	defer func() {
 		if closeGraph(v.graph, rep) != 0 {
 			code = 1

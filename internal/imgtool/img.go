@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"minivmm/block/objects"
 	"minivmm/cmdline"
 	"minivmm/internal/qtool"
 )
@@ -21,9 +22,9 @@ type env struct {
 	qtool.Program
 	prog           string // Program.Name, what messages start with
 	stdout, stderr io.Writer
-	closeErrs      []error         // from closing images (session.close)
-	noObject       bool            // the command's imgCommand.noObject
-	objects        map[string]bool // --object ids (object.go)
+	closeErrs      []error           // from closing images (session.close)
+	noObject       bool              // the command's imgCommand.noObject
+	objects        *objects.Registry // --object's (object.go); nil: none given
 }
 
 // imgCommand is one `minivmm img` subcommand: it gets the arguments after

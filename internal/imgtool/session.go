@@ -27,6 +27,7 @@ func (e *env) newSession(addFds []cmdline.Occurrence) (*session, bool) {
 		return nil, false
 	}
 	s.g = block.NewGraph(s.reg)
+	s.g.SetObjects(e.objects)
 	s.g.OnCorruption(qtool.CorruptionPrinter(e.stderr))
 	if e.Setup != nil {
 		if err := e.Setup(s.g); err != nil {

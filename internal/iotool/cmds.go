@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/objects"
 	"minivmm/block/qcow2"
 	"minivmm/internal/qtool"
 	"minivmm/qemuopen"
@@ -30,13 +31,14 @@ type ioTool struct {
 	writer       *block.Backend // holds write permission; nil: not taken
 	forceShare   bool
 	reg          *qemuopen.Registry
-	imageOpts    bool           // --image-opts: open's path is an option string
-	opts         block.Options  // the node's options, for reopen
-	probed       bool           // the format was probed: the file is a node of its own
-	writethrough bool           // flush after each write (cache=writethrough, directsync)
-	probedRaw    bool           // raw by probing: block 0 guarded
-	copyOnRead   bool           // -C: reads copy what they read from below into the node
-	aio          sync.WaitGroup // aio_read and aio_write in flight
+	objects      *objects.Registry // --object's
+	imageOpts    bool              // --image-opts: open's path is an option string
+	opts         block.Options     // the node's options, for reopen
+	probed       bool              // the format was probed: the file is a node of its own
+	writethrough bool              // flush after each write (cache=writethrough, directsync)
+	probedRaw    bool              // raw by probing: block 0 guarded
+	copyOnRead   bool              // -C: reads copy what they read from below into the node
+	aio          sync.WaitGroup    // aio_read and aio_write in flight
 	quit         bool
 }
 

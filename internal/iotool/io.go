@@ -15,6 +15,7 @@ import (
 
 	"minivmm/block"
 	_ "minivmm/block/drivers"
+	"minivmm/block/objects"
 	"minivmm/cmdline"
 	"minivmm/internal/qtool"
 	"minivmm/qemuopen"
@@ -53,6 +54,7 @@ See 'minivmm io -c help' for information on available commands.
 
 // ioOptions is what the command line asked for.
 type ioOptions struct {
+	objects  *objects.Registry // --object
 	cmds     []string
 	open     openOptions
 	addFds   []cmdline.Occurrence
@@ -72,7 +74,7 @@ type openOptions struct {
 
 // parseIOArgs reads the command line; done means exit with code.
 func parseIOArgs(prog string, args []string, stdout, stderr io.Writer) (o *ioOptions, code int, done bool) {
-	o = &ioOptions{open: openOptions{writethrough: true, flags: qtool.OpenFlags{Unmap: true}}}
+	o = &ioOptions{open: openOptions{writethrough: true, flags: qtool.OpenFlags{Unmap: true}}, objects: objects.NewRegistry()}
 	g := &qtool.Getopt{
 		Prog: prog, Args: args, Short: "hVc:d:f:rsnCmkt:T:Ui:", Stderr: stderr,
 		Long: []qtool.LongOption{
@@ -160,7 +162,7 @@ func parseIOArgs(prog string, args []string, stdout, stderr io.Writer) (o *ioOpt
 			// -m only moves qemu-io's buffers in memory; -T enables
 			// tracepoints minivmm does not have.
 		case 'o':
-			if err := checkObject(arg); err != nil {
+			if err := addObject(o.objects, arg); err != nil {
 				return fail("%s", err)
 			}
 		}
@@ -188,7 +190,7 @@ func Run(p qtool.Program, args []string, stdin io.Reader, stdout, stderr io.Writ
 		return 1
 	}
 	out := qtool.NewStdout(stdout)
-	t := &ioTool{prog: p.Name, setup: p.Setup, out: out, stderr: stderr, reg: reg, imageOpts: o.open.flags.ImageOpts}
+	t := &ioTool{prog: p.Name, setup: p.Setup, out: out, stderr: stderr, reg: reg, objects: o.objects, imageOpts: o.open.flags.ImageOpts}
 	code = t.run(o, stdin)
 	t.waitAIO()
 	out.Flush()

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,8 +20,12 @@ import (
 // conn is one client: its handshake state, then its requests.
 type conn struct {
 	svc *Service
-	nc  net.Conn
+	nc  net.Conn // the socket, or the TLS session over it once STARTTLS is done
 	r   *bufio.Reader
+	raw net.Conn // the socket: shutdown closes it, under any TLS
+
+	tlsConf *tls.Config // non-nil: TLS required before anything but STARTTLS
+	tlsOn   bool
 
 	noZeroes   bool
 	structured bool
@@ -39,14 +44,13 @@ type conn struct {
 }
 
 func newConn(svc *Service, nc net.Conn) *conn {
-	c := &conn{svc: svc, nc: nc, r: bufio.NewReaderSize(nc, 64<<10)}
-	return c
+	return &conn{svc: svc, nc: nc, raw: nc, r: bufio.NewReaderSize(nc, 64<<10)}
 }
 
 // shutdown makes the connection's reads and writes fail, so that serve
 // returns; requests in flight still complete against the node.
 func (c *conn) shutdown() {
-	c.closeOnce.Do(func() { c.nc.Close() })
+	c.closeOnce.Do(func() { c.raw.Close() })
 }
 
 func (c *conn) serve() {

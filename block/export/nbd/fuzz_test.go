@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -12,9 +13,13 @@ import (
 
 // feed runs one connection of the server over a pipe on what a client
 // sends, then hangs up: it must end, whatever the bytes.
-func feed(t *testing.T, svc *Service, in []byte) {
+func feed(t *testing.T, svc *Service, in []byte) { feedTLS(t, svc, nil, in) }
+
+// feedTLS is feed on a server that requires TLS with conf (nil: none).
+func feedTLS(t *testing.T, svc *Service, conf *tls.Config, in []byte) {
 	srv, cli := net.Pipe()
 	c := newConn(svc, srv)
+	c.tlsConf = conf
 	done := make(chan struct{})
 	go func() { c.serve(); close(done) }()
 	go io.Copy(io.Discard, cli)

@@ -47,6 +47,12 @@ func (c *conn) handshake() (*nbdExport, error) {
 		if length > nbdproto.MaxPayload {
 			return nil, fmt.Errorf("%w: option length %d is larger than max len %d", errClose, length, nbdproto.MaxPayload)
 		}
+		if c.tlsConf != nil && !c.tlsOn {
+			if err := c.beforeTLS(opt, length); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if opt == nbdproto.OptExportName {
 			return c.optExportName(length)
 		}
@@ -92,6 +98,12 @@ func (c *conn) option(opt uint32, data []byte) (*nbdExport, error) {
 		}
 		return nil, c.optReply(opt, nbdproto.RepAck, nil)
 	case nbdproto.OptStartTLS:
+		if len(data) != 0 {
+			return nil, c.optError(opt, nbdproto.RepErrInvalid, "option 'starttls' has unexpected length")
+		}
+		if c.tlsConf != nil {
+			return nil, c.optError(opt, nbdproto.RepErrInvalid, "TLS already enabled")
+		}
 		return nil, c.optError(opt, nbdproto.RepErrPolicy, "TLS not configured")
 	case nbdproto.OptStructuredReply:
 		if len(data) != 0 {

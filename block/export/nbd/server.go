@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"crypto/tls"
 	"net"
 	"sync"
 	"syscall"
@@ -15,6 +16,7 @@ type server struct {
 	ln       net.Listener
 	maxConns uint32
 	slots    chan struct{} // nil: no limit
+	tlsConf  *tls.Config   // nil: no TLS
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
@@ -22,8 +24,8 @@ type server struct {
 	wg     sync.WaitGroup // accept loop and every conn
 }
 
-func newServer(svc *Service, ln net.Listener, maxConns uint32) *server {
-	s := &server{svc: svc, ln: ln, maxConns: maxConns, conns: map[*conn]struct{}{}}
+func newServer(svc *Service, ln net.Listener, maxConns uint32, tlsConf *tls.Config) *server {
+	s := &server{svc: svc, ln: ln, maxConns: maxConns, tlsConf: tlsConf, conns: map[*conn]struct{}{}}
 	if maxConns > 0 {
 		s.slots = make(chan struct{}, maxConns)
 	}
@@ -49,6 +51,7 @@ func (s *server) accept() {
 			return // closed
 		}
 		c := newConn(s.svc, nc)
+		c.tlsConf = s.tlsConf
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()

@@ -1,6 +1,8 @@
 package nbd
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"minivmm/block"
 	"minivmm/block/export"
 	"minivmm/block/nbdproto"
+	"minivmm/block/objects"
 )
 
 // ExportType is the BlockExportType of these exports.
@@ -47,6 +50,11 @@ type ServerOptions struct {
 	// MaxConnections is how many clients are served at once (0: no
 	// limit); 1 also withdraws the multi-conn flag, as in QEMU.
 	MaxConnections uint32
+	// TLS (tls-creds): clients must start TLS before anything else and
+	// are checked against these server credentials.
+	TLS *objects.TLSCreds
+	// TLSAuthz (tls-authz) checks each client's certificate; nil: none.
+	TLSAuthz func(*x509.Certificate) error
 }
 
 // Service is a VMM's NBD server and its exports: at most one server
@@ -101,7 +109,11 @@ func (s *Service) Start(o ServerOptions) error {
 	if err != nil {
 		return listenError(o, err)
 	}
-	s.srv = newServer(s, ln, o.MaxConnections)
+	var tc *tls.Config
+	if o.TLS != nil {
+		tc = o.TLS.ServerConfig(o.TLSAuthz)
+	}
+	s.srv = newServer(s, ln, o.MaxConnections, tc)
 	return nil
 }
 
