@@ -34,7 +34,7 @@ const (
 type extent struct {
 	kind extentKind
 	n    int64
-	host int64  // extData: host offset of the range's first byte
+	host int64  // extData, extZero (zero-alloc; else 0): host offset of the range's first byte
 	l2e  uint64 // extCompressed: the L2 entry (descriptor)
 }
 
@@ -167,7 +167,8 @@ func (m *mapper) extentAt(off, n int64) (extent, error) {
 				ext.l2e = e
 				return ext, nil
 			}
-		case kind != ext.kind || kind == extCompressed || kind == extData && host != ext.host+ext.n:
+		case kind != ext.kind || kind == extCompressed || (host == 0) != (ext.host == 0) ||
+			host != 0 && host != ext.host+ext.n:
 			return ext, nil
 		default:
 			ext.n += run
@@ -205,6 +206,8 @@ func (m *mapper) decode(e, bitmap uint64, inCluster int64) (extentKind, int64, i
 	}
 	if !m.extL2 {
 		switch {
+		case e&flagZero != 0 && hostCluster != 0:
+			return extZero, hostCluster + inCluster, rest, nil
 		case e&flagZero != 0:
 			return extZero, 0, rest, nil
 		case hostCluster == 0:
@@ -233,7 +236,7 @@ func (m *mapper) decode(e, bitmap uint64, inCluster int64) (extentKind, int64, i
 		end++
 	}
 	run := int64(end)<<m.scBits - inCluster
-	if kind == extData {
+	if kind == extData || kind == extZero && hostCluster != 0 {
 		return kind, hostCluster + inCluster, run, nil
 	}
 	return kind, 0, run, nil

@@ -1,5 +1,7 @@
 package qcow2
 
+import "minivmm/block"
+
 // Zero writes and discards (extended L2: write_subcluster.go).
 
 // WriteZeroes: on version 3 whole clusters get the zero flag (keeping
@@ -43,6 +45,21 @@ func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 		}
 		alreadyZero := e&flagCompressed == 0 && (e&flagZero != 0 || e&offsetMask == 0 && img.backing == nil)
 		whole := k == cs || in == 0 && off+k >= img.length
+		if img.hdr.Version >= 3 && e&flagZero == 0 {
+			// Version 3 marks the cluster zero even where it reads
+			// zeroes already, as QEMU does: a backing file set later
+			// must not show through. A partial cluster gets the mark
+			// too when it is unallocated and the rest of it reads as
+			// zeroes (qcow2_co_pwrite_zeroes).
+			alreadyZero = false
+			if !whole && e&(offsetMask|flagCompressed) == 0 {
+				rz, err := img.restReadsZero(c<<img.clusterBits, in, k)
+				if err != nil {
+					return err
+				}
+				whole = rz
+			}
+		}
 		switch {
 		case alreadyZero && (!unmap || e&offsetMask == 0):
 		case whole && img.hdr.Version >= 3:
@@ -70,6 +87,32 @@ func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 		off, n = off+k, n-k
 	}
 	return nil
+}
+
+// restReadsZero reports that, in the unallocated cluster at guest offset
+// start, what lies around bytes [in, in+k) reads as zeroes by the status
+// of the backing chain (nothing below reads as zeroes).
+func (img *image) restReadsZero(start, in, k int64) (bool, error) {
+	if img.backing == nil {
+		return true, nil
+	}
+	end := min(start+img.clusterSize, img.length)
+	for _, r := range [][2]int64{{start, start + in}, {start + in + k, end}} {
+		for off := r[0]; off < r[1]; {
+			if off >= img.backing.Length() {
+				break
+			}
+			st, n, err := block.StatusAbove(img.backing, nil, off, min(r[1], img.backing.Length())-off)
+			if err != nil {
+				return false, err
+			}
+			if !st.Zero {
+				return false, nil
+			}
+			off += n
+		}
+	}
+	return true, nil
 }
 
 // Discard frees whole clusters: unallocated, or with a backing file

@@ -321,7 +321,13 @@ func (img *image) BlockStatus(off, n int64) (block.Status, int64, error) {
 		}
 		return st, ext.n, nil
 	case extZero:
-		return block.Status{Zero: true, Allocated: true, Offset: -1}, ext.n, nil
+		// A zero cluster that keeps its host cluster has an offset in
+		// QEMU's block status (QCOW2_SUBCLUSTER_ZERO_ALLOC).
+		st := block.Status{Zero: true, Allocated: true, Offset: -1}
+		if ext.host != 0 {
+			st.Offset = ext.host
+		}
+		return st, ext.n, nil
 	case extCompressed:
 		return block.Status{Data: true, Allocated: true, Offset: -1}, ext.n, nil
 	}
