@@ -14,7 +14,7 @@ func TestZeroWriteInterop(t *testing.T) {
 	}
 	mapJSON := img("map", "--output=json", "c.qcow2")
 	cases := []diffCase{{
-		name: "no-backing",
+		name:  "no-backing",
 		setup: append(base, img("create", "-f", "qcow2", "c.qcow2", "1M")),
 		steps: []diffStep{
 			qio("-c", "write -z 0 64k", "-c", "write -z 132k 4k", "-c", "write -z 1020k 4k", "-c", "write -z -u 300k 200k", "c.qcow2"),
@@ -37,7 +37,7 @@ func TestZeroWriteInterop(t *testing.T) {
 		},
 		images: []string{"c.qcow2"},
 	}, {
-		name: "backing",
+		name:  "backing",
 		setup: append(base, img("create", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "c.qcow2", "1M")),
 		steps: []diffStep{
 			qio("-c", "write -z 4k 4k", "-c", "write -z 68k 4k", "-c", "write -z 516k 4k", "-c", "write -z 256k 64k", "c.qcow2"),
