@@ -3,6 +3,7 @@ package iotool
 import (
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -92,5 +93,43 @@ func TestZeroWriteDifferential(t *testing.T) {
 			}
 			run("/", qemuImg, "compare", imgs[0], imgs[1])
 		})
+	}
+}
+
+// TestOpenDiscardDifferential: qemu-io's open command discards by
+// default (discard=unmap, as the command line), -d ignore keeps the data
+// (iotest 177 discards through "open -o driver=blkdebug,...").
+func TestOpenDiscardDifferential(t *testing.T) {
+	fdtest.Check(t)
+	bin := qemuIO(t)
+	qemuImg, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	for _, open := range []string{"open IMG", "open -d ignore IMG", "open -d unmap IMG", "open -o driver=blkdebug,image.driver=qcow2 blkdebug::IMG"} {
+		var outs [2]string
+		var imgs [2]string
+		for j := range outs {
+			img := filepath.Join(t.TempDir(), "t.img")
+			if out, err := exec.Command(qemuImg, "create", "-q", "-f", "qcow2", img, "1M").CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img create: %v: %s", err, out)
+			}
+			args := cmds(strings.ReplaceAll(open, "IMG", img), "write -P 1 0 256k", "discard 0 64k", "discard 65537 128k", "read -P 0 0 64k", "read -P 1 64k 64k")
+			var out, errOut string
+			var code int
+			if j == 0 {
+				out, errOut, code = runQemuIO(t, bin, "", args...)
+			} else {
+				out, errOut, code = ioRun(args, "")
+			}
+			outs[j] = normalize(out) + errOut + strconv.Itoa(code)
+			imgs[j] = img
+		}
+		if outs[0] != outs[1] {
+			t.Errorf("%s: output differs:\nqemu-io:\n%s\nminivmm io:\n%s", open, outs[0], outs[1])
+		}
+		if out, err := exec.Command(qemuImg, "compare", imgs[0], imgs[1]).CombinedOutput(); err != nil {
+			t.Errorf("%s: images differ: %v: %s", open, err, out)
+		}
 	}
 }
