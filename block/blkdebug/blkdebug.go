@@ -31,6 +31,7 @@ func init() {
 			"opt-discard": block.OptSize, "max-discard": block.OptSize,
 		},
 		Required: []string{"image"},
+		Filtered: "image",
 		Open:     open,
 	})
 }
@@ -38,6 +39,10 @@ func init() {
 type image struct {
 	child       *block.Node
 	maxTransfer int64
+	// Zero writes as QEMU's block layer hands them to blkdebug:
+	// zeroAlign (the larger of opt-write-zero and the request
+	// alignment; 0 without opt-write-zero) and maxZero (max-write-zero).
+	zeroAlign, maxZero int64
 
 	mu     sync.Mutex
 	state  int64
@@ -85,8 +90,9 @@ func open(o *block.OpenContext) (block.Image, error) {
 
 // limits checks the request limits as QEMU's blkdebug_open does, against
 // the larger of align and the file's own alignment (1, or 512 with
-// O_DIRECT). Only max-transfer changes what the child sees (requests are
-// split); the others are checked and otherwise have no effect here.
+// O_DIRECT). max-transfer splits requests, opt-write-zero and
+// max-write-zero cut zero writes (WriteZeroes); the others are checked
+// and otherwise have no effect here.
 func (img *image) limits(o block.Options, direct bool) error {
 	const intMax = 1<<31 - 1
 	get := func(k string) int64 { v, _ := o.Size(k, 0); return v }
@@ -108,6 +114,9 @@ func (img *image) limits(o block.Options, direct bool) error {
 		}
 	}
 	img.maxTransfer = get("max-transfer")
+	if optWZ != 0 {
+		img.zeroAlign, img.maxZero = max(optWZ, unit), get("max-write-zero")
+	}
 	return nil
 }
 
@@ -288,7 +297,47 @@ func (img *image) WriteZeroes(off, n int64, unmap bool) error {
 	if err := img.check(off, n, ioWriteZeroes); err != nil {
 		return err
 	}
-	return img.child.WriteZeroes(off, n, unmap)
+	if img.zeroAlign == 0 {
+		return img.child.WriteZeroes(off, n, unmap)
+	}
+	// With opt-write-zero, QEMU's block layer cuts a zero write at its
+	// alignment (bdrv_co_do_pwrite_zeroes: a head up to the first
+	// boundary, at most max-transfer; the body in max-write-zero pieces;
+	// the tail), and blkdebug refuses pieces smaller than the alignment,
+	// so that the layer writes them as zeroed data: what tests of that
+	// fallback (iotests 177, 204) see in the image.
+	align := img.zeroAlign
+	maxZero := int64(1<<31 - 1)
+	if img.maxZero != 0 {
+		maxZero = img.maxZero
+	}
+	maxZero = max(maxZero-maxZero%align, align)
+	maxXfer := int64(1<<31 - 1)
+	if img.maxTransfer != 0 {
+		maxXfer = img.maxTransfer
+	}
+	head, tail := off%align, (off+n)%align
+	for n > 0 {
+		k := n
+		if head != 0 {
+			k = min(n, maxXfer, align-head)
+			head = (head + k) % align
+		} else if tail != 0 && k > align {
+			k -= tail
+		}
+		k = min(k, maxZero)
+		var err error
+		if k < align {
+			_, err = img.split(make([]byte, k), off, img.child.WriteAt)
+		} else {
+			err = img.child.WriteZeroes(off, k, unmap)
+		}
+		if err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
 }
 
 func (img *image) Discard(off, n int64) error {

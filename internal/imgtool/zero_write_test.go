@@ -58,6 +58,18 @@ func TestZeroWriteInterop(t *testing.T) {
 			mapJSON,
 		},
 		images: []string{"c.qcow2"},
+	}, {
+		// iotest 204: map looks through blkdebug (bdrv_skip_filters),
+		// naming the image's file and showing its backing file's data.
+		name: "map-through-blkdebug",
+		setup: append(base,
+			img("create", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "c.qcow2", "1M"),
+			qio("-c", "write -P 2 64k 64k", "-c", "write -z 128k 64k", "c.qcow2")),
+		steps: []diffStep{
+			img("map", "--image-opts", "driver=blkdebug,image.driver=qcow2,image.file.driver=file,image.file.filename=c.qcow2,align=4k"),
+			img("map", "--output=json", "--image-opts", "driver=blkdebug,image.driver=qcow2,image.file.driver=file,image.file.filename=c.qcow2"),
+		},
+		images: []string{"c.qcow2"},
 	}}
 	runDiffCases(t, cases)
 }

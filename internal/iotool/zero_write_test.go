@@ -133,3 +133,50 @@ func TestOpenDiscardDifferential(t *testing.T) {
 		}
 	}
 }
+
+// TestBlkdebugZeroLimitsDifferential: with opt-write-zero, QEMU cuts a
+// zero write through blkdebug at that alignment and writes the pieces
+// shorter than it as zeroed data (iotests 177, 204): the same images.
+func TestBlkdebugZeroLimitsDifferential(t *testing.T) {
+	fdtest.Check(t)
+	bin := qemuIO(t)
+	qemuImg, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	for _, limits := range []string{
+		"align=512,max-transfer=64k,opt-write-zero=192k",
+		"align=4k,opt-write-zero=192k,max-write-zero=384k",
+		"align=512,opt-write-zero=1M,max-write-zero=1M",
+	} {
+		var outs, maps [2]string
+		for j := range outs {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "t.img")
+			if out, err := exec.Command(qemuImg, "create", "-q", "-f", "qcow2", img, "4M").CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img create: %v: %s", err, out)
+			}
+			args := cmds("open -o driver=blkdebug,image.driver=qcow2,"+limits+" blkdebug::"+img,
+				"write -z 100k 1M", "write -z 2M 900k", "write -z 3900k 196k", "read -P 0 0 4M")
+			var out, errOut string
+			var code int
+			if j == 0 {
+				out, errOut, code = runQemuIO(t, bin, "", args...)
+			} else {
+				out, errOut, code = ioRun(args, "")
+			}
+			outs[j] = normalize(out) + errOut + strconv.Itoa(code)
+			m, err := exec.Command(qemuImg, "map", "--output=json", img).CombinedOutput()
+			if err != nil {
+				t.Fatalf("qemu-img map: %v: %s", err, m)
+			}
+			maps[j] = string(m)
+		}
+		if outs[0] != outs[1] {
+			t.Errorf("%s: output differs:\nqemu-io:\n%s\nminivmm io:\n%s", limits, outs[0], outs[1])
+		}
+		if maps[0] != maps[1] {
+			t.Errorf("%s: map differs:\nqemu-io's image:\n%s\nminivmm io's:\n%s", limits, maps[0], maps[1])
+		}
+	}
+}
