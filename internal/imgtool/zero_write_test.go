@@ -70,6 +70,16 @@ func TestZeroWriteInterop(t *testing.T) {
 			img("map", "--output=json", "--image-opts", "driver=blkdebug,image.driver=qcow2,image.file.driver=file,image.file.filename=c.qcow2"),
 		},
 		images: []string{"c.qcow2"},
+	}, {
+		// iotest 150: json: filenames in QEMU's dialect (single quotes).
+		name: "json-single-quotes",
+		steps: []diffStep{
+			img("convert", "-O", "qcow2", "-S", "512", "json:{ 'driver': 'null-co', 'size': 1048576, 'read-zeroes': true }", "c.qcow2"),
+			img("map", "c.qcow2"),
+			img("convert", "-O", "qcow2", "-S", "0", "json:{ 'driver': 'null-co', 'size': 1048576, 'read-zeroes': true }", "c.qcow2"),
+			img("map", "c.qcow2"),
+		},
+		images: []string{"c.qcow2"},
 	}}
 	runDiffCases(t, cases)
 }

@@ -59,11 +59,12 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 // ErrJSONFilename is a json: filename that is not a JSON object.
 var ErrJSONFilename = errors.New("Could not parse the JSON options")
 
-// ParseJSONOptions reads the object of a json: filename: numbers stay
+// ParseJSONOptions reads the object of a json: filename (QEMU's dialect:
+// single-quoted strings too, see standardQuotes): numbers stay
 // json.Number (as QMP's), nested objects and dotted keys become nested
 // Options.
 func ParseJSONOptions(s string) (block.Options, error) {
-	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
+	dec := json.NewDecoder(bytes.NewReader([]byte(standardQuotes(s))))
 	dec.UseNumber()
 	var m map[string]any
 	if err := dec.Decode(&m); err != nil || m == nil {
