@@ -33,6 +33,7 @@ func init() {
 
 type image struct {
 	files    *qemuopen.Registry
+	driver   string // file, host_device or host_cdrom (hostdevice.go)
 	filename string
 	fd       int
 	flags    int
@@ -45,7 +46,9 @@ type image struct {
 	rmw sync.RWMutex
 }
 
-func open(o *block.OpenContext) (block.Image, error) {
+func open(o *block.OpenContext) (block.Image, error) { return openAs(o, "file") }
+
+func openAs(o *block.OpenContext, driver string) (block.Image, error) {
 	filename, err := o.Options.String("filename", "")
 	if err != nil {
 		return nil, err
@@ -63,7 +66,7 @@ func open(o *block.OpenContext) (block.Image, error) {
 			return nil, fmt.Errorf("Parameter '%s' does not accept value '%s'", key, v)
 		}
 	}
-	img := &image{files: o.Files, filename: filename}
+	img := &image{files: o.Files, driver: driver, filename: filename}
 	fd, flags, align, err := img.openFd(o.Writable, o.Direct)
 	if err != nil {
 		return nil, err
@@ -107,9 +110,11 @@ func (img *image) openFd(writable, direct bool) (fd, flags, align int, err error
 		return -1, 0, 0, err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG && st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		img.files.Close(fd)
-		return -1, 0, 0, fmt.Errorf("'file' driver requires '%s' to be a regular file", img.filename)
+	if err := unix.Fstat(fd, &st); err == nil {
+		if err := img.checkType(st.Mode & unix.S_IFMT); err != nil {
+			img.files.Close(fd)
+			return -1, 0, 0, err
+		}
 	}
 	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil && fl&unix.O_NONBLOCK != 0 && !strings.HasPrefix(img.filename, qemuopen.FdsetPrefix) {
 		unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)

@@ -180,3 +180,23 @@ func TestBlkdebugZeroLimitsDifferential(t *testing.T) {
 		}
 	}
 }
+
+// TestHostDeviceDifferential: the host_device and host_cdrom drivers take
+// character and block devices and refuse the rest as QEMU's do (iotest
+// 226), and file refuses devices that are not block devices.
+func TestHostDeviceDifferential(t *testing.T) {
+	fdtest.Check(t)
+	bin := qemuIO(t)
+	dir := t.TempDir()
+	for _, drv := range []string{"file", "host_device", "host_cdrom"} {
+		for _, open := range []string{"open -r -o driver=D,filename=DIR", "open -o driver=D,filename=DIR",
+			"open -r -o driver=D,filename=/dev/null,locking=off", "open -o driver=D,filename=/dev/null,locking=off"} {
+			args := cmds(strings.NewReplacer("D", drv, "DIR", dir).Replace(open))
+			qo, qe, qc := runQemuIO(t, bin, "", args...)
+			mo, me, mc := ioRun(args, "")
+			if qo != mo || qe != me || qc != mc {
+				t.Errorf("%q:\nqemu-io (%d): %q %q\nminivmm (%d): %q %q", args, qc, qo, qe, mc, mo, me)
+			}
+		}
+	}
+}
