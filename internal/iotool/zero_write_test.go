@@ -106,7 +106,8 @@ func TestOpenDiscardDifferential(t *testing.T) {
 	if err != nil {
 		t.Skip("qemu-img not installed")
 	}
-	for _, open := range []string{"open IMG", "open -d ignore IMG", "open -d unmap IMG", "open -o driver=blkdebug,image.driver=qcow2 blkdebug::IMG"} {
+	for _, open := range []string{"open IMG", "open -d ignore IMG", "open -d unmap IMG", "open -o driver=blkdebug,image.driver=qcow2 blkdebug::IMG",
+		"open -o driver=blkdebug,image.driver=qcow2 IMG"} {
 		var outs [2]string
 		var imgs [2]string
 		for j := range outs {

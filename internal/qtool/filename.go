@@ -178,6 +178,11 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 			opts = block.Options{"driver": format, "file": proto}
 		case format == proto["driver"]:
 			opts = proto
+		case format == "blkdebug":
+			// blkdebug_parse_filename: a filename without the
+			// "blkdebug:" prefix is the image's.
+			opts = block.Options{"driver": format, "image": proto}
+			bdImage = proto.Clone()
 		default:
 			// A protocol named with -f takes the whole filename.
 			opts = block.Options{"driver": format, "filename": f.File}
