@@ -132,6 +132,9 @@ type Driver struct {
 	// ChildPerm is what a format needs of its children; nil:
 	// DefaultChildPerm.
 	ChildPerm ChildPermFunc
+	// Filtered names the child a filter driver passes requests to
+	// ("image" for blkdebug); "" for drivers that are no filters.
+	Filtered string
 
 	// The schema is built once: every add and reopen consults it.
 	schemaOnce sync.Once

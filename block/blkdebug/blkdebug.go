@@ -32,6 +32,7 @@ func init() {
 			"opt-discard": block.OptSize, "max-discard": block.OptSize,
 		},
 		Required: []string{"image"},
+		Filtered: "image",
 		Open:     open,
 	})
 }

@@ -33,6 +33,7 @@ func init() {
 
 type image struct {
 	files    *qemuopen.Registry
+	driver   string // file, host_device or host_cdrom (hostdevice.go)
 	filename string
 	fd       int
 	flags    int
@@ -46,9 +47,15 @@ type image struct {
 	rmw sync.RWMutex
 }
 
-func open(o *block.OpenContext) (block.Image, error) { return openWith(o, engineHooks{}) }
+func open(o *block.OpenContext) (block.Image, error) { return openAs(o, "file", engineHooks{}) }
 
+// openWith is the file driver's open with the engine's test hooks.
 func openWith(o *block.OpenContext, hooks engineHooks) (block.Image, error) {
+	return openAs(o, "file", hooks)
+}
+
+// openAs opens for driver (file, host_device, host_cdrom).
+func openAs(o *block.OpenContext, driver string, hooks engineHooks) (block.Image, error) {
 	filename, err := o.Options.String("filename", "")
 	if err != nil {
 		return nil, err
@@ -71,7 +78,7 @@ func openWith(o *block.OpenContext, hooks engineHooks) (block.Image, error) {
 			return nil, fmt.Errorf("Parameter '%s' does not accept value '%s'", key, v)
 		}
 	}
-	img := &image{files: o.Files, filename: filename}
+	img := &image{files: o.Files, driver: driver, filename: filename}
 	fd, flags, align, err := img.openFd(o.Writable, o.Direct)
 	if err != nil {
 		return nil, err
@@ -120,9 +127,11 @@ func (img *image) openFd(writable, direct bool) (fd, flags, align int, err error
 		return -1, 0, 0, err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG && st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		img.files.Close(fd)
-		return -1, 0, 0, fmt.Errorf("'file' driver requires '%s' to be a regular file", img.filename)
+	if err := unix.Fstat(fd, &st); err == nil {
+		if err := img.checkType(st.Mode & unix.S_IFMT); err != nil {
+			img.files.Close(fd)
+			return -1, 0, 0, err
+		}
 	}
 	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil && fl&unix.O_NONBLOCK != 0 && !strings.HasPrefix(img.filename, qemuopen.FdsetPrefix) {
 		unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)

@@ -19,7 +19,7 @@ func init() {
 		Options: map[string]block.OptType{
 			"server": block.OptObject, "export": block.OptString, "reconnect-delay": block.OptInt,
 			"x-dirty-bitmap": block.OptString,
-			"tls-creds": block.OptString, "tls-hostname": block.OptString,
+			"tls-creds":      block.OptString, "tls-hostname": block.OptString,
 			// An NBD URL, as a filename opens one.
 			"filename": block.OptString,
 		},

@@ -28,10 +28,10 @@ type mapEntry struct {
 }
 
 // chainStatus is the status of the range at off as qemu-img's
-// get_block_status sees it: from the top of the chain down to the first
-// node that has the range allocated, or the bottom.
+// get_block_status sees it: from the top of the chain (filters skipped)
+// down to the first node that has the range allocated, or the bottom.
 func chainStatus(top *block.Node, off, n int64) (mapEntry, error) {
-	st, l, err := block.StatusAbove(top, nil, off, n)
+	st, l, err := block.StatusAbove(top.SkipFilters(), nil, off, n)
 	if err != nil {
 		return mapEntry{}, err
 	}

@@ -108,10 +108,11 @@ func (t *ioTool) closeImage() error {
 func (t *ioTool) closeCmd([]string) error { return t.closeImage() }
 
 // openCmd is qemu-io's open: the command line's options, each open with
-// qemu-io's defaults (writethrough, discard=ignore).
+// qemu-io's defaults (writethrough, discard=unmap: open_f starts from
+// BDRV_O_UNMAP as main does).
 func (t *ioTool) openCmd(argv []string) error {
 	ct := findCommand("open")
-	o := openOptions{writethrough: true}
+	o := openOptions{writethrough: true, flags: qtool.OpenFlags{Unmap: true}}
 	g := t.getopt(argv, "snCro:kt:d:i:U")
 	for {
 		c, arg := g.Next()

@@ -59,11 +59,12 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 // ErrJSONFilename is a json: filename that is not a JSON object.
 var ErrJSONFilename = errors.New("Could not parse the JSON options")
 
-// ParseJSONOptions reads the object of a json: filename: numbers stay
+// ParseJSONOptions reads the object of a json: filename (QEMU's dialect:
+// single-quoted strings too, see standardQuotes): numbers stay
 // json.Number (as QMP's), nested objects and dotted keys become nested
 // Options.
 func ParseJSONOptions(s string) (block.Options, error) {
-	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
+	dec := json.NewDecoder(bytes.NewReader([]byte(standardQuotes(s))))
 	dec.UseNumber()
 	var m map[string]any
 	if err := dec.Decode(&m); err != nil || m == nil {
@@ -141,6 +142,7 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 		format = d
 	}
 	var opts block.Options
+	var bdImage block.Options // a blkdebug: filename's image, as parsed
 	switch {
 	case f.File == "" && f.Extra != nil: // qemu-io's open -o without a path
 		opts = block.Options{}
@@ -155,6 +157,9 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 				setDefault(opts, "driver", format)
 			}
 			break
+		}
+		if img, ok := proto["image"].(block.Options); ok && proto["driver"] == "blkdebug" {
+			bdImage = img.Clone()
 		}
 		if name, _ := proto.String("driver", ""); !hasDriver(g, name) {
 			// A protocol QEMU has that this build has not (blkdebug).
@@ -173,6 +178,11 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 			opts = block.Options{"driver": format, "file": proto}
 		case format == proto["driver"]:
 			opts = proto
+		case format == "blkdebug":
+			// blkdebug_parse_filename: a filename without the
+			// "blkdebug:" prefix is the image's.
+			opts = block.Options{"driver": format, "image": proto}
+			bdImage = proto.Clone()
 		default:
 			// A protocol named with -f takes the whole filename.
 			opts = block.Options{"driver": format, "filename": f.File}
@@ -180,6 +190,9 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 	}
 	if f.Extra != nil {
 		MergeOptions(opts, f.Extra.Clone())
+	}
+	if bdImage != nil {
+		formatOverImage(g, opts, bdImage)
 	}
 	check := opts
 	if _, named := opts["driver"]; !named && len(opts) > 1 {
@@ -197,6 +210,31 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 		return nil, err
 	}
 	return opts, nil
+}
+
+// formatOverImage: the image of a "blkdebug:CONFIG:IMAGE" filename is a
+// filename QEMU opens with the options given for the image child
+// (blkdebug's x-image); where those name a format ("-o
+// image.driver=qcow2"), IMAGE is that format's file, not the image's own
+// filename.
+func formatOverImage(g *block.Graph, opts, parsed block.Options) {
+	top := opts
+	if d, _ := top.String("driver", ""); d != "blkdebug" {
+		top, _ = opts["file"].(block.Options)
+	}
+	img, ok := top["image"].(block.Options)
+	if d, _ := top.String("driver", ""); !ok || d != "blkdebug" {
+		return
+	}
+	name, _ := img.String("driver", "")
+	drv, known := g.LookupDriver(name)
+	fn, _ := img.String("filename", "")
+	pfn, _ := parsed.String("filename", "")
+	if _, hasFile := img["file"]; !known || !drv.Format || hasFile || fn != pfn {
+		return
+	}
+	delete(img, "filename")
+	img["file"] = parsed
 }
 
 // checkLegacy applies what QEMU's bdrv_open, which the tools use, checks
