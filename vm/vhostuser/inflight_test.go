@@ -3,6 +3,7 @@ package vhostuser_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -179,6 +180,12 @@ func (r *inflightRig) usedHeads() []uint16 {
 
 func connectInflight(t *testing.T, sock string, mem *guestmem.Memory, fd int) *vhostuser.Frontend {
 	fe, err := vhostuser.DialInflight(sock, mem, fd)
+	// The socket file appears at bind, a moment before listen: a dial
+	// in between is refused (seen under load), so it is tried again.
+	for deadline := time.Now().Add(5 * time.Second); errors.Is(err, unix.ECONNREFUSED) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		fe, err = vhostuser.DialInflight(sock, mem, fd)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
