@@ -1,13 +1,12 @@
 package qtool
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	"minivmm/block"
+	"minivmm/internal/jsonval"
 )
 
 // protocolPrefixes are the "proto:" filename prefixes QEMU's protocol
@@ -63,13 +62,11 @@ var ErrJSONFilename = errors.New("Could not parse the JSON options")
 // json.Number (as QMP's), nested objects and dotted keys become nested
 // Options.
 func ParseJSONOptions(s string) (block.Options, error) {
-	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil || m == nil {
-		return nil, ErrJSONFilename
-	}
-	if dec.More() {
+	// QEMU's JSON parser, which bdrv_parse_json uses, takes single-quoted
+	// strings too: scripts write json:{'driver': 'qcow2', ...}.
+	v, err := jsonval.Decode([]byte(s))
+	m, ok := v.(map[string]any)
+	if err != nil || !ok {
 		return nil, ErrJSONFilename
 	}
 	out := block.Options{}
@@ -206,7 +203,13 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 func checkLegacy(g *block.Graph, opts block.Options) error {
 	name, _ := opts.String("driver", "")
 	drv, known := g.LookupDriver(name)
-	if file, ok := opts["file"].(block.Options); ok {
+	// A format's "file" and a filter's "image" (blkdebug) are protocol
+	// children: given by filename alone, they take their protocol from it.
+	for _, key := range []string{"file", "image"} {
+		file, ok := opts[key].(block.Options)
+		if !ok {
+			continue
+		}
 		if _, hasDriver := file["driver"]; !hasDriver {
 			if fn, err := file.String("filename", ""); err == nil && fn != "" {
 				proto, _, _ := ParseFilename(fn)

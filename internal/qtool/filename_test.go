@@ -29,6 +29,11 @@ func TestParseFilename(t *testing.T) {
 		{name: `json:[1]`, isJSON: true, bad: true},
 		{name: `json:{} {}`, isJSON: true, bad: true},
 		{name: `json:null`, isJSON: true, bad: true},
+		// QEMU's JSON takes single-quoted strings, and any whitespace.
+		{name: "json:{ 'driver': 'raw',\n\t'file': {'filename': 'it''s'}\n}", isJSON: true, bad: true},
+		{name: "json:{ 'driver': 'raw',\n\t'file': {'filename': 'a\\'b\"c'}\n}", isJSON: true,
+			want: block.Options{"driver": "raw", "file": block.Options{"filename": `a'b"c`}}},
+		{name: `json:{"a":1,"a":2}`, isJSON: true, bad: true},
 	} {
 		got, isJSON, err := ParseFilename(tc.name)
 		if isJSON != tc.isJSON || (err != nil) != tc.bad || !tc.bad && !reflect.DeepEqual(got, tc.want) {
