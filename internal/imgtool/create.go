@@ -137,13 +137,21 @@ func runImgCreate(e *env, args []string) int {
 	}
 
 	if backing != "" {
-		if backingFmt == "" && !unsafe {
+		// As qemu-img's bdrv_img_create: the backing file is opened (its
+		// format probed when not named) before a missing backing format
+		// is refused, so that an unopenable one says so first.
+		if unsafe && backingFmt == "" {
 			return fail("Backing file specified without backing format")
 		}
 		if !unsafe {
-			n, err := backingSize(reg, filename, backing, backingFmt)
+			n, probed, err := backingSize(reg, filename, backing, backingFmt)
 			if err != nil {
 				return fail("%s\nCould not open backing image.", err)
+			}
+			if backingFmt == "" {
+				// QEMU's hint has no newline at its end.
+				fmt.Fprintf(stderr, "%s: %s: Backing file specified without backing format\nDetected format of %s.", e.prog, filename, probed)
+				return 1
 			}
 			if !haveSize {
 				size, haveSize = uint64(n), true
@@ -283,15 +291,34 @@ func qcow2CreateOptions(opts *cmdline.Opts, size uint64, backing, backingFmt str
 // backingSize opens the backing file read-only through the block layer, as
 // qemu-img does to check it, and returns its virtual size. A relative name
 // is relative to the new image's directory.
-func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (int64, error) {
+func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (size int64, format string, err error) {
 	path := backing
 	if !filepath.IsAbs(path) && !strings.HasPrefix(path, qemuopen.FdsetPrefix) &&
 		!strings.HasPrefix(image, qemuopen.FdsetPrefix) && block.ProtocolFor(path) == "file" {
 		path = filepath.Join(filepath.Dir(image), path)
 	}
+	g := block.NewGraph(reg)
+	defer g.Close()
+	openErr := func(err error) error {
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("Could not open '%s': %s", path, qtool.Strerror(err))
+		}
+		return errors.New(qtool.Message(err))
+	}
+	if backingFmt == "" {
+		// Probed, as bdrv_open does for a filename without a driver.
+		backingFmt = "raw"
+		if block.ProtocolFor(path) == "file" {
+			probed, err := block.ProbeFile(g.Files(), path)
+			if err != nil {
+				return 0, "", openErr(err)
+			}
+			backingFmt = probed
+		}
+	}
 	drv, ok := block.LookupDriver(backingFmt)
 	if !ok {
-		return 0, fmt.Errorf("Unknown driver '%s'", backingFmt)
+		return 0, "", fmt.Errorf("Unknown driver '%s'", backingFmt)
 	}
 	opts := block.Options{"driver": backingFmt, "read-only": true}
 	if drv.Format {
@@ -299,16 +326,11 @@ func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (int
 	} else {
 		opts["filename"] = path
 	}
-	g := block.NewGraph(reg)
-	defer g.Close()
 	node, err := g.Add(opts)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return 0, fmt.Errorf("Could not open '%s': %s", path, qtool.Strerror(err))
-		}
-		return 0, errors.New(qtool.Message(err))
+		return 0, "", openErr(err)
 	}
-	return node.Length(), nil
+	return node.Length(), backingFmt, nil
 }
 
 // createRaw sizes a raw image: sparse, fallocated, or written with zeroes.
