@@ -50,6 +50,10 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 			return block.Options{"driver": p.driver, "filename": filename}, false, nil
 		}
 	}
+	if rest, ok := strings.CutPrefix(name, "nbd:"); ok && !strings.Contains(name, "://") {
+		opts, err := parseLegacyNBD(rest)
+		return opts, false, err
+	}
 	// A URL a registered protocol driver claims (nbd://, nbd+unix://),
 	// else a file.
 	return block.Options{"driver": block.ProtocolFor(name), "filename": name}, false, nil
@@ -244,4 +248,35 @@ func checkLegacy(g *block.Graph, opts block.Options) error {
 func hasDriver(g *block.Graph, name string) bool {
 	_, ok := g.LookupDriver(name)
 	return ok
+}
+
+// parseLegacyNBD reads the part after "nbd:" of QEMU's legacy NBD
+// filenames: "unix:PATH" or "HOST:PORT" ("[V6ADDR]:PORT"), either with
+// ":exportname=NAME" after it (QEMU's nbd_parse_filename).
+func parseLegacyNBD(spec string) (block.Options, error) {
+	opts := block.Options{"driver": "nbd"}
+	if i := strings.Index(spec, ":exportname="); i >= 0 {
+		opts["export"] = spec[i+len(":exportname="):]
+		spec = spec[:i]
+	}
+	if path, ok := strings.CutPrefix(spec, "unix:"); ok {
+		opts["server"] = block.Options{"type": "unix", "path": path}
+		return opts, nil
+	}
+	var host, port string
+	if rest, ok := strings.CutPrefix(spec, "["); ok {
+		h, p, found := strings.Cut(rest, "]:")
+		if !found {
+			return nil, fmt.Errorf("error parsing IPv6 address '%s'", spec)
+		}
+		host, port = h, p
+	} else {
+		h, p, found := strings.Cut(spec, ":")
+		if !found || strings.Contains(p, ":") {
+			return nil, fmt.Errorf("error parsing address '%s'", spec)
+		}
+		host, port = h, p
+	}
+	opts["server"] = block.Options{"type": "inet", "host": host, "port": port}
+	return opts, nil
 }

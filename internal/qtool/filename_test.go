@@ -34,6 +34,12 @@ func TestParseFilename(t *testing.T) {
 		{name: "json:{ 'driver': 'raw',\n\t'file': {'filename': 'a\\'b\"c'}\n}", isJSON: true,
 			want: block.Options{"driver": "raw", "file": block.Options{"filename": `a'b"c`}}},
 		{name: `json:{"a":1,"a":2}`, isJSON: true, bad: true},
+		// QEMU's legacy NBD filenames.
+		{name: "nbd:unix:/tmp/s.sock", want: block.Options{"driver": "nbd", "server": block.Options{"type": "unix", "path": "/tmp/s.sock"}}},
+		{name: "nbd:unix:/tmp/s.sock:exportname=sn", want: block.Options{"driver": "nbd", "export": "sn", "server": block.Options{"type": "unix", "path": "/tmp/s.sock"}}},
+		{name: "nbd:localhost:10810", want: block.Options{"driver": "nbd", "server": block.Options{"type": "inet", "host": "localhost", "port": "10810"}}},
+		{name: "nbd:[::1]:10810:exportname=", want: block.Options{"driver": "nbd", "export": "", "server": block.Options{"type": "inet", "host": "::1", "port": "10810"}}},
+		{name: "nbd:localhost", bad: true},
 	} {
 		got, isJSON, err := ParseFilename(tc.name)
 		if isJSON != tc.isJSON || (err != nil) != tc.bad || !tc.bad && !reflect.DeepEqual(got, tc.want) {
@@ -46,7 +52,7 @@ func TestParseFilename(t *testing.T) {
 // options whose every nested object is Options (what the block layer
 // walks).
 func FuzzParseFilename(f *testing.F) {
-	for _, s := range []string{"a", "file:x", "null-co://", `json:{"driver":"raw","file.filename":"x"}`, `json:{"a":{"b.c":1}}`, "json:{", `json:{"a.":1}`} {
+	for _, s := range []string{"a", "file:x", "nbd:unix:/s:exportname=e", "nbd:[::1]:1", "null-co://", `json:{"driver":"raw","file.filename":"x"}`, `json:{"a":{"b.c":1}}`, "json:{", `json:{"a.":1}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
