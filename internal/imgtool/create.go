@@ -194,6 +194,7 @@ func runImgCreate(e *env, args []string) int {
 	}
 	if !quiet {
 		fmt.Fprintln(stdout, strings.Join(line, " "))
+		flush(stdout) // bdrv_img_create flushes it: errors come after it
 	}
 
 	var write func(fd int) error
