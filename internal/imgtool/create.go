@@ -219,15 +219,18 @@ func runImgCreate(e *env, args []string) int {
 	// Not O_TRUNC: the image may be in use (another process writing it
 	// holds its locks), and is truncated only once the locks qemu-img's
 	// create takes are ours.
-	fd, err := reg.Create(filename, unix.O_RDWR, 0o644)
+	// The file protocol's explicit prefix names the file after it (QEMU's
+	// file driver strips it), so that names with colons can be given.
+	path := strings.TrimPrefix(filename, "file:")
+	fd, err := reg.Create(path, unix.O_RDWR, 0o644)
 	if err != nil {
 		var qe *qemuopen.Error
 		if errors.As(err, &qe) && qe.Msg == "" {
-			return fail("Could not create '%s': %s", filename, qtool.Strerror(err))
+			return fail("Could not create '%s': %s", path, qtool.Strerror(err))
 		}
 		return fail("%s", err)
 	}
-	release, err := file.LockForCreate(reg, fd, filename)
+	release, err := file.LockForCreate(reg, fd, path)
 	if err != nil {
 		reg.Close(fd)
 		return fail("%s", qtool.Message(err)) // names the file, as qemu-img does
@@ -242,8 +245,8 @@ func runImgCreate(e *env, args []string) int {
 	release()
 	reg.Close(fd)
 	if err != nil {
-		if !strings.HasPrefix(filename, qemuopen.FdsetPrefix) {
-			os.Remove(filename) // as qemu-img: no half-written image stays
+		if !strings.HasPrefix(path, qemuopen.FdsetPrefix) {
+			os.Remove(path) // as qemu-img: no half-written image stays
 		}
 		return fail("Could not write image: %s", qtool.Strerror(err))
 	}

@@ -254,3 +254,19 @@ func TestImgCreateFdset(t *testing.T) {
 		t.Fatalf("virtual-size %v", v)
 	}
 }
+
+// "file:" names the file after it, colons and all, as qemu-img's file
+// driver takes it; the Formatting line keeps the name as given.
+func TestImgCreateFilePrefix(t *testing.T) {
+	icNeedQemuImg(t)
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "a:b.qcow2")
+	code, out, errs := icRun("-f", "qcow2", "file:"+p, "1M")
+	if code != 0 {
+		t.Fatal(errs)
+	}
+	if want := "Formatting 'file:" + p + "', fmt=qcow2 cluster_size=65536 extended_l2=off compression_type=zlib size=1048576 lazy_refcounts=off refcount_bits=16\n"; out != want {
+		t.Errorf("got %q, want %q", out, want)
+	}
+	icCheck(t, p)
+}

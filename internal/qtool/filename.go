@@ -38,6 +38,12 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 			filename := name
 			if !p.keep {
 				filename = name[len(p.prefix):]
+				if hasProtocol(filename) {
+					// What is left would read as a protocol name: "./"
+					// keeps it a file, as QEMU's
+					// bdrv_parse_filename_strip_prefix makes it.
+					filename = "./" + filename
+				}
 			}
 			if p.driver == "blkdebug" {
 				opts, err := parseBlkdebugFilename(name)
@@ -279,4 +285,10 @@ func parseLegacyNBD(spec string) (block.Options, error) {
 	}
 	opts["server"] = block.Options{"type": "inet", "host": host, "port": port}
 	return opts, nil
+}
+
+// hasProtocol is QEMU's path_has_protocol: a colon before any slash.
+func hasProtocol(name string) bool {
+	i := strings.IndexAny(name, ":/")
+	return i >= 0 && name[i] == ':'
 }

@@ -17,6 +17,8 @@ func TestParseFilename(t *testing.T) {
 		{name: "disk.img", want: block.Options{"driver": "file", "filename": "disk.img"}},
 		{name: "file:disk.img", want: block.Options{"driver": "file", "filename": "disk.img"}},
 		{name: "file:", want: block.Options{"driver": "file", "filename": ""}},
+		{name: "file:a:b", want: block.Options{"driver": "file", "filename": "./a:b"}},
+		{name: "file:/d/a:b", want: block.Options{"driver": "file", "filename": "/d/a:b"}},
 		{name: "null-co://", want: block.Options{"driver": "null-co"}},
 		{name: "blkdebug:conf:img", want: block.Options{"driver": "blkdebug", "config": "conf", "image": block.Options{"driver": "file", "filename": "img"}}},
 		{name: "blkdebug::null-co://", want: block.Options{"driver": "blkdebug", "image": block.Options{"driver": "null-co"}}},
