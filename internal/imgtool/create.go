@@ -28,13 +28,17 @@ func init() {
 
 // createKinds are the -o parameters each format accepts.
 var createKinds = map[string]map[string]cmdline.Kind{
-	"raw": {"size": cmdline.OptSize, "preallocation": cmdline.OptString},
+	// nocow and extent_size_hint are the file protocol's, which qemu-img
+	// takes beside any format's.
+	"raw": {"size": cmdline.OptSize, "preallocation": cmdline.OptString,
+		"nocow": cmdline.OptBool, "extent_size_hint": cmdline.OptSize},
 	"qcow2": {
 		"size": cmdline.OptSize, "compat": cmdline.OptString, "backing_file": cmdline.OptString,
 		"backing_fmt": cmdline.OptString, "cluster_size": cmdline.OptSize,
 		"preallocation": cmdline.OptString, "lazy_refcounts": cmdline.OptBool,
 		"refcount_bits": cmdline.OptNumber, "extended_l2": cmdline.OptBool,
 		"compression_type": cmdline.OptString,
+		"nocow": cmdline.OptBool, "extent_size_hint": cmdline.OptSize,
 	},
 }
 
@@ -192,11 +196,27 @@ func runImgCreate(e *env, args []string) int {
 		add("lazy_refcounts", "off")
 		add("refcount_bits", "16")
 	}
+	add("nocow", "")
+	if v, ok := opts.Get("extent_size_hint"); ok {
+		hint, _ := cmdline.ParseSize(v)
+		line = append(line, fmt.Sprintf("extent_size_hint=%d", hint))
+	}
 	if !quiet {
 		fmt.Fprintln(stdout, strings.Join(line, " "))
 		flush(stdout) // bdrv_img_create flushes it: errors come after it
 	}
 
+	// The file protocol's options, as QEMU's file driver takes them:
+	// the extent size hint defaults to 1 MiB.
+	nocow, _ := opts.Get("nocow")
+	hint, explicitHint := uint64(1<<20), false
+	if v, ok := opts.Get("extent_size_hint"); ok {
+		hint, _ = cmdline.ParseSize(v)
+		explicitHint = true
+	}
+	if hint > 1<<32-1 {
+		return fail("Extent size hint is too large")
+	}
 	var write func(fd int) error
 	if format == "raw" {
 		switch prealloc {
@@ -237,6 +257,12 @@ func runImgCreate(e *env, args []string) int {
 	}
 	err = unix.Ftruncate(fd, 0)
 	if err == nil {
+		if nocow == "on" {
+			setNoCOW(fd)
+		}
+		if herr := setExtentSizeHint(fd, uint32(hint)); herr != nil && explicitHint && hint != 0 {
+			fmt.Fprintf(stderr, "%s: warning: Failed to set extent size hint: %s\n", e.prog, qtool.Strerror(herr))
+		}
 		err = write(fd)
 	}
 	if err == nil {

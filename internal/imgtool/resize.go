@@ -17,7 +17,7 @@ import (
 
 func init() {
 	imgCommands["resize"] = imgCommand{run: runImgResize,
-		usage: "resize [-f fmt] [--shrink] [-q] [-add-fd fd=N,set=M] filename [+ | -]size"}
+		usage: "resize [-f fmt] [--preallocation=prealloc] [--shrink] [-q] [-add-fd fd=N,set=M] filename [+ | -]size"}
 }
 
 const imgShrinkHint = "%s: Use the --shrink option to perform a shrink operation.\n" +
@@ -35,9 +35,19 @@ func runImgResize(e *env, args []string) int {
 	sizeArg := args[len(args)-1]
 	args = args[:len(args)-1]
 	var format string
+	prealloc := "off"
 	quiet, shrink, imageOpts := false, false, false
-	a, rc, ok := e.getopt(args, "f:q", []qtool.LongOption{qtool.Opt("shrink", false, 'S'), qtool.Opt("image-opts", false, 'I')}, func(c rune, arg string) bool {
+	a, rc, ok := e.getopt(args, "f:q", []qtool.LongOption{qtool.Opt("shrink", false, 'S'), qtool.Opt("image-opts", false, 'I'),
+		qtool.Opt("preallocation", true, 'P')}, func(c rune, arg string) bool {
 		switch c {
+		case 'P':
+			switch arg {
+			case "off", "metadata", "falloc", "full":
+				prealloc = arg
+			default:
+				fmt.Fprintf(stderr, "%s: Invalid preallocation mode '%s'\n", e.prog, arg)
+				return false
+			}
 		case 'I':
 			imageOpts = true
 		case 'f':
@@ -102,11 +112,28 @@ func runImgResize(e *env, args []string) int {
 		fmt.Fprintf(stderr, imgShrinkHint, e.prog, e.prog)
 		return 1
 	}
+	if size < cur && prealloc != "off" {
+		fmt.Fprintf(stderr, "%s: Preallocation can only be used for growing images\n", e.prog)
+		return 1
+	}
+	if prealloc != "off" && node.Driver() != "raw" {
+		// qemu-img preallocates the new area of a qcow2 image too;
+		// minivmm's qcow2 driver has no preallocating resize yet.
+		fmt.Fprintf(stderr, "%s: Unsupported preallocation mode: %s\n", e.prog, prealloc)
+		return 1
+	}
+	if prealloc == "metadata" {
+		fmt.Fprintf(stderr, "%s: Unsupported preallocation mode: %s\n", e.prog, prealloc)
+		return 1
+	}
 	err = node.Truncate(size)
 	if errors.Is(err, block.ErrNotSupported) && node.Driver() == "raw" && node.Child("file") != nil {
 		// The raw format driver has no Truncate of its own (yet): a
 		// raw image is its file, so resize that.
 		err = node.Child("file").Truncate(size)
+	}
+	if err == nil && size > cur && prealloc != "off" {
+		err = preallocate(node, cur, size, prealloc)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", e.prog, qtool.Message(err))
@@ -120,4 +147,25 @@ func runImgResize(e *env, args []string) int {
 		fmt.Fprintln(stdout, "Image resized.")
 	}
 	return 0
+}
+
+// preallocate allocates [from, to) of a raw image's file, as QEMU's file
+// driver does when it grows with preallocation: falloc reserves the
+// blocks (zeroes, allocated), full writes zeroes.
+func preallocate(node *block.Node, from, to int64, mode string) error {
+	f := node
+	if c := node.Child("file"); c != nil {
+		f = c
+	}
+	if mode == "falloc" {
+		return f.WriteZeroes(from, to-from, false)
+	}
+	zero := make([]byte, min(to-from, 1<<20))
+	for off := from; off < to; off += int64(len(zero)) {
+		n := min(int64(len(zero)), to-off)
+		if _, err := f.WriteAt(zero[:n], off); err != nil {
+			return err
+		}
+	}
+	return nil
 }
