@@ -38,7 +38,8 @@ var createKinds = map[string]map[string]cmdline.Kind{
 		"preallocation": cmdline.OptString, "lazy_refcounts": cmdline.OptBool,
 		"refcount_bits": cmdline.OptNumber, "extended_l2": cmdline.OptBool,
 		"compression_type": cmdline.OptString,
-		"nocow": cmdline.OptBool, "extent_size_hint": cmdline.OptSize,
+		"nocow":            cmdline.OptBool,
+		"extent_size_hint": cmdline.OptSize,
 	},
 }
 
