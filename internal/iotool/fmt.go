@@ -1,19 +1,15 @@
 package iotool
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strings"
-	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"minivmm/cmdline"
+	"minivmm/internal/qtool"
 )
 
 // cvtnum reads an offset or a length as qemu-io does: a byte count with
@@ -131,45 +127,18 @@ func hexdump(t printer, p []byte, off int64) {
 	t.printf("%s", b.String())
 }
 
-// stdoutWriter buffers standard output as the C library does for
-// qemu-io: by line on a terminal, in blocks otherwise (so that, with both
-// streams on one pipe, error messages come out where qemu-io's do).
-type stdoutWriter struct {
-	mu       sync.Mutex // asynchronous requests print as they complete
-	w        *bufio.Writer
-	lineMode bool
-}
+// stdoutWriter is qemu-io's standard output, buffered as the C library
+// does (qtool.Stdout): by line on a terminal, in blocks otherwise, so that
+// with both streams on one pipe error messages come out where qemu-io's
+// do.
+type stdoutWriter struct{ s *qtool.Stdout }
 
-func newStdoutWriter(w io.Writer) *stdoutWriter {
-	size := 4096
-	lineMode := false
-	if f, ok := w.(*os.File); ok {
-		lineMode = isTerminal(f)
-		var st unix.Stat_t
-		if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Blksize > 0 {
-			size = int(st.Blksize)
-		}
-	}
-	return &stdoutWriter{w: bufio.NewWriterSize(w, size), lineMode: lineMode}
-}
+func newStdoutWriter(w io.Writer) *stdoutWriter { return &stdoutWriter{qtool.NewStdout(w)} }
 
+// printf writes its text in one piece: asynchronous requests print as
+// they complete, from other goroutines.
 func (s *stdoutWriter) printf(format string, a ...any) {
-	text := fmt.Sprintf(format, a...)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.w.WriteString(text)
-	if s.lineMode && strings.Contains(text, "\n") {
-		s.w.Flush()
-	}
+	s.s.Write([]byte(fmt.Sprintf(format, a...)))
 }
 
-func (s *stdoutWriter) flush() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.w.Flush()
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
+func (s *stdoutWriter) flush() { s.s.Flush() }

@@ -19,6 +19,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"minivmm/internal/fdtest"
 )
 
 // Tests that pass with minivmm, per image format. A test leaves these lists
@@ -71,6 +73,7 @@ func TestQEMUIotests(t *testing.T) {
 		t.Skip("QEMU's iotests take a minute or more; not in -short")
 	}
 	dir, progs := need(t)
+	fdtest.Check(t)
 	bin := t.TempDir()
 	minivmm := filepath.Join(bin, "minivmm")
 	build := exec.Command("go", "build", "-o", minivmm, "minivmm/cmd/minivmm")

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"os"
 	"testing"
+
+	"minivmm/internal/fdtest"
 )
 
 // Stdout holds output until Flush on a pipe (block buffering), as stdio
 // does for qemu-img, so that stderr written meanwhile comes first.
 func TestStdoutBuffersOnPipe(t *testing.T) {
+	fdtest.Check(t)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
