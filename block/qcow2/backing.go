@@ -59,6 +59,9 @@ func openBacking(o *block.OpenContext, name, format string, overlay string) (*bl
 			return nil, fmt.Errorf("Could not open backing file: the image does not say the format of '%s'; record it with 'qemu-img rebase -u -b %s -F FORMAT'", name, name)
 		}
 	}
+	if _, known := block.LookupDriver(format); format != "" && !known {
+		return nil, fmt.Errorf("Could not open backing file: Unknown driver '%s'", format)
+	}
 	leave, err := o.EnterChain(canonical(overlay), maxChainDepth)
 	if err != nil {
 		return nil, err

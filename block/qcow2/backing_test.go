@@ -97,7 +97,7 @@ func TestBackingErrors(t *testing.T) {
 	for _, tc := range []struct{ path, want string }{
 		{self, "Backing file chain of '" + self + "' loops back to it"},
 		{a2, "loops back to it"},
-		{noFmt, "Could not open backing file: Parameter 'driver' does not accept value 'vmdk'"},
+		{noFmt, "Could not open backing file: Unknown driver 'vmdk'"},
 		{missing, "Could not open backing file: Could not open '" + filepath.Join(dir, "nowhere.raw") + "': No such file or directory"},
 		{jsonName, "json: syntax are not supported"},
 		{probed, "minivmm does not take a probed qcow2 for a backing file"},
@@ -172,5 +172,20 @@ func TestBackingOverFdset(t *testing.T) {
 				t.Errorf("%s (fdset-only %v): %v; want %q", filepath.Base(tc.path), tc.fdsetOnly, err, tc.want)
 			}
 		}()
+	}
+}
+
+// A backing format no driver has is QEMU's "Unknown driver" (qemu-io
+// says so for an image whose header names 'foo'; iotest 114).
+func TestBackingUnknownFormat(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "base.raw"), make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	top := chainImage(t, dir, "top.qcow2", "base.raw", "foo", 1, 0x01)
+	g := fixture(t)
+	_, err := openQcow2(g, top, nil)
+	if want := "Could not open backing file: Unknown driver 'foo'"; err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %q", err, want)
 	}
 }

@@ -117,9 +117,12 @@ func parseExtensions(h *header, area []byte, lenient bool) (*extensions, error) 
 }
 
 // parseFeatures decodes a feature name table; as in QEMU an entry with an
-// empty name ends it.
+// empty name ends it, and a table whose length is not a whole number of
+// entries reads as if zero-padded (QEMU reads it into a zeroed buffer two
+// entries longer): a short last entry still names its bit.
 func parseFeatures(data []byte) []feature {
 	var fs []feature
+	data = append(data[:len(data):len(data)], make([]byte, 2*featureEntrySize)...)
 	for ; len(data) >= featureEntrySize; data = data[featureEntrySize:] {
 		name := data[2:featureEntrySize]
 		if i := strings.IndexByte(string(name), 0); i >= 0 {

@@ -50,11 +50,18 @@ func TestFeatureTable(t *testing.T) {
 	if len(fs) != 1 || fs[0].Name != long {
 		t.Fatalf("features %+v", fs)
 	}
+	// A table shorter than an entry (what iotest 036 writes) reads as
+	// zero-padded, as QEMU reads it.
+	short := parseFeatures([]byte("\x00\x3fTest feature"))
+	if len(short) != 1 || short[0] != (feature{0, 63, "Test feature"}) {
+		t.Fatalf("short table: %+v", short)
+	}
 	for _, tc := range []struct {
 		table []feature
 		mask  uint64
 		want  string
 	}{
+		{short, 1<<63 | 1<<62 | 1<<61, "Unsupported qcow2 feature(s): Test feature, Unknown incompatible feature: 6000000000000000"},
 		{fs, 1 << 7, "Unsupported qcow2 feature(s): " + long},
 		{fs, 1<<7 | 1<<9, "Unsupported qcow2 feature(s): " + long + ", Unknown incompatible feature: 200"},
 		{[]feature{{1, 7, "compatible"}, {0, 70, "bad bit"}}, 1 << 7, "Unsupported qcow2 feature(s): Unknown incompatible feature: 80"},

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"minivmm/block"
 	"minivmm/block/engine"
@@ -50,6 +51,23 @@ func sameImage(name, file string) bool {
 		b = rb
 	}
 	return a == b
+}
+
+// baseName is where -b NAME points when compared with the backing file of
+// the image overlay (QEMU's bdrv_find_backing_image): a relative file name
+// is relative to the overlay's directory, not to the working directory; a
+// protocol name or an absolute one stays as given.
+func baseName(name, overlay string) string {
+	if filepath.IsAbs(name) || hasProtocol(name) || hasProtocol(overlay) || strings.HasPrefix(overlay, "/dev/fdset/") {
+		return name
+	}
+	return filepath.Join(filepath.Dir(overlay), name)
+}
+
+// hasProtocol is QEMU's path_has_protocol: a colon before any slash.
+func hasProtocol(name string) bool {
+	i := strings.IndexAny(name, ":/")
+	return i >= 0 && name[i] == ':'
 }
 
 // fileOf is the name of the file a format node reads.
@@ -122,7 +140,7 @@ func (e *env) commitImage(im *imgImage, filename, base string, drop bool, addFds
 	baseIdx := -1
 	for n, i := im.node, 0; n != nil; n, i = n.Child("backing"), i+1 {
 		chain = append(chain, chainLink{driver: n.Driver(), file: fileOf(n)})
-		if i > 0 && base != "" && baseIdx < 0 && sameImage(base, fileOf(n)) {
+		if i > 0 && base != "" && baseIdx < 0 && sameImage(baseName(base, chain[i-1].file), fileOf(n)) {
 			baseIdx = i
 		}
 	}

@@ -295,3 +295,39 @@ func TestImgRebaseUnsafe(t *testing.T) {
 		t.Fatalf("%d %q", code, errs)
 	}
 }
+
+// commit -b with a relative name is relative to the overlay's directory,
+// as in qemu-img: from the working directory, "t.mid" names sub/t.mid of
+// sub/t.qcow2's chain, and "sub/t.mid" names nothing.
+func TestImgCommitRelativeBase(t *testing.T) {
+	crNeedQemu(t)
+	t.Parallel()
+	for _, tc := range []struct {
+		base string
+		want string // stderr, of both
+	}{
+		{"t.mid", ""},
+		{"sub/t.mid", "qemu-img: Did not find 'sub/t.mid' in the backing chain of 'sub/t.qcow2'\n"},
+	} {
+		var got [2]string
+		for i, real := range []bool{false, true} {
+			dir := t.TempDir()
+			os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+			crRun(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "sub/t.base", "1M")
+			crRun(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "t.base", "-F", "qcow2", "sub/t.mid")
+			crRun(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "t.mid", "-F", "qcow2", "sub/t.qcow2")
+			args := []string{"commit", "-q", "-b", tc.base, "sub/t.qcow2"}
+			if real {
+				ref := exec.Command("qemu-img", args...)
+				ref.Dir = dir
+				out, _ := ref.CombinedOutput()
+				got[i] = string(out)
+			} else {
+				_, _, got[i] = crImg(t, dir, args...)
+			}
+		}
+		if got[0] != tc.want || got[1] != tc.want {
+			t.Errorf("-b %s: minivmm %q, qemu-img %q; want %q", tc.base, got[0], got[1], tc.want)
+		}
+	}
+}

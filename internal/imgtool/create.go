@@ -28,7 +28,10 @@ func init() {
 
 // createKinds are the -o parameters each format accepts.
 var createKinds = map[string]map[string]cmdline.Kind{
-	"raw": {"size": cmdline.OptSize, "preallocation": cmdline.OptString},
+	// nocow and extent_size_hint are the file protocol's, which qemu-img
+	// takes beside any format's.
+	"raw": {"size": cmdline.OptSize, "preallocation": cmdline.OptString,
+		"nocow": cmdline.OptBool, "extent_size_hint": cmdline.OptSize},
 	"qcow2": {
 		"size": cmdline.OptSize, "compat": cmdline.OptString, "backing_file": cmdline.OptString,
 		"backing_fmt": cmdline.OptString, "cluster_size": cmdline.OptSize,
@@ -36,6 +39,8 @@ var createKinds = map[string]map[string]cmdline.Kind{
 		"refcount_bits": cmdline.OptNumber, "extended_l2": cmdline.OptBool,
 		"compression_type": cmdline.OptString,
 		"data_file":        cmdline.OptString, "data_file_raw": cmdline.OptBool,
+		"nocow":            cmdline.OptBool,
+		"extent_size_hint": cmdline.OptSize,
 	},
 }
 
@@ -138,13 +143,21 @@ func runImgCreate(e *env, args []string) int {
 	}
 
 	if backing != "" {
-		if backingFmt == "" && !unsafe {
+		// As qemu-img's bdrv_img_create: the backing file is opened (its
+		// format probed when not named) before a missing backing format
+		// is refused, so that an unopenable one says so first.
+		if unsafe && backingFmt == "" {
 			return fail("Backing file specified without backing format")
 		}
 		if !unsafe {
-			n, err := backingSize(reg, filename, backing, backingFmt)
+			n, probed, err := backingSize(reg, filename, backing, backingFmt)
 			if err != nil {
 				return fail("%s\nCould not open backing image.", err)
+			}
+			if backingFmt == "" {
+				// QEMU's hint has no newline at its end.
+				fmt.Fprintf(stderr, "%s: %s: Backing file specified without backing format\nDetected format of %s.", e.prog, filename, probed)
+				return 1
 			}
 			if !haveSize {
 				size, haveSize = uint64(n), true
@@ -187,13 +200,27 @@ func runImgCreate(e *env, args []string) int {
 		add("lazy_refcounts", "off")
 		add("refcount_bits", "16")
 	}
+	add("nocow", "")
+	if v, ok := opts.Get("extent_size_hint"); ok {
+		hint, _ := cmdline.ParseSize(v)
+		line = append(line, fmt.Sprintf("extent_size_hint=%d", hint))
+	}
 	if !quiet {
 		fmt.Fprintln(stdout, strings.Join(line, " "))
-		if f, ok := stdout.(interface{ Flush() }); ok {
-			f.Flush() // bdrv_img_create's fflush: the line comes before any error
-		}
+		flush(stdout) // bdrv_img_create flushes it: errors come after it
 	}
 
+	// The file protocol's options, as QEMU's file driver takes them:
+	// the extent size hint defaults to 1 MiB.
+	nocow, _ := opts.Get("nocow")
+	hint, explicitHint := uint64(1<<20), false
+	if v, ok := opts.Get("extent_size_hint"); ok {
+		hint, _ = cmdline.ParseSize(v)
+		explicitHint = true
+	}
+	if hint > 1<<32-1 {
+		return fail("Extent size hint is too large")
+	}
 	var write func(fd int) error
 	if format == "raw" {
 		switch prealloc {
@@ -221,21 +248,30 @@ func runImgCreate(e *env, args []string) int {
 	// Not O_TRUNC: the image may be in use (another process writing it
 	// holds its locks), and is truncated only once the locks qemu-img's
 	// create takes are ours.
-	fd, err := reg.Create(filename, unix.O_RDWR, 0o644)
+	// The file protocol's explicit prefix names the file after it (QEMU's
+	// file driver strips it), so that names with colons can be given.
+	path := strings.TrimPrefix(filename, "file:")
+	fd, err := reg.Create(path, unix.O_RDWR, 0o644)
 	if err != nil {
 		var qe *qemuopen.Error
 		if errors.As(err, &qe) && qe.Msg == "" {
-			return fail("Could not create '%s': %s", filename, qtool.Strerror(err))
+			return fail("Could not create '%s': %s", path, qtool.Strerror(err))
 		}
 		return fail("%s", err)
 	}
-	release, err := file.LockForCreate(reg, fd, filename)
+	release, err := file.LockForCreate(reg, fd, path)
 	if err != nil {
 		reg.Close(fd)
 		return fail("%s", qtool.Message(err)) // names the file, as qemu-img does
 	}
 	err = unix.Ftruncate(fd, 0)
 	if err == nil {
+		if nocow == "on" {
+			setNoCOW(fd)
+		}
+		if herr := setExtentSizeHint(fd, uint32(hint)); herr != nil && explicitHint && hint != 0 {
+			fmt.Fprintf(stderr, "%s: warning: Failed to set extent size hint: %s\n", e.prog, qtool.Strerror(herr))
+		}
 		err = write(fd)
 	}
 	if err == nil {
@@ -244,8 +280,8 @@ func runImgCreate(e *env, args []string) int {
 	release()
 	reg.Close(fd)
 	if err != nil {
-		if !strings.HasPrefix(filename, qemuopen.FdsetPrefix) {
-			os.Remove(filename) // as qemu-img: no half-written image stays
+		if !strings.HasPrefix(path, qemuopen.FdsetPrefix) {
+			os.Remove(path) // as qemu-img: no half-written image stays
 		}
 		return fail("Could not write image: %s", qtool.Strerror(err))
 	}
@@ -298,15 +334,34 @@ func qcow2CreateOptions(opts *cmdline.Opts, size uint64, backing, backingFmt str
 // backingSize opens the backing file read-only through the block layer, as
 // qemu-img does to check it, and returns its virtual size. A relative name
 // is relative to the new image's directory.
-func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (int64, error) {
+func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (size int64, format string, err error) {
 	path := backing
 	if !filepath.IsAbs(path) && !strings.HasPrefix(path, qemuopen.FdsetPrefix) &&
 		!strings.HasPrefix(image, qemuopen.FdsetPrefix) && block.ProtocolFor(path) == "file" {
 		path = filepath.Join(filepath.Dir(image), path)
 	}
+	g := block.NewGraph(reg)
+	defer g.Close()
+	openErr := func(err error) error {
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("Could not open '%s': %s", path, qtool.Strerror(err))
+		}
+		return errors.New(qtool.Message(err))
+	}
+	if backingFmt == "" {
+		// Probed, as bdrv_open does for a filename without a driver.
+		backingFmt = "raw"
+		if block.ProtocolFor(path) == "file" {
+			probed, err := block.ProbeFile(g.Files(), path)
+			if err != nil {
+				return 0, "", openErr(err)
+			}
+			backingFmt = probed
+		}
+	}
 	drv, ok := block.LookupDriver(backingFmt)
 	if !ok {
-		return 0, fmt.Errorf("Unknown driver '%s'", backingFmt)
+		return 0, "", fmt.Errorf("Unknown driver '%s'", backingFmt)
 	}
 	opts := block.Options{"driver": backingFmt, "read-only": true}
 	if drv.Format {
@@ -314,16 +369,11 @@ func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (int
 	} else {
 		opts["filename"] = path
 	}
-	g := block.NewGraph(reg)
-	defer g.Close()
 	node, err := g.Add(opts)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return 0, fmt.Errorf("Could not open '%s': %s", path, qtool.Strerror(err))
-		}
-		return 0, errors.New(qtool.Message(err))
+		return 0, "", openErr(err)
 	}
-	return node.Length(), nil
+	return node.Length(), backingFmt, nil
 }
 
 // createRaw sizes a raw image: sparse, fallocated, or written with zeroes.

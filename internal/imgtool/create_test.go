@@ -184,6 +184,11 @@ func TestImgCreateErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "x.qcow2")
+	base := filepath.Join(dir, "base.raw")
+	if err := os.WriteFile(base, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, realErr := exec.LookPath("qemu-img")
 	for _, c := range []struct {
 		args []string
 		want string
@@ -198,7 +203,9 @@ func TestImgCreateErrors(t *testing.T) {
 		{[]string{"-f", "qcow2", "-o", "size=1M", p, "1M"}, "qemu-img: " + p + ": The image size must be specified only once\n"},
 		{[]string{"-f", "qcow2", p}, "qemu-img: " + p + ": Image creation needs a size parameter\n"},
 		{[]string{"-f", "qcow2", "-b", "nonexist", "-F", "raw", p}, "qemu-img: " + p + ": Could not open '" + filepath.Join(dir, "nonexist") + "': No such file or directory\nCould not open backing image.\n"},
-		{[]string{"-f", "qcow2", "-b", "nonexist", p, "1M"}, "qemu-img: " + p + ": Backing file specified without backing format\n"},
+		{[]string{"-f", "qcow2", "-b", "nonexist", p, "1M"}, "qemu-img: " + p + ": Could not open '" + filepath.Join(dir, "nonexist") + "': No such file or directory\nCould not open backing image.\n"},
+		{[]string{"-f", "qcow2", "-u", "-b", "nonexist", p, "1M"}, "qemu-img: " + p + ": Backing file specified without backing format\n"},
+		{[]string{"-f", "qcow2", "-b", base, p}, "qemu-img: " + p + ": Backing file specified without backing format\nDetected format of raw."},
 		{[]string{"-f", "qcow2", "-o", "cluster_size=512", p, "4T"}, "qemu-img: " + p + ": The image size is too large for file format 'qcow2' (try using a larger cluster size)\n"},
 		{[]string{"-f", "raw", "-o", "preallocation=metadata", p, "1M"}, "qemu-img: " + p + ": Unsupported preallocation mode: metadata\n"},
 		{[]string{"-f", "foo", p, "1M"}, "qemu-img: " + p + ": Unknown file format 'foo'\n"},
@@ -208,6 +215,17 @@ func TestImgCreateErrors(t *testing.T) {
 		code, _, errs := icRun(c.args...)
 		if code != 1 || errs != c.want {
 			t.Errorf("%v: exit %d, %q; want 1, %q", c.args, code, errs, c.want)
+		}
+		if realErr == nil {
+			// The same command with qemu-img says the same.
+			var realStderr bytes.Buffer
+			cmd := exec.Command("qemu-img", append([]string{"create"}, c.args...)...)
+			cmd.Stderr = &realStderr
+			cmd.Run()
+			if got := realStderr.String(); got != c.want {
+				t.Errorf("%v: qemu-img says %q; want %q", c.args, got, c.want)
+			}
+			os.Remove(p)
 		}
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%v: left %s behind", c.args, p)
@@ -235,4 +253,20 @@ func TestImgCreateFdset(t *testing.T) {
 	if v := icInfo(t, p)["virtual-size"]; v != float64(64<<20) {
 		t.Fatalf("virtual-size %v", v)
 	}
+}
+
+// "file:" names the file after it, colons and all, as qemu-img's file
+// driver takes it; the Formatting line keeps the name as given.
+func TestImgCreateFilePrefix(t *testing.T) {
+	icNeedQemuImg(t)
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "a:b.qcow2")
+	code, out, errs := icRun("-f", "qcow2", "file:"+p, "1M")
+	if code != 0 {
+		t.Fatal(errs)
+	}
+	if want := "Formatting 'file:" + p + "', fmt=qcow2 cluster_size=65536 extended_l2=off compression_type=zlib size=1048576 lazy_refcounts=off refcount_bits=16\n"; out != want {
+		t.Errorf("got %q, want %q", out, want)
+	}
+	icCheck(t, p)
 }

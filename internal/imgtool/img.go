@@ -55,6 +55,7 @@ func imgHelp(stdout io.Writer) int {
 // Run is "minivmm img": it runs the subcommand args name and returns the
 // exit status.
 func Run(p qtool.Program, args []string, stdout, stderr io.Writer) int {
+	// qemu-img prints with stdio: its stdout is buffered, stderr not.
 	out := qtool.NewStdout(stdout)
 	defer out.Flush()
 	stdout = out
@@ -205,9 +206,7 @@ func (p *imgProgress) set(pct float32) {
 	if p.cur > p.last+p.step || p.cur < p.last-p.step || p.cur == 0 || p.cur == 100 {
 		p.last = p.cur
 		fmt.Fprintf(p.w, "    (%3.2f/100%%)\r", float64(p.cur))
-		if f, ok := p.w.(interface{ Flush() }); ok {
-			f.Flush() // qemu_progress_print's fflush
-		}
+		flush(p.w) // qemu_progress_print flushes
 	}
 }
 
@@ -227,5 +226,13 @@ func (p *imgProgress) print(done, total int64) {
 func (p *imgProgress) end() {
 	if p.w != nil {
 		io.WriteString(p.w, "\n")
+		flush(p.w)
+	}
+}
+
+// flush is fflush(stdout) where w is the buffered stdout.
+func flush(w io.Writer) {
+	if f, ok := w.(interface{ Flush() }); ok {
+		f.Flush()
 	}
 }

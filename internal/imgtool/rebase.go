@@ -76,7 +76,7 @@ func runImgRebase(e *env, args []string) int {
 		return 1
 	}
 	if backingFmt != "" {
-		if _, ok := block.LookupDriver(backingFmt); !ok {
+		if !knownFormatName(backingFmt) {
 			fmt.Fprintf(stderr, "%s: Invalid format name: '%s'\n", e.prog, backingFmt)
 			return 1
 		}

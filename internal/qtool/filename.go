@@ -1,13 +1,12 @@
 package qtool
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	"minivmm/block"
+	"minivmm/internal/jsonval"
 )
 
 // protocolPrefixes are the "proto:" filename prefixes QEMU's protocol
@@ -39,6 +38,12 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 			filename := name
 			if !p.keep {
 				filename = name[len(p.prefix):]
+				if hasProtocol(filename) {
+					// What is left would read as a protocol name: "./"
+					// keeps it a file, as QEMU's
+					// bdrv_parse_filename_strip_prefix makes it.
+					filename = "./" + filename
+				}
 			}
 			if p.driver == "blkdebug" {
 				opts, err := parseBlkdebugFilename(name)
@@ -51,6 +56,10 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 			return block.Options{"driver": p.driver, "filename": filename}, false, nil
 		}
 	}
+	if rest, ok := strings.CutPrefix(name, "nbd:"); ok && !strings.Contains(name, "://") {
+		opts, err := parseLegacyNBD(rest)
+		return opts, false, err
+	}
 	// A URL a registered protocol driver claims (nbd://, nbd+unix://),
 	// else a file.
 	return block.Options{"driver": block.ProtocolFor(name), "filename": name}, false, nil
@@ -59,18 +68,16 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 // ErrJSONFilename is a json: filename that is not a JSON object.
 var ErrJSONFilename = errors.New("Could not parse the JSON options")
 
-// ParseJSONOptions reads the object of a json: filename (QEMU's dialect:
-// single-quoted strings too, see standardQuotes): numbers stay
+// ParseJSONOptions reads the object of a json: filename (QEMU's dialect,
+// single-quoted strings too, as internal/jsonval reads it): numbers stay
 // json.Number (as QMP's), nested objects and dotted keys become nested
 // Options.
 func ParseJSONOptions(s string) (block.Options, error) {
-	dec := json.NewDecoder(bytes.NewReader([]byte(standardQuotes(s))))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil || m == nil {
-		return nil, ErrJSONFilename
-	}
-	if dec.More() {
+	// QEMU's JSON parser, which bdrv_parse_json uses, takes single-quoted
+	// strings too: scripts write json:{'driver': 'qcow2', ...}.
+	v, err := jsonval.Decode([]byte(s))
+	m, ok := v.(map[string]any)
+	if err != nil || !ok {
 		return nil, ErrJSONFilename
 	}
 	out := block.Options{}
@@ -244,7 +251,13 @@ func formatOverImage(g *block.Graph, opts, parsed block.Options) {
 func checkLegacy(g *block.Graph, opts block.Options) error {
 	name, _ := opts.String("driver", "")
 	drv, known := g.LookupDriver(name)
-	if file, ok := opts["file"].(block.Options); ok {
+	// A format's "file" and a filter's "image" (blkdebug) are protocol
+	// children: given by filename alone, they take their protocol from it.
+	for _, key := range []string{"file", "image"} {
+		file, ok := opts[key].(block.Options)
+		if !ok {
+			continue
+		}
 		if _, hasDriver := file["driver"]; !hasDriver {
 			if fn, err := file.String("filename", ""); err == nil && fn != "" {
 				proto, _, _ := ParseFilename(fn)
@@ -279,4 +292,41 @@ func checkLegacy(g *block.Graph, opts block.Options) error {
 func hasDriver(g *block.Graph, name string) bool {
 	_, ok := g.LookupDriver(name)
 	return ok
+}
+
+// parseLegacyNBD reads the part after "nbd:" of QEMU's legacy NBD
+// filenames: "unix:PATH" or "HOST:PORT" ("[V6ADDR]:PORT"), either with
+// ":exportname=NAME" after it (QEMU's nbd_parse_filename).
+func parseLegacyNBD(spec string) (block.Options, error) {
+	opts := block.Options{"driver": "nbd"}
+	if i := strings.Index(spec, ":exportname="); i >= 0 {
+		opts["export"] = spec[i+len(":exportname="):]
+		spec = spec[:i]
+	}
+	if path, ok := strings.CutPrefix(spec, "unix:"); ok {
+		opts["server"] = block.Options{"type": "unix", "path": path}
+		return opts, nil
+	}
+	var host, port string
+	if rest, ok := strings.CutPrefix(spec, "["); ok {
+		h, p, found := strings.Cut(rest, "]:")
+		if !found {
+			return nil, fmt.Errorf("error parsing IPv6 address '%s'", spec)
+		}
+		host, port = h, p
+	} else {
+		h, p, found := strings.Cut(spec, ":")
+		if !found || strings.Contains(p, ":") {
+			return nil, fmt.Errorf("error parsing address '%s'", spec)
+		}
+		host, port = h, p
+	}
+	opts["server"] = block.Options{"type": "inet", "host": host, "port": port}
+	return opts, nil
+}
+
+// hasProtocol is QEMU's path_has_protocol: a colon before any slash.
+func hasProtocol(name string) bool {
+	i := strings.IndexAny(name, ":/")
+	return i >= 0 && name[i] == ':'
 }

@@ -17,6 +17,8 @@ func TestParseFilename(t *testing.T) {
 		{name: "disk.img", want: block.Options{"driver": "file", "filename": "disk.img"}},
 		{name: "file:disk.img", want: block.Options{"driver": "file", "filename": "disk.img"}},
 		{name: "file:", want: block.Options{"driver": "file", "filename": ""}},
+		{name: "file:a:b", want: block.Options{"driver": "file", "filename": "./a:b"}},
+		{name: "file:/d/a:b", want: block.Options{"driver": "file", "filename": "/d/a:b"}},
 		{name: "null-co://", want: block.Options{"driver": "null-co"}},
 		{name: "blkdebug:conf:img", want: block.Options{"driver": "blkdebug", "config": "conf", "image": block.Options{"driver": "file", "filename": "img"}}},
 		{name: "blkdebug::null-co://", want: block.Options{"driver": "blkdebug", "image": block.Options{"driver": "null-co"}}},
@@ -29,6 +31,17 @@ func TestParseFilename(t *testing.T) {
 		{name: `json:[1]`, isJSON: true, bad: true},
 		{name: `json:{} {}`, isJSON: true, bad: true},
 		{name: `json:null`, isJSON: true, bad: true},
+		// QEMU's JSON takes single-quoted strings, and any whitespace.
+		{name: "json:{ 'driver': 'raw',\n\t'file': {'filename': 'it''s'}\n}", isJSON: true, bad: true},
+		{name: "json:{ 'driver': 'raw',\n\t'file': {'filename': 'a\\'b\"c'}\n}", isJSON: true,
+			want: block.Options{"driver": "raw", "file": block.Options{"filename": `a'b"c`}}},
+		{name: `json:{"a":1,"a":2}`, isJSON: true, bad: true},
+		// QEMU's legacy NBD filenames.
+		{name: "nbd:unix:/tmp/s.sock", want: block.Options{"driver": "nbd", "server": block.Options{"type": "unix", "path": "/tmp/s.sock"}}},
+		{name: "nbd:unix:/tmp/s.sock:exportname=sn", want: block.Options{"driver": "nbd", "export": "sn", "server": block.Options{"type": "unix", "path": "/tmp/s.sock"}}},
+		{name: "nbd:localhost:10810", want: block.Options{"driver": "nbd", "server": block.Options{"type": "inet", "host": "localhost", "port": "10810"}}},
+		{name: "nbd:[::1]:10810:exportname=", want: block.Options{"driver": "nbd", "export": "", "server": block.Options{"type": "inet", "host": "::1", "port": "10810"}}},
+		{name: "nbd:localhost", bad: true},
 	} {
 		got, isJSON, err := ParseFilename(tc.name)
 		if isJSON != tc.isJSON || (err != nil) != tc.bad || !tc.bad && !reflect.DeepEqual(got, tc.want) {
@@ -41,7 +54,7 @@ func TestParseFilename(t *testing.T) {
 // options whose every nested object is Options (what the block layer
 // walks).
 func FuzzParseFilename(f *testing.F) {
-	for _, s := range []string{"a", "file:x", "null-co://", `json:{"driver":"raw","file.filename":"x"}`, `json:{"a":{"b.c":1}}`, "json:{", `json:{"a.":1}`} {
+	for _, s := range []string{"a", "file:x", "nbd:unix:/s:exportname=e", "nbd:[::1]:1", "null-co://", `json:{"driver":"raw","file.filename":"x"}`, `json:{"a":{"b.c":1}}`, "json:{", `json:{"a.":1}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
