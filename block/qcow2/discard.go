@@ -219,10 +219,10 @@ func (img *image) readsZero(off, n int64) (bool, error) {
 
 func backingReadsZero(b *block.Node, off, n int64) (bool, error) {
 	if end := b.Length(); off+n > end {
-		n = max(0, end-off)
+		n = max(0, end-off) // past the backing file's end: zeroes
 	}
 	for n > 0 {
-		st, k, err := b.BlockStatus(off, n)
+		st, k, err := block.StatusAbove(b, nil, off, n)
 		if err != nil || !st.Zero {
 			return false, err
 		}
