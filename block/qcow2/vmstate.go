@@ -11,6 +11,8 @@ package qcow2
 // before the header points to it).
 
 import (
+	"math"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -22,15 +24,16 @@ func (img *image) vmStateOffset() int64 {
 }
 
 // vmStateRange is the guest range of pos, n in the VM state area: EIO
-// for a negative one, as QEMU's request check; EFBIG for one past what
-// the largest L1 table maps (QEMU's qcow2_grow_l1_table refuses it so).
-func (img *image) vmStateRange(pos, n int64) (int64, error) {
-	if pos < 0 || n < 0 {
+// for a negative one or one past what int64 holds, as QEMU's request
+// check; for a write, EFBIG past what the largest L1 table maps (QEMU's
+// qcow2_grow_l1_table refuses it so; reads there find zeroes).
+func (img *image) vmStateRange(pos, n int64, write bool) (int64, error) {
+	base := img.vmStateOffset()
+	if pos < 0 || n < 0 || pos > math.MaxInt64-base || n > math.MaxInt64-base-pos {
 		return 0, unix.EIO
 	}
-	base := img.vmStateOffset()
 	reach := int64(maxL1Bytes/8) << (img.clusterBits + img.l2Bits)
-	if pos > reach-base || n > reach-base-pos {
+	if write && base+pos+n > reach {
 		return 0, unix.EFBIG
 	}
 	return base + pos, nil
@@ -42,7 +45,7 @@ func (img *image) ReadVMState(p []byte, pos int64) (int, error) {
 	if img.dead.Load() {
 		return 0, errDead
 	}
-	off, err := img.vmStateRange(pos, int64(len(p)))
+	off, err := img.vmStateRange(pos, int64(len(p)), false)
 	if err != nil {
 		return 0, err
 	}
@@ -59,7 +62,7 @@ func (img *image) WriteVMState(p []byte, pos int64) (int, error) {
 	if img.dead.Load() {
 		return 0, errDead
 	}
-	off, err := img.vmStateRange(pos, int64(len(p)))
+	off, err := img.vmStateRange(pos, int64(len(p)), true)
 	if err != nil {
 		return 0, err
 	}
