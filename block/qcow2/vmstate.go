@@ -49,6 +49,7 @@ func (img *image) ReadVMState(p []byte, pos int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	img.file.Event("vmstate_load")
 	n, err := img.readAt(p, off)
 	if err != nil {
 		img.signalCorruption(err)
@@ -66,6 +67,7 @@ func (img *image) WriteVMState(p []byte, pos int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	img.file.Event("vmstate_save")
 	if len(p) == 0 {
 		return 0, nil
 	}
