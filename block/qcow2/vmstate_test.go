@@ -40,7 +40,8 @@ func TestVMStatePowerLoss(t *testing.T) {
 	run(t, dir, "qemu-img", "snapshot", "-c", "s", path)
 	regions := []vmRegion{
 		{pos: 512, before: bytes.Repeat([]byte{7}, 3584), after: bytes.Repeat([]byte{8}, 3584)},
-		{pos: 4096, before: bytes.Repeat([]byte{7}, 1024), after: bytes.Repeat([]byte{7}, 1024)}, // the COW'd rest, and the next cluster
+		{pos: 0, before: bytes.Repeat([]byte{7}, 512), after: bytes.Repeat([]byte{7}, 512)},      // the rest of the COW'd cluster
+		{pos: 4096, before: bytes.Repeat([]byte{7}, 1024), after: bytes.Repeat([]byte{7}, 1024)}, // the next cluster, untouched
 		{pos: 5 << 20, before: make([]byte, 8192), after: bytes.Repeat([]byte{9}, 8192)},
 	}
 	d, err := faultdisk.LoadFile(path)
@@ -65,7 +66,7 @@ func TestVMStatePowerLoss(t *testing.T) {
 	if _, err := img.WriteVMState(regions[0].after, regions[0].pos); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := img.WriteVMState(regions[2].after, regions[2].pos); err != nil {
+	if _, err := img.WriteVMState(regions[3].after, regions[3].pos); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.Flush(); err != nil {
