@@ -379,7 +379,7 @@ func (t *ioTool) read(argv []string) error {
 	switch {
 	case vmstate:
 		buf = make([]byte, count)
-		err = t.vmState(func(v vmState) error { _, err := v.ReadVMState(buf, off); return err })
+		_, err = t.node.ReadVMState(buf, off)
 	case !t.inRange(off, count):
 		err = unix.EIO
 	default:
@@ -404,23 +404,6 @@ func (t *ioTool) read(argv []string) error {
 	}
 	t.report("read", elapsed, off, count, count, 1, machine)
 	return ret
-}
-
-// vmState is the VM state area of a format that has one (qcow2's).
-type vmState interface {
-	ReadVMState(p []byte, pos int64) (int, error)
-	WriteVMState(p []byte, pos int64) (int, error)
-}
-
-// vmState runs f on the node's VM state area; the others answer as
-// QEMU's bdrv_save_vmstate/bdrv_load_vmstate do where no driver down the
-// chain has one.
-func (t *ioTool) vmState(f func(vmState) error) error {
-	v, ok := t.node.Image().(vmState)
-	if !ok {
-		return unix.ENOTSUP
-	}
-	return f(v)
 }
 
 // sectorAligned is the check of -b (and write -c): both multiples of 512.
@@ -528,7 +511,7 @@ func (t *ioTool) write(argv []string) error {
 	var err error
 	switch {
 	case vmstate:
-		err = t.vmState(func(v vmState) error { _, err := v.WriteVMState(buf, off); return err })
+		_, err = t.node.WriteVMState(buf, off)
 	case !t.inRange(off, count):
 		err = unix.EIO
 	case zeroes && noFallback:
