@@ -207,3 +207,63 @@ func TestVMStateErrors(t *testing.T) {
 		t.Fatalf("qemu-img check: exit %d:\n%s", code, out)
 	}
 }
+
+// TestVMStateConcurrent runs guest writes, VM state writes and reads of
+// both at once (under -race): each reads back what it wrote and
+// qemu-img check finds the image clean.
+func TestVMStateConcurrent(t *testing.T) {
+	needQemu(t)
+	g := fixture(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.qcow2")
+	run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", path, "4M")
+	n, err := openQcow2(g, path, block.Options{"read-only": false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Attach("", n, block.Perm{Write: true}); err != nil {
+		t.Fatal(err)
+	}
+	const workers, rounds, size = 4, 32, 6144 // unaligned to clusters: COW within the area
+	errs := make(chan error, 2*workers)
+	for w := range workers {
+		for _, vm := range []bool{false, true} {
+			go func() {
+				errs <- func() error {
+					for i := range rounds {
+						p := bytes.Repeat([]byte{byte(w*rounds + i)}, size)
+						off := int64(w*rounds+i) * size
+						write, read := n.WriteAt, n.ReadAt
+						if vm {
+							write, read = n.WriteVMState, n.ReadVMState
+						}
+						if _, err := write(p, off); err != nil {
+							return err
+						}
+						got := make([]byte, size)
+						if _, err := read(got, off); err != nil {
+							return err
+						}
+						if !bytes.Equal(got, p) {
+							return fmt.Errorf("vm=%t: %d bytes at %d do not read back", vm, size, off)
+						}
+					}
+					return nil
+				}()
+			}()
+		}
+	}
+	for range 2 * workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := qemuCheckStatus(t, path); code != 0 {
+		t.Fatalf("qemu-img check: exit %d:\n%s", code, out)
+	}
+	qemuIO(t, path, "read -b -P 0 0 6144", fmt.Sprintf("read -b -P %d %d 6144", workers*rounds-1, (workers*rounds-1)*size),
+		"read -P 1 6144 6144")
+}
