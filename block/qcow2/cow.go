@@ -210,10 +210,15 @@ func (img *image) fillAround(b []byte, start, lo, in int64, p []byte) error {
 	return nil
 }
 
-// readView reads what the guest sees at off (zeroes past the end).
+// readView reads what the guest sees at off (zeroes past the end); in
+// the VM state area (vmstate.go), what is there.
 func (img *image) readView(b []byte, off int64) error {
 	clear(b)
-	if n := min(int64(len(b)), img.length-off); n > 0 {
+	end := img.length
+	if off >= img.vmStateOffset() {
+		end = off + int64(len(b))
+	}
+	if n := min(int64(len(b)), end-off); n > 0 {
 		if _, err := img.readAt(b[:n], off); err != nil {
 			return err
 		}

@@ -112,6 +112,7 @@ func (img *image) setSize(size int64) error {
 func (img *image) growL1(entries int64) error {
 	cs := img.clusterSize
 	n := (entries*8 + cs - 1) / cs
+	img.file.Event("l1_grow_alloc_table")
 	off, err := img.rc.allocContiguous(n)
 	if err != nil {
 		return err
@@ -134,6 +135,7 @@ func (img *image) growL1(entries int64) error {
 	var hf [12]byte
 	binary.BigEndian.PutUint32(hf[:], uint32(entries))
 	binary.BigEndian.PutUint64(hf[4:], uint64(off))
+	img.file.Event("l1_grow_activate_table")
 	if err := img.patchHeader(36, hf[:]); err != nil {
 		img.rc.release(off/cs, n)
 		return err

@@ -28,6 +28,8 @@ var blkdebugCases = []struct {
 		cmds("write 0 4k", "write 0 4k", "write 0 4k", "write 0 4k")},
 	{"[inject-error]\nevent = \"write_aio\"\niotype = \"read\"\nonce = \"on\"\n",
 		cmds("write -P 3 0 4k", "write -P 4 0 4k", "read -P 4 0 4k", "read -P 4 0 4k")},
+	{"[inject-error]\nevent = \"vmstate_save\"\nerrno = \"28\"\nonce = \"on\"\n[inject-error]\nevent = \"vmstate_load\"\nonce = \"on\"\n",
+		cmds("write -b -P 1 0 512", "write -b -P 2 0 512", "read -b -P 2 0 512", "read -b -P 2 0 512", "read -P 0 0 512")},
 	{"", cmds("break write_aio A", "aio_write -P 7 0 4k", "wait_break A", "resume A", "aio_flush", "break bogus B", "resume A",
 		"remove_break A", "break write_aio C", "remove_break C", "read -P 7 0 4k")},
 	{"", cmds("break l2_update A", "aio_write 0 4k", "wait_break A", "remove_break A", "aio_flush", "remove_break A")},
