@@ -82,8 +82,17 @@ func (t *ioTool) reopen(argv []string) error {
 		fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, err)
 		return errCommand
 	}
+	if !sameNodeName(extra, t.node) {
+		fmt.Fprintf(t.stderr, "%s: Cannot change the option 'node-name'\n", t.prog)
+		return errCommand
+	}
+	if f, _ := extra.Object("file"); t.probed && !sameNodeName(f, t.node.Child("file")) {
+		// The probed file is an entry of its own (reopenOptions).
+		fmt.Fprintf(t.stderr, "%s: Cannot change the option 'node-name'\n", t.prog)
+		return errCommand
+	}
 	list, opts := t.reopenOptions(extra)
-	if err := t.g.Reopen(list); err != nil {
+	if err := t.g.ReopenKeepOld(list); err != nil {
 		fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, qtool.Message(err))
 		return errCommand
 	}
@@ -152,4 +161,14 @@ func (t *ioTool) checkReopenKeys(extra block.Options) error {
 		}
 	}
 	return nil
+}
+
+// sameNodeName: opts name n, or no node at all (qemu-io's reopen takes
+// an unchanged node-name).
+func sameNodeName(opts block.Options, n *block.Node) bool {
+	if n == nil {
+		return true
+	}
+	name, err := opts.String("node-name", n.Name())
+	return err == nil && name == n.Name()
 }
