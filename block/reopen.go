@@ -183,7 +183,7 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string, keep
 		return nil, err
 	}
 	for _, k := range slices.Sorted(maps.Keys(n.drv.Options)) {
-		if n.drv.Options[k] == OptChild {
+		if n.drv.Options[k] == OptChild || slices.Contains(n.drv.Reopenable, k) {
 			continue
 		}
 		was, _ := n.opts.get(k, n.drv.Options[k])

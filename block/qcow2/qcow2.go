@@ -39,6 +39,10 @@ func init() {
 		// As QEMU's filename rule: the image's filename still names a
 		// node given its data file as an option.
 		Weak: []string{"data-file"},
+		// As QEMU's qcow2_update_options: what a reopen may change (the
+		// cache sizes stay as opened in minivmm).
+		Reopenable: []string{"lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
+			"pass-discard-other", "overlap-check", "cache-clean-interval"},
 	})
 }
 
