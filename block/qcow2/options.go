@@ -186,3 +186,27 @@ func checkOverlap(o block.Options) error {
 	}
 	return nil
 }
+
+// joinOptions is QEMU's qcow2_join_options: a new overlap-check replaces
+// the old one whole; a new cache-size drops the old L2 and refcount
+// sizes; and an old cache-size goes when any cache size is set after the
+// join and cache-size is not given anew (QEMU tests "any" where its
+// comment says "all": its behaviour is what qemu-io shows, so kept).
+func joinOptions(given, old block.Options) func(block.Options) {
+	if _, set := given["overlap-check"]; set {
+		delete(old, "overlap-check")
+	}
+	_, newTotal := given["cache-size"]
+	if newTotal {
+		delete(old, "l2-cache-size")
+		delete(old, "refcount-cache-size")
+	}
+	return func(joined block.Options) {
+		_, a := joined["cache-size"]
+		_, b := joined["l2-cache-size"]
+		_, c := joined["refcount-cache-size"]
+		if (a || b || c) && !newTotal {
+			delete(joined, "cache-size")
+		}
+	}
+}

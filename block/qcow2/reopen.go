@@ -20,11 +20,25 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 	}
 	// The options a reopen may change, checked as at open and in QEMU's
 	// words (qcow2_update_options_prepare).
+	cache, err := readCacheSizes(r.Options, img.hdr)
+	if err != nil {
+		return nil, err
+	}
 	if err := checkOtherOptions(r.Options, img.hdr); err != nil {
 		return nil, err
 	}
 	lazy, _ := r.Options.Bool("lazy-refcounts", img.hdr.CompatibleFeatures&compatLazyRefcounts != 0)
 	p := &reopenPending{img: img, writable: img.writable, lazy: lazy, file: r.Children["file"], backing: r.Children["backing"]}
+	if cache.sliceBytes != int(img.sliceBytes) || cache.l2Slices != img.cache.max {
+		// The L2 cache is remade at Commit: what it holds goes to disk
+		// now (the node is drained: nothing is dirtied in between).
+		if img.writable && img.rc != nil { // (nil: nothing written yet)
+			if err := img.writeBack(); err != nil {
+				return nil, err
+			}
+		}
+		p.cache = &cache
+	}
 	if img.lazy && !lazy && img.writable && img.rc != nil && !img.corrupted {
 		// Refcounts held back go to disk, and the dirty bit goes, before
 		// they are written as they change (QEMU: qcow2_mark_clean).
@@ -52,7 +66,8 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 type reopenPending struct {
 	img      *image
 	writable bool
-	lazy     bool // lazy-refcounts
+	lazy     bool         // lazy-refcounts
+	cache    *cacheConfig // new L2 cache sizes, or nil
 	file     *block.Node
 	backing  *block.Node
 }
@@ -62,6 +77,10 @@ func (p *reopenPending) Commit() {
 	defer p.img.wmu.Unlock()
 	p.img.writable = p.writable
 	p.img.lazy = p.lazy
+	if c := p.cache; c != nil {
+		p.img.geometry = newGeometry(p.img.hdr, c.sliceBytes)
+		p.img.cache = newL2Cache(c.sliceBytes, c.l2Slices, p.img.cache.load)
+	}
 	if p.file != nil {
 		if !p.img.external() {
 			p.img.data = p.file // data clusters are in the file

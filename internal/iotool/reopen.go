@@ -116,7 +116,14 @@ func (t *ioTool) reopenOptions(extra block.Options) ([]block.Options, block.Opti
 			opts["file"] = f.Name()
 		}
 	}
+	var fix func(block.Options)
+	if drv, ok := t.g.LookupDriver(t.node.Driver()); ok && drv.JoinOptions != nil {
+		fix = drv.JoinOptions(extra, opts)
+	}
 	qtool.MergeOptions(opts, extra)
+	if fix != nil {
+		fix(opts)
+	}
 	opts["node-name"] = t.node.Name()
 	if b := t.node.Child("backing"); b != nil {
 		if _, given := opts["backing"]; !given {

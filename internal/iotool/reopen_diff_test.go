@@ -49,6 +49,12 @@ func TestReopenKeepOldDifferential(t *testing.T) {
 			"-c", "reopen -o overlap-check.template=blubb", "-c", "reopen -o overlap-check=blubb",
 			"-c", "reopen -o lazy-refcounts=42", "-c", "reopen -o cache-clean-interval=-1", "-c", "reopen -o cache-clean-interval=5",
 			"-c", "reopen -o pass-discard-other=off,pass-discard-request=off", "-c", "write 0 64k", "IMG"}},
+		// The L2 cache remade by a reopen (written back first), and the
+		// cache sizes' checks with the old options joined as QEMU joins them.
+		{args: []string{"-f", "qcow2", "-c", "write -P 7 0 256k", "-c", "reopen -o l2-cache-entry-size=512", "-c", "read -P 7 0 256k",
+			"-c", "write -P 8 64k 64k", "-c", "reopen -o cache-size=1M", "-c", "reopen -o l2-cache-size=512k", "-c", "reopen -o l2-cache-entry-size=4k",
+			"-c", "read -P 8 64k 64k", "-c", "reopen -o cache-size=1M,l2-cache-size=2M", "-c", "reopen -o cache-size=1M,l2-cache-size=64k,refcount-cache-size=64k",
+			"-c", "reopen -o l2-cache-entry-size=33k", "-c", "reopen -o l2-cache-entry-size=128k", "-c", "read -P 7 0 64k", "IMG"}},
 		// lazy-refcounts: on leaves the image dirty at a crash, off
 		// writes it back first; a failed reopen changes nothing.
 		{args: []string{"-f", "qcow2", "-c", "reopen -o lazy-refcounts=on", "-c", "write -P 1 0 64k", "-c", "sigraise 9", "IMG"}, child: true, dirty: true},
