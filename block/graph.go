@@ -235,7 +235,7 @@ func (g *Graph) checkOptionsIn(o Options, prefix string, headerBacking bool) (*D
 		if m, ok := o[key].(map[string]any); ok {
 			child, inline = Options(m), true
 		}
-		if !inline || headerBacking && key == "backing" && child["driver"] == nil {
+		if !inline || headerBacking && key == "backing" && fromHeader(child) {
 			continue
 		}
 		if _, err := g.checkOptionsIn(child, prefix+key+".", headerBacking); err != nil {
@@ -334,7 +334,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 			continue // "backing": null: no child, and none from the image either
 		}
 		ref, _ := convert(v, OptChild, key)
-		if r, ok := ref.(Options); ok && key == "backing" && r["driver"] == nil {
+		if r, ok := ref.(Options); ok && key == "backing" && fromHeader(r) {
 			// As QEMU: the backing file the image names is opened with
 			// these options over what the header says (its format too).
 			headerChild = r
@@ -793,4 +793,11 @@ func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 		err = errors.Join(err, g.dropWriter(d, share, device))
 	}
 	return err
+}
+
+// fromHeader: backing options that name no image of their own (no
+// driver, or no file or filename) complete the backing file the image
+// names, as QEMU's bdrv_open_backing_file does with them.
+func fromHeader(o Options) bool {
+	return o["driver"] == nil || o["file"] == nil && o["filename"] == nil
 }

@@ -159,6 +159,10 @@ func (o *OpenContext) EnterChain(key string, maxDepth int) (leave func(), err er
 	return func() { g.chain = g.chain[:len(g.chain)-1] }, nil
 }
 
+// BackingOptions are the options given for the backing file the image
+// names (completing it: "backing.driver=raw"), or nil.
+func (o *OpenContext) BackingOptions() Options { return o.headerChild }
+
 // OpenChild opens a child the image itself names (a backing file from a
 // qcow2 header) as an inline node in role ("backing"), with opts and the
 // generic options it inherits from this node. It is closed with this node,

@@ -37,6 +37,8 @@ func TestReopenKeepOldDifferential(t *testing.T) {
 		{args: []string{"-c", "open -o file.node-name=foo IMG", "-c", "reopen -o file.node-name=foo", "-c", "reopen", "-c", "reopen -o file.node-name=bar"}},
 		{args: []string{"-c", "open -o backing.node-name=foo IMG", "-c", "reopen -o backing.node-name=foo", "-c", "reopen", "-c", "reopen -o backing.node-name=bar"}},
 		{args: []string{"-c", "open -o backing.node-name=foo BASE", "-c", "info"}},
+		{args: []string{"-c", "open -o backing.driver=raw IMG", "-c", "read -P 0 0 4k", "-c", "reopen -o backing.driver=raw"}},
+		{args: []string{"-c", "open -o backing.driver=qcow2,backing.node-name=b IMG", "-c", "read -P 0 0 4k", "-c", "reopen -o backing.driver=raw"}},
 		{args: []string{"-f", "qcow2", "-c", "reopen -o driver=raw", "IMG"}},
 		{args: []string{"-f", "qcow2", "-c", "reopen -o file.driver=qcow2", "IMG"}},
 		{args: []string{"-f", "qcow2", "-c", "reopen -o backing.driver=file", "IMG"}},
