@@ -118,6 +118,15 @@ type Driver struct {
 	Options map[string]OptType
 	// Required lists the driver's options a node must be given.
 	Required []string
+	// Reopenable lists the driver's options a reopen may change: its
+	// PrepareReopen checks them and applies them. Any other option given
+	// with another value is refused ("Cannot change the option").
+	Reopenable []string
+	// JoinOptions, if set, drops from old (the options a node has) what
+	// options given to a reopen override beyond their own keys (QEMU's
+	// bdrv_join_options: a new cache-size overrides the old L2 and
+	// refcount sizes); after the join, fix adjusts the result.
+	JoinOptions func(given, old Options) (fix func(joined Options))
 	// Weak lists options that change how, not what, the node reads
 	// (options outside QEMU's strong_runtime_opts, such as the file
 	// driver's locking): given with a filename alone, the filename still

@@ -134,6 +134,18 @@ func (g *Graph) Add(o Options) (*Node, error) {
 	return g.add(o, nil, false)
 }
 
+// addLegacy is Add for the tools' (and -drive's) options, which QEMU
+// takes without its QAPI schema: a "backing" given without a driver
+// goes over the backing file the image names (backing.node-name=foo).
+func (g *Graph) addLegacy(o Options) (*Node, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, err := g.checkOptionsIn(o, "", true); err != nil {
+		return nil, err
+	}
+	return g.add(o, nil, false)
+}
+
 // AddRoot is blockdev-add (and -blockdev): Add, for a node that must be
 // named.
 func (g *Graph) AddRoot(o Options) (*Node, error) {
@@ -180,6 +192,12 @@ func inherit(child, parent Options) Options {
 // driver, unknown keys, types, required members, enumerations. prefix
 // names o in messages ("options[0].", "file.").
 func (g *Graph) checkOptions(o Options, prefix string) (*Driver, error) {
+	return g.checkOptionsIn(o, prefix, false)
+}
+
+// checkOptionsIn is checkOptions; with headerBacking, a "backing" given
+// inline without a driver is left to the image's header (addLegacy).
+func (g *Graph) checkOptionsIn(o Options, prefix string, headerBacking bool) (*Driver, error) {
 	drvName, present := o["driver"]
 	if !present {
 		return nil, optionError("Parameter '%sdriver' is missing", prefix)
@@ -213,14 +231,15 @@ func (g *Graph) checkOptions(o Options, prefix string) (*Driver, error) {
 		}
 	}
 	for _, key := range drv.children() {
-		if child, inline := o[key].(Options); inline {
-			if _, err := g.checkOptions(child, prefix+key+"."); err != nil {
-				return nil, err
-			}
-		} else if child, inline := o[key].(map[string]any); inline {
-			if _, err := g.checkOptions(Options(child), prefix+key+"."); err != nil {
-				return nil, err
-			}
+		child, inline := o[key].(Options)
+		if m, ok := o[key].(map[string]any); ok {
+			child, inline = Options(m), true
+		}
+		if !inline || headerBacking && key == "backing" && fromHeader(child) {
+			continue
+		}
+		if _, err := g.checkOptionsIn(child, prefix+key+".", headerBacking); err != nil {
+			return nil, err
 		}
 	}
 	return drv, nil
@@ -283,7 +302,8 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 	if parent != nil {
 		o = inherit(own, parent)
 	}
-	drv, err := g.checkOptions(o, "")
+	// Add, AddRoot and addLegacy checked the tree as their callers need.
+	drv, err := g.checkOptionsIn(o, "", true)
 	if err != nil {
 		return nil, err
 	}
@@ -307,12 +327,19 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 			}
 		}
 	}()
+	var headerChild Options // "backing" options for the child the image names
 	for _, key := range drv.children() {
 		v, present := o[key]
 		if !present || v == nil {
 			continue // "backing": null: no child, and none from the image either
 		}
 		ref, _ := convert(v, OptChild, key)
+		if r, ok := ref.(Options); ok && key == "backing" && fromHeader(r) {
+			// As QEMU: the backing file the image names is opened with
+			// these options over what the header says (its format too).
+			headerChild = r
+			continue
+		}
 		var child *Node
 		switch ref := ref.(type) {
 		case string:
@@ -337,6 +364,9 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 			driverOpts[k] = v
 		}
 	}
+	if headerChild != nil {
+		delete(driverOpts, "backing") // the driver opens the one the image names
+	}
 	nn := &Node{g: g, name: nodeName, implicit: implicit, drv: drv, opts: o, own: own, state: state,
 		children: children, parents: map[*Node]string{}, shared: PermAll, attached: map[*Node]uint64{}}
 	nn.gate.init()
@@ -356,10 +386,15 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 	img, err := drv.Open(&OpenContext{
 		NodeName: nodeName, Options: driverOpts, Writable: state.writableFor(0),
 		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, Objects: g.objects, children: children,
-		g: g, parentOpts: o, created: &created,
+		g: g, parentOpts: o, created: &created, headerChild: headerChild,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if headerChild != nil && children["backing"] == nil {
+		img.Close()
+		// QEMU's words for an image naming no backing file.
+		return nil, errors.New("Could not open backing file: Must specify either driver or file")
 	}
 	length, err := img.Length()
 	length = roundToSector(length)
@@ -758,4 +793,11 @@ func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 		err = errors.Join(err, g.dropWriter(d, share, device))
 	}
 	return err
+}
+
+// fromHeader: backing options that name no image of their own (no
+// driver, or no file or filename) complete the backing file the image
+// names, as QEMU's bdrv_open_backing_file does with them.
+func fromHeader(o Options) bool {
+	return o["driver"] == nil || o["file"] == nil && o["filename"] == nil
 }

@@ -28,7 +28,7 @@ func (g *Graph) SetReadOnly(n *Node, readOnly bool) error {
 			opts["backing"] = nil
 		}
 	}
-	items, err := g.reopenTree(n, opts, opts, "", "")
+	items, err := g.reopenTree(n, opts, opts, "", "", false)
 	if err != nil {
 		return err
 	}

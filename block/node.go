@@ -125,6 +125,9 @@ type OpenContext struct {
 	g          *Graph
 	parentOpts Options
 	created    *[]*Node // inline children, removed if the open fails
+	// headerChild are options given for the backing child without a
+	// driver: they go over those OpenChild("backing") is given.
+	headerChild Options
 }
 
 // Child returns the child node a format driver reads through.
@@ -156,6 +159,10 @@ func (o *OpenContext) EnterChain(key string, maxDepth int) (leave func(), err er
 	return func() { g.chain = g.chain[:len(g.chain)-1] }, nil
 }
 
+// BackingOptions are the options given for the backing file the image
+// names (completing it: "backing.driver=raw"), or nil.
+func (o *OpenContext) BackingOptions() Options { return o.headerChild }
+
 // OpenChild opens a child the image itself names (a backing file from a
 // qcow2 header) as an inline node in role ("backing"), with opts and the
 // generic options it inherits from this node. It is closed with this node,
@@ -163,6 +170,9 @@ func (o *OpenContext) EnterChain(key string, maxDepth int) (leave func(), err er
 func (o *OpenContext) OpenChild(role string, opts Options) (*Node, error) {
 	if o.children[role] != nil {
 		return nil, fmt.Errorf("node '%s' already has a '%s' child", o.NodeName, role)
+	}
+	if role == "backing" && o.headerChild != nil {
+		opts = mergeOptions(opts.Clone(), o.headerChild)
 	}
 	c, err := o.g.add(opts, o.parentOpts, true)
 	if err != nil {

@@ -119,7 +119,7 @@ func (g *Graph) Open(o Options, policy ProbePolicy) (Opened, error) {
 				return Opened{}, fmt.Errorf("Unknown driver '%s'", name)
 			}
 		}
-		n, err := g.Add(o)
+		n, err := g.addLegacy(o)
 		return Opened{Node: n}, err
 	}
 	fileRef, present := o["file"]
@@ -128,7 +128,7 @@ func (g *Graph) Open(o Options, policy ProbePolicy) (Opened, error) {
 		return Opened{}, errors.New("Must specify either driver or file")
 	}
 	if !isObject {
-		n, err := g.Add(o) // a reference to a node that cannot exist yet
+		n, err := g.addLegacy(o) // a reference to a node that cannot exist yet
 		return Opened{Node: n}, err
 	}
 	fileOpts = fileOpts.Clone()
@@ -175,7 +175,7 @@ func (g *Graph) Open(o Options, policy ProbePolicy) (Opened, error) {
 	o = o.Clone()
 	o["driver"] = format
 	o["file"] = file.Name()
-	n, err := g.Add(o)
+	n, err := g.addLegacy(o)
 	if err != nil {
 		g.Delete(file.Name())
 		return Opened{}, err

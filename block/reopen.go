@@ -24,12 +24,30 @@ type reopenItem struct {
 // node that has or names a backing file (another node, or null to drop
 // it), and children a node created inline are reopened with it, taking
 // what they inherit from it.
-func (g *Graph) Reopen(list []Options) error {
+func (g *Graph) Reopen(list []Options) error { return g.reopen(list, false) }
+
+// ReopenKeepOld is Reopen as qemu-io's reopen does it (QEMU's bdrv_reopen
+// with keep_old_opts): no QAPI schema is checked (values come as strings
+// and are parsed by the layer that takes them), the options a child made
+// inline is given are put over those it has, and the errors name the
+// option as the node itself knows it ('driver', not 'options[0].file.driver').
+func (g *Graph) ReopenKeepOld(list []Options) error { return g.reopen(list, true) }
+
+func (g *Graph) reopen(list []Options, keepOld bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	prefixOf := func(i int) string {
+		if keepOld {
+			return ""
+		}
+		return fmt.Sprintf("options[%d].", i)
+	}
 	// QAPI checks every entry before anything runs.
 	for i, o := range list {
-		if _, err := g.checkOptions(o, fmt.Sprintf("options[%d].", i)); err != nil {
+		if keepOld {
+			break
+		}
+		if _, err := g.checkOptions(o, prefixOf(i)); err != nil {
 			return err
 		}
 	}
@@ -43,7 +61,7 @@ func (g *Graph) Reopen(list []Options) error {
 		if n == nil {
 			return fmt.Errorf("Failed to find node with node-name='%s'", name)
 		}
-		tree, err := g.reopenTree(n, o, o, fmt.Sprintf("options[%d].", i), "")
+		tree, err := g.reopenTree(n, o, o, prefixOf(i), "", keepOld)
 		if err != nil {
 			return err
 		}
@@ -143,13 +161,15 @@ func (n *Node) hasDescendant(d *Node) bool {
 // reopenTree makes the items that reopen n with opts (own: as given,
 // before inheriting), then those of the children n created inline. prefix
 // names the entry in QAPI messages ("options[0]."), path the child in
-// "Cannot change" ones ("file.").
-func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]reopenItem, error) {
+// "Cannot change" ones ("file."); with keepOld (ReopenKeepOld) both stay
+// empty, and a child's options given inline go over its own.
+func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string, keepOld bool) ([]reopenItem, error) {
 	if drv, _ := opts.String("driver", ""); drv != n.drv.Name {
 		return nil, fmt.Errorf("Cannot change the option '%sdriver'", path)
 	}
-	if _, given := opts["node-name"]; given && path != "" {
-		// An inline child's name is generated; QEMU refuses any, even its own.
+	if _, given := opts["node-name"]; given && (path != "" || keepOld && nodeNameOf(opts) != n.name) {
+		// An inline child's name is generated; blockdev-reopen refuses
+		// any, even its own. qemu-io's reopen takes an unchanged one.
 		return nil, fmt.Errorf("Cannot change the option 'node-name'")
 	}
 	if _, given := opts["discard"]; !given && n.state.discard == "unmap" {
@@ -163,7 +183,7 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 		return nil, err
 	}
 	for _, k := range slices.Sorted(maps.Keys(n.drv.Options)) {
-		if n.drv.Options[k] == OptChild {
+		if n.drv.Options[k] == OptChild || slices.Contains(n.drv.Reopenable, k) {
 			continue
 		}
 		was, _ := n.opts.get(k, n.drv.Options[k])
@@ -214,6 +234,9 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 				return nil, fmt.Errorf("Cannot change the option '%s%s.driver'", path, key)
 			}
 			child, childOwn = cur, ref
+			if keepOld {
+				childOwn = mergeOptions(cur.own.Clone(), ref)
+			}
 		}
 		if child != cur {
 			if _, ok := n.img.(Reopener); !ok {
@@ -222,7 +245,11 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string) ([]r
 		}
 		children[key] = child
 		if childOwn != nil {
-			items, err := g.reopenTree(child, inherit(childOwn, opts), childOwn, prefix+key+".", path+key+".")
+			cprefix, cpath := prefix+key+".", path+key+"."
+			if keepOld {
+				cprefix, cpath = "", ""
+			}
+			items, err := g.reopenTree(child, inherit(childOwn, opts), childOwn, cprefix, cpath, keepOld)
 			if err != nil {
 				return nil, err
 			}
@@ -522,3 +549,27 @@ type reopenFlushError struct{ err error }
 
 func (e reopenFlushError) Error() string { return "Error flushing drive: " + strerror(e.err) }
 func (e reopenFlushError) Unwrap() error { return e.err }
+
+// mergeOptions puts src over dst, nested options merged key by key, and
+// returns dst.
+func mergeOptions(dst, src Options) Options {
+	for k, v := range src {
+		if s, ok := v.(Options); ok {
+			if d, ok := dst[k].(Options); ok {
+				dst[k] = mergeOptions(d.Clone(), s)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+	return dst
+}
+
+// nodeNameOf is the node-name opts give, whatever form it came in
+// (a string, or a keyval value).
+func nodeNameOf(opts Options) string {
+	if s, err := opts.String("node-name", ""); err == nil {
+		return s
+	}
+	return fmt.Sprint(opts["node-name"])
+}

@@ -347,7 +347,7 @@ func (g *Graph) reopenReadOnly(n *Node) {
 			opts["backing"] = nil
 		}
 	}
-	items, err := g.reopenTree(n, opts, opts, "", "")
+	items, err := g.reopenTree(n, opts, opts, "", "", false)
 	if err != nil {
 		return
 	}

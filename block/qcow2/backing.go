@@ -59,6 +59,9 @@ func openBacking(o *block.OpenContext, name, format string, overlay string) (*bl
 			return nil, fmt.Errorf("Could not open backing file: the image does not say the format of '%s'; record it with 'qemu-img rebase -u -b %s -F FORMAT'", name, name)
 		}
 	}
+	if d, err := o.BackingOptions().String("driver", ""); err == nil && d != "" {
+		format = d // given: the header's format is not used (QEMU: backing.driver)
+	}
 	if _, known := block.LookupDriver(format); format != "" && !known {
 		return nil, fmt.Errorf("Could not open backing file: Unknown driver '%s'", format)
 	}

@@ -38,7 +38,14 @@ func init() {
 		ChildPerm: childPerm,
 		// As QEMU's filename rule: the image's filename still names a
 		// node given its data file as an option.
-		Weak: []string{"data-file"},
+		Weak:        []string{"data-file"},
+		JoinOptions: joinOptions,
+		// As QEMU's qcow2_update_options: what a reopen may change
+		// (refcount-cache-size and pass-discard-*=on are refused there
+		// as at open: minivmm cannot honour them).
+		Reopenable: []string{"lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
+			"pass-discard-other", "overlap-check", "cache-clean-interval",
+			"cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size"},
 	})
 }
 

@@ -18,7 +18,34 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 	if d := r.Children["data-file"]; img.external() && d != img.data {
 		return nil, errors.New("Cannot change the option 'data-file'") // as QEMU 7.2
 	}
-	p := &reopenPending{img: img, writable: img.writable, file: r.Children["file"], backing: r.Children["backing"]}
+	// The options a reopen may change, checked as at open and in QEMU's
+	// words (qcow2_update_options_prepare).
+	cache, err := readCacheSizes(r.Options, img.hdr)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOtherOptions(r.Options, img.hdr); err != nil {
+		return nil, err
+	}
+	lazy, _ := r.Options.Bool("lazy-refcounts", img.hdr.CompatibleFeatures&compatLazyRefcounts != 0)
+	p := &reopenPending{img: img, writable: img.writable, lazy: lazy, file: r.Children["file"], backing: r.Children["backing"]}
+	if cache.sliceBytes != int(img.sliceBytes) || cache.l2Slices != img.cache.max {
+		// The L2 cache is remade at Commit: what it holds goes to disk
+		// now (the node is drained: nothing is dirtied in between).
+		if img.writable && img.rc != nil { // (nil: nothing written yet)
+			if err := img.writeBack(); err != nil {
+				return nil, err
+			}
+		}
+		p.cache = &cache
+	}
+	if img.lazy && !lazy && img.writable && img.rc != nil && !img.corrupted {
+		// Refcounts held back go to disk, and the dirty bit goes, before
+		// they are written as they change (QEMU: qcow2_mark_clean).
+		if err := img.markClean(); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case r.Writable && !img.writable:
 		if err := img.checkWritable(); err != nil {
@@ -39,6 +66,8 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 type reopenPending struct {
 	img      *image
 	writable bool
+	lazy     bool         // lazy-refcounts
+	cache    *cacheConfig // new L2 cache sizes, or nil
 	file     *block.Node
 	backing  *block.Node
 }
@@ -47,6 +76,11 @@ func (p *reopenPending) Commit() {
 	p.img.wmu.Lock()
 	defer p.img.wmu.Unlock()
 	p.img.writable = p.writable
+	p.img.lazy = p.lazy
+	if c := p.cache; c != nil {
+		p.img.geometry = newGeometry(p.img.hdr, c.sliceBytes)
+		p.img.cache = newL2Cache(c.sliceBytes, c.l2Slices, p.img.cache.load)
+	}
 	if p.file != nil {
 		if !p.img.external() {
 			p.img.data = p.file // data clusters are in the file

@@ -82,8 +82,17 @@ func (t *ioTool) reopen(argv []string) error {
 		fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, err)
 		return errCommand
 	}
+	if !sameNodeName(extra, t.node) {
+		fmt.Fprintf(t.stderr, "%s: Cannot change the option 'node-name'\n", t.prog)
+		return errCommand
+	}
+	if f, _ := extra.Object("file"); t.probed && !sameNodeName(f, t.node.Child("file")) {
+		// The probed file is an entry of its own (reopenOptions).
+		fmt.Fprintf(t.stderr, "%s: Cannot change the option 'node-name'\n", t.prog)
+		return errCommand
+	}
 	list, opts := t.reopenOptions(extra)
-	if err := t.g.Reopen(list); err != nil {
+	if err := t.g.ReopenKeepOld(list); err != nil {
 		fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, qtool.Message(err))
 		return errCommand
 	}
@@ -107,7 +116,14 @@ func (t *ioTool) reopenOptions(extra block.Options) ([]block.Options, block.Opti
 			opts["file"] = f.Name()
 		}
 	}
+	var fix func(block.Options)
+	if drv, ok := t.g.LookupDriver(t.node.Driver()); ok && drv.JoinOptions != nil {
+		fix = drv.JoinOptions(extra, opts)
+	}
 	qtool.MergeOptions(opts, extra)
+	if fix != nil {
+		fix(opts)
+	}
 	opts["node-name"] = t.node.Name()
 	if b := t.node.Child("backing"); b != nil {
 		if _, given := opts["backing"]; !given {
@@ -152,4 +168,14 @@ func (t *ioTool) checkReopenKeys(extra block.Options) error {
 		}
 	}
 	return nil
+}
+
+// sameNodeName: opts name n, or no node at all (qemu-io's reopen takes
+// an unchanged node-name).
+func sameNodeName(opts block.Options, n *block.Node) bool {
+	if n == nil {
+		return true
+	}
+	name, err := opts.String("node-name", n.Name())
+	return err == nil && name == n.Name()
 }
