@@ -1,7 +1,7 @@
 package qemuiotests
 
 // The bash iotests of QEMU 7.2 that pass with minivmm as qemu-img/qemu-io,
-// per format (83 for -qcow2, 30 for -raw; the README's "QEMU's own
+// per format (85 for -qcow2, 30 for -raw; the README's "QEMU's own
 // iotests" says what the others need). A test that starts passing joins
 // its list; one leaves it only with a reason in the README.
 var qcow2Tests = []string{
