@@ -205,6 +205,32 @@ func (s *slots) at(i uint32) *request {
 }
 
 // finish hands r's result to its caller and frees its slot.
+// resubmitter sends the rest of a request the kernel did part of.
+type resubmitter interface {
+	resubmit(i uint32, r *request)
+}
+
+// complete takes the kernel's answer res for the request in slot i: done,
+// its caller gets the result; else the engine submits the rest. mu is the
+// engine's submission lock, taken once around a partial answer so that
+// the last submitter's reads of r come before result's writes.
+func (s *slots) complete(i uint32, res int64, mu *sync.Mutex, e resubmitter) {
+	r := s.at(i)
+	if r == nil {
+		return
+	}
+	if r.partial(res) {
+		mu.Lock()
+		mu.Unlock()
+	}
+	done, err := r.result(res)
+	if done {
+		s.finish(i, err)
+		return
+	}
+	e.resubmit(i, r)
+}
+
 func (s *slots) finish(i uint32, err error) {
 	s.mu.Lock()
 	r := s.reqs[i]

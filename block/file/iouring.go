@@ -287,20 +287,10 @@ func (u *uring) reap(wait bool) {
 	atomic.StoreUint32(u.cqHead, head)
 }
 
-func (u *uring) complete(i uint32, res int64) {
-	r := u.slots.at(i)
-	if r == nil {
-		return
-	}
-	if r.partial(res) {
-		u.mu.Lock()
-		u.mu.Unlock()
-	}
-	done, err := r.result(res)
-	if done {
-		u.slots.finish(i, err)
-		return
-	}
+func (u *uring) complete(i uint32, res int64) { u.slots.complete(i, res, &u.mu, u) }
+
+// resubmit puts the rest of r back on the submission queue.
+func (u *uring) resubmit(i uint32, r *request) {
 	u.mu.Lock()
 	u.put(i, r)
 	u.submitLocked(false)

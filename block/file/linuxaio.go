@@ -241,22 +241,10 @@ func (l *laio) reap(wait bool) {
 	}
 }
 
-func (l *laio) complete(i uint32, res int64) {
-	r := l.slots.at(i)
-	if r == nil {
-		return
-	}
-	if r.partial(res) {
-		l.mu.Lock()
-		l.mu.Unlock()
-	}
-	done, err := r.result(res)
-	if done {
-		l.slots.finish(i, err)
-		return
-	}
-	l.queue(l.iocbFor(i, r))
-}
+func (l *laio) complete(i uint32, res int64) { l.slots.complete(i, res, &l.mu, l) }
+
+// resubmit queues the rest of r.
+func (l *laio) resubmit(i uint32, r *request) { l.queue(l.iocbFor(i, r)) }
 
 // close waits for the requests in flight (their callers reap them), then
 // destroys the context.
