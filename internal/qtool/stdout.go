@@ -2,9 +2,9 @@ package qtool
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"os"
-	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -41,7 +41,7 @@ func (s *Stdout) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n, err := s.w.Write(p)
-	if s.lineMode && strings.ContainsRune(string(p), '\n') {
+	if s.lineMode && bytes.IndexByte(p, '\n') >= 0 {
 		s.w.Flush()
 	}
 	return n, err
