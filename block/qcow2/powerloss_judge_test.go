@@ -287,3 +287,27 @@ func repairInMemory(g *block.Graph) error {
 	}
 	return nil
 }
+
+// sweepCrashStates judges the state at every crash point of j: each
+// prefix of the writes in flight there, and up to four random subsets
+// (torn writes too). It stops at the first failure, naming the point and
+// the state, and says how many states and points it judged.
+func sweepCrashStates(j *faultdisk.Journal, r *rand.Rand, judge func(st []byte) error) (states, points int, fail error) {
+	j.CrashPoints(func(cp *faultdisk.CrashPoint) bool {
+		points++
+		try := func(pieces []faultdisk.Piece, desc string) {
+			states++
+			if err := judge(cp.State(nil, pieces)); err != nil && fail == nil {
+				fail = fmt.Errorf("crash point %d, %s: %w", points, desc, err)
+			}
+		}
+		for k := 0; k <= len(cp.Pending); k++ {
+			try(faultdisk.Prefix(cp.Pending, k), fmt.Sprintf("prefix %d", k))
+		}
+		for i := 0; i < 4 && len(cp.Pending) > 1; i++ {
+			try(faultdisk.Random(r, cp.Pending, 0.5, 0.3), "random")
+		}
+		return fail == nil
+	})
+	return states, points, fail
+}

@@ -102,25 +102,8 @@ func TestPowerLossHeaderOps(t *testing.T) {
 				t.Fatal(err)
 			}
 			after := readState(t, path, d.Bytes())
-			r := rand.New(rand.NewPCG(1, 2))
-			states, points := 0, 0
-			var fail error
-			d.Journal().CrashPoints(func(cp *faultdisk.CrashPoint) bool {
-				points++
-				judge := func(pieces []faultdisk.Piece, desc string) {
-					st := cp.State(nil, pieces)
-					states++
-					if err := judgeHeaderOp(path, st, before, after, o.repairable); err != nil && fail == nil {
-						fail = fmt.Errorf("crash point %d, %s: %w", points, desc, err)
-					}
-				}
-				for k := 0; k <= len(cp.Pending); k++ {
-					judge(faultdisk.Prefix(cp.Pending, k), fmt.Sprintf("prefix %d", k))
-				}
-				for i := 0; i < 4 && len(cp.Pending) > 1; i++ {
-					judge(faultdisk.Random(r, cp.Pending, 0.5, 0.3), "random")
-				}
-				return fail == nil
+			states, points, fail := sweepCrashStates(d.Journal(), rand.New(rand.NewPCG(1, 2)), func(st []byte) error {
+				return judgeHeaderOp(path, st, before, after, o.repairable)
 			})
 			if fail != nil {
 				t.Fatal(fail)

@@ -83,24 +83,8 @@ func TestVMStatePowerLoss(t *testing.T) {
 	if err := judgeVMState(path, d.Bytes(), guest, regions, true); err != nil {
 		t.Fatalf("after the writes: %v", err)
 	}
-	r := rand.New(rand.NewPCG(3, 4))
-	states, points := 0, 0
-	var fail error
-	d.Journal().CrashPoints(func(cp *faultdisk.CrashPoint) bool {
-		points++
-		judge := func(pieces []faultdisk.Piece, desc string) {
-			states++
-			if err := judgeVMState(path, cp.State(nil, pieces), guest, regions, false); err != nil && fail == nil {
-				fail = fmt.Errorf("crash point %d, %s: %w", points, desc, err)
-			}
-		}
-		for k := 0; k <= len(cp.Pending); k++ {
-			judge(faultdisk.Prefix(cp.Pending, k), fmt.Sprintf("prefix %d", k))
-		}
-		for i := 0; i < 4 && len(cp.Pending) > 1; i++ {
-			judge(faultdisk.Random(r, cp.Pending, 0.5, 0.3), "random")
-		}
-		return fail == nil
+	states, points, fail := sweepCrashStates(d.Journal(), rand.New(rand.NewPCG(3, 4)), func(st []byte) error {
+		return judgeVMState(path, st, guest, regions, false)
 	})
 	if fail != nil {
 		t.Fatal(fail)
