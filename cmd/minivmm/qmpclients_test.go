@@ -65,6 +65,19 @@ func waitFdCount(t *testing.T, pid, want int, what string) {
 	t.Fatalf("timed out waiting for %s: %d fds, want %d: %v", what, n, want, childFds(t, pid))
 }
 
+// readyFdCount is the fds a started VMM holds once it serves its monitor:
+// its socket file exists once bound, while start-up still runs, so a
+// count taken then may include a start-up fd that closes later.
+func readyFdCount(t *testing.T, p *qmptest.Process) int {
+	t.Helper()
+	c := qmptest.Dial(t, p.Sock)
+	c.Negotiate()
+	withProbe := fdCount(t, p.Pid)
+	c.Close()
+	waitFdCount(t, p.Pid, withProbe-1, "the VMM to close a probe connection")
+	return withProbe - 1
+}
+
 func fdCount(t *testing.T, pid int) int {
 	t.Helper()
 	n, err := fdtest.CountOf(pid)
@@ -233,7 +246,7 @@ func TestQemuQMPFds(t *testing.T) {
 	python, pythonPath := qemuQMPPath(t)
 	img, _ := clientImages(t)
 	p := startVMM(t, nil)
-	base := fdCount(t, p.Pid)
+	base := readyFdCount(t, p)
 
 	script, err := filepath.Abs("testdata/qemu_qmp_fds.py")
 	if err != nil {
