@@ -49,8 +49,9 @@ func TestGoQemuRunWithFile(t *testing.T) {
 		}
 	}()
 	// The baseline is taken with go-qemu connected: the socket file exists
-	// once bound, while the VMM is still starting, and a baseline taken
-	// then once counted a start-up fd that closed later (CI: 10, want 11).
+	// once bound, before Go's net package has closed the somaxconn file
+	// it reads before listen, and a baseline taken then once counted it
+	// (CI: 10, want 11).
 	withClient := fdCount(t, p.Pid)
 	if mon.Version == nil || mon.Version.String() != "9.1.0" {
 		t.Errorf("go-qemu read version %+v, want 9.1", mon.Version)

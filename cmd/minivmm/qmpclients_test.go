@@ -66,8 +66,9 @@ func waitFdCount(t *testing.T, pid, want int, what string) {
 }
 
 // readyFdCount is the fds a started VMM holds once it serves its monitor:
-// its socket file exists once bound, while start-up still runs, so a
-// count taken then may include a start-up fd that closes later.
+// its socket file exists once bound, and between bind and listen Go's net
+// package holds /proc/sys/net/core/somaxconn open (strace shows it), so a
+// count taken as soon as the file exists may be one too high.
 func readyFdCount(t *testing.T, p *qmptest.Process) int {
 	t.Helper()
 	c := qmptest.Dial(t, p.Sock)
