@@ -61,3 +61,29 @@ func (n *Node) writtenChildren() []*Node {
 	}
 	return out
 }
+
+// listChildren puts the children of a list of children (quorum's
+// "children.0", "children.1", ...) of a node's description back into
+// one list, gap-less, in their order, as QEMU's
+// quorum_gather_child_options describes them.
+func listChildren(d map[string]any) {
+	var idx []int
+	for key := range d {
+		if s, ok := strings.CutPrefix(key, "children."); ok {
+			if k, err := strconv.Atoi(s); err == nil {
+				idx = append(idx, k)
+			}
+		}
+	}
+	if len(idx) == 0 {
+		return
+	}
+	slices.Sort(idx)
+	list := make([]any, len(idx))
+	for i, k := range idx {
+		key := "children." + strconv.Itoa(k)
+		list[i] = d[key]
+		delete(d, key)
+	}
+	d["children"] = list
+}

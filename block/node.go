@@ -562,6 +562,7 @@ func (n *Node) describeLocked() map[string]any {
 			d[key] = c.name
 		}
 	}
+	listChildren(d)
 	return d
 }
 
