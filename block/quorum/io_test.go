@@ -363,3 +363,25 @@ func TestBlockStatus(t *testing.T) {
 		t.Fatalf("status %+v %d %v", st, n, err)
 	}
 }
+
+// TestNameAbove: a format over a quorum is named by a json: description
+// of itself, as QEMU names it, not by the quorum's.
+func TestNameAbove(t *testing.T) {
+	fdtest.Check(t)
+	g := block.NewGraph(qemuopen.New(qemuopen.Config{}))
+	defer g.Close()
+	p := filepath.Join(t.TempDir(), "c")
+	os.WriteFile(p, make([]byte, 4096), 0o644)
+	n, err := g.Add(block.Options{"driver": "raw", "file": block.Options{"driver": "quorum", "vote-threshold": int64(1),
+		"children": []any{block.Options{"driver": "file", "filename": p}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `json:{"driver":"raw","file":{"children":[{"driver":"file","filename":"` + p + `"}],"driver":"quorum","vote-threshold":1}}`
+	if got := n.Filename(); got != want {
+		t.Errorf("filename %s, want %s", got, want)
+	}
+	if size := n.Info().ActualSize; size < 0 {
+		t.Errorf("actual size %d", size)
+	}
+}

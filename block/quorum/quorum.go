@@ -157,3 +157,18 @@ func (q *image) children() []*block.Node {
 func (q *image) Dirname() (string, error) {
 	return "", errors.New("Cannot generate a base directory for quorum nodes")
 }
+
+// ActualSize is what the children occupy on the host, together (QEMU's
+// bdrv_sum_allocated_file_size: a child that cannot say makes the sum
+// unknown).
+func (q *image) ActualSize() (int64, error) {
+	var sum int64
+	for _, c := range q.children() {
+		n := c.Info().ActualSize
+		if n < 0 {
+			return 0, errors.New("quorum: a child's allocated size is unknown")
+		}
+		sum += n
+	}
+	return sum, nil
+}
