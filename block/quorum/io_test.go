@@ -385,3 +385,37 @@ func TestNameAbove(t *testing.T) {
 		t.Errorf("actual size %d", size)
 	}
 }
+
+// TestConcurrent: requests from many goroutines at once each see the
+// quorum's answer (run under -race).
+func TestConcurrent(t *testing.T) {
+	fdtest.Check(t)
+	r := newRig(t, 3, block.Options{"rewrite-corrupted": true})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			off := int64(w) * 64 << 10
+			p := bytes.Repeat([]byte{byte(w + 1)}, 64<<10)
+			for range 20 {
+				if _, err := r.b.WriteAt(p, off); err != nil {
+					t.Error(err)
+					return
+				}
+				got := make([]byte, len(p))
+				if _, err := r.b.ReadAt(got, off); err != nil || !bytes.Equal(got, p) {
+					t.Errorf("read back: %v", err)
+					return
+				}
+			}
+			if err := r.b.Flush(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ev := r.take(); len(ev) != 0 {
+		t.Errorf("events: %q", ev)
+	}
+}
