@@ -419,3 +419,54 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("events: %q", ev)
 	}
 }
+
+// TestChangeChildren: a child added at run time takes the writes from
+// then on and votes; a child removed no longer does, and one created
+// inline goes with it.
+func TestChangeChildren(t *testing.T) {
+	fdtest.Check(t)
+	r := newRig(t, 3, nil)
+	p := filepath.Join(t.TempDir(), "new")
+	if err := os.WriteFile(p, bytes.Repeat([]byte{0x11}, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.g.Add(block.Options{"driver": "file", "node-name": "new", "filename": p}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.g.AddChild("q", "new"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.b.WriteAt([]byte("abcd"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got[:4]) != "abcd" {
+		t.Fatalf("the new child did not get the write: %q", got[:4])
+	}
+	if got := r.q.Child("children.3"); got == nil || got.Name() != "new" {
+		t.Fatalf("children.3 is %v", got)
+	}
+	for _, role := range []string{"children.0", "children.1"} {
+		if err := r.g.RemoveChild("q", role); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := r.g.Node("c0"); ok {
+		t.Error("an inline child outlived its removal")
+	}
+	if err := r.g.RemoveChild("q", "children.2"); err == nil || err.Error() != "The number of children cannot be lower than the vote threshold 2" {
+		t.Fatalf("removing below the threshold: %v", err)
+	}
+	// Two children left: one corrupted, no quorum.
+	r.poke(t, 2, []byte{0xee}, 0)
+	if _, err := r.b.ReadAt(make([]byte, 512), 0); !errors.Is(err, unix.EIO) {
+		t.Fatalf("read: %v, want EIO", err)
+	}
+	if _, err := r.b.WriteAt([]byte("efgh"), 0); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := r.b.ReadAt(got, 0); err != nil || string(got) != "efgh" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	r.take()
+}

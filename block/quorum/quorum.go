@@ -107,6 +107,7 @@ type image struct {
 	mu    sync.RWMutex // children: IO reads them, a child's addition or removal changes them
 	kids  []*block.Node
 	roles []string
+	next  int // the index of the next child added (QEMU's next_child_index)
 }
 
 func open(o *block.OpenContext) (block.Image, error) {
@@ -124,6 +125,7 @@ func open(o *block.OpenContext) (block.Image, error) {
 		img.kids = append(img.kids, c)
 		img.roles = append(img.roles, role)
 	}
+	img.next = len(img.kids)
 	return img, nil
 }
 
