@@ -24,6 +24,8 @@ func TestParseConfig(t *testing.T) {
 			config{children: []any{"a", block.Options{"driver": "file"}}, threshold: 1}},
 		{"json objects", block.Options{"children": []any{map[string]any{"driver": "null-co"}}, "vote-threshold": int64(1)}, "",
 			config{children: []any{block.Options{"driver": "null-co"}}, threshold: 1}},
+		{"keyval list", block.FromKeyval(map[string]any{"children": []any{"a", map[string]any{"driver": "file", "read-only": "on"}}, "vote-threshold": "2"}), "",
+			config{children: []any{"a", block.Options{"driver": "file", "read-only": "on"}}, threshold: 2}},
 		{"fifo", block.Options{"children": two, "vote-threshold": int64(1), "read-pattern": "fifo", "blkverify": true}, "",
 			config{children: two, threshold: 1, fifo: true}},
 		{"blkverify", block.Options{"children": two, "vote-threshold": int64(2), "blkverify": true}, "",
