@@ -31,9 +31,10 @@ type Graph struct {
 	opening  []*Node  // nodes being added: their children's permissions count them
 	seq      uint64   // orders nodes and backends as users of a node
 
-	onCorruption atomic.Pointer[func(Corruption)]
-	onWriteBack  atomic.Pointer[func(WriteBackError)]
-	onDrain      atomic.Pointer[DrainObserver] // drainobserver.go
+	onCorruption  atomic.Pointer[func(Corruption)]
+	onWriteBack   atomic.Pointer[func(WriteBackError)]
+	onDrain       atomic.Pointer[DrainObserver]     // drainobserver.go
+	onDriverEvent atomic.Pointer[func(DriverEvent)] // driver_event.go
 
 	drivers map[string]*Driver // this graph's own (AddDriver), under mu
 
@@ -743,16 +744,11 @@ func (g *Graph) addWriter(n *Node, share bool) error {
 	if w := n.writers.Load(); w > 0 && !(share && n.sharedWriters == w) {
 		return fmt.Errorf("Conflicts with another writer of node '%s', which does not share 'write'", n.name)
 	}
-	if f := n.primaryChild(); f != nil {
-		if err := g.addWriter(f, share); err != nil {
-			return err
-		}
-	}
-	// A qcow2 data file is written through too (its guest data).
-	if d := n.children["data-file"]; d != nil {
-		if err := g.addWriter(d, share); err != nil {
-			if f := n.primaryChild(); f != nil {
-				g.dropWriter(f, share, "")
+	written := n.writtenChildren()
+	for i, c := range written {
+		if err := g.addWriter(c, share); err != nil {
+			for _, done := range written[:i] {
+				g.dropWriter(done, share, "")
 			}
 			return err
 		}
@@ -786,11 +782,8 @@ func (g *Graph) dropWriter(n *Node, share bool, device string) error {
 			g.reportWriteBack(WriteBackError{Device: device, Node: n.name, Err: e})
 		}
 	}
-	if f := n.primaryChild(); f != nil {
-		err = errors.Join(err, g.dropWriter(f, share, device))
-	}
-	if d := n.children["data-file"]; d != nil {
-		err = errors.Join(err, g.dropWriter(d, share, device))
+	for _, c := range n.writtenChildren() {
+		err = errors.Join(err, g.dropWriter(c, share, device))
 	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -526,7 +527,11 @@ func (n *Node) Filename() string {
 
 func (n *Node) filenameLocked() string {
 	if f, ok := n.img.(Filenamer); ok && n.plainFilename() {
-		return f.Filename()
+		// A child that only a json: description names (a quorum) does
+		// not name this node: QEMU describes the node itself then.
+		if name := f.Filename(); !strings.HasPrefix(name, "json:") {
+			return name
+		}
 	}
 	data, _ := json.Marshal(n.describeLocked())
 	return "json:" + string(data)
@@ -562,6 +567,7 @@ func (n *Node) describeLocked() map[string]any {
 			d[key] = c.name
 		}
 	}
+	listChildren(d)
 	return d
 }
 

@@ -171,11 +171,30 @@ func FromKeyval(m map[string]any) Options {
 			o[k] = keyvalString(v)
 		case map[string]any:
 			o[k] = FromKeyval(v)
+		case []any: // keyval's lists (quorum's children.0, children.1)
+			o[k] = fromKeyvalList(v)
 		default:
 			o[k] = v
 		}
 	}
 	return o
+}
+
+func fromKeyvalList(l []any) []any {
+	out := make([]any, len(l))
+	for i, v := range l {
+		switch v := v.(type) {
+		case string:
+			out[i] = keyvalString(v)
+		case map[string]any:
+			out[i] = FromKeyval(v)
+		case []any:
+			out[i] = fromKeyvalList(v)
+		default:
+			out[i] = v
+		}
+	}
+	return out
 }
 
 func parseKeyvalNumber(s string, size bool) (int64, error) {

@@ -55,6 +55,7 @@ func init() {
 		"blockdev-add":            {run: blockdevAdd, raw: true},
 		"blockdev-del":            {params: []param{req("node-name", tStr)}, run: blockdevDel},
 		"blockdev-reopen":         {params: []param{req("options", arrayOf(tBlockdevOptions))}, run: blockdevReopen},
+		"x-blockdev-change":       {params: []param{req("parent", tStr), opt("child", tStr), opt("node", tStr)}, run: xBlockdevChange},
 		"query-named-block-nodes": {params: []param{opt("flat", tBool)}, run: queryNamedBlockNodes, ret: arrayOf(tBlockDeviceInfo)},
 		"query-block":             {run: queryBlock, ret: arrayOf(tBlockInfo)},
 		"blockdev-snapshot":       {params: tBlockdevSnapshot.members, run: blockdevSnapshot},

@@ -93,6 +93,13 @@ func NewServer(fds *qemuopen.Registry, graph *block.Graph, vm *VM) *Server {
 		s.Emit("BLOCK_IMAGE_CORRUPTED", append(data, Member{"fatal", c.Fatal}))
 	})
 	graph.OnWriteBackError(func(e block.WriteBackError) { s.Emit("BLOCK_IO_ERROR", writeBackErrorData(e)) })
+	graph.OnDriverEvent(func(e block.DriverEvent) { // quorum's QUORUM_REPORT_BAD, QUORUM_FAILURE
+		data := make(Obj, len(e.Data))
+		for i, m := range e.Data {
+			data[i] = Member{m.Key, m.Value}
+		}
+		s.Emit(e.Name, data)
+	})
 	return s
 }
 

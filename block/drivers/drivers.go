@@ -4,10 +4,12 @@ package drivers
 
 import (
 	_ "minivmm/block/blkdebug"
+	_ "minivmm/block/compressfilter"
 	_ "minivmm/block/file"
 	_ "minivmm/block/filter"
 	_ "minivmm/block/nbdclient"
 	_ "minivmm/block/nullco"
 	_ "minivmm/block/qcow2"
+	_ "minivmm/block/quorum"
 	_ "minivmm/block/raw"
 )

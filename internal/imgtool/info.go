@@ -239,6 +239,11 @@ func collectImageInfo(node *block.Node, filename string) (*imageInfo, error) {
 			if !strings.HasPrefix(info.Filename, "json:") {
 				ii.backingFull = pathCombine(info.Filename, fs.BackingFile)
 				d.put("full-backing-filename", ii.backingFull)
+			} else if dir, err := node.Dirname(); err == nil {
+				// QEMU's bdrv_dirname: a json: image has a directory
+				// where its file does (not under a quorum).
+				ii.backingFull = pathCombine(dir, fs.BackingFile)
+				d.put("full-backing-filename", ii.backingFull)
 			}
 			if fs.BackingFormat != "" {
 				ii.backingFmt = fs.BackingFormat

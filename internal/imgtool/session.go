@@ -120,6 +120,9 @@ func (s *session) openNoBacking(filename, format string, imageOpts, forceShare b
 			// backing file takes the option. A probe that fails is left
 			// for the open to report in its words.
 			format, _ = s.probe(filename)
+			if opts, isJSON, err := qtool.ParseFilename(filename); isJSON && err == nil {
+				format, _ = opts.String("driver", "") // json: names its format
+			}
 			if format == "qcow2" {
 				f.Format = format
 			}

@@ -3,6 +3,8 @@ package qtool
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"minivmm/block"
@@ -270,6 +272,12 @@ func checkLegacy(g *block.Graph, opts block.Options) error {
 			return err
 		}
 	}
+	// Quorum's children are whole nodes, each completed as this one is.
+	for _, child := range listedChildren(opts["children"]) {
+		if err := checkLegacy(g, child); err != nil {
+			return err
+		}
+	}
 	if !known {
 		return nil
 	}
@@ -287,6 +295,31 @@ func checkLegacy(g *block.Graph, opts block.Options) error {
 		return fmt.Errorf("Block protocol '%s' doesn't support the option '%s'", name, k)
 	}
 	return nil
+}
+
+// listedChildren are the inline nodes of a list of children (quorum's
+// "children": a JSON list, or keyval's children.0, children.1, ...),
+// made Options in place so that completing them completes the list.
+func listedChildren(v any) []block.Options {
+	var out []block.Options
+	switch v := v.(type) {
+	case []any:
+		for i, e := range v {
+			if m, ok := e.(map[string]any); ok {
+				v[i] = block.Options(m)
+			}
+			if o, ok := v[i].(block.Options); ok {
+				out = append(out, o)
+			}
+		}
+	case block.Options:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			if o, ok := v[k].(block.Options); ok {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
 }
 
 func hasDriver(g *block.Graph, name string) bool {

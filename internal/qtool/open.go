@@ -62,6 +62,11 @@ func (f *OpenFlags) Options(g *block.Graph) (block.Options, error) {
 			return nil, err
 		}
 		opts = block.FromKeyval(m)
+		// QEMU's bdrv_open completes these as it does a filename's
+		// options: a child given by filename takes its protocol.
+		if err := checkLegacy(g, opts); err != nil {
+			return nil, err
+		}
 	} else {
 		var err error
 		if opts, err = f.fileOptions(g); err != nil {
