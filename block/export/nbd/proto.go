@@ -18,10 +18,11 @@ const (
 	// reader stops reading until one completes.
 	maxInFlight = 128
 	// inlineMax is the largest read or write the reader may serve
-	// itself; inlineSlow how long one may take before the next
-	// inlineBackoff go to workers (serve1).
+	// itself; when inlineSlowOf8 of the last 8 took longer than
+	// inlineSlow, the next inlineBackoff go to workers (inlineGate).
 	inlineMax     = 64 << 10
 	inlineSlow    = 200 * time.Microsecond
+	inlineSlowOf8 = 3
 	inlineBackoff = 1024
 )
 
