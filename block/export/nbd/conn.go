@@ -67,6 +67,13 @@ func (c *conn) serve() {
 	}
 	defer exp.leave(c)
 	c.exp = exp
+	// A send buffer that holds a few large read replies: with the
+	// default (208 KiB) a 256 KiB reply takes several writes, each
+	// waiting for the client to read (nbdcopy's reads cost 3.3 writev
+	// and a park each). The kernel caps it at net.core.wmem_max.
+	if sb, ok := c.raw.(interface{ SetWriteBuffer(int) error }); ok {
+		sb.SetWriteBuffer(sendBuffer)
+	}
 	// Made after the handshake, on the connection transmission uses.
 	c.out = newReplyWriter(c.nc, c.shutdown, c.holding.Load, c.inline.Load)
 	c.work = make(chan *request)

@@ -24,6 +24,8 @@ const (
 	inlineSlow    = 200 * time.Microsecond
 	inlineSlowOf8 = 3
 	inlineBackoff = 1024
+	// sendBuffer is the SO_SNDBUF asked for on each connection.
+	sendBuffer = 2 << 20
 )
 
 // Meta context ids, fixed per context as QEMU numbers them: an export's
