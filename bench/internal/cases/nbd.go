@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"minivmm/bench/internal/benchout"
@@ -76,18 +77,27 @@ func NBD(e *harness.Env, s *report.Section) error {
 			"(%d per figure, the servers alternating first). qemu-img bench does sequential 4 KiB requests over nbd+unix://, "+
 			"%d per run; req/s from its \"Run completed\" line. The ratio is minivmm/qemu-storage-daemon within a round "+
 			"(above 1: minivmm's export is faster). Each server's CPU time (user+system, /proc) per request is measured around "+
-			"the same runs: it moves much less with the machine's load than the rates do (qsd/minivmm above 1: minivmm spends less).", size>>20, e.Reps, count)
+			"the same runs: it moves much less with the machine's load than the rates do (qsd/minivmm above 1: minivmm spends less). "+
+			"qemu-img's own CPU time and voluntary context switches (getrusage) per request show which side is the limit: a client "+
+			"that almost never waits (waits/req near 0) is runnable throughout and sets the rate; on a loaded machine its share "+
+			"of a core does.", size>>20, e.Reps, count)
 		s.Commands = []string{reportCmd(e, "nbd"),
 			"minivmm -blockdev driver=file,node-name=f,filename=IMG -nbd-server addr.type=unix,addr.path=SOCK -export type=nbd,id=e,node-name=f,name=disk,writable=on",
 			"qemu-storage-daemon --blockdev driver=file,node-name=f,filename=IMG --nbd-server addr.type=unix,addr.path=SOCK --export type=nbd,id=e,node-name=f,name=disk,writable=on",
 			fmt.Sprintf("qemu-img bench -f raw -c %d -d DEPTH -s 4096 [-w --pattern=165] 'nbd+unix:///disk?socket=SOCK'", count),
 			"nbdcopy 'nbd+unix:///disk?socket=SOCK' OUT.raw; nbdcopy IN.raw 'nbd+unix:///disk?socket=SOCK'",
 		}
-		tb := s.Table("", "op", "depth", "minivmm req/s", "qemu-storage-daemon req/s", "minivmm/qsd", "server CPU µs/req minivmm", "qsd", "qsd/minivmm CPU")
+		tb := s.Table("", "op", "depth", "minivmm req/s", "qemu-storage-daemon req/s", "minivmm/qsd", "server CPU µs/req minivmm", "qsd", "qsd/minivmm CPU",
+			"qemu-img CPU µs/req with minivmm", "with qsd", "qemu-img waits/req with minivmm", "with qsd")
 		// Each server's CPU time per request, from /proc: on a shared
 		// machine wall-clock rates swing with the neighbours' load, the
 		// CPU a server spends on a request much less.
 		cpu := map[int]*[]float64{p.Pid: new([]float64), q.Pid: new([]float64)}
+		// The client's own CPU time and voluntary context switches (its
+		// waits for replies) per request, by server: a client that
+		// rarely waits is the limit, not the server.
+		clientCPU := map[int]*[]float64{p.Pid: new([]float64), q.Pid: new([]float64)}
+		clientWaits := map[int]*[]float64{p.Pid: new([]float64), q.Pid: new([]float64)}
 		bench := func(uri string, pid, depth int, write bool) func() (float64, error) {
 			return func() (float64, error) {
 				c0, err := procCPU(pid)
@@ -98,10 +108,12 @@ func NBD(e *harness.Env, s *report.Section) error {
 				if write {
 					args = append(args, "-w", "--pattern=165")
 				}
-				r, err := harness.Exec(e.QemuImg, append(args, uri)...)
+				r, ru, err := execUsage(e.QemuImg, append(args, uri)...)
 				if err != nil {
 					return 0, err
 				}
+				*clientCPU[pid] = append(*clientCPU[pid], float64(ru.Utime.Nano()+ru.Stime.Nano())/1e3/float64(count))
+				*clientWaits[pid] = append(*clientWaits[pid], float64(ru.Nvcsw)/float64(count))
 				b, err := benchout.ParseImgBench(r.Out)
 				if err != nil {
 					return 0, err
@@ -117,14 +129,17 @@ func NBD(e *harness.Env, s *report.Section) error {
 		for _, write := range []bool{false, true} {
 			op := map[bool]string{false: "read", true: "write"}[write]
 			for _, depth := range []int{1, 64} {
-				*cpu[p.Pid], *cpu[q.Pid] = nil, nil
+				for _, m := range []map[int]*[]float64{cpu, clientCPU, clientWaits} {
+					*m[p.Pid], *m[q.Pid] = nil, nil
+				}
 				out, err := harness.Interleave(e.Reps, bench(mineURI, p.Pid, depth, write), bench(qsdURI, q.Pid, depth, write))
 				if err != nil {
 					t.Fatalf("%v", err)
 				}
 				rs := stats.Ratios(out[0], out[1])
 				tb.Add(op, strconv.Itoa(depth), num(out[0]), num(out[1]), ratio(rs),
-					num(*cpu[p.Pid]), num(*cpu[q.Pid]), ratio(stats.Ratios(*cpu[q.Pid], *cpu[p.Pid])))
+					num(*cpu[p.Pid]), num(*cpu[q.Pid]), ratio(stats.Ratios(*cpu[q.Pid], *cpu[p.Pid])),
+					num(*clientCPU[p.Pid]), num(*clientCPU[q.Pid]), num(*clientWaits[p.Pid]), num(*clientWaits[q.Pid]))
 				group := fmt.Sprintf("%s d=%d", op, depth)
 				point(s, "nbd-4k", group, "minivmm export", out[0])
 				point(s, "nbd-4k", group, "qemu-storage-daemon export", out[1])
@@ -206,4 +221,23 @@ func procCPU(pid int) (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// execUsage is harness.Exec with the tool's resource usage (CPU time,
+// context switches).
+func execUsage(name string, args ...string) (harness.Run, *syscall.Rusage, error) {
+	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	r := harness.Run{Out: out.Bytes(), Wall: time.Since(start)}
+	if err != nil {
+		return r, nil, fmt.Errorf("%s: %v\n%s", harness.CommandLine(name, args...), err, bytes.TrimSpace(out.Bytes()))
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return r, nil, fmt.Errorf("%s: no resource usage", name)
+	}
+	return r, ru, nil
 }

@@ -31,14 +31,14 @@ type conn struct {
 	structured bool
 	meta       metaContexts // selected by NBD_OPT_SET_META_CONTEXT (metactx.go)
 
-	exp       *nbdExport
-	out       *replyWriter
-	work      chan *request // to idle workers
-	workers   int           // started, at most maxInFlight
-	reqs      sync.WaitGroup
-	holding   atomic.Bool // the reader has another request at hand
-	inline    atomic.Bool // the reader is serving a request itself
-	inlineOff int         // requests to go to workers before trying inline again
+	exp     *nbdExport
+	out     *replyWriter
+	work    chan *request // to idle workers
+	workers int           // started, at most maxInFlight
+	reqs    sync.WaitGroup
+	holding atomic.Bool // the reader has another request at hand
+	inline  atomic.Bool // the reader is serving a request itself
+	inlineGate
 
 	closeOnce sync.Once
 }
@@ -67,6 +67,13 @@ func (c *conn) serve() {
 	}
 	defer exp.leave(c)
 	c.exp = exp
+	// A send buffer that holds a few large read replies: with the
+	// default (208 KiB) a 256 KiB reply takes several writes, each
+	// waiting for the client to read (nbdcopy's reads cost 3.3 writev
+	// and a park each). The kernel caps it at net.core.wmem_max.
+	if sb, ok := c.raw.(interface{ SetWriteBuffer(int) error }); ok {
+		sb.SetWriteBuffer(sendBuffer)
+	}
 	// Made after the handshake, on the connection transmission uses.
 	c.out = newReplyWriter(c.nc, c.shutdown, c.holding.Load, c.inline.Load)
 	c.work = make(chan *request)
@@ -139,11 +146,11 @@ func (c *conn) transmit() error {
 //
 // Small reads and writes are served on the reader's own goroutine while
 // they prove fast (a page-cache hit takes microseconds, less than
-// waking a worker); one that takes longer than inlineSlow sends the next
-// inlineBackoff requests to workers, which serve them in parallel and
-// answer in the order they complete (until it returns, replies held in
-// the batch wait for it: one request's time at most). Everything else
-// goes to workers.
+// waking a worker); when inlineSlowOf8 of the last 8 took longer than
+// inlineSlow, the next inlineBackoff requests go to workers, which serve
+// them in parallel and answer in the order they complete (until an
+// inline request returns, replies held in the batch wait for it: one
+// request's time at most). Everything else goes to workers.
 // Workers are started as requests find none idle, up to maxInFlight, and
 // live as long as the connection: a goroutine per request would pay for
 // its start and its stack's growth every time. With all busy, the reader
@@ -155,16 +162,12 @@ func (c *conn) serve1(rq *request) {
 			c.out.flushPending()
 		}
 	}()
-	if c.inlineOff > 0 {
-		c.inlineOff--
-	} else if c.inlinable(rq) {
+	if c.inlineGate.open() && c.inlinable(rq) {
 		t := time.Now()
 		c.inline.Store(true)
 		c.handle(rq)
 		c.inline.Store(false)
-		if time.Since(t) > inlineSlow {
-			c.inlineOff = inlineBackoff
-		}
+		c.inlineGate.served(time.Since(t) > inlineSlow)
 		return
 	}
 	select {

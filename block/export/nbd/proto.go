@@ -18,11 +18,14 @@ const (
 	// reader stops reading until one completes.
 	maxInFlight = 128
 	// inlineMax is the largest read or write the reader may serve
-	// itself; inlineSlow how long one may take before the next
-	// inlineBackoff go to workers (serve1).
+	// itself; when inlineSlowOf8 of the last 8 took longer than
+	// inlineSlow, the next inlineBackoff go to workers (inlineGate).
 	inlineMax     = 64 << 10
 	inlineSlow    = 200 * time.Microsecond
+	inlineSlowOf8 = 3
 	inlineBackoff = 1024
+	// sendBuffer is the SO_SNDBUF asked for on each connection.
+	sendBuffer = 2 << 20
 )
 
 // Meta context ids, fixed per context as QEMU numbers them: an export's
