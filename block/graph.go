@@ -32,6 +32,7 @@ type Graph struct {
 	seq      uint64   // orders nodes and backends as users of a node
 
 	onCorruption  atomic.Pointer[func(Corruption)]
+	onWarning     atomic.Pointer[func(Warning)] // warning.go
 	onWriteBack   atomic.Pointer[func(WriteBackError)]
 	onDrain       atomic.Pointer[DrainObserver]     // drainobserver.go
 	onDriverEvent atomic.Pointer[func(DriverEvent)] // driver_event.go

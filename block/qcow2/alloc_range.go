@@ -193,7 +193,7 @@ func (img *image) allocRange(off, n int64, mode allocMode, fill func([]hostSpan)
 	for pos := int64(0); pos < n; {
 		c, in := (off+pos)>>img.clusterBits, (off+pos)&(cs-1)
 		k := min(n-pos, cs-in)
-		_, e, bm, _, err := img.l2Entry(c)
+		_, e, bm, _, err := img.writeEntry(c)
 		if err != nil {
 			return err
 		}

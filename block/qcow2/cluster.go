@@ -223,7 +223,7 @@ func (m *mapper) decode(e, bitmap uint64, inCluster int64) (extentKind, int64, i
 
 	alloc, zero := bitmap&allocBitmapMask, bitmap>>subclusters
 	if !m.mapsHost(e) && alloc != 0 || alloc&zero != 0 {
-		return 0, 0, 0, corrupt("L2 entry %#x has an invalid subcluster bitmap %#x", e, bitmap)
+		return 0, 0, 0, corrupt("Invalid cluster entry found ") // QEMU's words (and space)
 	}
 	kindOf := func(sc uint) extentKind {
 		switch {

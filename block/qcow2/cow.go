@@ -42,7 +42,7 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
 		n := min(int64(len(p)), cs-in)
-		_, e, bm, _, err := img.l2Entry(c)
+		_, e, bm, _, err := img.writeEntry(c)
 		if err != nil {
 			return err
 		}

@@ -23,6 +23,9 @@ func (img *image) WriteZeroes(off, n int64, unmap bool) error {
 // writeZeroesLocked is WriteZeroes with img.wmu held and the image ready
 // for writes.
 func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
+	if img.extL2 {
+		return img.writeZeroesExt(off, n, unmap, true) // zero_ext.go
+	}
 	cs := img.clusterSize
 	if err := img.zeroData(off, n, unmap); err != nil {
 		return err

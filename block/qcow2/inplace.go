@@ -28,7 +28,7 @@ func (img *image) writeInPlace(p []byte, off int64) (done bool, err error) {
 	for q, o := p, off; len(q) > 0; {
 		c, in := o>>img.clusterBits, o&(cs-1)
 		n := min(int64(len(q)), cs-in)
-		_, e, bm, _, err := img.l2Entry(c)
+		_, e, bm, _, err := img.writeEntry(c)
 		host := int64(e & offsetMask)
 		if err != nil || e&flagCopied == 0 || e&(flagCompressed|flagZero) != 0 || !img.mapsHost(e) ||
 			e&l2StdReserved != 0 || host&(cs-1) != 0 || img.checkDataHost(extData, host, c*cs) != nil ||

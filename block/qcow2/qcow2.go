@@ -103,7 +103,9 @@ type image struct {
 	beforeWrite func()
 	// reportCorruption tells the monitor (BLOCK_IMAGE_CORRUPTED).
 	reportCorruption func(msg string, offset, size int64, fatal bool)
-	signalled        atomic.Bool // a non-fatal corruption was reported
+	// warn reports a failure QEMU prints and carries on after.
+	warn      func(msg string, err error)
+	signalled atomic.Bool // a non-fatal corruption was reported
 	// dead: a fatal corruption was signalled; every request fails with
 	// ENOMEDIUM from then on, as QEMU's node loses its driver.
 	dead atomic.Bool
@@ -111,7 +113,7 @@ type image struct {
 
 func open(o *block.OpenContext) (block.Image, error) {
 	file := o.Child("file")
-	img := &image{file: file, writable: o.Writable, reportCorruption: o.ReportCorruption(), l2Dirty: map[int64]bool{}}
+	img := &image{file: file, writable: o.Writable, reportCorruption: o.ReportCorruption(), warn: o.ReportWarning(), l2Dirty: map[int64]bool{}}
 	err := img.readHeader(o)
 	if err != nil {
 		return nil, err

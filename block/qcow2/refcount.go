@@ -54,7 +54,8 @@ func newRefcounts(img *image) (*refcounts, error) {
 	r.table = make([]uint64, len(raw)/8)
 	for i := range r.table {
 		r.table[i] = binary.BigEndian.Uint64(raw[8*i:])
-		if r.table[i]&reftReserved != 0 || int64(r.table[i]&reftOffsetMask)&(cs-1) != 0 {
+		// An unaligned block is found when used (refblockAt), as QEMU.
+		if r.table[i]&reftReserved != 0 {
 			return nil, corrupt("refcount table entry %d is invalid (%#x)", i, r.table[i])
 		}
 	}
@@ -87,8 +88,10 @@ func (r *refcounts) block(off int64) ([]byte, error) {
 	if b, ok := r.blocks[off]; ok {
 		return b, nil
 	}
+	if off&(r.img.clusterSize-1) != 0 {
+		return nil, corrupt("Refblock offset %#x unaligned", off)
+	}
 	b := make([]byte, r.img.clusterSize)
-	r.img.file.Event("refblock_load")
 	if err := readFile(r.img.file, b, off); err != nil {
 		return nil, err
 	}
@@ -108,7 +111,7 @@ func (r *refcounts) get(k int64) (uint64, error) {
 	if ti >= int64(len(r.table)) || r.table[ti] == 0 {
 		return 0, nil
 	}
-	b, err := r.block(int64(r.table[ti] & reftOffsetMask))
+	b, err := r.refblockAt(ti)
 	if err != nil {
 		return 0, err
 	}
@@ -130,6 +133,14 @@ func (r *refcounts) set(k int64, v uint64) error {
 		r.deferred = true
 	}
 	ti := k >> r.blockBits
+	if ti < int64(len(r.table)) && r.table[ti] != 0 {
+		// QEMU's allocation has read the block already, looking for
+		// free clusters: the events of the change come after the read.
+		if _, err := r.refblockAt(ti); err != nil {
+			return err
+		}
+	}
+	r.img.file.Event("refblock_alloc") // at every change, as QEMU's alloc_refcount_block
 	if ti >= int64(len(r.table)) {
 		if v == 0 {
 			return nil
@@ -146,11 +157,12 @@ func (r *refcounts) set(k int64, v uint64) error {
 			return err
 		}
 	}
-	off := int64(r.table[ti] & reftOffsetMask)
-	b, err := r.block(off)
+	r.img.file.Event("refblock_load")
+	b, err := r.refblockAt(ti)
 	if err != nil {
 		return err
 	}
+	off := int64(r.table[ti] & reftOffsetMask)
 	i := k & (1<<r.blockBits - 1)
 	setRefcountAt(b, r.order, i, v)
 	r.dirty[off] = true
@@ -180,7 +192,6 @@ func (r *refcounts) add(k int64, delta int64) error {
 // of the image: written and synced (with its own refcount, wherever that
 // is), then entered in the table (flushed).
 func (r *refcounts) newBlock(ti int64) error {
-	r.img.file.Event("refblock_alloc")
 	cs := r.img.clusterSize
 	p := r.end
 	r.end++
@@ -306,6 +317,7 @@ func (r *refcounts) growTable(need int64) error {
 	var hf [12]byte
 	binary.BigEndian.PutUint64(hf[:], uint64(tOff*cs))
 	binary.BigEndian.PutUint32(hf[8:], uint32(clusters))
+	r.img.file.Event("refblock_alloc_switch_table")
 	if err := r.img.patchHeader(48, hf[:]); err != nil {
 		return abort(err)
 	}

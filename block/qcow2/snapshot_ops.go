@@ -47,7 +47,14 @@ func (img *image) snapshotOp(op func() error) error {
 		return err
 	}
 	err := op()
+	old := img.cache
 	img.cache = newL2Cache(int(img.sliceBytes), img.cache.max, img.cache.load)
+	// Changes a failed op left in memory are written back later.
+	for off := range img.l2Dirty {
+		if t, gerr := old.get(off); gerr == nil {
+			img.cache.put(off, t, true)
+		}
+	}
 	img.compressed = newClusterCache(img.clusterSize)
 	img.metaChanged()
 	return err
@@ -430,29 +437,32 @@ func (img *image) deleteSnapshot(id, name string) error {
 		return err
 	}
 	sn := img.snapshots[i]
-	snL1, err := img.readL1(int64(sn.L1TableOffset), sn.L1Size)
-	if err != nil {
-		return err
-	}
+	// In QEMU's order (qcow2_snapshot_delete): the snapshot is gone from
+	// the table first; a failure after that leaks its clusters.
 	snaps := append(append([]snapshot(nil), img.snapshots[:i]...), img.snapshots[i+1:]...)
 	if err := img.writeSnapshotTable(append(entries[:i:i], entries[i+1:]...), snaps); err != nil {
-		return err
+		return &StepError{"Failed to remove snapshot from snapshot list", err}
 	}
-	if err := img.addRefs(snL1, -1); err != nil {
-		return err
+	snL1, err := img.readL1(int64(sn.L1TableOffset), sn.L1Size)
+	if err == nil {
+		err = img.dropSnapshotRefs(snL1)
 	}
-	cs := img.clusterSize
-	l1Off := int64(sn.L1TableOffset)
-	for k := l1Off / cs; k < (l1Off+max(int64(sn.L1Size)*8, 1)+cs-1)/cs; k++ {
-		if err := img.addRef(k, -1); err != nil {
-			return err
-		}
+	if err == nil {
+		err = img.syncAll()
 	}
+	if err != nil {
+		return &StepError{"Failed to free the cluster and L1 table", err}
+	}
+	img.freeClusters(int64(sn.L1TableOffset), int64(sn.L1Size)*8)
 	if err := img.syncAll(); err != nil {
-		return err
+		return &StepError{"Failed to update snapshot status in disk", err}
 	}
-	return img.setCopied(func(k int64) (bool, error) {
+	err = img.setCopied(func(k int64) (bool, error) {
 		v, err := img.rc.get(k)
 		return v == 1, err
 	})
+	if err != nil {
+		return &StepError{"Failed to update snapshot status in disk", err}
+	}
+	return nil
 }

@@ -120,11 +120,7 @@ func (img *image) writeSnapshotTable(entries [][]byte, snaps []snapshot) error {
 	img.hdr.NbSnapshots, img.hdr.SnapshotsOffset = uint32(len(entries)), uint64(newOff)
 	img.snapshots = snaps
 	if oldSize > 0 {
-		for k := oldOff / cs; k < (oldOff+oldSize+cs-1)/cs; k++ {
-			if err := img.addRef(k, -1); err != nil {
-				return err
-			}
-		}
+		img.freeClusters(oldOff, oldSize) // snapshot_free.go
 	}
 	var err error
 	img.snap, err = img.loadSnapMeta()

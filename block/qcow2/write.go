@@ -103,7 +103,7 @@ func (img *image) DropWriter() error {
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
 	if img.writable && img.rc != nil && !img.corrupted {
-		return img.markClean()
+		return img.closeWriteBack()
 	}
 	if img.writable && img.rc != nil {
 		// Marked corrupt: nothing more is written back, but the growth

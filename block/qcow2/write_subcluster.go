@@ -121,9 +121,13 @@ func (img *image) discardExt(c, in, k int64, olds *[]uint64) error {
 	}
 	below := uint64(0) // the bitmap of what reads as zeroes
 	if k == cs || in == 0 && start+k >= img.length {
-		if img.backing != nil {
-			below = allZeroBitmap
+		// As QEMU's discard_in_l2_slice: a cluster that held something
+		// (or over a backing file) reads as zeroes after; an unallocated
+		// one with nothing below is left as it is.
+		if img.backing == nil && !img.mapsHost(e) && e&flagCompressed == 0 {
+			return nil
 		}
+		below = allZeroBitmap
 		if e == 0 && bm == below {
 			return nil
 		}

@@ -62,6 +62,8 @@ func (img *image) WriteZeroesFast(off, n int64, unmap bool) error {
 				return block.ErrNotSupported
 			}
 		}
+		// Checked: nothing in it is refused.
+		return img.writeZeroesExt(off, n, unmap, false)
 	}
 	return img.writeZeroesLocked(lo, hi-lo, unmap)
 }

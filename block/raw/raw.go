@@ -64,11 +64,22 @@ func open(o *block.OpenContext) (block.Image, error) {
 	return &image{file: file, offset: offset, size: size, fixed: fixed}, nil
 }
 
-func (r *image) ReadAt(p []byte, off int64) (int, error)  { return r.file.ReadAt(p, off+r.offset) }
-func (r *image) WriteAt(p []byte, off int64) (int, error) { return r.file.WriteAt(p, off+r.offset) }
-func (r *image) Flush() error                             { return r.file.Flush() }
-func (r *image) Length() (int64, error)                   { return r.size, nil }
-func (r *image) Close() error                             { return nil }
+// Reads and writes tell the file child's blkdebug of them (read_aio,
+// write_aio), as QEMU's raw format does: a blkdebug under a raw node (a
+// qcow2 data file's, say) sees guest I/O by these events.
+func (r *image) ReadAt(p []byte, off int64) (int, error) {
+	r.file.Event("read_aio")
+	return r.file.ReadAt(p, off+r.offset)
+}
+
+func (r *image) WriteAt(p []byte, off int64) (int, error) {
+	r.file.Event("write_aio")
+	return r.file.WriteAt(p, off+r.offset)
+}
+
+func (r *image) Flush() error           { return r.file.Flush() }
+func (r *image) Length() (int64, error) { return r.size, nil }
+func (r *image) Close() error           { return nil }
 
 func (r *image) WriteZeroes(off, n int64, unmap bool) error {
 	return r.file.WriteZeroes(off+r.offset, n, unmap)
@@ -124,7 +135,12 @@ func (s swap) Commit() {
 func (s swap) Abort() {}
 
 // ReadV and WriteV pass vectored requests (and FUA) to the file child.
-func (r *image) ReadV(bufs [][]byte, off int64) (int, error) { return r.file.ReadV(bufs, off+r.offset) }
+func (r *image) ReadV(bufs [][]byte, off int64) (int, error) {
+	r.file.Event("read_aio")
+	return r.file.ReadV(bufs, off+r.offset)
+}
+
 func (r *image) WriteV(bufs [][]byte, off int64, flags block.WriteFlags) (int, error) {
+	r.file.Event("write_aio")
 	return r.file.WriteV(bufs, off+r.offset, flags)
 }

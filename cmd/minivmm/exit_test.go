@@ -38,9 +38,11 @@ func TestCloseGraphAtExit(t *testing.T) {
 	}{
 		{"clean", nil, 0, ""},
 		{"EIO", &faultdisk.Rule{Kinds: faultdisk.Writes | faultdisk.Flush, Err: unix.EIO}, 1,
-			"minivmm: Failed to close node 'disk': Input/output error\n"},
+			"minivmm: Failed to flush the L2 table cache: Input/output error\n" +
+				"minivmm: Failed to flush the refcount block cache: Input/output error\n"},
 		{"ENOSPC", &faultdisk.Rule{Kinds: faultdisk.Writes, Err: unix.ENOSPC}, 1,
-			"minivmm: Failed to close node 'disk': No space left on device\n"},
+			"minivmm: Failed to flush the L2 table cache: No space left on device\n" +
+				"minivmm: Failed to flush the refcount block cache: No space left on device\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := qemuopen.New(qemuopen.Config{})

@@ -29,6 +29,7 @@ func (e *env) newSession(addFds []cmdline.Occurrence) (*session, bool) {
 	s.g = block.NewGraph(s.reg)
 	s.g.SetObjects(e.objects)
 	s.g.OnCorruption(qtool.CorruptionPrinter(e.stderr))
+	s.g.OnWarning(qtool.WarningPrinter(e.stderr))
 	if e.Setup != nil {
 		if err := e.Setup(s.g); err != nil {
 			fmt.Fprintf(e.stderr, "%s: %v\n", e.prog, err)

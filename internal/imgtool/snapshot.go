@@ -5,6 +5,7 @@ package imgtool
 // messages and exit codes. The work is block/qcow2's.
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -129,6 +130,11 @@ func runImgSnapshot(e *env, args []string) int {
 			return fail("Could not delete snapshot '%s': snapshot not found", name)
 		}
 		if err := sn.DeleteSnapshot(found.ID, found.Name); err != nil {
+			// A step QEMU names is printed with the errno beneath.
+			var step interface{ QEMUStep() string }
+			if errors.As(err, &step) {
+				return fail("Could not delete snapshot '%s': %s: %s", name, step.QEMUStep(), qtool.Strerror(err))
+			}
 			return fail("Could not delete snapshot '%s': %s", name, qtool.Message(err))
 		}
 	}

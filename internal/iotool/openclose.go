@@ -18,6 +18,7 @@ func (t *ioTool) openFile(o *openOptions) error {
 	}
 	t.g = block.NewGraph(t.reg)
 	t.g.OnCorruption(qtool.CorruptionPrinter(t.stderr))
+	t.g.OnWarning(qtool.WarningPrinter(t.stderr))
 	t.g.SetObjects(t.objects)
 	err := error(nil)
 	if t.setup != nil {

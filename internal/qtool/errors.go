@@ -66,6 +66,14 @@ func CloseMessages(err error) []string {
 	}
 	var msgs []string
 	for _, e := range flatten(err) {
+		// A driver that names the steps of its close (qcow2's caches, as
+		// QEMU's qcow2 reports them) has a line per step that failed.
+		if steps := closeSteps(e); len(steps) > 0 {
+			for _, s := range steps {
+				msgs = append(msgs, s.CloseStep()+": "+causeMessage(s.(error)))
+			}
+			continue
+		}
 		// An errno beneath is what the user can act on (a full or
 		// failing disk), in the C library's words; the chain above it
 		// names internal nodes and offsets, which QEMU's tools do not show.
@@ -94,4 +102,41 @@ func flatten(err error) []error {
 		return out
 	}
 	return []error{err}
+}
+
+// closeStep is an error naming the step of a close that failed.
+type closeStep interface{ CloseStep() string }
+
+// closeSteps finds the close steps in err's tree.
+func closeSteps(err error) []closeStep {
+	if s, ok := err.(closeStep); ok {
+		return []closeStep{s}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		var out []closeStep
+		for _, e := range u.Unwrap() {
+			out = append(out, closeSteps(e)...)
+		}
+		return out
+	case interface{ Unwrap() error }:
+		if e := u.Unwrap(); e != nil {
+			return closeSteps(e)
+		}
+	}
+	return nil
+}
+
+// causeMessage is what a close step failed with: an errno in the C
+// library's words.
+func causeMessage(step error) string {
+	e := errors.Unwrap(step)
+	if e == nil {
+		return Message(step)
+	}
+	var errno unix.Errno
+	if errors.As(e, &errno) {
+		return Strerror(e)
+	}
+	return Message(e)
 }

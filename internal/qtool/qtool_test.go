@@ -86,6 +86,17 @@ func TestCloseMessages(t *testing.T) {
 	if got := CloseMessages(err); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
+	// Close steps a driver names are a line each, without the nodes.
+	steps := &block.Error{Node: "#block9", Op: "drop writer", Err: errors.Join(
+		&testStep{"Failed to flush the L2 table cache", fmt.Errorf("qcow2: an earlier flush failed: %w", unix.EIO)},
+		&testStep{"Failed to flush the refcount block cache", unix.ENOSPC})}
+	want = []string{
+		"Failed to flush the L2 table cache: Input/output error",
+		"Failed to flush the refcount block cache: No space left on device",
+	}
+	if got := CloseMessages(steps); !reflect.DeepEqual(got, want) {
+		t.Errorf("steps: got %q, want %q", got, want)
+	}
 	if got := CloseMessages(nil); got != nil {
 		t.Errorf("nil: %q", got)
 	}
@@ -119,3 +130,12 @@ func TestOptionsFromFlags(t *testing.T) {
 		t.Error("bogus cache mode taken")
 	}
 }
+
+type testStep struct {
+	step string
+	err  error
+}
+
+func (s *testStep) Error() string     { return s.step + ": " + s.err.Error() }
+func (s *testStep) Unwrap() error     { return s.err }
+func (s *testStep) CloseStep() string { return s.step }
