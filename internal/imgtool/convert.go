@@ -134,7 +134,7 @@ func runImgConvert(e *env, args []string) int {
 		case 'F':
 			backingFmt = arg
 		case 'o':
-			optStrs = append(optStrs, arg)
+			return e.accumulateOption(&optStrs, arg)
 		case 'c':
 			compress = true
 		case 'p':

@@ -44,6 +44,12 @@ var createKinds = map[string]map[string]cmdline.Kind{
 	},
 }
 
+func init() {
+	for _, k := range encryptKeys {
+		createKinds["qcow2"][k.name] = k.kind
+	}
+}
+
 func runImgCreate(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
 	format, backing, backingFmt := "raw", "", ""
@@ -59,7 +65,7 @@ func runImgCreate(e *env, args []string) int {
 		case 'F':
 			backingFmt = arg
 		case 'o':
-			optStrs = append(optStrs, arg)
+			return e.accumulateOption(&optStrs, arg)
 		case 'q':
 			quiet = true
 		case 'u':
@@ -170,8 +176,13 @@ func runImgCreate(e *env, args []string) int {
 
 	// The line qemu-img prints before it creates anything.
 	line := []string{fmt.Sprintf("Formatting '%s', fmt=%s", filename, format)}
+	// QEMU's qemu_opts_print doubles the commas of string values.
+	esc := func(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 	add := func(key, def string) {
 		if v, ok := opts.Get(key); ok {
+			if kinds[key] == cmdline.OptString {
+				v = esc(v)
+			}
 			line = append(line, key+"="+v)
 		} else if def != "" {
 			line = append(line, key+"="+def)
@@ -182,6 +193,9 @@ func runImgCreate(e *env, args []string) int {
 		line = append(line, fmt.Sprintf("size=%d", size))
 		add("preallocation", "")
 	} else {
+		for _, k := range encryptKeys {
+			add(k.name, "")
+		}
 		cs, _ := opts.Size("cluster_size", 65536)
 		line = append(line, fmt.Sprintf("cluster_size=%d", cs))
 		add("extended_l2", "off")
@@ -190,10 +204,10 @@ func runImgCreate(e *env, args []string) int {
 		line = append(line, fmt.Sprintf("size=%d", size))
 		add("compat", "")
 		if backing != "" {
-			line = append(line, "backing_file="+backing)
+			line = append(line, "backing_file="+esc(backing))
 		}
 		if backingFmt != "" {
-			line = append(line, "backing_fmt="+backingFmt)
+			line = append(line, "backing_fmt="+esc(backingFmt))
 		}
 		add("data_file", "")
 		add("data_file_raw", "")
@@ -231,6 +245,9 @@ func runImgCreate(e *env, args []string) int {
 		write = func(fd int) error { return createRaw(fd, (size+511)&^511, prealloc) }
 	} else {
 		co, err := qcow2CreateOptions(opts, size, backing, backingFmt)
+		if err == nil {
+			err = e.checkEncryption(opts)
+		}
 		if err == nil {
 			err = qcow2.ValidateCreate(co)
 		}
