@@ -352,6 +352,9 @@ func qcow2CreateOptions(opts *cmdline.Opts, size uint64, backing, backingFmt str
 // qemu-img does to check it, and returns its virtual size. A relative name
 // is relative to the new image's directory.
 func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (size int64, format string, err error) {
+	if rest, ok := strings.CutPrefix(backing, "json:"); ok {
+		return jsonBackingSize(reg, rest, backingFmt)
+	}
 	path := backing
 	if !filepath.IsAbs(path) && !strings.HasPrefix(path, qemuopen.FdsetPrefix) &&
 		!strings.HasPrefix(image, qemuopen.FdsetPrefix) && block.ProtocolFor(path) == "file" {
@@ -391,6 +394,30 @@ func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (siz
 		return 0, "", openErr(err)
 	}
 	return node.Length(), backingFmt, nil
+}
+
+// jsonBackingSize opens a json: backing name as qemu-img's create does:
+// the options as given, the backing format as their driver where they
+// name none.
+func jsonBackingSize(reg *qemuopen.Registry, rest, backingFmt string) (size int64, format string, err error) {
+	opts, err := block.ParseJSONFilename(rest)
+	if err != nil {
+		return 0, "", err
+	}
+	if d, _ := opts.String("driver", ""); d == "" {
+		if backingFmt == "" {
+			return 0, "", errors.New("Must specify either driver or file")
+		}
+		opts["driver"] = backingFmt
+	}
+	opts["read-only"] = true
+	g := block.NewGraph(reg)
+	defer g.Close()
+	node, err := g.Add(opts)
+	if err != nil {
+		return 0, "", errors.New(qtool.Message(err))
+	}
+	return node.Length(), node.Driver(), nil
 }
 
 // createRaw sizes a raw image: sparse, fallocated, or written with zeroes.

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"minivmm/block"
-	"minivmm/internal/jsonval"
 )
 
 // protocolPrefixes are the "proto:" filename prefixes QEMU's protocol
@@ -66,64 +65,11 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 }
 
 // ErrJSONFilename is a json: filename that is not a JSON object.
-var ErrJSONFilename = errors.New("Could not parse the JSON options")
+var ErrJSONFilename = block.ErrJSONFilename
 
-// ParseJSONOptions reads the object of a json: filename (QEMU's dialect,
-// single-quoted strings too, as internal/jsonval reads it): numbers stay
-// json.Number (as QMP's), nested objects and dotted keys become nested
-// Options.
-func ParseJSONOptions(s string) (block.Options, error) {
-	// QEMU's JSON parser, which bdrv_parse_json uses, takes single-quoted
-	// strings too: scripts write json:{'driver': 'qcow2', ...}.
-	v, err := jsonval.Decode([]byte(s))
-	m, ok := v.(map[string]any)
-	if err != nil || !ok {
-		return nil, ErrJSONFilename
-	}
-	out := block.Options{}
-	if err := mergeJSON(out, m); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func mergeJSON(dst block.Options, m map[string]any) error {
-	for k, v := range m {
-		path := strings.Split(k, ".")
-		d := dst
-		for _, p := range path[:len(path)-1] {
-			sub, ok := d[p].(block.Options)
-			if !ok {
-				if _, taken := d[p]; taken {
-					return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
-				}
-				sub = block.Options{}
-				d[p] = sub
-			}
-			d = sub
-		}
-		leaf := path[len(path)-1]
-		if obj, ok := v.(map[string]any); ok {
-			sub, ok := d[leaf].(block.Options)
-			if !ok {
-				if _, taken := d[leaf]; taken {
-					return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
-				}
-				sub = block.Options{}
-				d[leaf] = sub
-			}
-			if err := mergeJSON(sub, obj); err != nil {
-				return err
-			}
-			continue
-		}
-		if _, taken := d[leaf]; taken {
-			return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
-		}
-		d[leaf] = v
-	}
-	return nil
-}
+// ParseJSONOptions reads the object of a json: filename (block's
+// ParseJSONFilename).
+func ParseJSONOptions(s string) (block.Options, error) { return block.ParseJSONFilename(s) }
 
 // MergeOptions puts src over dst, nested options merged key by key (what
 // qemu-io's "open -o" does to the options a filename makes).
