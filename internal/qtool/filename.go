@@ -143,6 +143,7 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 	}
 	if f.Extra != nil {
 		MergeOptions(opts, f.Extra.Clone())
+		sinkFilename(g, opts)
 	}
 	if bdImage != nil {
 		formatOverImage(g, opts, bdImage)
