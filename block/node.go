@@ -463,6 +463,13 @@ type Filenamer interface {
 	Filename() string
 }
 
+// ExactFilenamer is a driver that can name what it opened from options
+// other than a filename (QEMU's bdrv_refresh_filename's exact_filename:
+// an NBD server's URL); ok false: only a json: description names it.
+type ExactFilenamer interface {
+	ExactFilename() (name string, ok bool)
+}
+
 // ActualSizer reports the bytes a node's image occupies on the host.
 type ActualSizer interface {
 	ActualSize() (int64, error)
@@ -536,6 +543,11 @@ func (n *Node) Filename() string {
 func (n *Node) filenameLocked() string {
 	if f, ok := n.img.(Filenamer); ok && n.plainFilename() {
 		return f.Filename()
+	}
+	if f, ok := n.img.(ExactFilenamer); ok {
+		if name, ok := f.ExactFilename(); ok {
+			return name
+		}
 	}
 	data, _ := json.Marshal(n.describeLocked())
 	return "json:" + string(data)

@@ -41,10 +41,8 @@ type chainLink struct {
 // (a blkdebug: over a file, an nbd: export, a plain file).
 func fileOptions(n *block.Node) block.Options {
 	name := fileOf(n)
-	if rest, ok := strings.CutPrefix(name, "json:"); ok {
-		if o, err := block.ParseJSONFilename(rest); err == nil {
-			return o
-		}
+	if o, _, err := qtool.ParseFilename(name); err == nil {
+		return o
 	}
 	return block.Options{"driver": block.ProtocolFor(name), "filename": name}
 }

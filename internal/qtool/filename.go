@@ -1,11 +1,13 @@
 package qtool
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	"minivmm/block"
+	"minivmm/block/nbdclient"
 )
 
 // protocolPrefixes are the "proto:" filename prefixes QEMU's protocol
@@ -160,10 +162,38 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 			}
 		}
 	}
+	if err := legacyNBD(opts); err != nil {
+		return nil, err
+	}
 	if err := checkLegacy(g, check); err != nil {
 		return nil, err
 	}
 	return opts, nil
+}
+
+// legacyNBD applies the nbd driver's legacy host/port/path options in
+// every nbd node of opts (bdrv_open's path takes them; QMP does not).
+func legacyNBD(opts block.Options) error {
+	switch d, _ := opts.String("driver", ""); d {
+	case "nbd":
+		if err := nbdclient.ApplyLegacyOptions(opts); err != nil {
+			return err
+		}
+	case "blkdebug":
+		// blkdebug reads its config name through QemuOpts, which takes
+		// a number for a string ({"config": 42} names the file "42").
+		if v, ok := opts["config"].(json.Number); ok {
+			opts["config"] = v.String()
+		}
+	}
+	for _, v := range opts {
+		if c, ok := v.(block.Options); ok {
+			if err := legacyNBD(c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // formatOverImage: the image of a "blkdebug:CONFIG:IMAGE" filename is a

@@ -62,6 +62,9 @@ func (f *OpenFlags) Options(g *block.Graph) (block.Options, error) {
 			return nil, err
 		}
 		opts = block.FromKeyval(m)
+		if err := legacyNBD(opts); err != nil {
+			return nil, err
+		}
 	} else {
 		var err error
 		if opts, err = f.fileOptions(g); err != nil {
