@@ -51,6 +51,13 @@ func openBacking(o *block.OpenContext, name, format string, overlay string) (*bl
 		return openJSONBacking(o, name, rest, format, overlay)
 	}
 	path := backingPath(name, overlay)
+	if strings.HasPrefix(overlay, "json:") && !filepath.IsAbs(name) {
+		// Relative to the directory of the file below the json:
+		// description, if there is one (QEMU's bdrv_dirname).
+		if dir, ok := o.ChildDirname("file"); ok {
+			path = dir + name
+		}
+	}
 	proto := block.ProtocolFor(name)
 	if proto != "file" {
 		// A URL (a base served over NBD): neither relative nor probed.

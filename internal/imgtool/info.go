@@ -239,6 +239,11 @@ func collectImageInfo(node *block.Node, filename string) (*imageInfo, error) {
 			if !strings.HasPrefix(info.Filename, "json:") {
 				ii.backingFull = pathCombine(info.Filename, fs.BackingFile)
 				d.put("full-backing-filename", ii.backingFull)
+			} else if dir, ok := block.Dirname(node); ok {
+				// QEMU's bdrv_get_full_backing_filename: relative to the
+				// directory below the json: description.
+				ii.backingFull = pathCombine(dir, fs.BackingFile)
+				d.put("full-backing-filename", ii.backingFull)
 			}
 			if fs.BackingFormat != "" {
 				ii.backingFmt = fs.BackingFormat
