@@ -42,7 +42,7 @@ func init() {
 func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []string, size uint64, backing, backingFmt string) error {
 	kinds, ok := createKinds[format]
 	if !ok {
-		return fmt.Errorf("Unknown file format '%s'", format)
+		return noCreateError(format)
 	}
 	opts, err := cmdline.ParseOpts(strings.Join(optStrs, ","), "")
 	if err == nil {
@@ -257,6 +257,13 @@ func runImgConvert(e *env, args []string) int {
 		return 1
 	}
 	defer s.close()
+	if _, creatable := createKinds[outFmt]; !creatable && !noCreate && knownFormatName(srcFmt) {
+		if _, have := block.LookupDriver(srcFmt); !have {
+			// A source in a format of QEMU's that minivmm cannot read:
+			// qemu-img would open it, then refuse the target format.
+			return fail("%s", noCreateError(outFmt))
+		}
+	}
 	var sources []*block.Node
 	var size int64
 	for _, name := range srcNames {

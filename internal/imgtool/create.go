@@ -109,7 +109,7 @@ func runImgCreate(e *env, args []string) int {
 	}
 	kinds, ok := createKinds[format]
 	if !ok {
-		return fail("Unknown file format '%s'", format)
+		return fail("%s", noCreateError(format))
 	}
 	opts, err := cmdline.ParseOpts(strings.Join(optStrs, ","), "")
 	if err == nil {

@@ -154,3 +154,12 @@ func (e *env) accumulateOption(optStrs *[]string, arg string) bool {
 	*optStrs = append(*optStrs, arg)
 	return true
 }
+
+// noCreateError is qemu-img's refusal of a format it cannot create: one
+// of QEMU's without creation (bochs), or one it does not know.
+func noCreateError(format string) error {
+	if knownFormatName(format) {
+		return fmt.Errorf("Format driver '%s' does not support image creation", format)
+	}
+	return fmt.Errorf("Unknown file format '%s'", format)
+}

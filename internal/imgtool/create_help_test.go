@@ -51,6 +51,10 @@ func TestCreateOptionHelp(t *testing.T) {
 		{"amend", "-f", "foo", "-o", "help"},
 		{"amend", "-f", "qcow2", "-o", "backing_file=x,", "-o", "help", img},
 		{"create", "-f", "bogus", "-o", "help"},
+		{"create", "-f", "bochs", "nbd://example.com", "64M"},
+		{"create", "-f", "bochs", target, "64M"},
+		{"create", "-f", "bogus", target, "64M"},
+		{"convert", "-O", "bochs", target, target},
 		{"create", "-f", "qcow2", "-o", "help=on"},
 	} {
 		cmd := exec.Command("qemu-img", args...)
