@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
+	"minivmm/block/objects"
 	"minivmm/block/engine"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
@@ -39,7 +40,8 @@ func init() {
 // qemu-img convert's, errors about the options do not name the file;
 // errors creating it do.
 // backing and backingFmt, when set, are -B and -F, which win over -o's.
-func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []string, size uint64, backing, backingFmt string) error {
+// objs are --object's, for the secret an encryption option names.
+func imgCreateImage(reg *qemuopen.Registry, objs *objects.Registry, filename, format string, optStrs []string, size uint64, backing, backingFmt string) error {
 	kinds, ok := createKinds[format]
 	if !ok {
 		return noCreateError(format)
@@ -73,6 +75,9 @@ func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []s
 		co, err := qcow2CreateOptions(opts, size, backing, backingFmt)
 		if err == nil {
 			err = qcow2.ValidateCreate(co)
+		}
+		if err == nil {
+			err = checkEncryption(objs, opts)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: error while converting %s: %w", filename, format, err)
@@ -317,7 +322,7 @@ func runImgConvert(e *env, args []string) int {
 		return fail("Compression not supported for this file format")
 	}
 	if !noCreate {
-		if err := imgCreateImage(s.reg, dstName, outFmt, optStrs, uint64(size), backing, backingFmt); err != nil {
+		if err := imgCreateImage(s.reg, e.objects, dstName, outFmt, optStrs, uint64(size), backing, backingFmt); err != nil {
 			return fail("%s", err)
 		}
 	}

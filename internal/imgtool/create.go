@@ -246,7 +246,7 @@ func runImgCreate(e *env, args []string) int {
 	} else {
 		co, err := qcow2CreateOptions(opts, size, backing, backingFmt)
 		if err == nil {
-			err = e.checkEncryption(opts)
+			err = checkEncryption(e.objects, opts)
 		}
 		if err == nil {
 			err = qcow2.ValidateCreate(co)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"minivmm/block/objects"
 	"minivmm/cmdline"
 )
 
@@ -34,7 +35,7 @@ var errNoEncryption = errors.New("Crypto format not supported in qcow2")
 // does, failing with QEMU's message for options it refuses, and with
 // errNoEncryption where QEMU would encrypt. encryption=off alone is no
 // encryption.
-func (e *env) checkEncryption(opts *cmdline.Opts) error {
+func checkEncryption(objs *objects.Registry, opts *cmdline.Opts) error {
 	enc, encGiven := opts.Get("encryption")
 	format, formatGiven := opts.Get("encrypt.format")
 	if encGiven && enc == "off" {
@@ -65,10 +66,10 @@ func (e *env) checkEncryption(opts *cmdline.Opts) error {
 	if !ok {
 		return errors.New("Parameter 'encrypt.key-secret' is required for cipher")
 	}
-	if e.objects == nil {
+	if objs == nil {
 		return fmt.Errorf("No secret with id '%s'", secret)
 	}
-	if o, ok := e.objects.Get(secret); !ok || o.Type() != "secret" {
+	if o, ok := objs.Get(secret); !ok || o.Type() != "secret" {
 		return fmt.Errorf("No secret with id '%s'", secret)
 	}
 	return errNoEncryption

@@ -126,6 +126,44 @@ func TestCreateEncryptionRefused(t *testing.T) {
 			t.Errorf("%s: exit %d, image %v:\n%s\nqemu-img: exit %d, image %v:\n%s", tc.opts, code, exists, got, wantCode, wantExists, want)
 		}
 	}
+	// convert -o reads them as create does; where qemu-img would
+	// encrypt, no image is left either.
+	src := filepath.Join(dir, "src.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", src, "1M").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for _, tc := range []struct {
+		opts   string
+		differ bool
+	}{
+		{"encrypt.format=luks", false},
+		{"encryption=off", false},
+		{"encrypt.iter-time=10", false},
+		{"encrypt.format=luks,encrypt.key-secret=sec0", true},
+	} {
+		name := filepath.Join(dir, "c.qcow2")
+		args := []string{"convert", "-O", "qcow2", "--object", "secret,id=sec0,data=1", "-o", tc.opts, src, name}
+		cmd := exec.Command("qemu-img", args...)
+		want, _ := cmd.CombinedOutput()
+		_, err := os.Stat(name)
+		wantExists := err == nil
+		os.Remove(name)
+		var out bytes.Buffer
+		code := runImg(args, &out, &out)
+		_, err = os.Stat(name)
+		exists := err == nil
+		os.Remove(name)
+		if tc.differ {
+			wantRefusal := "qemu-img: " + name + ": error while converting qcow2: Crypto format not supported in qcow2\n"
+			if code != 1 || out.String() != wantRefusal || exists {
+				t.Errorf("convert %s: exit %d, image left %v:\n%s", tc.opts, code, exists, out.String())
+			}
+			continue
+		}
+		if code != cmd.ProcessState.ExitCode() || out.String() != string(want) || exists != wantExists {
+			t.Errorf("convert %s: exit %d, image %v:\n%s\nqemu-img: exit %d, image %v:\n%s", tc.opts, code, exists, out.String(), cmd.ProcessState.ExitCode(), wantExists, want)
+		}
+	}
 }
 
 func err(e error) (int, bool) {
