@@ -22,8 +22,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"minivmm/block"
-	"minivmm/block/objects"
 	"minivmm/block/engine"
+	"minivmm/block/objects"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
 	"minivmm/internal/qtool"
