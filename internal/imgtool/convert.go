@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -262,7 +263,7 @@ func runImgConvert(e *env, args []string) int {
 		return 1
 	}
 	defer s.close()
-	if _, creatable := createKinds[outFmt]; !creatable && !noCreate && knownFormatName(srcFmt) {
+	if !noCreate && slices.Contains(qemuNoCreate, outFmt) && knownFormatName(srcFmt) {
 		if _, have := block.LookupDriver(srcFmt); !have {
 			// A source in a format of QEMU's that minivmm cannot read:
 			// qemu-img would open it, then refuse the target format.

@@ -179,6 +179,14 @@ func legacyNBD(opts block.Options) error {
 		if err := nbdclient.ApplyLegacyOptions(opts); err != nil {
 			return err
 		}
+	case "raw":
+		// raw reads offset and size through QemuOpts, which parses a
+		// string for a number ({"offset": "512"}).
+		for _, k := range []string{"offset", "size"} {
+			if v, ok := opts[k].(string); ok {
+				opts[k] = block.FromKeyval(map[string]any{k: v})[k]
+			}
+		}
 	case "blkdebug":
 		// blkdebug reads its config name through QemuOpts, which takes
 		// a number for a string ({"config": 42} names the file "42").
