@@ -33,3 +33,15 @@ func (n *Node) Dirname() (string, error) {
 	}
 	return "", fmt.Errorf("Cannot generate a base directory for %s nodes", n.drv.Name)
 }
+
+// ChildDirname is Dirname of the node's child in role, for a driver's
+// Open: a relative backing name in a json: image is found beside the file
+// below it (QEMU's bdrv_get_full_backing_filename).
+func (o *OpenContext) ChildDirname(role string) (dir string, ok bool) {
+	c := o.children[role]
+	if c == nil {
+		return "", false
+	}
+	dir, err := c.Dirname()
+	return dir, err == nil
+}

@@ -279,16 +279,25 @@ func (n *Node) WriteAt(p []byte, off int64) (int, error) {
 // WriteZeroes makes [off, off+length) read as zeroes; with unmap (and the
 // node's discard=unmap) it may deallocate.
 func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
+	return n.WriteZeroesFlags(off, length, unmap, 0)
+}
+
+// WriteZeroesFlags is WriteZeroes with write flags: [Serialised] for the
+// holder of a [Node.SerialiseRange] over it (a copy-on-read of zeroes).
+func (n *Node) WriteZeroesFlags(off, length int64, unmap bool, flags WriteFlags) error {
 	if err := n.checkWrite("write-zeroes", off, length); err != nil {
 		return err
 	}
 	if n.limitsNow().misaligned(off, length) {
-		if _, ok, err := n.writePadded(nil, off, length, 0, true, unmap); ok {
+		if _, ok, err := n.writePadded(nil, off, length, flags, true, unmap); ok {
 			return err
 		}
-		return n.WriteZeroes(off, length, unmap)
+		return n.WriteZeroesFlags(off, length, unmap, flags)
 	}
-	defer n.serial.writeBegin(off, length)()
+	if flags&Serialised == 0 {
+		defer n.serial.writeBegin(off, length)()
+	}
+	flags &^= Serialised
 	if err := n.gate.enter(); err != nil {
 		return n.fail("write-zeroes", off, length, err)
 	}
@@ -296,7 +305,7 @@ func (n *Node) WriteZeroes(off, length int64, unmap bool) error {
 	defer n.writeDone()
 	defer n.markDirty(off, length)
 	n.mu.RLock()
-	err := n.alignedZeroLocked(off, length, unmap, 0)
+	err := n.alignedZeroLocked(off, length, unmap, flags)
 	n.mu.RUnlock()
 	if err != nil {
 		return n.fail("write-zeroes", off, length, err)
@@ -455,6 +464,13 @@ type Filenamer interface {
 	Filename() string
 }
 
+// ExactFilenamer is a driver that can name what it opened from options
+// other than a filename (QEMU's bdrv_refresh_filename's exact_filename:
+// an NBD server's URL); ok false: only a json: description names it.
+type ExactFilenamer interface {
+	ExactFilename() (name string, ok bool)
+}
+
 // ActualSizer reports the bytes a node's image occupies on the host.
 type ActualSizer interface {
 	ActualSize() (int64, error)
@@ -530,6 +546,11 @@ func (n *Node) filenameLocked() string {
 		// A child that only a json: description names (a quorum) does
 		// not name this node: QEMU describes the node itself then.
 		if name := f.Filename(); !strings.HasPrefix(name, "json:") {
+			return name
+		}
+	}
+	if f, ok := n.img.(ExactFilenamer); ok {
+		if name, ok := f.ExactFilename(); ok {
 			return name
 		}
 	}

@@ -394,6 +394,12 @@ func (g *Graph) transact(items []reopenItem, checked bool) error {
 		n.mu.Lock()
 		if pendings[i] != nil {
 			pendings[i].Commit()
+			// A reopen that changes what the node is (raw's window).
+			if r, ok := pendings[i].(Resizer); ok {
+				if size, changed := r.NewLength(); changed {
+					n.length.Store(roundToSector(size))
+				}
+			}
 		}
 		n.rw = writable(it)
 		n.state = it.state
@@ -572,4 +578,10 @@ func nodeNameOf(opts Options) string {
 		return s
 	}
 	return fmt.Sprint(opts["node-name"])
+}
+
+// Resizer is a reopen's Pending that changes the node's length (raw's
+// offset and size): once committed, NewLength says to what.
+type Resizer interface {
+	NewLength() (size int64, changed bool)
 }

@@ -51,6 +51,8 @@ type image struct {
 	breaks    []breakpoint
 	suspended []*suspendedReq
 	notify    func(msg string)
+
+	exact exactName // filename.go
 }
 
 func open(o *block.OpenContext) (block.Image, error) {
@@ -71,7 +73,7 @@ func open(o *block.OpenContext) (block.Image, error) {
 		}
 		sections = append(sections, s...)
 	}
-	img := &image{child: o.Child("image"), state: 1, rules: map[string][]*rule{}}
+	img := &image{child: o.Child("image"), state: 1, rules: map[string][]*rule{}, exact: newExactName(o.Options)}
 	for _, s := range sections {
 		r, err := newRule(s)
 		if err != nil {

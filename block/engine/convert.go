@@ -353,7 +353,9 @@ func (c *converter) copyExtent(e convertExtent, buf []byte) error {
 		err = c.writeZeroes(e.off, e.len)
 	case c.o.CopyRange != nil:
 		err = c.offloadData(e.off, e.len, buf)
-	case c.o.Compressed != nil && allZeroBytes(data):
+	case c.o.Compressed != nil && allZeroBytes(data) && !c.o.FullyAllocate:
+		// Zeroes as zeroes, but with -S 0 a compressed cluster of
+		// zeroes is written all the same (qemu-img's convert_write).
 		err = c.writeZeroes(e.off, e.len)
 	case c.o.Compressed != nil:
 		err = c.writeCompressed(data, e.off)

@@ -29,14 +29,18 @@ func init() {
 	// The filters that backends move onto have their child as "file",
 	// the link the graph counts a writer down (QEMU's mirror_top names
 	// it "backing"; only the graph's own bookkeeping sees the key).
-	for _, name := range []string{MirrorTop, CopyOnRead} {
-		block.Register(&block.Driver{
-			Name:      name,
-			Format:    true,
-			Open:      open,
-			ChildPerm: passPerm,
-		})
-	}
+	block.Register(&block.Driver{
+		Name:      MirrorTop,
+		Format:    true,
+		Open:      open,
+		ChildPerm: passPerm,
+	})
+	block.Register(&block.Driver{
+		Name:      CopyOnRead,
+		Format:    true,
+		Open:      openCOR,
+		ChildPerm: corChildPerm,
+	})
 }
 
 // passPerm: mirror_top and copy-on-read need of their child what their
@@ -55,6 +59,18 @@ func childPerm(string, block.Options, bool, block.Perms, block.Perms) (block.Per
 type image struct {
 	child   *block.Node
 	backing bool // the child is "backing" (commit_top, mirror_top)
+	// copy-on-read: reads copy into the child what it does not hold
+	// itself; endSerial ends the child's serialising.
+	cor       bool
+	endSerial func()
+}
+
+// openCOR opens QEMU's copy-on-read filter: every read copies into the
+// child what the child does not allocate itself (block-stream's filter
+// does too, as QEMU's does for a guest's reads while it streams).
+func openCOR(o *block.OpenContext) (block.Image, error) {
+	child := o.Child("file")
+	return &image{child: child, cor: true, endSerial: child.Serialise()}, nil
 }
 
 func open(o *block.OpenContext) (block.Image, error) {
@@ -64,11 +80,21 @@ func open(o *block.OpenContext) (block.Image, error) {
 	return &image{child: o.Child("file")}, nil
 }
 
-func (f *image) ReadAt(p []byte, off int64) (int, error)  { return f.child.ReadAt(p, off) }
+func (f *image) ReadAt(p []byte, off int64) (int, error) {
+	if f.cor && !f.child.ReadOnly() {
+		return f.corRead(p, off)
+	}
+	return f.child.ReadAt(p, off)
+}
 func (f *image) WriteAt(p []byte, off int64) (int, error) { return f.child.WriteAt(p, off) }
 func (f *image) Flush() error                             { return f.child.Flush() }
 func (f *image) Length() (int64, error)                   { return f.child.Length(), nil }
-func (f *image) Close() error                             { return nil }
+func (f *image) Close() error {
+	if f.endSerial != nil {
+		f.endSerial()
+	}
+	return nil
+}
 
 func (f *image) WriteZeroes(off, n int64, unmap bool) error {
 	return f.child.WriteZeroes(off, n, unmap)

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"syscall"
 	"time"
@@ -31,12 +32,15 @@ func init() {
 // image is an open NBD node: one connection, remade on loss within
 // reconnect-delay.
 type image struct {
-	srv      Server
-	export   string
-	delay    time.Duration
-	writable bool
-	ctx      string      // the block status context: base:allocation or x-dirty-bitmap
-	tlsConf  *tls.Config // nil: no TLS
+	srv    Server
+	export string
+	delay  time.Duration
+	// exportGiven: an "export" option was given, if empty (the URL that
+	// names the node then ends in a slash, as QEMU's).
+	exportGiven bool
+	writable    bool
+	ctx         string      // the block status context: base:allocation or x-dirty-bitmap
+	tlsConf     *tls.Config // nil: no TLS
 
 	flags uint16 // the export's transmission flags, at open
 
@@ -48,6 +52,7 @@ type image struct {
 func open(o *block.OpenContext) (block.Image, error) {
 	var srv Server
 	var export string
+	exportGiven := false
 	filename, err := o.Options.String("filename", "")
 	if err != nil {
 		return nil, err
@@ -90,6 +95,7 @@ func open(o *block.OpenContext) (block.Image, error) {
 		if export, err = o.Options.String("export", ""); err != nil {
 			return nil, err
 		}
+		_, exportGiven = o.Options["export"]
 	}
 	delay, err := o.Options.Int("reconnect-delay", 0)
 	if err != nil {
@@ -114,6 +120,9 @@ func open(o *block.OpenContext) (block.Image, error) {
 	if errors.As(err, new(negotiationError)) {
 		return nil, err
 	}
+	if dnsErr := new(net.DNSError); errors.As(err, &dnsErr) {
+		return nil, resolutionError(srv, dnsErr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("Failed to connect to '%s': %w", srv.display(), err)
 	}
@@ -125,7 +134,7 @@ func open(o *block.OpenContext) (block.Image, error) {
 		s.close()
 		return nil, errors.New("NBD export is read-only")
 	}
-	return &image{srv: srv, export: export, delay: time.Duration(delay) * time.Second, writable: o.Writable, ctx: ctx, tlsConf: tlsConf, flags: s.flags, s: s, size: s.size}, nil
+	return &image{srv: srv, export: export, exportGiven: exportGiven, delay: time.Duration(delay) * time.Second, writable: o.Writable, ctx: ctx, tlsConf: tlsConf, flags: s.flags, s: s, size: s.size}, nil
 }
 
 // clientTLS is the TLS configuration tls-creds and tls-hostname ask

@@ -47,10 +47,17 @@ func canonical(name string) string {
 // format that could name files of its own. It is opened through the
 // graph, so it goes through the same file registry (fdsets, -fdset-only).
 func openBacking(o *block.OpenContext, name, format string, overlay string) (*block.Node, error) {
-	if strings.HasPrefix(name, "json:") {
-		return nil, fmt.Errorf("Could not open backing file: backing file names in json: syntax are not supported by minivmm yet ('%s')", name)
+	if rest, ok := strings.CutPrefix(name, "json:"); ok {
+		return openJSONBacking(o, name, rest, format, overlay)
 	}
 	path := backingPath(name, overlay)
+	if strings.HasPrefix(overlay, "json:") && !filepath.IsAbs(name) {
+		// Relative to the directory of the file below the json:
+		// description, if there is one (QEMU's bdrv_dirname).
+		if dir, ok := o.ChildDirname("file"); ok {
+			path = dir + name
+		}
+	}
 	proto := block.ProtocolFor(name)
 	if proto != "file" {
 		// A URL (a base served over NBD): neither relative nor probed.
@@ -93,4 +100,34 @@ func openBacking(o *block.OpenContext, name, format string, overlay string) (*bl
 // one probe rule.
 func probe(files *qemuopen.Registry, path string) (string, error) {
 	return block.ProbeFile(files, path)
+}
+
+// openJSONBacking opens a backing file the header names with a json:
+// description (QEMU's bdrv_open of a json: filename): its options as
+// given, the header's backing format as the driver where they name none.
+func openJSONBacking(o *block.OpenContext, name, rest, format, overlay string) (*block.Node, error) {
+	opts, err := block.ParseJSONFilename(rest)
+	if err != nil {
+		return nil, fmt.Errorf("Could not open backing file: %w", err)
+	}
+	if d, err := o.BackingOptions().String("driver", ""); err == nil && d != "" {
+		format = d
+	}
+	if d, _ := opts.String("driver", ""); d == "" {
+		if format == "" {
+			return nil, fmt.Errorf("Could not open backing file: the image does not say the format of '%s'; record it with 'qemu-img rebase -u -b NAME -F FORMAT'", name)
+		}
+		opts["driver"] = format
+	}
+	leave, err := o.EnterChain(canonical(overlay), maxChainDepth)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	opts["read-only"] = true
+	n, err := o.OpenChild("backing", opts)
+	if err != nil {
+		return nil, fmt.Errorf("Could not open backing file: %w", err)
+	}
+	return n, nil
 }

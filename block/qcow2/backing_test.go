@@ -88,7 +88,7 @@ func TestBackingErrors(t *testing.T) {
 	a2 := chainImage(t, dir, "b.qcow2", "a.qcow2", "qcow2", 0, 1)
 	noFmt := chainImage(t, dir, "vmdk.qcow2", "base.raw", "vmdk", 0, 1)
 	missing := chainImage(t, dir, "missing.qcow2", "nowhere.raw", "raw", 0, 1)
-	jsonName := chainImage(t, dir, "json.qcow2", `json:{"driver":"null-co"}`, "", 0, 1)
+	jsonName := chainImage(t, dir, "json.qcow2", `json:{"file":{"driver":"file","filename":"base.raw"}}`, "", 0, 1)
 	probed := chainImage(t, dir, "probed.qcow2", "a.qcow2", "", 0, 1)
 	if err := os.WriteFile(filepath.Join(dir, "base.raw"), make([]byte, 4096), 0o600); err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestBackingErrors(t *testing.T) {
 		{a2, "loops back to it"},
 		{noFmt, "Could not open backing file: Unknown driver 'vmdk'"},
 		{missing, "Could not open backing file: Could not open '" + filepath.Join(dir, "nowhere.raw") + "': No such file or directory"},
-		{jsonName, "json: syntax are not supported"},
+		{jsonName, "does not say the format of 'json:"},
 		{probed, "minivmm does not take a probed qcow2 for a backing file"},
 	} {
 		g := fixture(t)
@@ -123,6 +123,23 @@ func TestBackingErrors(t *testing.T) {
 	}
 	if d := n.Child("backing").Driver(); d != "raw" {
 		t.Errorf("backing opened as %q", d)
+	}
+	// A json: name opens its description as given, read-only, the
+	// header's format as the driver where it names none.
+	for _, c := range []struct{ name, format string }{
+		{`json:{"driver":"raw","file":{"driver":"file","filename":"` + filepath.Join(dir, "base.raw") + `"}}`, ""},
+		{`json:{'file.driver':'file','file.filename':'` + filepath.Join(dir, "base.raw") + `'}`, "raw"},
+	} {
+		img := chainImage(t, dir, "json2.qcow2", c.name, c.format, 0, 1)
+		g := fixture(t)
+		n, err := openQcow2(g, img, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		b := n.Child("backing")
+		if b.Driver() != "raw" || !b.ReadOnly() || b.Child("file").Filename() != filepath.Join(dir, "base.raw") {
+			t.Errorf("%s: backing %s read-only %v", c.name, b.Driver(), b.ReadOnly())
+		}
 	}
 }
 

@@ -11,11 +11,13 @@ import (
 
 func init() {
 	block.Register(&block.Driver{
-		Name:      "raw",
-		Format:    true,
-		Options:   map[string]block.OptType{"offset": block.OptSize, "size": block.OptSize},
-		Open:      open,
-		ChildPerm: childPerm,
+		Name:    "raw",
+		Format:  true,
+		Options: map[string]block.OptType{"offset": block.OptSize, "size": block.OptSize},
+		// The window changes at a reopen (qemu-io's reopen -o offset=,size=).
+		Reopenable: []string{"offset", "size"},
+		Open:       open,
+		ChildPerm:  childPerm,
 	})
 }
 
@@ -42,26 +44,35 @@ type image struct {
 
 func open(o *block.OpenContext) (block.Image, error) {
 	file := o.Child("file")
-	offset, err := o.Options.Size("offset", 0)
+	offset, size, fixed, err := window(o.Options, file.Length())
 	if err != nil {
 		return nil, err
 	}
-	fileLen := file.Length()
-	size, err := o.Options.Size("size", fileLen-offset)
-	if err != nil {
-		return nil, err
+	return &image{file: file, offset: offset, size: size, fixed: fixed}, nil
+}
+
+// window reads offset and size over a file of fileLen bytes, as QEMU's
+// raw_apply_options checks them.
+func window(o block.Options, fileLen int64) (offset, size int64, fixed bool, err error) {
+	if offset, err = o.Size("offset", 0); err != nil {
+		return
+	}
+	if size, err = o.Size("size", fileLen-offset); err != nil {
+		return
 	}
 	if offset > fileLen {
-		return nil, fmt.Errorf("Offset (%d) cannot be greater than size of the containing file (%d)", offset, fileLen)
+		err = fmt.Errorf("Offset (%d) cannot be greater than size of the containing file (%d)", offset, fileLen)
+		return
 	}
-	if _, given := o.Options["size"]; given && size%512 != 0 {
-		return nil, errors.New("Specified size is not multiple of 512")
+	_, fixed = o["size"]
+	if fixed && size%512 != 0 {
+		err = errors.New("Specified size is not multiple of 512")
+		return
 	}
 	if size+offset > fileLen || size+offset < 0 {
-		return nil, fmt.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", offset, size, fileLen)
+		err = fmt.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", offset, size, fileLen)
 	}
-	_, fixed := o.Options["size"]
-	return &image{file: file, offset: offset, size: size, fixed: fixed}, nil
+	return
 }
 
 // Reads and writes tell the file child's blkdebug of them (read_aio,
@@ -111,28 +122,34 @@ func (r *image) DirtyFlag() bool { return false }
 
 // PrepareReopen takes the file child the reopen names, which must still
 // hold the window; it is read from at Commit on.
+// The window (offset, size) is read again from the reopen's options, as
+// QEMU's raw_reopen_prepare does.
 func (r *image) PrepareReopen(req *block.ReopenRequest) (block.Pending, error) {
 	f := req.Children["file"]
-	if f == nil || f == r.file {
-		return swap{}, nil
+	if f == nil {
+		f = r.file
 	}
-	if l := f.Length(); r.offset+r.size > l {
-		return nil, fmt.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", r.offset, r.size, l)
+	offset, size, fixed, err := window(req.Options, f.Length())
+	if err != nil {
+		return nil, err
 	}
-	return swap{r: r, file: f}, nil
+	return swap{r: r, file: f, offset: offset, size: size, fixed: fixed}, nil
 }
 
 type swap struct {
-	r    *image
-	file *block.Node
+	r            *image
+	file         *block.Node
+	offset, size int64
+	fixed        bool
 }
 
 func (s swap) Commit() {
-	if s.r != nil {
-		s.r.file = s.file
-	}
+	s.r.file, s.r.offset, s.r.size, s.r.fixed = s.file, s.offset, s.size, s.fixed
 }
 func (s swap) Abort() {}
+
+// NewLength is the node's length after the reopen (block.Resizer).
+func (s swap) NewLength() (int64, bool) { return s.size, true }
 
 // ReadV and WriteV pass vectored requests (and FUA) to the file child.
 func (r *image) ReadV(bufs [][]byte, off int64) (int, error) {

@@ -41,7 +41,7 @@ func runImgAmend(e *env, args []string) int {
 	}, func(c rune, arg string) bool {
 		switch c {
 		case 'o':
-			optStrs = append(optStrs, arg)
+			return e.accumulateOption(&optStrs, arg)
 		case 'f':
 			format = arg
 		case 't':
@@ -70,7 +70,7 @@ func runImgAmend(e *env, args []string) int {
 		progress = false
 	}
 	if format != "" && hasHelpOption(optStrs) {
-		return e.createOptionHelp(format, "")
+		return e.amendOptionHelp(format)
 	}
 	if len(a.operands) != 1 {
 		return fail("Expecting one image file name")
@@ -92,7 +92,7 @@ func runImgAmend(e *env, args []string) int {
 		return fail("Could not open '%s': %s", filename, qtool.Message(err))
 	}
 	if hasHelpOption(optStrs) {
-		return e.createOptionHelp(node.Driver(), "")
+		return e.amendOptionHelp(node.Driver())
 	}
 	am, ok := node.Image().(imgAmender)
 	if !ok {

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"minivmm/block"
 	"minivmm/block/engine"
 	"minivmm/block/jobs"
@@ -31,6 +33,18 @@ func init() {
 // chainLink is one image of an opened chain, as reopened by name.
 type chainLink struct {
 	driver, file string
+	fileOpts     block.Options // the file child's options, to reopen it as it was
+}
+
+// fileOptions are the options that reopen a format node's file child as
+// it is: its json: description parsed, or its filename's protocol
+// (a blkdebug: over a file, an nbd: export, a plain file).
+func fileOptions(n *block.Node) block.Options {
+	name := fileOf(n)
+	if o, _, err := qtool.ParseFilename(name); err == nil {
+		return o
+	}
+	return block.Options{"driver": block.ProtocolFor(name), "filename": name}
 }
 
 // sameImage is whether a name given on the command line names the image
@@ -139,7 +153,7 @@ func (e *env) commitImage(im *imgImage, filename, base string, drop bool, addFds
 	var chain []chainLink
 	baseIdx := -1
 	for n, i := im.node, 0; n != nil; n, i = n.Child("backing"), i+1 {
-		chain = append(chain, chainLink{driver: n.Driver(), file: fileOf(n)})
+		chain = append(chain, chainLink{driver: n.Driver(), file: fileOf(n), fileOpts: fileOptions(n)})
 		if i > 0 && base != "" && baseIdx < 0 && sameImage(baseName(base, chain[i-1].file), fileOf(n)) {
 			baseIdx = i
 		}
@@ -159,7 +173,12 @@ func (e *env) commitImage(im *imgImage, filename, base string, drop bool, addFds
 	prog.set(100)
 	if !drop {
 		if err := e.emptyImage(chain[0], addFds); err != nil {
-			return fmt.Errorf("Could not empty %s: %s", filename, qtool.Message(err))
+			// bdrv_make_empty's words, naming the image as it was given.
+			var errno unix.Errno
+			if errors.As(err, &errno) {
+				return fmt.Errorf("Failed to empty %s: %s", filename, qtool.Strerror(err))
+			}
+			return fmt.Errorf("Failed to empty %s: %s", filename, qtool.Message(err))
 		}
 	}
 	return nil
@@ -179,7 +198,7 @@ func (e *env) commitChain(chain []chainLink, addFds []cmdline.Occurrence, prog *
 		o := block.Options{
 			"driver":    chain[i].driver,
 			"node-name": fmt.Sprintf("commit%d", i),
-			"file":      block.Options{"driver": "file", "filename": chain[i].file},
+			"file":      chain[i].fileOpts.Clone(),
 		}
 		if i == last {
 			o["read-only"] = false
@@ -212,6 +231,11 @@ func (e *env) commitChain(chain []chainLink, addFds []cmdline.Occurrence, prog *
 		return fmt.Errorf("Top image %s is larger than base image %s, and resize of base image failed: %s",
 			chain[0].file, chain[last].file, qtool.Message(ee.Err))
 	}
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		// qemu-img's run_block_job: the job's errno, under its own words.
+		return fmt.Errorf("Block job failed: %s", qtool.Strerror(err))
+	}
 	return err
 }
 
@@ -228,7 +252,7 @@ func (e *env) emptyImage(img chainLink, addFds []cmdline.Occurrence) error {
 	defer s.close()
 	n, err := s.g.Add(block.Options{
 		"driver": "qcow2", "discard": "unmap", "backing": nil,
-		"file": block.Options{"driver": "file", "filename": img.file},
+		"file": img.fileOpts.Clone(),
 	})
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,6 +24,7 @@ import (
 
 	"minivmm/block"
 	"minivmm/block/engine"
+	"minivmm/block/objects"
 	"minivmm/block/qcow2"
 	"minivmm/cmdline"
 	"minivmm/internal/qtool"
@@ -39,10 +41,11 @@ func init() {
 // qemu-img convert's, errors about the options do not name the file;
 // errors creating it do.
 // backing and backingFmt, when set, are -B and -F, which win over -o's.
-func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []string, size uint64, backing, backingFmt string) error {
+// objs are --object's, for the secret an encryption option names.
+func imgCreateImage(reg *qemuopen.Registry, objs *objects.Registry, filename, format string, optStrs []string, size uint64, backing, backingFmt string) error {
 	kinds, ok := createKinds[format]
 	if !ok {
-		return fmt.Errorf("Unknown file format '%s'", format)
+		return noCreateError(format)
 	}
 	opts, err := cmdline.ParseOpts(strings.Join(optStrs, ","), "")
 	if err == nil {
@@ -73,6 +76,9 @@ func imgCreateImage(reg *qemuopen.Registry, filename, format string, optStrs []s
 		co, err := qcow2CreateOptions(opts, size, backing, backingFmt)
 		if err == nil {
 			err = qcow2.ValidateCreate(co)
+		}
+		if err == nil {
+			err = checkEncryption(objs, opts)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: error while converting %s: %w", filename, format, err)
@@ -134,7 +140,7 @@ func runImgConvert(e *env, args []string) int {
 		case 'F':
 			backingFmt = arg
 		case 'o':
-			optStrs = append(optStrs, arg)
+			return e.accumulateOption(&optStrs, arg)
 		case 'c':
 			compress = true
 		case 'p':
@@ -257,6 +263,13 @@ func runImgConvert(e *env, args []string) int {
 		return 1
 	}
 	defer s.close()
+	if !noCreate && slices.Contains(qemuNoCreate, outFmt) && knownFormatName(srcFmt) {
+		if _, have := block.LookupDriver(srcFmt); !have {
+			// A source in a format of QEMU's that minivmm cannot read:
+			// qemu-img would open it, then refuse the target format.
+			return fail("%s", noCreateError(outFmt))
+		}
+	}
 	var sources []*block.Node
 	var size int64
 	for _, name := range srcNames {
@@ -310,7 +323,7 @@ func runImgConvert(e *env, args []string) int {
 		return fail("Compression not supported for this file format")
 	}
 	if !noCreate {
-		if err := imgCreateImage(s.reg, dstName, outFmt, optStrs, uint64(size), backing, backingFmt); err != nil {
+		if err := imgCreateImage(s.reg, e.objects, dstName, outFmt, optStrs, uint64(size), backing, backingFmt); err != nil {
 			return fail("%s", err)
 		}
 	}

@@ -18,6 +18,12 @@ func TestImgConvertSparseRateInterop(t *testing.T) {
 				steps: []diffStep{img("convert", "-S", sp, "-O", f, "c.qcow2", "o."+f)}})
 		}
 	}
+	// Compressed: with -S 0 clusters of zeroes go compressed too (qemu's
+	// iotest 122), with a default -S as zero clusters.
+	for _, sp := range []string{"0", "4k"} {
+		cases = append(cases, diffCase{name: "c-S" + sp, setup: setup, images: []string{"o.qcow2"},
+			steps: []diffStep{img("convert", "-c", "-S", sp, "-O", "qcow2", "c.qcow2", "o.qcow2")}})
+	}
 	cases = append(cases,
 		diffCase{name: "rate", setup: setup, images: []string{"o.raw"}, steps: []diffStep{
 			img("convert", "-r", "64M", "-O", "raw", "c.qcow2", "o.raw"),

@@ -44,6 +44,12 @@ var createKinds = map[string]map[string]cmdline.Kind{
 	},
 }
 
+func init() {
+	for _, k := range encryptKeys {
+		createKinds["qcow2"][k.name] = k.kind
+	}
+}
+
 func runImgCreate(e *env, args []string) int {
 	stdout, stderr := e.stdout, e.stderr
 	format, backing, backingFmt := "raw", "", ""
@@ -59,7 +65,7 @@ func runImgCreate(e *env, args []string) int {
 		case 'F':
 			backingFmt = arg
 		case 'o':
-			optStrs = append(optStrs, arg)
+			return e.accumulateOption(&optStrs, arg)
 		case 'q':
 			quiet = true
 		case 'u':
@@ -103,7 +109,7 @@ func runImgCreate(e *env, args []string) int {
 	}
 	kinds, ok := createKinds[format]
 	if !ok {
-		return fail("Unknown file format '%s'", format)
+		return fail("%s", noCreateError(format))
 	}
 	opts, err := cmdline.ParseOpts(strings.Join(optStrs, ","), "")
 	if err == nil {
@@ -170,8 +176,13 @@ func runImgCreate(e *env, args []string) int {
 
 	// The line qemu-img prints before it creates anything.
 	line := []string{fmt.Sprintf("Formatting '%s', fmt=%s", filename, format)}
+	// QEMU's qemu_opts_print doubles the commas of string values.
+	esc := func(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 	add := func(key, def string) {
 		if v, ok := opts.Get(key); ok {
+			if kinds[key] == cmdline.OptString {
+				v = esc(v)
+			}
 			line = append(line, key+"="+v)
 		} else if def != "" {
 			line = append(line, key+"="+def)
@@ -182,6 +193,9 @@ func runImgCreate(e *env, args []string) int {
 		line = append(line, fmt.Sprintf("size=%d", size))
 		add("preallocation", "")
 	} else {
+		for _, k := range encryptKeys {
+			add(k.name, "")
+		}
 		cs, _ := opts.Size("cluster_size", 65536)
 		line = append(line, fmt.Sprintf("cluster_size=%d", cs))
 		add("extended_l2", "off")
@@ -190,10 +204,10 @@ func runImgCreate(e *env, args []string) int {
 		line = append(line, fmt.Sprintf("size=%d", size))
 		add("compat", "")
 		if backing != "" {
-			line = append(line, "backing_file="+backing)
+			line = append(line, "backing_file="+esc(backing))
 		}
 		if backingFmt != "" {
-			line = append(line, "backing_fmt="+backingFmt)
+			line = append(line, "backing_fmt="+esc(backingFmt))
 		}
 		add("data_file", "")
 		add("data_file_raw", "")
@@ -231,6 +245,9 @@ func runImgCreate(e *env, args []string) int {
 		write = func(fd int) error { return createRaw(fd, (size+511)&^511, prealloc) }
 	} else {
 		co, err := qcow2CreateOptions(opts, size, backing, backingFmt)
+		if err == nil {
+			err = checkEncryption(e.objects, opts)
+		}
 		if err == nil {
 			err = qcow2.ValidateCreate(co)
 		}
@@ -335,6 +352,9 @@ func qcow2CreateOptions(opts *cmdline.Opts, size uint64, backing, backingFmt str
 // qemu-img does to check it, and returns its virtual size. A relative name
 // is relative to the new image's directory.
 func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (size int64, format string, err error) {
+	if rest, ok := strings.CutPrefix(backing, "json:"); ok {
+		return jsonBackingSize(reg, rest, backingFmt)
+	}
 	path := backing
 	if !filepath.IsAbs(path) && !strings.HasPrefix(path, qemuopen.FdsetPrefix) &&
 		!strings.HasPrefix(image, qemuopen.FdsetPrefix) && block.ProtocolFor(path) == "file" {
@@ -374,6 +394,30 @@ func backingSize(reg *qemuopen.Registry, image, backing, backingFmt string) (siz
 		return 0, "", openErr(err)
 	}
 	return node.Length(), backingFmt, nil
+}
+
+// jsonBackingSize opens a json: backing name as qemu-img's create does:
+// the options as given, the backing format as their driver where they
+// name none.
+func jsonBackingSize(reg *qemuopen.Registry, rest, backingFmt string) (size int64, format string, err error) {
+	opts, err := block.ParseJSONFilename(rest)
+	if err != nil {
+		return 0, "", err
+	}
+	if d, _ := opts.String("driver", ""); d == "" {
+		if backingFmt == "" {
+			return 0, "", errors.New("Must specify either driver or file")
+		}
+		opts["driver"] = backingFmt
+	}
+	opts["read-only"] = true
+	g := block.NewGraph(reg)
+	defer g.Close()
+	node, err := g.Add(opts)
+	if err != nil {
+		return 0, "", errors.New(qtool.Message(err))
+	}
+	return node.Length(), node.Driver(), nil
 }
 
 // createRaw sizes a raw image: sparse, fallocated, or written with zeroes.

@@ -125,7 +125,7 @@ func runImgDd(e *env, args []string) int {
 	if !beyond {
 		outSize = size - d.skip*d.bs
 	}
-	if err := imgCreateImage(s.reg, d.out, outFmt, nil, uint64(outSize), "", ""); err != nil {
+	if err := imgCreateImage(s.reg, nil, d.out, outFmt, nil, uint64(outSize), "", ""); err != nil {
 		return fail("%s: error while creating output image: %s", d.out, strings.TrimPrefix(err.Error(), d.out+": "))
 	}
 	dst, err := s.open(&qtool.OpenFlags{File: d.out, Format: outFmt})

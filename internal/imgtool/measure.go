@@ -43,7 +43,7 @@ func runImgMeasure(e *env, args []string) int {
 		case 'O':
 			outFmt = arg
 		case 'o':
-			optStrs = append(optStrs, arg)
+			return e.accumulateOption(&optStrs, arg)
 		case 'l':
 			var ok bool
 			snap, ok = e.parseConvertSnapshot(arg)

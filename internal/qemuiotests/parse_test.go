@@ -3,9 +3,10 @@ package qemuiotests
 import "testing"
 
 func TestParseTAP(t *testing.T) {
-	out := "# QEMU -- \"/usr/bin/qemu\"\n1..4\nok qcow2 001\nnot ok qcow2 020\nok qcow2 051 # SKIP\nok raw 002\nok qcow2 qcow2-discard\n"
+	out := "# QEMU -- \"/usr/bin/qemu\"\n1..4\nok qcow2 001\nnot ok qcow2 020\nok qcow2 051 # SKIP\nok raw 002\nok qcow2 qcow2-discard\n" +
+		"ok qcow2 077ok qcow2 104\n# running qcow2 105not ok qcow2 106\n"
 	got := parseTAP(out, "qcow2")
-	want := map[string]string{"001": "pass", "020": "fail", "051": "skip", "qcow2-discard": "pass"}
+	want := map[string]string{"001": "pass", "020": "fail", "051": "skip", "qcow2-discard": "pass", "077": "pass", "104": "pass", "106": "fail"}
 	if len(got) != len(want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}

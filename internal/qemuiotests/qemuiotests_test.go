@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -156,10 +157,16 @@ func runCheck(t *testing.T, dir, bin string, progs map[string]string, format str
 	}
 }
 
+// tapJoined is a TAP result glued to the end of another line.
+var tapJoined = regexp.MustCompile(`(\S)((?:not )?ok )`)
+
 // parseTAP reads check's -tap lines: "ok FMT NNN", "not ok FMT NNN",
 // "ok FMT NNN # SKIP".
 func parseTAP(out, format string) map[string]string {
 	res := map[string]string{}
+	// With -j, two jobs' lines may run together ("ok raw 077ok raw 104"):
+	// a result starts a line of its own.
+	out = tapJoined.ReplaceAllString(out, "$1\n$2")
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()

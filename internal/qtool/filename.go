@@ -1,6 +1,7 @@
 package qtool
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -8,7 +9,7 @@ import (
 	"strings"
 
 	"minivmm/block"
-	"minivmm/internal/jsonval"
+	"minivmm/block/nbdclient"
 )
 
 // protocolPrefixes are the "proto:" filename prefixes QEMU's protocol
@@ -68,64 +69,11 @@ func ParseFilename(name string) (opts block.Options, isJSON bool, err error) {
 }
 
 // ErrJSONFilename is a json: filename that is not a JSON object.
-var ErrJSONFilename = errors.New("Could not parse the JSON options")
+var ErrJSONFilename = block.ErrJSONFilename
 
-// ParseJSONOptions reads the object of a json: filename (QEMU's dialect,
-// single-quoted strings too, as internal/jsonval reads it): numbers stay
-// json.Number (as QMP's), nested objects and dotted keys become nested
-// Options.
-func ParseJSONOptions(s string) (block.Options, error) {
-	// QEMU's JSON parser, which bdrv_parse_json uses, takes single-quoted
-	// strings too: scripts write json:{'driver': 'qcow2', ...}.
-	v, err := jsonval.Decode([]byte(s))
-	m, ok := v.(map[string]any)
-	if err != nil || !ok {
-		return nil, ErrJSONFilename
-	}
-	out := block.Options{}
-	if err := mergeJSON(out, m); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func mergeJSON(dst block.Options, m map[string]any) error {
-	for k, v := range m {
-		path := strings.Split(k, ".")
-		d := dst
-		for _, p := range path[:len(path)-1] {
-			sub, ok := d[p].(block.Options)
-			if !ok {
-				if _, taken := d[p]; taken {
-					return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
-				}
-				sub = block.Options{}
-				d[p] = sub
-			}
-			d = sub
-		}
-		leaf := path[len(path)-1]
-		if obj, ok := v.(map[string]any); ok {
-			sub, ok := d[leaf].(block.Options)
-			if !ok {
-				if _, taken := d[leaf]; taken {
-					return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
-				}
-				sub = block.Options{}
-				d[leaf] = sub
-			}
-			if err := mergeJSON(sub, obj); err != nil {
-				return err
-			}
-			continue
-		}
-		if _, taken := d[leaf]; taken {
-			return fmt.Errorf("Cannot mix dotted and nested keys for '%s'", k)
-		}
-		d[leaf] = v
-	}
-	return nil
-}
+// ParseJSONOptions reads the object of a json: filename (block's
+// ParseJSONFilename).
+func ParseJSONOptions(s string) (block.Options, error) { return block.ParseJSONFilename(s) }
 
 // MergeOptions puts src over dst, nested options merged key by key (what
 // qemu-io's "open -o" does to the options a filename makes).
@@ -199,6 +147,7 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 	}
 	if f.Extra != nil {
 		MergeOptions(opts, f.Extra.Clone())
+		sinkFilename(g, opts)
 	}
 	if bdImage != nil {
 		formatOverImage(g, opts, bdImage)
@@ -215,10 +164,46 @@ func (f *OpenFlags) fileOptions(g *block.Graph) (block.Options, error) {
 			}
 		}
 	}
+	if err := legacyNBD(opts); err != nil {
+		return nil, err
+	}
 	if err := checkLegacy(g, check); err != nil {
 		return nil, err
 	}
 	return opts, nil
+}
+
+// legacyNBD applies the nbd driver's legacy host/port/path options in
+// every nbd node of opts (bdrv_open's path takes them; QMP does not).
+func legacyNBD(opts block.Options) error {
+	switch d, _ := opts.String("driver", ""); d {
+	case "nbd":
+		if err := nbdclient.ApplyLegacyOptions(opts); err != nil {
+			return err
+		}
+	case "raw":
+		// raw reads offset and size through QemuOpts, which parses a
+		// string for a number ({"offset": "512"}).
+		for _, k := range []string{"offset", "size"} {
+			if v, ok := opts[k].(string); ok {
+				opts[k] = block.FromKeyval(map[string]any{k: v})[k]
+			}
+		}
+	case "blkdebug":
+		// blkdebug reads its config name through QemuOpts, which takes
+		// a number for a string ({"config": 42} names the file "42").
+		if v, ok := opts["config"].(json.Number); ok {
+			opts["config"] = v.String()
+		}
+	}
+	for _, v := range opts {
+		if c, ok := v.(block.Options); ok {
+			if err := legacyNBD(c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // formatOverImage: the image of a "blkdebug:CONFIG:IMAGE" filename is a

@@ -63,7 +63,11 @@ func (f *OpenFlags) Options(g *block.Graph) (block.Options, error) {
 		}
 		opts = block.FromKeyval(m)
 		// QEMU's bdrv_open completes these as it does a filename's
-		// options: a child given by filename takes its protocol.
+		// options: nbd's legacy keys, a child given by filename takes
+		// its protocol.
+		if err := legacyNBD(opts); err != nil {
+			return nil, err
+		}
 		if err := checkLegacy(g, opts); err != nil {
 			return nil, err
 		}
