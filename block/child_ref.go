@@ -35,6 +35,11 @@ func (o *OpenContext) AttachChild(role string, ref any) (*Node, error) {
 	return nil, fmt.Errorf("Invalid parameter type for '%s', expected: BlockdevRef", role)
 }
 
+// LookupNode is the graph's node named name (nil: none), for a driver
+// whose options name a node that is not its child (copy-on-read's
+// "bottom").
+func (o *OpenContext) LookupNode(name string) *Node { return o.g.nodes[name] }
+
 // writtenChildren are the children a node's writes reach, which its
 // writers write through (addWriter): its "file" (or a filter's "image"),
 // a qcow2 data file (the guest data), and every child of a list of

@@ -16,16 +16,16 @@ import (
 
 // InsertFilter opens a node of driver drv (a filter whose one child is
 // "backing", or "file" for a format-shaped one), named name ("": a
-// generated #blockNNN name), over n, and makes it the child of every
-// node that had n as a child and the node of every backend that used n,
-// with n held still meanwhile (Hold). A backend's write permission
+// generated #blockNNN name) with the driver's options opts, over n, and
+// makes it the child of every node that had n as a child and the node of
+// every backend that used n, with n held still meanwhile (Hold). A backend's write permission
 // stays counted on n, which its writes still reach. On error nothing
 // has changed.
-func (g *Graph) InsertFilter(n *Node, drv, name string) (*Node, error) {
+func (g *Graph) InsertFilter(n *Node, drv, name string, opts Options) (*Node, error) {
 	// The filter is opened before the hold (a held node takes no new
 	// parent: see the lock order in pivot.go); with nothing using it
 	// yet, it is idle until its parents and backends move onto it.
-	f, err := g.addFilter(n, drv, name)
+	f, err := g.addFilter(n, drv, name, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +47,7 @@ func (g *Graph) InsertFilter(n *Node, drv, name string) (*Node, error) {
 }
 
 // addFilter opens InsertFilter's node over n, used by nothing yet.
-func (g *Graph) addFilter(n *Node, drv, name string) (*Node, error) {
+func (g *Graph) addFilter(n *Node, drv, name string, opts Options) (*Node, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	key := "backing"
@@ -55,6 +55,9 @@ func (g *Graph) addFilter(n *Node, drv, name string) (*Node, error) {
 		key = "file"
 	}
 	o := Options{"driver": drv, key: n.name, "read-only": n.state.readOnly}
+	for k, v := range opts {
+		o[k] = v
+	}
 	if name != "" {
 		o["node-name"] = name
 	}

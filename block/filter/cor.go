@@ -43,12 +43,20 @@ func (f *image) corRead(p []byte, off int64) (int, error) {
 func (f *image) corStep(buf *[]byte, p []byte, off, pos, n int64) (int64, error) {
 	unlock := f.child.SerialiseRange(pos, n)
 	defer unlock()
-	alloc, n, err := block.Allocated(f.child, pos, n)
+	direct, n, err := block.Allocated(f.child, pos, n)
 	if err != nil {
 		return 0, err
 	}
+	if !direct && f.bottom != nil {
+		// What only the layers below bottom hold is read, not copied.
+		cs, l, err := block.StatusAbove(f.child, f.bottom.Child("backing"), pos, n)
+		if err != nil {
+			return 0, err
+		}
+		direct, n = !cs.Present, l
+	}
 	lo, hi := max(pos, off), min(pos+n, off+int64(len(p)))
-	if alloc {
+	if direct {
 		if lo < hi {
 			if _, err := f.child.ReadAt(p[lo-off:hi-off], lo); err != nil {
 				return 0, err

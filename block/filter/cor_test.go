@@ -111,3 +111,100 @@ func TestCopyOnReadRacesWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyOnReadBottom: with bottom, a read copies up what the chain
+// holds down to bottom and reads through what only the layers below it
+// hold (QEMU's copy-on-read "bottom", which block-stream sets to the
+// node above its base); an unknown bottom is refused in QEMU's words.
+func TestCopyOnReadBottom(t *testing.T) {
+	fdtest.Check(t)
+	dir := t.TempDir()
+	// base holds 0x11 in the first MiB, mid 0x22 in the second, top
+	// nothing.
+	chain := []string{"base", "mid", "top"}
+	for i, name := range chain {
+		f, err := os.Create(filepath.Join(dir, name+".qcow2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		co := qcow2.CreateOptions{Size: 4 * mib}
+		if i > 0 {
+			co.BackingFile, co.BackingFormat = chain[i-1]+".qcow2", "qcow2"
+		}
+		err = qcow2.Create(qcow2.FdTarget(int(f.Fd())), co)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := qemuopen.New(qemuopen.Config{})
+	defer reg.CloseAll()
+	g := block.NewGraph(reg)
+	defer g.Close()
+	for i, name := range chain[:2] {
+		n, err := g.Add(block.Options{"driver": "qcow2", "node-name": name, "backing": nil,
+			"file": block.Options{"driver": "file", "filename": filepath.Join(dir, name+".qcow2")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := g.Attach(name+"-w", n, block.Perm{Write: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.WriteAt(bytes.Repeat([]byte{byte(0x11 * (i + 1))}, mib), int64(i)*mib); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Detach(w); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Delete(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	top, err := g.Add(block.Options{"driver": "qcow2", "node-name": "top",
+		"file": block.Options{"driver": "file", "filename": filepath.Join(dir, "top.qcow2")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := top.Child("backing")
+	if _, err := g.Add(block.Options{"driver": "copy-on-read", "file": "top", "bottom": "nosuch"}); err == nil ||
+		err.Error() != "Bottom node 'nosuch' not found" {
+		t.Fatalf("unknown bottom: %v, want QEMU's refusal", err)
+	}
+	cor, err := g.Add(block.Options{"driver": "copy-on-read", "node-name": "cor", "file": "top", "bottom": mid.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := g.Attach("r", cor, block.Perm{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 3*mib)
+	if _, err := r.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		off       int64
+		fill      byte
+		copiedUp  bool
+		whoseData string
+	}{
+		{0, 0x11, false, "base's (below bottom)"},
+		{mib, 0x22, true, "mid's (bottom)"},
+		{2 * mib, 0, false, "nobody's"},
+	} {
+		if !bytes.Equal(got[c.off:c.off+mib], bytes.Repeat([]byte{c.fill}, mib)) {
+			t.Errorf("MiB at %d does not read as %#x", c.off, c.fill)
+		}
+		alloc, n, err := block.Allocated(top, c.off, mib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if alloc != c.copiedUp || n != mib {
+			t.Errorf("%s data at %d: in top %v (for %d bytes), want %v", c.whoseData, c.off, alloc, n, c.copiedUp)
+		}
+	}
+	if err := g.Detach(r); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,6 +8,8 @@
 package filter
 
 import (
+	"fmt"
+
 	"minivmm/block"
 )
 
@@ -38,6 +40,7 @@ func init() {
 	block.Register(&block.Driver{
 		Name:      CopyOnRead,
 		Format:    true,
+		Options:   map[string]block.OptType{"bottom": block.OptString},
 		Open:      openCOR,
 		ChildPerm: corChildPerm,
 	})
@@ -60,17 +63,29 @@ type image struct {
 	child   *block.Node
 	backing bool // the child is "backing" (commit_top, mirror_top)
 	// copy-on-read: reads copy into the child what it does not hold
-	// itself; endSerial ends the child's serialising.
+	// itself (with a bottom, only what the chain holds down to bottom);
+	// endSerial ends the child's serialising.
 	cor       bool
+	bottom    *block.Node
 	endSerial func()
 }
 
 // openCOR opens QEMU's copy-on-read filter: every read copies into the
-// child what the child does not allocate itself (block-stream's filter
-// does too, as QEMU's does for a guest's reads while it streams).
+// child what the child does not allocate itself. With "bottom" (a node
+// of the child's backing chain), only what is allocated down to and
+// including bottom is copied: block-stream's filter has the node above
+// the stream's base as bottom, so a guest's reads during the stream copy
+// what the stream copies and leave the base's data in the base.
 func openCOR(o *block.OpenContext) (block.Image, error) {
 	child := o.Child("file")
-	return &image{child: child, cor: true, endSerial: child.Serialise()}, nil
+	f := &image{child: child, cor: true}
+	if name, _ := o.Options.String("bottom", ""); name != "" {
+		if f.bottom = o.LookupNode(name); f.bottom == nil {
+			return nil, fmt.Errorf("Bottom node '%s' not found", name)
+		}
+	}
+	f.endSerial = child.Serialise()
+	return f, nil
 }
 
 func open(o *block.OpenContext) (block.Image, error) {

@@ -59,7 +59,7 @@ func (c *Commit) Setup(j *Job) error {
 	}
 	c.hold = hold
 	if c.Filter {
-		f, err := c.Graph.InsertFilter(c.Top, filter.CommitTop, c.FilterName)
+		f, err := c.Graph.InsertFilter(c.Top, filter.CommitTop, c.FilterName, nil)
 		if err != nil {
 			c.Clean(j)
 			return err

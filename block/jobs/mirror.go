@@ -73,7 +73,7 @@ func (d *Mirror) Setup(j *Job) error {
 	}
 	d.hold = hold
 	if d.Filter {
-		f, err := d.Graph.InsertFilter(d.Source, filter.MirrorTop, d.FilterName)
+		f, err := d.Graph.InsertFilter(d.Source, filter.MirrorTop, d.FilterName, nil)
 		if err != nil {
 			d.Graph.Detach(hold)
 			d.hold = nil

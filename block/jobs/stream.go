@@ -21,7 +21,8 @@ type Stream struct {
 	BackingFile string
 	// Filter: put QEMU's copy-on-read filter node above Top while the
 	// job runs (block-stream), named FilterName ("": a generated name).
-	// It passes requests through: the job copies everything anyway.
+	// Its reads copy what the job would (its bottom is the node above
+	// Base).
 	Filter     bool
 	FilterName string
 
@@ -47,7 +48,10 @@ func (s *Stream) Setup(j *Job) error {
 	}
 	s.endSerial = s.Top.Serialise()
 	if s.Filter {
-		f, err := s.Graph.InsertFilter(s.Top, filter.CopyOnRead, s.FilterName)
+		// QEMU's stream gives its filter the node above the base as
+		// bottom: a guest's reads copy up what the stream will.
+		f, err := s.Graph.InsertFilter(s.Top, filter.CopyOnRead, s.FilterName,
+			block.Options{"bottom": s.baseOverlay().Name()})
 		if err != nil {
 			s.Clean(j)
 			return err
@@ -57,6 +61,19 @@ func (s *Stream) Setup(j *Job) error {
 		j.AddNode(f.Name())
 	}
 	return nil
+}
+
+// baseOverlay is the lowest node of Top's chain above Base (the chain's
+// last image when Base is nil).
+func (s *Stream) baseOverlay() *block.Node {
+	n := s.Top
+	for {
+		next := n.Child("backing")
+		if next == nil || next == s.Base {
+			return n
+		}
+		n = next
+	}
 }
 
 // Run copies.
