@@ -100,6 +100,15 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 		a := allocs[i]
 		b := a.p // the guest data covers all that is written: no copy
 		if a.in != a.lo || int64(len(a.p)) != a.hi-a.lo {
+			if zeroed, err := img.zeroCowSpace(a); err != nil {
+				return err
+			} else if zeroed {
+				if err := img.writeData(a.p, a.host+a.in); err != nil {
+					return err
+				}
+				i++
+				continue
+			}
 			if buf == nil {
 				buf = make([]byte, cs)
 			}
@@ -146,6 +155,10 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 func (img *image) planRunAlloc(c, last, cont int64, e, bm uint64, in int64, p []byte, run *hostRun) (pending, error) {
 	cs := img.clusterSize
 	if run.left == 0 {
+		// Clusters freed are free for the L2 table too (reuse.go).
+		if err := img.reclaim(); err != nil {
+			return pending{}, err
+		}
 		// The L2 table first, as QEMU's handle_alloc: a new one goes
 		// before the data clusters.
 		if _, err := img.ensureL2(c >> img.l2Bits); err != nil {
