@@ -36,7 +36,7 @@ const (
 type cacheConfig struct {
 	l2Slices       int // L2 cache capacity, in slices
 	sliceBytes     int // l2-cache-entry-size
-	refcountBlocks int // refcount cache capacity, in clusters (for a writer)
+	refcountBlocks int // refcount cache capacity, in clusters (for a writer); 0: the default
 }
 
 // readCacheSizes applies QEMU's rules (read_cache_sizes and
@@ -112,6 +112,9 @@ func readCacheSizes(o block.Options, h *header) (cacheConfig, error) {
 	blocks := max(refcount/cs, minRefcountClusters)
 	if blocks > math.MaxInt32 {
 		return cfg, errors.New("Refcount cache size too big")
+	}
+	if !refcountSet && !combinedSet {
+		blocks = 0 // minivmm's default, larger than QEMU's (refcount.go)
 	}
 	cfg = cacheConfig{l2Slices: int(slices), sliceBytes: int(entry), refcountBlocks: int(blocks)}
 	return cfg, nil

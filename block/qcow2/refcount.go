@@ -113,13 +113,34 @@ func (r *refcounts) block(off int64) ([]byte, error) {
 	return b, nil
 }
 
+// cacheNew puts a block just made (and written) into the cache, within
+// its bound.
+func (r *refcounts) cacheNew(off int64, b []byte) error {
+	if err := r.evict(); err != nil {
+		return err
+	}
+	r.tick++
+	r.blocks[off], r.used[off] = b, r.tick
+	return nil
+}
+
+// defaultRefcountBlocks is the refcount block cache's size unless
+// refcount-cache-size (or cache-size) says: 32 blocks, where QEMU keeps
+// 4 clusters' worth (with 4 KiB clusters, 4 blocks count 32 MiB of
+// image, and writes across more evict at every turn).
+const defaultRefcountBlocks = 32
+
 // evict makes room for one more block in the cache (refcount-cache-size,
 // in blocks): the least recently used go, written first if changed. A
 // refcount block may be written at any time (refcounts are raised before
 // what they count is pointed to, and dropped only once nothing on disk
 // points to it), so this orders nothing.
 func (r *refcounts) evict() error {
-	for len(r.blocks) >= max(r.img.refcountBlocks, 1) {
+	limit := r.img.refcountBlocks
+	if limit <= 0 {
+		limit = defaultRefcountBlocks
+	}
+	for len(r.blocks) >= limit {
 		victim, oldest := int64(-1), uint64(math.MaxUint64)
 		for off := range r.blocks {
 			if u := r.used[off]; u < oldest {
@@ -275,8 +296,7 @@ func (r *refcounts) newBlock(ti int64) error {
 	}
 	r.table[ti] = uint64(p * cs)
 	r.img.metaChanged()
-	r.blocks[p*cs] = b
-	return nil
+	return r.cacheNew(p*cs, b)
 }
 
 // growTable moves the refcount table to a larger one at the end of the
@@ -369,7 +389,9 @@ func (r *refcounts) growTable(need int64) error {
 	r.table, r.tableOff, r.tableClust = table, tOff*cs, clusters
 	r.img.metaChanged()
 	for ti, b := range newBlocks {
-		r.blocks[int64(table[ti])] = b
+		if err := r.cacheNew(int64(table[ti]), b); err != nil {
+			return err
+		}
 	}
 	for i := int64(0); i < oldClusters; i++ {
 		if err := r.add(oldOff/cs+i, -1); err != nil {
@@ -390,7 +412,7 @@ func (r *refcounts) alloc() (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if v == 0 && !r.img.isFixedMeta(k) {
+		if v == 0 {
 			break
 		}
 	}

@@ -56,7 +56,9 @@ func (img *image) noteFrees(old []uint64) {
 }
 
 // allocRun takes n contiguous free clusters with refcount 1, as QEMU's
-// alloc_clusters_noref: scanning from the hint, past every cluster in
+// alloc_clusters_noref (cluster 0 too, if its refcount says it is free:
+// a corrupt image, which the header's overlap check or the caller
+// catches as QEMU does): scanning from the hint, past every cluster in
 // use, to the first n free in a row (past the end of the image, where
 // all are); the hint moves past them. It returns the first one's file
 // offset; the caller flushes before pointing anything at them.
@@ -68,7 +70,7 @@ func (r *refcounts) allocRun(n int64) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if v != 0 || r.img.isFixedMeta(k) {
+		if v != 0 {
 			start = k + 1
 		}
 	}
@@ -87,7 +89,7 @@ func (r *refcounts) allocAt(off, n int64) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if v != 0 || r.img.isFixedMeta(k0+got) {
+		if v != 0 {
 			break
 		}
 	}
