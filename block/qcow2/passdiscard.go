@@ -116,7 +116,7 @@ func (img *image) discardHost(off, n int64) {
 	}
 }
 
-// discardData is discardHost in the data file, for the data clusters of
+// discardDataFor is discardHost in the data file, for the data clusters of
 // entries an image with one drops (they have no refcounts: the entries'
 // removal is their last reference).
 func (img *image) discardDataFor(old []uint64, why discardReason) {
@@ -125,13 +125,12 @@ func (img *image) discardDataFor(old []uint64, why discardReason) {
 	}
 	cs := img.clusterSize
 	for _, e := range old {
-		if e&flagCompressed != 0 {
+		if e&flagCompressed != 0 || !img.mapsHost(e) { // (offset 0 is a data file's first cluster)
 			continue
 		}
-		if off := int64(e & offsetMask); off != 0 {
-			if end := img.data.Length(); off < end {
-				_ = img.data.Discard(off, min(cs, end-off))
-			}
+		off := int64(e & offsetMask)
+		if end := img.data.Length(); off < end {
+			_ = img.data.Discard(off, min(cs, end-off))
 		}
 	}
 }

@@ -360,3 +360,45 @@ func TestPassDiscardRequestMatchesQemu(t *testing.T) {
 		})
 	}
 }
+
+// TestPassDiscardDataFile: with an external data file the guest's
+// discards (pass-discard-request, on with discard=unmap) give the data
+// file's space back, and with the option off keep it; the image stays
+// clean and reads as zeroes there. (QEMU 7.2 queues such discards for
+// its qcow2 file, at the data file's offsets, instead.)
+func TestPassDiscardDataFile(t *testing.T) {
+	fdtest.Check(t)
+	for _, pass := range []bool{true, false} {
+		t.Run(fmt.Sprint(pass), func(t *testing.T) {
+			img, data := dfImage(t, "")
+			qemuIO(t, img, "write -P 0x5c 0 1M")
+			before := fileBlocks(t, data)
+			g := fixture(t)
+			o := qcow2Options(img)
+			o["read-only"], o["discard"], o["pass-discard-request"] = false, "unmap", pass
+			n, err := g.Add(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			be, err := g.Attach("", n, block.Perm{Write: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := n.Discard(0, 512<<10); err != nil {
+				t.Fatal(err)
+			}
+			g.Detach(be)
+			if err := g.Delete(n.Name()); err != nil {
+				t.Fatal(err)
+			}
+			if after := fileBlocks(t, data); (after <= before-(512<<10)) != pass {
+				t.Errorf("the data file has %d bytes allocated, %d before", after, before)
+			}
+			checkClean(t, filepath.Dir(img), img)
+			want := append(make([]byte, 512<<10), bytes.Repeat([]byte{0x5c}, 512<<10)...)
+			if got := qemuRaw(t, filepath.Dir(img), img); !bytes.Equal(got, want) {
+				t.Errorf("reads differ at %d", firstDiff(got, want))
+			}
+		})
+	}
+}
