@@ -31,24 +31,28 @@ func (img *image) reclaim() error {
 }
 
 // noteFrees records whether entries held back may free a cluster: one
-// whose reference is the last (or a compressed one, whose cluster others
-// may share) makes the next allocation reclaim first. A reference that
-// leaves others (a cluster shared with a snapshot) frees nothing, and
+// whose references are all among them makes the next allocation reclaim
+// first. A reference that leaves others (a cluster shared with a
+// snapshot, a compressed cluster others still use) frees nothing, and
 // costs the next allocation no flush.
 func (img *image) noteFrees(old []uint64) {
 	if img.rc.mayFree {
 		return
 	}
+	cs := img.clusterSize
+	drops := map[int64]uint64{}
 	for _, e := range old {
 		if e&flagCompressed != 0 {
-			img.rc.mayFree = true
-			return
+			off, size := img.compressedRange(e)
+			for c := off / cs; c <= (off+size-1)/cs; c++ {
+				drops[c]++
+			}
+		} else if off := int64(e & offsetMask); off != 0 {
+			drops[off/cs]++
 		}
-		off := int64(e & offsetMask)
-		if off == 0 {
-			continue
-		}
-		if v, err := img.rc.get(off / img.clusterSize); err != nil || v <= 1 {
+	}
+	for k, n := range drops {
+		if v, err := img.rc.get(k); err != nil || v <= n {
 			img.rc.mayFree = true
 			return
 		}
