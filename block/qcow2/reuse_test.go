@@ -402,3 +402,49 @@ func TestPassDiscardDataFile(t *testing.T) {
 		})
 	}
 }
+
+// TestPassDiscardReopen: a reopen turns pass-discard-request off and on
+// again, and the discards that follow keep or give back the space.
+func TestPassDiscardReopen(t *testing.T) {
+	needQemu(t)
+	fdtest.Check(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "t.qcow2")
+	run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
+	qemuIO(t, img, "write -P 1 0 4M")
+	g := fixture(t)
+	opts := func(pass bool) block.Options {
+		o := qcow2Options(img)
+		o["read-only"], o["discard"], o["node-name"] = false, "unmap", "q"
+		o["pass-discard-request"] = pass
+		return o
+	}
+	n, err := g.Add(opts(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := g.Attach("", n, block.Perm{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, pass := range []bool{false, true} {
+		if err := g.Reopen([]block.Options{opts(pass)}); err != nil {
+			t.Fatal(err)
+		}
+		before := fileBlocks(t, img)
+		if err := n.Discard(int64(i)<<21, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Flush(); err != nil { // the references drop at write-back
+			t.Fatal(err)
+		}
+		if after := fileBlocks(t, img); (after <= before-(1<<20)) != pass {
+			t.Errorf("pass-discard-request=%v: %d bytes allocated, %d before", pass, after, before)
+		}
+	}
+	g.Detach(be)
+	if err := g.Delete(n.Name()); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, dir, img)
+}
