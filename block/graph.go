@@ -189,6 +189,21 @@ func inherit(child, parent Options) Options {
 	return o
 }
 
+// childParent is what an inline child through key of a node of drv
+// with options o inherits from: a format's file and data file default to
+// discard=unmap, whatever the format node says, as in QEMU
+// (bdrv_inherited_options): the format itself keeps to its unmap policy
+// and passes down only the discards its options ask for (qcow2's
+// pass-discard-*).
+func childParent(drv *Driver, key string, o Options) Options {
+	if !drv.Format || key == "backing" {
+		return o
+	}
+	p := o.Clone()
+	p["discard"] = "unmap"
+	return p
+}
+
 // checkOptions checks o, and the children it gives inline, against the
 // schema of the driver it names, as QAPI does before a command runs:
 // driver, unknown keys, types, required members, enumerations. prefix
@@ -352,7 +367,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 				return nil, errHeld(ref)
 			}
 		case Options:
-			if child, err = g.add(ref, o, true); err != nil {
+			if child, err = g.add(ref, childParent(drv, key, o), true); err != nil {
 				return nil, err
 			}
 			created = append(created, child)
@@ -387,7 +402,7 @@ func (g *Graph) add(own Options, parent Options, implicit bool) (n *Node, err er
 	}
 	img, err := drv.Open(&OpenContext{
 		NodeName: nodeName, Options: driverOpts, Writable: state.writableFor(0),
-		Direct: state.direct, NoFlush: state.noFlush, Files: g.files, Objects: g.objects, children: children,
+		Direct: state.direct, NoFlush: state.noFlush, Unmap: state.discard == "unmap", Files: g.files, Objects: g.objects, children: children,
 		g: g, parentOpts: o, created: &created, headerChild: headerChild,
 	})
 	if err != nil {

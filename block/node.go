@@ -114,9 +114,11 @@ type OpenContext struct {
 	// Options are the driver's own options, checked against its schema.
 	Options Options
 	// Writable: open for writing. Direct: O_DIRECT. NoFlush: ignore flushes.
+	// Unmap: discard=unmap (a format's default for passing discards down).
 	Writable bool
 	Direct   bool
 	NoFlush  bool
+	Unmap    bool
 	// Files is where every open goes (qemu_open).
 	Files *qemuopen.Registry
 	// Objects are the process's -object/object-add objects (nil: none).
@@ -175,7 +177,12 @@ func (o *OpenContext) OpenChild(role string, opts Options) (*Node, error) {
 	if role == "backing" && o.headerChild != nil {
 		opts = mergeOptions(opts.Clone(), o.headerChild)
 	}
-	c, err := o.g.add(opts, o.parentOpts, true)
+	parent := o.parentOpts
+	if role != "backing" { // a format's data file: as its file (childParent)
+		parent = parent.Clone()
+		parent["discard"] = "unmap"
+	}
+	c, err := o.g.add(opts, parent, true)
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +196,7 @@ type ReopenRequest struct {
 	Writable bool
 	Direct   bool
 	NoFlush  bool
+	Unmap    bool // discard=unmap
 	Options  Options
 	Files    *qemuopen.Registry
 

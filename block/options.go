@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -214,11 +215,42 @@ func parseKeyvalNumber(s string, size bool) (int64, error) {
 			s = s[:len(s)-1]
 		}
 	}
+	if i := strings.IndexByte(s, '.'); size && i >= 0 {
+		return parseSizeFraction(s[:i], s[i:], mult)
+	}
 	n, err := strconv.ParseInt(s, 0, 64)
 	if err != nil || n > (1<<63-1)/mult {
 		return 0, fmt.Errorf("bad number %q", s)
 	}
 	return n * mult, nil
+}
+
+// parseSizeFraction is a size with a decimal fraction ("1.25M"), as
+// QEMU's qemu_strtosz takes it: decimal, a fraction only with a suffix,
+// no exponent, the product rounded half up.
+func parseSizeFraction(whole, frac string, mult int64) (int64, error) {
+	bad := fmt.Errorf("bad number %q", whole+frac)
+	n, err := strconv.ParseUint(whole, 10, 63)
+	if err != nil || strings.ContainsAny(frac, "eExXpP+-_") {
+		return 0, bad
+	}
+	f, err := strconv.ParseFloat("0"+frac, 64)
+	if err != nil {
+		return 0, bad
+	}
+	if mult == 1 {
+		if f != 0 {
+			return 0, bad
+		}
+		return int64(n), nil
+	}
+	// 64-bit fixed point: the fraction's part of the product.
+	hi, lo := bits.Mul64(uint64(f*0x1p64), uint64(mult))
+	part := hi + lo>>63
+	if n > (1<<63-1-part)/uint64(mult) {
+		return 0, bad
+	}
+	return int64(n*uint64(mult) + part), nil
 }
 
 // get returns option key converted to t, or (nil, nil) when absent.

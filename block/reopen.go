@@ -249,7 +249,7 @@ func (g *Graph) reopenTree(n *Node, opts, own Options, prefix, path string, keep
 			if keepOld {
 				cprefix, cpath = "", ""
 			}
-			items, err := g.reopenTree(child, inherit(childOwn, opts), childOwn, cprefix, cpath, keepOld)
+			items, err := g.reopenTree(child, inherit(childOwn, childParent(n.drv, key, opts)), childOwn, cprefix, cpath, keepOld)
 			if err != nil {
 				return nil, err
 			}
@@ -379,7 +379,7 @@ func (g *Graph) transact(items []reopenItem, checked bool) error {
 		}
 		p, err := r.PrepareReopen(&ReopenRequest{
 			Writable: writable(it), Direct: it.state.direct, NoFlush: it.state.noFlush,
-			Options: driverOpts, Files: g.files, Children: it.children,
+			Unmap: it.state.discard == "unmap", Options: driverOpts, Files: g.files, Children: it.children,
 			Perm: plan.perm[it.node], Shared: plan.share[it.node],
 		})
 		if err != nil {

@@ -8,16 +8,21 @@ import (
 	"math/bits"
 )
 
-// pending is a cluster of a write that needs a new host cluster: the
-// guest data p lands at byte in of it, and the bytes [lo, hi) of the
-// cluster are written (the rest of them filled from what the guest sees
-// there now).
+// pending is a cluster of a write that goes into a host cluster whose
+// entry changes (a new one, or the zero cluster's own): the guest data p
+// lands at byte in of it, and the bytes [lo, hi) of the cluster are
+// written (the rest of them filled from what the guest sees there now).
+// An in-place one (a cluster the image owns) is written only, at [in,
+// in+len(p)), with the others: one write where they are contiguous in
+// the file, as in QEMU.
 type pending struct {
 	c, l2Off, host int64
 	in, lo, hi     int64
 	p              []byte
 	old            uint64 // the entry replaced: one reference dropped once it is unreferenced
 	bm             uint64 // the new subcluster bitmap (extended L2)
+	fresh          bool   // host was taken for this write (given back if it fails)
+	inPlace        bool   // no entry changes
 }
 
 // owned reports a normal cluster the image alone references (COPIED):
@@ -29,15 +34,21 @@ func (img *image) owned(e uint64) bool {
 func (img *image) writeLocked(p []byte, off int64) (err error) {
 	cs := img.clusterSize
 	var allocs []pending
-	linked := 0 // allocs[:linked] are in the L2 tables
+	var run hostRun // clusters taken for the current run of allocations
+	linked := 0     // allocs[:linked] are in the L2 tables
 	defer func() {
 		if err != nil {
 			// Nothing points to the clusters taken for the rest.
 			for _, a := range allocs[linked:] {
-				img.releaseData(a.host)
+				if a.fresh {
+					img.releaseData(a.host)
+				}
 			}
+			run.release(img)
 		}
 	}()
+	last := (off + int64(len(p)) - 1) >> img.clusterBits
+	cont := int64(-1) // where the write's host range so far ends (QEMU's cluster_offset)
 	for len(p) > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
@@ -46,17 +57,39 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 		if err != nil {
 			return err
 		}
-		if img.owned(e) {
+		host := int64(e & offsetMask)
+		switch {
+		case img.owned(e) && img.extL2:
 			if err := img.writeOwned(c, e, bm, in, p[:n]); err != nil {
 				return err
 			}
-		} else {
-			a, err := img.planAlloc(c, e, bm, in, p[:n])
+		case img.owned(e), img.zeroAllocOwned(e):
+			if err := img.checkOwnedHost(c, e); err != nil {
+				return err
+			}
+			a := pending{c: c, host: host, in: in, lo: in, hi: in + n, p: p[:n], inPlace: true}
+			if e&flagZero != 0 {
+				a.inPlace, a.lo, a.hi = false, 0, cs
+				if a.l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
+					return err
+				}
+			}
+			allocs = append(allocs, a)
+		default:
+			var a pending
+			if img.external() {
+				a, err = img.planAlloc(c, e, bm, in, p[:n])
+			} else {
+				a, err = img.planRunAlloc(c, last, cont, e, bm, in, p[:n], &run)
+			}
 			if err != nil {
 				return err
 			}
+			a.fresh = true
 			allocs = append(allocs, a)
+			host = a.host
 		}
+		cont = host + cs
 		p, off = p[n:], off+n
 	}
 	if len(allocs) == 0 {
@@ -67,6 +100,15 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 		a := allocs[i]
 		b := a.p // the guest data covers all that is written: no copy
 		if a.in != a.lo || int64(len(a.p)) != a.hi-a.lo {
+			if zeroed, err := img.zeroCowSpace(a); err != nil {
+				return err
+			} else if zeroed {
+				if err := img.writeData(a.p, a.host+a.in); err != nil {
+					return err
+				}
+				i++
+				continue
+			}
 			if buf == nil {
 				buf = make([]byte, cs)
 			}
@@ -76,9 +118,9 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 			}
 			i++
 		} else {
-			// Clusters allocated one after the other for consecutive
-			// guest clusters take one write, as QEMU's do: a.p runs on
-			// in p's backing array into the next ones' data.
+			// Clusters consecutive in the guest and in the file take one
+			// write, as QEMU's do: a.p runs on in p's backing array into
+			// the next ones' data.
 			j := i + 1
 			for j < len(allocs) && contiguous(allocs[j-1], allocs[j], cs) {
 				j++
@@ -92,6 +134,10 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 	}
 	var olds []uint64
 	for _, a := range allocs {
+		if a.inPlace {
+			linked++
+			continue
+		}
 		if err := img.setL2Entry(a.l2Off, a.c, uint64(a.host)|flagCopied, a.bm); err != nil {
 			img.freeAll(olds)
 			return err
@@ -102,6 +148,40 @@ func (img *image) writeLocked(p []byte, off int64) (err error) {
 		}
 	}
 	return img.freeAll(olds)
+}
+
+// planRunAlloc is planAlloc taking the host cluster from the current run
+// of allocations (reuse.go), starting a new run when it is used up.
+func (img *image) planRunAlloc(c, last, cont int64, e, bm uint64, in int64, p []byte, run *hostRun) (pending, error) {
+	cs := img.clusterSize
+	if run.left == 0 {
+		// Clusters freed are free for the L2 table too (reuse.go).
+		if err := img.reclaim(); err != nil {
+			return pending{}, err
+		}
+		// The L2 table first, as QEMU's handle_alloc: a new one goes
+		// before the data clusters.
+		if _, err := img.ensureL2(c >> img.l2Bits); err != nil {
+			return pending{}, err
+		}
+		r, err := img.newRun(c, last, cont)
+		if err != nil {
+			return pending{}, err
+		}
+		*run = r
+	}
+	a, err := img.planAllocHost(c, e, bm, in, int64(len(p)), func() (int64, error) { return run.nextHost(cs), nil })
+	a.p = p
+	return a, err
+}
+
+// checkOwnedHost checks the host cluster of an entry written in place.
+func (img *image) checkOwnedHost(c int64, e uint64) error {
+	host := int64(e & offsetMask)
+	if e&l2StdReserved != 0 || host&(img.clusterSize-1) != 0 {
+		return corrupt("L2 entry %#x is invalid", e)
+	}
+	return img.checkDataHost(extData, host, c*img.clusterSize)
 }
 
 // contiguous reports that b, the allocation after a, continues a's
@@ -168,6 +248,11 @@ func (img *image) planAlloc(c int64, e, bm uint64, in int64, p []byte) (pending,
 // planAllocN is planAlloc for n bytes at in whose data comes later
 // (alloc_range.go): a.p is left nil.
 func (img *image) planAllocN(c int64, e, bm uint64, in, n int64) (pending, error) {
+	return img.planAllocHost(c, e, bm, in, n, func() (int64, error) { return img.allocData(c) })
+}
+
+// planAllocHost is planAllocN with the host cluster from alloc.
+func (img *image) planAllocHost(c int64, e, bm uint64, in, n int64, alloc func() (int64, error)) (pending, error) {
 	cs := img.clusterSize
 	a := pending{c: c, in: in, lo: 0, hi: cs, old: e}
 	if img.extL2 && e&flagCompressed == 0 {
@@ -189,7 +274,7 @@ func (img *image) planAllocN(c int64, e, bm uint64, in, n int64) (pending, error
 	if a.l2Off, err = img.ensureL2(c >> img.l2Bits); err != nil {
 		return pending{}, err
 	}
-	if a.host, err = img.allocData(c); err != nil {
+	if a.host, err = alloc(); err != nil {
 		return pending{}, err
 	}
 	return a, nil

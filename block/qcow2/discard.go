@@ -33,7 +33,7 @@ func (img *image) writeZeroesLocked(off, n int64, unmap bool) error {
 	var olds []uint64
 	// Entries removed in memory drop their references at the next
 	// write-back, even if a later cluster fails.
-	defer func() { img.freeAll(olds) }()
+	defer func() { img.freeAllFor(olds, discardRequest) }()
 	for n > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)
@@ -132,8 +132,14 @@ func (img *image) discard(off, n int64, full bool) error {
 	cs := img.clusterSize
 	var olds []uint64
 	// Entries removed in memory drop their references at the next
-	// write-back, even if a later cluster fails.
-	defer func() { img.freeAll(olds) }()
+	// write-back, even if a later cluster fails: a guest's discard is
+	// passed down as a request, making the image empty (commit) as
+	// QEMU's qcow2_make_empty does, as a snapshot's.
+	why := discardRequest
+	if full {
+		why = discardSnapshot
+	}
+	defer func() { img.freeAllFor(olds, why) }()
 	for n > 0 {
 		c := off >> img.clusterBits
 		in := off & (cs - 1)

@@ -9,9 +9,7 @@ import (
 )
 
 // options is the driver's schema: QEMU's qcow2 runtime options, checked
-// as QEMU checks them. None is accepted and then ignored: what minivmm
-// cannot do (a bounded refcount cache, discards passed to the file) is
-// refused when asked for.
+// as QEMU checks them, each honoured (overlap-check: see checkOverlap).
 var options = map[string]block.OptType{
 	"backing":               block.OptChild,
 	"data-file":             block.OptChild,
@@ -38,7 +36,7 @@ const (
 type cacheConfig struct {
 	l2Slices       int // L2 cache capacity, in slices
 	sliceBytes     int // l2-cache-entry-size
-	refcountBlocks int // refcount cache capacity, in clusters (for a writer)
+	refcountBlocks int // refcount cache capacity, in clusters (for a writer); 0: the default
 }
 
 // readCacheSizes applies QEMU's rules (read_cache_sizes and
@@ -115,6 +113,9 @@ func readCacheSizes(o block.Options, h *header) (cacheConfig, error) {
 	if blocks > math.MaxInt32 {
 		return cfg, errors.New("Refcount cache size too big")
 	}
+	if !refcountSet && !combinedSet {
+		blocks = 0 // minivmm's default, larger than QEMU's (refcount.go)
+	}
 	cfg = cacheConfig{l2Slices: int(slices), sliceBytes: int(entry), refcountBlocks: int(blocks)}
 	return cfg, nil
 }
@@ -136,20 +137,9 @@ func checkOtherOptions(o block.Options, h *header) error {
 	if lazy && h.Version < 3 {
 		return errors.New("Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level")
 	}
-	// minivmm keeps every refcount block it reads: a bound on that cache
-	// would be accepted and ignored, so it is refused.
-	if _, given := o["refcount-cache-size"]; given {
-		return errors.New("qcow2 option 'refcount-cache-size' is not supported by minivmm: its refcount block cache is not bounded")
-	}
-	// Clusters the image frees stay allocated in its file (minivmm never
-	// discards them there): off is what minivmm does, on is refused.
 	for _, k := range []string{"pass-discard-request", "pass-discard-snapshot", "pass-discard-other"} {
-		on, err := o.Bool(k, false)
-		if err != nil {
+		if _, err := o.Bool(k, false); err != nil {
 			return err
-		}
-		if on {
-			return fmt.Errorf("qcow2 option '%s=on' is not supported by minivmm: clusters freed in the image are not discarded in its file", k)
 		}
 	}
 	return checkOverlap(o)

@@ -77,10 +77,10 @@ func TestOtherOptions(t *testing.T) {
 		err  string
 	}{
 		{path, block.Options{"lazy-refcounts": true, "pass-discard-request": false, "pass-discard-snapshot": false, "pass-discard-other": false, "overlap-check": "all", "cache-clean-interval": int64(0)}, ""},
-		{path, block.Options{"pass-discard-request": true}, "qcow2 option 'pass-discard-request=on' is not supported by minivmm"},
-		{path, block.Options{"pass-discard-snapshot": true}, "qcow2 option 'pass-discard-snapshot=on' is not supported by minivmm"},
-		{path, block.Options{"pass-discard-other": true}, "qcow2 option 'pass-discard-other=on' is not supported by minivmm"},
-		{path, block.Options{"refcount-cache-size": int64(65536)}, "qcow2 option 'refcount-cache-size' is not supported by minivmm"},
+		{path, block.Options{"pass-discard-request": true, "pass-discard-snapshot": true, "pass-discard-other": true}, ""},
+		{path, block.Options{"pass-discard-other": "maybe"}, "Invalid parameter type for 'pass-discard-other', expected: boolean"},
+		{path, block.Options{"refcount-cache-size": int64(65536)}, ""},
+		{path, block.Options{"refcount-cache-size": int64(1 << 62)}, "Refcount cache size too big"},
 		{path, block.Options{"overlap-check": "some"}, "Unsupported value 'some' for qcow2 option 'overlap-check'"},
 		{path, block.Options{"cache-clean-interval": int64(1 << 40)}, "Cache clean interval too big"},
 		{v2path, block.Options{"lazy-refcounts": true}, "Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level"},

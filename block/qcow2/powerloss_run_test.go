@@ -35,6 +35,9 @@ type plKind struct {
 	// CopyRangeTo's path, the data put by writes) and some ranges are
 	// preallocated.
 	allocRange bool
+	// reuse: many discards of whole clusters among the writes, whose
+	// clusters the writes then reuse (reuse.go), passed down to the file.
+	reuse bool
 }
 
 // maxGrowth bounds how far a run grows the disk: three times its size
@@ -240,6 +243,11 @@ func recordRun(t *testing.T, k plKind, seed uint64, prepare func(*faultdisk.Disk
 			} else {
 				unflushedCompressed = true
 			}
+		case k.reuse && x < 9:
+			off &^= cs - 1
+			l = min(size-off, cs*(1+r.Int64N(4)))
+			op.name = fmt.Sprintf("discard %d+%d", off, l)
+			err = n.Discard(off, l)
 		case k.allocRange && x < 9:
 			if op.name, p, err = allocRangeOp(n, qimg, r, i, off, l); err == nil {
 				unflushedCompressed = true // the node saw no write: its flush would be skipped

@@ -40,9 +40,7 @@ func init() {
 		// node given its data file as an option.
 		Weak:        []string{"data-file"},
 		JoinOptions: joinOptions,
-		// As QEMU's qcow2_update_options: what a reopen may change
-		// (refcount-cache-size and pass-discard-*=on are refused there
-		// as at open: minivmm cannot honour them).
+		// As QEMU's qcow2_update_options: what a reopen may change.
 		Reopenable: []string{"lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
 			"pass-discard-other", "overlap-check", "cache-clean-interval",
 			"cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size"},
@@ -86,7 +84,7 @@ type image struct {
 	metaGen   uint64         // bumped when a metadata location changes (overlap.go), under wmu
 	metaIdx   *metaIndex     // the overlap check's index, as of some metaGen
 	l2Dirty   map[int64]bool // L2 slices changed in memory only, by file offset
-	frees     []uint64       // entries removed in memory: references dropped at writeBack
+	frees     []freed        // entries removed in memory: references dropped at writeBack
 	flushErr  error          // the file child's first failed flush (syncFile), under wmu
 
 	// grown: ensureFile has grown the file (from lenBeforeGrowth), in
@@ -101,6 +99,13 @@ type image struct {
 	// before every write of the exclusive path, under wmu: the file then
 	// is what a crash there leaves.
 	beforeWrite func()
+
+	// passDiscard: which freed clusters are discarded in the file
+	// (passdiscard.go), from the pass-discard-* options.
+	passDiscard passDiscard
+	// refcountBlocks bounds the refcount block cache (refcount-cache-size).
+	refcountBlocks int
+
 	// reportCorruption tells the monitor (BLOCK_IMAGE_CORRUPTED).
 	reportCorruption func(msg string, offset, size int64, fatal bool)
 	// warn reports a failure QEMU prints and carries on after.
@@ -129,6 +134,9 @@ func open(o *block.OpenContext) (block.Image, error) {
 		return nil, err
 	}
 	img.lazy = lazy
+	if img.passDiscard, err = readPassDiscard(o.Options, o.Unmap); err != nil {
+		return nil, err
+	}
 	if o.Writable {
 		// Refused now; the image is readied (a dirty one repaired) at the
 		// first write, when the file child has its writer.
@@ -183,6 +191,7 @@ func (img *image) readHeader(o *block.OpenContext) error {
 		l1[i] = binary.BigEndian.Uint64(raw[8*i:])
 	}
 	img.geometry = newGeometry(h, cache.sliceBytes)
+	img.refcountBlocks = cache.refcountBlocks
 	img.l1 = l1
 	img.cache = newL2Cache(cache.sliceBytes, cache.l2Slices, func(p []byte, off int64) error { img.file.Event("l2_load"); return readFile(img.file, p, off) })
 	img.compressed = newClusterCache(h.clusterSize())

@@ -33,6 +33,17 @@ type refcounts struct {
 	unsynced   bool             // blocks written since the last syncRefcounts (or writeBack's flush)
 	hint       int64            // no free cluster below (a search start)
 	end        int64            // first cluster index past everything allocated
+
+	// The cache's bound (evict): when each block was last used.
+	used map[int64]uint64
+	tick uint64
+	// mayFree: a reference held back may free a cluster (reuse.go).
+	mayFree bool
+	// Passing discards down (passdiscard.go): why add drops references
+	// (within a snapshot operation: snapshot), and a batch's queue.
+	reason   discardReason
+	batch    bool
+	discards []hostRange
 }
 
 func newRefcounts(img *image) (*refcounts, error) {
@@ -41,7 +52,7 @@ func newRefcounts(img *image) (*refcounts, error) {
 	r := &refcounts{
 		img: img, order: h.RefcountOrder, blockBits: h.ClusterBits + 3 - h.RefcountOrder,
 		tableOff: int64(h.RefcountTableOffset), tableClust: int64(h.RefcountTableClusters),
-		blocks: map[int64][]byte{}, dirty: map[int64]bool{},
+		blocks: map[int64][]byte{}, dirty: map[int64]bool{}, used: map[int64]uint64{},
 	}
 	r.max = math.MaxUint64
 	if r.order < 6 {
@@ -85,7 +96,9 @@ func setRefcountAt(blk []byte, order uint32, i int64, v uint64) {
 
 // block returns the refcount block at off, from the cache or the file.
 func (r *refcounts) block(off int64) ([]byte, error) {
+	r.tick++
 	if b, ok := r.blocks[off]; ok {
+		r.used[off] = r.tick
 		return b, nil
 	}
 	if off&(r.img.clusterSize-1) != 0 {
@@ -95,14 +108,60 @@ func (r *refcounts) block(off int64) ([]byte, error) {
 	if err := readFile(r.img.file, b, off); err != nil {
 		return nil, err
 	}
-	if len(r.blocks) >= 32 {
-		if err := r.writeBack(); err != nil {
-			return nil, err
-		}
-		clear(r.blocks)
+	if err := r.evict(); err != nil {
+		return nil, err
 	}
 	r.blocks[off] = b
+	r.used[off] = r.tick
 	return b, nil
+}
+
+// cacheNew puts a block just made (and written) into the cache, within
+// its bound.
+func (r *refcounts) cacheNew(off int64, b []byte) error {
+	if err := r.evict(); err != nil {
+		return err
+	}
+	r.tick++
+	r.blocks[off], r.used[off] = b, r.tick
+	return nil
+}
+
+// defaultRefcountBlocks is the refcount block cache's size unless
+// refcount-cache-size (or cache-size) says: 32 blocks, where QEMU keeps
+// 4 clusters' worth (with 4 KiB clusters, 4 blocks count 32 MiB of
+// image, and writes across more evict at every turn).
+const defaultRefcountBlocks = 32
+
+// evict makes room for one more block in the cache (refcount-cache-size,
+// in blocks): the least recently used go, written first if changed. A
+// refcount block may be written at any time (refcounts are raised before
+// what they count is pointed to, and dropped only once nothing on disk
+// points to it), so this orders nothing.
+func (r *refcounts) evict() error {
+	limit := r.img.refcountBlocks
+	if limit <= 0 {
+		limit = defaultRefcountBlocks
+	}
+	for len(r.blocks) >= limit {
+		victim, oldest := int64(-1), uint64(math.MaxUint64)
+		for off := range r.blocks {
+			if u := r.used[off]; u < oldest {
+				victim, oldest = off, u
+			}
+		}
+		if r.dirty[victim] {
+			r.img.file.Event("refblock_update_part")
+			if err := r.img.writeMeta(r.blocks[victim], victim, olRefblocks); err != nil {
+				return fmt.Errorf("qcow2: could not write the refcount block at %#x: %w", victim, err)
+			}
+			delete(r.dirty, victim)
+			r.unsynced = true
+		}
+		delete(r.blocks, victim)
+		delete(r.used, victim)
+	}
+	return nil
 }
 
 // get is the refcount of cluster k.
@@ -123,6 +182,9 @@ func (r *refcounts) get(k int64) (uint64, error) {
 func (r *refcounts) set(k int64, v uint64) error {
 	if v > r.max {
 		return errors.New("qcow2: refcount overflow")
+	}
+	if v != 0 && len(r.discards) > 0 {
+		r.flushDiscards() // none may hit a cluster taken again (passdiscard.go)
 	}
 	// With lazy refcounts the first change marks the image dirty; a
 	// repair (the image dirty already) syncs as without.
@@ -175,8 +237,12 @@ func (r *refcounts) set(k int64, v uint64) error {
 	return nil
 }
 
-// add changes the refcount of cluster k by delta.
-func (r *refcounts) add(k int64, delta int64) error {
+// add changes the refcount of cluster k by delta (a drop for r.reason).
+func (r *refcounts) add(k int64, delta int64) error { return r.addFor(k, delta, r.reason) }
+
+// addFor is add, a drop to 0 discarding the cluster if why is passed
+// down (passdiscard.go).
+func (r *refcounts) addFor(k int64, delta int64, why discardReason) error {
 	v, err := r.get(k)
 	if err != nil {
 		return err
@@ -185,7 +251,13 @@ func (r *refcounts) add(k int64, delta int64) error {
 	if nv < 0 {
 		return corrupt("refcount of cluster %#x would drop below zero", k)
 	}
-	return r.set(k, uint64(nv))
+	if err := r.set(k, uint64(nv)); err != nil {
+		return err
+	}
+	if nv == 0 && delta < 0 {
+		r.dropped(k, why)
+	}
+	return nil
 }
 
 // newBlock allocates the refcount block for table index ti, at the end
@@ -235,8 +307,7 @@ func (r *refcounts) newBlock(ti int64) error {
 	}
 	r.table[ti] = uint64(p * cs)
 	r.img.metaChanged()
-	r.blocks[p*cs] = b
-	return nil
+	return r.cacheNew(p*cs, b)
 }
 
 // growTable moves the refcount table to a larger one at the end of the
@@ -330,7 +401,9 @@ func (r *refcounts) growTable(need int64) error {
 	r.table, r.tableOff, r.tableClust = table, tOff*cs, clusters
 	r.img.metaChanged()
 	for ti, b := range newBlocks {
-		r.blocks[int64(table[ti])] = b
+		if err := r.cacheNew(int64(table[ti]), b); err != nil {
+			return err
+		}
 	}
 	for i := int64(0); i < oldClusters; i++ {
 		if err := r.add(oldOff/cs+i, -1); err != nil {
@@ -351,7 +424,7 @@ func (r *refcounts) alloc() (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if v == 0 && !r.img.isFixedMeta(k) {
+		if v == 0 {
 			break
 		}
 	}
@@ -378,7 +451,7 @@ func (r *refcounts) alloc() (int64, error) {
 // too, the clusters merely leak.
 func (r *refcounts) release(k, n int64) {
 	for i := k; i < k+n; i++ {
-		if r.add(i, -1) != nil {
+		if r.addFor(i, -1, discardNever) != nil {
 			return
 		}
 	}

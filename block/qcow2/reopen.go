@@ -28,7 +28,12 @@ func (img *image) PrepareReopen(r *block.ReopenRequest) (block.Pending, error) {
 		return nil, err
 	}
 	lazy, _ := r.Options.Bool("lazy-refcounts", img.hdr.CompatibleFeatures&compatLazyRefcounts != 0)
-	p := &reopenPending{img: img, writable: img.writable, lazy: lazy, file: r.Children["file"], backing: r.Children["backing"]}
+	pass, err := readPassDiscard(r.Options, r.Unmap)
+	if err != nil {
+		return nil, err
+	}
+	p := &reopenPending{img: img, writable: img.writable, lazy: lazy, pass: pass, refcountBlocks: cache.refcountBlocks,
+		file: r.Children["file"], backing: r.Children["backing"]}
 	if cache.sliceBytes != int(img.sliceBytes) || cache.l2Slices != img.cache.max {
 		// The L2 cache is remade at Commit: what it holds goes to disk
 		// now (the node is drained: nothing is dirtied in between).
@@ -68,8 +73,11 @@ type reopenPending struct {
 	writable bool
 	lazy     bool         // lazy-refcounts
 	cache    *cacheConfig // new L2 cache sizes, or nil
-	file     *block.Node
-	backing  *block.Node
+
+	pass           passDiscard // pass-discard-*
+	refcountBlocks int         // refcount-cache-size (a smaller cache evicts as it is used)
+	file           *block.Node
+	backing        *block.Node
 }
 
 func (p *reopenPending) Commit() {
@@ -77,6 +85,7 @@ func (p *reopenPending) Commit() {
 	defer p.img.wmu.Unlock()
 	p.img.writable = p.writable
 	p.img.lazy = p.lazy
+	p.img.passDiscard, p.img.refcountBlocks = p.pass, p.refcountBlocks
 	if c := p.cache; c != nil {
 		p.img.geometry = newGeometry(p.img.hdr, c.sliceBytes)
 		p.img.cache = newL2Cache(c.sliceBytes, c.l2Slices, p.img.cache.load)

@@ -69,7 +69,7 @@ func (img *image) dropTail(from, to int64) error {
 			olds = append(olds, e)
 		}
 	}
-	return img.freeAll(olds)
+	return img.freeAllFor(olds, discardAlways)
 }
 
 // dropL2 zeroes L1 entry i and, once that is on disk (freeAll), drops the
@@ -101,8 +101,8 @@ func (img *image) dropL2(i int64) error {
 			olds = append(olds, e)
 		}
 	}
-	img.frees = append(img.frees, uint64(off)) // the table: in the file in any case
-	return img.freeAll(olds)
+	img.frees = append(img.frees, freed{uint64(off), discardAlways}) // the table: in the file in any case
+	return img.freeAllFor(olds, discardAlways)
 }
 
 // cutFile truncates the file after the last cluster in use; failing to

@@ -46,7 +46,12 @@ func (img *image) snapshotOp(op func() error) error {
 	if err := img.syncAll(); err != nil {
 		return err
 	}
+	// References dropped within are the snapshots' (pass-discard-snapshot).
+	img.rc.reason = discardSnapshot
+	endBatch := img.rc.batchDiscards()
 	err := op()
+	endBatch()
+	img.rc.reason = discardOther
 	old := img.cache
 	img.cache = newL2Cache(int(img.sliceBytes), img.cache.max, img.cache.load)
 	// Changes a failed op left in memory are written back later.

@@ -78,6 +78,9 @@ func (img *image) ensureL2(l1i int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if off == 0 { // cluster 0's refcount is 0: a corrupt refcount block (QEMU's l2_allocate)
+		return 0, corrupt("Preventing invalid allocation of L2 table at offset 0")
+	}
 	zero := make([]byte, cs)
 	img.file.Event("l2_alloc_write")
 	if err := img.checkedWrite(zero, off, 0); err != nil {

@@ -89,9 +89,6 @@ func (img *image) Flush() error {
 	return img.writeBack()
 }
 
-// isFixedMeta: cluster 0 (the header) is never allocated.
-func (img *image) isFixedMeta(k int64) bool { return k == 0 }
-
 // Close flushes a written image (marked clean, if it still can be); the
 // graph has usually done so already, through DropWriter.
 func (img *image) Close() error { return img.DropWriter() }

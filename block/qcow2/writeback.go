@@ -21,8 +21,26 @@ const (
 // written too, as QEMU's flush writes both its caches. Everything
 // written before is durable when it returns.
 func (img *image) writeBack() error {
+	flushed, err := img.dropFrees()
+	if err != nil {
+		return err
+	}
+	if !img.rc.deferred && len(img.rc.dirty) > 0 {
+		return img.syncRefcounts()
+	}
+	if flushed {
+		return nil
+	}
+	return img.syncFile()
+}
+
+// dropFrees writes the L2 slices changed in memory and, once they are
+// durable, drops the references of the entries they removed, in rounds
+// until nothing is held: the first part of writeBack, and what an
+// allocation does first when references are held back (reuse.go).
+// flushed: the file was flushed after the last write.
+func (img *image) dropFrees() (flushed bool, err error) {
 	rc := img.rc
-	flushed := false
 	for len(img.l2Dirty) > 0 || len(img.frees) > 0 {
 		// The refcounts, and the data written into the clusters the
 		// entries will point to, are durable before the entries, also
@@ -32,33 +50,30 @@ func (img *image) writeBack() error {
 		// copy-on-write had copied next to the new. With nothing written
 		// since the last flush, the file node does no fdatasync.
 		if err := img.syncRefcounts(); err != nil {
-			return err
+			return false, err
 		}
 		if err := img.writeL2(); err != nil {
-			return err
+			return false, err
 		}
 		if err := img.syncFile(); err != nil {
-			return err
+			return false, err
 		}
 		rc.unsynced = false
 		flushed = true
 		frees := img.frees
 		img.frees = nil
-		for i, e := range frees {
-			if err := img.free(e); err != nil {
+		endBatch := rc.batchDiscards()
+		for i, f := range frees {
+			if err := img.free(f.e, f.why); err != nil {
 				// Kept for the next round: dropped, they would leak.
 				img.frees = append(frees[i:], img.frees...)
-				return err
+				endBatch()
+				return false, err
 			}
 		}
+		endBatch()
 	}
-	if !rc.deferred && len(rc.dirty) > 0 {
-		return img.syncRefcounts()
-	}
-	if flushed {
-		return nil
-	}
-	return img.syncFile()
+	return flushed, nil
 }
 
 // syncRefcounts makes everything written so far durable, and before it
@@ -99,31 +114,42 @@ func (img *image) syncFile() error {
 }
 
 // free drops the references of an L2 entry (or the cluster of a table)
-// that nothing points to any more on disk.
-func (img *image) free(e uint64) error {
+// that nothing points to any more on disk, for why.
+func (img *image) free(e uint64, why discardReason) error {
 	img.file.Event("cluster_free")
 	cs := img.clusterSize
 	if e&flagCompressed != 0 {
 		off, size := img.compressedRange(e)
 		for c := off / cs; c <= (off+size-1)/cs; c++ {
-			if err := img.rc.add(c, -1); err != nil {
+			if err := img.rc.addFor(c, -1, why); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	if off := int64(e & offsetMask); off != 0 {
-		return img.rc.add(off/cs, -1)
+		return img.rc.addFor(off/cs, -1, why)
 	}
 	return nil
 }
 
 // freeAll drops the references of entries removed in memory, once their
-// removal is on disk (at the next writeBack).
-func (img *image) freeAll(old []uint64) error {
+// removal is on disk (at the next writeBack): a copy-on-write's old
+// clusters, which are not discarded in the file (QEMU's
+// QCOW2_DISCARD_NEVER: the next write reuses them anyway).
+func (img *image) freeAll(old []uint64) error { return img.freeAllFor(old, discardNever) }
+
+// freeAllFor is freeAll for why (passdiscard.go).
+func (img *image) freeAllFor(old []uint64, why discardReason) error {
 	if img.external() {
-		return nil // data clusters in a data file have no refcounts
+		// Data clusters in a data file have no refcounts: the entries
+		// were their last reference.
+		img.discardDataFor(old, why)
+		return nil
 	}
-	img.frees = append(img.frees, old...)
+	img.noteFrees(old)
+	for _, e := range old {
+		img.frees = append(img.frees, freed{e, why})
+	}
 	return nil
 }
