@@ -105,6 +105,10 @@ func runImgCheck(e *env, args []string) int {
 		}
 	}
 	fileOpts["read-only"], fileOpts["force-share"] = fix == 0, forceShare
+	if fix != 0 {
+		// A repair discards the clusters it frees, as QEMU's.
+		fileOpts["discard"] = "unmap"
+	}
 	file, err := graph.Add(fileOpts)
 	if err != nil {
 		return fail("Could not open '%s': %s", filename, qtool.Message(err))
