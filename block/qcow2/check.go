@@ -76,6 +76,10 @@ type checker struct {
 	rebuildNeeded    bool  // only a new refcount structure can fix what was found
 	corruptionsFixed int64 // by check_refblocks
 	toldCorrupt      bool  // signalCorruption said it once
+
+	snapTable *checkedSnapshots // the snapshot table as the check read it
+	snapRes   CheckResult       // what reading it found (QEMU's snapshot_res)
+	snapFixed int64             // snapshot table corruptions fixed
 }
 
 // Check checks the qcow2 image in file (a protocol node), without
@@ -86,11 +90,12 @@ func Check(file *block.Node, log io.Writer) (*CheckResult, error) {
 	// would cost more than the check.
 	bw := bufio.NewWriterSize(log, 64<<10)
 	defer bw.Flush()
-	c, err := newChecker(file, bw, 0)
+	c, err := newChecker(file, bw, 0, nil)
 	if err != nil {
 		if c == nil {
 			return nil, err
 		}
+		c.addSnapResult(c.res)
 		return c.res, err
 	}
 	cs := c.hdr.clusterSize()
@@ -99,21 +104,30 @@ func Check(file *block.Node, log io.Writer) (*CheckResult, error) {
 		return c.res, err
 	}
 	c.res.ImageEndOffset = (highest + 1) * cs
+	c.addSnapResult(c.res)
 	return c.res, nil
+}
+
+// addSnapResult adds what the snapshot table's check found to res
+// (qcow2_add_check_result without the allocation figures).
+func (c *checker) addSnapResult(res *CheckResult) {
+	res.Corruptions += c.snapRes.Corruptions
+	res.Leaks += c.snapRes.Leaks
+	res.CheckErrors += c.snapRes.CheckErrors
 }
 
 // newChecker reads file's metadata and counts the references to every
 // cluster, for Check and Repair alike. A nil checker with the error means
 // the image could not be opened (*CheckOpenError); a checker with it, that
 // the count could not finish.
-func newChecker(file *block.Node, log io.Writer, fix int) (*checker, error) {
-	h, x, snaps, err := checkOpen(file)
+func newChecker(file *block.Node, log io.Writer, fix int, snapTable *checkedSnapshots) (*checker, error) {
+	h, x, err := checkOpen(file)
 	if err != nil {
 		return nil, &CheckOpenError{err}
 	}
 	cs := h.clusterSize()
 	c := &checker{
-		file: file, hdr: h, ext: x, snaps: snaps, log: log, res: &CheckResult{},
+		file: file, hdr: h, ext: x, log: log, res: &CheckResult{},
 		g:             newGeometry(h, int(cs)),
 		refblockBits:  h.ClusterBits + 3 - h.RefcountOrder,
 		refblockCache: map[int64][]byte{},
@@ -123,6 +137,12 @@ func newChecker(file *block.Node, log io.Writer, fix int) (*checker, error) {
 	if h.RefcountOrder < 6 {
 		c.refMax = 1<<(1<<h.RefcountOrder) - 1
 	}
+	if snapTable == nil {
+		if snapTable, err = c.checkSnapshotTable(); err != nil {
+			return c, err
+		}
+	}
+	c.snapTable, c.snaps = snapTable, snapTable.snaps
 	nb := (file.Length() + cs - 1) / cs
 	if nb > math.MaxInt32 {
 		c.res.CheckErrors++
@@ -139,28 +159,37 @@ func newChecker(file *block.Node, log io.Writer, fix int) (*checker, error) {
 	for i := range c.reftable {
 		c.reftable[i] = binary.BigEndian.Uint64(rt[8*i:])
 	}
-	return c, c.calculate(h, x, snaps)
+	return c, c.calculate(h, x, c.snaps)
 }
 
 // checkOpen reads the header and what it points to as the driver's open
-// does, with QEMU's checks and messages.
-func checkOpen(file *block.Node) (*header, *extensions, []snapshot, error) {
+// does in check mode (QEMU's BDRV_O_CHECK), with QEMU's checks and
+// messages: the snapshot table is left to checkSnapshotTable, and an
+// image without a refcount table is checked (and rebuilt) all the same.
+func checkOpen(file *block.Node) (*header, *extensions, error) {
 	c0, err := readCluster0(file)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	h := c0.h
-	if err := h.checkTables(); err != nil {
-		return nil, nil, nil, err
+	hc := *h
+	hc.NbSnapshots, hc.SnapshotsOffset = 0, 0
+	if hc.RefcountTableClusters == 0 {
+		hc.RefcountTableClusters = 1 // only the offset is checked then
 	}
-	x, _, snaps, err := c0.finish(file)
+	if err := hc.checkTables(); err != nil {
+		return nil, nil, err
+	}
+	c0.h = &hc
+	x, _, _, err := c0.finish(file)
+	c0.h = h
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if h.IncompatibleFeatures&incompatDataFile == 0 && h.AutoclearFeatures&autoclearDataFileRaw != 0 {
-		return nil, nil, nil, errRawNeedsData
+		return nil, nil, errRawNeedsData
 	}
-	return h, x, snaps, nil
+	return h, x, nil
 }
 
 func (c *checker) printf(format string, a ...any) { fmt.Fprintf(c.log, format, a...) }
@@ -210,6 +239,11 @@ func (c *checker) calculate(h *header, x *extensions, snaps []snapshot) error {
 	var snapSize int64
 	for _, sn := range snaps {
 		snapSize = (snapSize+7)&^7 + snapshotHeaderSize + int64(sn.ExtraSize) + int64(len(sn.ID)) + int64(len(sn.Name))
+	}
+	if c.snapTable != nil {
+		snapSize = c.snapTable.size // extra data cut by a repair still counts
+	}
+	for _, sn := range snaps {
 		if int64(sn.L1TableOffset)&(cs-1) != 0 {
 			c.printf("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot table entry corrupted\n", sn.ID, sn.Name, sn.L1TableOffset)
 			c.res.Corruptions++

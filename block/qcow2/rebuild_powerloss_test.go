@@ -25,7 +25,7 @@ func TestPowerLossRebuild(t *testing.T) {
 	fdtest.Check(t)
 	be := binary.BigEndian
 	cases := []struct {
-		name  string
+		name   string
 		break_ func(b []byte)
 	}{
 		{"zero refcount", func(b []byte) {

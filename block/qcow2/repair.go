@@ -39,12 +39,13 @@ var errCheckIO = errors.New("Input/output error")
 // structure (rebuild.go) under FixErrors. An error means the repair could
 // not finish; a *CheckOpenError that the image could not be opened.
 func Repair(file *block.Node, log io.Writer, fix int) (*RepairResult, error) {
-	c, err := newChecker(file, log, fix)
+	c, err := newChecker(file, log, fix, nil)
 	if c == nil {
 		return nil, err
 	}
-	rr := &RepairResult{CheckResult: c.res, CorruptionsFixed: c.corruptionsFixed}
+	rr := &RepairResult{CheckResult: c.res, CorruptionsFixed: c.corruptionsFixed + c.snapFixed}
 	if err != nil {
+		c.addSnapResult(c.res)
 		return rr, err
 	}
 	h, cs := c.hdr, c.hdr.clusterSize()
@@ -85,12 +86,23 @@ func Repair(file *block.Node, log io.Writer, fix int) (*RepairResult, error) {
 			}
 		}
 	}
+	// Counted references may lie past the file's end (a table spilling
+	// over it): nothing may be allocated there.
+	img.rc.end = max(img.rc.end, int64(len(c.refs)))
 	if err := c.fixCopied(img, fix, rr); err != nil {
 		return rr, err
 	}
 	if err := file.Flush(); err != nil {
 		return rr, err
 	}
+	fixedBefore := c.snapFixed
+	err = c.fixSnapshotTable(img, c.snapTable)
+	rr.CorruptionsFixed += c.snapFixed - fixedBefore
+	c.addSnapResult(c.res)
+	if err != nil {
+		return rr, err
+	}
+	h = c.hdr
 	c.res.ImageEndOffset = (highest + 1) * cs
 	if c.res.CheckErrors == 0 && c.res.Corruptions == 0 && h.Version >= 3 &&
 		h.IncompatibleFeatures&(incompatDirty|incompatCorrupt) != 0 {
@@ -118,7 +130,7 @@ func (c *checker) rebuildAndRecount(rr *RepairResult) (*checker, int64, error) {
 		return c, 0, err
 	}
 	// The header names the new table: count again over it.
-	nc, err := newChecker(c.file, c.log, 0)
+	nc, err := newChecker(c.file, c.log, 0, c.snapTable)
 	if nc == nil {
 		var oe *CheckOpenError
 		if errors.As(err, &oe) {
@@ -128,6 +140,7 @@ func (c *checker) rebuildAndRecount(rr *RepairResult) (*checker, int64, error) {
 		return c, 0, err
 	}
 	nc.res.CheckErrors += old.CheckErrors
+	nc.fix, nc.snapRes, nc.snapFixed = c.fix, c.snapRes, c.snapFixed
 	rr.CheckResult = nc.res
 	if err != nil {
 		return nc, 0, err
