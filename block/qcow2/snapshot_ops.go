@@ -340,6 +340,9 @@ func (img *image) applySnapshot(idOrName string) error {
 		return err
 	}
 	sn := img.snapshots[i]
+	if err := img.checkSnapshotL1(sn); err != nil {
+		return err
+	}
 	size := img.snapshotDiskSize(entries[i], sn)
 	cs := img.clusterSize
 	snL1, err := img.readL1(int64(sn.L1TableOffset), sn.L1Size)
@@ -430,6 +433,9 @@ func (img *image) deleteSnapshot(id, name string) error {
 		return err
 	}
 	sn := img.snapshots[i]
+	if err := img.checkSnapshotL1(sn); err != nil {
+		return err
+	}
 	snL1, err := img.readL1(int64(sn.L1TableOffset), sn.L1Size)
 	if err != nil {
 		return err

@@ -182,3 +182,67 @@ func TestImgAmendCompatSnapshotsInterop(t *testing.T) {
 		t.Errorf("version %d, %d snapshots", encbin.BigEndian.Uint32(m[4:]), encbin.BigEndian.Uint32(m[60:]))
 	}
 }
+
+// TestImgSnapshotL1InvalidInterop: a snapshot whose L1 table offset or
+// size is invalid (iotest 080's cases): convert -l, snapshot -d and the
+// last line of snapshot -a fail in qemu-img's words, writes to the
+// image go on, and check reports the same.
+func TestImgSnapshotL1InvalidInterop(t *testing.T) {
+	needQemuCheck(t)
+	t.Parallel()
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	runTool(t, dir, "qemu-img", "create", "-f", "qcow2", base, "64M")
+	runTool(t, dir, "qemu-io", "-c", "write 0 512", base)
+	runTool(t, dir, "qemu-img", "snapshot", "-c", "test", base)
+	data, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := encbin.BigEndian.Uint64(data[64:])
+	for _, tc := range []struct {
+		name string
+		off  int64
+		val  []byte
+	}{
+		{"offset", int64(tbl), be64(0x400200)},
+		{"size", int64(tbl) + 8, []byte{0x10, 0, 0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var outs [2]string
+			for i, ours := range []bool{false, true} {
+				p := filepath.Join(dir, tc.name+".qcow2")
+				if err := os.WriteFile(p, data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				patch(t, p, tc.off, tc.val)
+				var b strings.Builder
+				for _, args := range [][]string{
+					{"convert", "-l", "test", p, p + ".snap"},
+					{"snapshot", "-d", "test", p},
+					{"check", p},
+				} {
+					var out, errs string
+					var code int
+					if ours {
+						out, errs, code = imgIn(t, dir, args...)
+					} else {
+						cmd := exec.Command("qemu-img", args...)
+						var ob, eb strings.Builder
+						cmd.Stdout, cmd.Stderr = &ob, &eb
+						err := cmd.Run()
+						if ee, ok := err.(*exec.ExitError); ok {
+							code = ee.ExitCode()
+						}
+						out, errs = ob.String(), eb.String()
+					}
+					b.WriteString(strings.Join(args[:1], " ") + ": " + out + errs + " exit " + string(rune('0'+code)) + "\n")
+				}
+				outs[i] = b.String()
+			}
+			if outs[0] != outs[1] {
+				t.Errorf("minivmm:\n%s\nqemu-img:\n%s", outs[1], outs[0])
+			}
+		})
+	}
+}
