@@ -86,7 +86,7 @@ func (img *image) createSnapshot(name string, at time.Time) error {
 	l1 = append([]uint64(nil), img.l1...)
 	img.l1mu.RUnlock()
 	n := max((int64(len(l1))*8+cs-1)/cs, 1)
-	l1Off, err := img.rc.allocContiguous(n)
+	l1Off, err := img.allocSnapshotMeta(n)
 	if err != nil {
 		return err
 	}

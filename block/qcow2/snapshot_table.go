@@ -104,7 +104,7 @@ func (img *image) writeSnapshotTableFreeing(entries [][]byte, snaps []snapshot, 
 	var newOff int64
 	if len(tbl) > 0 {
 		n := (int64(len(tbl)) + cs - 1) / cs
-		off, err := img.rc.allocContiguous(n)
+		off, err := img.allocSnapshotMeta(n)
 		if err != nil {
 			return err
 		}
