@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // errUpgradeTooBig is a header that one sector cannot hold once upgraded.
@@ -22,6 +23,22 @@ func (img *image) upgradeV3() error {
 	h := img.hdr
 	if h.Version != 2 {
 		return nil
+	}
+	// Version 3 requires 16 bytes of extra data in every snapshot table
+	// entry: QEMU rewrites the table first (writeSnapshotTable gives every
+	// entry the 24 bytes it writes); a crash between leaves a version 2
+	// image with a valid table.
+	for _, sn := range img.snapshots {
+		if sn.ExtraSize < 16 {
+			entries, err := img.snapshotEntries()
+			if err != nil {
+				return err
+			}
+			if err := img.writeSnapshotTable(entries, slices.Clone(img.snapshots)); err != nil {
+				return err
+			}
+			break
+		}
 	}
 	be := binary.BigEndian
 	c0 := make([]byte, img.clusterSize)

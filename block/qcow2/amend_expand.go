@@ -56,6 +56,9 @@ func (img *image) expandZeroClusters() error {
 	// are written back: a table they share with the active L1 has no
 	// zero entry left.
 	for _, sn := range img.snapshots {
+		if err := img.checkSnapshotL1(sn); err != nil {
+			return err
+		}
 		l1, err := img.readL1(int64(sn.L1TableOffset), sn.L1Size)
 		if err != nil {
 			return err

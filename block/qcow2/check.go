@@ -71,6 +71,15 @@ type checker struct {
 	refblockBits  uint32 // log2 of refcount entries per refblock
 	refblockCache map[int64][]byte
 	l2buf         []byte // readL2's
+
+	fix              int   // FixLeaks, FixErrors: what check_refblocks may repair
+	rebuildNeeded    bool  // only a new refcount structure can fix what was found
+	corruptionsFixed int64 // by check_refblocks
+	toldCorrupt      bool  // signalCorruption said it once
+
+	snapTable *checkedSnapshots // the snapshot table as the check read it
+	snapRes   CheckResult       // what reading it found (QEMU's snapshot_res)
+	snapFixed int64             // snapshot table corruptions fixed
 }
 
 // Check checks the qcow2 image in file (a protocol node), without
@@ -81,42 +90,59 @@ func Check(file *block.Node, log io.Writer) (*CheckResult, error) {
 	// would cost more than the check.
 	bw := bufio.NewWriterSize(log, 64<<10)
 	defer bw.Flush()
-	c, err := newChecker(file, bw)
+	c, err := newChecker(file, bw, 0, nil)
 	if err != nil {
 		if c == nil {
 			return nil, err
 		}
+		c.addSnapResult(c.res)
 		return c.res, err
 	}
 	cs := c.hdr.clusterSize()
-	highest := c.compare()
+	highest, _ := c.compare()
 	if err := c.checkCopied(); err != nil {
 		return c.res, err
 	}
 	c.res.ImageEndOffset = (highest + 1) * cs
+	c.addSnapResult(c.res)
 	return c.res, nil
+}
+
+// addSnapResult adds what the snapshot table's check found to res
+// (qcow2_add_check_result without the allocation figures).
+func (c *checker) addSnapResult(res *CheckResult) {
+	res.Corruptions += c.snapRes.Corruptions
+	res.Leaks += c.snapRes.Leaks
+	res.CheckErrors += c.snapRes.CheckErrors
 }
 
 // newChecker reads file's metadata and counts the references to every
 // cluster, for Check and Repair alike. A nil checker with the error means
 // the image could not be opened (*CheckOpenError); a checker with it, that
 // the count could not finish.
-func newChecker(file *block.Node, log io.Writer) (*checker, error) {
-	h, x, snaps, err := checkOpen(file)
+func newChecker(file *block.Node, log io.Writer, fix int, snapTable *checkedSnapshots) (*checker, error) {
+	h, x, err := checkOpen(file)
 	if err != nil {
 		return nil, &CheckOpenError{err}
 	}
 	cs := h.clusterSize()
 	c := &checker{
-		file: file, hdr: h, ext: x, snaps: snaps, log: log, res: &CheckResult{},
+		file: file, hdr: h, ext: x, log: log, res: &CheckResult{},
 		g:             newGeometry(h, int(cs)),
 		refblockBits:  h.ClusterBits + 3 - h.RefcountOrder,
 		refblockCache: map[int64][]byte{},
+		fix:           fix,
 	}
 	c.refMax = math.MaxUint64
 	if h.RefcountOrder < 6 {
 		c.refMax = 1<<(1<<h.RefcountOrder) - 1
 	}
+	if snapTable == nil {
+		if snapTable, err = c.checkSnapshotTable(); err != nil {
+			return c, err
+		}
+	}
+	c.snapTable, c.snaps = snapTable, snapTable.snaps
 	nb := (file.Length() + cs - 1) / cs
 	if nb > math.MaxInt32 {
 		c.res.CheckErrors++
@@ -133,28 +159,37 @@ func newChecker(file *block.Node, log io.Writer) (*checker, error) {
 	for i := range c.reftable {
 		c.reftable[i] = binary.BigEndian.Uint64(rt[8*i:])
 	}
-	return c, c.calculate(h, x, snaps)
+	return c, c.calculate(h, x, c.snaps)
 }
 
 // checkOpen reads the header and what it points to as the driver's open
-// does, with QEMU's checks and messages.
-func checkOpen(file *block.Node) (*header, *extensions, []snapshot, error) {
+// does in check mode (QEMU's BDRV_O_CHECK), with QEMU's checks and
+// messages: the snapshot table is left to checkSnapshotTable, and an
+// image without a refcount table is checked (and rebuilt) all the same.
+func checkOpen(file *block.Node) (*header, *extensions, error) {
 	c0, err := readCluster0(file)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	h := c0.h
-	if err := h.checkTables(); err != nil {
-		return nil, nil, nil, err
+	hc := *h
+	hc.NbSnapshots, hc.SnapshotsOffset = 0, 0
+	if hc.RefcountTableClusters == 0 {
+		hc.RefcountTableClusters = 1 // only the offset is checked then
 	}
-	x, _, snaps, err := c0.finish(file)
+	if err := hc.checkTables(); err != nil {
+		return nil, nil, err
+	}
+	c0.h = &hc
+	x, _, _, err := c0.finish(file)
+	c0.h = h
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if h.IncompatibleFeatures&incompatDataFile == 0 && h.AutoclearFeatures&autoclearDataFileRaw != 0 {
-		return nil, nil, nil, errRawNeedsData
+		return nil, nil, errRawNeedsData
 	}
-	return h, x, snaps, nil
+	return h, x, nil
 }
 
 func (c *checker) printf(format string, a ...any) { fmt.Fprintf(c.log, format, a...) }
@@ -204,6 +239,11 @@ func (c *checker) calculate(h *header, x *extensions, snaps []snapshot) error {
 	var snapSize int64
 	for _, sn := range snaps {
 		snapSize = (snapSize+7)&^7 + snapshotHeaderSize + int64(sn.ExtraSize) + int64(len(sn.ID)) + int64(len(sn.Name))
+	}
+	if c.snapTable != nil {
+		snapSize = c.snapTable.size // extra data cut by a repair still counts
+	}
+	for _, sn := range snaps {
 		if int64(sn.L1TableOffset)&(cs-1) != 0 {
 			c.printf("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot table entry corrupted\n", sn.ID, sn.Name, sn.L1TableOffset)
 			c.res.Corruptions++
@@ -465,16 +505,33 @@ func (c *checker) checkRefblocks() error {
 		if e&reftReserved != 0 {
 			c.printf("ERROR refcount table entry %d has reserved bits set\n", i)
 			c.res.Corruptions++
+			c.rebuildNeeded = true
 			continue
 		}
 		if off&(cs-1) != 0 {
 			c.printf("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted\n", i)
 			c.res.Corruptions++
+			c.rebuildNeeded = true
 			continue
 		}
 		if cluster >= int64(len(c.refs)) {
-			c.res.Corruptions++
-			c.printf("ERROR refcount block %d is outside image\n", i)
+			if c.fix&FixErrors == 0 {
+				c.res.Corruptions++
+				c.printf("ERROR refcount block %d is outside image\n", i)
+				continue
+			}
+			c.printf("Repairing refcount block %d is outside image\n", i)
+			if err := c.growToCover(off); err != nil {
+				c.res.Corruptions++
+				c.rebuildNeeded = true
+				c.printf("ERROR could not resize image: %s\n", err)
+				continue
+			}
+			c.corruptionsFixed++
+			if err := c.inc(off, cs); err != nil {
+				return err
+			}
+			// Just allocated and zeroed: its count is 1.
 			continue
 		}
 		if off != 0 {
@@ -484,8 +541,29 @@ func (c *checker) checkRefblocks() error {
 			if r := c.refs[cluster]; r != 1 {
 				c.printf("ERROR refcount block %d refcount=%d\n", i, r)
 				c.res.Corruptions++
+				c.rebuildNeeded = true
 			}
 		}
+	}
+	return nil
+}
+
+// growToCover grows the file (zeroes) to hold the cluster at off, for a
+// refcount block past its end, and the counted references with it.
+func (c *checker) growToCover(off int64) error {
+	cs := c.hdr.clusterSize()
+	if off > math.MaxInt64-cs || (off+cs)>>c.hdr.ClusterBits > c.limit {
+		return errors.New("Invalid argument")
+	}
+	if err := c.file.Truncate(off + cs); err != nil {
+		return err
+	}
+	nb := (c.file.Length() + cs - 1) / cs
+	if nb > int64(len(c.refs)) {
+		c.refs = append(c.refs, make([]uint64, nb-int64(len(c.refs)))...)
+	}
+	if off>>c.hdr.ClusterBits >= int64(len(c.refs)) {
+		return errors.New("Invalid argument")
 	}
 	return nil
 }
@@ -501,6 +579,7 @@ func (c *checker) refcount(cluster int64) (uint64, error) {
 		return 0, nil
 	}
 	if off&(c.hdr.clusterSize()-1) != 0 {
+		c.signalCorruption(fmt.Sprintf("Refblock offset %#x unaligned (reftable index: %s)", off, chex(ti)))
 		return 0, errors.New("Input/output error")
 	}
 	block, ok := c.refblockCache[off]
@@ -536,9 +615,10 @@ func refcountAt(block []byte, order uint32, i int64) uint64 {
 	return binary.BigEndian.Uint64(block[8*i:])
 }
 
-// compare is compare_refcounts; it returns the highest cluster in use.
-func (c *checker) compare() int64 {
-	var highest int64
+// compare is compare_refcounts without fixes; it returns the highest
+// cluster in use, and whether only a rebuild of the refcount structure can
+// fix what it found (a referenced cluster with refcount 0).
+func (c *checker) compare() (highest int64, rebuild bool) {
 	for i := int64(0); i < int64(len(c.refs)); i++ {
 		r1, err := c.refcount(i)
 		if err != nil {
@@ -551,6 +631,7 @@ func (c *checker) compare() int64 {
 			highest = i
 		}
 		if r1 != r2 {
+			rebuild = rebuild || r1 == 0
 			if r1 < r2 {
 				c.printf("ERROR cluster %d refcount=%d reference=%d\n", i, r1, r2)
 				c.res.Corruptions++
@@ -560,7 +641,7 @@ func (c *checker) compare() int64 {
 			}
 		}
 	}
-	return highest
+	return highest, rebuild
 }
 
 // checkCopied is check_oflag_copied, over the active L1 table as the
@@ -596,4 +677,31 @@ func readL1(file *block.Node, off, n int64) ([]uint64, error) {
 		i += k
 	}
 	return l1, nil
+}
+
+// signalCorruption is qcow2_signal_corruption during a check: said once;
+// a repair (the image open for writing) marks the image corrupt, as QEMU
+// does (a repair that ends clean clears the mark again).
+func (c *checker) signalCorruption(msg string) {
+	if c.toldCorrupt {
+		return
+	}
+	c.toldCorrupt = true
+	if c.fix == 0 {
+		c.printf("qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed\n", msg)
+		return
+	}
+	c.printf("qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n", msg)
+	if c.hdr.Version < 3 {
+		return
+	}
+	sec := make([]byte, 512)
+	if readFile(c.file, sec, 0) != nil {
+		return
+	}
+	f := binary.BigEndian.Uint64(sec[72:]) | incompatCorrupt
+	binary.BigEndian.PutUint64(sec[72:], f)
+	if _, err := c.file.WriteAt(sec, 0); err == nil && c.file.Flush() == nil {
+		c.hdr.IncompatibleFeatures |= incompatCorrupt
+	}
 }

@@ -1,5 +1,7 @@
 package qcow2
 
+import "strings"
+
 // FormatInfo is what `img info` shows of a qcow2 image under
 // "format-specific" (QEMU's ImageInfoSpecificQCow2) and its cluster size.
 type FormatInfo struct {
@@ -63,6 +65,9 @@ func (img *image) Snapshots() ([]SnapshotInfo, error) {
 	infos := make([]SnapshotInfo, len(img.snapshots))
 	for i, sn := range img.snapshots {
 		infos[i] = sn.SnapshotInfo
+		// QEMU keeps them as C strings: they end at a NUL byte.
+		infos[i].ID, _, _ = strings.Cut(sn.ID, "\x00")
+		infos[i].Name, _, _ = strings.Cut(sn.Name, "\x00")
 	}
 	return infos, nil
 }

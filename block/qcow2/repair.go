@@ -5,8 +5,8 @@ package qcow2
 // check.go's walk; refcounts that differ are set to the reference count
 // through the write path's refcounts (refcount.go), then OFLAG_COPIED is
 // fixed. What needs the refcount structure rebuilt (a refcount of 0 for
-// a referenced cluster under -r leaks, broken refcount blocks) is refused
-// and leaves the image as it was.
+// a referenced cluster, broken refcount blocks) is rebuilt under -r all
+// (rebuild.go) and refused under -r leaks, leaving the image as it was.
 
 import (
 	"encoding/binary"
@@ -34,59 +34,75 @@ const (
 var errCheckIO = errors.New("Input/output error")
 
 // Repair checks the qcow2 image in file (a protocol node the caller holds
-// write permission on) and fixes what fix allows. An error means the
-// repair could not finish; a *CheckOpenError that the image could not be
-// opened.
+// write permission on) and fixes what fix allows: QEMU's
+// qcow2_check_refcounts with fixes, including the rebuild of the refcount
+// structure (rebuild.go) under FixErrors. An error means the repair could
+// not finish; a *CheckOpenError that the image could not be opened.
 func Repair(file *block.Node, log io.Writer, fix int) (*RepairResult, error) {
-	c, err := newChecker(file, log)
+	c, err := newChecker(file, log, fix, nil)
 	if c == nil {
 		return nil, err
 	}
-	rr := &RepairResult{CheckResult: c.res}
+	rr := &RepairResult{CheckResult: c.res, CorruptionsFixed: c.corruptionsFixed + c.snapFixed}
 	if err != nil {
+		c.addSnapResult(c.res)
 		return rr, err
 	}
 	h, cs := c.hdr, c.hdr.clusterSize()
-	rebuild := c.refblocksBroken() // check_refblocks' rebuild conditions
 	pre := *c.res
-	highest := c.compare()
-	for k := range c.refs {
-		if c.refs[k] != 0 {
-			if r, err := c.refcount(int64(k)); err == nil && r == 0 {
-				rebuild = true // compare_refcounts: refcount 0, referenced
-			}
+	highest, rebuild := c.compare()
+	rebuild = rebuild || c.rebuildNeeded
+	var img *image
+	switch {
+	case rebuild && fix&FixErrors != 0:
+		if c, highest, err = c.rebuildAndRecount(rr); err != nil {
+			return rr, err
 		}
-	}
-	if c.res.CheckErrors > 0 {
-		return rr, nil // counting was incomplete: nothing is fixed
-	}
-	if rebuild && (fix&FixErrors == 0 || c.refblocksBroken()) {
+		h = c.hdr
+		if img, err = repairImage(file, h, c.ext, c.snaps); err != nil {
+			return rr, err
+		}
+	case rebuild:
 		c.printf("ERROR need to rebuild refcount structures\n")
 		c.res.CheckErrors++
 		return rr, errCheckIO
-	}
-	img, err := repairImage(file, h, c.ext, c.snaps)
-	if err != nil {
-		return rr, err
-	}
-	if c.res.Leaks > 0 || c.res.Corruptions > 0 {
-		*c.res = pre
-		if err := c.fixRefcounts(img, fix, rr); err != nil {
+	default:
+		if c.res.CheckErrors > 0 {
+			return rr, nil // counting was incomplete: nothing is fixed
+		}
+		if img, err = repairImage(file, h, c.ext, c.snaps); err != nil {
 			return rr, err
 		}
-		if err := img.rc.writeBack(); err != nil {
-			return rr, err
-		}
-		if err := file.Flush(); err != nil {
-			return rr, err
+		if c.res.Leaks > 0 || c.res.Corruptions > 0 {
+			*c.res = pre
+			if err := c.fixRefcounts(img, fix, rr); err != nil {
+				return rr, err
+			}
+			if err := img.rc.writeBack(); err != nil {
+				return rr, err
+			}
+			if err := file.Flush(); err != nil {
+				return rr, err
+			}
 		}
 	}
+	// Counted references may lie past the file's end (a table spilling
+	// over it): nothing may be allocated there.
+	img.rc.end = max(img.rc.end, int64(len(c.refs)))
 	if err := c.fixCopied(img, fix, rr); err != nil {
 		return rr, err
 	}
 	if err := file.Flush(); err != nil {
 		return rr, err
 	}
+	fixedBefore := c.snapFixed
+	err = c.fixSnapshotTable(img, c.snapTable)
+	rr.CorruptionsFixed += c.snapFixed - fixedBefore
+	c.addSnapResult(c.res)
+	if err != nil {
+		return rr, err
+	}
+	h = c.hdr
 	c.res.ImageEndOffset = (highest + 1) * cs
 	if c.res.CheckErrors == 0 && c.res.Corruptions == 0 && h.Version >= 3 &&
 		h.IncompatibleFeatures&(incompatDirty|incompatCorrupt) != 0 {
@@ -103,18 +119,115 @@ func Repair(file *block.Node, log io.Writer, fix int) (*RepairResult, error) {
 	return rr, nil
 }
 
-// refblocksBroken: a refcount table entry or refcount block that only a
-// rebuild of the refcount structure could fix (minivmm does not rebuild).
-func (c *checker) refblocksBroken() bool {
-	cs := c.hdr.clusterSize()
-	for _, e := range c.reftable {
-		off := int64(e & reftOffsetMask)
-		k := off >> c.hdr.ClusterBits
-		if e&reftReserved != 0 || off&(cs-1) != 0 || k >= int64(len(c.refs)) || off != 0 && c.refs[k] != 1 {
-			return true
+// rebuildAndRecount is the rebuild branch of qcow2_check_refcounts: a new
+// refcount structure, the references counted again over it, and the old
+// structure (now leaked) freed when fixing leaks. It returns the checker
+// of the rebuilt image, whose result rr now holds.
+func (c *checker) rebuildAndRecount(rr *RepairResult) (*checker, int64, error) {
+	old := *c.res
+	c.printf("Rebuilding refcount structure\n")
+	if err := c.rebuild(); err != nil {
+		return c, 0, err
+	}
+	// The header names the new table: count again over it.
+	nc, err := newChecker(c.file, c.log, 0, c.snapTable)
+	if nc == nil {
+		var oe *CheckOpenError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		c.res.CheckErrors++
+		return c, 0, err
+	}
+	nc.res.CheckErrors += old.CheckErrors
+	nc.fix, nc.snapRes, nc.snapFixed = c.fix, c.snapRes, c.snapFixed
+	rr.CheckResult = nc.res
+	if err != nil {
+		return nc, 0, err
+	}
+	var highest, freshLeaks int64
+	if c.fix&FixLeaks != 0 {
+		// The old structure is leaked now: free it. What stays leaked
+		// was leaked by the rebuild itself.
+		saved := *nc.res
+		*nc.res = CheckResult{}
+		img, err := repairImage(nc.file, nc.hdr, nc.ext, nc.snaps)
+		if err != nil {
+			return nc, 0, err
+		}
+		var still bool
+		if highest, still, err = nc.fixLeaksAfterRebuild(img); err != nil {
+			return nc, 0, err
+		}
+		if still {
+			nc.printf("ERROR rebuilt refcount structure is still broken\n")
+		}
+		if err := img.rc.writeBack(); err != nil {
+			return nc, 0, err
+		}
+		if err := nc.file.Flush(); err != nil {
+			return nc, 0, err
+		}
+		freshLeaks = nc.res.Leaks
+		*nc.res = saved
+	} else {
+		saved := *nc.res
+		highest, _ = nc.compare()
+		*nc.res = saved
+	}
+	if nc.res.Corruptions < old.Corruptions {
+		rr.CorruptionsFixed += old.Corruptions - nc.res.Corruptions
+	}
+	if nc.res.Leaks < old.Leaks {
+		rr.LeaksFixed += old.Leaks - nc.res.Leaks
+	}
+	nc.res.Leaks += freshLeaks
+	return nc, highest, nil
+}
+
+// fixLeaksAfterRebuild is compare_refcounts with BDRV_FIX_LEAKS after a
+// rebuild: it returns the highest cluster in use and whether a cluster is
+// still referenced with refcount 0. The leaks it fixes are not counted
+// (the rebuild made them).
+func (c *checker) fixLeaksAfterRebuild(img *image) (int64, bool, error) {
+	rc := img.rc
+	rc.end = max(rc.end, int64(len(c.refs)))
+	var highest int64
+	still := false
+	for i := int64(0); i < int64(len(c.refs)); i++ {
+		r1, err := rc.get(i)
+		if err != nil {
+			c.printf("Can't get refcount for cluster %d: %s\n", i, err)
+			c.res.CheckErrors++
+			continue
+		}
+		r2 := c.refs[i]
+		if r1 > 0 || r2 > 0 {
+			highest = i
+		}
+		if r1 == r2 {
+			continue
+		}
+		still = still || r1 == 0
+		switch {
+		case r1 != 0 && r1 > r2:
+			c.printf("Repairing cluster %d refcount=%d reference=%d\n", i, r1, r2)
+			if err := rc.set(i, r2); err == nil {
+				c.discardFreed(i, r2)
+				continue
+			}
+		case r1 < r2:
+			c.printf("ERROR cluster %d refcount=%d reference=%d\n", i, r1, r2)
+		default:
+			c.printf("Leaked cluster %d refcount=%d reference=%d\n", i, r1, r2)
+		}
+		if r1 < r2 {
+			c.res.Corruptions++
+		} else {
+			c.res.Leaks++
 		}
 	}
-	return false
+	return highest, still, nil
 }
 
 // repairImage makes an image for the write path's refcounts and overlap
@@ -172,6 +285,7 @@ func (c *checker) fixRefcounts(img *image, fix int, rr *RepairResult) error {
 		c.printf("%s cluster %d refcount=%d reference=%d\n", kind, i, r1, r2)
 		if fixed != nil {
 			if err := rc.set(i, r2); err == nil {
+				c.discardFreed(i, r2)
 				*fixed++
 				continue
 			}
@@ -292,4 +406,17 @@ func (c *checker) scanCopied(l1 []uint64, refcount func(cluster int64) (uint64, 
 		}
 	}
 	return nil
+}
+
+// discardFreed discards a cluster whose refcount a repair dropped to 0, as
+// QEMU's (QCOW2_DISCARD_ALWAYS; a file opened without discard=unmap
+// ignores it). A failed discard changes nothing that matters.
+func (c *checker) discardFreed(k int64, refcount uint64) {
+	if refcount != 0 {
+		return
+	}
+	cs := c.hdr.clusterSize()
+	if (k+1)*cs <= c.file.Length() {
+		_ = c.file.Discard(k*cs, cs)
+	}
 }

@@ -48,7 +48,8 @@ func readSnapshots(r *chunkReader, h *header) ([]snapshot, error) {
 		}
 		idLen, nameLen := int64(be.Uint16(hdr[12:])), int64(be.Uint16(hdr[14:]))
 		if sn.ExtraSize > maxSnapshotExtra {
-			return nil, fmt.Errorf("Too much extra metadata in snapshot table entry %d", i)
+			// QEMU's message and, on the next line, its hint.
+			return nil, fmt.Errorf("Too much extra metadata in snapshot table entry %d\nYou can force-remove this extra metadata with qemu-img check -r all", i)
 		}
 		// The extra data QEMU 7.2 knows: a 64-bit VM state size, the disk
 		// size and the icount; an older or shorter entry lacks the later.
@@ -71,7 +72,7 @@ func readSnapshots(r *chunkReader, h *header) ([]snapshot, error) {
 		off += idLen + nameLen
 		sn.ID, sn.Name = string(str[:idLen]), string(str[idLen:])
 		if off > maxSnapshotTable {
-			return nil, fmt.Errorf("Snapshot table is too big")
+			return nil, fmt.Errorf("Snapshot table is too big\nYou can force-remove all %d overhanging snapshots with qemu-img check -r all", int(h.NbSnapshots)-i)
 		}
 		snaps = append(snaps, sn)
 	}

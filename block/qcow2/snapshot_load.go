@@ -7,7 +7,6 @@ package qcow2
 // of a snapshot taken at another size copies the current size).
 
 import (
-	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -34,8 +33,8 @@ func (img *image) LoadSnapshot(match func(id, name string) bool) error {
 		return ErrSnapshotNotFound
 	}
 	sn := img.snapshots[i]
-	if int64(sn.L1Size)*8 > maxL1Bytes {
-		return errors.New("Snapshot L1 table too large")
+	if err := img.checkSnapshotL1(sn); err != nil {
+		return err
 	}
 	l1, err := img.readL1(int64(sn.L1TableOffset), sn.L1Size)
 	if err != nil {
@@ -47,3 +46,28 @@ func (img *image) LoadSnapshot(match func(id, name string) bool) error {
 	img.cache = newL2Cache(int(img.sliceBytes), img.cache.max, img.cache.load)
 	return nil
 }
+
+// checkSnapshotL1 is QEMU's qcow2_validate_table of a snapshot's L1 table
+// before it is used, in its words ("Snapshot L1 table offset invalid",
+// "Snapshot L1 table too large"), with its errno.
+func (img *image) checkSnapshotL1(sn snapshot) error {
+	err := img.hdr.validateTable(sn.L1TableOffset, uint64(sn.L1Size), 8, maxL1Bytes, "Snapshot L1 table")
+	if err == nil {
+		return nil
+	}
+	errno := unix.EINVAL
+	if int64(sn.L1Size)*8 > maxL1Bytes {
+		errno = unix.EFBIG
+	}
+	return &snapshotL1Error{msg: err.Error(), errno: errno}
+}
+
+// snapshotL1Error is a snapshot L1 table QEMU's validation refuses: its
+// message, and the errno QEMU returns with it.
+type snapshotL1Error struct {
+	msg   string
+	errno unix.Errno
+}
+
+func (e *snapshotL1Error) Error() string { return e.msg }
+func (e *snapshotL1Error) Unwrap() error { return e.errno }

@@ -98,7 +98,7 @@ func (img *image) createSnapshot(name string, at time.Time) error {
 	l1 = append([]uint64(nil), img.l1...)
 	img.l1mu.RUnlock()
 	n := max((int64(len(l1))*8+cs-1)/cs, 1)
-	l1Off, err := img.rc.allocContiguous(n)
+	l1Off, err := img.allocSnapshotMeta(n)
 	if err != nil {
 		return err
 	}
@@ -352,6 +352,9 @@ func (img *image) applySnapshot(idOrName string) error {
 		return err
 	}
 	sn := img.snapshots[i]
+	if err := img.checkSnapshotL1(sn); err != nil {
+		return err
+	}
 	size := img.snapshotDiskSize(entries[i], sn)
 	cs := img.clusterSize
 	snL1, err := img.readL1(int64(sn.L1TableOffset), sn.L1Size)
@@ -442,6 +445,9 @@ func (img *image) deleteSnapshot(id, name string) error {
 		return err
 	}
 	sn := img.snapshots[i]
+	if err := img.checkSnapshotL1(sn); err != nil {
+		return err
+	}
 	// In QEMU's order (qcow2_snapshot_delete): the snapshot is gone from
 	// the table first; a failure after that leaks its clusters.
 	snaps := append(append([]snapshot(nil), img.snapshots[:i]...), img.snapshots[i+1:]...)

@@ -77,9 +77,21 @@ func encodeSnapshot(sn snapshot, diskSize int64) []byte {
 // writeSnapshotTable replaces the snapshot table by entries (snaps is
 // what they decode to).
 func (img *image) writeSnapshotTable(entries [][]byte, snaps []snapshot) error {
+	return img.writeSnapshotTableFreeing(entries, snaps, img.snapshotTableSize())
+}
+
+// writeSnapshotTableFreeing is writeSnapshotTable freeing oldSize bytes
+// of the old table (a repair's: more than its entries now say).
+func (img *image) writeSnapshotTableFreeing(entries [][]byte, snaps []snapshot, oldSize int64) error {
 	cs := img.clusterSize
 	var tbl []byte
-	for _, e := range entries {
+	for i, e := range entries {
+		// QEMU writes every entry with at least the 24 bytes of extra
+		// data it knows (disk size from the entry, else the image's).
+		if snaps[i].ExtraSize < 24 {
+			e = encodeSnapshot(snaps[i], img.snapshotDiskSize(e, snaps[i]))
+			snaps[i].ExtraSize = 24
+		}
 		for len(tbl)%8 != 0 {
 			tbl = append(tbl, 0)
 		}
@@ -88,11 +100,11 @@ func (img *image) writeSnapshotTable(entries [][]byte, snaps []snapshot) error {
 	if int64(len(tbl)) > maxSnapshotTable {
 		return fmt.Errorf("qcow2: the snapshot table would be too big")
 	}
-	oldOff, oldSize := int64(img.hdr.SnapshotsOffset), img.snapshotTableSize()
+	oldOff := int64(img.hdr.SnapshotsOffset)
 	var newOff int64
 	if len(tbl) > 0 {
 		n := (int64(len(tbl)) + cs - 1) / cs
-		off, err := img.rc.allocContiguous(n)
+		off, err := img.allocSnapshotMeta(n)
 		if err != nil {
 			return err
 		}

@@ -105,6 +105,10 @@ func runImgCheck(e *env, args []string) int {
 		}
 	}
 	fileOpts["read-only"], fileOpts["force-share"] = fix == 0, forceShare
+	if fix != 0 {
+		// A repair discards the clusters it frees, as QEMU's.
+		fileOpts["discard"] = "unmap"
+	}
 	file, err := graph.Add(fileOpts)
 	if err != nil {
 		return fail("Could not open '%s': %s", filename, qtool.Message(err))
@@ -168,6 +172,11 @@ func runImgCheck(e *env, args []string) int {
 		}
 	}
 	if err != nil || res.CheckErrors > 0 {
+		var re *qcow2.CheckReportError
+		if errors.As(err, &re) {
+			// error_report's line, then its hint as it is.
+			fmt.Fprintf(stderr, "%s: %s\n%s", e.prog, re.Msg, re.Hint)
+		}
 		if err != nil {
 			return fail("Check failed: %s", qtool.Message(err))
 		}
