@@ -129,10 +129,8 @@ func (img *image) changeRefcountOrder(order uint32, progress func(float64)) erro
 			return err
 		}
 		counts[k] = v
-	}
-	if progress != nil {
-		for _, s := range qemuRefcountWalks(counts, cs, int64(len(rc.table)), img.hdr.RefcountOrder, order) {
-			progress(float64(s[0]) / float64(s[1]))
+		if progress != nil && k%4096 == 0 {
+			progress(0.5 * float64(k) / float64(end))
 		}
 	}
 	// The old structures are free once the header no longer names them.
@@ -185,6 +183,9 @@ func (img *image) changeRefcountOrder(order uint32, progress func(float64)) erro
 	if err := img.syncFile(); err != nil {
 		return err
 	}
+	if progress != nil {
+		progress(0.9)
+	}
 	// One sector: the table's offset and size, and the width.
 	if img.beforeWrite != nil {
 		img.beforeWrite()
@@ -211,5 +212,8 @@ func (img *image) changeRefcountOrder(order uint32, progress func(float64)) erro
 	nrc.deferred = rc.deferred
 	img.rc = nrc
 	img.metaChanged()
+	if progress != nil {
+		progress(1)
+	}
 	return nil
 }
