@@ -38,7 +38,7 @@ func (img *image) downgradeV2() error {
 		return fmt.Errorf("Cannot downgrade an image with incompatible features %#x set", f)
 	}
 	if err := img.expandZeroClusters(); err != nil {
-		return err
+		return &ExpandError{Err: err}
 	}
 	cs := img.clusterSize
 	be := binary.BigEndian
