@@ -38,6 +38,9 @@ func (img *image) downgradeV2() error {
 		return fmt.Errorf("Cannot downgrade an image with incompatible features %#x set", f)
 	}
 	if err := img.expandZeroClusters(); err != nil {
+		// Corrupt metadata the expansion finds is signalled there, as in
+		// QEMU (the image is marked corrupt).
+		img.signalCorruptionLocked(err)
 		return &ExpandError{Err: err}
 	}
 	cs := img.clusterSize

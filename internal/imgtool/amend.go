@@ -181,10 +181,13 @@ func runImgAmend(e *env, args []string) int {
 	ao.Progress = func(done float64) { prog.set(float32(100 * done)) }
 	if err := am.Amend(ao); err != nil {
 		// QEMU's qcow2_downgrade says what the expansion failed with
-		// (errno), after what was printed where it failed.
+		// (errno), after what was printed where it failed (corruption:
+		// by the corruption event).
 		var xe *qcow2.ExpandError
-		if errors.As(err, &xe) && reportedError(xe.Err) {
-			fail("%s", qtool.Message(xe.Err))
+		if errors.As(err, &xe) && (reportedError(xe.Err) || qcow2.IsCorrupt(xe.Err)) {
+			if reportedError(xe.Err) {
+				fail("%s", qtool.Message(xe.Err))
+			}
 			return fail("Failed to turn zero into data clusters: %s", qtool.Strerror(xe.Err))
 		}
 		return fail("%s", qtool.Message(err))
