@@ -191,6 +191,11 @@ func (t *ioTool) openCmd(argv []string) error {
 // printing what is wrong as QEMU's qemu_opts_parse_noisily.
 func (t *ioTool) addKeyval(opts *block.Options, s string) error {
 	o, err := parseOpenOptions(s)
+	if err == nil {
+		for _, f := range shortBooleans(s) {
+			fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, shortBooleanWarning(f))
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, err)
 		return err

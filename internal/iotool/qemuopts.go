@@ -2,6 +2,7 @@ package iotool
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"minivmm/block"
@@ -48,6 +49,50 @@ func parseOpenOptions(s string) (block.Options, error) {
 		o[k] = v
 	}
 	return o, nil
+}
+
+// shortBooleans lists the elements of a QemuOpts string written without
+// "=" ("lazy-refcounts", "noread-only"), which QEMU 7.2 takes as on/off
+// with a deprecation warning ("help" and "?" excepted).
+func shortBooleans(s string) []string {
+	var flags []string
+	for s != "" {
+		n := strings.IndexAny(s, "=,")
+		if n < 0 || s[n] == ',' {
+			if n < 0 {
+				n = len(s)
+			}
+			if k := s[:n]; k != "help" && k != "?" {
+				flags = append(flags, k)
+			}
+			s = strings.TrimPrefix(s[n:], ",")
+			continue
+		}
+		// A value: up to the next lone comma (",," is a comma).
+		s = s[n+1:]
+		for {
+			i := strings.IndexByte(s, ',')
+			if i < 0 {
+				s = ""
+				break
+			}
+			if i+1 < len(s) && s[i+1] == ',' {
+				s = s[i+2:]
+				continue
+			}
+			s = s[i+1:]
+			break
+		}
+	}
+	return flags
+}
+
+// shortBooleanWarning is QEMU's warning for a short-form boolean.
+func shortBooleanWarning(flag string) string {
+	if k, ok := strings.CutPrefix(flag, "no"); ok {
+		return fmt.Sprintf("warning: short-form boolean option '%s' deprecated\nPlease use %s=off instead", flag, k)
+	}
+	return fmt.Sprintf("warning: short-form boolean option '%s' deprecated\nPlease use %s=on instead", flag, flag)
 }
 
 // underValue reports whether some dotted prefix of k is itself a key.

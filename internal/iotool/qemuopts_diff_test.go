@@ -37,6 +37,10 @@ func TestOpenOptionsDifferential(t *testing.T) {
 		{"-c", "open -o a..b=1 IMG"},
 		{"-c", "open -o help IMG"},
 		{"-c", "open -o lazy-refcounts=on,,x IMG"},
+		// Short-form booleans: taken, with QEMU 7.2's deprecation warning.
+		{"-c", "open -o lazy-refcounts IMG", "-c", "info"},
+		{"-c", "open -o noread-only,lazy-refcounts=on IMG", "-c", "write 0 4k"},
+		{"-c", "open -o driver=qcow2,file.filename=IMG,nolazy-refcounts,help"},
 		{"-c", "open -o driver=qcow2,file.filename=IMG,,x"},
 		{"-c", "open -o driver=qcow2,file.driver=file,file.filename=IMG", "-c", "info"},
 		{"-f", "qcow2", "-c", "reopen -o overlap-check=constant,overlap-check.template=all", "-c", "reopen -o overlap-check=constant,overlap-check.template=constant",
@@ -78,6 +82,7 @@ func FuzzParseOpenOptions(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		shortBooleans(s)
 		o, err := parseOpenOptions(s)
 		if err == nil && o == nil {
 			t.Fatalf("%q: no options and no error", s)
