@@ -25,9 +25,12 @@ const (
 	OptSize  // a non-negative integer; keyval takes k/M/G suffixes
 	OptChild // a node-name reference, or nested options for a new node
 	OptObject
+	// OptOverlapChecks is QAPI's alternate Qcow2OverlapChecks: a string,
+	// or an object (qcow2's overlap-check).
+	OptOverlapChecks
 )
 
-var optTypeNames = [...]string{OptString: "string", OptBool: "boolean", OptInt: "integer", OptSize: "integer", OptChild: "BlockdevRef", OptObject: "object"}
+var optTypeNames = [...]string{OptString: "string", OptBool: "boolean", OptInt: "integer", OptSize: "integer", OptChild: "BlockdevRef", OptObject: "object", OptOverlapChecks: "Qcow2OverlapChecks"}
 
 // genericOptions are what every node takes, whatever its driver.
 var genericOptions = map[string]OptType{
@@ -152,6 +155,17 @@ func convert(v any, t OptType, name string) (any, error) {
 		case Options:
 			return v, nil
 		case []any: // a list of objects (blkdebug's inject-error)
+			return v, nil
+		}
+	case OptOverlapChecks:
+		switch v := v.(type) {
+		case string:
+			return v, nil
+		case keyvalString:
+			return string(v), nil
+		case map[string]any:
+			return Options(v), nil
+		case Options:
 			return v, nil
 		}
 	}

@@ -38,7 +38,10 @@ func (img *image) downgradeV2() error {
 		return fmt.Errorf("Cannot downgrade an image with incompatible features %#x set", f)
 	}
 	if err := img.expandZeroClusters(); err != nil {
-		return err
+		// Corrupt metadata the expansion finds is signalled there, as in
+		// QEMU (the image is marked corrupt).
+		img.signalCorruptionLocked(err)
+		return &ExpandError{Err: err}
 	}
 	cs := img.clusterSize
 	be := binary.BigEndian

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"minivmm/block"
 )
@@ -22,7 +23,32 @@ var options = map[string]block.OptType{
 	"pass-discard-request":  block.OptBool,
 	"pass-discard-snapshot": block.OptBool,
 	"pass-discard-other":    block.OptBool,
-	"overlap-check":         block.OptString,
+	"overlap-check":         block.OptOverlapChecks,
+	// QEMU's flat names, which qemu-io's QemuOpts may give beside a
+	// string overlap-check (where they cannot nest).
+	"overlap-check.template":         block.OptString,
+	"overlap-check.main-header":      block.OptBool,
+	"overlap-check.active-l1":        block.OptBool,
+	"overlap-check.active-l2":        block.OptBool,
+	"overlap-check.refcount-table":   block.OptBool,
+	"overlap-check.refcount-block":   block.OptBool,
+	"overlap-check.snapshot-table":   block.OptBool,
+	"overlap-check.inactive-l1":      block.OptBool,
+	"overlap-check.inactive-l2":      block.OptBool,
+	"overlap-check.bitmap-directory": block.OptBool,
+}
+
+// overlapKinds are overlap-check's switches, one per kind of metadata.
+var overlapKinds = []string{"main-header", "active-l1", "active-l2", "refcount-table",
+	"refcount-block", "snapshot-table", "inactive-l1", "inactive-l2", "bitmap-directory"}
+
+// overlapFlatKeys are overlap-check's flat option names.
+func overlapFlatKeys() []string {
+	keys := []string{"overlap-check.template"}
+	for _, k := range overlapKinds {
+		keys = append(keys, "overlap-check."+k)
+	}
+	return keys
 }
 
 // Cache defaults (QEMU on Linux).
@@ -145,26 +171,44 @@ func checkOtherOptions(o block.Options, h *header) error {
 	return checkOverlap(o)
 }
 
-// checkOverlap checks overlap-check, a template name or (as qemu-io's
-// reopen gives it) an object of a template and one switch per kind of
-// metadata. minivmm checks every kind on every write whatever it says
+// checkOverlap checks overlap-check as qcow2_update_options_prepare
+// does: a template name, given as overlap-check or overlap-check.template
+// (both only when equal), and one switch per kind of metadata. The
+// switches come nested (keyval, JSON) or flat (qemu-io's QemuOpts, where
+// a string overlap-check leaves overlap-check.* no object to nest in).
+// minivmm checks every kind on every write whatever it says
 // (overlap.go): the option only selects checks QEMU would leave out.
 func checkOverlap(o block.Options) error {
-	overlap, err := o.String("overlap-check", "")
-	if obj, ok := o["overlap-check"].(block.Options); ok {
-		overlap, err = obj.String("template", "")
-		for _, k := range []string{"main-header", "active-l1", "active-l2", "refcount-table",
-			"refcount-block", "snapshot-table", "inactive-l1", "inactive-l2", "bitmap-directory"} {
-			if err != nil {
-				break
-			}
-			if _, berr := obj.Bool(k, false); berr != nil {
-				err = fmt.Errorf("Parameter 'overlap-check.%s' expects 'on' or 'off'", k)
-			}
+	mode, _ := o["overlap-check"].(block.Options)
+	flat := func(k string) string { return "overlap-check." + k }
+	for _, k := range overlapKinds {
+		if _, err := o.Bool(flat(k), false); err != nil {
+			return err
 		}
+		if _, err := mode.Bool(k, false); err != nil {
+			return fmt.Errorf("Parameter '%s' expects 'on' or 'off'", flat(k))
+		}
+	}
+	overlap, template := "", ""
+	var err error
+	if mode != nil {
+		template, err = mode.String("template", "")
+	} else {
+		overlap, err = o.String("overlap-check", "")
 	}
 	if err != nil {
 		return err
+	}
+	if template == "" {
+		if template, err = o.String(flat("template"), ""); err != nil {
+			return err
+		}
+	}
+	if overlap != "" && template != "" && overlap != template {
+		return fmt.Errorf("Conflicting values for qcow2 options 'overlap-check' ('%s') and 'overlap-check.template' ('%s')", overlap, template)
+	}
+	if overlap == "" {
+		overlap = template
 	}
 	if overlap == "" {
 		overlap = "cached"
@@ -177,14 +221,21 @@ func checkOverlap(o block.Options) error {
 	return nil
 }
 
-// joinOptions is QEMU's qcow2_join_options: a new overlap-check replaces
-// the old one whole; a new cache-size drops the old L2 and refcount
+// joinOptions is QEMU's qcow2_join_options: a new overlap-check (or flat
+// overlap-check.template) replaces the old one whole, flat keys too; a new cache-size drops the old L2 and refcount
 // sizes; and an old cache-size goes when any cache size is set after the
 // join and cache-size is not given anew (QEMU tests "any" where its
 // comment says "all": its behaviour is what qemu-io shows, so kept).
 func joinOptions(given, old block.Options) func(block.Options) {
-	if _, set := given["overlap-check"]; set {
+	_, set := given["overlap-check"]
+	_, flatSet := given["overlap-check.template"]
+	if set || flatSet {
 		delete(old, "overlap-check")
+		for k := range old {
+			if strings.HasPrefix(k, "overlap-check.") {
+				delete(old, k)
+			}
+		}
 	}
 	_, newTotal := given["cache-size"]
 	if newTotal {

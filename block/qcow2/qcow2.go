@@ -41,9 +41,9 @@ func init() {
 		Weak:        []string{"data-file"},
 		JoinOptions: joinOptions,
 		// As QEMU's qcow2_update_options: what a reopen may change.
-		Reopenable: []string{"lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
+		Reopenable: append([]string{"lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
 			"pass-discard-other", "overlap-check", "cache-clean-interval",
-			"cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size"},
+			"cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size"}, overlapFlatKeys()...),
 	})
 }
 

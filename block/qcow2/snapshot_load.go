@@ -70,4 +70,8 @@ type snapshotL1Error struct {
 }
 
 func (e *snapshotL1Error) Error() string { return e.msg }
-func (e *snapshotL1Error) Unwrap() error { return e.errno }
+
+// Reported says that QEMU prints this error where it finds it
+// (error_report_err), before its caller's own message.
+func (e *snapshotL1Error) Reported() bool { return true }
+func (e *snapshotL1Error) Unwrap() error  { return e.errno }

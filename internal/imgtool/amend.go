@@ -5,6 +5,7 @@ package imgtool
 // upgrading a version 2 image); the work is block/qcow2's Amend.
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -179,6 +180,16 @@ func runImgAmend(e *env, args []string) int {
 	defer prog.end()
 	ao.Progress = func(done float64) { prog.set(float32(100 * done)) }
 	if err := am.Amend(ao); err != nil {
+		// QEMU's qcow2_downgrade says what the expansion failed with
+		// (errno), after what was printed where it failed (corruption:
+		// by the corruption event).
+		var xe *qcow2.ExpandError
+		if errors.As(err, &xe) && (reportedError(xe.Err) || qcow2.IsCorrupt(xe.Err)) {
+			if reportedError(xe.Err) {
+				fail("%s", qtool.Message(xe.Err))
+			}
+			return fail("Failed to turn zero into data clusters: %s", qtool.Strerror(xe.Err))
+		}
 		return fail("%s", qtool.Message(err))
 	}
 	if resize && int64(size) != node.Length() {

@@ -112,6 +112,9 @@ func runImgSnapshot(e *env, args []string) int {
 			return fail("Could not apply snapshot '%s': Block driver does not support snapshots", name)
 		}
 		if err := sn.ApplySnapshot(name); err != nil {
+			if reportedError(err) {
+				fail("%s", qtool.Message(err))
+			}
 			return fail("Could not apply snapshot '%s': Failed to load snapshot: %s", name, qtool.Strerror(err))
 		}
 	case 'd':

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"minivmm/block"
-	"minivmm/cmdline"
 	"minivmm/internal/qtool"
 )
 
@@ -187,10 +186,16 @@ func (t *ioTool) openCmd(argv []string) error {
 	return t.openFile(&o)
 }
 
-// addKeyval parses an option string into *opts (merged with what earlier
-// ones gave), printing what is wrong as QEMU's qemu_opts_parse_noisily.
+// addKeyval parses an option string as qemu-io's QemuOpts do (see
+// parseOpenOptions) into *opts, merged with what earlier ones gave,
+// printing what is wrong as QEMU's qemu_opts_parse_noisily.
 func (t *ioTool) addKeyval(opts *block.Options, s string) error {
-	m, err := cmdline.ParseKeyval(s, "")
+	o, err := parseOpenOptions(s)
+	if err == nil {
+		for _, f := range shortBooleans(s) {
+			fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, shortBooleanWarning(f))
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(t.stderr, "%s: %s\n", t.prog, err)
 		return err
@@ -198,7 +203,7 @@ func (t *ioTool) addKeyval(opts *block.Options, s string) error {
 	if *opts == nil {
 		*opts = block.Options{}
 	}
-	for k, v := range block.FromKeyval(m) {
+	for k, v := range o {
 		(*opts)[k] = v
 	}
 	return nil
