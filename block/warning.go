@@ -6,7 +6,7 @@ package block
 type Warning struct {
 	Node string
 	Msg  string // what failed, in QEMU's words
-	Err  error  // why
+	Err  error  // why; nil for a message of its own (a repair's check)
 }
 
 // OnWarning sets who hears of warnings from any node (the tools print

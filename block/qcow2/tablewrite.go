@@ -87,6 +87,13 @@ func (img *image) ensureL2(l1i int64) (int64, error) {
 		img.rc.release(off/cs, 1)
 		return 0, err
 	}
+	// QEMU's l2_allocate flushes the refcount cache even with lazy
+	// refcounts: the table's refcount is on disk before the L1 names it,
+	// and a writer that dies leaves only the data clusters unaccounted.
+	if err := img.rc.writeBack(); err != nil {
+		img.rc.release(off/cs, 1)
+		return 0, err
+	}
 	if err := img.syncRefcounts(); err != nil {
 		img.rc.release(off/cs, 1)
 		return 0, err

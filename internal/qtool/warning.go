@@ -12,6 +12,10 @@ import (
 // name.
 func WarningPrinter(w io.Writer) func(block.Warning) {
 	return func(wn block.Warning) {
+		if wn.Err == nil { // a message of its own (a check's, at a repair)
+			fmt.Fprintln(w, wn.Msg)
+			return
+		}
 		fmt.Fprintf(w, "%s: %s\n", wn.Msg, Strerror(wn.Err))
 	}
 }
