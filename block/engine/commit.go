@@ -14,8 +14,11 @@ const commitChunk = 2 << 20
 // comes from the layer that provides it, then flushes base. base must be
 // in top's backing chain and the caller must hold write permission on
 // it; a base shorter than top is grown first. Progress counts bytes of
-// top's length.
-func Commit(ctx context.Context, top, base *block.Node, o Options) error {
+// top's length. With unmap, the zeroes of the images above base may
+// deallocate base's clusters (qemu-img commit: QEMU's active commit, a
+// mirror job with unmap); without, base keeps its allocation (QEMU's
+// commit job writes the zeroes as data).
+func Commit(ctx context.Context, top, base *block.Node, unmap bool, o Options) error {
 	length := top.Length()
 	if base.Length() < length {
 		if err := base.Truncate(length); err != nil {
@@ -33,7 +36,7 @@ func Commit(ctx context.Context, top, base *block.Node, o Options) error {
 				return err
 			}
 			if st.Zero {
-				err = fail(OpWrite, off, base.WriteZeroes(off, n, false))
+				err = fail(OpWrite, off, base.WriteZeroes(off, n, unmap))
 			} else if _, err = top.ReadAt(buf[:n], off); err != nil {
 				err = fail(OpRead, off, err)
 			} else {

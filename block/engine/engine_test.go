@@ -98,7 +98,7 @@ func TestCommit(t *testing.T) {
 	want := read(t, top, 0, 8*mib)
 	var lim countingLimiter
 	var last, total int64
-	err := Commit(context.Background(), top, base, Options{
+	err := Commit(context.Background(), top, base, false, Options{
 		Limiter:  &lim,
 		Progress: func(d, tt int64) { last, total = d, tt },
 	})
@@ -122,7 +122,7 @@ func TestCommitCancelled(t *testing.T) {
 	before := read(t, base, 0, 8*mib)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Commit(ctx, top, base, Options{}); !errors.Is(err, context.Canceled) {
+	if err := Commit(ctx, top, base, false, Options{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Commit with a cancelled context: %v", err)
 	}
 	if !bytes.Equal(read(t, base, 0, 8*mib), before) {
@@ -140,7 +140,7 @@ func TestCommitErrorTyped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Commit(context.Background(), top, ro, Options{})
+	err = Commit(context.Background(), top, ro, false, Options{})
 	var ee *Error
 	if !errors.As(err, &ee) || ee.Op != OpWrite || ee.Off != 0 {
 		t.Fatalf("commit into a read-only node: %v (%#v)", err, ee)

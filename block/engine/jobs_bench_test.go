@@ -112,7 +112,7 @@ func BenchmarkCommit(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := Commit(context.Background(), mid, base, Options{}); err != nil {
+		if err := Commit(context.Background(), mid, base, false, Options{}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

@@ -25,6 +25,9 @@ type Commit struct {
 	// KeepChain leaves the chain as it is at the end (qemu-img commit:
 	// the images above base are emptied or left, not unlinked).
 	KeepChain bool
+	// Unmap lets zeroes deallocate Base's clusters (qemu-img commit,
+	// which in QEMU is a mirror job with unmap).
+	Unmap bool
 	// OnProgress, if set, also gets the engine's progress.
 	OnProgress func(done, total int64)
 	// Filter: put QEMU's commit_top filter node above Top while the job
@@ -75,7 +78,7 @@ func (c *Commit) FilterNode() *block.Node { return c.filter }
 // Run copies.
 func (c *Commit) Run(ctx context.Context, j *Job) error {
 	j.Progress(0, c.Top.Length()) // QEMU's len is known from the start
-	return engine.Commit(ctx, c.Top, c.Base, j.engineOptions(c.OnProgress))
+	return engine.Commit(ctx, c.Top, c.Base, c.Unmap, j.engineOptions(c.OnProgress))
 }
 
 // Prepare drops the committed images from the chain.

@@ -111,9 +111,24 @@ func (img *image) Discard(off, n int64) error {
 }
 
 // MakeEmpty drops every cluster, so that the image reads as its backing
-// file again (QEMU's qcow2_make_empty, by full discards: entries made
-// unallocated, not zero): what qemu-img commit leaves of the top image.
+// file again: what qemu-img commit leaves of the top image. As QEMU's
+// qcow2_make_empty, the metadata is rewritten whole where it can be
+// (empty.go), else every cluster is discarded in full (entries made
+// unallocated, not zero). The caller keeps requests away meanwhile.
 func (img *image) MakeEmpty() error {
+	if img.dead.Load() {
+		return errDead
+	}
+	if err := img.begin(); err != nil {
+		return err
+	}
+	whole := img.canEmptyWhole()
+	if whole {
+		err := img.emptyWhole()
+		img.wmu.Unlock()
+		return err
+	}
+	img.wmu.Unlock()
 	return img.discard(0, img.length, true)
 }
 

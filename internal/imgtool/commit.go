@@ -199,6 +199,9 @@ func (e *env) commitChain(chain []chainLink, addFds []cmdline.Occurrence, prog *
 			"driver":    chain[i].driver,
 			"node-name": fmt.Sprintf("commit%d", i),
 			"file":      chain[i].fileOpts.Clone(),
+			// QEMU's img_commit opens the chain with BDRV_O_UNMAP: the
+			// zeroes the commit writes deallocate base's clusters.
+			"discard": "unmap",
 		}
 		if i == last {
 			o["read-only"] = false
@@ -220,7 +223,7 @@ func (e *env) commitChain(chain []chainLink, addFds []cmdline.Occurrence, prog *
 	// One engine, one job: the commit job of a live VMM, on a graph with
 	// no guest; it takes the base's write permission itself.
 	j, err := jobs.NewManager(nil).Start(jobs.Spec{ID: "commit", Type: "commit", AutoFinalize: true, AutoDismiss: true},
-		&jobs.Commit{Graph: s.g, Top: top, Base: baseNode, KeepChain: true, OnProgress: prog.print})
+		&jobs.Commit{Graph: s.g, Top: top, Base: baseNode, KeepChain: true, Unmap: true, OnProgress: prog.print})
 	if err != nil {
 		return err
 	}
