@@ -36,17 +36,7 @@ func readSnapshots(r *chunkReader, h *header) ([]snapshot, error) {
 			return nil, fmt.Errorf("Failed to read snapshot table: %w", err)
 		}
 		off += snapshotHeaderSize
-		sn := snapshot{
-			L1TableOffset: be.Uint64(hdr[0:]),
-			L1Size:        be.Uint32(hdr[8:]),
-			ExtraSize:     be.Uint32(hdr[36:]),
-			SnapshotInfo: SnapshotInfo{
-				DateSec: be.Uint32(hdr[16:]), DateNsec: be.Uint32(hdr[20:]),
-				VMClockNsec: be.Uint64(hdr[24:]), VMStateSize: uint64(be.Uint32(hdr[32:])),
-				Icount: -1,
-			},
-		}
-		idLen, nameLen := int64(be.Uint16(hdr[12:])), int64(be.Uint16(hdr[14:]))
+		sn, idLen, nameLen := decodeSnapshotHeader(&hdr)
 		if sn.ExtraSize > maxSnapshotExtra {
 			// QEMU's message and, on the next line, its hint.
 			return nil, fmt.Errorf("Too much extra metadata in snapshot table entry %d\nYou can force-remove this extra metadata with qemu-img check -r all", i)
@@ -77,4 +67,21 @@ func readSnapshots(r *chunkReader, h *header) ([]snapshot, error) {
 		snaps = append(snaps, sn)
 	}
 	return snaps, nil
+}
+
+// decodeSnapshotHeader reads a snapshot table entry's fixed part: the
+// snapshot it describes, and the lengths of the ID and name after it.
+func decodeSnapshotHeader(hdr *[snapshotHeaderSize]byte) (sn snapshot, idLen, nameLen int64) {
+	be := binary.BigEndian
+	sn = snapshot{
+		L1TableOffset: be.Uint64(hdr[0:]),
+		L1Size:        be.Uint32(hdr[8:]),
+		ExtraSize:     be.Uint32(hdr[36:]),
+		SnapshotInfo: SnapshotInfo{
+			DateSec: be.Uint32(hdr[16:]), DateNsec: be.Uint32(hdr[20:]),
+			VMClockNsec: be.Uint64(hdr[24:]), VMStateSize: uint64(be.Uint32(hdr[32:])),
+			Icount: -1,
+		},
+	}
+	return sn, int64(be.Uint16(hdr[12:])), int64(be.Uint16(hdr[14:]))
 }

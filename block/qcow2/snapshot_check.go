@@ -69,17 +69,7 @@ func readCheckSnapshots(file *block.Node, h *header, nb uint32, repair bool, log
 			return nil, fmt.Errorf("Failed to read snapshot table: %w", err)
 		}
 		off += snapshotHeaderSize
-		sn := snapshot{
-			L1TableOffset: be.Uint64(hdr[0:]),
-			L1Size:        be.Uint32(hdr[8:]),
-			ExtraSize:     be.Uint32(hdr[36:]),
-			SnapshotInfo: SnapshotInfo{
-				DateSec: be.Uint32(hdr[16:]), DateNsec: be.Uint32(hdr[20:]),
-				VMClockNsec: be.Uint64(hdr[24:]), VMStateSize: uint64(be.Uint32(hdr[32:])),
-				Icount: -1,
-			},
-		}
-		idLen, nameLen := int64(be.Uint16(hdr[12:])), int64(be.Uint16(hdr[14:]))
+		sn, idLen, nameLen := decodeSnapshotHeader(&hdr)
 		truncate := false
 		if sn.ExtraSize > maxSnapshotExtra {
 			if !repair {
