@@ -41,7 +41,7 @@ func StatusAbove(top, base *Node, off, n int64) (ChainStatus, int64, error) {
 			}
 			return cs, n, nil
 		}
-		b := node.Child("backing")
+		b := node.Backing()
 		if b != nil && b == base {
 			return ChainStatus{Depth: depth, Offset: -1}, n, nil
 		}
@@ -87,7 +87,7 @@ func Allocated(node *Node, off, n int64) (bool, int64, error) {
 // range at off, and for how long (at most n bytes) that holds.
 func AllocatedAbove(top, base *Node, off, n int64) (bool, int64, error) {
 	bytes := n
-	for l := top; l != nil && l != base; l = l.Child("backing") {
+	for l := top; l != nil && l != base; l = l.Backing() {
 		if off >= l.Length() {
 			continue
 		}

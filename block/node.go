@@ -222,6 +222,16 @@ func (n *Node) Child(name string) *Node {
 	return n.children[name]
 }
 
+// Backing is the node's backing child (nil: none), read under the node's
+// own lock rather than the graph's (Child), so that a request may follow
+// the chain while a graph change holds the graph's lock and waits for
+// requests to drain.
+func (n *Node) Backing() *Node {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.children["backing"]
+}
+
 // ReadOnly reports the node's read-only option.
 func (n *Node) ReadOnly() bool {
 	n.mu.RLock()

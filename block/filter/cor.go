@@ -49,7 +49,7 @@ func (f *image) corStep(buf *[]byte, p []byte, off, pos, n int64) (int64, error)
 	}
 	if !direct && f.bottom != nil {
 		// What only the layers below bottom hold is read, not copied.
-		cs, l, err := block.StatusAbove(f.child, f.bottom.Child("backing"), pos, n)
+		cs, l, err := block.StatusAbove(f.child, f.bottom.Backing(), pos, n)
 		if err != nil {
 			return 0, err
 		}
