@@ -216,15 +216,19 @@ type Broken interface {
 // the rings back to guest memory. Requests submitted after it starts
 // fail with ErrClosed. A device that needs a reset completes nothing
 // more: its requests in flight are failed (status 0xff, "not completed")
-// once it is reset, as a driver fails them after a reset.
+// once it is reset, as a driver fails them after a reset. So is a device
+// that leaves requests unanswered for closeWait: the reset then takes
+// back what it completed (a completion whose notification went missing
+// included) and fails the rest, so a close never hangs on a device.
 func (d *Disk) Close() error {
 	broken := func() bool {
 		b, ok := d.t.(Broken)
 		return ok && b.Err() != nil
 	}
+	deadline := time.Now().Add(closeWait)
 	for _, q := range d.queues {
 		q.close()
-		for q.InFlight() > 0 && q.Err() == nil && !broken() {
+		for q.InFlight() > 0 && q.Err() == nil && !broken() && time.Now().Before(deadline) {
 			// Rare and short (an unplug): polling keeps the wait
 			// simple where the device may never answer.
 			time.Sleep(time.Millisecond)
@@ -240,6 +244,9 @@ func (d *Disk) Close() error {
 	d.freeQueues()
 	return err
 }
+
+// closeWait bounds how long Close waits for a device's answers.
+const closeWait = 10 * time.Second
 
 // Segment is one range of a DISCARD or WRITE_ZEROES request (5.2.6).
 type Segment struct {
