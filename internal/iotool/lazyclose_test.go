@@ -17,9 +17,9 @@ import (
 	"minivmm/internal/qtool"
 )
 
-// TestIOLazyRefcountsCloseFails: `minivmm io` writes into a
-// lazy_refcounts qcow2 image whose disk then fails what only the close
-// writes: the refcount block (held in memory until then), an fdatasync
+// TestIOLazyRefcountsCloseFails: `minivmm io` writes a new data cluster
+// into a lazy_refcounts qcow2 image whose disk then fails what only the
+// close writes: the refcount block (held in memory until then), an fdatasync
 // after it, the header write that clears the dirty bit. qemu-io prints
 // its cache's line for the first two and nothing for the third, and
 // exits 0; minivmm io prints the same lines (and the third failure as
@@ -42,7 +42,21 @@ func TestIOLazyRefcountsCloseFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The first refcount block: written by nobody until the close.
+	// A first write allocates the L2 table the test's write goes
+	// through: a new L2 table's refcount is written before the table is
+	// used (QEMU's l2_allocate), lazy refcounts or not, so only a data
+	// cluster's refcount waits for the close.
+	{
+		d := faultdisk.Load(img)
+		prog := qtool.Program{Name: "minivmm io", Setup: func(g *block.Graph) error { return d.Install(g, "fault") }}
+		var out, errOut strings.Builder
+		if code := Run(prog, []string{"-c", "write -P 1 0 64k", "--image-opts", "driver=qcow2,file.driver=fault"},
+			strings.NewReader(""), &out, &errOut); code != 0 {
+			t.Fatalf("first write: exit %d: %s", code, errOut.String())
+		}
+		img = d.Bytes()
+	}
+	// The first refcount block: written again by nobody until the close.
 	be := binary.BigEndian
 	cluster := int64(1) << be.Uint32(img[20:])
 	rb := int64(be.Uint64(img[be.Uint64(img[48:]):]))
